@@ -1,0 +1,168 @@
+"""The job spec: one YAML file, validated by typed models when it is loaded.
+
+Unknown keys, wrong types, impossible values and missing files are errors that name the
+key path (``stages.tokenize.model``). Each stage's config model lives beside the stage.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from pipeline import storage
+from pipeline.stages.exact_dedup import ExactDedupConfig
+from pipeline.stages.pack import PackConfig
+from pipeline.stages.tokenize import TokenizeConfig
+from pipeline.stages.validate import InputConfig
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str
+    """Where token shards, rejects, quarantine, the manifest and the report go."""
+    storage_options: storage.StorageOptions = storage.StorageOptions()
+    write_rejects: bool = True
+    """Write rejected documents (with text and reason) under ``rejects/``; when false only counts are kept."""
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None
+    """Existing cluster (``auto``, ``ray://host:10001``); unset starts a local Ray sized to this machine."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs for a local Ray; unset uses every core."""
+    object_store_memory_mb: int | None = Field(None, ge=64)
+    shuffle_strategy: Literal["sort_shuffle_pull_based", "hash_shuffle", "shuffle_v2"] = "sort_shuffle_pull_based"
+    """Ray Data shuffle used by global stages. The task-based sort shuffle starts no
+    aggregator actors: measured 4-5x faster than the actor-based ones on small clusters."""
+    progress_bars: bool = False
+    """Ray Data's own progress bars, in addition to Refinery's per-phase progress lines."""
+
+
+class StagesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    tokenize: TokenizeConfig
+    pack: PackConfig = PackConfig()
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    input: InputConfig
+    output: OutputConfig
+    ray: RayConfig = RayConfig()
+    stages: StagesConfig
+
+    @field_validator("input")
+    @classmethod
+    def _input_exists(cls, value: InputConfig, info: ValidationInfo) -> InputConfig:
+        if _checking_files(info) and not storage.list_files(value.uri, value.storage_options, suffix=".parquet"):
+            raise ValueError(f"no Parquet files found at input.uri '{value.uri}'")
+        return value
+
+    @model_validator(mode="after")
+    def _models_exist(self, info: ValidationInfo) -> "JobSpec":
+        tokenizer = self.stages.tokenize
+        if _checking_files(info) and not storage.exists(tokenizer.model, tokenizer.storage_options):
+            raise ValueError(
+                f"stages.tokenize.model: file not found: '{tokenizer.model}' "
+                "(train one with `refinery train-tokenizer CORPUS OUT.model`)"
+            )
+        return self
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the output; ``ray`` settings do not."""
+        payload = self.model_dump(mode="json", exclude={"ray"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _checking_files(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("check_files"))
+
+
+class JobSpecError(ValueError):
+    """A job spec that cannot run, with every problem named by key path."""
+
+
+def load_job_spec(source: str | Path | dict[str, Any], overrides: list[str] | None = None,
+                  check_files: bool = True) -> JobSpec:
+    """Load a spec from a YAML file (path or URI) or a dict, apply ``key.path=value`` overrides, validate."""
+    label = "job spec"
+    if isinstance(source, dict):
+        data = json.loads(json.dumps(source))
+    else:
+        label = str(source)
+        try:
+            raw = storage.read_bytes(str(source))
+        except FileNotFoundError:
+            raise JobSpecError(f"{label}: file not found") from None
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise JobSpecError(f"{label}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise JobSpecError(f"{label}: expected a mapping of keys at the top level")
+    for override in overrides or []:
+        apply_override(data, override)
+    try:
+        return JobSpec.model_validate(data, context={"check_files": check_files})
+    except ValidationError as exc:
+        raise JobSpecError(f"{label}: invalid job spec\n" + describe_errors(exc)) from None
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """``stages.pack.seq_len=4096``: the value is parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in override:
+        raise JobSpecError(f"--set {override!r}: expected KEY.PATH=VALUE")
+    path, _, value = override.partition("=")
+    keys = path.strip().split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise JobSpecError(f"--set {path}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = yaml.safe_load(value)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(error["loc"][:-1])
+            hint = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
+            message = "unknown key" + (f"; did you mean '{hint[0]}'?" if hint else "")
+            message += f" (allowed here: {', '.join(allowed)})"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = error["msg"]
+            if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
+                message += f" (got {error['input']!r})"
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(location: tuple) -> list[str]:
+    model: Any = JobSpec
+    for part in location:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = field.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []

@@ -1,0 +1,1 @@
+"""Token shard formats: one writer per format, tested against a reader of that format."""

@@ -1,0 +1,243 @@
+"""Phase 1, annotate: one work unit per input shard.
+
+Each shard is read in row batches, validated, and passed through the document stages.
+Kept rows go to ``work/annotate/<key>.parquet``, rejects to ``rejects/annotate/``,
+quarantined rows to ``quarantine/``; a marker with the shard's counts is written last,
+so a shard with a marker is finished and a re-run skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import documents as cols
+from pipeline import storage
+from pipeline.config import JobSpec
+from pipeline.layout import OutputLayout, shard_key
+from pipeline.parquet_io import LazyParquetWriter
+from pipeline.progress import Progress
+from pipeline.stages.base import DocumentStage
+from pipeline.stages.exact_dedup import ExactDedupKeys
+from pipeline.stages.validate import InputValidation, ShardRejected
+
+REJECTS_SCHEMA = pa.schema(list(cols.BASE_SCHEMA) + cols.REJECT_FIELDS)
+
+
+@dataclass(frozen=True)
+class InputShard:
+    uri: str
+    key: str
+    fingerprint: dict[str, Any]
+
+
+def discover_shards(spec: JobSpec) -> list[InputShard]:
+    options = spec.input.storage_options
+    uris = storage.list_files(spec.input.uri, options, suffix=".parquet")
+    root = spec.input.uri.split("*", 1)[0].rsplit("/", 1)[0] if "*" in spec.input.uri else spec.input.uri
+    return [InputShard(uri, shard_key(root, uri), storage.file_info(uri, options)) for uri in uris]
+
+
+def document_stages(spec: JobSpec) -> list[DocumentStage]:
+    """The annotate-phase stages of a job, in the order they run."""
+    stages: list[DocumentStage] = []
+    if spec.stages.exact_dedup.enabled:
+        stages.append(ExactDedupKeys(spec.stages.exact_dedup))
+    return stages
+
+
+def annotate_config_hash(spec: JobSpec) -> str:
+    """What annotated shards depend on: input reading and the annotate-phase stages."""
+    payload = {
+        "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
+        "stages": spec.stages.model_dump(mode="json", exclude={"tokenize", "pack"}),
+        "write_rejects": spec.output.write_rejects,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _count(counter: dict[str, int], key: str, n: int) -> None:
+    if n:
+        counter[key] = counter.get(key, 0) + n
+
+
+class ShardAnnotation:
+    """Runs the annotate phase on one shard with stages set up once per worker."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.layout = OutputLayout(spec.output.uri)
+        self.validation = InputValidation(spec.input)
+        self.stages = document_stages(spec)
+        for stage in self.stages:
+            stage.setup()
+
+    def run(self, shard: InputShard) -> dict[str, Any]:
+        started = time.perf_counter()
+        stats: dict[str, Any] = {
+            "shard_key": shard.key, "uri": shard.uri, "fingerprint": shard.fingerprint,
+            "config_hash": annotate_config_hash(self.spec), "input_docs": 0, "input_bytes": 0,
+            "annotated_docs": 0, "annotated_bytes": 0, "rejected": {}, "quarantined": {}, "shard_quarantined": None,
+        }
+        options = self.spec.output.storage_options
+        for stale in (self.layout.annotated(shard.key), self.layout.annotate_rejects(shard.key),
+                      self.layout.quarantine(shard.key)):
+            storage.remove_tree(stale, options)
+        try:
+            self._annotate(shard, stats)
+        except ShardRejected as problem:
+            if self.spec.input.on_bad_shard == "fail":
+                raise RuntimeError(f"input shard {shard.uri}: {problem} (input.on_bad_shard is 'fail')") from None
+            self._quarantine_shard(shard, stats, problem)
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        storage.write_json(self.layout.annotate_marker(shard.key), stats, self.spec.output.storage_options)
+        return stats
+
+    def _annotate(self, shard: InputShard, stats: dict[str, Any]) -> None:
+        out_options = self.spec.output.storage_options
+        try:
+            source = storage.open_read(shard.uri, self.spec.input.storage_options)
+            parquet = pq.ParquetFile(source)
+        except (pa.ArrowException, OSError) as exc:
+            raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
+        num_rows = parquet.metadata.num_rows
+        self.validation.check_schema(parquet.schema_arrow, num_rows)
+        columns = self.validation.columns_to_read(parquet.schema_arrow)
+        counts = {"input_docs": 0, "input_bytes": 0, "annotated_docs": 0, "annotated_bytes": 0}
+        rejected: dict[str, dict[str, int]] = {}
+        quarantined: dict[str, int] = {}
+        with source, contextlib.ExitStack() as stack:
+            annotated = LazyParquetWriter(stack, self.layout.annotated(shard.key), out_options)
+            rejects = LazyParquetWriter(stack, self.layout.annotate_rejects(shard.key), out_options, REJECTS_SCHEMA)
+            quarantine = LazyParquetWriter(stack, self.layout.quarantine(shard.key), out_options, cols.QUARANTINE_SCHEMA)
+            batches = parquet.iter_batches(batch_size=self.spec.input.batch_rows, columns=columns)
+            first_row = 0
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as exc:
+                    raise ShardRejected(
+                        "unreadable_parquet", f"after row {first_row}: {type(exc).__name__}: {exc}", num_rows
+                    ) from None
+                raw = pa.Table.from_batches([batch])
+                counts["input_docs"] += raw.num_rows
+                counts["input_bytes"] += int(pc.sum(pc.binary_length(raw.column(self.spec.input.text_column))).as_py() or 0)
+                result = self.validation.validate(raw, shard.uri, shard.key, first_row)
+                first_row += raw.num_rows
+                docs, batch_rejects = self._run_stages(result.docs, [result.rejected])
+                annotated.write(docs)
+                counts["annotated_docs"] += docs.num_rows
+                counts["annotated_bytes"] += int(pc.sum(docs.column(cols.TEXT_BYTES)).as_py() or 0)
+                for table in batch_rejects:
+                    if table.num_rows:
+                        for (stage, reason), n in _group_counts(table).items():
+                            _count(rejected.setdefault(stage, {}), reason, n)
+                        if self.spec.output.write_rejects:
+                            rejects.write(table)
+                if result.quarantined.num_rows:
+                    quarantine.write(result.quarantined)
+                    for reason, n in _value_counts(result.quarantined.column(cols.QUARANTINE_REASON)).items():
+                        _count(quarantined, reason, n)
+            if annotated.writer is None:
+                empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
+                annotated.write(empty)
+        stats.update(counts, rejected=rejected, quarantined=quarantined)
+
+    def _run_stages(self, docs: pa.Table, rejects: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
+        for stage in self.stages:
+            docs, stage_rejects = stage(docs)
+            rejects.append(stage_rejects)
+        return docs, rejects
+
+    def _quarantine_shard(self, shard: InputShard, stats: dict[str, Any], problem: ShardRejected) -> None:
+        record = pa.table(
+            {
+                cols.SOURCE_URI: [shard.uri], cols.SHARD: [shard.key], cols.ROW: pa.nulls(1, pa.int64()),
+                cols.ID: pa.nulls(1, pa.string()), cols.TEXT_BYTES: pa.nulls(1, pa.int64()),
+                cols.QUARANTINE_REASON: [problem.reason], cols.QUARANTINE_DETAIL: [problem.detail],
+            },
+            schema=cols.QUARANTINE_SCHEMA,
+        )
+        with storage.atomic_writer(self.layout.quarantine(shard.key), self.spec.output.storage_options) as sink:
+            pq.write_table(record, sink)
+        docs = problem.num_rows or 0
+        stats.update(
+            input_docs=docs, input_bytes=0, annotated_docs=0, annotated_bytes=0, rejected={},
+            quarantined={problem.reason: docs} if docs else {},
+            shard_quarantined={"reason": problem.reason, "detail": problem.detail, "documents": problem.num_rows},
+        )
+
+
+def _value_counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
+
+
+def _group_counts(rejects: pa.Table) -> dict[tuple[str, str], int]:
+    grouped = rejects.group_by([cols.REJECT_STAGE, cols.REJECT_REASON]).aggregate([(cols.ROW, "count")])
+    return {
+        (row[cols.REJECT_STAGE], row[cols.REJECT_REASON]): row[f"{cols.ROW}_count"] for row in grouped.to_pylist()
+    }
+
+
+class ShardAnnotator:
+    """Ray Data callable class: one instance per worker, one input row per shard."""
+
+    def __init__(self, spec_json: str) -> None:
+        self.annotation = ShardAnnotation(JobSpec.model_validate_json(spec_json))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out = []
+        for item in batch.to_pylist():
+            shard = InputShard(item["uri"], item["key"], json.loads(item["fingerprint"]))
+            try:
+                stats = self.annotation.run(shard)
+            except Exception as exc:
+                raise RuntimeError(f"annotate failed on input shard {shard.uri}: {type(exc).__name__}: {exc}") from exc
+            out.append(json.dumps(stats))
+        return pa.table({"stats": pa.array(out, pa.string())})
+
+
+def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, max_workers: int) -> list[dict[str, Any]]:
+    """Annotate every shard without a current marker; return every shard's stats."""
+    import ray.data
+
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    config_hash = annotate_config_hash(spec)
+    finished: dict[str, dict[str, Any]] = {}
+    todo: list[InputShard] = []
+    for shard in shards:
+        marker = layout.annotate_marker(shard.key)
+        if storage.exists(marker, options):
+            stats = storage.read_json(marker, options)
+            if stats.get("fingerprint") == shard.fingerprint and stats.get("config_hash") == config_hash:
+                finished[shard.key] = stats
+                continue
+        todo.append(shard)
+    progress.start("annotate", total=len(shards), unit="shards", skipped=len(finished))
+    if todo:
+        items = [{"uri": s.uri, "key": s.key, "fingerprint": json.dumps(s.fingerprint)} for s in todo]
+        results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            ShardAnnotator,
+            fn_constructor_kwargs={"spec_json": spec.model_dump_json()},
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(max_workers, len(items)))),
+            num_cpus=1,
+        )
+        for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for text in batch.column("stats").to_pylist():
+                stats = json.loads(text)
+                finished[stats["shard_key"]] = stats
+                progress.advance(1, docs=stats["input_docs"], nbytes=stats["input_bytes"])
+    return [finished[shard.key] for shard in shards]

@@ -1,0 +1,87 @@
+"""Phase 2, dedup: global stages over the key columns of every annotated document.
+
+Removals are written partitioned by shard (``work/dedup/removed/shard_key=<key>/``) so
+the pack phase reads only its own shard's; ``_COMMITTED.json`` with the counts is
+written last and names the annotated inputs it was computed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pipeline import documents as cols
+from pipeline import storage
+from pipeline.config import JobSpec
+from pipeline.layout import OutputLayout
+from pipeline.progress import Progress
+from pipeline.stages.base import GlobalStage
+from pipeline.stages.exact_dedup import ExactDuplicates
+
+
+def global_stages(spec: JobSpec) -> list[GlobalStage]:
+    stages: list[GlobalStage] = []
+    if spec.stages.exact_dedup.enabled:
+        stages.append(ExactDuplicates(spec.stages.exact_dedup))
+    return stages
+
+
+def dedup_input_hash(spec: JobSpec, annotate_stats: list[dict[str, Any]]) -> str:
+    payload = {
+        "stages": [s.name for s in global_stages(spec)],
+        "config": spec.stages.exact_dedup.model_dump(mode="json"),
+        "shards": sorted(
+            (s["shard_key"], s["config_hash"], json.dumps(s["fingerprint"], sort_keys=True), s["annotated_docs"])
+            for s in annotate_stats
+        ),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def count_removals(block):
+    """Per-block counts by shard, stage and reason; summed on the driver (a few rows per shard)."""
+    import pyarrow as pa
+
+    group = [cols.SHARD, cols.REJECT_STAGE, cols.REJECT_REASON]
+    return block.group_by(group).aggregate([(cols.ROW, "count")]).rename_columns(group + ["count"]).cast(
+        pa.schema([(c, pa.string()) for c in group] + [("count", pa.int64())])
+    )
+
+
+def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
+    import ray.data
+
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    input_hash = dedup_input_hash(spec, annotate_stats)
+    if storage.exists(layout.dedup_marker, options):
+        marker = storage.read_json(layout.dedup_marker, options)
+        if marker.get("input_hash") == input_hash:
+            progress.log("dedup: already committed for these annotated shards, skipped")
+            return marker
+    storage.remove_tree(layout.dedup_dir, options)
+
+    stages = global_stages(spec)
+    with_docs = [s["shard_key"] for s in annotate_stats if s["annotated_docs"] > 0]
+    progress.start("dedup", total=len(stages), unit="global stages")
+    removed: dict[str, dict[str, dict[str, int]]] = {}
+    if stages and with_docs:
+        fs, _ = storage.pyarrow_filesystem(spec.output.uri, options)
+        paths = [storage.filesystem(layout.annotated(key), options)[1] for key in with_docs]
+        key_columns = sorted({c for stage in stages for c in stage.key_columns})
+        keys = ray.data.read_parquet(paths, filesystem=fs).select_columns(key_columns)
+        _, removals_path = storage.filesystem(layout.dedup_removals, options)
+        for stage in stages:
+            removals = stage.find_removals(keys).materialize()
+            counts = removals.map_batches(count_removals, batch_size=None, batch_format="pyarrow").take_all()
+            if counts:
+                removals.write_parquet(removals_path, partition_cols=[cols.SHARD], filesystem=fs)
+            for row in counts:
+                per_stage = removed.setdefault(row[cols.SHARD], {}).setdefault(row[cols.REJECT_STAGE], {})
+                per_stage[row[cols.REJECT_REASON]] = per_stage.get(row[cols.REJECT_REASON], 0) + int(row["count"])
+            progress.advance(1, docs=sum(int(r["count"]) for r in counts))
+    marker = {"input_hash": input_hash, "removed_by_shard": removed,
+              "removed_total": sum(n for s in removed.values() for r in s.values() for n in r.values())}
+    storage.write_json(layout.dedup_marker, marker, options)
+    return marker

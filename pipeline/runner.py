@@ -1,0 +1,157 @@
+"""Runs a job: annotate → dedup → pack → manifest → report, on local Ray or a cluster.
+
+The same code path serves both: locally Ray starts in-process sized to the machine;
+with an address it connects to an existing cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pipeline import storage
+from pipeline.config import JobSpec, RayConfig, load_job_spec
+from pipeline.layout import OutputLayout
+from pipeline.phases.annotate import discover_shards, run_annotate
+from pipeline.phases.dedup import run_dedup
+from pipeline.phases.pack import run_pack, write_manifest
+from pipeline.progress import Progress
+from pipeline.report import build_report, check_balance, render_markdown
+
+
+class InputError(RuntimeError):
+    """The input cannot produce any documents."""
+
+
+@dataclass
+class RunResult:
+    output_uri: str
+    manifest_uri: str
+    report_uri: str
+    report: dict[str, Any]
+
+
+def ensure_ray(config: RayConfig, address: str | None = None) -> None:
+    import ray
+    import ray.data
+    from ray.data.context import ShuffleStrategy
+
+    if not ray.is_initialized():
+        address = address or config.address
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            kwargs: dict[str, Any] = {"num_cpus": config.num_cpus or os.cpu_count(), "include_dashboard": False}
+            if config.object_store_memory_mb:
+                kwargs["object_store_memory"] = config.object_store_memory_mb * 1024 * 1024
+            ray.init(logging_level=logging.WARNING, **kwargs)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = config.progress_bars
+    context.shuffle_strategy = ShuffleStrategy(config.shuffle_strategy)
+    logging.getLogger("ray.data").setLevel(logging.INFO if config.progress_bars else logging.WARNING)
+
+
+class PeakMemory:
+    """Samples the RSS of this process and its descendants (local Ray workers included)."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                self.peak = max(self.peak, process.memory_info().rss)
+            except psutil.Error:
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> "PeakMemory":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _phase(name: str, started: float, docs: int, nbytes: int) -> dict[str, Any]:
+    seconds = time.perf_counter() - started
+    return {
+        "name": name, "seconds": round(seconds, 3), "docs": docs,
+        "docs_per_s": round(docs / seconds, 1) if seconds > 0 else 0.0,
+        "mb_per_s": round(nbytes / seconds / 1e6, 3) if seconds > 0 else 0.0,
+    }
+
+
+def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str] | None = None,
+            address: str | None = None, progress: Progress | None = None) -> RunResult:
+    """Run a job spec (object, YAML path or dict) to completion and return where its outputs are."""
+    if not isinstance(spec, JobSpec):
+        spec = load_job_spec(spec, overrides)
+    progress = progress or Progress()
+    layout = OutputLayout(spec.output.uri)
+    out_options = spec.output.storage_options
+    storage.check_writable(spec.output.uri, out_options)
+    # A manifest is the commit point of a finished run; while this run works there is none.
+    storage.remove_tree(layout.manifest, out_options)
+    ensure_ray(spec.ray, address)
+    import ray
+
+    workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    phases: list[dict[str, Any]] = []
+    with PeakMemory() as memory:
+        shards = discover_shards(spec)
+        if not shards:
+            raise InputError(f"no Parquet files found at input.uri '{spec.input.uri}'")
+        progress.log(f"job '{spec.name}': {len(shards)} input shards, output {spec.output.uri}")
+
+        started = time.perf_counter()
+        annotate_stats = run_annotate(spec, shards, progress, workers)
+        phases.append(_phase("annotate", started, sum(s["input_docs"] for s in annotate_stats),
+                             sum(s["input_bytes"] for s in annotate_stats)))
+        if all(s["shard_quarantined"] for s in annotate_stats):
+            first = annotate_stats[0]
+            raise InputError(
+                f"every input shard was quarantined; the first, {first['uri']}: "
+                f"{first['shard_quarantined']['reason']}: {first['shard_quarantined']['detail']}"
+            )
+
+        started = time.perf_counter()
+        dedup_marker = run_dedup(spec, annotate_stats, progress)
+        annotated_docs = sum(s["annotated_docs"] for s in annotate_stats)
+        phases.append(_phase("dedup", started, annotated_docs, sum(s["annotated_bytes"] for s in annotate_stats)))
+
+        started = time.perf_counter()
+        keys = [s["shard_key"] for s in annotate_stats if not s["shard_quarantined"]]
+        pack_stats = run_pack(spec, keys, dedup_marker["input_hash"], progress, workers)
+        phases.append(_phase("pack", started, sum(s["kept_docs"] for s in pack_stats),
+                             sum(s["kept_bytes"] for s in pack_stats)))
+
+    report = build_report(spec.name, spec.config_hash(), annotate_stats, dedup_marker, pack_stats, phases,
+                          memory.peak)
+    storage.write_json(layout.report_json, report, out_options)
+    storage.write_bytes(layout.report_md, render_markdown(report).encode(), out_options)
+    check_balance(report)
+    write_manifest(spec, pack_stats, annotate_stats)
+    t = report["totals"]
+    progress.log(
+        f"done: {t['input_docs']:,} in, {t['kept_docs']:,} kept, {t['rejected_docs']:,} rejected, "
+        f"{t['quarantined_docs']:,} quarantined; {t['tokens']:,} tokens; counts balance"
+    )
+    return RunResult(spec.output.uri, layout.manifest, layout.report_md, report)

@@ -1,0 +1,1 @@
+"""Stages: document stages map a batch to a batch; global stages map a Dataset to a Dataset."""

@@ -1,0 +1,205 @@
+"""Every read and write in Refinery goes through this module, by fsspec URI.
+
+Plain paths and ``file://`` use the local filesystem; ``s3://`` uses s3fs with the
+job's storage options. Credentials come from the standard AWS chain (environment,
+profile, instance role) and are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import posixpath
+import uuid
+from typing import IO, Any, Iterator
+
+import fsspec
+import pyarrow.fs as pafs
+from pydantic import BaseModel, ConfigDict
+
+
+class StorageOptions(BaseModel):
+    """How to reach an object store. Local paths ignore these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = None
+    """S3-compatible endpoint, e.g. ``http://127.0.0.1:9000`` for MinIO."""
+    profile: str | None = None
+    """Named AWS profile from ``~/.aws/config``."""
+    anonymous: bool = False
+    """Unsigned requests, for public buckets."""
+    region: str | None = None
+
+    def fsspec_kwargs(self, protocol: str) -> dict[str, Any]:
+        if protocol not in ("s3", "s3a"):
+            return {}
+        kwargs: dict[str, Any] = {"anon": self.anonymous}
+        if self.profile:
+            kwargs["profile"] = self.profile
+        if self.endpoint_url:
+            kwargs["endpoint_url"] = self.endpoint_url
+        if self.region:
+            kwargs["client_kwargs"] = {"region_name": self.region}
+        return kwargs
+
+
+def protocol_of(uri: str) -> str:
+    if "://" in uri:
+        return uri.split("://", 1)[0]
+    return "file"
+
+
+def normalize_uri(uri: str) -> str:
+    """Local paths become absolute ``file``-less paths so Ray workers resolve them alike."""
+    if protocol_of(uri) == "file":
+        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        return os.path.abspath(os.path.expanduser(path))
+    return uri.rstrip("/")
+
+
+def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    options = options or StorageOptions()
+    uri = normalize_uri(uri)
+    protocol = protocol_of(uri)
+    fs, path = fsspec.core.url_to_fs(uri, **options.fsspec_kwargs(protocol))
+    return fs, path
+
+
+def pyarrow_filesystem(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileSystem, str]:
+    """The same filesystem wrapped for pyarrow and Ray Data readers and writers."""
+    fs, path = filesystem(uri, options)
+    if protocol_of(normalize_uri(uri)) == "file":
+        return pafs.LocalFileSystem(), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def join(uri: str, *parts: str) -> str:
+    if protocol_of(uri) == "file":
+        return os.path.join(normalize_uri(uri), *parts)
+    return posixpath.join(uri.rstrip("/"), *parts)
+
+
+def exists(uri: str, options: StorageOptions | None = None) -> bool:
+    fs, path = filesystem(uri, options)
+    return fs.exists(path)
+
+
+def is_local(uri: str) -> bool:
+    return protocol_of(normalize_uri(uri)) == "file"
+
+
+def list_files(uri: str, options: StorageOptions | None = None, suffix: str = "") -> list[str]:
+    """Files under a directory or prefix, or matching a glob, as sorted full URIs."""
+    fs, path = filesystem(uri, options)
+    protocol = protocol_of(normalize_uri(uri))
+    if any(ch in path for ch in "*?["):
+        found = fs.glob(path)
+    elif fs.isfile(path):
+        found = [path]
+    elif fs.exists(path):
+        found = fs.find(path)
+    else:
+        found = []
+    found = [p for p in found if p.endswith(suffix) and not posixpath.basename(p).startswith((".", "_"))]
+    return sorted(_with_protocol(protocol, p) for p in found)
+
+
+def _with_protocol(protocol: str, path: str) -> str:
+    return path if protocol == "file" else f"{protocol}://{path}"
+
+
+def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
+    fs, path = filesystem(uri, options)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def read_json(uri: str, options: StorageOptions | None = None) -> Any:
+    return json.loads(read_bytes(uri, options))
+
+
+def open_read(uri: str, options: StorageOptions | None = None) -> IO[bytes]:
+    fs, path = filesystem(uri, options)
+    return fs.open(path, "rb")
+
+
+def file_info(uri: str, options: StorageOptions | None = None) -> dict[str, Any]:
+    """Size plus whatever change token the store offers (mtime locally, ETag on S3)."""
+    fs, path = filesystem(uri, options)
+    info = fs.info(path)
+    token = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+    return {"size": int(info.get("size") or 0), "version": str(token) if token is not None else None}
+
+
+@contextlib.contextmanager
+def atomic_writer(uri: str, options: StorageOptions | None = None) -> Iterator[IO[bytes]]:
+    """Write a file so that readers see either nothing or the complete file.
+
+    Locally the bytes go to a temporary sibling that is renamed into place. Object
+    stores publish an object only when its upload completes, so a killed writer
+    leaves nothing behind there either.
+    """
+    fs, path = filesystem(uri, options)
+    if is_local(uri):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        buffer = io.BytesIO()
+        yield buffer
+        with fs.open(path, "wb") as f:
+            f.write(buffer.getbuffer())
+
+
+def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
+    with atomic_writer(uri, options) as f:
+        f.write(data)
+
+
+def write_json(uri: str, obj: Any, options: StorageOptions | None = None) -> None:
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), options)
+
+
+def remove_tree(uri: str, options: StorageOptions | None = None) -> None:
+    fs, path = filesystem(uri, options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def sha256_of(uri: str, options: StorageOptions | None = None) -> str:
+    digest = hashlib.sha256()
+    with open_read(uri, options) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_writable(uri: str, options: StorageOptions | None = None) -> None:
+    """Fail before any work starts if the output location cannot take a file."""
+    probe = join(uri, f"_write_probe_{uuid.uuid4().hex}")
+    try:
+        write_bytes(probe, b"ok", options)
+        fs, path = filesystem(probe, options)
+        fs.rm(path)
+    except Exception as exc:  # any backend error means the same thing to the user
+        raise OutputNotWritable(
+            f"cannot write to output '{uri}': {type(exc).__name__}: {exc}. "
+            "Check that the path is a directory you can write to (or that the bucket exists "
+            "and your credentials allow PutObject), or set output.uri to another location."
+        ) from exc
+
+
+class OutputNotWritable(RuntimeError):
+    pass
