@@ -1,0 +1,97 @@
+"""Shared fixtures: one real local Ray (2 CPUs) per session, a small generated corpus, a
+tokenizer trained on it, and a real S3 server (moto) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Set before Ray starts so its worker processes inherit them; only the loopback moto
+# server ever sees these dummy credentials.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024 * 1024,
+                 logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory) -> Path:
+    from pipeline.sample import write_sample_corpus
+
+    out = tmp_path_factory.mktemp("sample") / "corpus"
+    write_sample_corpus(str(out), num_docs=500, num_shards=4, seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer_model(sample_corpus, tmp_path_factory) -> Path:
+    from pipeline.tokenizer_training import train_tokenizer
+
+    out = tmp_path_factory.mktemp("models") / "test.sp.model"
+    train_tokenizer(str(sample_corpus), str(out), vocab_size=1000, seed=0)
+    return out
+
+
+def job_dict(input_uri: str, output_uri: str, tokenizer: str, **sections: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": "test",
+        "input": {"uri": input_uri, "id_column": "id"},
+        "output": {"uri": output_uri},
+        "stages": {"tokenize": {"model": tokenizer}, "pack": {"seq_len": 256}},
+    }
+    for key, value in sections.items():
+        spec[key] = {**spec.get(key, {}), **value}
+    return spec
+
+
+@pytest.fixture
+def make_job(tokenizer_model):
+    def make(input_uri, output_uri, **sections):
+        return job_dict(str(input_uri), str(output_uri), str(tokenizer_model), **sections)
+
+    return make
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API (moto) on 127.0.0.1, reached over HTTP with s3fs, as s3fs's own tests do."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, anon=False)
+    fs.invalidate_cache()
+    return fs

@@ -1,0 +1,94 @@
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.config import JobSpecError, load_job_spec
+
+
+def test_valid_spec_fills_defaults(make_job, sample_corpus, tmp_path):
+    spec = load_job_spec(make_job(sample_corpus, tmp_path / "out"))
+    assert spec.stages.exact_dedup.enabled is True
+    assert spec.stages.pack.mode == "concat"
+    assert spec.input.max_document_bytes == 10_000_000
+
+
+def test_unknown_key_names_path_and_suggests(make_job, sample_corpus, tmp_path):
+    job = make_job(sample_corpus, tmp_path / "out")
+    job["stages"]["tokenize"]["modle_typo"] = 1
+    job["stages"]["pack"]["seqlen"] = 128
+    with pytest.raises(JobSpecError) as err:
+        load_job_spec(job)
+    message = str(err.value)
+    assert "stages.tokenize.modle_typo: unknown key" in message
+    assert "stages.pack.seqlen: unknown key; did you mean 'seq_len'?" in message
+
+
+def test_wrong_type_and_impossible_value(make_job, sample_corpus, tmp_path):
+    job = make_job(sample_corpus, tmp_path / "out")
+    job["stages"]["pack"]["seq_len"] = 0
+    job["input"]["max_document_bytes"] = "lots"
+    job["stages"]["exact_dedup"] = {"enabled": "maybe"}
+    with pytest.raises(JobSpecError) as err:
+        load_job_spec(job)
+    message = str(err.value)
+    assert "stages.pack.seq_len: Input should be greater than 0" in message
+    assert "input.max_document_bytes:" in message
+    assert "stages.exact_dedup.enabled:" in message
+
+
+def test_missing_required_and_missing_files(make_job, tmp_path):
+    job = make_job(tmp_path / "nothing-here", tmp_path / "out")
+    job["stages"]["tokenize"]["model"] = str(tmp_path / "absent.model")
+    del job["output"]
+    with pytest.raises(JobSpecError) as err:
+        load_job_spec(job)
+    message = str(err.value)
+    assert "output: required key is missing" in message
+    assert "no Parquet files found at input.uri" in message
+
+
+def test_missing_tokenizer_file_named(make_job, sample_corpus, tmp_path):
+    job = make_job(sample_corpus, tmp_path / "out")
+    job["stages"]["tokenize"]["model"] = str(tmp_path / "absent.model")
+    with pytest.raises(JobSpecError, match=r"stages.tokenize.model: file not found"):
+        load_job_spec(job)
+
+
+def test_overrides_apply_before_validation(make_job, sample_corpus, tmp_path):
+    spec = load_job_spec(make_job(sample_corpus, tmp_path / "out"),
+                         ["stages.pack.seq_len=4096", "output.write_rejects=false"])
+    assert spec.stages.pack.seq_len == 4096 and spec.output.write_rejects is False
+    with pytest.raises(JobSpecError, match="stages.pack.nope: unknown key"):
+        load_job_spec(make_job(sample_corpus, tmp_path / "out"), ["stages.pack.nope=1"])
+
+
+def test_cli_validate_prints_resolved_spec(make_job, sample_corpus, tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(make_job(sample_corpus, tmp_path / "out")))
+    assert main(["validate", str(path), "--set", "seed=9"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["seed"] == 9 and printed["stages"]["pack"]["seq_len"] == 256
+
+
+def test_cli_validate_reports_bad_key_with_exit_2(make_job, sample_corpus, tmp_path, capsys):
+    job = make_job(sample_corpus, tmp_path / "out")
+    job["ouput"] = {}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "ouput: unknown key; did you mean 'output'?" in err
+
+
+def test_bad_yaml_names_file(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    assert main(["validate", str(path)]) == 2
+    assert f"{path}: not valid YAML" in capsys.readouterr().err
+
+
+def test_shipped_jobs_validate_structurally():
+    from pathlib import Path
+
+    for job in sorted(Path(__file__).resolve().parents[1].joinpath("jobs").glob("*.yaml")):
+        load_job_spec(job, check_files=False)

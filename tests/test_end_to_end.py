@@ -1,0 +1,141 @@
+"""Whole jobs on real local Ray (2 CPUs) over real Parquet files."""
+
+import json
+import unicodedata
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import sentencepiece as spm
+
+from pipeline import run_job
+from pipeline.layout import shard_key
+from tests.megatron_reader import read_indexed_dataset
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def expected_kept(corpus: Path) -> dict[str, list[str]]:
+    """Reference written independently of the pipeline: drop blank texts, then keep the first
+    (by shard key, row) of each text under NFKC + lowercase + whitespace folding."""
+    rows = []
+    for path in sorted(corpus.glob("*.parquet")):
+        key = shard_key(str(corpus), str(path))
+        for row, text in enumerate(pq.read_table(path).column("text").to_pylist()):
+            if text is not None and text.strip():
+                rows.append((key, row, text))
+    seen, kept = set(), {}
+    for key, row, text in sorted(rows):
+        normalized = " ".join(unicodedata.normalize("NFKC", text).lower().split())
+        if normalized not in seen:
+            seen.add(normalized)
+            kept.setdefault(key, []).append(text)
+    return kept
+
+
+def decode_documents(output: Path, manifest: dict, model: Path) -> dict[str, list[str]]:
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    eos = manifest["tokenizer"]["eos_id"]
+    out = {}
+    for shard in manifest["shards"]:
+        dataset = read_indexed_dataset(output / shard["bin"][: -len(".bin")])
+        stream = [t for seq in dataset["sequences"] for t in seq.tolist()]
+        assert stream[-1] == eos
+        docs, current = [], []
+        for token in stream:
+            if token == eos:
+                docs.append(processor.Decode(current))
+                current = []
+            else:
+                current.append(token)
+        out[shard["shard_key"]] = docs
+        assert all(n == manifest["seq_len"] for n in dataset["lengths"][:-1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished_run(sample_corpus, tokenizer_model, tmp_path_factory):
+    from tests.conftest import job_dict
+
+    out = tmp_path_factory.mktemp("e2e") / "out"
+    result = run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model)))
+    return out, result
+
+
+def test_counts_balance_and_report_written(finished_run, sample_corpus):
+    out, result = finished_run
+    report = json.loads((out / "report.json").read_text())
+    assert report == result.report
+    balance = report["balance"]
+    assert balance["ok"] and balance["input"] == 500
+    assert balance["input"] == balance["kept"] + balance["rejected"] + balance["quarantined"]
+    assert {p["name"] for p in report["phases"]} == {"annotate", "dedup", "pack"}
+    markdown = (out / "report.md").read_text()
+    assert "Counts balance: **yes**" in markdown and "exact_duplicate" in markdown
+    plants = json.loads((sample_corpus / "_plants.json").read_text())
+    assert report["rejected"]["exact_dedup"]["exact_duplicate"] >= len(plants["exact_duplicates"])
+
+
+def test_shards_detokenize_to_exactly_the_kept_documents(finished_run, sample_corpus, tokenizer_model):
+    out, _ = finished_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert decode_documents(out, manifest, tokenizer_model) == expected_kept(sample_corpus)
+    assert manifest["totals"]["documents"] == sum(len(v) for v in expected_kept(sample_corpus).values())
+
+
+def test_rejects_sink_names_stage_reason_and_survivor(finished_run, sample_corpus):
+    out, _ = finished_run
+    dedup_rejects = [r for p in sorted((out / "rejects" / "dedup").glob("*.parquet"))
+                     for r in pq.read_table(p).to_pylist()]
+    plants = json.loads((sample_corpus / "_plants.json").read_text())
+    rejected_ids = {r["id"] for r in dedup_rejects}
+    for planted in plants["exact_duplicates"]:
+        # either copy may be the survivor; the other must be rejected and point at a kept id
+        assert planted["id"] in rejected_ids or planted["of"] in rejected_ids
+    assert all(r["reject_stage"] == "exact_dedup" and r["duplicate_of"] for r in dedup_rejects)
+    assert all(r["duplicate_of"] not in rejected_ids for r in dedup_rejects)
+    empty = [r for p in (out / "rejects" / "annotate").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
+    assert {r["reject_reason"] for r in empty} == {"empty_text"}
+
+
+def test_same_seed_gives_byte_identical_shards(finished_run, sample_corpus, tokenizer_model, tmp_path):
+    from tests.conftest import job_dict
+
+    out, _ = finished_run
+    second = tmp_path / "again"
+    run_job(job_dict(str(sample_corpus), str(second), str(tokenizer_model)))
+    first_manifest = json.loads((out / "manifest.json").read_text())
+    second_manifest = json.loads((second / "manifest.json").read_text())
+    assert first_manifest["shards"] == second_manifest["shards"]
+    for shard in first_manifest["shards"]:
+        for name in (shard["bin"], shard["idx"]):
+            assert (out / name).read_bytes() == (second / name).read_bytes()
+
+
+def test_rerun_skips_committed_work(finished_run, sample_corpus, tokenizer_model, capfd):
+    from tests.conftest import job_dict
+
+    out, first = finished_run
+    again = run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model)))
+    err = capfd.readouterr().err
+    assert "annotate: 4 shards (4 already committed, skipped)" in err
+    assert "dedup: already committed" in err
+    assert "pack: 4 shards (4 already committed, skipped)" in err
+    assert again.report["totals"] == first.report["totals"]
+
+
+def test_cli_inspect_verifies_manifest(finished_run, capsys):
+    from pipeline.cli import main
+
+    out, _ = finished_run
+    assert main(["inspect", str(out)]) == 0
+    assert "manifest verified" in capsys.readouterr().out
+    shard = json.loads((out / "manifest.json").read_text())["shards"][0]
+    tampered = out / shard["bin"]
+    original = tampered.read_bytes()
+    try:
+        tampered.write_bytes(original[:-2] + b"\x00\x00")
+        assert main(["inspect", str(out)]) == 1
+        assert "bin sha256 differs" in capsys.readouterr().out
+    finally:
+        tampered.write_bytes(original)
