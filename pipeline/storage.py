@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import posixpath
@@ -157,10 +156,17 @@ def atomic_writer(uri: str, options: StorageOptions | None = None) -> Iterator[I
             if os.path.exists(tmp):
                 os.remove(tmp)
     else:
-        buffer = io.BytesIO()
-        yield buffer
-        with fs.open(path, "wb") as f:
-            f.write(buffer.getbuffer())
+        # Streams as a multipart upload; on error the upload is aborted (discard), never
+        # completed, so no partial object appears.
+        f = fs.open(path, "wb")
+        try:
+            yield f
+        except BaseException:
+            if hasattr(f, "discard"):
+                f.discard()
+                f.closed = True  # or the file's finalizer would try to complete the upload
+            raise
+        f.close()
 
 
 def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
