@@ -62,9 +62,9 @@ def _harvest(limit_docs: int, limit_code: int) -> tuple[list[tuple[str, str]], l
     return docs, code
 
 
-def _multilingual() -> dict[str, list[str]]:
+def multilingual_sentences() -> dict[str, list[str]]:
     by_lang: dict[str, list[str]] = {}
-    text = importlib.resources.files("pipeline.resources").joinpath("multilingual.tsv").read_text("utf-8")
+    text = importlib.resources.files("pipeline").joinpath("resources", "multilingual.tsv").read_text("utf-8")
     for line in text.splitlines():
         lang, sentence = line.split("\t", 1)
         by_lang.setdefault(lang, []).append(sentence)
@@ -116,7 +116,7 @@ def build_sample_documents(num_docs: int, seed: int = 0) -> tuple[list[dict[str,
     base_count = int(num_docs * 0.86)
     docs_pool, code_pool = _harvest(limit_docs=max(200, base_count), limit_code=max(100, base_count // 3))
     sentences = [s for _, text in docs_pool for s in _sentences(text)]
-    languages = _multilingual()
+    languages = multilingual_sentences()
     rows: list[dict[str, Any]] = []
 
     def add(text: str, domain: str, url: str) -> dict[str, Any]:

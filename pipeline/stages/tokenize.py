@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pyarrow as pa
 import sentencepiece as spm
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,7 +46,7 @@ class Tokenize(DocumentStage):
             raise ValueError(f"tokenizer {self.config.model} has no EOS piece; set stages.tokenize.add_eos: false")
         if self.config.add_bos and self.bos_id < 0:
             raise ValueError(f"tokenizer {self.config.model} has no BOS piece; set stages.tokenize.add_bos: false")
-        self.num_threads = self.config.num_threads or max(1, int(self.resources.num_cpus)) or os.cpu_count()
+        self.num_threads = self.config.num_threads or max(1, int(self.resources.num_cpus))
 
     def process(self, docs: pa.Table) -> StageOutput:
         texts = docs.column(cols.TEXT).to_pylist()

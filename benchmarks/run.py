@@ -1,0 +1,212 @@
+"""Refinery benchmarks: a named stage or the whole job on a generated corpus of a given size.
+
+Each benchmark prints its figures and writes JSON to benchmarks/results/<name>.json.
+Comparisons are ratios measured in the same run (ours vs the raw library or a naive
+single-process approach); repeated measurements report the median.
+
+    python benchmarks/run.py job --docs 5000,20000
+    python benchmarks/run.py tokenize --docs 20000
+    python benchmarks/run.py exact_dedup --docs 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import documents as cols  # noqa: E402
+from pipeline.sample import build_sample_documents, write_sample_corpus  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _docs_table(n: int) -> pa.Table:
+    rows, _ = build_sample_documents(n, seed=1)
+    texts = [r["text"] for r in rows if r["text"].strip()]
+    return pa.table({
+        cols.ID: [str(i) for i in range(len(texts))], cols.TEXT: texts,
+        cols.DOMAIN: pa.nulls(len(texts), pa.string()), cols.URL: pa.nulls(len(texts), pa.string()),
+        cols.SHARD: ["bench"] * len(texts), cols.ROW: list(range(len(texts))),
+        cols.TEXT_BYTES: [len(t.encode()) for t in texts],
+    }, schema=cols.BASE_SCHEMA)
+
+
+def _batches(table: pa.Table, size: int = 1024):
+    return [table.slice(i, size) for i in range(0, table.num_rows, size)]
+
+
+def _tokenizer(tmp: Path, corpus: Path | None = None) -> Path:
+    from pipeline.tokenizer_training import train_tokenizer
+
+    if corpus is None:
+        corpus = tmp / "tok_corpus"
+        write_sample_corpus(str(corpus), num_docs=3000, num_shards=2, seed=5)
+    model = tmp / "bench.sp.model"
+    train_tokenizer(str(corpus), str(model), vocab_size=8000)
+    return model
+
+
+def bench_tokenize(docs: int, repeats: int, tmp: Path) -> dict:
+    """Tokenize + pack + Megatron encode vs raw SentencePieceProcessor.encode(num_threads=cores)."""
+    import sentencepiece as spm
+
+    from pipeline.formats import megatron
+    from pipeline.stages.tokenize import TOKENS, Tokenize, TokenizeConfig
+
+    table = _docs_table(docs)
+    model = _tokenizer(tmp)
+    texts = table.column(cols.TEXT).to_pylist()
+    raw = spm.SentencePieceProcessor(model_file=str(model))
+    stage = Tokenize(TokenizeConfig(model=str(model), num_threads=_cores()))
+    stage.setup()
+    dtype = megatron.token_dtype(stage.vocab_size)
+
+    def ours():
+        sink = io.BytesIO()
+        for batch in _batches(table):
+            tokens = stage.process(batch).table.column(TOKENS).combine_chunks()
+            sink.write(megatron.encode_bin(tokens.flatten().to_numpy(zero_copy_only=False), dtype))
+
+    raw_s = _median_seconds(lambda: raw.encode(texts, num_threads=_cores(), add_eos=True), repeats)
+    ours_s = _median_seconds(ours, repeats)
+    nbytes = sum(len(t.encode()) for t in texts)
+    return {"documents": len(texts), "bytes": nbytes, "raw_sentencepiece_s": raw_s, "refinery_s": ours_s,
+            "ratio_vs_raw": raw_s / ours_s, "refinery_mb_per_s_per_core": nbytes / ours_s / 1e6 / _cores()}
+
+
+def bench_exact_dedup(docs: int, repeats: int, tmp: Path) -> dict:
+    """Key hashing throughput, and the global Ray Data dedup vs a single-process dict."""
+    import ray
+
+    from pipeline.stages.exact_dedup import EXACT_HASH, ExactDedupConfig, ExactDedupKeys, ExactDuplicates
+
+    table = _docs_table(docs)
+    stage = ExactDedupKeys(ExactDedupConfig())
+    keyed = pa.concat_tables([stage.process(b).table for b in _batches(table)])
+    hash_s = _median_seconds(lambda: [stage.process(b) for b in _batches(table)], repeats)
+    keys = keyed.select([cols.SHARD, cols.ROW, cols.ID, EXACT_HASH])
+
+    def single_process():
+        first: dict[int, str] = {}
+        removed = 0
+        for h in keys.column(EXACT_HASH).to_pylist():
+            if h in first:
+                removed += 1
+            else:
+                first[h] = "x"
+        return removed
+
+    _start_ray()
+    dataset = ray.data.from_arrow(_batches(keys, 8192))
+    global_stage = ExactDuplicates(ExactDedupConfig())
+    ray_s = _median_seconds(lambda: global_stage.find_removals(dataset).materialize().count(), repeats)
+    dict_s = _median_seconds(single_process, repeats)
+    nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
+    return {"documents": table.num_rows, "bytes": nbytes, "hash_keys_s": hash_s,
+            "hash_mb_per_s_per_core": nbytes / hash_s / 1e6, "global_ray_s": ray_s, "single_process_dict_s": dict_s,
+            "removed": single_process()}
+
+
+def _start_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=_cores(), include_dashboard=False, logging_level=logging.WARNING)
+        import ray.data
+        from ray.data.context import ShuffleStrategy
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+
+
+def bench_job(sizes: list[int], tmp: Path) -> dict:
+    """The whole quickstart-shaped job at each size; cost growth between sizes."""
+    from pipeline import run_job
+    from pipeline.progress import Progress
+
+    model = None
+    runs = []
+    for n in sizes:
+        corpus = tmp / f"corpus_{n}"
+        write_sample_corpus(str(corpus), num_docs=n, num_shards=8, seed=3)
+        model = model or _tokenizer(tmp, corpus)
+        spec = {
+            "name": f"bench-{n}", "input": {"uri": str(corpus), "id_column": "id"},
+            "output": {"uri": str(tmp / f"out_{n}")},
+            "stages": {"tokenize": {"model": str(model)}, "pack": {"seq_len": 2048}},
+        }
+        started = time.perf_counter()
+        result = run_job(spec, progress=Progress(quiet=True))
+        wall = time.perf_counter() - started
+        totals = result.report["totals"]
+        runs.append({
+            "documents": n, "bytes": totals["input_bytes"], "wall_s": wall,
+            "docs_per_s_per_core": n / wall / _cores(), "mb_per_s_per_core": totals["input_bytes"] / wall / 1e6 / _cores(),
+            "peak_rss_bytes": result.report["peak_rss_bytes"],
+            "phases": {p["name"]: p["seconds"] for p in result.report["phases"]},
+        })
+    growth = None
+    if len(runs) > 1:
+        growth = {"documents": runs[-1]["documents"] / runs[0]["documents"],
+                  "wall": runs[-1]["wall_s"] / runs[0]["wall_s"],
+                  "peak_rss": runs[-1]["peak_rss_bytes"] / runs[0]["peak_rss_bytes"]}
+    return {"runs": runs, "growth": growth}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=["job", "tokenize", "exact_dedup"])
+    parser.add_argument("--docs", default="20000", help="documents; for 'job' a comma-separated list of sizes")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.docs.split(",")]
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        if args.name == "job":
+            figures = bench_job(sizes, tmp)
+        elif args.name == "tokenize":
+            figures = bench_tokenize(sizes[0], args.repeats, tmp)
+        else:
+            figures = bench_exact_dedup(sizes[0], args.repeats, tmp)
+    result = {
+        "benchmark": args.name, "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
+        "machine": {"cores": _cores(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": platform.python_version()},
+        "peak_rss_driver_bytes": psutil.Process().memory_info().rss, "figures": figures,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
