@@ -24,6 +24,7 @@ from pipeline import storage
 from pipeline.config import JobSpec
 from pipeline.layout import OutputLayout, shard_key
 from pipeline.parquet_io import LazyParquetWriter
+from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.progress import Progress
 from pipeline.stages.base import DocumentStage
 from pipeline.stages.exact_dedup import ExactDedupKeys
@@ -189,28 +190,19 @@ def _group_counts(rejects: pa.Table) -> dict[tuple[str, str], int]:
     }
 
 
-class ShardAnnotator:
-    """Ray Data callable class: one instance per worker, one input row per shard."""
+class ShardAnnotator(ShardWorker):
+    phase = "annotate"
 
     def __init__(self, spec_json: str) -> None:
-        self.annotation = ShardAnnotation(JobSpec.model_validate_json(spec_json))
+        super().__init__(spec_json)
+        self.annotation = ShardAnnotation(self.spec)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        out = []
-        for item in batch.to_pylist():
-            shard = InputShard(item["uri"], item["key"], json.loads(item["fingerprint"]))
-            try:
-                stats = self.annotation.run(shard)
-            except Exception as exc:
-                raise RuntimeError(f"annotate failed on input shard {shard.uri}: {type(exc).__name__}: {exc}") from exc
-            out.append(json.dumps(stats))
-        return pa.table({"stats": pa.array(out, pa.string())})
+    def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.annotation.run(InputShard(item["uri"], item["key"], json.loads(item["fingerprint"])))
 
 
 def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, max_workers: int) -> list[dict[str, Any]]:
     """Annotate every shard without a current marker; return every shard's stats."""
-    import ray.data
-
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
     config_hash = annotate_config_hash(spec)
@@ -225,19 +217,8 @@ def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, ma
                 continue
         todo.append(shard)
     progress.start("annotate", total=len(shards), unit="shards", skipped=len(finished))
-    if todo:
-        items = [{"uri": s.uri, "key": s.key, "fingerprint": json.dumps(s.fingerprint)} for s in todo]
-        results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            ShardAnnotator,
-            fn_constructor_kwargs={"spec_json": spec.model_dump_json()},
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(max_workers, len(items)))),
-            num_cpus=1,
-        )
-        for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for text in batch.column("stats").to_pylist():
-                stats = json.loads(text)
-                finished[stats["shard_key"]] = stats
-                progress.advance(1, docs=stats["input_docs"], nbytes=stats["input_bytes"])
+    items = [{"uri": s.uri, "key": s.key, "fingerprint": json.dumps(s.fingerprint)} for s in todo]
+    for stats in run_shard_tasks(ShardAnnotator, spec, items, max_workers):
+        finished[stats["shard_key"]] = stats
+        progress.advance(1, docs=stats["input_docs"], nbytes=stats["input_bytes"])
     return [finished[shard.key] for shard in shards]

@@ -22,6 +22,7 @@ from pipeline.formats import megatron
 from pipeline.layout import OutputLayout
 from pipeline.parquet_io import LazyParquetWriter
 from pipeline.phases.annotate import REJECTS_SCHEMA
+from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.progress import Progress
 from pipeline.stages.pack import concat_window_lengths
 from pipeline.stages.tokenize import TOKENS, Tokenize
@@ -104,26 +105,19 @@ class ShardPacking:
         return stats
 
 
-class ShardPacker:
-    """Ray Data callable class: tokenizer loaded once per worker, one row per shard."""
+class ShardPacker(ShardWorker):
+    phase = "pack"
 
     def __init__(self, spec_json: str) -> None:
-        self.packing = ShardPacking(JobSpec.model_validate_json(spec_json))
+        super().__init__(spec_json)
+        self.packing = ShardPacking(self.spec)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        out = []
-        for item in batch.to_pylist():
-            try:
-                out.append(json.dumps(self.packing.run(item["key"], item["config_hash"])))
-            except Exception as exc:
-                raise RuntimeError(f"pack failed on shard {item['key']}: {type(exc).__name__}: {exc}") from exc
-        return pa.table({"stats": pa.array(out, pa.string())})
+    def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.packing.run(item["key"], item["config_hash"])
 
 
 def run_pack(spec: JobSpec, keys: list[str], dedup_hash: str, progress: Progress,
              max_workers: int) -> list[dict[str, Any]]:
-    import ray.data
-
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
     config_hash = pack_config_hash(spec, dedup_hash)
@@ -138,21 +132,10 @@ def run_pack(spec: JobSpec, keys: list[str], dedup_hash: str, progress: Progress
                 continue
         todo.append(key)
     progress.start("pack", total=len(keys), unit="shards", skipped=len(finished))
-    if todo:
-        items = [{"key": key, "config_hash": config_hash} for key in todo]
-        results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            ShardPacker,
-            fn_constructor_kwargs={"spec_json": spec.model_dump_json()},
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(max_workers, len(items)))),
-            num_cpus=1,
-        )
-        for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for text in batch.column("stats").to_pylist():
-                stats = json.loads(text)
-                finished[stats["shard_key"]] = stats
-                progress.advance(1, docs=stats["kept_docs"], nbytes=stats["kept_bytes"])
+    items = [{"key": key, "config_hash": config_hash} for key in todo]
+    for stats in run_shard_tasks(ShardPacker, spec, items, max_workers):
+        finished[stats["shard_key"]] = stats
+        progress.advance(1, docs=stats["kept_docs"], nbytes=stats["kept_bytes"])
     return [finished[key] for key in keys]
 
 
