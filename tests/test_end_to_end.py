@@ -139,3 +139,18 @@ def test_cli_inspect_verifies_manifest(finished_run, capsys):
         assert "bin sha256 differs" in capsys.readouterr().out
     finally:
         tampered.write_bytes(original)
+
+
+def test_cli_run_prints_where_outputs_are(finished_run, sample_corpus, tokenizer_model, tmp_path, capsys):
+    import yaml
+
+    from pipeline.cli import main
+    from tests.conftest import job_dict
+
+    out, _ = finished_run
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(str(sample_corpus), str(out), str(tokenizer_model))))
+    assert main(["run", str(job), "--set", "ray.progress_bars=false"]) == 0
+    printed = capsys.readouterr().out
+    assert f"token shards and manifest: {out / 'manifest.json'}" in printed
+    assert f"run report:                {out / 'report.md'}" in printed
