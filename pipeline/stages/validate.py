@@ -171,7 +171,7 @@ class InputValidation:
             column = raw.column(name).combine_chunks()
             try:
                 return column.cast(pa.string())
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            except pa.ArrowException:
                 return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
         return pa.nulls(raw.num_rows, pa.string())
 
