@@ -3,7 +3,6 @@ tokenizer trained on it, and a real S3 server (moto) on 127.0.0.1."""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from pathlib import Path
@@ -23,11 +22,13 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def ray_local():
+    """The same Ray set-up a job gets (run_job calls ensure_ray too), with 2 CPUs."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024 * 1024,
-                 logging_level=logging.WARNING)
+    from pipeline.config import RayConfig
+    from pipeline.runner import ensure_ray
+
+    ensure_ray(RayConfig(num_cpus=2, object_store_memory_mb=512))
     yield ray
     ray.shutdown()
 
