@@ -132,7 +132,7 @@ def bench_exact_dedup(docs: int, repeats: int, tmp: Path) -> dict:
     _start_ray()
     dataset = ray.data.from_arrow(_batches(keys, 8192))
     global_stage = ExactDuplicates(ExactDedupConfig())
-    ray_s = _median_seconds(lambda: global_stage.find_removals(dataset).materialize().count(), repeats)
+    ray_s = _median_seconds(lambda: global_stage.find_removals(dataset, ["bench"]).materialize().count(), repeats)
     dict_s = _median_seconds(single_process, repeats)
     nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
     return {"documents": table.num_rows, "bytes": nbytes, "hash_keys_s": hash_s,

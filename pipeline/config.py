@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from pipeline import storage
 from pipeline.stages.exact_dedup import ExactDedupConfig
+from pipeline.stages.near_dedup import NearDedupConfig
 from pipeline.stages.pack import PackConfig
 from pipeline.stages.tokenize import TokenizeConfig
 from pipeline.stages.validate import InputConfig
@@ -51,6 +52,7 @@ class StagesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    near_dedup: NearDedupConfig = NearDedupConfig()
     tokenize: TokenizeConfig
     pack: PackConfig = PackConfig()
 

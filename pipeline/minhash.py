@@ -85,7 +85,7 @@ def shingle_hashes(units: pa.ListArray, shingling: Shingling) -> tuple[np.ndarra
     total = len(hashes)
     with np.errstate(over="ignore"):
         window = np.zeros(total, dtype=np.uint64)
-        for j in range(n):
+        for j in range(min(n, total)):
             # position k gets unit k+j; positions past the end are discarded below
             window[: total - j] += hashes[j:] * MULTIPLIERS[j]
     ndocs = len(counts)

@@ -71,6 +71,7 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
             {"uri": row["uri"], **row["shard_quarantined"]} for row in shard_rows if row["shard_quarantined"]
         ],
         "phases": phases, "peak_rss_bytes": peak_rss_bytes, "shards": shard_rows,
+        "near_dedup": dedup_marker.get("near_dedup"),
     }
 
 
@@ -130,6 +131,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         for shard in report["quarantined_shards"]:
             docs = "unknown" if shard["documents"] is None else f"{shard['documents']:,}"
             lines.append(f"- `{shard['uri']}`: {shard['reason']}: {shard['detail']} (documents: {docs})")
+    near = report.get("near_dedup")
+    if near:
+        curve = near["candidate_probability"]
+        lines += [
+            "", "## Near-duplicate LSH",
+            "",
+            f"Threshold {near['threshold']}, {near['num_perm']} permutations, {near['bands']} bands x "
+            f"{near['rows']} rows. Probability that a pair becomes a candidate, by Jaccard similarity:",
+            "",
+            "| similarity | " + " | ".join(curve) + " |",
+            "|---|" + "---:|" * len(curve),
+            "| P(candidate) | " + " | ".join(f"{p:.4f}" for p in curve.values()) + " |",
+        ]
     lines += ["", "## Phases", "", "| phase | wall s | documents | docs/s | MB/s |", "|---|---:|---:|---:|---:|"]
     for phase in report["phases"]:
         lines.append(

@@ -15,6 +15,9 @@ from tests.megatron_reader import read_indexed_dataset
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
+EXACT_ONLY = {"near_dedup": {"enabled": False}}
+
+
 def expected_kept(corpus: Path) -> dict[str, list[str]]:
     """Reference written independently of the pipeline: drop blank texts, then keep the first
     (by shard key, row) of each text under NFKC + lowercase + whitespace folding."""
@@ -58,7 +61,7 @@ def finished_run(sample_corpus, tokenizer_model, tmp_path_factory):
     from tests.conftest import job_dict
 
     out = tmp_path_factory.mktemp("e2e") / "out"
-    result = run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model)))
+    result = run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model), stages=EXACT_ONLY))
     return out, result
 
 
@@ -103,7 +106,7 @@ def test_same_seed_gives_byte_identical_shards(finished_run, sample_corpus, toke
 
     out, _ = finished_run
     second = tmp_path / "again"
-    run_job(job_dict(str(sample_corpus), str(second), str(tokenizer_model)))
+    run_job(job_dict(str(sample_corpus), str(second), str(tokenizer_model), stages=EXACT_ONLY))
     first_manifest = json.loads((out / "manifest.json").read_text())
     second_manifest = json.loads((second / "manifest.json").read_text())
     assert first_manifest["shards"] == second_manifest["shards"]
@@ -116,7 +119,7 @@ def test_rerun_skips_committed_work(finished_run, sample_corpus, tokenizer_model
     from tests.conftest import job_dict
 
     out, first = finished_run
-    again = run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model)))
+    again = run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model), stages=EXACT_ONLY))
     err = capfd.readouterr().err
     assert "annotate: 4 shards (4 already committed, skipped)" in err
     assert "dedup: already committed" in err
@@ -149,7 +152,7 @@ def test_cli_run_prints_where_outputs_are(finished_run, sample_corpus, tokenizer
 
     out, _ = finished_run
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump(job_dict(str(sample_corpus), str(out), str(tokenizer_model))))
+    job.write_text(yaml.safe_dump(job_dict(str(sample_corpus), str(out), str(tokenizer_model), stages=EXACT_ONLY)))
     assert main(["run", str(job), "--set", "ray.progress_bars=false"]) == 0
     printed = capsys.readouterr().out
     assert f"token shards and manifest: {out / 'manifest.json'}" in printed

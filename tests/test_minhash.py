@@ -35,6 +35,12 @@ def test_char_shingles_bit_identical():
         assert np.array_equal(signature, reference(units, 5, 32, 3))
 
 
+def test_batch_shorter_than_one_shingle():
+    docs = [["valid", "bytes"]]
+    hashes, counts = shingle_hashes(pa.array(docs, pa.list_(pa.string())), Shingling(5))
+    assert np.array_equal(signatures(hashes, counts, 16, 1)[0], reference(docs[0], 5, 16, 1))
+
+
 def test_empty_document_has_no_shingles_and_max_signature():
     hashes, counts = shingle_hashes(pa.array([[], []], pa.list_(pa.string())), Shingling(5))
     assert counts.tolist() == [0, 0] and len(hashes) == 0

@@ -28,6 +28,7 @@ from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.progress import Progress
 from pipeline.stages.base import DocumentStage
 from pipeline.stages.exact_dedup import ExactDedupKeys
+from pipeline.stages.near_dedup import MinHashSignatures
 from pipeline.stages.validate import InputValidation, ShardRejected
 
 REJECTS_SCHEMA = pa.schema(list(cols.BASE_SCHEMA) + cols.REJECT_FIELDS)
@@ -52,6 +53,8 @@ def document_stages(spec: JobSpec) -> list[DocumentStage]:
     stages: list[DocumentStage] = []
     if spec.stages.exact_dedup.enabled:
         stages.append(ExactDedupKeys(spec.stages.exact_dedup))
+    if spec.stages.near_dedup.enabled:
+        stages.append(MinHashSignatures(spec.stages.near_dedup))
     return stages
 
 

@@ -16,21 +16,62 @@ from pipeline import storage
 from pipeline.config import JobSpec
 from pipeline.layout import OutputLayout
 from pipeline.progress import Progress
-from pipeline.stages.base import GlobalStage
+from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
 from pipeline.stages.exact_dedup import ExactDuplicates
+from pipeline.stages.near_dedup import NODE, NearDuplicates, node_ids
 
 
 def global_stages(spec: JobSpec) -> list[GlobalStage]:
+    """In precedence order: a document found by several stages is counted by the first."""
     stages: list[GlobalStage] = []
     if spec.stages.exact_dedup.enabled:
         stages.append(ExactDuplicates(spec.stages.exact_dedup))
+    if spec.stages.near_dedup.enabled:
+        stages.append(NearDuplicates(spec.stages.near_dedup))
     return stages
+
+
+_RANK = "stage_rank"
+
+
+def _with_node_and_rank(block, shard_keys: list[str], rank: int):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ordinals = pc.index_in(block.column(cols.SHARD), value_set=pa.array(shard_keys)).to_numpy(zero_copy_only=False)
+    nodes = node_ids(ordinals, block.column(cols.ROW).to_numpy())
+    return block.append_column(NODE, pa.array(nodes)).append_column(_RANK, pa.array([rank] * block.num_rows, pa.int8()))
+
+
+def _first_stage_per_document(block):
+    """Equal nodes share a block after the sort; keep each document's highest-precedence removal."""
+    import numpy as np
+    import pyarrow as pa
+
+    if block.num_rows == 0:
+        return block.select(REMOVAL_SCHEMA.names)
+    nodes, ranks = block.column(NODE).to_numpy(), block.column(_RANK).to_numpy()
+    order = np.lexsort((ranks, nodes))
+    nodes = nodes[order]
+    first = np.r_[True, nodes[1:] != nodes[:-1]]
+    return block.take(pa.array(order[first])).select(REMOVAL_SCHEMA.names)
+
+
+def combined_removals(stages: list[GlobalStage], keys, shard_keys: list[str]):
+    parts = [
+        stage.find_removals(keys, shard_keys).map_batches(
+            _with_node_and_rank, fn_kwargs={"shard_keys": shard_keys, "rank": rank}, batch_format="pyarrow"
+        )
+        for rank, stage in enumerate(stages)
+    ]
+    merged = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return merged.sort(NODE).map_batches(_first_stage_per_document, batch_size=None, batch_format="pyarrow")
 
 
 def dedup_input_hash(spec: JobSpec, annotate_stats: list[dict[str, Any]]) -> str:
     payload = {
         "stages": [s.name for s in global_stages(spec)],
-        "config": spec.stages.exact_dedup.model_dump(mode="json"),
+        "config": spec.stages.model_dump(mode="json", exclude={"tokenize", "pack"}),
         "shards": sorted(
             (s["shard_key"], s["config_hash"], json.dumps(s["fingerprint"], sort_keys=True), s["annotated_docs"])
             for s in annotate_stats
@@ -64,7 +105,7 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
 
     stages = global_stages(spec)
     with_docs = [s["shard_key"] for s in annotate_stats if s["annotated_docs"] > 0]
-    progress.start("dedup", total=len(stages), unit="global stages")
+    progress.start("dedup", total=1, unit="global passes")
     removed: dict[str, dict[str, dict[str, int]]] = {}
     if stages and with_docs:
         fs, _ = storage.pyarrow_filesystem(spec.output.uri, options)
@@ -72,16 +113,19 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
         key_columns = sorted({c for stage in stages for c in stage.key_columns})
         keys = ray.data.read_parquet(paths, filesystem=fs).select_columns(key_columns)
         _, removals_path = storage.filesystem(layout.dedup_removals, options)
-        for stage in stages:
-            removals = stage.find_removals(keys).materialize()
-            counts = removals.map_batches(count_removals, batch_size=None, batch_format="pyarrow").take_all()
-            if counts:
-                removals.write_parquet(removals_path, partition_cols=[cols.SHARD], filesystem=fs)
-            for row in counts:
-                per_stage = removed.setdefault(row[cols.SHARD], {}).setdefault(row[cols.REJECT_STAGE], {})
-                per_stage[row[cols.REJECT_REASON]] = per_stage.get(row[cols.REJECT_REASON], 0) + int(row["count"])
-            progress.advance(1, docs=sum(int(r["count"]) for r in counts))
+        removals = combined_removals(stages, keys, sorted(with_docs)).materialize()
+        counts = removals.map_batches(count_removals, batch_size=None, batch_format="pyarrow").take_all()
+        if counts:
+            removals.write_parquet(removals_path, partition_cols=[cols.SHARD], filesystem=fs)
+        for row in counts:
+            per_stage = removed.setdefault(row[cols.SHARD], {}).setdefault(row[cols.REJECT_STAGE], {})
+            per_stage[row[cols.REJECT_REASON]] = per_stage.get(row[cols.REJECT_REASON], 0) + int(row["count"])
+        progress.advance(1, docs=sum(int(r["count"]) for r in counts))
+    near = spec.stages.near_dedup
     marker = {"input_hash": input_hash, "removed_by_shard": removed,
+              "near_dedup": {"threshold": near.threshold, "num_perm": near.num_perm, "bands": near.banding()[0],
+                             "rows": near.banding()[1], "candidate_probability": near.s_curve()}
+              if near.enabled else None,
               "removed_total": sum(n for s in removed.values() for r in s.values() for n in r.values())}
     storage.write_json(layout.dedup_marker, marker, options)
     return marker

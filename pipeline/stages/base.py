@@ -84,15 +84,15 @@ class GlobalStage(ABC):
         self.config = config
 
     @abstractmethod
-    def find_removals(self, keys: "ray.data.Dataset") -> "ray.data.Dataset":
-        """Rows to remove, with REMOVAL_SCHEMA."""
+    def find_removals(self, keys: "ray.data.Dataset", shard_keys: list[str]) -> "ray.data.Dataset":
+        """Rows to remove, with REMOVAL_SCHEMA. ``shard_keys``: every annotated shard, sorted."""
 
 
 REMOVAL_SCHEMA = pa.schema(
     [
         pa.field(cols.SHARD, pa.string(), nullable=False),
         pa.field(cols.ROW, pa.int64(), nullable=False),
-        pa.field(cols.ID, pa.string(), nullable=False),
+        pa.field(cols.ID, pa.string()),
         pa.field(cols.REJECT_STAGE, pa.string(), nullable=False),
         pa.field(cols.REJECT_REASON, pa.string(), nullable=False),
         pa.field(cols.DUPLICATE_OF, pa.string()),

@@ -1,0 +1,90 @@
+"""Near-duplicate removal end to end, against datasketch's in-memory MinHashLSH and a
+single-process union-find over the same signatures and bands."""
+
+import json
+from pathlib import Path
+
+import datasketch
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import run_job
+from pipeline.layout import shard_key
+from pipeline.minhash import shingle_hash
+from pipeline.normalize import normalize_for_dedup
+from pipeline.stages.near_dedup import NearDedupConfig, dedup_units
+from tests.test_connected_components import union_find_components
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def reference_removed(corpus: Path, config: NearDedupConfig) -> set[tuple[str, int]]:
+    docs = []
+    for path in sorted(corpus.glob("*.parquet")):
+        key = shard_key(str(corpus), str(path))
+        for row, text in enumerate(pq.read_table(path).column("text").to_pylist()):
+            if text and text.strip():
+                docs.append(((key, row), text))
+    docs.sort()
+    # exact duplicates first: the first (shard, row) of each normalized text survives
+    first_seen, exact_removed = {}, set()
+    for locator, text in docs:
+        normalized = normalize_for_dedup(text)
+        if normalized in first_seen:
+            exact_removed.add(locator)
+        else:
+            first_seen[normalized] = locator
+    bands, rows = config.banding()
+    lsh = datasketch.MinHashLSH(num_perm=config.num_perm, params=(bands, rows))
+    hashes = {}
+    units = dedup_units(pa.array([t for _, t in docs]), "word").to_pylist()
+    for (locator, _), words in zip(docs, units):
+        n = config.ngram
+        shingles = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)] if len(words) >= n else [tuple(words)]
+        if not words:
+            continue
+        minhash = datasketch.MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=shingle_hash, scheme="affine32")
+        minhash.update_batch(shingles)
+        hashes[locator] = minhash
+        lsh.insert(locator, minhash)
+    order = {locator: i for i, (locator, _) in enumerate(docs)}
+    edges = [(order[a], order[b]) for a in hashes for b in lsh.query(hashes[a]) if a != b]
+    near_removed = {docs[node][0] for node in union_find_components(edges)}
+    return exact_removed | near_removed
+
+
+@pytest.fixture(scope="module")
+def near_run(sample_corpus, tokenizer_model, tmp_path_factory):
+    from tests.conftest import job_dict
+
+    out = tmp_path_factory.mktemp("near") / "out"
+    return out, run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model)))
+
+
+def test_near_dedup_agrees_with_datasketch_lsh(near_run, sample_corpus):
+    out, result = near_run
+    removed = {
+        (r["shard_key"], r["row"])
+        for p in (out / "rejects" / "dedup").glob("*.parquet")
+        for r in pq.read_table(p).to_pylist()
+    }
+    expected = reference_removed(sample_corpus, NearDedupConfig())
+    agreement = len(removed & expected) / len(removed | expected)
+    assert agreement >= 0.99, (len(removed), len(expected), sorted(removed ^ expected)[:10])
+    assert result.report["rejected"]["near_dedup"]["near_duplicate"] > 0
+    assert result.report["balance"]["ok"]
+
+
+def test_near_duplicates_record_their_survivor(near_run):
+    out, _ = near_run
+    rejects = [r for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
+    near = [r for r in rejects if r["reject_stage"] == "near_dedup"]
+    assert near
+    rejected_ids = {r["id"] for r in rejects}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["documents"] > 0
+    for r in near:
+        assert r["duplicate_of"] and r["duplicate_of"] not in rejected_ids
+    report = (out / "report.md").read_text()
+    assert "## Near-duplicate LSH" in report and "| P(candidate) |" in report
