@@ -25,7 +25,7 @@ MULTIPLIERS = np.array([pow(_P, j, 1 << 64) for j in range(MAX_NGRAM)], dtype=np
 
 _FMIX32 = (16, np.uint32(0x85EBCA6B), 13, np.uint32(0xC2B2AE35), 16)
 MAX_HASH = np.uint32(0xFFFFFFFF)
-_CHUNK_SHINGLES = 16384
+_CHUNK_SHINGLES = 4096
 
 
 def unit_hash(unit: str) -> int:
@@ -114,13 +114,15 @@ def signatures(shingles: np.ndarray, shingle_counts: np.ndarray, num_perm: int, 
         return out
     mixed = _fmix32(shingles.astype(np.uint32))
     doc_of_shingle = np.repeat(np.arange(len(shingle_counts)), shingle_counts)
+    a_col, b_col = a[:, None], b[:, None]
     with np.errstate(over="ignore"):
         for start in range(0, len(mixed), _CHUNK_SHINGLES):
             chunk = mixed[start : start + _CHUNK_SHINGLES]
             docs = doc_of_shingle[start : start + _CHUNK_SHINGLES]
-            values = chunk[:, None] * a[None, :] + b[None, :]
+            # (num_perm, shingles): the reduction then runs along contiguous memory
+            values = chunk[None, :] * a_col + b_col
             boundaries = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-            minima = np.minimum.reduceat(values, boundaries, axis=0)
+            minima = np.minimum.reduceat(values, boundaries, axis=1).T
             owners = docs[boundaries]
             out[owners] = np.minimum(out[owners], minima)
     return out
