@@ -94,6 +94,8 @@ def connected_components(edges: "ray.data.Dataset") -> "ray.data.Dataset":
     """
     previous = None
     current = edges.map_batches(_larger_first, batch_format="pyarrow").materialize()
+    if current.count() == 0:
+        return current
     for _ in range(MAX_ROUNDS):
         current = _by_source(current.map_batches(_both_directions, batch_format="pyarrow"), _large_star)
         current = _by_source(current.map_batches(_larger_first, batch_format="pyarrow"), _small_star)

@@ -15,7 +15,7 @@ from tests.megatron_reader import read_indexed_dataset
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
-EXACT_ONLY = {"near_dedup": {"enabled": False}}
+EXACT_ONLY = {"near_dedup": {"enabled": False}}  # the reference below models exact dedup only
 
 
 def expected_kept(corpus: Path) -> dict[str, list[str]]:

@@ -17,10 +17,9 @@ def removed_ids(out):
     return {r["id"] for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
 
 
-def evaluate(originals, tmp_path, make_job, near_dedup=None):
+def evaluate(originals, tmp_path, make_job):
     planted = build(originals, tmp_path / "corpus", seed=0)
-    stages = {"near_dedup": near_dedup} if near_dedup else {}
-    run_job(make_job(tmp_path / "corpus", tmp_path / "out", stages=stages))
+    run_job(make_job(tmp_path / "corpus", tmp_path / "out", stages={"near_dedup": {"enabled": True}}))
     return precision_recall(removed_ids(tmp_path / "out"), planted, 0.8)
 
 

@@ -18,7 +18,7 @@ from pipeline.layout import OutputLayout
 from pipeline.progress import Progress
 from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
 from pipeline.stages.exact_dedup import ExactDuplicates
-from pipeline.stages.near_dedup import NODE, NearDuplicates, node_ids
+from pipeline.stages.near_dedup import NODE, NearDuplicates, node_ids, shard_ordinals
 
 
 def global_stages(spec: JobSpec) -> list[GlobalStage]:
@@ -36,10 +36,8 @@ _RANK = "stage_rank"
 
 def _with_node_and_rank(block, shard_keys: list[str], rank: int):
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    ordinals = pc.index_in(block.column(cols.SHARD), value_set=pa.array(shard_keys)).to_numpy(zero_copy_only=False)
-    nodes = node_ids(ordinals, block.column(cols.ROW).to_numpy())
+    nodes = node_ids(shard_ordinals(block.column(cols.SHARD), shard_keys), block.column(cols.ROW).to_numpy())
     return block.append_column(NODE, pa.array(nodes)).append_column(_RANK, pa.array([rank] * block.num_rows, pa.int8()))
 
 

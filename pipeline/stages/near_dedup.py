@@ -24,8 +24,9 @@ from datasketch.lsh import _optimal_param
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline import documents as cols
-from pipeline.connected_components import DST, SRC, connected_components
+from pipeline.connected_components import DST, EDGE_SCHEMA, SRC, connected_components
 from pipeline.minhash import Shingling, shingle_hashes, signatures
+from pipeline.sorted_lookup import lookup
 from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, StageOutput
 
 MINHASH = "minhash"
@@ -128,34 +129,71 @@ class NearDuplicates(GlobalStage):
     def find_removals(self, keys, shard_keys: list[str]):
         bands, rows = self.config.banding()
         verify = self.config.verify
-        carried = {"none": None, "signature": MINHASH, "shingles": SHINGLES}[verify]
-        band_rows = keys.map_batches(
-            _band_keys, fn_kwargs={"shard_keys": shard_keys, "bands": bands, "rows": rows, "carried": carried},
+        documents = keys.map_batches(_with_nodes, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
+        band_rows = documents.map_batches(_band_keys, fn_kwargs={"bands": bands, "rows": rows}, batch_format="pyarrow")
+        edges = band_rows.sort(BAND_KEY).map_batches(_star_edges, batch_size=None, batch_format="pyarrow")
+        if verify != "none":
+            edges = self._verified(edges, documents, MINHASH if verify == "signature" else SHINGLES)
+        components = connected_components(edges)
+        ids = documents.select_columns([NODE, cols.ID])
+        survivors = lookup(components, DST, EDGE_SCHEMA, ids, NODE, pa.schema([(cols.ID, pa.string())]))
+        return survivors.map_batches(_removals, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
+
+    def _verified(self, edges, documents, column: str):
+        """Each candidate edge gets both ends' signature or shingle set (two sort-merge
+        lookups over the documents in any edge), then is kept only if similar enough."""
+        value_type = (pa.list_(pa.uint32(), self.config.num_perm) if column == MINHASH else pa.list_(pa.uint32()))
+        with_src = lookup(edges, SRC, EDGE_SCHEMA, documents.select_columns([NODE, column]).map_batches(
+            _renamed, fn_kwargs={"column": column, "to": "src_set"}, batch_format="pyarrow"),
+            NODE, pa.schema([("src_set", value_type)]))
+        src_schema = pa.schema([*EDGE_SCHEMA, ("src_set", value_type)])
+        with_both = lookup(with_src, DST, src_schema, documents.select_columns([NODE, column]).map_batches(
+            _renamed, fn_kwargs={"column": column, "to": "dst_set"}, batch_format="pyarrow"),
+            NODE, pa.schema([("dst_set", value_type)]))
+        return with_both.map_batches(
+            _similar_enough, fn_kwargs={"threshold": self.config.threshold, "signature": column == MINHASH},
             batch_format="pyarrow",
         )
-        edges = band_rows.sort(BAND_KEY).map_batches(
-            _star_edges, fn_kwargs={"threshold": self.config.threshold, "verify": verify},
-            batch_size=None, batch_format="pyarrow",
-        )
-        components = connected_components(edges)
-        # Look up each survivor's id with a sort-merge: requests and every document's
-        # (node, id) sorted together, so each survivor's id lands in the block asking for it.
-        requests = components.map_batches(_id_requests, batch_format="pyarrow")
-        ids = keys.map_batches(_id_rows, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
-        return requests.union(ids).sort(LOOKUP_KEY).map_batches(
-            _removals, fn_kwargs={"shard_keys": shard_keys}, batch_size=None, batch_format="pyarrow"
-        )
 
 
-def _ordinals(shard_column: pa.ChunkedArray | pa.Array, shard_keys: list[str]) -> np.ndarray:
+def _renamed(block: pa.Table, column: str, to: str) -> pa.Table:
+    return pa.table({NODE: block.column(NODE), to: block.column(column)})
+
+
+def _similar_enough(block: pa.Table, threshold: float, signature: bool) -> pa.Table:
+    src, dst = block.column(SRC).to_numpy(), block.column(DST).to_numpy()
+    a, b = block.column("src_set").combine_chunks(), block.column("dst_set").combine_chunks()
+    if len(src) == 0:
+        return EDGE_SCHEMA.empty_table()
+    if signature:
+        width = a.type.list_size
+        agreement = np.mean(a.flatten().to_numpy().reshape(-1, width) == b.flatten().to_numpy().reshape(-1, width), axis=1)
+        keep = agreement >= threshold
+    else:
+        a_offsets, a_flat = a.offsets.to_numpy(), a.flatten().to_numpy()
+        b_offsets, b_flat = b.offsets.to_numpy(), b.flatten().to_numpy()
+        keep = np.zeros(len(src), dtype=bool)
+        for i in range(len(src)):
+            x, y = a_flat[a_offsets[i] : a_offsets[i + 1]], b_flat[b_offsets[i] : b_offsets[i + 1]]
+            shared = len(np.intersect1d(x, y, assume_unique=True))
+            keep[i] = shared >= threshold * (len(x) + len(y) - shared)
+    return pa.table({SRC: pa.array(src[keep]), DST: pa.array(dst[keep])}, schema=EDGE_SCHEMA)
+
+
+def _with_nodes(block: pa.Table, shard_keys: list[str]) -> pa.Table:
+    nodes = node_ids(shard_ordinals(block.column(cols.SHARD), shard_keys), block.column(cols.ROW).to_numpy())
+    return block.append_column(NODE, pa.array(nodes))
+
+
+def shard_ordinals(shard_column: pa.ChunkedArray | pa.Array, shard_keys: list[str]) -> np.ndarray:
     return pc.index_in(shard_column, value_set=pa.array(shard_keys)).to_numpy(zero_copy_only=False)
 
 
-def _band_keys(block: pa.Table, shard_keys: list[str], bands: int, rows: int, carried: str | None) -> pa.Table:
-    """(band_key, node[, carried column]) for every band of every document with a signature."""
+def _band_keys(block: pa.Table, bands: int, rows: int) -> pa.Table:
+    """(band_key, node) for every band of every document with a signature."""
     signature = block.column(MINHASH).combine_chunks()
     valid = pc.is_valid(signature).to_numpy(zero_copy_only=False)
-    nodes = node_ids(_ordinals(block.column(cols.SHARD), shard_keys), block.column(cols.ROW).to_numpy())[valid]
+    nodes = block.column(NODE).to_numpy()[valid]
     width = signature.type.list_size
     values = signature.filter(pa.array(valid)).flatten().to_numpy().reshape(-1, width).astype(np.uint64)
     keys = np.empty((len(nodes), bands), dtype=np.uint64)
@@ -166,75 +204,25 @@ def _band_keys(block: pa.Table, shard_keys: list[str], bands: int, rows: int, ca
             for column in range(rows):
                 mixed = (mixed ^ part[:, column]) * np.uint64(0x9E3779B97F4A7C15)
             keys[:, band] = mixed ^ (mixed >> np.uint64(29))
-    table = pa.table({BAND_KEY: pa.array(keys.ravel().view(np.int64)), NODE: pa.array(np.repeat(nodes, bands))})
-    if carried:
-        rows_of_valid = np.repeat(np.flatnonzero(valid), bands)
-        table = table.append_column(carried, block.column(carried).take(pa.array(rows_of_valid)))
-    return table
+    return pa.table({BAND_KEY: pa.array(keys.ravel().view(np.int64)), NODE: pa.array(np.repeat(nodes, bands))})
 
 
-def _star_edges(block: pa.Table, threshold: float, verify: str) -> pa.Table:
-    """Each bucket becomes a star on its smallest node: n - 1 edges, never n^2. With
-    verification, a spoke is kept only if it is similar enough to the centre."""
+def _star_edges(block: pa.Table) -> pa.Table:
+    """Each bucket becomes a star on its smallest node: n - 1 edges, never n^2."""
     if block.num_rows == 0:
-        return pa.table({SRC: pa.array([], pa.int64()), DST: pa.array([], pa.int64())})
+        return EDGE_SCHEMA.empty_table()
     keys = block.column(BAND_KEY).to_numpy()
     nodes = block.column(NODE).to_numpy()
     order = np.lexsort((nodes, keys))
     keys, nodes = keys[order], nodes[order]
     starts = np.r_[True, keys[1:] != keys[:-1]]
-    center_row = np.maximum.accumulate(np.where(starts, np.arange(len(nodes)), 0))
-    center = nodes[center_row]
+    center = nodes[np.maximum.accumulate(np.where(starts, np.arange(len(nodes)), 0))]
     spoke = (~starts) & (nodes != center)
-    spokes = np.flatnonzero(spoke)
-    if verify == "signature" and len(spokes):
-        signature = block.column(MINHASH).combine_chunks()
-        values = signature.flatten().to_numpy().reshape(-1, signature.type.list_size)[order]
-        agreement = np.mean(values[spokes] == values[center_row[spokes]], axis=1)
-        spoke[spokes[agreement < threshold]] = False
-    elif verify == "shingles" and len(spokes):
-        sets = block.column(SHINGLES).combine_chunks()
-        offsets, flat = sets.offsets.to_numpy(), sets.flatten().to_numpy()
-
-        def members(row: int) -> np.ndarray:
-            i = order[row]
-            return flat[offsets[i] : offsets[i + 1]]
-
-        for row in spokes:
-            a, b = members(row), members(center_row[row])
-            shared = len(np.intersect1d(a, b, assume_unique=True))
-            if shared < threshold * (len(a) + len(b) - shared):
-                spoke[row] = False
-    return pa.table({SRC: pa.array(nodes[spoke]), DST: pa.array(center[spoke])})
-
-
-LOOKUP_KEY = "lookup_key"
-_IS_ID_ROW = "is_id_row"
-_LOOKUP_SCHEMA = pa.schema([(LOOKUP_KEY, pa.int64()), (NODE, pa.int64()), (cols.ID, pa.string()), (_IS_ID_ROW, pa.bool_())])
-
-
-def _id_requests(block: pa.Table) -> pa.Table:
-    n = block.num_rows
-    return pa.table([block.column(DST), block.column(SRC), pa.nulls(n, pa.string()), pa.array([False] * n)],
-                    schema=_LOOKUP_SCHEMA)
-
-
-def _id_rows(block: pa.Table, shard_keys: list[str]) -> pa.Table:
-    nodes = pa.array(node_ids(_ordinals(block.column(cols.SHARD), shard_keys), block.column(cols.ROW).to_numpy()))
-    return pa.table([nodes, nodes, block.column(cols.ID), pa.array([True] * block.num_rows)], schema=_LOOKUP_SCHEMA)
+    return pa.table({SRC: pa.array(nodes[spoke]), DST: pa.array(center[spoke])}, schema=EDGE_SCHEMA)
 
 
 def _removals(block: pa.Table, shard_keys: list[str]) -> pa.Table:
-    """Removal rows for every request, with the id of the survivor it asked about."""
-    keys = block.column(LOOKUP_KEY).to_numpy()
-    is_id_row = block.column(_IS_ID_ROW).to_numpy(zero_copy_only=False)
-    order = np.lexsort((~is_id_row, keys))  # within a key, the id row comes first
-    keys, is_id_row = keys[order], is_id_row[order]
-    starts = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
-    first_of_group = np.maximum.accumulate(np.where(starts, np.arange(len(keys)), 0))
-    request = ~is_id_row
-    nodes = block.column(NODE).to_numpy()[order][request]
-    ids = block.column(cols.ID).take(pa.array(order)).take(pa.array(first_of_group[request]))
+    nodes = block.column(SRC).to_numpy()
     names = np.array(shard_keys, dtype=object)
     n = len(nodes)
     return pa.table({
@@ -243,5 +231,5 @@ def _removals(block: pa.Table, shard_keys: list[str]) -> pa.Table:
         cols.ID: pa.nulls(n, pa.string()),
         cols.REJECT_STAGE: pa.array(["near_dedup"] * n, pa.string()),
         cols.REJECT_REASON: pa.array(["near_duplicate"] * n, pa.string()),
-        cols.DUPLICATE_OF: ids,
+        cols.DUPLICATE_OF: block.column(cols.ID),
     }, schema=REMOVAL_SCHEMA)
