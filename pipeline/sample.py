@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import importlib.resources
-import json
 import random
 import re
 import sysconfig

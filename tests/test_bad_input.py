@@ -1,7 +1,6 @@
 """Bad input never crashes a run silently or drops data: each case is quarantined with a
 reason naming the file and row, or fails with a message naming the file or key."""
 
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -1,6 +1,5 @@
 """Document stages run on plain tables, without Ray."""
 
-import unicodedata
 
 import numpy as np
 import pyarrow as pa

@@ -26,9 +26,7 @@ from pipeline.layout import OutputLayout, shard_key
 from pipeline.parquet_io import LazyParquetWriter
 from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.progress import Progress
-from pipeline.stages.base import DocumentStage
-from pipeline.stages.exact_dedup import ExactDedupKeys
-from pipeline.stages.near_dedup import MinHashSignatures
+from pipeline.stages.registry import document_stages
 from pipeline.stages.validate import InputValidation, ShardRejected
 
 REJECTS_SCHEMA = pa.schema(list(cols.BASE_SCHEMA) + cols.REJECT_FIELDS)
@@ -46,16 +44,6 @@ def discover_shards(spec: JobSpec) -> list[InputShard]:
     uris = storage.list_files(spec.input.uri, options, suffix=".parquet")
     root = spec.input.uri.split("*", 1)[0].rsplit("/", 1)[0] if "*" in spec.input.uri else spec.input.uri
     return [InputShard(uri, shard_key(root, uri), storage.file_info(uri, options)) for uri in uris]
-
-
-def document_stages(spec: JobSpec) -> list[DocumentStage]:
-    """The annotate-phase stages of a job, in the order they run."""
-    stages: list[DocumentStage] = []
-    if spec.stages.exact_dedup.enabled:
-        stages.append(ExactDedupKeys(spec.stages.exact_dedup))
-    if spec.stages.near_dedup.enabled:
-        stages.append(MinHashSignatures(spec.stages.near_dedup))
-    return stages
 
 
 def annotate_config_hash(spec: JobSpec) -> str:

@@ -17,18 +17,8 @@ from pipeline.config import JobSpec
 from pipeline.layout import OutputLayout
 from pipeline.progress import Progress
 from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
-from pipeline.stages.exact_dedup import ExactDuplicates
-from pipeline.stages.near_dedup import NODE, NearDuplicates, node_ids, shard_ordinals
-
-
-def global_stages(spec: JobSpec) -> list[GlobalStage]:
-    """In precedence order: a document found by several stages is counted by the first."""
-    stages: list[GlobalStage] = []
-    if spec.stages.exact_dedup.enabled:
-        stages.append(ExactDuplicates(spec.stages.exact_dedup))
-    if spec.stages.near_dedup.enabled:
-        stages.append(NearDuplicates(spec.stages.near_dedup))
-    return stages
+from pipeline.stages.near_dedup import NODE, node_ids, shard_ordinals
+from pipeline.stages.registry import global_stages
 
 
 _RANK = "stage_rank"

@@ -1,0 +1,35 @@
+"""Which stages a job runs, in order, from its spec. A stage may have an annotate part
+(a document stage), a dedup-phase part (a global stage), or both."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pipeline.stages.base import DocumentStage, GlobalStage
+from pipeline.stages.exact_dedup import ExactDedupKeys, ExactDuplicates
+from pipeline.stages.near_dedup import MinHashSignatures, NearDuplicates
+
+if TYPE_CHECKING:
+    from pipeline.config import JobSpec
+
+# (key under `stages:` in the spec, document stage, global stage); global stages keep
+# this order as their precedence: a document found by several is counted by the first.
+STAGES: list[tuple[str, type[DocumentStage] | None, type[GlobalStage] | None]] = [
+    ("exact_dedup", ExactDedupKeys, ExactDuplicates),
+    ("near_dedup", MinHashSignatures, NearDuplicates),
+]
+
+
+def _enabled(spec: "JobSpec"):
+    for key, document_stage, global_stage in STAGES:
+        config = getattr(spec.stages, key)
+        if config.enabled:
+            yield config, document_stage, global_stage
+
+
+def document_stages(spec: "JobSpec") -> list[DocumentStage]:
+    return [document(config) for config, document, _ in _enabled(spec) if document]
+
+
+def global_stages(spec: "JobSpec") -> list[GlobalStage]:
+    return [global_(config) for config, _, global_ in _enabled(spec) if global_]
