@@ -181,9 +181,10 @@ def _start_ray() -> None:
         context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
 
 
-def bench_job(sizes: list[int], tmp: Path) -> dict:
+def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
     """The whole quickstart-shaped job at each size; cost growth between sizes."""
     from pipeline import run_job
+    from pipeline.config import apply_override
     from pipeline.progress import Progress
 
     model = None
@@ -198,6 +199,8 @@ def bench_job(sizes: list[int], tmp: Path) -> dict:
             "output": {"uri": str(tmp / f"out_{n}")},
             "stages": {"tokenize": {"model": str(model)}, "pack": {"seq_len": 2048}},
         }
+        for override in overrides:
+            apply_override(spec, override)
         started = time.perf_counter()
         result = run_job(spec, progress=Progress(quiet=True))
         wall = time.perf_counter() - started
@@ -221,12 +224,14 @@ def main() -> None:
     parser.add_argument("name", choices=["job", "tokenize", "exact_dedup", "minhash"])
     parser.add_argument("--docs", default="20000", help="documents; for 'job' a comma-separated list of sizes")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="job spec override for 'job', e.g. --set stages.near_dedup.enabled=false")
     args = parser.parse_args()
     sizes = [int(x) for x in args.docs.split(",")]
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         if args.name == "job":
-            figures = bench_job(sizes, tmp)
+            figures = bench_job(sizes, tmp, args.set)
         elif args.name == "tokenize":
             figures = bench_tokenize(sizes[0], args.repeats, tmp)
         elif args.name == "minhash":
