@@ -90,3 +90,19 @@ def test_near_duplicates_record_their_survivor(near_run):
         assert r["duplicate_of"] and r["duplicate_of"] not in rejected_ids
     report = (out / "report.md").read_text()
     assert "## Near-duplicate LSH" in report and "| P(candidate) |" in report
+
+
+def test_huge_bucket_becomes_a_star_not_all_pairs():
+    """100k identical boilerplate pages in one bucket: 99,999 edges, not ~5e9 pairs."""
+    import numpy as np
+
+    from pipeline.connected_components import DST, SRC
+    from pipeline.stages.near_dedup import BAND_KEY, NODE, _star_edges
+
+    n = 100_000
+    nodes = np.random.default_rng(0).permutation(n).astype(np.int64) + 10
+    block = pa.table({BAND_KEY: pa.array(np.full(n, 42, np.int64)), NODE: pa.array(nodes)})
+    edges = _star_edges(block)
+    assert edges.num_rows == n - 1
+    assert set(edges.column(DST).to_pylist()) == {10}
+    assert sorted(edges.column(SRC).to_pylist()) == list(range(11, n + 10))
