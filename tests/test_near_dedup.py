@@ -106,3 +106,23 @@ def test_huge_bucket_becomes_a_star_not_all_pairs():
     assert edges.num_rows == n - 1
     assert set(edges.column(DST).to_pylist()) == {10}
     assert sorted(edges.column(SRC).to_pylist()) == list(range(11, n + 10))
+
+
+@pytest.mark.parametrize("survivor", ["first", "longest"])
+def test_survivor_choice(survivor, make_job, tmp_path):
+    words = [f"w{i}" for i in range(300)]
+    base = " ".join(words)
+    longer = base + " and a few more words at the end"
+    other = " ".join(f"x{i}" for i in range(300))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["short", "other"], "text": [base, other]}), corpus / "a.parquet")
+    pq.write_table(pa.table({"id": ["long", "copy"], "text": [longer, base.upper()]}), corpus / "b.parquet")
+    out = tmp_path / "out"
+    run_job(make_job(corpus, out, stages={"near_dedup": {"survivor": survivor}}))
+    rejects = {r["id"]: (r["reject_reason"], r["duplicate_of"])
+               for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    if survivor == "first":
+        assert rejects == {"long": ("near_duplicate", "short"), "copy": ("exact_duplicate", "short")}
+    else:
+        assert rejects == {"short": ("near_duplicate", "long"), "copy": ("exact_duplicate", "short")}

@@ -31,6 +31,7 @@ from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, Sta
 
 MINHASH = "minhash"
 SHINGLES = "shingle_hashes"
+UNIT_COUNT = "dedup_units"
 NODE = "node"
 BAND_KEY = "band_key"
 _NON_WORD = r"[^\p{L}\p{N}\p{M}\s]+"
@@ -54,6 +55,9 @@ class NearDedupConfig(BaseModel):
     """Weights for datasketch's choice of bands and rows. The defaults favour recall (14 x 9
     at 0.8: P(candidate) 0.87 at 0.8, 0.98 at 0.85) and rely on ``verify`` for precision."""
     verify: Literal["none", "signature", "shingles"] = "shingles"
+    survivor: Literal["first", "longest"] = "first"
+    """Which document of a duplicate cluster is kept: ``first`` by (shard, row), or the
+    ``longest`` in normalized words (ties: first). Both agree with exact dedup's choice."""
     """Check each candidate edge before it counts. ``signature``: the two signatures agree on
     at least ``threshold`` of their values (estimated Jaccard). ``shingles``: the true Jaccard
     similarity of the two shingle-hash sets reaches ``threshold``; annotate then also stores
@@ -99,6 +103,7 @@ class MinHashSignatures(DocumentStage):
             pa.array(values.ravel(), pa.uint32()), c.num_perm, mask=pa.array(counts == 0)
         )
         docs = docs.append_column(MINHASH, column)
+        docs = docs.append_column(UNIT_COUNT, pa.array(pc.list_value_length(units).fill_null(0), pa.int32()))
         if c.verify == "shingles":
             docs = docs.append_column(SHINGLES, _distinct_per_document(hashes, counts))
         return StageOutput(docs)
@@ -124,6 +129,7 @@ class NearDuplicates(GlobalStage):
     @property
     def key_columns(self) -> tuple[str, ...]:
         extra = (SHINGLES,) if self.config.verify == "shingles" else ()
+        extra += (UNIT_COUNT,) if self.config.survivor == "longest" else ()
         return (cols.SHARD, cols.ROW, cols.ID, MINHASH, *extra)
 
     def find_removals(self, keys, shard_keys: list[str]):
@@ -135,6 +141,8 @@ class NearDuplicates(GlobalStage):
         if verify != "none":
             edges = self._verified(edges, documents, MINHASH if verify == "signature" else SHINGLES)
         components = connected_components(edges)
+        if self.config.survivor == "longest":
+            components = _longest_survivors(components, documents)
         ids = documents.select_columns([NODE, cols.ID])
         survivors = lookup(components, DST, EDGE_SCHEMA, ids, NODE, pa.schema([(cols.ID, pa.string())]))
         return survivors.map_batches(_removals, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
@@ -154,6 +162,33 @@ class NearDuplicates(GlobalStage):
             _similar_enough, fn_kwargs={"threshold": self.config.threshold, "signature": column == MINHASH},
             batch_format="pyarrow",
         )
+
+
+def _longest_survivors(components, documents):
+    """Re-point every member of a component at its longest document."""
+    members = components.map_batches(_members_with_root, batch_format="pyarrow")
+    lengths = documents.select_columns([NODE, UNIT_COUNT])
+    with_length = lookup(members, SRC, EDGE_SCHEMA, lengths, NODE, pa.schema([(UNIT_COUNT, pa.int32())]))
+    return with_length.sort(DST).map_batches(_point_at_longest, batch_size=None, batch_format="pyarrow")
+
+
+def _members_with_root(block: pa.Table) -> pa.Table:
+    roots = np.unique(block.column(DST).to_numpy())
+    return pa.table({SRC: pa.array(np.r_[block.column(SRC).to_numpy(), roots]),
+                     DST: pa.array(np.r_[block.column(DST).to_numpy(), roots])}, schema=EDGE_SCHEMA)
+
+
+def _point_at_longest(block: pa.Table) -> pa.Table:
+    if block.num_rows == 0:
+        return EDGE_SCHEMA.empty_table()
+    node, component = block.column(SRC).to_numpy(), block.column(DST).to_numpy()
+    length = block.column(UNIT_COUNT).to_numpy(zero_copy_only=False)
+    order = np.lexsort((node, -length.astype(np.int64), component))  # per component: longest, then first
+    node, component = node[order], component[order]
+    first_of_component = np.r_[True, component[1:] != component[:-1]]
+    best = node[np.maximum.accumulate(np.where(first_of_component, np.arange(len(node)), 0))]
+    keep = np.r_[True, (node[1:] != node[:-1]) | (component[1:] != component[:-1])] & (node != best)
+    return pa.table({SRC: pa.array(node[keep]), DST: pa.array(best[keep])}, schema=EDGE_SCHEMA)
 
 
 def _renamed(block: pa.Table, column: str, to: str) -> pa.Table:
