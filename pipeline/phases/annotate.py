@@ -97,11 +97,18 @@ class ShardAnnotation:
         out_options = self.spec.output.storage_options
         try:
             source = storage.open_read(shard.uri, self.spec.input.storage_options)
-            parquet = pq.ParquetFile(source)
-        except (pa.ArrowException, OSError) as exc:
+        except OSError as exc:
             raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
-        num_rows = parquet.metadata.num_rows
-        self.validation.check_schema(parquet.schema_arrow, num_rows)
+        try:
+            parquet = pq.ParquetFile(source)
+            num_rows = parquet.metadata.num_rows
+            self.validation.check_schema(parquet.schema_arrow, num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            source.close()
+            raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
+        except ShardRejected:
+            source.close()
+            raise
         columns = self.validation.columns_to_read(parquet.schema_arrow)
         counts = {"input_docs": 0, "input_bytes": 0, "annotated_docs": 0, "annotated_bytes": 0}
         rejected: dict[str, dict[str, int]] = {}

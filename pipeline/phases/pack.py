@@ -46,11 +46,14 @@ class ShardPacking:
     def _removals(self, key: str) -> pa.Table:
         options = self.spec.output.storage_options
         files = storage.list_files(self.layout.dedup_removals_of(key), options, suffix=".parquet")
-        tables = [pq.read_table(storage.open_read(f, options)) for f in files]
         columns = [cols.ROW, cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF]
+        tables = []
+        for uri in files:
+            with storage.open_read(uri, options) as f:
+                tables.append(pq.read_table(f, columns=columns))
         if not tables:
             return pa.schema([REJECTS_SCHEMA.field(c) for c in columns]).empty_table()
-        return pa.concat_tables([t.select(columns) for t in tables]).sort_by(cols.ROW)
+        return pa.concat_tables(tables).sort_by(cols.ROW)
 
     def run(self, key: str, config_hash: str) -> dict[str, Any]:
         started = time.perf_counter()
