@@ -5,6 +5,12 @@ from pipeline.cli import main
 from pipeline.config import JobSpecError, load_job_spec
 
 
+def spec_errors(job) -> str:
+    with pytest.raises(JobSpecError) as err:
+        load_job_spec(job)
+    return str(err.value)
+
+
 def test_valid_spec_fills_defaults(make_job, sample_corpus, tmp_path):
     spec = load_job_spec(make_job(sample_corpus, tmp_path / "out"))
     assert spec.stages.exact_dedup.enabled is True
@@ -16,9 +22,7 @@ def test_unknown_key_names_path_and_suggests(make_job, sample_corpus, tmp_path):
     job = make_job(sample_corpus, tmp_path / "out")
     job["stages"]["tokenize"]["modle_typo"] = 1
     job["stages"]["pack"]["seqlen"] = 128
-    with pytest.raises(JobSpecError) as err:
-        load_job_spec(job)
-    message = str(err.value)
+    message = spec_errors(job)
     assert "stages.tokenize.modle_typo: unknown key" in message
     assert "stages.pack.seqlen: unknown key; did you mean 'seq_len'?" in message
 
@@ -28,9 +32,7 @@ def test_wrong_type_and_impossible_value(make_job, sample_corpus, tmp_path):
     job["stages"]["pack"]["seq_len"] = 0
     job["input"]["max_document_bytes"] = "lots"
     job["stages"]["exact_dedup"] = {"enabled": "maybe"}
-    with pytest.raises(JobSpecError) as err:
-        load_job_spec(job)
-    message = str(err.value)
+    message = spec_errors(job)
     assert "stages.pack.seq_len: Input should be greater than 0" in message
     assert "input.max_document_bytes:" in message
     assert "stages.exact_dedup.enabled:" in message
@@ -40,9 +42,7 @@ def test_missing_required_and_missing_files(make_job, tmp_path):
     job = make_job(tmp_path / "nothing-here", tmp_path / "out")
     job["stages"]["tokenize"]["model"] = str(tmp_path / "absent.model")
     del job["output"]
-    with pytest.raises(JobSpecError) as err:
-        load_job_spec(job)
-    message = str(err.value)
+    message = spec_errors(job)
     assert "output: required key is missing" in message
     assert "no Parquet files found at input.uri" in message
 
