@@ -14,12 +14,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from pipeline.blocks import right_sized
+
 if TYPE_CHECKING:
     import ray.data
 
 SRC = "src"
 DST = "dst"
 EDGE_SCHEMA = pa.schema([(SRC, pa.int64()), (DST, pa.int64())])
+_UNSETTLED = "unsettled"
+_FLAGGED_SCHEMA = pa.schema([*EDGE_SCHEMA, (_UNSETTLED, pa.int64())])
 MAX_ROUNDS = 64
 
 
@@ -40,13 +44,25 @@ def _grouped(block: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 def _large_star(block: pa.Table) -> pa.Table:
     """Input: both directions of every edge. For node u with neighbours N(u) and
-    m = min(N(u) + u): link every neighbour v > u to m."""
+    m = min(N(u) + u): link every neighbour v > u to m.
+
+    Also flags whether the edges already form stars around component minima: each node is
+    then either a centre (all neighbours larger) or a leaf (one neighbour, smaller). A node
+    that is neither flags itself with a self-loop, which the next step drops."""
     src, dst, starts, group = _grouped(block)
     if len(src) == 0:
-        return EDGE_SCHEMA.empty_table()
+        return _FLAGGED_SCHEMA.empty_table()
     low = np.minimum(np.minimum.reduceat(dst, starts), src[starts])[group]
     keep = dst > src
-    return _edges(dst[keep], low[keep])
+    sizes = np.diff(np.r_[starts, len(src)])
+    centre = np.minimum.reduceat(dst, starts) > src[starts]
+    leaf = (sizes == 1) & ~centre
+    unsettled = src[starts][~(centre | leaf)]
+    return pa.table({
+        SRC: pa.array(np.r_[dst[keep], unsettled], pa.int64()),
+        DST: pa.array(np.r_[low[keep], unsettled], pa.int64()),
+        _UNSETTLED: pa.array(np.r_[np.zeros(keep.sum(), np.int64), np.ones(len(unsettled), np.int64)]),
+    }, schema=_FLAGGED_SCHEMA)
 
 
 def _small_star(block: pa.Table) -> pa.Table:
@@ -73,15 +89,6 @@ def _larger_first(block: pa.Table) -> pa.Table:
     return _edges(np.maximum(src, dst)[keep], np.minimum(src, dst)[keep])
 
 
-def _checksum(block: pa.Table) -> pa.Table:
-    pairs = np.unique(np.stack([block.column(SRC).to_numpy(), block.column(DST).to_numpy()], axis=1), axis=0)
-    with np.errstate(over="ignore"):
-        mixed = pairs[:, 0].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ pairs[:, 1].astype(np.uint64)
-        mixed = mixed * np.uint64(0xBF58476D1CE4E5B9)
-        total = int(np.sum(mixed, dtype=np.uint64))
-    return pa.table({"count": [len(pairs)], "sum": pa.array([total], pa.uint64())})
-
-
 def _by_source(edges: "ray.data.Dataset", fn) -> "ray.data.Dataset":
     return edges.sort(SRC).map_batches(fn, batch_size=None, batch_format="pyarrow")
 
@@ -90,26 +97,27 @@ def connected_components(edges: "ray.data.Dataset") -> "ray.data.Dataset":
     """(node, component) for every node that is not the smallest of its component.
 
     ``edges`` has int64 columns ``src`` and ``dst``; direction and duplicates don't matter.
-    The result has columns ``src`` (node) and ``dst`` (the smallest node of its component).
+    The result has columns ``src`` (node) and ``dst`` (the smallest node of its component),
+    one row per node.
     """
-    previous = None
-    current = edges.map_batches(_larger_first, batch_format="pyarrow").materialize()
+    current = right_sized(edges.map_batches(_larger_first, batch_format="pyarrow"))
     if current.count() == 0:
         return current
     for _ in range(MAX_ROUNDS):
-        current = _by_source(current.map_batches(_both_directions, batch_format="pyarrow"), _large_star)
-        current = _by_source(current.map_batches(_larger_first, batch_format="pyarrow"), _small_star)
-        # Deduplicate globally (a sort puts equal pairs in one block) and fingerprint the edge set.
-        current = current.sort([SRC, DST]).map_batches(_distinct, batch_size=None, batch_format="pyarrow").materialize()
-        sums = current.map_batches(_checksum, batch_size=None, batch_format="pyarrow").take_all()
-        fingerprint = (sum(r["count"] for r in sums), sum(r["sum"] for r in sums) % (1 << 64))
-        if fingerprint == previous:
-            return current
-        previous = fingerprint
+        large = _by_source(current.map_batches(_both_directions, batch_format="pyarrow"), _large_star).materialize()
+        if not large.sum(_UNSETTLED):
+            # Every node already pointed at its component's minimum; large-star kept those
+            # edges, once each.
+            return large.map_batches(_edges_only, batch_format="pyarrow")
+        current = _by_source(large.map_batches(_larger_first, batch_format="pyarrow"), _small_star).materialize()
     raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
 
 
-def _distinct(block: pa.Table) -> pa.Table:
+def _edges_only(block: pa.Table) -> pa.Table:
+    return block.select([SRC, DST])
+
+
+def distinct_edges(block: pa.Table) -> pa.Table:
     if block.num_rows == 0:
         return EDGE_SCHEMA.empty_table()
     pairs = np.unique(np.stack([block.column(SRC).to_numpy(), block.column(DST).to_numpy()], axis=1), axis=0)

@@ -46,9 +46,14 @@ def discover_shards(spec: JobSpec) -> list[InputShard]:
     return [InputShard(uri, shard_key(root, uri), storage.file_info(uri, options)) for uri in uris]
 
 
+# Bump when the columns annotate writes change, so that older annotated shards are redone.
+ANNOTATION_FORMAT = 2
+
+
 def annotate_config_hash(spec: JobSpec) -> str:
     """What annotated shards depend on: input reading and the annotate-phase stages."""
     payload = {
+        "format": ANNOTATION_FORMAT,
         "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
         "stages": spec.stages.model_dump(mode="json", exclude={"tokenize", "pack"}),
         "write_rejects": spec.output.write_rejects,

@@ -12,12 +12,12 @@ import json
 from typing import Any
 
 from pipeline import documents as cols
+from pipeline.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals
 from pipeline import storage
 from pipeline.config import JobSpec
 from pipeline.layout import OutputLayout
 from pipeline.progress import Progress
 from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
-from pipeline.stages.near_dedup import NODE, node_ids, shard_ordinals
 from pipeline.stages.registry import global_stages
 
 
@@ -45,9 +45,10 @@ def _first_stage_per_document(block):
     return block.take(pa.array(order[first])).select(REMOVAL_SCHEMA.names)
 
 
-def combined_removals(stages: list[GlobalStage], keys, shard_keys: list[str]):
+def combined_removals(stages: list[GlobalStage], shards: AnnotatedShards):
+    shard_keys = shards.shard_keys
     parts = [
-        stage.find_removals(keys, shard_keys).map_batches(
+        stage.find_removals(shards).map_batches(
             _with_node_and_rank, fn_kwargs={"shard_keys": shard_keys, "rank": rank}, batch_format="pyarrow"
         )
         for rank, stage in enumerate(stages)
@@ -79,7 +80,6 @@ def count_removals(block):
 
 
 def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
-    import ray.data
 
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
@@ -96,12 +96,9 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
     progress.start("dedup", total=1, unit="global passes")
     removed: dict[str, dict[str, dict[str, int]]] = {}
     if stages and with_docs:
-        fs, _ = storage.pyarrow_filesystem(spec.output.uri, options)
-        paths = [storage.filesystem(layout.annotated(key), options)[1] for key in with_docs]
-        key_columns = sorted({c for stage in stages for c in stage.key_columns})
-        keys = ray.data.read_parquet(paths, filesystem=fs).select_columns(key_columns)
-        _, removals_path = storage.filesystem(layout.dedup_removals, options)
-        removals = combined_removals(stages, keys, sorted(with_docs)).materialize()
+        fs, removals_path = storage.pyarrow_filesystem(layout.dedup_removals, options)
+        shards = AnnotatedShards({key: layout.annotated(key) for key in with_docs}, options)
+        removals = combined_removals(stages, shards).materialize()
         counts = removals.map_batches(count_removals, batch_size=None, batch_format="pyarrow").take_all()
         if counts:
             removals.write_parquet(removals_path, partition_cols=[cols.SHARD], filesystem=fs)

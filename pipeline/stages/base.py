@@ -25,6 +25,8 @@ from pipeline import documents as cols
 if TYPE_CHECKING:
     import ray.data
 
+    from pipeline.annotated import AnnotatedShards
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -77,15 +79,12 @@ class DocumentStage(ABC):
 
 class GlobalStage(ABC):
     name: ClassVar[str]
-    key_columns: ClassVar[tuple[str, ...]]
-    """Columns of the annotated documents this stage reads."""
-
     def __init__(self, config: Any) -> None:
         self.config = config
 
     @abstractmethod
-    def find_removals(self, keys: "ray.data.Dataset", shard_keys: list[str]) -> "ray.data.Dataset":
-        """Rows to remove, with REMOVAL_SCHEMA. ``shard_keys``: every annotated shard, sorted."""
+    def find_removals(self, shards: "AnnotatedShards") -> "ray.data.Dataset":
+        """Rows to remove, with REMOVAL_SCHEMA, found from the annotated shards' columns."""
 
 
 REMOVAL_SCHEMA = pa.schema(

@@ -55,11 +55,11 @@ class ExactDedupKeys(DocumentStage):
 
 class ExactDuplicates(GlobalStage):
     name = "exact_dedup"
-    key_columns = (cols.SHARD, cols.ROW, cols.ID, EXACT_HASH)
 
-    def find_removals(self, keys, shard_keys: list[str]):
+    def find_removals(self, shards):
         # A sort range-partitions by hash, so every row of a hash value lands in one block
         # (what Ray's own map_groups relies on); each block is then deduplicated vectorized.
+        keys = shards.read([cols.SHARD, cols.ROW, cols.ID, EXACT_HASH])
         return keys.sort(EXACT_HASH).map_batches(duplicates_in_block, batch_size=None, batch_format="pyarrow")
 
 

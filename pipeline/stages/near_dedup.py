@@ -24,15 +24,16 @@ from datasketch.lsh import _optimal_param
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline import documents as cols
-from pipeline.connected_components import DST, EDGE_SCHEMA, SRC, connected_components
+from pipeline.annotated import NODE, AnnotatedShards, shards_and_rows
+from pipeline.blocks import right_sized
+from pipeline.connected_components import DST, EDGE_SCHEMA, SRC, connected_components, distinct_edges
 from pipeline.minhash import Shingling, shingle_hashes, signatures
-from pipeline.sorted_lookup import lookup
 from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, StageOutput
 
 MINHASH = "minhash"
+LSH_BANDS = "lsh_bands"
 SHINGLES = "shingle_hashes"
 UNIT_COUNT = "dedup_units"
-NODE = "node"
 BAND_KEY = "band_key"
 _NON_WORD = r"[^\p{L}\p{N}\p{M}\s]+"
 
@@ -55,13 +56,14 @@ class NearDedupConfig(BaseModel):
     """Weights for datasketch's choice of bands and rows. The defaults favour recall (14 x 9
     at 0.8: P(candidate) 0.87 at 0.8, 0.98 at 0.85) and rely on ``verify`` for precision."""
     verify: Literal["none", "signature", "shingles"] = "shingles"
+    """Check each candidate edge before it counts. ``signature``: the two signatures agree on
+    at least ``threshold`` of their values (estimated Jaccard); annotate then stores each
+    signature. ``shingles``: the true Jaccard similarity of the two shingle-hash sets reaches
+    ``threshold``; annotate then stores each document's shingle hashes. Either column is
+    read only for the documents in a candidate edge."""
     survivor: Literal["first", "longest"] = "first"
     """Which document of a duplicate cluster is kept: ``first`` by (shard, row), or the
     ``longest`` in normalized words (ties: first). Both agree with exact dedup's choice."""
-    """Check each candidate edge before it counts. ``signature``: the two signatures agree on
-    at least ``threshold`` of their values (estimated Jaccard). ``shingles``: the true Jaccard
-    similarity of the two shingle-hash sets reaches ``threshold``; annotate then also stores
-    each document's shingle hashes. Both carry that column through the band shuffle."""
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> "NearDedupConfig":
@@ -90,7 +92,8 @@ def dedup_units(text: pa.Array, unit: str) -> pa.Array:
 
 
 class MinHashSignatures(DocumentStage):
-    """Adds ``minhash``: the document's signature, null when it has no shingles."""
+    """Adds ``lsh_bands``: the document's LSH band keys, null when it has no shingles, and
+    what verification needs: ``minhash`` (the signature) or ``shingle_hashes``."""
 
     name = "near_dedup"
 
@@ -99,14 +102,32 @@ class MinHashSignatures(DocumentStage):
         units = dedup_units(docs.column(cols.TEXT).combine_chunks(), c.shingle_unit)
         hashes, counts = shingle_hashes(units, Shingling(c.ngram, c.shingle_unit))
         values = signatures(hashes, counts, c.num_perm, c.seed)
-        column = pa.FixedSizeListArray.from_arrays(
-            pa.array(values.ravel(), pa.uint32()), c.num_perm, mask=pa.array(counts == 0)
-        )
-        docs = docs.append_column(MINHASH, column)
+        no_shingles = pa.array(counts == 0)
+        bands, rows = c.banding()
+        keys = band_keys(values, bands, rows)
+        docs = docs.append_column(LSH_BANDS, pa.ListArray.from_arrays(
+            pa.array(np.arange(len(counts) + 1, dtype=np.int32) * bands), pa.array(keys.ravel()), mask=no_shingles))
         docs = docs.append_column(UNIT_COUNT, pa.array(pc.list_value_length(units).fill_null(0), pa.int32()))
+        if c.verify == "signature":
+            docs = docs.append_column(MINHASH, pa.FixedSizeListArray.from_arrays(
+                pa.array(values.ravel(), pa.uint32()), c.num_perm, mask=no_shingles))
         if c.verify == "shingles":
             docs = docs.append_column(SHINGLES, _distinct_per_document(hashes, counts))
         return StageOutput(docs)
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(documents, bands) int64: a 64-bit mix of each band's ``rows`` signature values and
+    the band's number, so equal keys mean an equal band in the same position."""
+    values = signatures.astype(np.uint64)
+    keys = np.empty((len(values), bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            mixed = np.full(len(values), np.uint64(band) * np.uint64(0xD6E8FEB86659FD93), dtype=np.uint64)
+            for column in range(band * rows, (band + 1) * rows):
+                mixed = (mixed ^ values[:, column]) * np.uint64(0x9E3779B97F4A7C15)
+            keys[:, band] = mixed ^ (mixed >> np.uint64(29))
+    return keys.view(np.int64)
 
 
 def _distinct_per_document(hashes: np.ndarray, counts: np.ndarray) -> pa.ListArray:
@@ -118,57 +139,41 @@ def _distinct_per_document(hashes: np.ndarray, counts: np.ndarray) -> pa.ListArr
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(hashes[keep], pa.uint32()))
 
 
-def node_ids(shard_ordinals: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """One int64 per document that sorts like (shard_key, row)."""
-    return (shard_ordinals.astype(np.int64) << 32) | rows.astype(np.int64)
-
-
 class NearDuplicates(GlobalStage):
     name = "near_dedup"
 
-    @property
-    def key_columns(self) -> tuple[str, ...]:
-        extra = (SHINGLES,) if self.config.verify == "shingles" else ()
-        extra += (UNIT_COUNT,) if self.config.survivor == "longest" else ()
-        return (cols.SHARD, cols.ROW, cols.ID, MINHASH, *extra)
-
-    def find_removals(self, keys, shard_keys: list[str]):
-        bands, rows = self.config.banding()
-        verify = self.config.verify
-        documents = keys.map_batches(_with_nodes, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
-        band_rows = documents.map_batches(_band_keys, fn_kwargs={"bands": bands, "rows": rows}, batch_format="pyarrow")
+    def find_removals(self, shards: AnnotatedShards):
+        band_rows = shards.read([LSH_BANDS]).map_batches(_band_rows, batch_format="pyarrow")
         edges = band_rows.sort(BAND_KEY).map_batches(_star_edges, batch_size=None, batch_format="pyarrow")
-        if verify != "none":
-            edges = self._verified(edges, documents, MINHASH if verify == "signature" else SHINGLES)
-        components = connected_components(edges)
+        # The same pair meets in several bands; count it once before anything is read for it.
+        edges = right_sized(edges.sort([SRC, DST]).map_batches(distinct_edges, batch_size=None, batch_format="pyarrow"))
+        if self.config.verify != "none":
+            edges = right_sized(self._verified(edges, shards))
+        components = right_sized(connected_components(edges))
         if self.config.survivor == "longest":
-            components = _longest_survivors(components, documents)
-        ids = documents.select_columns([NODE, cols.ID])
-        survivors = lookup(components, DST, EDGE_SCHEMA, ids, NODE, pa.schema([(cols.ID, pa.string())]))
-        return survivors.map_batches(_removals, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
+            components = _longest_survivors(components, shards)
+        survivors = shards.attach(components, DST, EDGE_SCHEMA, pa.schema([(cols.ID, pa.string())]))
+        return survivors.map_batches(_removals, fn_kwargs={"shard_keys": shards.shard_keys}, batch_format="pyarrow")
 
-    def _verified(self, edges, documents, column: str):
-        """Each candidate edge gets both ends' signature or shingle set (two sort-merge
-        lookups over the documents in any edge), then is kept only if similar enough."""
-        value_type = (pa.list_(pa.uint32(), self.config.num_perm) if column == MINHASH else pa.list_(pa.uint32()))
-        with_src = lookup(edges, SRC, EDGE_SCHEMA, documents.select_columns([NODE, column]).map_batches(
-            _renamed, fn_kwargs={"column": column, "to": "src_set"}, batch_format="pyarrow"),
-            NODE, pa.schema([("src_set", value_type)]))
-        src_schema = pa.schema([*EDGE_SCHEMA, ("src_set", value_type)])
-        with_both = lookup(with_src, DST, src_schema, documents.select_columns([NODE, column]).map_batches(
-            _renamed, fn_kwargs={"column": column, "to": "dst_set"}, batch_format="pyarrow"),
-            NODE, pa.schema([("dst_set", value_type)]))
+    def _verified(self, edges, shards: AnnotatedShards):
+        """Each candidate edge gets both ends' signature or shingle set, then is kept only if
+        similar enough."""
+        signature = self.config.verify == "signature"
+        column = pa.schema([(MINHASH, pa.list_(pa.uint32(), self.config.num_perm))] if signature
+                           else [(SHINGLES, pa.list_(pa.uint32()))])
+        with_src = shards.attach(edges, SRC, EDGE_SCHEMA, column, ["src_set"])
+        src_schema = pa.schema([*EDGE_SCHEMA, ("src_set", column[0].type)])
+        with_both = shards.attach(with_src, DST, src_schema, column, ["dst_set"])
         return with_both.map_batches(
-            _similar_enough, fn_kwargs={"threshold": self.config.threshold, "signature": column == MINHASH},
+            _similar_enough, fn_kwargs={"threshold": self.config.threshold, "signature": signature},
             batch_format="pyarrow",
         )
 
 
-def _longest_survivors(components, documents):
+def _longest_survivors(components, shards: AnnotatedShards):
     """Re-point every member of a component at its longest document."""
     members = components.map_batches(_members_with_root, batch_format="pyarrow")
-    lengths = documents.select_columns([NODE, UNIT_COUNT])
-    with_length = lookup(members, SRC, EDGE_SCHEMA, lengths, NODE, pa.schema([(UNIT_COUNT, pa.int32())]))
+    with_length = shards.attach(members, SRC, EDGE_SCHEMA, pa.schema([(UNIT_COUNT, pa.int32())]))
     return with_length.sort(DST).map_batches(_point_at_longest, batch_size=None, batch_format="pyarrow")
 
 
@@ -191,10 +196,6 @@ def _point_at_longest(block: pa.Table) -> pa.Table:
     return pa.table({SRC: pa.array(node[keep]), DST: pa.array(best[keep])}, schema=EDGE_SCHEMA)
 
 
-def _renamed(block: pa.Table, column: str, to: str) -> pa.Table:
-    return pa.table({NODE: block.column(NODE), to: block.column(column)})
-
-
 def _similar_enough(block: pa.Table, threshold: float, signature: bool) -> pa.Table:
     src, dst = block.column(SRC).to_numpy(), block.column(DST).to_numpy()
     a, b = block.column("src_set").combine_chunks(), block.column("dst_set").combine_chunks()
@@ -215,31 +216,11 @@ def _similar_enough(block: pa.Table, threshold: float, signature: bool) -> pa.Ta
     return pa.table({SRC: pa.array(src[keep]), DST: pa.array(dst[keep])}, schema=EDGE_SCHEMA)
 
 
-def _with_nodes(block: pa.Table, shard_keys: list[str]) -> pa.Table:
-    nodes = node_ids(shard_ordinals(block.column(cols.SHARD), shard_keys), block.column(cols.ROW).to_numpy())
-    return block.append_column(NODE, pa.array(nodes))
-
-
-def shard_ordinals(shard_column: pa.ChunkedArray | pa.Array, shard_keys: list[str]) -> np.ndarray:
-    return pc.index_in(shard_column, value_set=pa.array(shard_keys)).to_numpy(zero_copy_only=False)
-
-
-def _band_keys(block: pa.Table, bands: int, rows: int) -> pa.Table:
-    """(band_key, node) for every band of every document with a signature."""
-    signature = block.column(MINHASH).combine_chunks()
-    valid = pc.is_valid(signature).to_numpy(zero_copy_only=False)
-    nodes = block.column(NODE).to_numpy()[valid]
-    width = signature.type.list_size
-    values = signature.filter(pa.array(valid)).flatten().to_numpy().reshape(-1, width).astype(np.uint64)
-    keys = np.empty((len(nodes), bands), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for band in range(bands):
-            part = values[:, band * rows : (band + 1) * rows]
-            mixed = np.full(len(nodes), np.uint64(band) * np.uint64(0xD6E8FEB86659FD93), dtype=np.uint64)
-            for column in range(rows):
-                mixed = (mixed ^ part[:, column]) * np.uint64(0x9E3779B97F4A7C15)
-            keys[:, band] = mixed ^ (mixed >> np.uint64(29))
-    return pa.table({BAND_KEY: pa.array(keys.ravel().view(np.int64)), NODE: pa.array(np.repeat(nodes, bands))})
+def _band_rows(block: pa.Table) -> pa.Table:
+    """(band_key, node) for every band of every document with shingles."""
+    keys = block.column(LSH_BANDS).combine_chunks()
+    per_document = pc.list_value_length(keys).fill_null(0).to_numpy(zero_copy_only=False)
+    return pa.table({BAND_KEY: keys.flatten(), NODE: pa.array(np.repeat(block.column(NODE).to_numpy(), per_document))})
 
 
 def _star_edges(block: pa.Table) -> pa.Table:
@@ -257,13 +238,10 @@ def _star_edges(block: pa.Table) -> pa.Table:
 
 
 def _removals(block: pa.Table, shard_keys: list[str]) -> pa.Table:
-    nodes = block.column(SRC).to_numpy()
-    names = np.array(shard_keys, dtype=object)
-    n = len(nodes)
+    shards, rows = shards_and_rows(block.column(SRC).to_numpy(), shard_keys)
+    n = block.num_rows
     return pa.table({
-        cols.SHARD: pa.array(names[nodes >> 32], pa.string()),
-        cols.ROW: pa.array(nodes & 0xFFFFFFFF, pa.int64()),
-        cols.ID: pa.nulls(n, pa.string()),
+        cols.SHARD: shards, cols.ROW: rows, cols.ID: pa.nulls(n, pa.string()),
         cols.REJECT_STAGE: pa.array(["near_dedup"] * n, pa.string()),
         cols.REJECT_REASON: pa.array(["near_duplicate"] * n, pa.string()),
         cols.DUPLICATE_OF: block.column(cols.ID),
