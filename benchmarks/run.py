@@ -5,6 +5,7 @@ Comparisons are ratios measured in the same run (ours vs the raw library or a na
 single-process approach); repeated measurements report the median.
 
     python benchmarks/run.py job --docs 5000,20000
+    python benchmarks/run.py near_dedup --docs 250000,1000000
     python benchmarks/run.py tokenize --docs 20000
     python benchmarks/run.py exact_dedup --docs 50000
     python benchmarks/run.py minhash --docs 20000
@@ -181,6 +182,57 @@ def _start_ray() -> None:
         context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
 
 
+def bench_near_dedup(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
+    """The dedup phase alone (exact + near dedup, default settings) after annotate, at each
+    size: wall time, peak RSS of any process, and growth between sizes."""
+    from pipeline.config import apply_override, load_job_spec
+    from pipeline.phases.annotate import discover_shards, run_annotate
+    from pipeline.phases.dedup import run_dedup
+    from pipeline.progress import Progress
+    from pipeline.runner import PeakMemory, ensure_ray
+
+    model = None
+    runs = []
+    for n in sizes:
+        corpus = tmp / f"corpus_{n}"
+        _refinery("sample", str(corpus), "--docs", str(n), "--shards", str(max(8, n // 62500)), "--seed", "3")
+        model = model or _tokenizer(tmp, corpus)
+        spec = {"name": f"near-{n}", "input": {"uri": str(corpus), "id_column": "id"},
+                "output": {"uri": str(tmp / f"out_{n}")}, "stages": {"tokenize": {"model": str(model)}}}
+        for override in overrides:
+            apply_override(spec, override)
+        spec = load_job_spec(spec)
+        ensure_ray(spec.ray)
+        started = time.perf_counter()
+        stats = run_annotate(spec, discover_shards(spec), Progress(quiet=True), _cores())
+        annotate_s = time.perf_counter() - started
+        started = time.perf_counter()
+        with PeakMemory(interval_s=0.2) as memory:
+            marker = run_dedup(spec, stats, Progress(quiet=True))
+        dedup_s = time.perf_counter() - started
+        docs = sum(s["annotated_docs"] for s in stats)
+        runs.append({
+            "documents": n, "annotated_docs": docs, "bytes": sum(s["input_bytes"] for s in stats),
+            "annotate_s": annotate_s, "dedup_s": dedup_s, "dedup_docs_per_s_per_core": docs / dedup_s / _cores(),
+            "peak_rss_bytes": memory.peak, "removed": marker["removed_total"],
+            "removed_by_stage": _removed_by_stage(marker),
+        })
+    growth = None
+    if len(runs) > 1:
+        growth = {"documents": runs[-1]["documents"] / runs[0]["documents"],
+                  "dedup_wall": runs[-1]["dedup_s"] / runs[0]["dedup_s"],
+                  "peak_rss": runs[-1]["peak_rss_bytes"] / runs[0]["peak_rss_bytes"]}
+    return {"runs": runs, "growth": growth}
+
+
+def _removed_by_stage(marker: dict) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for stages in marker["removed_by_shard"].values():
+        for stage, reasons in stages.items():
+            totals[stage] = totals.get(stage, 0) + sum(reasons.values())
+    return totals
+
+
 def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
     """The whole quickstart-shaped job at each size; cost growth between sizes."""
     from pipeline import run_job
@@ -221,17 +273,20 @@ def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["job", "tokenize", "exact_dedup", "minhash"])
-    parser.add_argument("--docs", default="20000", help="documents; for 'job' a comma-separated list of sizes")
+    parser.add_argument("name", choices=["job", "near_dedup", "tokenize", "exact_dedup", "minhash"])
+    parser.add_argument("--docs", default="20000",
+                        help="documents; for 'job' and 'near_dedup' a comma-separated list of sizes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="job spec override for 'job', e.g. --set stages.near_dedup.enabled=false")
+                        help="job spec override for 'job' and 'near_dedup', e.g. --set stages.near_dedup.verify=none")
     args = parser.parse_args()
     sizes = [int(x) for x in args.docs.split(",")]
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         if args.name == "job":
             figures = bench_job(sizes, tmp, args.set)
+        elif args.name == "near_dedup":
+            figures = bench_near_dedup(sizes, tmp, args.set)
         elif args.name == "tokenize":
             figures = bench_tokenize(sizes[0], args.repeats, tmp)
         elif args.name == "minhash":

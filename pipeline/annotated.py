@@ -42,12 +42,17 @@ def shards_and_rows(nodes: np.ndarray, shard_keys: list[str]) -> tuple[pa.Array,
 
 
 class AnnotatedShards:
-    """``uris``: shard key -> annotated Parquet URI, for every shard with documents."""
+    """``new``: shard key -> annotated Parquet URI, for every shard this run deduplicates.
+    ``indexed``: shard key -> index shard URI, the kept documents of shards deduplicated by
+    earlier runs. Indexed shards get the smaller node ids, so their documents come first."""
 
-    def __init__(self, uris: dict[str, str], options: storage.StorageOptions | None = None) -> None:
-        self.shard_keys = sorted(uris)
-        self.uris = [uris[key] for key in self.shard_keys]
+    def __init__(self, new: dict[str, str], options: storage.StorageOptions | None = None,
+                 indexed: dict[str, str] | None = None) -> None:
+        indexed = indexed or {}
+        self.shard_keys = sorted(indexed) + sorted(new)
+        self.uris = [indexed[key] for key in sorted(indexed)] + [new[key] for key in sorted(new)]
         self.options = options
+        self.first_new_node = len(indexed) << _ROW_BITS
 
     def read(self, columns: list[str]) -> "ray.data.Dataset":
         """``columns`` of every document, plus ``node``."""

@@ -67,6 +67,18 @@ class OutputLayout:
     def dedup_rejects(self, key: str) -> str:
         return self._path("rejects", "dedup", f"{key}.parquet")
 
+    # dedup index: kept documents' dedup columns, for later runs on a grown input
+    @property
+    def index_dir(self) -> str:
+        return self._path("index")
+
+    def index_shard(self, key: str) -> str:
+        return self._path("index", "shards", f"{key}.parquet")
+
+    @property
+    def index_manifest(self) -> str:
+        return self._path("index", "_INDEX.json")
+
     # pack phase
     def token_bin(self, key: str) -> str:
         return self._path("tokens", f"{key}.bin")

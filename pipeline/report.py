@@ -72,6 +72,7 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
         ],
         "phases": phases, "peak_rss_bytes": peak_rss_bytes, "shards": shard_rows,
         "near_dedup": dedup_marker.get("near_dedup"),
+        "dedup_index": dedup_marker.get("index"),
     }
 
 
@@ -131,6 +132,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         for shard in report["quarantined_shards"]:
             docs = "unknown" if shard["documents"] is None else f"{shard['documents']:,}"
             lines.append(f"- `{shard['uri']}`: {shard['reason']}: {shard['detail']} (documents: {docs})")
+    index = report.get("dedup_index")
+    if index and index["indexed_shards"]:
+        lines += ["", f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "
+                      f"index of shards kept by earlier runs ({index['indexed_shards']:,}), whose decisions stand."]
     near = report.get("near_dedup")
     if near:
         curve = near["candidate_probability"]

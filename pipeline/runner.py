@@ -139,7 +139,7 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
 
         started = time.perf_counter()
         keys = [s["shard_key"] for s in annotate_stats if not s["shard_quarantined"]]
-        pack_stats = run_pack(spec, keys, dedup_marker["input_hash"], progress, workers)
+        pack_stats = run_pack(spec, keys, dedup_marker["removals_version"], progress, workers)
         phases.append(_phase("pack", started, sum(s["kept_docs"] for s in pack_stats),
                              sum(s["kept_bytes"] for s in pack_stats)))
 

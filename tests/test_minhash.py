@@ -57,3 +57,15 @@ def test_similar_documents_have_similar_signatures():
     true_jaccard = 111 / 121  # 116 shingles each, 5 of them changed
     assert abs(np.mean(sig[0] == sig[1]) - true_jaccard) < 0.08
     assert np.mean(sig[0] == sig[2]) < 0.2
+
+
+def test_punctuation_and_spaces_are_not_words():
+    from pipeline import documents as cols
+    from pipeline.stages.near_dedup import LSH_BANDS, MinHashSignatures, NearDedupConfig, dedup_units
+
+    texts = ["  Hello, world! ", "*** ###", "", "a  b\tc"]
+    assert dedup_units(pa.array(texts), "word").to_pylist() == [["hello", "world"], [], [], ["a", "b", "c"]]
+    stage = MinHashSignatures(NearDedupConfig(ngram=2))
+    bands = stage.process(pa.table({cols.TEXT: texts})).table.column(LSH_BANDS).to_pylist()
+    assert [b is None for b in bands] == [False, True, True, False]
+    assert len(bands[0]) == NearDedupConfig(ngram=2).banding()[0]

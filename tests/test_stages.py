@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline import documents as cols
+from pipeline.annotated import NODE, node_ids, shard_ordinals
 from pipeline.stages.exact_dedup import EXACT_HASH, ExactDedupConfig, ExactDedupKeys, duplicates_in_block
 from pipeline.stages.pack import concat_window_lengths
 from pipeline.stages.tokenize import Tokenize, TokenizeConfig
@@ -91,7 +92,8 @@ def test_duplicates_in_block_matches_reference():
     rows = [(f"s{rng.integers(3)}", int(i), f"id{i}", int(rng.integers(40))) for i in range(300)]
     block = pa.table({cols.SHARD: [r[0] for r in rows], cols.ROW: [r[1] for r in rows],
                       cols.ID: [r[2] for r in rows], EXACT_HASH: pa.array([r[3] for r in rows], pa.int64())})
-    out = duplicates_in_block(block)
+    nodes = node_ids(shard_ordinals(block.column(cols.SHARD), ["s0", "s1", "s2"]), block.column(cols.ROW).to_numpy())
+    out = duplicates_in_block(block.append_column(NODE, pa.array(nodes)))
     got = {(r[cols.SHARD], r[cols.ROW]): r[cols.DUPLICATE_OF] for r in out.to_pylist()}
     assert got == _reference_duplicates(rows)
     assert set(out.column(cols.REJECT_REASON).to_pylist()) == {"exact_duplicate"}
@@ -112,3 +114,23 @@ def test_concat_window_lengths():
     assert concat_window_lengths(10, 4).tolist() == [4, 4, 2]
     assert concat_window_lengths(8, 4).tolist() == [4, 4]
     assert concat_window_lengths(0, 4).tolist() == []
+
+
+def test_exact_duplicates_across_many_blocks_keep_one_per_hash(ray_local, tmp_path):
+    """Rows of one hash can arrive in many blocks; the sort must bring them together."""
+    import pyarrow.parquet as pq
+
+    from pipeline.annotated import AnnotatedShards
+    from pipeline.stages.exact_dedup import ExactDuplicates
+
+    uris = {}
+    for shard in ("a", "b", "c"):
+        n = 2000
+        uris[shard] = str(tmp_path / f"{shard}.parquet")
+        pq.write_table(pa.table({cols.SHARD: [shard] * n, cols.ROW: pa.array(range(n), pa.int64()),
+                                 cols.ID: [f"{shard}{i}" for i in range(n)],
+                                 EXACT_HASH: pa.array([i % 2 for i in range(n)], pa.int64())}),
+                       uris[shard], row_group_size=100)
+    removed = ExactDuplicates(ExactDedupConfig()).find_removals(AnnotatedShards(uris)).take_all()
+    assert len(removed) == 6000 - 2
+    assert {r[cols.DUPLICATE_OF] for r in removed} == {"a0", "a1"}

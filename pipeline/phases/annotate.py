@@ -47,7 +47,7 @@ def discover_shards(spec: JobSpec) -> list[InputShard]:
 
 
 # Bump when the columns annotate writes change, so that older annotated shards are redone.
-ANNOTATION_FORMAT = 2
+ANNOTATION_FORMAT = 3
 
 
 def annotate_config_hash(spec: JobSpec) -> str:

@@ -1,8 +1,15 @@
-"""Phase 2, dedup: global stages over the key columns of every annotated document.
+"""Phase 2, dedup: global stages over the key columns of the annotated documents.
 
 Removals are written partitioned by shard (``work/dedup/removed/shard_key=<key>/``) so
 the pack phase reads only its own shard's; ``_COMMITTED.json`` with the counts is
 written last and names the annotated inputs it was computed from.
+
+The dedup index (``index/``) makes runs incremental. After a dedup phase, each shard it
+deduplicated gets an index shard: its kept documents with the columns the global stages
+read (hashes, band keys, shingle sets, ids; no text). A later run on a grown input
+deduplicates only the shards that are not indexed yet, against the indexed documents,
+which always survive; earlier decisions stand. The index is rebuilt from scratch when
+the dedup configuration changed or an indexed shard changed or disappeared.
 """
 
 from __future__ import annotations
@@ -11,37 +18,43 @@ import hashlib
 import json
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from pipeline import documents as cols
-from pipeline.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals
 from pipeline import storage
+from pipeline.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals
 from pipeline.config import JobSpec
 from pipeline.layout import OutputLayout
+from pipeline.parquet_io import LazyParquetWriter
+from pipeline.phases.annotate import ANNOTATION_FORMAT
+from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.progress import Progress
 from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
 from pipeline.stages.registry import global_stages
 
+INDEX_VERSION = 1
 
 _RANK = "stage_rank"
 
 
 def _with_node_and_rank(block, shard_keys: list[str], rank: int):
-    import pyarrow as pa
-
     nodes = node_ids(shard_ordinals(block.column(cols.SHARD), shard_keys), block.column(cols.ROW).to_numpy())
     return block.append_column(NODE, pa.array(nodes)).append_column(_RANK, pa.array([rank] * block.num_rows, pa.int8()))
 
 
-def _first_stage_per_document(block):
-    """Equal nodes share a block after the sort; keep each document's highest-precedence removal."""
+def _first_stage_per_document(block, first_new_node: int):
+    """Equal nodes share a block after the sort; keep each document's highest-precedence
+    removal, and never remove a document an earlier run kept."""
     import numpy as np
-    import pyarrow as pa
 
     if block.num_rows == 0:
         return block.select(REMOVAL_SCHEMA.names)
     nodes, ranks = block.column(NODE).to_numpy(), block.column(_RANK).to_numpy()
     order = np.lexsort((ranks, nodes))
     nodes = nodes[order]
-    first = np.r_[True, nodes[1:] != nodes[:-1]]
+    first = np.r_[True, nodes[1:] != nodes[:-1]] & (nodes >= first_new_node)
     return block.take(pa.array(order[first])).select(REMOVAL_SCHEMA.names)
 
 
@@ -54,7 +67,8 @@ def combined_removals(stages: list[GlobalStage], shards: AnnotatedShards):
         for rank, stage in enumerate(stages)
     ]
     merged = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return merged.sort(NODE).map_batches(_first_stage_per_document, batch_size=None, batch_format="pyarrow")
+    return merged.sort(NODE).map_batches(_first_stage_per_document, fn_kwargs={"first_new_node": shards.first_new_node},
+                                         batch_size=None, batch_format="pyarrow")
 
 
 def dedup_input_hash(spec: JobSpec, annotate_stats: list[dict[str, Any]]) -> str:
@@ -71,16 +85,41 @@ def dedup_input_hash(spec: JobSpec, annotate_stats: list[dict[str, Any]]) -> str
 
 def count_removals(block):
     """Per-block counts by shard, stage and reason; summed on the driver (a few rows per shard)."""
-    import pyarrow as pa
-
     group = [cols.SHARD, cols.REJECT_STAGE, cols.REJECT_REASON]
     return block.group_by(group).aggregate([(cols.ROW, "count")]).rename_columns(group + ["count"]).cast(
         pa.schema([(c, pa.string()) for c in group] + [("count", pa.int64())])
     )
 
 
-def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
+def dedup_config_hash(spec: JobSpec) -> str:
+    """What removals depend on besides the annotated shards themselves."""
+    payload = {"format": ANNOTATION_FORMAT, "index": INDEX_VERSION,
+               "stages": [s.name for s in global_stages(spec)],
+               "config": spec.stages.model_dump(mode="json", exclude={"tokenize", "pack"})}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
+
+def _usable_index(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
+    """The indexed shards' entries, or {} when the index is missing or no longer valid."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    if not storage.exists(layout.index_manifest, options):
+        return {}
+    index = storage.read_json(layout.index_manifest, options)
+    if index.get("config_hash") != dedup_config_hash(spec):
+        progress.log("dedup index: built with another dedup configuration; rebuilding it from all shards")
+        return {}
+    current = {s["shard_key"]: s for s in annotate_stats}
+    for key, entry in index["shards"].items():
+        shard = current.get(key)
+        if shard is None or (shard["fingerprint"], shard["config_hash"]) != (entry["fingerprint"], entry["annotate_config_hash"]):
+            progress.log(f"dedup index: input shard {key} changed or disappeared since it was indexed; "
+                         "rebuilding the index from all shards")
+            return {}
+    return index["shards"]
+
+
+def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
     input_hash = dedup_input_hash(spec, annotate_stats)
@@ -89,15 +128,27 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
         if marker.get("input_hash") == input_hash:
             progress.log("dedup: already committed for these annotated shards, skipped")
             return marker
-    storage.remove_tree(layout.dedup_dir, options)
 
     stages = global_stages(spec)
-    with_docs = [s["shard_key"] for s in annotate_stats if s["annotated_docs"] > 0]
+    indexed = _usable_index(spec, annotate_stats, progress) if stages else {}
+    new = [s for s in annotate_stats if s["shard_key"] not in indexed]
+    storage.remove_tree(layout.dedup_marker, options)
+    if indexed:
+        for shard in new:
+            storage.remove_tree(layout.dedup_removals_of(shard["shard_key"]), options)
+    else:
+        storage.remove_tree(layout.dedup_dir, options)
+        storage.remove_tree(layout.index_dir, options)
+
+    with_docs = [s["shard_key"] for s in new if s["annotated_docs"] > 0]
+    if indexed:
+        progress.log(f"dedup: {len(new)} new shards against the index of {len(indexed)} shards kept by earlier runs")
     progress.start("dedup", total=1, unit="global passes")
     removed: dict[str, dict[str, dict[str, int]]] = {}
     if stages and with_docs:
         fs, removals_path = storage.pyarrow_filesystem(layout.dedup_removals, options)
-        shards = AnnotatedShards({key: layout.annotated(key) for key in with_docs}, options)
+        shards = AnnotatedShards({key: layout.annotated(key) for key in with_docs}, options,
+                                 {key: layout.index_shard(key) for key, e in indexed.items() if e["kept_docs"]})
         removals = combined_removals(stages, shards).materialize()
         counts = removals.map_batches(count_removals, batch_size=None, batch_format="pyarrow").take_all()
         if counts:
@@ -106,11 +157,69 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
             per_stage = removed.setdefault(row[cols.SHARD], {}).setdefault(row[cols.REJECT_STAGE], {})
             per_stage[row[cols.REJECT_REASON]] = per_stage.get(row[cols.REJECT_REASON], 0) + int(row["count"])
         progress.advance(1, docs=sum(int(r["count"]) for r in counts))
+    if stages:
+        _extend_index(spec, stages, new, removed, indexed, input_hash)
+
+    removed_by_shard = {key: e["removed"] for key, e in indexed.items() if e["removed"]} | removed
     near = spec.stages.near_dedup
-    marker = {"input_hash": input_hash, "removed_by_shard": removed,
+    marker = {"input_hash": input_hash, "removed_by_shard": removed_by_shard,
+              "removals_version": {s["shard_key"]: indexed[s["shard_key"]]["removals_version"]
+                                   if s["shard_key"] in indexed else input_hash for s in annotate_stats},
+              "index": {"indexed_shards": len(indexed), "new_shards": len(new)},
               "near_dedup": {"threshold": near.threshold, "num_perm": near.num_perm, "bands": near.banding()[0],
                              "rows": near.banding()[1], "candidate_probability": near.s_curve()}
               if near.enabled else None,
-              "removed_total": sum(n for s in removed.values() for r in s.values() for n in r.values())}
+              "removed_total": sum(n for s in removed_by_shard.values() for r in s.values() for n in r.values())}
     storage.write_json(layout.dedup_marker, marker, options)
     return marker
+
+
+def _extend_index(spec: JobSpec, stages: list[GlobalStage], new: list[dict[str, Any]],
+                  removed: dict[str, dict[str, dict[str, int]]], indexed: dict[str, Any], input_hash: str) -> None:
+    """Index shards for this run's shards, then the index manifest naming old and new ones."""
+    layout = OutputLayout(spec.output.uri)
+    columns = sorted({cols.SHARD, cols.ROW, cols.ID, *(c for stage in stages for c in stage.index_columns)})
+    items = [{"key": s["shard_key"], "columns": columns} for s in new if s["annotated_docs"] > 0]
+    kept = {stats["shard_key"]: stats["kept_docs"] for stats in run_shard_tasks(ShardIndexer, spec, items, len(items))}
+    shards = dict(indexed)
+    for s in new:
+        shards[s["shard_key"]] = {
+            "fingerprint": s["fingerprint"], "annotate_config_hash": s["config_hash"],
+            "kept_docs": kept.get(s["shard_key"], 0), "removed": removed.get(s["shard_key"], {}),
+            "removals_version": input_hash,
+        }
+    storage.write_json(layout.index_manifest, {"version": INDEX_VERSION, "config_hash": dedup_config_hash(spec),
+                                               "shards": shards}, spec.output.storage_options)
+
+
+class ShardIndexer(ShardWorker):
+    """Writes one shard's kept documents, index columns only, to ``index/shards/<key>.parquet``."""
+
+    phase = "dedup index"
+
+    def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        import contextlib
+
+        layout = OutputLayout(self.spec.output.uri)
+        options = self.spec.output.storage_options
+        key = item["key"]
+        removed_rows = pa.array(_removed_rows(layout, key, options), pa.int64())
+        kept_docs = 0
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(storage.open_read(layout.annotated(key), options))
+            sink = LazyParquetWriter(stack, layout.index_shard(key), options)
+            for batch in pq.ParquetFile(source).iter_batches(batch_size=self.spec.input.batch_rows,
+                                                             columns=item["columns"]):
+                docs = pa.Table.from_batches([batch])
+                docs = docs.filter(pc.invert(pc.is_in(docs.column(cols.ROW), value_set=removed_rows)))
+                sink.write(docs)
+                kept_docs += docs.num_rows
+        return {"shard_key": key, "kept_docs": kept_docs}
+
+
+def _removed_rows(layout: OutputLayout, key: str, options) -> list[int]:
+    rows: list[int] = []
+    for uri in storage.list_files(layout.dedup_removals_of(key), options, suffix=".parquet"):
+        with storage.open_read(uri, options) as f:
+            rows += pq.read_table(f, columns=[cols.ROW]).column(cols.ROW).to_pylist()
+    return rows

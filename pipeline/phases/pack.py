@@ -119,23 +119,23 @@ class ShardPacker(ShardWorker):
         return self.packing.run(item["key"], item["config_hash"])
 
 
-def run_pack(spec: JobSpec, keys: list[str], dedup_hash: str, progress: Progress,
+def run_pack(spec: JobSpec, keys: list[str], removals_version: dict[str, str], progress: Progress,
              max_workers: int) -> list[dict[str, Any]]:
+    """``removals_version``: per shard, the dedup run whose removals apply to it."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
-    config_hash = pack_config_hash(spec, dedup_hash)
     finished: dict[str, dict[str, Any]] = {}
-    todo = []
+    items = []
     for key in keys:
+        config_hash = pack_config_hash(spec, removals_version[key])
         marker = layout.pack_marker(key)
         if storage.exists(marker, options):
             stats = storage.read_json(marker, options)
             if stats.get("config_hash") == config_hash:
                 finished[key] = stats
                 continue
-        todo.append(key)
+        items.append({"key": key, "config_hash": config_hash})
     progress.start("pack", total=len(keys), unit="shards", skipped=len(finished))
-    items = [{"key": key, "config_hash": config_hash} for key in todo]
     for stats in run_shard_tasks(ShardPacker, spec, items, max_workers):
         finished[stats["shard_key"]] = stats
         progress.advance(1, docs=stats["kept_docs"], nbytes=stats["kept_bytes"])

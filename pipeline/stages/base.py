@@ -79,12 +79,15 @@ class DocumentStage(ABC):
 
 class GlobalStage(ABC):
     name: ClassVar[str]
+    index_columns: tuple[str, ...]
+    """Annotated columns this stage reads; the dedup index keeps them for kept documents."""
     def __init__(self, config: Any) -> None:
         self.config = config
 
     @abstractmethod
     def find_removals(self, shards: "AnnotatedShards") -> "ray.data.Dataset":
-        """Rows to remove, with REMOVAL_SCHEMA, found from the annotated shards' columns."""
+        """Rows to remove, with REMOVAL_SCHEMA, found from the annotated shards' columns.
+        Documents of indexed shards (kept by earlier runs) take precedence as survivors."""
 
 
 REMOVAL_SCHEMA = pa.schema(

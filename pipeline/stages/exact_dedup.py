@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from pipeline import documents as cols
+from pipeline.annotated import NODE
 from pipeline.normalize import normalize_for_dedup
 from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, StageOutput
 
@@ -55,19 +56,21 @@ class ExactDedupKeys(DocumentStage):
 
 class ExactDuplicates(GlobalStage):
     name = "exact_dedup"
+    index_columns = (EXACT_HASH,)
 
     def find_removals(self, shards):
         # A sort range-partitions by hash, so every row of a hash value lands in one block
         # (what Ray's own map_groups relies on); each block is then deduplicated vectorized.
+        # Sorting by (hash, node) instead could split a hash's rows between two blocks.
         keys = shards.read([cols.SHARD, cols.ROW, cols.ID, EXACT_HASH])
         return keys.sort(EXACT_HASH).map_batches(duplicates_in_block, batch_size=None, batch_format="pyarrow")
 
 
 def duplicates_in_block(block: pa.Table) -> pa.Table:
-    """Every row whose hash equals an earlier row's, with the survivor's id."""
+    """Every row whose hash equals a row with a smaller node's, with the survivor's id."""
     if block.num_rows == 0:
         return REMOVAL_SCHEMA.empty_table()
-    block = block.sort_by([(EXACT_HASH, "ascending"), (cols.SHARD, "ascending"), (cols.ROW, "ascending")])
+    block = block.sort_by([(EXACT_HASH, "ascending"), (NODE, "ascending")])
     hashes = block.column(EXACT_HASH).to_numpy()
     positions = np.arange(len(hashes))
     starts_group = np.ones(len(hashes), dtype=bool)

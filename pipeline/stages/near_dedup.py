@@ -85,10 +85,17 @@ class NearDedupConfig(BaseModel):
 
 
 def dedup_units(text: pa.Array, unit: str) -> pa.Array:
+    """Per document, its words (``word``) or characters (``char``) after normalization; a
+    document of only punctuation and spaces has none."""
     normalized = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_normalize(text, "NFKC")), _NON_WORD, " ")
-    if unit == "word":
-        return pc.utf8_split_whitespace(normalized)
-    return pa.array([list(" ".join(t.split())) for t in normalized.to_pylist()], pa.list_(pa.string()))
+    if unit == "char":
+        return pa.array([list(" ".join(t.split())) for t in normalized.to_pylist()], pa.list_(pa.string()))
+    words = pc.utf8_split_whitespace(normalized)
+    flat = words.flatten()
+    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(words).to_numpy()[real]
+    offsets = np.r_[0, np.cumsum(np.bincount(parents, minlength=len(words)))].astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(real)))
 
 
 class MinHashSignatures(DocumentStage):
@@ -142,6 +149,11 @@ def _distinct_per_document(hashes: np.ndarray, counts: np.ndarray) -> pa.ListArr
 class NearDuplicates(GlobalStage):
     name = "near_dedup"
 
+    @property
+    def index_columns(self) -> tuple[str, ...]:
+        verified = {"none": (), "signature": (MINHASH,), "shingles": (SHINGLES,)}[self.config.verify]
+        return (LSH_BANDS, UNIT_COUNT, *verified)
+
     def find_removals(self, shards: AnnotatedShards):
         band_rows = shards.read([LSH_BANDS]).map_batches(_band_rows, batch_format="pyarrow")
         edges = band_rows.sort(BAND_KEY).map_batches(_star_edges, batch_size=None, batch_format="pyarrow")
@@ -174,7 +186,8 @@ def _longest_survivors(components, shards: AnnotatedShards):
     """Re-point every member of a component at its longest document."""
     members = components.map_batches(_members_with_root, batch_format="pyarrow")
     with_length = shards.attach(members, SRC, EDGE_SCHEMA, pa.schema([(UNIT_COUNT, pa.int32())]))
-    return with_length.sort(DST).map_batches(_point_at_longest, batch_size=None, batch_format="pyarrow")
+    return with_length.sort(DST).map_batches(_point_at_longest, fn_kwargs={"first_new": shards.first_new_node},
+                                             batch_size=None, batch_format="pyarrow")
 
 
 def _members_with_root(block: pa.Table) -> pa.Table:
@@ -183,12 +196,13 @@ def _members_with_root(block: pa.Table) -> pa.Table:
                      DST: pa.array(np.r_[block.column(DST).to_numpy(), roots])}, schema=EDGE_SCHEMA)
 
 
-def _point_at_longest(block: pa.Table) -> pa.Table:
+def _point_at_longest(block: pa.Table, first_new: int) -> pa.Table:
     if block.num_rows == 0:
         return EDGE_SCHEMA.empty_table()
     node, component = block.column(SRC).to_numpy(), block.column(DST).to_numpy()
     length = block.column(UNIT_COUNT).to_numpy(zero_copy_only=False)
-    order = np.lexsort((node, -length.astype(np.int64), component))  # per component: longest, then first
+    # Per component: a document kept by an earlier run, then the longest, then the first.
+    order = np.lexsort((node, -length.astype(np.int64), node >= first_new, component))
     node, component = node[order], component[order]
     first_of_component = np.r_[True, component[1:] != component[:-1]]
     best = node[np.maximum.accumulate(np.where(first_of_component, np.arange(len(node)), 0))]
