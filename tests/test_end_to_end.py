@@ -77,6 +77,11 @@ def test_counts_balance_and_report_written(finished_run, sample_corpus):
     assert "Counts balance: **yes**" in markdown and "exact_duplicate" in markdown
     plants = json.loads((sample_corpus / "_plants.json").read_text())
     assert report["rejected"]["exact_dedup"]["exact_duplicate"] >= len(plants["exact_duplicates"])
+    # Language ID annotates by default (no keep list): every annotated document has a label.
+    languages = report["languages_after_annotate"]
+    assert sum(languages.values()) == balance["kept"] + sum(report["rejected"]["exact_dedup"].values())
+    assert max(languages, key=languages.get) == "en" and "language" not in report["rejected"]
+    assert "## Languages after annotate" in markdown
 
 
 def test_shards_detokenize_to_exactly_the_kept_documents(finished_run, sample_corpus, tokenizer_model):

@@ -26,6 +26,7 @@ from pipeline.layout import OutputLayout, shard_key
 from pipeline.parquet_io import LazyParquetWriter
 from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.progress import Progress
+from pipeline.stages.language import LANG
 from pipeline.stages.registry import document_stages
 from pipeline.stages.validate import InputValidation, ShardRejected
 
@@ -118,6 +119,7 @@ class ShardAnnotation:
         counts = {"input_docs": 0, "input_bytes": 0, "annotated_docs": 0, "annotated_bytes": 0}
         rejected: dict[str, dict[str, int]] = {}
         quarantined: dict[str, int] = {}
+        languages: dict[str, int] = {}
         with source, contextlib.ExitStack() as stack:
             annotated = LazyParquetWriter(stack, self.layout.annotated(shard.key), out_options)
             rejects = LazyParquetWriter(stack, self.layout.annotate_rejects(shard.key), out_options, REJECTS_SCHEMA)
@@ -140,6 +142,9 @@ class ShardAnnotation:
                 first_row += raw.num_rows
                 docs, batch_rejects = self._run_stages(result.docs, [result.rejected])
                 annotated.write(docs)
+                if LANG in docs.column_names:
+                    for lang, n in _value_counts(docs.column(LANG)).items():
+                        _count(languages, lang, n)
                 counts["annotated_docs"] += docs.num_rows
                 counts["annotated_bytes"] += int(pc.sum(docs.column(cols.TEXT_BYTES)).as_py() or 0)
                 for table in batch_rejects:
@@ -155,7 +160,7 @@ class ShardAnnotation:
             if annotated.writer is None:
                 empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
                 annotated.write(empty)
-        stats.update(counts, rejected=rejected, quarantined=quarantined)
+        stats.update(counts, rejected=rejected, quarantined=quarantined, languages=languages)
 
     def _run_stages(self, docs: pa.Table, rejects: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
         for stage in self.stages:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.stages.base import DocumentStage, GlobalStage
 from pipeline.stages.exact_dedup import ExactDedupKeys, ExactDuplicates
+from pipeline.stages.language import LanguageId
 from pipeline.stages.near_dedup import MinHashSignatures, NearDuplicates
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 # (key under `stages:` in the spec, document stage, global stage); global stages keep
 # this order as their precedence: a document found by several is counted by the first.
 STAGES: list[tuple[str, type[DocumentStage] | None, type[GlobalStage] | None]] = [
+    ("language", LanguageId, None),
     ("exact_dedup", ExactDedupKeys, ExactDuplicates),
     ("near_dedup", MinHashSignatures, NearDuplicates),
 ]

