@@ -9,6 +9,7 @@ single-process approach); repeated measurements report the median.
     python benchmarks/run.py tokenize --docs 20000
     python benchmarks/run.py exact_dedup --docs 50000
     python benchmarks/run.py minhash --docs 20000
+    python benchmarks/run.py language --docs 20000
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pipeline import documents as cols  # noqa: E402
 from pipeline.sample import build_sample_documents  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 
 def _cores() -> int:
@@ -169,6 +171,35 @@ def bench_minhash(docs: int, repeats: int, tmp: Path) -> dict:
             "refinery_mb_per_s_per_core": nbytes / ours_s / 1e6}
 
 
+def bench_language(docs: int, repeats: int, tmp: Path) -> dict:
+    """LanguageId on 1,024-row batches vs one raw fastText predict over the same prepared
+    texts; plus accuracy per language on ../shared/data/lingua_sentences when present."""
+    import fasttext
+
+    from pipeline.stages.language import LANG, LanguageConfig, LanguageId, bundled_model, prepare_text
+
+    table = _docs_table(docs)
+    stage = LanguageId(LanguageConfig())
+    stage.setup()
+    raw = fasttext.load_model(bundled_model())
+    prepared = prepare_text(table.column(cols.TEXT), LanguageConfig().max_chars)
+    ours_s = _median_seconds(lambda: [stage.process(b) for b in _batches(table)], repeats)
+    raw_s = _median_seconds(lambda: raw.predict(prepared, k=1), repeats)
+    nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
+    figures = {"documents": table.num_rows, "bytes": nbytes, "refinery_s": ours_s, "raw_predict_s": raw_s,
+               "ratio_vs_raw": raw_s / ours_s, "refinery_mb_per_s_per_core": nbytes / ours_s / 1e6}
+    lingua = SHARED_DATA / "lingua_sentences"
+    if lingua.is_dir():
+        accuracy = {}
+        for path in sorted(lingua.glob("*.txt")):
+            sentences = [line for line in path.read_text().splitlines() if line.strip()]
+            labels = stage.process(pa.table({cols.TEXT: sentences})).table.column(LANG).to_pylist()
+            accuracy[path.stem] = sum(label == path.stem for label in labels) / len(labels)
+        figures["lingua_accuracy"] = accuracy
+        figures["lingua_mean_accuracy"] = statistics.mean(accuracy.values())
+    return figures
+
+
 def _start_ray() -> None:
     import ray
 
@@ -273,7 +304,7 @@ def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["job", "near_dedup", "tokenize", "exact_dedup", "minhash"])
+    parser.add_argument("name", choices=["job", "near_dedup", "tokenize", "exact_dedup", "minhash", "language"])
     parser.add_argument("--docs", default="20000",
                         help="documents; for 'job' and 'near_dedup' a comma-separated list of sizes")
     parser.add_argument("--repeats", type=int, default=3)
@@ -291,6 +322,8 @@ def main() -> None:
             figures = bench_tokenize(sizes[0], args.repeats, tmp)
         elif args.name == "minhash":
             figures = bench_minhash(sizes[0], args.repeats, tmp)
+        elif args.name == "language":
+            figures = bench_language(sizes[0], args.repeats, tmp)
         else:
             figures = bench_exact_dedup(sizes[0], args.repeats, tmp)
     result = {

