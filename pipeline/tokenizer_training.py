@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Iterable
 
 import pyarrow.parquet as pq
 import sentencepiece as spm
@@ -16,9 +17,9 @@ import sentencepiece as spm
 from pipeline import storage
 
 
-def train_tokenizer(corpus_uri: str, out_uri: str, vocab_size: int = 8000, text_column: str = "text",
-                    max_documents: int = 20000, seed: int = 0, model_type: str = "bpe",
-                    options: storage.StorageOptions | None = None) -> dict:
+def sample_texts(corpus_uri: str, text_column: str = "text", max_documents: int = 20000, seed: int = 0,
+                 options: storage.StorageOptions | None = None) -> list[str]:
+    """Up to ``max_documents`` non-blank texts of a Parquet corpus, chosen at random by seed."""
     shards = storage.list_files(corpus_uri, options, suffix=".parquet")
     if not shards:
         raise FileNotFoundError(f"no Parquet files found at '{corpus_uri}'")
@@ -28,14 +29,17 @@ def train_tokenizer(corpus_uri: str, out_uri: str, vocab_size: int = 8000, text_
             column = pq.read_table(f, columns=[text_column]).column(text_column)
         texts.extend(t for t in column.to_pylist() if t and t.strip())
     random.Random(seed).shuffle(texts)
-    texts = texts[:max_documents]
+    return texts[:max_documents]
+
+
+def train_sentencepiece(lines: Iterable[str], vocab_size: int, seed: int = 0, model_type: str = "bpe") -> bytes:
+    """A serialized sentencepiece model trained on ``lines`` (one sentence each)."""
     with tempfile.TemporaryDirectory() as tmp:
         corpus = os.path.join(tmp, "corpus.txt")
         with open(corpus, "w", encoding="utf-8") as f:
-            for text in texts:
-                for line in text.splitlines():
-                    if line.strip():
-                        f.write(line[:4096] + "\n")
+            for line in lines:
+                if line.strip():
+                    f.write(line[:4096] + "\n")
         prefix = os.path.join(tmp, "tokenizer")
         spm.set_random_generator_seed(seed)
         spm.SentencePieceTrainer.train(
@@ -47,6 +51,13 @@ def train_tokenizer(corpus_uri: str, out_uri: str, vocab_size: int = 8000, text_
             minloglevel=2,
         )
         with open(prefix + ".model", "rb") as f:
-            model = f.read()
+            return f.read()
+
+
+def train_tokenizer(corpus_uri: str, out_uri: str, vocab_size: int = 8000, text_column: str = "text",
+                    max_documents: int = 20000, seed: int = 0, model_type: str = "bpe",
+                    options: storage.StorageOptions | None = None) -> dict:
+    texts = sample_texts(corpus_uri, text_column, max_documents, seed, options)
+    model = train_sentencepiece((line for text in texts for line in text.splitlines()), vocab_size, seed, model_type)
     storage.write_bytes(out_uri, model, options)
     return {"model": out_uri, "vocab_size": vocab_size, "documents": len(texts)}

@@ -100,7 +100,8 @@ def dedup_config_hash(spec: JobSpec) -> str:
 
 
 def _usable_index(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
-    """The indexed shards' entries, or {} when the index is missing or no longer valid."""
+    """The index manifest (indexed shards, stage state), or {} when it is missing or no
+    longer valid."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
     if not storage.exists(layout.index_manifest, options):
@@ -116,7 +117,7 @@ def _usable_index(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress:
             progress.log(f"dedup index: input shard {key} changed or disappeared since it was indexed; "
                          "rebuilding the index from all shards")
             return {}
-    return index["shards"]
+    return index
 
 
 def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
@@ -130,7 +131,10 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
             return marker
 
     stages = global_stages(spec)
-    indexed = _usable_index(spec, annotate_stats, progress) if stages else {}
+    index = _usable_index(spec, annotate_stats, progress) if stages else {}
+    indexed = index.get("shards", {})
+    for stage in stages:
+        stage.previous_state = index.get("stage_state", {}).get(stage.name)
     new = [s for s in annotate_stats if s["shard_key"] not in indexed]
     storage.remove_tree(layout.dedup_marker, options)
     if indexed:
@@ -157,8 +161,9 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
             per_stage = removed.setdefault(row[cols.SHARD], {}).setdefault(row[cols.REJECT_STAGE], {})
             per_stage[row[cols.REJECT_REASON]] = per_stage.get(row[cols.REJECT_REASON], 0) + int(row["count"])
         progress.advance(1, docs=sum(int(r["count"]) for r in counts))
+    stage_state = {s.name: s.state or s.previous_state for s in stages if s.state or s.previous_state}
     if stages:
-        _extend_index(spec, stages, new, removed, indexed, input_hash)
+        _extend_index(spec, stages, new, removed, indexed, input_hash, stage_state)
 
     removed_by_shard = {key: e["removed"] for key, e in indexed.items() if e["removed"]} | removed
     near = spec.stages.near_dedup
@@ -166,6 +171,7 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
               "removals_version": {s["shard_key"]: indexed[s["shard_key"]]["removals_version"]
                                    if s["shard_key"] in indexed else input_hash for s in annotate_stats},
               "index": {"indexed_shards": len(indexed), "new_shards": len(new)},
+              "stage_state": stage_state,
               "near_dedup": {"threshold": near.threshold, "num_perm": near.num_perm, "bands": near.banding()[0],
                              "rows": near.banding()[1], "candidate_probability": near.s_curve()}
               if near.enabled else None,
@@ -175,7 +181,8 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
 
 
 def _extend_index(spec: JobSpec, stages: list[GlobalStage], new: list[dict[str, Any]],
-                  removed: dict[str, dict[str, dict[str, int]]], indexed: dict[str, Any], input_hash: str) -> None:
+                  removed: dict[str, dict[str, dict[str, int]]], indexed: dict[str, Any], input_hash: str,
+                  stage_state: dict[str, Any]) -> None:
     """Index shards for this run's shards, then the index manifest naming old and new ones."""
     layout = OutputLayout(spec.output.uri)
     columns = sorted({cols.SHARD, cols.ROW, cols.ID, *(c for stage in stages for c in stage.index_columns)})
@@ -189,7 +196,8 @@ def _extend_index(spec: JobSpec, stages: list[GlobalStage], new: list[dict[str, 
             "removals_version": input_hash,
         }
     storage.write_json(layout.index_manifest, {"version": INDEX_VERSION, "config_hash": dedup_config_hash(spec),
-                                               "shards": shards}, spec.output.storage_options)
+                                               "shards": shards, "stage_state": stage_state},
+                       spec.output.storage_options)
 
 
 class ShardIndexer(ShardWorker):

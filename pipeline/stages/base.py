@@ -83,6 +83,11 @@ class GlobalStage(ABC):
     """Annotated columns this stage reads; the dedup index keeps them for kept documents."""
     def __init__(self, config: Any) -> None:
         self.config = config
+        self.previous_state: dict[str, Any] | None = None
+        """What this stage recorded in the dedup index on an earlier run (``state``)."""
+        self.state: dict[str, Any] | None = None
+        """JSON a stage may set in ``find_removals``: kept in the dedup index for later
+        runs and shown in the run report."""
 
     @abstractmethod
     def find_removals(self, shards: "AnnotatedShards") -> "ray.data.Dataset":

@@ -9,6 +9,7 @@ from pipeline.stages.base import DocumentStage, GlobalStage
 from pipeline.stages.exact_dedup import ExactDedupKeys, ExactDuplicates
 from pipeline.stages.language import LanguageId
 from pipeline.stages.near_dedup import MinHashSignatures, NearDuplicates
+from pipeline.stages.perplexity import Perplexity, PerplexityBuckets
 
 if TYPE_CHECKING:
     from pipeline.config import JobSpec
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 # this order as their precedence: a document found by several is counted by the first.
 STAGES: list[tuple[str, type[DocumentStage] | None, type[GlobalStage] | None]] = [
     ("language", LanguageId, None),
+    ("perplexity", Perplexity, PerplexityBuckets),
     ("exact_dedup", ExactDedupKeys, ExactDuplicates),
     ("near_dedup", MinHashSignatures, NearDuplicates),
 ]
