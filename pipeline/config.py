@@ -66,6 +66,8 @@ class StagesConfig(BaseModel):
             raise ValueError("stages.perplexity.models: name at least one language's lm and sp model")
         if self.perplexity.enabled and not self.language.enabled:
             raise ValueError("stages.perplexity needs stages.language enabled: models are chosen by language")
+        if self.near_dedup.enabled and self.near_dedup.survivor == "lowest_perplexity" and not self.perplexity.enabled:
+            raise ValueError("stages.near_dedup.survivor: lowest_perplexity needs stages.perplexity enabled")
         return self
 
 

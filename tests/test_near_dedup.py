@@ -126,3 +126,31 @@ def test_survivor_choice(survivor, make_job, tmp_path):
         assert rejects == {"long": ("near_duplicate", "short"), "copy": ("exact_duplicate", "short")}
     else:
         assert rejects == {"short": ("near_duplicate", "long"), "copy": ("exact_duplicate", "short")}
+
+
+def test_survivor_lowest_perplexity(make_job, tokenizer_model, tmp_path):
+    import sentencepiece as spm
+
+    from pipeline.lm_training import train_arpa
+    from pipeline.stages.language import LanguageConfig, LanguageId
+    from pipeline.stages.perplexity import ccnet_normalize
+
+    words = [f"w{i}" for i in range(300)]
+    fluent = " ".join(words)
+    noisy = " ".join("zqxv" if i % 60 == 7 else w for i, w in enumerate(words))  # Jaccard about 0.87
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    train_arpa([sp.encode(ccnet_normalize(fluent), out_type=str)] * 20, tmp_path / "en.arpa", order=3)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["noisy"], "text": [noisy]}), corpus / "a.parquet")
+    pq.write_table(pa.table({"id": ["fluent"], "text": [fluent]}), corpus / "b.parquet")
+    language = LanguageId(LanguageConfig())
+    language.setup()
+    labels = set(language.predict([fluent, noisy])[0])  # "w0 w1 ..." is no language; use what lid.176 says
+    out = tmp_path / "out"
+    run_job(make_job(corpus, out, stages={"perplexity": {"enabled": True, "models": {
+        lang: {"lm": str(tmp_path / "en.arpa"), "sp": str(tokenizer_model)} for lang in labels}},
+        "near_dedup": {"survivor": "lowest_perplexity"}}))
+    rejects = {r["id"]: (r["reject_reason"], r["duplicate_of"])
+               for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    assert rejects == {"noisy": ("near_duplicate", "fluent")}

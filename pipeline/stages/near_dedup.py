@@ -29,6 +29,7 @@ from pipeline.blocks import right_sized
 from pipeline.connected_components import DST, EDGE_SCHEMA, SRC, connected_components, distinct_edges
 from pipeline.minhash import Shingling, shingle_hashes, signatures
 from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, StageOutput
+from pipeline.stages.perplexity import PERPLEXITY
 
 MINHASH = "minhash"
 LSH_BANDS = "lsh_bands"
@@ -61,9 +62,10 @@ class NearDedupConfig(BaseModel):
     signature. ``shingles``: the true Jaccard similarity of the two shingle-hash sets reaches
     ``threshold``; annotate then stores each document's shingle hashes. Either column is
     read only for the documents in a candidate edge."""
-    survivor: Literal["first", "longest"] = "first"
-    """Which document of a duplicate cluster is kept: ``first`` by (shard, row), or the
-    ``longest`` in normalized words (ties: first). Both agree with exact dedup's choice."""
+    survivor: Literal["first", "longest", "lowest_perplexity"] = "first"
+    """Which document of a duplicate cluster is kept: ``first`` by (shard, row), the
+    ``longest`` in normalized words, or the one with the ``lowest_perplexity`` (needs the
+    perplexity stage; documents without a perplexity rank last). Ties go to the first."""
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> "NearDedupConfig":
@@ -152,7 +154,8 @@ class NearDuplicates(GlobalStage):
     @property
     def index_columns(self) -> tuple[str, ...]:
         verified = {"none": (), "signature": (MINHASH,), "shingles": (SHINGLES,)}[self.config.verify]
-        return (LSH_BANDS, UNIT_COUNT, *verified)
+        ranked = (PERPLEXITY,) if self.config.survivor == "lowest_perplexity" else ()
+        return (LSH_BANDS, UNIT_COUNT, *verified, *ranked)
 
     def find_removals(self, shards: AnnotatedShards):
         band_rows = shards.read([LSH_BANDS]).map_batches(_band_rows, batch_format="pyarrow")
@@ -162,8 +165,8 @@ class NearDuplicates(GlobalStage):
         if self.config.verify != "none":
             edges = right_sized(self._verified(edges, shards))
         components = right_sized(connected_components(edges))
-        if self.config.survivor == "longest":
-            components = _longest_survivors(components, shards)
+        if self.config.survivor != "first":
+            components = _ranked_survivors(components, shards, self.config.survivor)
         survivors = shards.attach(components, DST, EDGE_SCHEMA, pa.schema([(cols.ID, pa.string())]))
         return survivors.map_batches(_removals, fn_kwargs={"shard_keys": shards.shard_keys}, batch_format="pyarrow")
 
@@ -182,12 +185,21 @@ class NearDuplicates(GlobalStage):
         )
 
 
-def _longest_survivors(components, shards: AnnotatedShards):
-    """Re-point every member of a component at its longest document."""
+# survivor -> (column ranked, best first when sorted ascending by this key)
+_SURVIVOR_RANKING = {
+    "longest": (UNIT_COUNT, pa.int32(), lambda values: -values.astype(np.float64)),
+    "lowest_perplexity": (PERPLEXITY, pa.float64(), lambda values: np.nan_to_num(values, nan=np.inf)),
+}
+
+
+def _ranked_survivors(components, shards: AnnotatedShards, survivor: str):
+    """Re-point every member of a component at its best document by ``survivor``."""
+    column, value_type, _ = _SURVIVOR_RANKING[survivor]
     members = components.map_batches(_members_with_root, batch_format="pyarrow")
-    with_length = shards.attach(members, SRC, EDGE_SCHEMA, pa.schema([(UNIT_COUNT, pa.int32())]))
-    return with_length.sort(DST).map_batches(_point_at_longest, fn_kwargs={"first_new": shards.first_new_node},
-                                             batch_size=None, batch_format="pyarrow")
+    with_value = shards.attach(members, SRC, EDGE_SCHEMA, pa.schema([(column, value_type)]))
+    return with_value.sort(DST).map_batches(
+        _point_at_best, fn_kwargs={"first_new": shards.first_new_node, "survivor": survivor},
+        batch_size=None, batch_format="pyarrow")
 
 
 def _members_with_root(block: pa.Table) -> pa.Table:
@@ -196,13 +208,14 @@ def _members_with_root(block: pa.Table) -> pa.Table:
                      DST: pa.array(np.r_[block.column(DST).to_numpy(), roots])}, schema=EDGE_SCHEMA)
 
 
-def _point_at_longest(block: pa.Table, first_new: int) -> pa.Table:
+def _point_at_best(block: pa.Table, first_new: int, survivor: str) -> pa.Table:
     if block.num_rows == 0:
         return EDGE_SCHEMA.empty_table()
+    column, _, rank_key = _SURVIVOR_RANKING[survivor]
     node, component = block.column(SRC).to_numpy(), block.column(DST).to_numpy()
-    length = block.column(UNIT_COUNT).to_numpy(zero_copy_only=False)
-    # Per component: a document kept by an earlier run, then the longest, then the first.
-    order = np.lexsort((node, -length.astype(np.int64), node >= first_new, component))
+    key = rank_key(block.column(column).to_numpy(zero_copy_only=False))
+    # Per component: a document kept by an earlier run, then the best by key, then the first.
+    order = np.lexsort((node, key, node >= first_new, component))
     node, component = node[order], component[order]
     first_of_component = np.r_[True, component[1:] != component[:-1]]
     best = node[np.maximum.accumulate(np.where(first_of_component, np.arange(len(node)), 0))]
