@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_CORPUS := data/sample
 DEMO_TOKENIZER := models/demo.sp.model
+DEMO_LM := models/en.arpa
 
 .PHONY: setup demo test bench clean
 
@@ -22,7 +23,18 @@ $(DEMO_CORPUS)/_SUCCESS: $(STAMP)
 $(DEMO_TOKENIZER): $(DEMO_CORPUS)/_SUCCESS
 	$(BIN)/refinery train-tokenizer $(DEMO_CORPUS) $(DEMO_TOKENIZER) --vocab-size 8000
 
-demo: $(DEMO_TOKENIZER)
+# The demo's perplexity model is trained on a second sample drawn with another seed (CCNet
+# trained on Wikipedia; production jobs name CCNet's en.arpa.bin + en.sp.model or train on
+# their own reference text).
+DEMO_LM_CORPUS := data/lm_reference
+
+$(DEMO_LM_CORPUS)/_SUCCESS: $(STAMP)
+	$(BIN)/refinery sample $(DEMO_LM_CORPUS) --docs 3000 --shards 2 --seed 101
+
+$(DEMO_LM): $(DEMO_LM_CORPUS)/_SUCCESS
+	$(BIN)/refinery train-lm $(DEMO_LM_CORPUS) models --lang en --order 5
+
+demo: $(DEMO_TOKENIZER) $(DEMO_LM)
 	$(BIN)/refinery run jobs/quickstart.yaml
 
 test: $(STAMP)

@@ -10,6 +10,7 @@ single-process approach); repeated measurements report the median.
     python benchmarks/run.py exact_dedup --docs 50000
     python benchmarks/run.py minhash --docs 20000
     python benchmarks/run.py language --docs 20000
+    python benchmarks/run.py perplexity --docs 20000
 """
 
 from __future__ import annotations
@@ -200,6 +201,39 @@ def bench_language(docs: int, repeats: int, tmp: Path) -> dict:
     return figures
 
 
+def bench_perplexity(docs: int, repeats: int, tmp: Path) -> dict:
+    """The Perplexity stage (CCNet normalization + sentencepiece + KenLM per line, on 1,024-row
+    batches) vs a raw loop of sentencepiece encode + kenlm score over the same lines, already
+    normalized, on one core."""
+    import kenlm
+    import sentencepiece as spm
+
+    from pipeline.lm_training import train_perplexity_model
+    from pipeline.stages.language import LANG
+    from pipeline.stages.perplexity import Perplexity, PerplexityConfig, ccnet_normalize
+
+    reference = tmp / "lm_corpus"
+    _refinery("sample", str(reference), "--docs", "5000", "--shards", "2", "--seed", "9")
+    pair = train_perplexity_model(str(reference), str(tmp / "lm"), "en", order=5)
+    table = _docs_table(docs)
+    table = table.append_column(LANG, pa.array(["en"] * table.num_rows))
+    stage = Perplexity(PerplexityConfig(enabled=True, models={"en": {"lm": pair["lm"], "sp": pair["sp"]}}))
+    stage.setup()
+    lm, sp = kenlm.Model(pair["lm"]), spm.SentencePieceProcessor(model_file=pair["sp"])
+    lines = [n for text in table.column(cols.TEXT).to_pylist() for n in map(ccnet_normalize, text.split("\n")) if n]
+
+    def raw_loop():
+        for line in lines:
+            lm.score(" ".join(sp.encode(line, out_type=str)))
+
+    ours_s = _median_seconds(lambda: [stage.process(b) for b in _batches(table)], repeats)
+    raw_s = _median_seconds(raw_loop, repeats)
+    nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
+    return {"documents": table.num_rows, "bytes": nbytes, "lines": len(lines), "lm_order": 5,
+            "refinery_s": ours_s, "raw_loop_s": raw_s, "ratio_vs_raw": raw_s / ours_s,
+            "refinery_mb_per_s_per_core": nbytes / ours_s / 1e6}
+
+
 def _start_ray() -> None:
     import ray
 
@@ -304,7 +338,7 @@ def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["job", "near_dedup", "tokenize", "exact_dedup", "minhash", "language"])
+    parser.add_argument("name", choices=["job", "near_dedup", "tokenize", "exact_dedup", "minhash", "language", "perplexity"])
     parser.add_argument("--docs", default="20000",
                         help="documents; for 'job' and 'near_dedup' a comma-separated list of sizes")
     parser.add_argument("--repeats", type=int, default=3)
@@ -324,6 +358,8 @@ def main() -> None:
             figures = bench_minhash(sizes[0], args.repeats, tmp)
         elif args.name == "language":
             figures = bench_language(sizes[0], args.repeats, tmp)
+        elif args.name == "perplexity":
+            figures = bench_perplexity(sizes[0], args.repeats, tmp)
         else:
             figures = bench_exact_dedup(sizes[0], args.repeats, tmp)
     result = {

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from pipeline import storage
 from pipeline.stages.exact_dedup import ExactDedupConfig
-from pipeline.stages.language import LanguageConfig
+from pipeline.stages.language import LanguageConfig, bundled_model
 from pipeline.stages.near_dedup import NearDedupConfig
 from pipeline.stages.pack import PackConfig
 from pipeline.stages.perplexity import PerplexityConfig
+from pipeline.stages.quality_rules import QualityRulesConfig
 from pipeline.stages.tokenize import TokenizeConfig
 from pipeline.stages.validate import InputConfig
 
@@ -54,6 +55,7 @@ class StagesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     language: LanguageConfig = LanguageConfig()
+    quality: QualityRulesConfig = QualityRulesConfig()
     perplexity: PerplexityConfig = PerplexityConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
@@ -112,9 +114,28 @@ class JobSpec(BaseModel):
         return self
 
     def config_hash(self) -> str:
-        """Hash of everything that changes the output; ``ray`` settings do not."""
-        payload = self.model_dump(mode="json", exclude={"ray"})
+        """Hash of everything that changes the output: the spec (``ray`` settings aside) and
+        the model files it names, by size and change token."""
+        payload = {"spec": self.model_dump(mode="json", exclude={"ray"}), "models": self.model_fingerprints()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def model_files(self) -> dict[str, tuple[str, storage.StorageOptions]]:
+        """Every model file the enabled stages read, by key path."""
+        s = self.stages
+        files = {"stages.tokenize.model": (s.tokenize.model, s.tokenize.storage_options)}
+        if s.language.enabled:
+            files["stages.language.model"] = (s.language.model or bundled_model(), s.language.storage_options)
+        if s.perplexity.enabled:
+            for lang, pair in s.perplexity.models.items():
+                files[f"stages.perplexity.models.{lang}.lm"] = (pair.lm, s.perplexity.storage_options)
+                files[f"stages.perplexity.models.{lang}.sp"] = (pair.sp, s.perplexity.storage_options)
+        return files
+
+    def model_fingerprints(self, exclude: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+        """Size and change token (mtime, ETag) of each model file, so that a model retrained
+        in place invalidates the work that used it."""
+        return {key: storage.file_info(uri, options) for key, (uri, options) in self.model_files().items()
+                if key not in exclude}
 
 
 def _checking_files(info: ValidationInfo) -> bool:

@@ -155,3 +155,24 @@ def test_train_lm_cli_writes_a_pair_the_stage_loads(sample_corpus, tmp_path, cap
     values = _stage(pair).process(pa.table({cols.TEXT: [prose, shuffled], LANG: ["en", "en"]})).table
     ordered, scrambled = values.column(PERPLEXITY).to_pylist()
     assert ordered < scrambled
+
+
+def test_retrained_models_invalidate_annotation_and_packing(make_job, sample_corpus, lm_pair, tokenizer_model, tmp_path):
+    import shutil
+
+    from pipeline.phases.annotate import annotate_config_hash
+
+    lm, sp, tokenizer = (str(shutil.copy(source, tmp_path / name)) for source, name in (
+        (lm_pair[0], "en.arpa"), (lm_pair[1], "en.sp.model"), (tokenizer_model, "tok.model")))
+    spec_dict = make_job(sample_corpus, tmp_path / "o", stages={
+        "perplexity": {"enabled": True, "models": {"en": {"lm": lm, "sp": sp}}}, "tokenize": {"model": tokenizer}})
+    spec = load_job_spec(spec_dict)
+    before = annotate_config_hash(spec), spec.config_hash()
+    with open(lm, "a") as f:
+        f.write("\n")  # retrained in place: same path, new size and mtime
+    after_lm = annotate_config_hash(spec), spec.config_hash()
+    with open(tokenizer, "ab") as f:
+        f.write(b"\0")
+    after_tokenizer = annotate_config_hash(spec), spec.config_hash()
+    assert after_lm[0] != before[0] and after_lm[1] != before[1]
+    assert after_tokenizer[0] == after_lm[0] and after_tokenizer[1] != after_lm[1]  # the tokenizer only affects pack

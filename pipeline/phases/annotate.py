@@ -58,6 +58,7 @@ def annotate_config_hash(spec: JobSpec) -> str:
         "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
         "stages": spec.stages.model_dump(mode="json", exclude={"tokenize", "pack"}),
         "write_rejects": spec.output.write_rejects,
+        "models": spec.model_fingerprints(exclude=("stages.tokenize.model",)),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -19,6 +19,8 @@ Documents whose language has no model get a null perplexity and are never reject
 
 from __future__ import annotations
 
+import contextlib
+import os
 import unicodedata
 
 import numpy as np
@@ -117,7 +119,7 @@ class Perplexity(DocumentStage):
 
         self.models = {}
         for lang, pair in self.config.models.items():
-            with storage.local_path(pair.lm, self.config.storage_options) as path:
+            with storage.local_path(pair.lm, self.config.storage_options) as path, _native_stderr_silenced():
                 lm = kenlm.Model(path)
             self.models[lang] = (lm, load_sentencepiece(pair.sp, self.config.storage_options))
 
@@ -137,6 +139,20 @@ class Perplexity(DocumentStage):
         return StageOutput(docs.append_column(PERPLEXITY, column), reasons)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """KenLM draws a progress bar on file descriptor 2 while it reads an ARPA file, once per
+    worker; the run's own progress lines say what is happening."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def document_perplexity(text: pa.Array, lm, sp, per_line: bool) -> np.ndarray:
     """CCNet's DocLM perplexity of each document; NaN for a document with no scorable line."""
     if per_line:
@@ -146,7 +162,8 @@ def document_perplexity(text: pa.Array, lm, sp, per_line: bool) -> np.ndarray:
         lines, owner = text, np.arange(len(text))
     normalized = normalize_lines(lines.to_pylist())
     scorable = pc.greater(pc.utf8_length(normalized), 0).to_numpy(zero_copy_only=False)
-    pieces = sp.encode(normalized.filter(pa.array(scorable)).to_pylist(), out_type=str)
+    # One thread: a Ray worker holds one CPU.
+    pieces = sp.encode(normalized.filter(pa.array(scorable)).to_pylist(), out_type=str, num_threads=1)
     scores = np.fromiter((lm.score(" ".join(p)) for p in pieces), np.float64, len(pieces))
     lengths = np.fromiter((len(p) + 1 for p in pieces), np.float64, len(pieces))
     owner = owner[scorable]

@@ -10,6 +10,7 @@ from pipeline.stages.exact_dedup import ExactDedupKeys, ExactDuplicates
 from pipeline.stages.language import LanguageId
 from pipeline.stages.near_dedup import MinHashSignatures, NearDuplicates
 from pipeline.stages.perplexity import Perplexity, PerplexityBuckets
+from pipeline.stages.quality_rules import QualityRules
 
 if TYPE_CHECKING:
     from pipeline.config import JobSpec
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 # this order as their precedence: a document found by several is counted by the first.
 STAGES: list[tuple[str, type[DocumentStage] | None, type[GlobalStage] | None]] = [
     ("language", LanguageId, None),
+    ("quality", QualityRules, None),
     ("perplexity", Perplexity, PerplexityBuckets),
     ("exact_dedup", ExactDedupKeys, ExactDuplicates),
     ("near_dedup", MinHashSignatures, NearDuplicates),
