@@ -11,6 +11,7 @@ single-process approach); repeated measurements report the median.
     python benchmarks/run.py minhash --docs 20000
     python benchmarks/run.py language --docs 20000
     python benchmarks/run.py perplexity --docs 20000
+    python benchmarks/run.py quality --docs 20000
 """
 
 from __future__ import annotations
@@ -234,6 +235,19 @@ def bench_perplexity(docs: int, repeats: int, tmp: Path) -> dict:
             "refinery_mb_per_s_per_core": nbytes / ours_s / 1e6}
 
 
+def bench_quality(docs: int, repeats: int, tmp: Path) -> dict:
+    """The QualityRules stage, every family on, on 1,024-row batches, one core."""
+    from pipeline.stages.quality_rules import QualityRules, QualityRulesConfig
+
+    table = _docs_table(docs)
+    stage = QualityRules(QualityRulesConfig(enabled=True))
+    stage.setup()
+    seconds = _median_seconds(lambda: [stage.process(b) for b in _batches(table)], repeats)
+    nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
+    return {"documents": table.num_rows, "bytes": nbytes, "refinery_s": seconds,
+            "mb_per_s_per_core": nbytes / seconds / 1e6, "docs_per_s_per_core": table.num_rows / seconds}
+
+
 def _start_ray() -> None:
     import ray
 
@@ -338,7 +352,7 @@ def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["job", "near_dedup", "tokenize", "exact_dedup", "minhash", "language", "perplexity"])
+    parser.add_argument("name", choices=["job", "near_dedup", "tokenize", "exact_dedup", "minhash", "language", "perplexity", "quality"])
     parser.add_argument("--docs", default="20000",
                         help="documents; for 'job' and 'near_dedup' a comma-separated list of sizes")
     parser.add_argument("--repeats", type=int, default=3)
@@ -360,6 +374,8 @@ def main() -> None:
             figures = bench_language(sizes[0], args.repeats, tmp)
         elif args.name == "perplexity":
             figures = bench_perplexity(sizes[0], args.repeats, tmp)
+        elif args.name == "quality":
+            figures = bench_quality(sizes[0], args.repeats, tmp)
         else:
             figures = bench_exact_dedup(sizes[0], args.repeats, tmp)
     result = {
