@@ -94,23 +94,30 @@ def test_spec_requires_models_and_language(make_job, sample_corpus, tmp_path, lm
             "perplexity": {"enabled": True, "models": {"en": {"lm": "missing.arpa", "sp": lm_pair[1]}}}}))
 
 
-def test_bucket_cut_points_from_merged_sketches_are_within_one_percent_rank():
+def test_bucket_cut_points_are_within_one_percent_rank_and_independent_of_blocks():
     import numpy as np
 
     from pipeline.annotated import NODE
-    from pipeline.stages.perplexity import _cutoffs, _sketch_block
+    from pipeline.stages.perplexity import _bucket_counts, log_bucket_base, percentile_cutoffs
 
     rng = np.random.default_rng(5)
     values = {"en": rng.lognormal(5.5, 0.6, 120_000), "de": rng.lognormal(6.5, 0.9, 30_000)}
-    rows = []
+    gamma = log_bucket_base(0.001)
+
+    def cutoffs(pieces: int):
+        rows = []
+        for lang, v in values.items():
+            for part in np.array_split(v, pieces):  # one block per part, merged afterwards
+                block = pa.table({NODE: np.arange(len(part)), LANG: [lang] * len(part), PERPLEXITY: part})
+                rows += _bucket_counts(block, gamma, first_new=0, skip=[]).to_pylist()
+        return percentile_cutoffs(rows, gamma, (30.0, 60.0))
+
+    merged = cutoffs(13)
+    assert merged == cutoffs(1) == cutoffs(7)  # exact counts: the same cut points however split
     for lang, v in values.items():
-        for part in np.array_split(v, 13):  # many blocks, merged afterwards
-            block = pa.table({NODE: np.arange(len(part)), LANG: [lang] * len(part), PERPLEXITY: part})
-            rows += _sketch_block(block, k=1000, first_new=0, skip=[]).to_pylist()
-    cutoffs = _cutoffs(rows, PerplexityConfig())
-    for lang, v in values.items():
-        for cut, percentile in zip(cutoffs[lang], (0.30, 0.60)):
-            assert abs(np.mean(v < cut) - percentile) <= 0.01
+        for cut, percentile in zip(merged[lang], (30, 60)):
+            assert abs(np.mean(v < cut) - percentile / 100) <= 0.01
+            assert abs(cut / np.percentile(v, percentile) - 1) <= 0.002
 
 
 def test_job_buckets_perplexity_and_keeps_cut_points_on_refresh(make_job, lm_pair, texts, tmp_path):

@@ -100,8 +100,9 @@ class PerplexityConfig(BaseModel):
     keep_buckets: list[Literal["head", "middle", "tail"]] = ["head", "middle", "tail"]
     """Buckets kept; the others are rejected as ``perplexity_<bucket>``. CCNet-style
     training sets keep head and middle."""
-    sketch_k: int = Field(1000, ge=100, le=10000)
-    """KLL sketch size for the percentiles: normalized rank error 0.28% at 1000 (99% confidence)."""
+    relative_accuracy: float = Field(0.001, gt=0, le=0.05)
+    """Of the percentile sketch: a cut point is within this fraction of the true
+    percentile's value."""
 
     @model_validator(mode="after")
     def _percentiles_in_order(self) -> "PerplexityConfig":
@@ -175,8 +176,13 @@ def document_perplexity(text: pa.Array, lm, sp, per_line: bool) -> np.ndarray:
 
 class PerplexityBuckets(GlobalStage):
     """Splits each language's documents into head, middle and tail at percentiles of the
-    whole run's perplexities, from KLL sketches (Apache DataSketches) built per block and
-    merged; removes the buckets not kept.
+    whole run's perplexities, and removes the buckets not kept.
+
+    The percentiles come from a DDSketch-style sketch (Masson, Rim and Lee 2019): counts of
+    documents per logarithmic bucket of relative width ``relative_accuracy``. Counts per
+    block add up exactly, so the cut points are the same however the run is split into
+    blocks or workers (randomized sketches such as KLL are not), and each is within
+    ``relative_accuracy`` of the true percentile's value.
 
     Cut points, once computed for a language, are kept in the dedup index: later runs on a
     grown input bucket new documents with the same cut points, so a document's bucket does
@@ -188,45 +194,49 @@ class PerplexityBuckets(GlobalStage):
     def find_removals(self, shards: AnnotatedShards):
         known = (self.previous_state or {}).get("cutoffs", {})
         documents = shards.read([cols.SHARD, cols.ROW, cols.ID, LANG, PERPLEXITY])
-        sketches = documents.map_batches(
-            _sketch_block, fn_kwargs={"k": self.config.sketch_k, "first_new": shards.first_new_node, "skip": list(known)},
+        gamma = log_bucket_base(self.config.relative_accuracy)
+        counts = documents.map_batches(
+            _bucket_counts, fn_kwargs={"gamma": gamma, "first_new": shards.first_new_node, "skip": list(known)},
             batch_size=None, batch_format="pyarrow").take_all()
-        cutoffs = dict(known) | _cutoffs(sketches, self.config)
+        cutoffs = dict(known) | percentile_cutoffs(counts, gamma, self.config.bucket_percentiles)
         self.state = {"cutoffs": cutoffs, "percentiles": list(self.config.bucket_percentiles)}
         dropped = [b for b in ("head", "middle", "tail") if b not in self.config.keep_buckets]
         return documents.map_batches(_bucket_removals, fn_kwargs={"cutoffs": cutoffs, "dropped": dropped},
                                      batch_format="pyarrow")
 
 
-def _sketch_block(block: pa.Table, k: int, first_new: int, skip: list[str]) -> pa.Table:
-    from datasketches import kll_doubles_sketch
+def log_bucket_base(relative_accuracy: float) -> float:
+    return (1 + relative_accuracy) / (1 - relative_accuracy)
 
+
+def _bucket_counts(block: pa.Table, gamma: float, first_new: int, skip: list[str]) -> pa.Table:
+    """(lang, bucket, count) for this block's new documents with a perplexity."""
     new = block.filter(pc.greater_equal(block.column(NODE), first_new))
     langs = new.column(LANG).to_numpy(zero_copy_only=False)
     values = new.column(PERPLEXITY).to_numpy(zero_copy_only=False)
-    rows = {"lang": [], "sketch": []}
-    for lang in sorted({x for x in langs if x is not None} - set(skip)):
-        chosen = values[(langs == lang) & ~np.isnan(values)]
-        if len(chosen):
-            sketch = kll_doubles_sketch(k)
-            sketch.update(chosen.astype(np.float64))
-            rows["lang"].append(lang)
-            rows["sketch"].append(sketch.serialize())
-    return pa.table({"lang": pa.array(rows["lang"], pa.string()), "sketch": pa.array(rows["sketch"], pa.binary())})
+    has_lang = pc.is_valid(new.column(LANG)).to_numpy(zero_copy_only=False)
+    scored = has_lang & ~np.isnan(values) & ~np.isin(langs, skip)
+    langs, buckets = langs[scored], np.ceil(np.log(values[scored]) / np.log(gamma)).astype(np.int64)
+    table = pa.table({"lang": pa.array(langs, pa.string()), "bucket": pa.array(buckets, pa.int64())})
+    grouped = table.group_by(["lang", "bucket"]).aggregate([("bucket", "count")])
+    return grouped.rename_columns(["lang", "bucket", "count"])
 
 
-def _cutoffs(rows: list[dict], config: PerplexityConfig) -> dict[str, list[float]]:
-    from datasketches import kll_doubles_sketch
-
-    merged: dict[str, kll_doubles_sketch] = {}
-    for row in sorted(rows, key=lambda r: (r["lang"], r["sketch"])):  # merge order fixed: deterministic cut points
-        sketch = kll_doubles_sketch.deserialize(row["sketch"])
-        if row["lang"] in merged:
-            merged[row["lang"]].merge(sketch)
-        else:
-            merged[row["lang"]] = sketch
-    low, high = config.bucket_percentiles
-    return {lang: [s.get_quantile(low / 100), s.get_quantile(high / 100)] for lang, s in sorted(merged.items())}
+def percentile_cutoffs(rows: list[dict], gamma: float, percentiles: tuple[float, float]) -> dict[str, list[float]]:
+    """Per language, the value at each percentile: the representative value of the bucket
+    that holds that rank."""
+    totals: dict[str, dict[int, int]] = {}
+    for row in rows:
+        per_bucket = totals.setdefault(row["lang"], {})
+        per_bucket[row["bucket"]] = per_bucket.get(row["bucket"], 0) + row["count"]
+    cutoffs = {}
+    for lang, per_bucket in sorted(totals.items()):
+        buckets = np.array(sorted(per_bucket))
+        cumulative = np.cumsum([per_bucket[b] for b in buckets])
+        ranks = [p / 100 * (cumulative[-1] - 1) for p in percentiles]
+        at = np.searchsorted(cumulative, np.array(ranks), side="right")
+        cutoffs[lang] = [float(2 * gamma ** b / (gamma + 1)) for b in buckets[at]]
+    return cutoffs
 
 
 def _bucket_removals(block: pa.Table, cutoffs: dict[str, list[float]], dropped: list[str]) -> pa.Table:
