@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -208,7 +209,13 @@ def describe_errors(exc: ValidationError) -> str:
 
 def _allowed_keys(location: tuple) -> list[str]:
     model: Any = JobSpec
-    for part in location:
+    parts = list(location)
+    while parts:
+        if typing.get_origin(model) is dict:  # a user-chosen key (e.g. a language): its value's model
+            model = typing.get_args(model)[1]
+            parts.pop(0)
+            continue
+        part = parts.pop(0)
         field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return []

@@ -27,6 +27,12 @@ def test_unknown_key_names_path_and_suggests(make_job, sample_corpus, tmp_path):
     assert "stages.pack.seqlen: unknown key; did you mean 'seq_len'?" in message
 
 
+def test_unknown_key_under_a_user_named_key_lists_what_is_allowed(make_job, sample_corpus, tmp_path):
+    job = make_job(sample_corpus, tmp_path / "out")
+    job["stages"]["perplexity"] = {"models": {"en": {"lm": "a.arpa", "sp": "a.model", "spm": "x"}}}
+    assert "stages.perplexity.models.en.spm: unknown key; did you mean 'sp'? (allowed here: lm, sp)" in spec_errors(job)
+
+
 def test_wrong_type_and_impossible_value(make_job, sample_corpus, tmp_path):
     job = make_job(sample_corpus, tmp_path / "out")
     job["stages"]["pack"]["seq_len"] = 0
