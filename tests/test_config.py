@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -98,3 +100,19 @@ def test_shipped_jobs_validate_structurally():
 
     for job in sorted(Path(__file__).resolve().parents[1].joinpath("jobs").glob("*.yaml")):
         load_job_spec(job, check_files=False)
+
+
+def test_demo_job_spec_validates_through_the_cli(tokenizer_model, sample_corpus, tmp_path, capsys):
+    """jobs/quickstart.yaml, with its inputs and models pointed at test fixtures."""
+    from pipeline.lm_training import train_arpa
+
+    arpa = tmp_path / "en.arpa"
+    train_arpa([["a", "b", "c"], ["a", "c"]], arpa, order=2)
+    root = Path(__file__).resolve().parents[1]
+    overrides = [f"input.uri={sample_corpus}", f"output.uri={tmp_path / 'out'}",
+                 f"stages.tokenize.model={tokenizer_model}", f"stages.perplexity.models.en.lm={arpa}",
+                 f"stages.perplexity.models.en.sp={tokenizer_model}"]
+    assert main(["validate", str(root / "jobs" / "quickstart.yaml"), *(a for o in overrides for a in ("--set", o))]) == 0
+    stages = yaml.safe_load(capsys.readouterr().out)["stages"]
+    assert stages["language"]["keep"] == ["en"] and stages["quality"]["enabled"]
+    assert stages["perplexity"]["keep_buckets"] == ["head", "middle"] and stages["near_dedup"]["enabled"]
