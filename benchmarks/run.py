@@ -296,12 +296,16 @@ def bench_near_dedup(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
             "peak_rss_bytes": memory.peak, "removed": marker["removed_total"],
             "removed_by_stage": _removed_by_stage(marker),
         })
-    growth = None
-    if len(runs) > 1:
-        growth = {"documents": runs[-1]["documents"] / runs[0]["documents"],
-                  "dedup_wall": runs[-1]["dedup_s"] / runs[0]["dedup_s"],
-                  "peak_rss": runs[-1]["peak_rss_bytes"] / runs[0]["peak_rss_bytes"]}
-    return {"runs": runs, "growth": growth}
+    return {"runs": runs, "growth": _growth(runs, "dedup_s")}
+
+
+def _growth(runs: list[dict], seconds_key: str) -> dict | None:
+    """How documents, wall time and peak RSS grow from the smallest run to the largest."""
+    if len(runs) < 2:
+        return None
+    first, last = runs[0], runs[-1]
+    return {"documents": last["documents"] / first["documents"], "wall": last[seconds_key] / first[seconds_key],
+            "peak_rss": last["peak_rss_bytes"] / first["peak_rss_bytes"]}
 
 
 def _removed_by_stage(marker: dict) -> dict[str, int]:
@@ -342,12 +346,7 @@ def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
             "peak_rss_bytes": result.report["peak_rss_bytes"],
             "phases": {p["name"]: p["seconds"] for p in result.report["phases"]},
         })
-    growth = None
-    if len(runs) > 1:
-        growth = {"documents": runs[-1]["documents"] / runs[0]["documents"],
-                  "wall": runs[-1]["wall_s"] / runs[0]["wall_s"],
-                  "peak_rss": runs[-1]["peak_rss_bytes"] / runs[0]["peak_rss_bytes"]}
-    return {"runs": runs, "growth": growth}
+    return {"runs": runs, "growth": _growth(runs, "wall_s")}
 
 
 def main() -> None:

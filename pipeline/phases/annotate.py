@@ -74,6 +74,7 @@ class ShardAnnotation:
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self.layout = OutputLayout(spec.output.uri)
+        self.config_hash = annotate_config_hash(spec)  # reads model files' metadata: once per worker
         self.validation = InputValidation(spec.input)
         self.stages = document_stages(spec)
         for stage in self.stages:
@@ -83,7 +84,7 @@ class ShardAnnotation:
         started = time.perf_counter()
         stats: dict[str, Any] = {
             "shard_key": shard.key, "uri": shard.uri, "fingerprint": shard.fingerprint,
-            "config_hash": annotate_config_hash(self.spec), "input_docs": 0, "input_bytes": 0,
+            "config_hash": self.config_hash, "input_docs": 0, "input_bytes": 0,
             "annotated_docs": 0, "annotated_bytes": 0, "rejected": {}, "quarantined": {}, "shard_quarantined": None,
         }
         options = self.spec.output.storage_options

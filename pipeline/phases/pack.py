@@ -30,8 +30,8 @@ from pipeline.stages.tokenize import TOKENS, Tokenize
 MANIFEST_VERSION = 1
 
 
-def pack_config_hash(spec: JobSpec, dedup_hash: str) -> str:
-    payload = {"config": spec.config_hash(), "dedup": dedup_hash}
+def pack_config_hash(spec_hash: str, dedup_hash: str) -> str:
+    payload = {"config": spec_hash, "dedup": dedup_hash}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -126,8 +126,9 @@ def run_pack(spec: JobSpec, keys: list[str], removals_version: dict[str, str], p
     options = spec.output.storage_options
     finished: dict[str, dict[str, Any]] = {}
     items = []
+    spec_hash = spec.config_hash()  # reads every model file's metadata: once, not per shard
     for key in keys:
-        config_hash = pack_config_hash(spec, removals_version[key])
+        config_hash = pack_config_hash(spec_hash, removals_version[key])
         marker = layout.pack_marker(key)
         if storage.exists(marker, options):
             stats = storage.read_json(marker, options)
