@@ -7,7 +7,7 @@ DEMO_CORPUS := data/sample
 DEMO_TOKENIZER := models/demo.sp.model
 DEMO_LM := models/en.arpa
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean trainer-readers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,11 +37,25 @@ $(DEMO_LM): $(DEMO_LM_CORPUS)/_SUCCESS
 demo: $(DEMO_TOKENIZER) $(DEMO_LM)
 	$(BIN)/refinery run jobs/quickstart.yaml
 
-test: $(STAMP)
+# Refinery's shards read by the trainers' own readers (Megatron-LM's IndexedDataset, datatrove's
+# DatatroveFileDataset), installed into their own venv: torch 2.13.0 CPU (a wheel on this machine
+# image's disk) + megatron-core + datatrove. tests/test_trainer_readers.py uses it.
+TRAINERS_VENV := benchmarks/.venv-trainers
+TRAINERS_STAMP := $(TRAINERS_VENV)/.installed
+
+$(TRAINERS_STAMP): benchmarks/requirements-trainers.txt
+	$(PYTHON) -m venv $(TRAINERS_VENV)
+	$(TRAINERS_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-trainers.txt
+	touch $@
+
+test: $(STAMP) $(TRAINERS_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py job --docs 20000
+
+trainer-readers: $(STAMP) $(TRAINERS_STAMP)
+	$(BIN)/python -m pytest -q tests/test_trainer_readers.py
 
 clean:
 	rm -rf out data models

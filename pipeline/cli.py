@@ -67,7 +67,8 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.inspect_output import inspect_output
 
-    ok = inspect_output(args.output, samples=args.samples, out=sys.stdout)
+    options = storage.StorageOptions(endpoint_url=args.endpoint_url) if args.endpoint_url else None
+    ok = inspect_output(args.output, samples=args.samples, out=sys.stdout, options=options)
     return 0 if ok else EXIT_FAILED
 
 
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="verify an output's manifest against its shards and show samples")
     inspect.add_argument("output")
     inspect.add_argument("--samples", type=int, default=2)
+    inspect.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// output (e.g. MinIO)")
     inspect.set_defaults(func=_cmd_inspect)
     return parser
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pipeline import storage
 from pipeline.stages.exact_dedup import ExactDedupConfig
 from pipeline.stages.language import LanguageConfig, bundled_model
+from pipeline.stages.mix import MixConfig
 from pipeline.stages.near_dedup import NearDedupConfig
 from pipeline.stages.pack import PackConfig
 from pipeline.stages.perplexity import PerplexityConfig
@@ -35,6 +36,7 @@ class OutputConfig(BaseModel):
     storage_options: storage.StorageOptions = storage.StorageOptions()
     write_rejects: bool = True
     """Write rejected documents (with text and reason) under ``rejects/``; when false only counts are kept."""
+    upload: storage.UploadConfig = storage.UploadConfig()
 
 
 class RayConfig(BaseModel):
@@ -61,6 +63,7 @@ class StagesConfig(BaseModel):
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
     tokenize: TokenizeConfig
+    mix: MixConfig = MixConfig()
     pack: PackConfig = PackConfig()
 
     @model_validator(mode="after")
@@ -101,6 +104,17 @@ class JobSpec(BaseModel):
                 f"stages.tokenize.model: file not found: '{tokenizer.model}' "
                 "(train one with `refinery train-tokenizer CORPUS OUT.model`)"
             )
+        pack = self.stages.pack
+        if pack.mode == "bestfit" or pack.pad_id is not None:
+            from pipeline.stages.tokenize import load_sentencepiece
+
+            processor = load_sentencepiece(tokenizer.model, tokenizer.storage_options)
+            if pack.pad_id is not None and pack.pad_id >= processor.GetPieceSize():
+                raise ValueError(f"stages.pack.pad_id: {pack.pad_id} is not an id of the tokenizer "
+                                 f"({processor.GetPieceSize()} pieces)")
+            if pack.pad_id is None and processor.pad_id() < 0:
+                raise ValueError(f"stages.pack.pad_id: the tokenizer '{tokenizer.model}' has no pad piece; set "
+                                 f"pad_id for bestfit packing (for example to its EOS id, {processor.eos_id()})")
         language = self.stages.language
         if language.enabled and language.model and not storage.exists(language.model, language.storage_options):
             raise ValueError(f"stages.language.model: file not found: '{language.model}' "
@@ -117,7 +131,8 @@ class JobSpec(BaseModel):
     def config_hash(self) -> str:
         """Hash of everything that changes the output: the spec (``ray`` settings aside) and
         the model files it names, by size and change token."""
-        payload = {"spec": self.model_dump(mode="json", exclude={"ray"}), "models": self.model_fingerprints()}
+        payload = {"spec": self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}}),
+                   "models": self.model_fingerprints()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def model_files(self) -> dict[str, tuple[str, storage.StorageOptions]]:

@@ -1,4 +1,5 @@
-"""``refinery inspect OUTPUT``: check a manifest against its shards and show decoded samples."""
+"""``refinery inspect OUTPUT``: check a manifest against its shards, print a summary, the
+mixture, and a few decoded samples."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from typing import TextIO
 
 import numpy as np
 
-from pipeline import storage
-from pipeline.formats import megatron
+from pipeline import formats, storage
 from pipeline.layout import OutputLayout
 from pipeline.stages.tokenize import load_sentencepiece
 
@@ -21,32 +21,59 @@ def inspect_output(output_uri: str, samples: int = 2, out: TextIO | None = None,
         write(f"no manifest at {layout.manifest}: the run did not finish (re-run the job to complete it)")
         return False
     manifest = storage.read_json(layout.manifest, options)
-    write(f"job {manifest['job']} ({manifest['format']}, {manifest['dtype']}, seq_len {manifest['seq_len']}): "
-          f"{manifest['totals']['documents']:,} documents, {manifest['totals']['tokens']:,} tokens, "
-          f"{len(manifest['shards'])} shards")
+    fmt = "megatron" if manifest["format"].startswith("megatron") else "datatrove"
+    totals = manifest["totals"]
+    write(f"job {manifest['job']} ({manifest['format']}, {manifest['dtype']}, {manifest['pack_mode']} packing, "
+          f"seq_len {manifest['seq_len']}): {totals['documents']:,} documents ({totals['document_copies']:,} copies), "
+          f"{totals['tokens']:,} tokens, {totals['sequences']:,} sequences, {len(manifest['shards'])} shards")
+    if totals["padding_tokens"]:
+        write(f"padding: {totals['padding_tokens']:,} tokens ({totals['padding_tokens'] / totals['tokens']:.2%})")
+    for name, domain in manifest["mixture"]["domains"].items():
+        write(f"  domain {name}: target {domain['target_weight']:.2%}, realized {domain['realized_weight']:.2%} "
+              f"({domain['realized_tokens']:,} tokens, {domain['rate']:.3f} copies per token)")
     tokenizer = None
     try:
-        tokenizer = load_sentencepiece(manifest["tokenizer"]["uri"])
+        tokenizer_uri = manifest["tokenizer"]["uri"]
+        tokenizer = load_sentencepiece(tokenizer_uri, options if not storage.is_local(tokenizer_uri) else None)
+        if hashlib.sha256(tokenizer.serialized_model_proto()).hexdigest() != manifest["tokenizer"]["sha256"]:
+            write("tokenizer file differs from the one the manifest names (sha256): samples may decode wrongly")
     except (FileNotFoundError, OSError, RuntimeError):
         write(f"tokenizer {manifest['tokenizer']['uri']} not readable here: samples shown as ids")
     ok = True
     shown = 0
+    seq_len = manifest["seq_len"]
     for shard in manifest["shards"]:
-        idx_bytes = storage.read_bytes(storage.join(output_uri, shard["idx"]), options)
-        bin_bytes = storage.read_bytes(storage.join(output_uri, shard["bin"]), options)
         problems = []
-        if hashlib.sha256(idx_bytes).hexdigest() != shard["idx_sha256"]:
-            problems.append("idx sha256 differs")
-        if hashlib.sha256(bin_bytes).hexdigest() != shard["bin_sha256"]:
-            problems.append("bin sha256 differs")
-        dataset = megatron.decode(idx_bytes, bin_bytes)
-        if int(np.sum(dataset.sequence_lengths, dtype=np.int64)) != shard["tokens"] or len(dataset) != shard["sequences"]:
-            problems.append("token or sequence count differs from the manifest")
+        data = {}
+        for role, entry in shard["files"].items():
+            uri = storage.join(output_uri, entry["path"])
+            if not storage.exists(uri, options):
+                problems.append(f"{entry['path']} is missing")
+                continue
+            data[role] = storage.read_bytes(uri, options)
+            if len(data[role]) != entry["bytes"]:
+                problems.append(f"{entry['path']} size differs")
+            elif hashlib.sha256(data[role]).hexdigest() != entry["sha256"]:
+                problems.append(f"{entry['path']} sha256 differs")
+        decoded = None
+        if len(data) == len(shard["files"]):
+            try:
+                decoded = formats.decode_shard(fmt, data)
+                problems += decoded.problems
+            except (ValueError, KeyError) as exc:
+                problems.append(f"unreadable: {exc}")
+        if decoded is not None:
+            if len(decoded.tokens) != shard["tokens"]:
+                problems.append("token count differs from the manifest")
+            sequences = (len(decoded.sequence_lengths) if decoded.sequence_lengths is not None
+                         else -(-len(decoded.tokens) // seq_len))
+            if sequences != shard["sequences"]:
+                problems.append("sequence count differs from the manifest")
         ok = ok and not problems
-        write(f"  {shard['bin']}: {shard['tokens']:,} tokens, {shard['sequences']:,} sequences: "
+        write(f"  {shard['name']}: {shard['tokens']:,} tokens, {shard['sequences']:,} sequences: "
               + ("OK" if not problems else "BAD (" + "; ".join(problems) + ")"))
-        if shown < samples and len(dataset):
-            ids = dataset.sequence(0)[:64].tolist()
+        if decoded is not None and shown < samples and len(decoded.tokens):
+            ids = np.asarray(decoded.tokens[:min(seq_len, 64)]).tolist()
             text = tokenizer.Decode(ids) if tokenizer else str(ids)
             write(f"    sample: {text[:300]!r}")
             shown += 1

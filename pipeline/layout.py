@@ -14,15 +14,20 @@ from dataclasses import dataclass
 from pipeline import storage
 
 
+def input_relative_path(input_root: str, shard_uri: str) -> str:
+    """The shard's path relative to ``input.uri`` (its base name when outside it)."""
+    root = storage.normalize_uri(input_root.split("*", 1)[0].rsplit("/", 1)[0] if "*" in input_root else input_root)
+    uri = storage.normalize_uri(shard_uri)
+    return uri[len(root):].lstrip("/") if uri.startswith(root) and uri != root else posixpath.basename(uri)
+
+
 def shard_key(input_root: str, shard_uri: str) -> str:
     """A readable, filesystem-safe, stable name for an input shard.
 
     Built from the shard's path relative to the input root plus a short hash of that
     path, so ``a/b.parquet`` and ``a_b.parquet`` never collide.
     """
-    root = storage.normalize_uri(input_root)
-    uri = storage.normalize_uri(shard_uri)
-    relative = uri[len(root):].lstrip("/") if uri.startswith(root) and uri != root else posixpath.basename(uri)
+    relative = input_relative_path(input_root, shard_uri)
     stem = relative[: -len(".parquet")] if relative.endswith(".parquet") else relative
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", stem.replace("/", "__"))[:80]
     return f"{readable}-{hashlib.sha256(relative.encode()).hexdigest()[:8]}"
@@ -79,15 +84,35 @@ class OutputLayout:
     def index_manifest(self) -> str:
         return self._path("index", "_INDEX.json")
 
-    # pack phase
-    def token_bin(self, key: str) -> str:
-        return self._path("tokens", f"{key}.bin")
+    # tokenize phase: kept documents' tokens, domain and shuffle key, per input shard
+    def tokenized(self, key: str) -> str:
+        return self._path("work", "tokenize", f"{key}.parquet")
 
-    def token_idx(self, key: str) -> str:
-        return self._path("tokens", f"{key}.idx")
+    def tokenize_marker(self, key: str) -> str:
+        return self._path("work", "tokenize", "_markers", f"{key}.json")
 
-    def pack_marker(self, key: str) -> str:
-        return self._path("work", "pack", "_markers", f"{key}.json")
+    # mix phase
+    def mix_marker(self, key: str) -> str:
+        return self._path("work", "mix", "_markers", f"{key}.json")
+
+    def mix_rejects(self, key: str) -> str:
+        return self._path("rejects", "mix", f"{key}.parquet")
+
+    @property
+    def mix_plan(self) -> str:
+        return self._path("work", "mix", "_PLAN.json")
+
+    # pack phase: output shard j of the run
+    @staticmethod
+    def token_shard_stem(index: int) -> str:
+        return f"tokens/shard-{index:05d}"
+
+    @property
+    def tokens_dir(self) -> str:
+        return self._path("tokens")
+
+    def pack_marker(self, index: int) -> str:
+        return self._path("work", "pack", "_markers", f"shard-{index:05d}.json")
 
     # run outputs
     @property

@@ -18,9 +18,11 @@ def _merge_nested(target: dict[str, dict[str, int]], source: dict[str, dict[str,
 
 
 def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]], dedup_marker: dict[str, Any],
+                 tokenize_stats: list[dict[str, Any]], sample_stats: list[dict[str, Any]], plan: dict[str, Any],
                  pack_stats: list[dict[str, Any]], phases: list[dict[str, Any]],
                  peak_rss_bytes: int | None) -> dict[str, Any]:
-    packed = {s["shard_key"]: s for s in pack_stats}
+    tokenized = {s["shard_key"]: s for s in tokenize_stats}
+    sampled = {s["shard_key"]: s for s in sample_stats}
     rejected: dict[str, dict[str, int]] = {}
     quarantined: dict[str, int] = {}
     languages: dict[str, int] = {}
@@ -28,45 +30,69 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
     for shard in annotate_stats:
         for lang, n in shard.get("languages", {}).items():
             languages[lang] = languages.get(lang, 0) + n
-        pack = packed.get(shard["shard_key"], {"removed": {}, "kept_docs": 0, "kept_bytes": 0, "annotated_docs": 0})
+        tok = tokenized.get(shard["shard_key"], {"removed": {}, "annotated_docs": 0, "tokenized_docs": 0})
+        smp = sampled.get(shard["shard_key"], {"unsampled": {}, "kept_docs": 0, "kept_bytes": 0})
         _merge_nested(rejected, shard["rejected"])
-        _merge_nested(rejected, pack["removed"])
+        _merge_nested(rejected, tok["removed"])
+        _merge_nested(rejected, smp["unsampled"])
+        n_rejected = sum(n for part in (shard["rejected"], tok["removed"], smp["unsampled"])
+                         for r in part.values() for n in r.values())
+        n_unsampled = sum(n for r in smp["unsampled"].values() for n in r.values())
+        n_quarantined = sum(shard["quarantined"].values())
         for reason, n in shard["quarantined"].items():
             quarantined[reason] = quarantined.get(reason, 0) + n
-        n_rejected = sum(n for r in shard["rejected"].values() for n in r.values())
-        n_removed = sum(n for r in pack["removed"].values() for n in r.values())
-        n_quarantined = sum(shard["quarantined"].values())
-        accounted = pack["kept_docs"] + n_rejected + n_removed + n_quarantined
         shard_rows.append({
             "shard_key": shard["shard_key"], "uri": shard["uri"], "input_docs": shard["input_docs"],
-            "kept_docs": pack["kept_docs"], "rejected_docs": n_rejected + n_removed, "quarantined_docs": n_quarantined,
-            "balanced": accounted == shard["input_docs"] and pack["annotated_docs"] == shard["annotated_docs"],
+            "kept_docs": smp["kept_docs"], "rejected_docs": n_rejected, "quarantined_docs": n_quarantined,
+            "balanced": (smp["kept_docs"] + n_rejected + n_quarantined == shard["input_docs"]
+                         and tok["annotated_docs"] == shard["annotated_docs"]
+                         and tok["tokenized_docs"] == smp["kept_docs"] + n_unsampled),
             "shard_quarantined": shard["shard_quarantined"],
         })
     totals = {
         "input_docs": sum(s["input_docs"] for s in annotate_stats),
         "input_bytes": sum(s["input_bytes"] for s in annotate_stats),
-        "kept_docs": sum(s["kept_docs"] for s in pack_stats),
-        "kept_bytes": sum(s["kept_bytes"] for s in pack_stats),
+        "kept_docs": sum(s["kept_docs"] for s in sample_stats),
+        "kept_bytes": sum(s["kept_bytes"] for s in sample_stats),
         "rejected_docs": sum(n for r in rejected.values() for n in r.values()),
         "quarantined_docs": sum(quarantined.values()),
+        "document_copies": sum(s["documents"] for s in pack_stats),
         "tokens": sum(s["tokens"] for s in pack_stats),
+        "padding_tokens": sum(s["padding_tokens"] for s in pack_stats),
         "sequences": sum(s["sequences"] for s in pack_stats),
+        "output_shards": len(pack_stats),
     }
-    removed_in_pack = sum(n for s in pack_stats for r in s["removed"].values() for n in r.values())
+    removed_applied = sum(n for s in tokenize_stats for r in s["removed"].values() for n in r.values())
+    packed_domain_tokens: dict[str, int] = {}
+    for s in pack_stats:
+        for domain, n in s["domain_tokens"].items():
+            packed_domain_tokens[domain] = packed_domain_tokens.get(domain, 0) + n
+    planned_domain_tokens = {d: v["tokens"] for d, v in plan["realized"].items() if v["tokens"]}
     balance = {
         "input": totals["input_docs"],
         "kept": totals["kept_docs"],
         "rejected": totals["rejected_docs"],
         "quarantined": totals["quarantined_docs"],
         "dedup_removed_committed": dedup_marker.get("removed_total", 0),
-        "dedup_removed_applied": removed_in_pack,
+        "dedup_removed_applied": removed_applied,
+        "copies_planned": plan["total_copies"],
+        "copies_packed": totals["document_copies"],
     }
     balance["ok"] = (
         balance["input"] == balance["kept"] + balance["rejected"] + balance["quarantined"]
         and balance["dedup_removed_committed"] == balance["dedup_removed_applied"]
+        and balance["copies_planned"] == balance["copies_packed"]
+        and planned_domain_tokens == packed_domain_tokens
         and all(row["balanced"] for row in shard_rows)
     )
+    mixture = {
+        d: {"available_tokens": plan["available_tokens"][d], "target_weight": plan["weights"].get(d, 0.0),
+            "target_tokens": plan["target_tokens"][d], "rate": plan["rates"][d],
+            "realized_tokens": packed_domain_tokens.get(d, 0),
+            "documents": plan["realized"].get(d, {}).get("docs", 0)}
+        for d in sorted(plan["available_tokens"])
+    }
+    shard_tokens = sorted(s["tokens"] for s in pack_stats)
     return {
         "job": job, "config_hash": config_hash, "totals": totals, "balance": balance,
         "rejected": rejected, "quarantined": quarantined,
@@ -78,6 +104,11 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
         "dedup_index": dedup_marker.get("index"),
         "perplexity_buckets": (dedup_marker.get("stage_state") or {}).get("perplexity"),
         "languages_after_annotate": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "mixture": {"domains": mixture, "budget_tokens": plan["budget_tokens"], "notes": plan["notes"],
+                    "max_epochs": plan["max_epochs"]},
+        "output_shards": {"count": len(pack_stats), "min_tokens": shard_tokens[0] if shard_tokens else 0,
+                          "median_tokens": shard_tokens[len(shard_tokens) // 2] if shard_tokens else 0,
+                          "max_tokens": shard_tokens[-1] if shard_tokens else 0},
     }
 
 
@@ -89,7 +120,8 @@ def check_balance(report: dict[str, Any]) -> None:
     raise AccountingError(
         f"document counts do not balance: input {b['input']} != kept {b['kept']} + rejected {b['rejected']} "
         f"+ quarantined {b['quarantined']} (dedup removals committed {b['dedup_removed_committed']}, "
-        f"applied {b['dedup_removed_applied']}); unbalanced shards: {', '.join(bad) or 'none'}. "
+        f"applied {b['dedup_removed_applied']}; document copies planned {b['copies_planned']}, packed "
+        f"{b['copies_packed']}); unbalanced shards: {', '.join(bad) or 'none'}. "
         "The output is not trustworthy; delete its work/ folder and re-run."
     )
 
@@ -115,7 +147,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| rejected | {t['rejected_docs']:,} | |",
         f"| quarantined | {t['quarantined_docs']:,} | |",
         "",
-        f"Token shards: {t['tokens']:,} tokens in {t['sequences']:,} sequences.",
+        f"Token shards: {t['tokens']:,} tokens in {t['sequences']:,} sequences of {t['document_copies']:,} "
+        f"document copies, {t['output_shards']:,} shards"
+        + (f"; padding {t['padding_tokens']:,} tokens ({t['padding_tokens'] / t['tokens']:.2%} of all)."
+           if t["padding_tokens"] else "."),
         "",
         "## Rejected, by stage and reason",
         "",
@@ -148,7 +183,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if buckets:
         low, high = buckets["percentiles"]
         lines += ["", "## Perplexity buckets", "",
-                  f"Cut points per language at the {low:g}th and {high:g}th percentiles of perplexity (KLL sketch); "
+                  f"Cut points per language at the {low:g}th and {high:g}th percentiles of perplexity (log-bucket sketch, "
+                  "0.1% relative accuracy); "
                   "cut points found by an earlier run on this output are kept.", "",
                   "| language | head: below | tail: from |", "|---|---:|---:|"]
         lines += [f"| {lang} | {a:,.1f} | {b:,.1f} |" for lang, (a, b) in buckets["cutoffs"].items()]
@@ -169,6 +205,22 @@ def render_markdown(report: dict[str, Any]) -> str:
             "|---|" + "---:|" * len(curve),
             "| P(candidate) | " + " | ".join(f"{p:.4f}" for p in curve.values()) + " |",
         ]
+    mix = report.get("mixture")
+    if mix and mix["domains"]:
+        realized_total = sum(d["realized_tokens"] for d in mix["domains"].values()) or 1
+        lines += ["", "## Mixture (tokens)", "",
+                  f"Budget {mix['budget_tokens']:,.0f} tokens; at most {mix['max_epochs']:g} copies of a document.", "",
+                  "| domain | available | target share | target | copies per token | realized | realized share |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, d in mix["domains"].items():
+            lines.append(f"| {name} | {d['available_tokens']:,} | {d['target_weight']:.2%} | {d['target_tokens']:,.0f} "
+                         f"| {d['rate']:.3f} | {d['realized_tokens']:,} | {d['realized_tokens'] / realized_total:.2%} |")
+        for note in mix["notes"]:
+            lines.append(f"\n**Note:** {note}.")
+    shards = report.get("output_shards")
+    if shards and shards["count"]:
+        lines += ["", f"Output shards: {shards['count']:,}, tokens per shard min {shards['min_tokens']:,}, "
+                      f"median {shards['median_tokens']:,}, max {shards['max_tokens']:,}."]
     lines += ["", "## Phases", "", "| phase | wall s | documents | docs/s | MB/s |", "|---|---:|---:|---:|---:|"]
     for phase in report["phases"]:
         lines.append(

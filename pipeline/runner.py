@@ -21,7 +21,9 @@ from pipeline.config import JobSpec, RayConfig, load_job_spec
 from pipeline.layout import OutputLayout
 from pipeline.phases.annotate import discover_shards, run_annotate
 from pipeline.phases.dedup import run_dedup
-from pipeline.phases.pack import run_pack, write_manifest
+from pipeline.phases.mix import run_mix
+from pipeline.phases.pack import remove_stale_shards, run_pack, write_manifest
+from pipeline.phases.tokenize import run_tokenize
 from pipeline.progress import Progress
 from pipeline.report import build_report, check_balance, render_markdown
 
@@ -138,20 +140,30 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
         phases.append(_phase("dedup", started, annotated_docs, sum(s["annotated_bytes"] for s in annotate_stats)))
 
         started = time.perf_counter()
-        keys = [s["shard_key"] for s in annotate_stats if not s["shard_quarantined"]]
-        pack_stats = run_pack(spec, keys, dedup_marker["removals_version"], progress, workers)
-        phases.append(_phase("pack", started, sum(s["kept_docs"] for s in pack_stats),
-                             sum(s["kept_bytes"] for s in pack_stats)))
+        tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker["removals_version"], progress, workers)
+        phases.append(_phase("tokenize", started, sum(s["tokenized_docs"] for s in tokenize_stats),
+                             sum(s["tokenized_bytes"] for s in tokenize_stats)))
 
-    report = build_report(spec.name, spec.config_hash(), annotate_stats, dedup_marker, pack_stats, phases,
-                          memory.peak)
+        started = time.perf_counter()
+        plan, sample_stats = run_mix(spec, tokenize_stats, progress, workers)
+        phases.append(_phase("mix", started, sum(s["tokenized_docs"] for s in tokenize_stats), 0))
+
+        started = time.perf_counter()
+        pack_stats = run_pack(spec, plan, progress, workers)
+        phases.append(_phase("pack", started, sum(s["documents"] for s in pack_stats),
+                             sum(s["kept_bytes"] for s in sample_stats)))
+        for stale in remove_stale_shards(spec, pack_stats):
+            progress.log(f"removed {stale}: a token file an earlier run with other settings left")
+
+    report = build_report(spec.name, spec.config_hash(), annotate_stats, dedup_marker, tokenize_stats, sample_stats,
+                          plan, pack_stats, phases, memory.peak)
     storage.write_json(layout.report_json, report, out_options)
     storage.write_bytes(layout.report_md, render_markdown(report).encode(), out_options)
     check_balance(report)
-    write_manifest(spec, pack_stats, annotate_stats)
+    write_manifest(spec, plan, pack_stats, annotate_stats)
     t = report["totals"]
     progress.log(
         f"done: {t['input_docs']:,} in, {t['kept_docs']:,} kept, {t['rejected_docs']:,} rejected, "
-        f"{t['quarantined_docs']:,} quarantined; {t['tokens']:,} tokens; counts balance"
+        f"{t['quarantined_docs']:,} quarantined; {t['tokens']:,} tokens in {len(pack_stats)} shards; counts balance"
     )
     return RunResult(spec.output.uri, layout.manifest, layout.report_md, report)

@@ -18,7 +18,7 @@ from typing import IO, Any, Iterator
 
 import fsspec
 import pyarrow.fs as pafs
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StorageOptions(BaseModel):
@@ -151,7 +151,8 @@ def local_path(uri: str, options: StorageOptions | None = None) -> Iterator[str]
 
 
 @contextlib.contextmanager
-def atomic_writer(uri: str, options: StorageOptions | None = None) -> Iterator[IO[bytes]]:
+def atomic_writer(uri: str, options: StorageOptions | None = None,
+                  part_size: int | None = None) -> Iterator[IO[bytes]]:
     """Write a file so that readers see either nothing or the complete file.
 
     Locally the bytes go to a temporary sibling that is renamed into place. Object
@@ -172,9 +173,9 @@ def atomic_writer(uri: str, options: StorageOptions | None = None) -> Iterator[I
             if os.path.exists(tmp):
                 os.remove(tmp)
     else:
-        # Streams as a multipart upload; on error the upload is aborted (discard), never
-        # completed, so no partial object appears.
-        f = fs.open(path, "wb")
+        # Streams as a multipart upload (parts of ``part_size``); on error the upload is
+        # aborted (discard), never completed, so no partial object appears.
+        f = fs.open(path, "wb", **({"block_size": part_size} if part_size else {}))
         try:
             yield f
         except BaseException:
@@ -188,6 +189,40 @@ def atomic_writer(uri: str, options: StorageOptions | None = None) -> Iterator[I
 def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
     with atomic_writer(uri, options) as f:
         f.write(data)
+
+
+class UploadConfig(BaseModel):
+    """How output files are uploaded to an object store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    part_size_mb: int = Field(64, ge=5, le=5120)
+    """Multipart upload part size (S3 allows 5 MiB to 5 GiB per part, 10,000 parts)."""
+    attempts: int = Field(5, ge=1)
+    """Tries per file before the job fails; each retry uploads the whole file again."""
+    backoff_s: float = Field(1.0, ge=0)
+    """Wait before the first retry; doubled for each further one."""
+
+
+def write_bytes_retrying(uri: str, data: bytes, options: StorageOptions | None, upload: UploadConfig,
+                         sleep: Any = None) -> None:
+    """Write a file whole (never partially visible), retrying transient failures with
+    exponential backoff. Errors that retrying cannot fix (permissions, a missing bucket)
+    fail at once."""
+    import time
+
+    sleep = sleep or time.sleep
+    for attempt in range(1, upload.attempts + 1):
+        try:
+            with atomic_writer(uri, options, part_size=upload.part_size_mb << 20) as f:
+                f.write(data)
+            return
+        except (PermissionError, FileNotFoundError, IsADirectoryError):
+            raise
+        except Exception as exc:
+            if attempt == upload.attempts:
+                raise OSError(f"upload of {uri} failed {attempt} times; last error: {type(exc).__name__}: {exc}") from exc
+            sleep(upload.backoff_s * 2 ** (attempt - 1))
 
 
 def write_json(uri: str, obj: Any, options: StorageOptions | None = None) -> None:

@@ -4,6 +4,7 @@ import json
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
@@ -36,24 +37,24 @@ def expected_kept(corpus: Path) -> dict[str, list[str]]:
     return kept
 
 
-def decode_documents(output: Path, manifest: dict, model: Path) -> dict[str, list[str]]:
+def decode_documents(output: Path, manifest: dict, model: Path) -> list[str]:
+    """Every document in the output, in output order (shards in order, EOS-separated)."""
     processor = spm.SentencePieceProcessor(model_file=str(model))
     eos = manifest["tokenizer"]["eos_id"]
-    out = {}
+    docs = []
     for shard in manifest["shards"]:
-        dataset = read_indexed_dataset(output / shard["bin"][: -len(".bin")])
+        dataset = read_indexed_dataset(output / shard["files"]["bin"]["path"][: -len(".bin")])
         stream = [t for seq in dataset["sequences"] for t in seq.tolist()]
-        assert stream[-1] == eos
-        docs, current = [], []
+        assert stream[-1] == eos  # documents never straddle output shards
+        current: list[int] = []
         for token in stream:
             if token == eos:
                 docs.append(processor.Decode(current))
                 current = []
             else:
                 current.append(token)
-        out[shard["shard_key"]] = docs
         assert all(n == manifest["seq_len"] for n in dataset["lengths"][:-1])
-    return out
+    return docs
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_counts_balance_and_report_written(finished_run, sample_corpus):
     balance = report["balance"]
     assert balance["ok"] and balance["input"] == 500
     assert balance["input"] == balance["kept"] + balance["rejected"] + balance["quarantined"]
-    assert {p["name"] for p in report["phases"]} == {"annotate", "dedup", "pack"}
+    assert [p["name"] for p in report["phases"]] == ["annotate", "dedup", "tokenize", "mix", "pack"]
     markdown = (out / "report.md").read_text()
     assert "Counts balance: **yes**" in markdown and "exact_duplicate" in markdown
     plants = json.loads((sample_corpus / "_plants.json").read_text())
@@ -87,8 +88,42 @@ def test_counts_balance_and_report_written(finished_run, sample_corpus):
 def test_shards_detokenize_to_exactly_the_kept_documents(finished_run, sample_corpus, tokenizer_model):
     out, _ = finished_run
     manifest = json.loads((out / "manifest.json").read_text())
-    assert decode_documents(out, manifest, tokenizer_model) == expected_kept(sample_corpus)
-    assert manifest["totals"]["documents"] == sum(len(v) for v in expected_kept(sample_corpus).values())
+    expected = [text for texts in expected_kept(sample_corpus).values() for text in texts]
+    decoded = decode_documents(out, manifest, tokenizer_model)
+    assert sorted(decoded) == sorted(expected)  # natural mixture: every kept document exactly once
+    assert manifest["totals"]["documents"] == manifest["totals"]["document_copies"] == len(expected)
+
+
+def test_output_is_shuffled_across_input_shards(finished_run, sample_corpus, tokenizer_model):
+    """Each output shard mixes documents from every input shard, in an order unrelated to the input's."""
+    out, _ = finished_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["shards"]) >= 3
+    source = {text: key for key, texts in expected_kept(sample_corpus).items() for text in texts}
+    input_order = [text for texts in expected_kept(sample_corpus).values() for text in texts]
+    position = {text: i for i, text in enumerate(input_order)}
+    processor = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    eos = manifest["tokenizer"]["eos_id"]
+    decoded = decode_documents(out, manifest, tokenizer_model)
+    for shard in manifest["shards"]:
+        stream = read_indexed_dataset(out / shard["files"]["bin"]["path"][:-4])["sequences"]
+        texts = [processor.Decode(ids) for ids in _split(np.concatenate(stream).tolist(), eos)]
+        assert len({source[t] for t in texts}) == len(expected_kept(sample_corpus))
+    ranks = [position[t] for t in decoded]
+    assert abs(np.corrcoef(ranks, np.arange(len(ranks)))[0, 1]) < 0.2
+    sizes = [s["tokens"] for s in manifest["shards"]]
+    assert max(sizes) < 2 * min(sizes)
+
+
+def _split(stream, eos):
+    docs, current = [], []
+    for token in stream:
+        if token == eos:
+            docs.append(current)
+            current = []
+        else:
+            current.append(token)
+    return docs
 
 
 def test_rejects_sink_names_stage_reason_and_survivor(finished_run, sample_corpus):
@@ -116,8 +151,14 @@ def test_same_seed_gives_byte_identical_shards(finished_run, sample_corpus, toke
     second_manifest = json.loads((second / "manifest.json").read_text())
     assert first_manifest["shards"] == second_manifest["shards"]
     for shard in first_manifest["shards"]:
-        for name in (shard["bin"], shard["idx"]):
-            assert (out / name).read_bytes() == (second / name).read_bytes()
+        for entry in shard["files"].values():
+            assert (out / entry["path"]).read_bytes() == (second / entry["path"]).read_bytes()
+    reseeded = run_job({**job_dict(str(sample_corpus), str(tmp_path / "seed1"), str(tokenizer_model),
+                                   stages=EXACT_ONLY), "seed": 1})
+    reseeded_manifest = json.loads(Path(reseeded.manifest_uri).read_text())
+    assert reseeded_manifest["totals"]["tokens"] == first_manifest["totals"]["tokens"]
+    assert [s["files"]["bin"]["sha256"] for s in reseeded_manifest["shards"]] != [
+        s["files"]["bin"]["sha256"] for s in first_manifest["shards"]]
 
 
 def test_rerun_skips_committed_work(finished_run, sample_corpus, tokenizer_model, capfd):
@@ -128,7 +169,10 @@ def test_rerun_skips_committed_work(finished_run, sample_corpus, tokenizer_model
     err = capfd.readouterr().err
     assert "annotate: 4 shards (4 already committed, skipped)" in err
     assert "dedup: already committed" in err
-    assert "pack: 4 shards (4 already committed, skipped)" in err
+    assert "tokenize: 4 shards (4 already committed, skipped)" in err
+    assert "mix: 4 shards (4 already committed, skipped)" in err
+    n = first.report["output_shards"]["count"]
+    assert f"pack: {n} output shards ({n} already committed, skipped)" in err
     assert again.report["totals"] == first.report["totals"]
 
 
@@ -139,12 +183,12 @@ def test_cli_inspect_verifies_manifest(finished_run, capsys):
     assert main(["inspect", str(out)]) == 0
     assert "manifest verified" in capsys.readouterr().out
     shard = json.loads((out / "manifest.json").read_text())["shards"][0]
-    tampered = out / shard["bin"]
+    tampered = out / shard["files"]["bin"]["path"]
     original = tampered.read_bytes()
     try:
         tampered.write_bytes(original[:-2] + b"\x00\x00")
         assert main(["inspect", str(out)]) == 1
-        assert "bin sha256 differs" in capsys.readouterr().out
+        assert ".bin sha256 differs" in capsys.readouterr().out
     finally:
         tampered.write_bytes(original)
 

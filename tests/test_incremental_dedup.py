@@ -65,7 +65,7 @@ def test_refresh_dedups_new_shards_against_the_index(make_job, grown_input, tmp_
     first = run_job(_spec(make_job, corpus, output), progress=Progress(quiet=True))
     assert _removals(output) == {"a-copy": ("exact_duplicate", "a3")}
     old_key = first.report["shards"][0]["shard_key"]
-    pack_marker_before = Path(layout.pack_marker(old_key)).read_text()
+    tokenize_marker_before = Path(layout.tokenize_marker(old_key)).read_text()
     annotate_marker_before = Path(layout.annotate_marker(old_key)).read_text()
 
     _write(corpus / "2026-02.parquet", new_docs)
@@ -79,9 +79,9 @@ def test_refresh_dedups_new_shards_against_the_index(make_job, grown_input, tmp_
         "b-near": ("near_duplicate", "a7"),
         "b-inner-copy": ("exact_duplicate", "b-inner"),
     }
-    # The first delivery was neither re-annotated nor re-packed.
+    # The first delivery was neither re-annotated nor re-tokenized.
     assert Path(layout.annotate_marker(old_key)).read_text() == annotate_marker_before
-    assert Path(layout.pack_marker(old_key)).read_text() == pack_marker_before
+    assert Path(layout.tokenize_marker(old_key)).read_text() == tokenize_marker_before
     assert "new shards (1) were deduplicated against the index of shards kept by earlier runs (1)" in (
         Path(second.report_uri).read_text())
     assert second.report["balance"]["ok"] and second.report["totals"]["kept_docs"] == 40 + 21

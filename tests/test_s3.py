@@ -1,6 +1,7 @@
 """s3:// input and output through s3fs against a real S3 API (moto) on 127.0.0.1."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -29,9 +30,9 @@ def test_s3_round_trip(s3, s3_endpoint, sample_corpus, tokenizer_model, make_job
     assert manifest["totals"]["documents"] == result.report["totals"]["kept_docs"]
     local = tmp_path / "download"
     for shard in manifest["shards"]:
-        for name in (shard["bin"], shard["idx"]):
-            s3.get(f"tokens-bucket/run1/{name}", str(local / name))
-        dataset = read_indexed_dataset(local / shard["bin"][: -len(".bin")])
+        for entry in shard["files"].values():
+            s3.get(f"tokens-bucket/run1/{entry['path']}", str(local / entry["path"]))
+        dataset = read_indexed_dataset(local / shard["files"]["bin"]["path"][: -len(".bin")])
         assert int(dataset["lengths"].sum()) == shard["tokens"] == dataset["num_tokens"]
     assert s3.exists("tokens-bucket/run1/report.md")
     assert not [p for p in s3.find("tokens-bucket/run1") if ".tmp-" in p or "_write_probe" in p]
@@ -47,7 +48,7 @@ def test_s3_input_with_local_output_matches_local_run(s3, s3_endpoint, sample_co
     assert remote.report["totals"] == local.report["totals"]
     remote_manifest = json.loads((tmp_path / "from_s3" / "manifest.json").read_text())
     local_manifest = json.loads((tmp_path / "from_disk" / "manifest.json").read_text())
-    assert [s["bin_sha256"] for s in remote_manifest["shards"]] == [s["bin_sha256"] for s in local_manifest["shards"]]
+    assert remote_manifest["shards"] == local_manifest["shards"]
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -68,3 +69,88 @@ def test_interrupted_write_publishes_nothing(where, s3, s3_endpoint, tmp_path):
     assert storage.list_files(uri.rsplit("/", 1)[0], options) == []
     storage.write_bytes(uri, b"complete", options)
     assert storage.read_bytes(uri, options) == b"complete"
+
+
+def test_upload_retries_a_transient_failure_without_leaving_a_partial_object(s3, s3_endpoint, monkeypatch):
+    from pipeline import storage
+
+    s3.mkdir("retry-bucket")
+    uri, options = "s3://retry-bucket/tokens/shard.bin", storage.StorageOptions(endpoint_url=s3_endpoint)
+    real_writer = storage.atomic_writer
+    attempts = []
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def flaky_writer(*args, **kwargs):
+        attempts.append(kwargs.get("part_size"))
+        with real_writer(*args, **kwargs) as f:
+            if len(attempts) < 3:
+                f.write(b"y" * (6 * 1024 * 1024))  # a first multipart part goes up, then the link drops
+                raise ConnectionResetError("connection reset by peer")
+            yield f
+
+    monkeypatch.setattr(storage, "atomic_writer", flaky_writer)
+    waits = []
+    data = bytes(range(256)) * 40000
+    storage.write_bytes_retrying(uri, data, options, storage.UploadConfig(part_size_mb=5, attempts=4, backoff_s=0.5),
+                                 sleep=waits.append)
+    assert waits == [0.5, 1.0] and attempts == [5 << 20] * 3
+    s3.invalidate_cache()
+    assert storage.read_bytes(uri, options) == data
+    assert s3.ls("retry-bucket/tokens") == ["retry-bucket/tokens/shard.bin"]
+
+    monkeypatch.setattr(storage, "atomic_writer", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down")))
+    with pytest.raises(OSError, match="upload of s3://retry-bucket/x failed 2 times; last error: ConnectionError"):
+        storage.write_bytes_retrying("s3://retry-bucket/x", b"x", options, storage.UploadConfig(attempts=2),
+                                     sleep=lambda s: None)
+
+
+def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
+        s3, s3_endpoint, sample_corpus, make_job, tmp_path):
+    """SIGKILL the whole job (driver and local Ray) while it uploads token shards; no manifest
+    and no partial object may be visible, and a re-run finishes with the same bytes as an
+    uninterrupted run."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    s3.mkdir("killed-bucket")
+    options = {"endpoint_url": s3_endpoint}
+    job = make_job(sample_corpus, "s3://killed-bucket/run", output={"storage_options": options},
+                   stages={"pack": {"seq_len": 64, "shard_tokens": 4000}})
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    markers = "killed-bucket/run/work/pack/_markers"
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(spec)], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        s3.invalidate_cache()
+        if s3.exists(markers) and s3.ls(markers):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    s3.invalidate_cache()
+    assert not s3.exists("killed-bucket/run/manifest.json")
+    left = {path: hashlib.sha256(s3.cat(path)).hexdigest() for path in s3.find("killed-bucket/run/tokens")}
+    done = len(s3.ls(markers))
+
+    result = run_job(job)
+
+    s3.invalidate_cache()
+    manifest = json.loads(s3.cat("killed-bucket/run/manifest.json"))
+    assert 0 < done < len(manifest["shards"])  # the kill landed mid-pack
+    final = {f"killed-bucket/run/{e['path']}": e["sha256"] for s in manifest["shards"] for e in s["files"].values()}
+    assert all(final[path] == digest for path, digest in left.items())  # nothing partial was ever visible
+    assert result.report["balance"]["ok"]
+    reference = run_job(make_job(sample_corpus, tmp_path / "uninterrupted",
+                                 stages={"pack": {"seq_len": 64, "shard_tokens": 4000}}))
+    assert json.loads(Path(reference.manifest_uri).read_text())["shards"] == manifest["shards"]

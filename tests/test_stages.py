@@ -8,7 +8,6 @@ import pytest
 from pipeline import documents as cols
 from pipeline.annotated import NODE, node_ids, shard_ordinals
 from pipeline.stages.exact_dedup import EXACT_HASH, ExactDedupConfig, ExactDedupKeys, duplicates_in_block
-from pipeline.stages.pack import concat_window_lengths
 from pipeline.stages.tokenize import Tokenize, TokenizeConfig
 from pipeline.stages.validate import InputConfig, InputValidation, ShardRejected
 
@@ -108,12 +107,6 @@ def test_tokenize_stage_round_trips_text(tokenizer_model):
         assert ids[-1] == stage.eos_id
         assert stage.processor.Decode(ids[:-1]) == text
     assert kept.column("num_tokens").to_pylist() == [len(t) for t in kept.column("tokens").to_pylist()]
-
-
-def test_concat_window_lengths():
-    assert concat_window_lengths(10, 4).tolist() == [4, 4, 2]
-    assert concat_window_lengths(8, 4).tolist() == [4, 4]
-    assert concat_window_lengths(0, 4).tolist() == []
 
 
 def test_exact_duplicates_across_many_blocks_keep_one_per_hash(ray_local, tmp_path):

@@ -31,7 +31,8 @@ CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 when every id fits (as Megatron's preprocessing chooses), else int32."""
+    """uint16 when every id fits, else int32. (Megatron's own preprocessing switches to int32
+    a little earlier, from 65,500 pieces; its reader takes either, the dtype is in the index.)"""
     return np.dtype(np.uint16) if vocab_size < 65536 else np.dtype(np.int32)
 
 

@@ -43,9 +43,11 @@ class InputShard:
 def discover_shards(spec: JobSpec) -> list[InputShard]:
     options = spec.input.storage_options
     uris = storage.list_files(spec.input.uri, options, suffix=".parquet")
-    root = spec.input.uri.split("*", 1)[0].rsplit("/", 1)[0] if "*" in spec.input.uri else spec.input.uri
-    return [InputShard(uri, shard_key(root, uri), storage.file_info(uri, options)) for uri in uris]
+    return [InputShard(uri, shard_key(spec.input.uri, uri), storage.file_info(uri, options)) for uri in uris]
 
+
+# Stages applied after dedup: changing them never redoes annotate or dedup work.
+PACKING_STAGES = {"tokenize", "mix", "pack"}
 
 # Bump when the columns annotate writes change, so that older annotated shards are redone.
 ANNOTATION_FORMAT = 3
@@ -56,7 +58,7 @@ def annotate_config_hash(spec: JobSpec) -> str:
     payload = {
         "format": ANNOTATION_FORMAT,
         "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
-        "stages": spec.stages.model_dump(mode="json", exclude={"tokenize", "pack"}),
+        "stages": spec.stages.model_dump(mode="json", exclude=PACKING_STAGES),
         "write_rejects": spec.output.write_rejects,
         "models": spec.model_fingerprints(exclude=("stages.tokenize.model",)),
     }

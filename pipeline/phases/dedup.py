@@ -28,7 +28,7 @@ from pipeline.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals
 from pipeline.config import JobSpec
 from pipeline.layout import OutputLayout
 from pipeline.parquet_io import LazyParquetWriter
-from pipeline.phases.annotate import ANNOTATION_FORMAT
+from pipeline.phases.annotate import ANNOTATION_FORMAT, PACKING_STAGES
 from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.progress import Progress
 from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
@@ -95,7 +95,7 @@ def dedup_config_hash(spec: JobSpec) -> str:
     """What removals depend on besides the annotated shards themselves."""
     payload = {"format": ANNOTATION_FORMAT, "index": INDEX_VERSION,
                "stages": [s.name for s in global_stages(spec)],
-               "config": spec.stages.model_dump(mode="json", exclude={"tokenize", "pack"})}
+               "config": spec.stages.model_dump(mode="json", exclude=PACKING_STAGES)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

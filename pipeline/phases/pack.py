@@ -1,10 +1,16 @@
-"""Phase 4, pack: per annotated shard, drop what dedup removed, tokenize, pack, and write a
-Megatron indexed-dataset shard; then the manifest, last, as the commit point.
+"""Phase 5, pack: one task per output shard, then the manifest, last, as the commit point.
+
+Output shard ``j`` of ``P`` holds the document copies whose mix position falls in
+``[j / P, (j + 1) / P)`` (see ``pipeline.stages.mix``), in position order: a seeded
+global shuffle across every input shard. The task reads, from each tokenized shard, only
+the row groups whose (domain, shuffle key) range can hold such copies, packs them
+(``concat`` or ``bestfit``), and writes the shard's files (Megatron or datatrove), each
+uploaded whole or not at all, with retries. Its marker, written after the files, lists
+their sizes and sha256.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -12,100 +18,188 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import documents as cols
-from pipeline import storage
+from pipeline import formats, storage
 from pipeline.config import JobSpec
-from pipeline.formats import megatron
 from pipeline.layout import OutputLayout
-from pipeline.parquet_io import LazyParquetWriter
-from pipeline.phases.annotate import REJECTS_SCHEMA
-from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
+from pipeline.phases.mix import domain_rates
+from pipeline.phases.shard_tasks import ShardWorker, committed_stats, run_shard_tasks
+from pipeline.phases.tokenize import DOMAIN, SHUFFLE_KEY, TOKENS, storage_dtype
 from pipeline.progress import Progress
-from pipeline.stages.pack import concat_window_lengths
-from pipeline.stages.tokenize import TOKENS, Tokenize
+from pipeline.stages.mix import expand_copies, pile_of
+from pipeline.stages.pack import pack_bestfit, pack_concat
+from pipeline.stages.tokenize import Tokenize
 
-MANIFEST_VERSION = 1
+PACK_FORMAT = 2
+MANIFEST_VERSION = 2
+# Row-group pruning widens each key range by this much, so that a copy on a range edge is
+# never missed to rounding; the exact assignment is then recomputed per row.
+EDGE = 1e-9
 
 
-def pack_config_hash(spec_hash: str, dedup_hash: str) -> str:
-    payload = {"config": spec_hash, "dedup": dedup_hash}
+def pack_config_hash(spec: JobSpec, plan_hash: str, num_shards: int, tokenizer_info: dict[str, Any]) -> str:
+    payload = {"format": PACK_FORMAT, "plan": plan_hash, "num_shards": num_shards,
+               "pack": spec.stages.pack.model_dump(mode="json"), "tokenizer_file": tokenizer_info}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def key_ranges(rate: float, index: int, num_shards: int) -> list[tuple[float, float]]:
+    """Shuffle-key ranges whose copies of a document (domain at ``rate``) land in shard ``index``."""
+    ranges = []
+    for copy in range(int(np.ceil(rate))):
+        low = max(0.0, index * rate / num_shards - copy)
+        high = min(1.0, rate - copy, (index + 1) * rate / num_shards - copy)
+        if high > low:
+            ranges.append((low - EDGE, high + EDGE))
+    return ranges
 
 
 class ShardPacking:
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
+        self.config = spec.stages.pack
         self.layout = OutputLayout(spec.output.uri)
-        self.tokenizer = Tokenize(spec.stages.tokenize)
-        self.tokenizer.setup()
-        self.dtype = megatron.token_dtype(self.tokenizer.vocab_size)
+        self.options = spec.output.storage_options
+        tokenizer = Tokenize(spec.stages.tokenize)
+        tokenizer.setup()
+        self.vocab_size = tokenizer.vocab_size
+        self.pad_id = resolve_pad_id(spec, tokenizer)
+        self.dtype = formats.token_dtype(self.config.format, tokenizer.vocab_size)
+        self.storage_dtype = storage_dtype(tokenizer.vocab_size)
+        self.tokenizer_name = spec.stages.tokenize.model.rsplit("/", 1)[-1]
+        self._plan: dict[str, Any] | None = None
+        self._row_groups: dict[str, list[tuple[str | None, str | None, float, float]]] = {}
 
-    def _removals(self, key: str) -> pa.Table:
-        options = self.spec.output.storage_options
-        files = storage.list_files(self.layout.dedup_removals_of(key), options, suffix=".parquet")
-        columns = [cols.ROW, cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF]
-        tables = []
-        for uri in files:
-            with storage.open_read(uri, options) as f:
-                tables.append(pq.read_table(f, columns=columns))
-        if not tables:
-            return pa.schema([REJECTS_SCHEMA.field(c) for c in columns]).empty_table()
-        return pa.concat_tables(tables).sort_by(cols.ROW)
+    def plan(self, plan_hash: str) -> dict[str, Any]:
+        if self._plan is None or self._plan["hash"] != plan_hash:
+            self._plan = storage.read_json(self.layout.mix_plan, self.options)
+            if self._plan["hash"] != plan_hash:
+                raise RuntimeError("work/mix/_PLAN.json changed while packing; re-run the job")
+            self._row_groups = {}
+        return self._plan
 
-    def run(self, key: str, config_hash: str) -> dict[str, Any]:
+    def _groups_of(self, key: str, parquet: pq.ParquetFile) -> list[tuple[str | None, str | None, float, float]]:
+        """(domain min, domain max, key min, key max) per row group, read once per worker."""
+        if key not in self._row_groups:
+            schema = parquet.schema_arrow
+            d, u = schema.get_field_index(DOMAIN), schema.get_field_index(SHUFFLE_KEY)
+            groups = []
+            for i in range(parquet.metadata.num_row_groups):
+                group = parquet.metadata.row_group(i)
+                ds, us = group.column(d).statistics, group.column(u).statistics
+                if group.num_rows == 0:
+                    continue
+                if ds is None or us is None or not ds.has_min_max or not us.has_min_max:
+                    groups.append((None, None, 0.0, 1.0))
+                else:
+                    groups.append((ds.min, ds.max, us.min, us.max))
+            self._row_groups[key] = groups
+        return self._row_groups[key]
+
+    def _select(self, key: str, parquet: pq.ParquetFile, ranges: dict[str, list[tuple[float, float]]]) -> list[int]:
+        chosen = []
+        for i, (dmin, dmax, umin, umax) in enumerate(self._groups_of(key, parquet)):
+            if dmin is None or dmin != dmax:
+                chosen.append(i)
+            elif any(low <= umax and high >= umin for low, high in ranges.get(dmin, [])):
+                chosen.append(i)
+        return chosen
+
+    def run(self, index: int, config_hash: str, plan_hash: str) -> dict[str, Any]:
         started = time.perf_counter()
-        options = self.spec.output.storage_options
-        removals = self._removals(key)
-        removed_rows = removals.column(cols.ROW).combine_chunks()
-        removed: dict[str, dict[str, int]] = {}
-        bin_digest = hashlib.sha256()
-        total_tokens = kept_docs = kept_bytes = annotated_docs = 0
-        storage.remove_tree(self.layout.dedup_rejects(key), options)
-        with contextlib.ExitStack() as stack:
-            source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
-            bin_sink = stack.enter_context(storage.atomic_writer(self.layout.token_bin(key), options))
-            rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, REJECTS_SCHEMA)
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=self.spec.input.batch_rows):
-                docs = pa.Table.from_batches([batch])
-                annotated_docs += docs.num_rows
-                is_removed = pc.is_in(docs.column(cols.ROW), value_set=removed_rows)
-                dropped = docs.filter(is_removed)
-                if dropped.num_rows:
-                    labels = removals.take(pc.index_in(dropped.column(cols.ROW), value_set=removed_rows))
-                    for stage, reason in zip(labels.column(cols.REJECT_STAGE).to_pylist(),
-                                             labels.column(cols.REJECT_REASON).to_pylist()):
-                        per_stage = removed.setdefault(stage, {})
-                        per_stage[reason] = per_stage.get(reason, 0) + 1
-                    if self.spec.output.write_rejects:
-                        table = dropped.select(cols.BASE_SCHEMA.names)
-                        for name in (cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF):
-                            table = table.append_column(name, labels.column(name))
-                        rejects.write(table)
-                kept = docs.filter(pc.invert(is_removed))
-                kept_docs += kept.num_rows
-                kept_bytes += int(pc.sum(kept.column(cols.TEXT_BYTES)).as_py() or 0)
-                if kept.num_rows:
-                    tokens = self.tokenizer.process(kept).table.column(TOKENS).combine_chunks()
-                    flat = tokens.flatten().to_numpy(zero_copy_only=False).astype(self.dtype, copy=False)
-                    data = megatron.encode_bin(flat, self.dtype)
-                    bin_sink.write(data)
-                    bin_digest.update(data)
-                    total_tokens += len(flat)
-        lengths = concat_window_lengths(total_tokens, self.spec.stages.pack.seq_len)
-        index = megatron.encode_index(self.dtype, lengths, np.arange(len(lengths) + 1, dtype=np.int64))
-        storage.write_bytes(self.layout.token_idx(key), index, options)
+        plan = self.plan(plan_hash)
+        num_shards = plan["num_output_shards"]
+        rates = {d: r for d, r in plan["rates"].items() if r > 0}
+        ranges = {d: key_ranges(r, index, num_shards) for d, r in rates.items()}
+        positions, ordinals, rows, copies, documents, domain_of = [], [], [], [], [], []
+        bytes_read = 0
+        for ordinal, shard in enumerate(plan["shards"]):
+            with storage.open_read(self.layout.tokenized(shard["key"]), self.options) as f:
+                parquet = pq.ParquetFile(f)
+                groups = self._select(shard["key"], parquet, ranges)
+                if not groups:
+                    continue
+                table = parquet.read_row_groups(groups, columns=[cols.ROW, DOMAIN, SHUFFLE_KEY, TOKENS])
+            bytes_read += table.nbytes
+            domain = table.column(DOMAIN).combine_chunks()
+            u = table.column(SHUFFLE_KEY).to_numpy()
+            rate = domain_rates(domain, rates)
+            doc, copy = expand_copies(u, rate)
+            keep = pile_of(u[doc], copy, rate[doc], num_shards) == index
+            doc, copy = doc[keep], copy[keep]
+            if not len(doc):
+                continue
+            positions.append((u[doc] + copy) / rate[doc])
+            ordinals.append(np.full(len(doc), ordinal, dtype=np.int64))
+            rows.append(table.column(cols.ROW).to_numpy()[doc])
+            copies.append(copy)
+            domain_of.extend(domain.take(pa.array(doc)).to_pylist())
+            documents.extend(self._compact(table.column(TOKENS), doc))
+            del table
+        if positions:
+            order = np.lexsort((np.concatenate(copies), np.concatenate(rows), np.concatenate(ordinals),
+                                np.concatenate(positions)))
+        else:
+            order = np.zeros(0, dtype=np.int64)
+        ordered = [documents[i] for i in order.tolist()]
+        domain_tokens: dict[str, int] = {}
+        for i in order.tolist():
+            domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(documents[i])
+        if self.config.mode == "bestfit":
+            packed = pack_bestfit(ordered, self.config.seq_len, self.pad_id, self.dtype)
+        else:
+            packed = pack_concat(ordered, self.config.seq_len, self.dtype)
+        del ordered, documents
+        stem = self.layout.token_shard_stem(index)
+        encoded = formats.encode_shard(self.config.format, packed, self.dtype, self.tokenizer_name)
+        files = {}
+        for role, relative in formats.shard_files(self.config.format, stem).items():
+            data = encoded.pop(role)
+            storage.write_bytes_retrying(storage.join(self.spec.output.uri, relative), data, self.options,
+                                         self.spec.output.upload)
+            files[role] = {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         stats = {
-            "shard_key": key, "config_hash": config_hash, "annotated_docs": annotated_docs, "removed": removed,
-            "kept_docs": kept_docs, "kept_bytes": kept_bytes, "tokens": total_tokens, "sequences": int(len(lengths)),
-            "bin": f"tokens/{key}.bin", "idx": f"tokens/{key}.idx",
-            "bin_sha256": bin_digest.hexdigest(), "idx_sha256": hashlib.sha256(index).hexdigest(),
+            "index": index, "config_hash": config_hash, "files": files, "tokens": int(len(packed.tokens)),
+            "sequences": int(len(packed.sequence_lengths)), "padding_tokens": packed.padding_tokens,
+            "documents": int(len(order)), "domain_tokens": domain_tokens, "bytes_read": int(bytes_read),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        storage.write_json(self.layout.pack_marker(key), stats, options)
+        storage.write_json(self.layout.pack_marker(index), stats, self.options)
         return stats
+
+    def _compact(self, column: pa.ChunkedArray, picked: np.ndarray) -> list[np.ndarray]:
+        """The picked rows' tokens (``picked`` ascending), copied out of the row groups so
+        that those can be freed."""
+        views = []
+        base = 0
+        for chunk in column.chunks:
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+            data = np.frombuffer(chunk.buffers()[2], dtype=self.storage_dtype) if len(chunk) else None
+            lo, hi = np.searchsorted(picked, [base, base + len(chunk)])
+            for row in (picked[lo:hi] - base).tolist():
+                views.append(data[offsets[row] // self.storage_dtype.itemsize:
+                                  offsets[row + 1] // self.storage_dtype.itemsize])
+            base += len(chunk)
+        if not views:
+            return []
+        flat = np.concatenate(views)
+        ends = np.cumsum([len(v) for v in views])
+        return np.split(flat, ends[:-1])
+
+
+def resolve_pad_id(spec: JobSpec, tokenizer: Tokenize) -> int:
+    config = spec.stages.pack
+    if config.pad_id is not None:
+        if config.pad_id >= tokenizer.vocab_size:
+            raise ValueError(f"stages.pack.pad_id {config.pad_id} is outside the tokenizer's "
+                             f"{tokenizer.vocab_size} ids")
+        return config.pad_id
+    if config.mode == "bestfit" and tokenizer.pad_id < 0:
+        raise ValueError(f"stages.pack.pad_id: tokenizer {spec.stages.tokenize.model} has no pad piece; set "
+                         f"pad_id (for example to its EOS id, {tokenizer.eos_id})")
+    return max(tokenizer.pad_id, 0)
 
 
 class ShardPacker(ShardWorker):
@@ -116,62 +210,89 @@ class ShardPacker(ShardWorker):
         self.packing = ShardPacking(self.spec)
 
     def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        return self.packing.run(item["key"], item["config_hash"])
+        return self.packing.run(item["index"], item["config_hash"], item["plan_hash"])
 
 
-def run_pack(spec: JobSpec, keys: list[str], removals_version: dict[str, str], progress: Progress,
-             max_workers: int) -> list[dict[str, Any]]:
-    """``removals_version``: per shard, the dedup run whose removals apply to it."""
+def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress, max_workers: int) -> list[dict[str, Any]]:
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
-    finished: dict[str, dict[str, Any]] = {}
+    tokenizer_info = storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
+    num_shards = plan["num_output_shards"]
+    config_hash = pack_config_hash(spec, plan["hash"], num_shards, tokenizer_info)
+    finished: dict[int, dict[str, Any]] = {}
     items = []
-    spec_hash = spec.config_hash()  # reads every model file's metadata: once, not per shard
-    for key in keys:
-        config_hash = pack_config_hash(spec_hash, removals_version[key])
-        marker = layout.pack_marker(key)
-        if storage.exists(marker, options):
-            stats = storage.read_json(marker, options)
-            if stats.get("config_hash") == config_hash:
-                finished[key] = stats
-                continue
-        items.append({"key": key, "config_hash": config_hash})
-    progress.start("pack", total=len(keys), unit="shards", skipped=len(finished))
+    for index in range(num_shards):
+        stats = committed_stats(layout.pack_marker(index), options, config_hash)
+        if stats is not None:
+            finished[index] = stats
+        else:
+            items.append({"key": f"shard-{index:05d}", "index": index, "config_hash": config_hash,
+                          "plan_hash": plan["hash"]})
+    progress.start("pack", total=num_shards, unit="output shards", skipped=len(finished))
     for stats in run_shard_tasks(ShardPacker, spec, items, max_workers):
-        finished[stats["shard_key"]] = stats
-        progress.advance(1, docs=stats["kept_docs"], nbytes=stats["kept_bytes"])
-    return [finished[key] for key in keys]
+        finished[stats["index"]] = stats
+        progress.advance(1, docs=stats["documents"])
+    return [finished[i] for i in range(num_shards)]
 
 
-def write_manifest(spec: JobSpec, pack_stats: list[dict[str, Any]], annotate_stats: list[dict[str, Any]]) -> dict:
+def remove_stale_shards(spec: JobSpec, pack_stats: list[dict[str, Any]]) -> list[str]:
+    """Token files under tokens/ that this run did not write (left by a run with other settings)."""
+    options = spec.output.storage_options
+    current = {storage.join(spec.output.uri, f["path"]) for s in pack_stats for f in s["files"].values()}
+    stale = [uri for uri in storage.list_files(OutputLayout(spec.output.uri).tokens_dir, options)
+             if storage.normalize_uri(uri) not in {storage.normalize_uri(c) for c in current}]
+    for uri in stale:
+        storage.remove_tree(uri, options)
+    return stale
+
+
+def write_manifest(spec: JobSpec, plan: dict[str, Any], pack_stats: list[dict[str, Any]],
+                   annotate_stats: list[dict[str, Any]]) -> dict[str, Any]:
     """The commit point of a run: written only after every shard it lists is complete."""
     layout = OutputLayout(spec.output.uri)
     tokenizer = Tokenize(spec.stages.tokenize)
     tokenizer.setup()
-    shards = [
-        {k: s[k] for k in ("shard_key", "bin", "idx", "bin_sha256", "idx_sha256", "tokens", "sequences", "kept_docs")}
-        for s in sorted(pack_stats, key=lambda s: s["shard_key"]) if s["tokens"] > 0
-    ]
+    config = spec.stages.pack
+    realized = {d: sum(s["domain_tokens"].get(d, 0) for s in pack_stats) for d in plan["available_tokens"]}
+    total_doc_tokens = sum(realized.values())
+    mixture = {
+        d: {"available_tokens": plan["available_tokens"][d], "target_weight": plan["weights"].get(d, 0.0),
+            "target_tokens": round(plan["target_tokens"][d]), "rate": plan["rates"][d],
+            "realized_tokens": realized[d],
+            "realized_weight": realized[d] / total_doc_tokens if total_doc_tokens else 0.0,
+            "documents": plan["realized"].get(d, {}).get("docs", 0),
+            "copies": plan["realized"].get(d, {}).get("copies", 0)}
+        for d in sorted(plan["available_tokens"])
+    }
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "job": spec.name,
         "config_hash": spec.config_hash(),
-        "format": "megatron-indexed-dataset",
-        "dtype": megatron.token_dtype(tokenizer.vocab_size).name,
-        "seq_len": spec.stages.pack.seq_len,
-        "pack_mode": spec.stages.pack.mode,
+        "seed": spec.seed,
+        "format": {"megatron": "megatron-indexed-dataset", "datatrove": "datatrove-tokenized"}[config.format],
+        "dtype": formats.token_dtype(config.format, tokenizer.vocab_size).name,
+        "seq_len": config.seq_len,
+        "pack_mode": config.mode,
+        "pad_id": resolve_pad_id(spec, tokenizer) if config.mode == "bestfit" else None,
         "tokenizer": {
             "uri": spec.stages.tokenize.model,
             "sha256": storage.sha256_of(spec.stages.tokenize.model, spec.stages.tokenize.storage_options),
             "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
-            "add_bos": spec.stages.tokenize.add_bos, "add_eos": spec.stages.tokenize.add_eos,
+            "pad_id": tokenizer.pad_id, "add_bos": spec.stages.tokenize.add_bos,
+            "add_eos": spec.stages.tokenize.add_eos,
         },
         "totals": {
-            "documents": sum(s["kept_docs"] for s in shards),
-            "tokens": sum(s["tokens"] for s in shards),
-            "sequences": sum(s["sequences"] for s in shards),
+            "documents": sum(v["docs"] for v in plan["realized"].values()),
+            "document_copies": sum(s["documents"] for s in pack_stats),
+            "tokens": sum(s["tokens"] for s in pack_stats),
+            "padding_tokens": sum(s["padding_tokens"] for s in pack_stats),
+            "sequences": sum(s["sequences"] for s in pack_stats),
         },
-        "shards": shards,
+        "mixture": {"domains": mixture, "budget_tokens": round(plan["budget_tokens"]),
+                    "max_epochs": plan["max_epochs"], "notes": plan["notes"]},
+        "shards": [{"name": layout.token_shard_stem(s["index"]).rsplit("/", 1)[-1], "files": s["files"], "tokens": s["tokens"], "sequences": s["sequences"],
+                    "documents": s["documents"], "padding_tokens": s["padding_tokens"]}
+                   for s in pack_stats],
         "inputs": [{"uri": s["uri"], **s["fingerprint"]} for s in annotate_stats],
     }
     storage.write_json(layout.manifest, manifest, spec.output.storage_options)

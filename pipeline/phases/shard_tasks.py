@@ -1,19 +1,24 @@
-"""Per-shard work on Ray Data: one row per shard, an autoscaling pool of actors that each
-set up their stages once, and results streamed back as each shard finishes."""
+"""Per-shard work as Ray tasks: at most one task per CPU in flight, results streamed back
+as each unit finishes.
+
+A phase's worker (models loaded, stages set up) is built once per worker process and
+kept for the next task of the same phase, as an actor would keep it; but tasks need no
+actor pool started per phase (seconds each), and Ray re-runs a task whose worker process
+died. A process keeps one phase's worker at a time, so models do not pile up.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from typing import Any, Iterator
-
-import pyarrow as pa
 
 from pipeline.config import JobSpec
 
 
 class ShardWorker(ABC):
-    """Ray Data callable class; subclasses set up per-worker state in ``__init__``."""
+    """Per-process state for one phase; subclasses set it up in ``__init__``."""
 
     phase: str
 
@@ -22,34 +27,68 @@ class ShardWorker(ABC):
 
     @abstractmethod
     def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Process one shard and return its stats (JSON-serializable)."""
+        """Process one unit of work and return its stats (JSON-serializable)."""
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        out = []
-        for item in batch.to_pylist():
-            try:
-                out.append(json.dumps(self.run(item)))
-            except Exception as exc:
-                raise RuntimeError(
-                    f"{self.phase} failed on shard {item.get('uri') or item['key']}: {type(exc).__name__}: {exc}"
-                ) from exc
-        return pa.table({"stats": pa.array(out, pa.string())})
+    def run_named(self, item: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.run(item)
+        except Exception as exc:
+            raise ShardTaskError(
+                f"{self.phase} failed on {item.get('uri') or item['key']}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class ShardTaskError(RuntimeError):
+    """A unit of work failed; the message names the phase and the shard."""
+
+
+_WORKERS: dict[str, ShardWorker] = {}
+
+
+def _worker(worker: type[ShardWorker], spec_json: str) -> ShardWorker:
+    key = f"{worker.__module__}.{worker.__qualname__}:{hashlib.sha256(spec_json.encode()).hexdigest()}"
+    if key not in _WORKERS:
+        _WORKERS.clear()
+        _WORKERS[key] = worker(spec_json)
+    return _WORKERS[key]
+
+
+def _run_item(worker: type[ShardWorker], spec_json: str, item: dict[str, Any]) -> str:
+    return json.dumps(_worker(worker, spec_json).run_named(item))
 
 
 def run_shard_tasks(worker: type[ShardWorker], spec: JobSpec, items: list[dict[str, Any]],
                     max_workers: int) -> Iterator[dict[str, Any]]:
-    import ray.data
+    import ray
 
     if not items:
         return
-    results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        worker,
-        fn_constructor_kwargs={"spec_json": spec.model_dump_json()},
-        batch_size=1,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(max_workers, len(items)))),
-        num_cpus=1,
-    )
-    for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for text in batch.column("stats").to_pylist():
+    remote = ray.remote(num_cpus=1, max_retries=3)(_run_item)
+    spec_json = ray.put(spec.model_dump_json())
+    queue = list(reversed(items))
+    pending: list[Any] = []
+    try:
+        while queue or pending:
+            while queue and len(pending) < max(1, max_workers):
+                pending.append(remote.remote(worker, spec_json, queue.pop()))
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                text = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
+                raise ShardTaskError(str(cause) if cause else str(exc)) from cause
             yield json.loads(text)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+
+
+def committed_stats(marker_uri: str, options: Any, config_hash: str) -> dict[str, Any] | None:
+    """A unit of work's stats when its marker exists and was written under ``config_hash``."""
+    from pipeline import storage
+
+    if storage.exists(marker_uri, options):
+        stats = storage.read_json(marker_uri, options)
+        if stats.get("config_hash") == config_hash:
+            return stats
+    return None

@@ -42,17 +42,20 @@ class Tokenize(DocumentStage):
         self.vocab_size = self.processor.GetPieceSize()
         self.bos_id = self.processor.bos_id()
         self.eos_id = self.processor.eos_id()
+        self.pad_id = self.processor.pad_id()
         if self.config.add_eos and self.eos_id < 0:
             raise ValueError(f"tokenizer {self.config.model} has no EOS piece; set stages.tokenize.add_eos: false")
         if self.config.add_bos and self.bos_id < 0:
             raise ValueError(f"tokenizer {self.config.model} has no BOS piece; set stages.tokenize.add_bos: false")
         self.num_threads = self.config.num_threads or max(1, int(self.resources.num_cpus))
 
-    def process(self, docs: pa.Table) -> StageOutput:
-        texts = docs.column(cols.TEXT).to_pylist()
-        encoded = self.processor.Encode(
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.processor.Encode(
             texts, add_bos=self.config.add_bos, add_eos=self.config.add_eos, num_threads=self.num_threads
         )
+
+    def process(self, docs: pa.Table) -> StageOutput:
+        encoded = self.encode(docs.column(cols.TEXT).to_pylist())
         tokens = pa.array(encoded, pa.list_(pa.int32()))
         lengths = pa.array([len(ids) for ids in encoded], pa.int64())
         return StageOutput(docs.append_column(TOKENS, tokens).append_column(NUM_TOKENS, lengths))

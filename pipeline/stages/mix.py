@@ -1,0 +1,277 @@
+"""Domain-weighted mixing: which domain each document belongs to, how many copies of it
+the output holds, and where in the global order each copy goes.
+
+Every kept document gets a seeded uniform number ``u`` in [0, 1). A domain sampled at
+rate ``r`` (tokens wanted / tokens available) contributes copy ``c`` of a document for
+every ``c >= 0`` with ``u + c < r``: so a document has ``floor(r)`` or ``floor(r) + 1``
+copies and the domain yields ``r`` times its tokens in expectation; below 1 this is
+Bernoulli downsampling. Copy ``c`` is placed at position ``(u + c) / r`` of the global
+order, so the copies of one document are exactly ``1 / r`` of the stream apart (at
+least ``1 / max_epochs``): repeats are as far apart as they can be, and every copy is
+still uniformly placed. Positions define the global shuffle: output shard ``j`` of
+``P`` takes the copies with position in ``[j / P, (j + 1) / P)``, in position order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+STAGE_NAME = "mix"
+
+
+class DomainRule(BaseModel):
+    """Documents matching this rule belong to ``domain``. Give exactly one of ``url_regex``
+    or ``files``; rules are tried in order and the first match wins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    domain: str = Field(min_length=1)
+    url_regex: str | None = None
+    """RE2 regular expression searched in the document's URL, e.g. ``^https?://[^/]*wikipedia\\.org/``."""
+    files: str | None = None
+    """Glob matched against the input shard's path relative to ``input.uri``, e.g. ``github/*.parquet``."""
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> "DomainRule":
+        if (self.url_regex is None) == (self.files is None):
+            raise ValueError("give exactly one of url_regex or files")
+        if self.url_regex is not None:
+            try:
+                re.compile(self.url_regex)
+            except re.error as exc:
+                raise ValueError(f"url_regex is not a valid regular expression: {exc}") from None
+        return self
+
+
+class MixConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    domain_rules: list[DomainRule] = []
+    """Rules that assign domains; documents no rule matches take the input's domain column
+    (``input.domain_column``), and then ``default_domain``."""
+    default_domain: str = Field("other", min_length=1)
+    weights: dict[str, float] = {}
+    """Target share of tokens per domain (normalized to sum 1). Empty: every domain at its
+    natural ratio. A domain present in the data must have a weight (0 drops it)."""
+    budget_tokens: int | None = Field(None, gt=0)
+    """Total tokens wanted. Unset: with ``weights``, the largest budget no domain has to
+    repeat for; without, every kept token once."""
+    max_epochs: float = Field(4.0, ge=1.0)
+    """Most copies of any document (4: Muennighoff et al. 2023, repeated data is nearly as
+    good as new up to about 4 epochs)."""
+    on_shortfall: Literal["keep_mixture", "keep_budget", "fail"] = "keep_mixture"
+    """A domain that cannot supply its share even at ``max_epochs``: ``keep_mixture``
+    shrinks the budget so every share holds; ``keep_budget`` caps that domain and gives the
+    rest of its share to the others by weight; ``fail`` stops the job (strict)."""
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_valid(cls, value: dict[str, float]) -> dict[str, float]:
+        for domain, weight in value.items():
+            if weight < 0 or not math.isfinite(weight):
+                raise ValueError(f"weight of '{domain}' must be a finite number >= 0 (got {weight})")
+        if value and sum(value.values()) <= 0:
+            raise ValueError("at least one weight must be above 0")
+        return value
+
+    def domain_config(self) -> dict[str, Any]:
+        """The part that decides domains (tokenized shards depend on it, not on weights)."""
+        return self.model_dump(mode="json", include={"domain_rules", "default_domain"})
+
+
+class MixtureError(RuntimeError):
+    """The spec's mixture cannot be met (strict), or names domains the data lacks."""
+
+
+# --- domains -----------------------------------------------------------------------------
+
+def assign_domains(config: MixConfig, urls: pa.Array | None, column: pa.Array | None, shard_path: str,
+                   num_rows: int) -> pa.Array:
+    """Domain per document: first matching rule, else the domain column, else the default."""
+    result = pa.nulls(num_rows, pa.string())
+    for rule in config.domain_rules:
+        if rule.files is not None:
+            matched = fnmatch.fnmatchcase(shard_path, rule.files)
+            hits = pa.array(np.full(num_rows, matched))
+        elif urls is not None:
+            hits = pc.fill_null(pc.match_substring_regex(urls, rule.url_regex), False)
+        else:
+            continue
+        result = pc.if_else(pc.and_(pc.is_null(result), hits), pa.scalar(rule.domain), result)
+    if column is not None:
+        usable = pc.if_else(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0), None, column)
+        result = pc.coalesce(result, usable.cast(pa.string()))
+    return pc.fill_null(result, config.default_domain)
+
+
+def uniform_keys(seed: int, shard_key: str, rows: np.ndarray) -> np.ndarray:
+    """A seeded uniform number in [0, 1) per (shard, row): stable however the run is split."""
+    prefix = f"{seed}\x00{shard_key}\x00".encode()
+    out = np.empty(len(rows), dtype=np.float64)
+    for i, row in enumerate(rows.tolist()):
+        digest = hashlib.blake2b(prefix + str(row).encode(), digest_size=8).digest()
+        out[i] = (int.from_bytes(digest, "little") >> 11) * (1.0 / (1 << 53))
+    return out
+
+
+# --- the plan ----------------------------------------------------------------------------
+
+@dataclass
+class MixPlan:
+    rates: dict[str, float]
+    """Copies per token, per domain (0 drops the domain)."""
+    target_tokens: dict[str, float]
+    available_tokens: dict[str, int]
+    weights: dict[str, float]
+    """The shares aimed for (normalized), or the natural shares."""
+    budget_tokens: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rates": self.rates, "target_tokens": self.target_tokens, "available_tokens": self.available_tokens,
+                "weights": self.weights, "budget_tokens": self.budget_tokens, "notes": self.notes}
+
+
+def _fmt(tokens: float) -> str:
+    return f"{tokens:,.0f}"
+
+
+def plan_mixture(config: MixConfig, available: dict[str, int]) -> MixPlan:
+    """Sampling rates per domain from the tokens each domain has after filtering and dedup."""
+    available = {d: int(n) for d, n in sorted(available.items()) if n > 0}
+    notes: list[str] = []
+    cap = config.max_epochs
+    if not config.weights:
+        total = sum(available.values())
+        weights = {d: n / total for d, n in available.items()} if total else {}
+        rate = 1.0 if config.budget_tokens is None or not total else config.budget_tokens / total
+        if rate > cap:
+            message = (f"the budget of {_fmt(config.budget_tokens)} tokens needs {rate:.2f} epochs of the "
+                       f"{_fmt(total)} tokens kept, more than max_epochs {cap:g}")
+            if config.on_shortfall == "fail":
+                raise MixtureError(message + "; lower stages.mix.budget_tokens or raise max_epochs")
+            notes.append(message + f"; every domain is repeated {cap:g} times instead")
+            rate = cap
+        rates = {d: rate for d in available}
+        return MixPlan(rates, {d: n * rate for d, n in available.items()}, available, weights,
+                       sum(n * rate for n in available.values()), notes)
+
+    unweighted = sorted(set(available) - set(config.weights))
+    if unweighted:
+        listing = ", ".join(f"{d} ({_fmt(available[d])} tokens)" for d in unweighted)
+        raise MixtureError(f"stages.mix.weights has no weight for domains present in the data: {listing}. "
+                           "Give each a weight (0 drops a domain).")
+    wanted = {d: w for d, w in config.weights.items() if w > 0}
+    missing = sorted(d for d in wanted if d not in available)
+    if missing:
+        message = f"domains with a weight have no kept documents: {', '.join(missing)}"
+        if config.on_shortfall == "fail":
+            raise MixtureError(message + "; check the domain rules or column, or remove their weights")
+        notes.append(message + "; the other weights were renormalized without them")
+        wanted = {d: w for d, w in wanted.items() if d in available}
+        if not wanted:
+            raise MixtureError("no domain with a weight above 0 has any kept documents")
+    total_weight = sum(wanted.values())
+    weights = {d: w / total_weight for d, w in sorted(wanted.items())}
+    if config.budget_tokens is not None:
+        budget = float(config.budget_tokens)
+    else:
+        budget = min(available[d] / w for d, w in weights.items())
+        notes.append(f"no budget given: {_fmt(budget)} tokens, the most with no domain repeated")
+    targets = {d: budget * w for d, w in weights.items()}
+    short = {d: t / available[d] for d, t in targets.items() if t / available[d] > cap * (1 + 1e-12)}
+    if short:
+        listing = "; ".join(f"{d} needs {r:.2f} epochs of its {_fmt(available[d])} tokens to supply "
+                            f"{_fmt(targets[d])}" for d, r in sorted(short.items()))
+        if config.on_shortfall == "fail":
+            raise MixtureError(f"the mixture cannot be met within max_epochs {cap:g}: {listing}. "
+                               "Lower budget_tokens, change weights, raise max_epochs, or set on_shortfall.")
+        if config.on_shortfall == "keep_mixture":
+            budget = min(available[d] * cap / w for d, w in weights.items())
+            targets = {d: budget * w for d, w in weights.items()}
+            notes.append(f"short of data within max_epochs {cap:g}: {listing}. Kept the mixture: the budget was "
+                         f"reduced to {_fmt(budget)} tokens")
+        else:
+            targets = _fill_budget(budget, weights, available, cap)
+            notes.append(f"short of data within max_epochs {cap:g}: {listing}. Kept the budget: short domains are "
+                         f"repeated {cap:g} times and the others take their share by weight")
+            if sum(targets.values()) < budget * (1 - 1e-9):
+                notes.append(f"every domain is at max_epochs: {_fmt(sum(targets.values()))} tokens, "
+                             f"short of the {_fmt(budget)} asked for")
+    rates = {d: targets.get(d, 0.0) / n for d, n in available.items()}
+    dropped = sorted(d for d in available if d not in targets)
+    if dropped:
+        notes.append(f"weight 0: {', '.join(dropped)} left out")
+    return MixPlan(rates, {d: targets.get(d, 0.0) for d in available}, available, weights,
+                   sum(targets.values()), notes)
+
+
+def _fill_budget(budget: float, weights: dict[str, float], available: dict[str, int], cap: float) -> dict[str, float]:
+    """Water-filling: capped domains give their unmet share to the uncapped ones by weight."""
+    capped: dict[str, float] = {}
+    while True:
+        open_weight = sum(w for d, w in weights.items() if d not in capped)
+        remaining = budget - sum(capped.values())
+        newly = {d: available[d] * cap for d, w in weights.items()
+                 if d not in capped and remaining * w / open_weight > available[d] * cap}
+        if not newly:
+            return {**capped, **{d: remaining * w / open_weight for d, w in weights.items() if d not in capped}}
+        capped.update(newly)
+        if len(capped) == len(weights):
+            return capped
+
+
+def effective_rate(rate: float, available: int, histogram: np.ndarray) -> float:
+    """The rate whose copy rule meets ``rate * available`` tokens in this data.
+
+    ``floor(rate)`` copies of every document are certain; the fractional part takes the
+    documents with shuffle key below a threshold. Drawn independently per document it would
+    miss the target by sampling noise (several percent for a small domain); instead the
+    threshold is read off the domain's token histogram over the shuffle key, so the
+    realized tokens match the target to within about one bin's share of a document.
+    """
+    whole = math.floor(rate)
+    wanted = rate * available - whole * available
+    if wanted <= 0 or available <= 0:
+        return float(whole)
+    cumulative = np.concatenate([[0.0], np.cumsum(histogram, dtype=np.float64)])
+    bins = len(histogram)
+    b = int(np.searchsorted(cumulative, wanted, side="left"))
+    if b > bins:
+        return float(whole) + 1.0
+    b = max(b, 1)
+    in_bin = histogram[b - 1]
+    inside = (wanted - cumulative[b - 1]) / in_bin if in_bin else 1.0
+    return whole + min(1.0, (b - 1 + inside) / bins)
+
+
+# --- copies and positions ----------------------------------------------------------------
+
+def copy_counts(u: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """Copies of each document: the number of c >= 0 with u + c < rate."""
+    return np.maximum(np.ceil(rates - u), 0).astype(np.int64)
+
+
+def pile_of(u: np.ndarray, copy: np.ndarray, rates: np.ndarray, num_piles: int) -> np.ndarray:
+    """Output shard of each copy: floor(position * P), position = (u + c) / rate."""
+    position = (u + copy) / rates
+    return np.minimum((position * num_piles).astype(np.int64), num_piles - 1)
+
+
+def expand_copies(u: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(document index, copy number) of every copy, documents in order."""
+    counts = copy_counts(u, rates)
+    doc = np.repeat(np.arange(len(u)), counts)
+    starts = np.cumsum(counts) - counts
+    copy = np.arange(len(doc)) - np.repeat(starts, counts)
+    return doc, copy
