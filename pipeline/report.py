@@ -148,7 +148,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| quarantined | {t['quarantined_docs']:,} | |",
         "",
         f"Token shards: {t['tokens']:,} tokens in {t['sequences']:,} sequences of {t['document_copies']:,} "
-        f"document copies, {t['output_shards']:,} shards"
+        f"document copies, {t['output_shards']:,} shard{'s' if t['output_shards'] != 1 else ''}"
         + (f"; padding {t['padding_tokens']:,} tokens ({t['padding_tokens'] / t['tokens']:.2%} of all)."
            if t["padding_tokens"] else "."),
         "",

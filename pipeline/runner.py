@@ -152,8 +152,10 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
         pack_stats = run_pack(spec, plan, progress, workers)
         phases.append(_phase("pack", started, sum(s["documents"] for s in pack_stats),
                              sum(s["kept_bytes"] for s in sample_stats)))
-        for stale in remove_stale_shards(spec, pack_stats):
-            progress.log(f"removed {stale}: a token file an earlier run with other settings left")
+        stale = remove_stale_shards(spec, pack_stats)
+        if stale:
+            progress.log(f"removed {len(stale)} token files that an earlier run with other settings left "
+                         f"under tokens/ (such as {stale[0].rsplit('/', 1)[-1]})")
 
     report = build_report(spec.name, spec.config_hash(), annotate_stats, dedup_marker, tokenize_stats, sample_stats,
                           plan, pack_stats, phases, memory.peak)

@@ -112,7 +112,7 @@ def test_output_is_shuffled_across_input_shards(finished_run, sample_corpus, tok
     ranks = [position[t] for t in decoded]
     assert abs(np.corrcoef(ranks, np.arange(len(ranks)))[0, 1]) < 0.2
     sizes = [s["tokens"] for s in manifest["shards"]]
-    assert max(sizes) < 2 * min(sizes)
+    assert max(sizes) < 1.2 * min(sizes)  # boundaries at token quantiles: shards of nearly equal size
 
 
 def _split(stream, eos):

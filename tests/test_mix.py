@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.stages.mix import (
     MixConfig, MixtureError, assign_domains, copy_counts, effective_rate, expand_copies, pile_of, plan_mixture,
-    uniform_keys,
+    shard_boundaries, uniform_keys,
 )
 
 
@@ -108,9 +108,25 @@ def test_copies_are_evenly_spaced_and_each_lands_in_exactly_one_shard():
     for d in (0, 1, 2):
         gaps = np.diff(position[doc == d])
         assert np.allclose(gaps, 1 / 2.5)  # copies of one document are 1/rate of the order apart
-    piles = pile_of(u[doc], copy, rate[doc], 7)
+    piles = pile_of(u[doc], copy, rate[doc], np.linspace(0, 1, 8))
     assert np.array_equal(piles, np.floor(position * 7).astype(int))
     assert np.bincount(piles).min() > 0.8 * len(doc) / 7
+
+
+@pytest.mark.parametrize("num_shards", [5, 13, 29])
+def test_shard_boundaries_give_shards_of_equal_tokens(num_shards):
+    rng = np.random.default_rng(num_shards)
+    domains = {"a": (uniform_keys(0, "a", np.arange(3000)), rng.integers(10, 3000, 3000), 2.37),
+               "b": (uniform_keys(0, "b", np.arange(800)), rng.integers(10, 300, 800), 0.41)}
+    histograms = {d: np.bincount((u * 1024).astype(int), weights=t, minlength=1024) for d, (u, t, _) in domains.items()}
+    rates = {d: r for d, (_, _, r) in domains.items()}
+    boundaries = shard_boundaries(rates, histograms, num_shards)
+    assert boundaries[0] == 0 and boundaries[-1] == 1 and np.all(np.diff(boundaries) > 0)
+    per_shard = np.zeros(num_shards)
+    for u, tokens, rate in domains.values():
+        doc, copy = expand_copies(u, np.full(len(u), rate))
+        np.add.at(per_shard, pile_of(u[doc], copy, np.full(len(doc), rate), boundaries), tokens[doc])
+    assert per_shard.max() / per_shard.min() < 1.03  # equal-width ranges: 1.15 at 13 shards
 
 
 @pytest.mark.parametrize("rate", [0.3, 1.0, 2.5, 4.0])
@@ -121,9 +137,10 @@ def test_pack_key_ranges_cover_every_copy_of_their_shard(rate):
     rates = np.full(len(u), rate)
     doc, copy = expand_copies(u, rates)
     for num_shards in (1, 3, 16):
-        piles = pile_of(u[doc], copy, rates[doc], num_shards)
+        boundaries = np.sort(np.concatenate([[0, 1], np.random.default_rng(num_shards).random(num_shards - 1)]))
+        piles = pile_of(u[doc], copy, rates[doc], boundaries)
         for index in range(num_shards):
-            ranges = key_ranges(rate, index, num_shards)
+            ranges = key_ranges(rate, boundaries[index], boundaries[index + 1])
             in_range = np.zeros(len(u), dtype=bool)
             for low, high in ranges:
                 in_range |= (u >= low) & (u <= high)

@@ -29,9 +29,9 @@ from pipeline.phases.annotate import REJECTS_SCHEMA
 from pipeline.phases.shard_tasks import ShardWorker, committed_stats, run_shard_tasks
 from pipeline.phases.tokenize import DOMAIN, NUM_TOKENS, SHUFFLE_KEY
 from pipeline.progress import Progress
-from pipeline.stages.mix import STAGE_NAME, copy_counts, effective_rate, plan_mixture
+from pipeline.stages.mix import STAGE_NAME, copy_counts, effective_rate, plan_mixture, shard_boundaries
 
-MIX_FORMAT = 1
+MIX_FORMAT = 2
 NOT_SAMPLED = "not_sampled"
 ZERO_WEIGHT = "domain_weight_zero"
 
@@ -152,8 +152,10 @@ def run_mix(spec: JobSpec, tokenize_stats: list[dict[str, Any]], progress: Progr
                 into[k] += v
     total_tokens = sum(s["tokens"] for s in sample_stats)
     num_output_shards = max(1, math.ceil(total_tokens / spec.stages.pack.shard_tokens))
+    boundaries = shard_boundaries(plan.rates, histograms, num_output_shards)
     plan_doc = {"hash": plan_hash, **plan.to_json(), "realized": realized, "total_tokens": total_tokens,
                 "total_copies": sum(s["copies"] for s in sample_stats), "num_output_shards": num_output_shards,
+                "shard_boundaries": boundaries.tolist(),
                 "max_epochs": spec.stages.mix.max_epochs, "shards": shards}
     storage.write_json(layout.mix_plan, plan_doc, options)
     return plan_doc, sample_stats

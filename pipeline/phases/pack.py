@@ -1,7 +1,7 @@
 """Phase 5, pack: one task per output shard, then the manifest, last, as the commit point.
 
-Output shard ``j`` of ``P`` holds the document copies whose mix position falls in
-``[j / P, (j + 1) / P)`` (see ``pipeline.stages.mix``), in position order: a seeded
+Output shard ``j`` holds the document copies whose mix position falls in its range of
+the plan's boundaries (see ``pipeline.stages.mix``), in position order: a seeded
 global shuffle across every input shard. The task reads, from each tokenized shard, only
 the row groups whose (domain, shuffle key) range can hold such copies, packs them
 (``concat`` or ``bestfit``), and writes the shard's files (Megatron or datatrove), each
@@ -39,18 +39,19 @@ MANIFEST_VERSION = 2
 EDGE = 1e-9
 
 
-def pack_config_hash(spec: JobSpec, plan_hash: str, num_shards: int, tokenizer_info: dict[str, Any]) -> str:
-    payload = {"format": PACK_FORMAT, "plan": plan_hash, "num_shards": num_shards,
+def pack_config_hash(spec: JobSpec, plan_hash: str, boundaries: list[float], tokenizer_info: dict[str, Any]) -> str:
+    payload = {"format": PACK_FORMAT, "plan": plan_hash, "boundaries": boundaries,
                "pack": spec.stages.pack.model_dump(mode="json"), "tokenizer_file": tokenizer_info}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def key_ranges(rate: float, index: int, num_shards: int) -> list[tuple[float, float]]:
-    """Shuffle-key ranges whose copies of a document (domain at ``rate``) land in shard ``index``."""
+def key_ranges(rate: float, start: float, end: float) -> list[tuple[float, float]]:
+    """Shuffle-key ranges whose copies of a document (domain at ``rate``) have positions in
+    [start, end)."""
     ranges = []
     for copy in range(int(np.ceil(rate))):
-        low = max(0.0, index * rate / num_shards - copy)
-        high = min(1.0, rate - copy, (index + 1) * rate / num_shards - copy)
+        low = max(0.0, start * rate - copy)
+        high = min(1.0, rate - copy, end * rate - copy)
         if high > low:
             ranges.append((low - EDGE, high + EDGE))
     return ranges
@@ -110,9 +111,9 @@ class ShardPacking:
     def run(self, index: int, config_hash: str, plan_hash: str) -> dict[str, Any]:
         started = time.perf_counter()
         plan = self.plan(plan_hash)
-        num_shards = plan["num_output_shards"]
+        boundaries = np.asarray(plan["shard_boundaries"])
         rates = {d: r for d, r in plan["rates"].items() if r > 0}
-        ranges = {d: key_ranges(r, index, num_shards) for d, r in rates.items()}
+        ranges = {d: key_ranges(r, boundaries[index], boundaries[index + 1]) for d, r in rates.items()}
         positions, ordinals, rows, copies, documents, domain_of = [], [], [], [], [], []
         bytes_read = 0
         for ordinal, shard in enumerate(plan["shards"]):
@@ -127,7 +128,7 @@ class ShardPacking:
             u = table.column(SHUFFLE_KEY).to_numpy()
             rate = domain_rates(domain, rates)
             doc, copy = expand_copies(u, rate)
-            keep = pile_of(u[doc], copy, rate[doc], num_shards) == index
+            keep = pile_of(u[doc], copy, rate[doc], boundaries) == index
             doc, copy = doc[keep], copy[keep]
             if not len(doc):
                 continue
@@ -218,7 +219,7 @@ def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress, max_worker
     options = spec.output.storage_options
     tokenizer_info = storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
     num_shards = plan["num_output_shards"]
-    config_hash = pack_config_hash(spec, plan["hash"], num_shards, tokenizer_info)
+    config_hash = pack_config_hash(spec, plan["hash"], plan["shard_boundaries"], tokenizer_info)
     finished: dict[int, dict[str, Any]] = {}
     items = []
     for index in range(num_shards):

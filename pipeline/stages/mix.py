@@ -8,8 +8,9 @@ copies and the domain yields ``r`` times its tokens in expectation; below 1 this
 Bernoulli downsampling. Copy ``c`` is placed at position ``(u + c) / r`` of the global
 order, so the copies of one document are exactly ``1 / r`` of the stream apart (at
 least ``1 / max_epochs``): repeats are as far apart as they can be, and every copy is
-still uniformly placed. Positions define the global shuffle: output shard ``j`` of
-``P`` takes the copies with position in ``[j / P, (j + 1) / P)``, in position order.
+still uniformly placed. Positions define the global shuffle: output shard ``j`` takes the
+copies with position in ``[b_j, b_(j+1))``, in position order, where the boundaries ``b``
+cut the order into ranges of equal tokens.
 """
 
 from __future__ import annotations
@@ -262,10 +263,55 @@ def copy_counts(u: np.ndarray, rates: np.ndarray) -> np.ndarray:
     return np.maximum(np.ceil(rates - u), 0).astype(np.int64)
 
 
-def pile_of(u: np.ndarray, copy: np.ndarray, rates: np.ndarray, num_piles: int) -> np.ndarray:
-    """Output shard of each copy: floor(position * P), position = (u + c) / rate."""
+def pile_of(u: np.ndarray, copy: np.ndarray, rates: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
+    """Output shard of each copy: shard j holds positions in [boundaries[j], boundaries[j + 1]),
+    position = (u + c) / rate."""
     position = (u + copy) / rates
-    return np.minimum((position * num_piles).astype(np.int64), num_piles - 1)
+    return np.clip(np.searchsorted(boundaries, position, side="right") - 1, 0, len(boundaries) - 2)
+
+
+def shard_boundaries(rates: dict[str, float], histograms: dict[str, np.ndarray], num_shards: int) -> np.ndarray:
+    """Positions that cut the global order into ``num_shards`` ranges of equal tokens.
+
+    Each domain's token histogram over the shuffle key, copied once per copy and stretched
+    by 1 / rate, gives the token density over positions (uniform within a bin); the
+    boundaries are that density's quantiles. Equal-width ranges would instead vary in size
+    by the sampling noise of how many documents fall in each.
+    """
+    starts, ends, masses = [], [], []
+    for domain, rate in rates.items():
+        if rate <= 0:
+            continue
+        histogram = np.asarray(histograms[domain], dtype=np.float64)
+        bins = len(histogram)
+        low = np.arange(bins) / bins
+        for copy in range(int(np.ceil(rate))):
+            high = np.minimum(low + 1 / bins, rate - copy)  # the last copy covers u < frac(rate) only
+            share = np.clip((high - low) * bins, 0, 1)
+            keep = share > 0
+            starts.append((low[keep] + copy) / rate)
+            ends.append((high[keep] + copy) / rate)
+            masses.append(histogram[keep] * share[keep])
+    bounds = np.linspace(0.0, 1.0, num_shards + 1)
+    if not starts or num_shards == 1:
+        return bounds
+    start, end, mass = np.concatenate(starts), np.concatenate(ends), np.concatenate(masses)
+    total = mass.sum()
+    if total <= 0:
+        return bounds
+
+    def tokens_below(x: np.ndarray) -> np.ndarray:
+        fraction = np.clip((x[:, None] - start) / np.maximum(end - start, 1e-300), 0, 1)
+        return fraction @ mass
+
+    wanted = np.arange(1, num_shards) / num_shards * total
+    lo, hi = np.zeros(num_shards - 1), np.ones(num_shards - 1)
+    for _ in range(60):  # bisection, all cut points at once
+        mid = (lo + hi) / 2
+        below = tokens_below(mid) < wanted
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    bounds[1:-1] = (lo + hi) / 2
+    return bounds
 
 
 def expand_copies(u: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
