@@ -6,7 +6,8 @@ single-process approach); repeated measurements report the median.
 
     python benchmarks/run.py job --docs 5000,20000
     python benchmarks/run.py near_dedup --docs 250000,1000000
-    python benchmarks/run.py tokenize --docs 20000
+    python benchmarks/run.py pack --docs 1000000 --copies 1,4
+    python benchmarks/run.py pii --docs 20000
     python benchmarks/run.py exact_dedup --docs 50000
     python benchmarks/run.py minhash --docs 20000
     python benchmarks/run.py language --docs 20000
@@ -17,8 +18,8 @@ single-process approach); repeated measurements report the median.
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import multiprocessing
 import logging
 import os
 import platform
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -85,32 +87,100 @@ def _tokenizer(tmp: Path, corpus: Path | None = None) -> Path:
     return model
 
 
-def bench_tokenize(docs: int, repeats: int, tmp: Path) -> dict:
-    """Tokenize + pack + Megatron encode vs raw SentencePieceProcessor.encode(num_threads=cores)."""
+def _link_copies(corpus: Path, out: Path, copies: int) -> None:
+    """``copies`` hard links of every shard of ``corpus``: a bigger input at no disk cost."""
+    out.mkdir(parents=True, exist_ok=True)
+    for copy in range(copies):
+        for shard in sorted(corpus.glob("*.parquet")):
+            os.link(shard, out / f"copy{copy}-{shard.name}")
+
+
+def _pack_run(source: Path, out: Path, model: Path, factor: int, overrides: list[str]) -> dict:
+    from pipeline.config import apply_override, load_job_spec
+    from pipeline.phases.annotate import discover_shards, run_annotate
+    from pipeline.phases.dedup import run_dedup
+    from pipeline.phases.mix import run_mix
+    from pipeline.phases.pack import run_pack, write_manifest
+    from pipeline.phases.tokenize import run_tokenize
+    from pipeline.progress import Progress
+    from pipeline.runner import PeakMemory, ensure_ray
+
+    spec = {"name": f"pack-x{factor}", "input": {"uri": str(source), "id_column": "id"},
+            "output": {"uri": str(out), "write_rejects": False},
+            "stages": {"language": {"enabled": False}, "exact_dedup": {"enabled": False},
+                       "near_dedup": {"enabled": False}, "tokenize": {"model": str(model)}}}
+    for override in overrides:
+        apply_override(spec, override)
+    spec = load_job_spec(spec)
+    ensure_ray(spec.ray)
+    quiet = Progress(quiet=True)
+    annotate_stats = run_annotate(spec, discover_shards(spec), quiet, _cores())
+    marker = run_dedup(spec, annotate_stats, quiet)
+    seconds, peaks = {}, {}
+    with PeakMemory(interval_s=0.2) as memory:
+        started = time.perf_counter()
+        with PeakMemory(interval_s=0.2) as phase:
+            tokenize_stats = run_tokenize(spec, annotate_stats, marker["removals_version"], quiet, _cores())
+        seconds["tokenize"], peaks["tokenize"] = time.perf_counter() - started, phase.peak
+        started = time.perf_counter()
+        with PeakMemory(interval_s=0.2) as phase:
+            plan, _ = run_mix(spec, tokenize_stats, quiet, _cores())
+        seconds["mix"], peaks["mix"] = time.perf_counter() - started, phase.peak
+        started = time.perf_counter()
+        with PeakMemory(interval_s=0.2) as phase:
+            pack_stats = run_pack(spec, plan, quiet, _cores())
+            write_manifest(spec, plan, pack_stats, annotate_stats)
+        seconds["pack"], peaks["pack"] = time.perf_counter() - started, phase.peak
+    total = sum(seconds.values())
+    nbytes = sum(s["tokenized_bytes"] for s in tokenize_stats)
+    return {
+        "copies_of_corpus": factor, "documents": sum(s["tokenized_docs"] for s in tokenize_stats),
+        "input_bytes": sum(s["input_bytes"] for s in annotate_stats), "text_bytes": nbytes,
+        "tokens": sum(s["tokens"] for s in pack_stats), "output_shards": len(pack_stats),
+        "tokens_per_output_shard": sum(s["tokens"] for s in pack_stats) / len(pack_stats),
+        "seconds": seconds, "refinery_s": total, "mb_per_s_per_core": nbytes / total / 1e6 / _cores(),
+        "peak_rss_bytes": memory.peak, "peak_rss_sum_bytes": memory.peak_total, "peak_rss_by_phase": peaks,
+    }
+
+
+def bench_pack(docs: int, copies: list[int], tmp: Path, overrides: list[str]) -> dict:
+    """The tokenize, mix and pack phases (tokenize, shuffle, pack, write shards and manifest)
+    at each input size, against raw SentencePieceProcessor.encode(num_threads=cores) on the
+    same documents; peak RSS of those phases as the input grows. Annotate runs first with
+    every filter off and is not timed."""
+    import pyarrow.parquet as pq
     import sentencepiece as spm
 
-    from pipeline.formats import megatron
-    from pipeline.stages.tokenize import TOKENS, Tokenize, TokenizeConfig
-
-    table = _docs_table(docs)
-    model = _tokenizer(tmp)
-    texts = table.column(cols.TEXT).to_pylist()
+    corpus = tmp / "corpus"
+    _refinery("sample", str(corpus), "--docs", str(docs), "--shards", str(max(8, docs // 62500)), "--seed", "3")
+    model = _tokenizer(tmp, corpus)
+    runs = []
+    for factor in copies:
+        source = tmp / f"input_x{factor}"
+        _link_copies(corpus, source, factor)
+        # Each size in a fresh process with its own Ray, so no run inherits another's heap.
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs.append(pool.submit(_pack_run, source, tmp / f"out_x{factor}", model, factor, overrides).result())
+    texts = []
+    for shard in sorted(corpus.glob("*.parquet")):
+        texts += [t for t in pq.read_table(shard, columns=["text"]).column("text").to_pylist() if t and t.strip()]
     raw = spm.SentencePieceProcessor(model_file=str(model))
-    stage = Tokenize(TokenizeConfig(model=str(model), num_threads=_cores()))
-    stage.setup()
-    dtype = megatron.token_dtype(stage.vocab_size)
-
-    def ours():
-        sink = io.BytesIO()
-        for batch in _batches(table):
-            tokens = stage.process(batch).table.column(TOKENS).combine_chunks()
-            sink.write(megatron.encode_bin(tokens.flatten().to_numpy(zero_copy_only=False), dtype))
-
-    raw_s = _median_seconds(lambda: raw.encode(texts, num_threads=_cores(), add_eos=True), repeats)
-    ours_s = _median_seconds(ours, repeats)
-    nbytes = sum(len(t.encode()) for t in texts)
-    return {"documents": len(texts), "bytes": nbytes, "raw_sentencepiece_s": raw_s, "refinery_s": ours_s,
-            "ratio_vs_raw": raw_s / ours_s, "refinery_mb_per_s_per_core": nbytes / ours_s / 1e6 / _cores()}
+    raw_tokens = 0
+    started = time.perf_counter()
+    for i in range(0, len(texts), 10000):  # batches, or the token lists alone would take ~30 bytes per token
+        raw_tokens += sum(map(len, raw.encode(texts[i:i + 10000], num_threads=_cores(), add_eos=True)))
+    raw_s = time.perf_counter() - started
+    first = runs[0]
+    assert raw_tokens == first["tokens"] and len(texts) == first["documents"]
+    last = runs[-1]
+    return {
+        "runs": runs, "raw_sentencepiece_s": raw_s, "raw_tokens": raw_tokens,
+        "ratio_vs_raw": raw_s / first["refinery_s"],
+        "raw_mb_per_s_per_core": first["text_bytes"] / raw_s / 1e6 / _cores(),
+        "rss_growth": {"input": last["input_bytes"] / first["input_bytes"],
+                       "peak_rss": last["peak_rss_bytes"] / first["peak_rss_bytes"],
+                       "peak_rss_sum": last["peak_rss_sum_bytes"] / first["peak_rss_sum_bytes"]},
+    }
 
 
 def bench_exact_dedup(docs: int, repeats: int, tmp: Path) -> dict:
@@ -199,6 +269,80 @@ def bench_language(docs: int, repeats: int, tmp: Path) -> dict:
             accuracy[path.stem] = sum(label == path.stem for label in labels) / len(labels)
         figures["lingua_accuracy"] = accuracy
         figures["lingua_mean_accuracy"] = statistics.mean(accuracy.values())
+    return figures
+
+
+def _gold_scores(stage, records: list[dict]) -> dict:
+    """Precision and recall per entity type of the stage's spans against gold spans: a
+    prediction counts when it overlaps a gold span of the same type."""
+    from pipeline.stages.pii import merge_spans
+
+    found = stage.find([r["full_text"] for r in records])
+    scores = {}
+    for entity in stage.config.entities:
+        tp_pred = fp = tp_gold = fn = 0
+        for record, spans in zip(records, found):
+            gold = [(g["start_position"], g["end_position"]) for g in record["spans"] if g["entity_type"] == entity]
+            pred = [(s.start, s.end) for s in merge_spans(spans) if s.entity == entity]
+            for a, b in pred:
+                if any(a < gb and ga < b for ga, gb in gold):
+                    tp_pred += 1
+                else:
+                    fp += 1
+            for ga, gb in gold:
+                if any(a < gb and ga < b for a, b in pred):
+                    tp_gold += 1
+                else:
+                    fn += 1
+        scores[entity] = {"gold": tp_gold + fn, "predicted": tp_pred + fp,
+                          "precision": tp_pred / (tp_pred + fp) if tp_pred + fp else None,
+                          "recall": tp_gold / (tp_gold + fn) if tp_gold + fn else None}
+    return scores
+
+
+def bench_pii(docs: int, repeats: int, tmp: Path) -> dict:
+    """The PII stage (windowed Presidio, replacement included) vs naive per-document
+    AnalyzerEngine.analyze with the same recognizers, on the sample corpus's documents
+    (about a fifth of its web pages carry a planted email, phone, IP or card number); span
+    parity between the two; precision and recall against gold spans on
+    ../shared/data/pii/presidio_generated_large.json when present."""
+    from pipeline.stages.pii import DEFAULT_ENTITIES, PiiConfig, PiiScrub
+
+    table = _docs_table(docs)
+    texts = table.column(cols.TEXT).to_pylist()
+    stage = PiiScrub(PiiConfig(enabled=True))
+    stage.setup()
+    whole = PiiScrub(PiiConfig(enabled=True, windowed=False))
+    whole.setup()
+    analyzer = whole.analyzer
+    naive_n = min(len(texts), 2000)  # naive Presidio runs at tens of documents per second
+
+    def naive():
+        return [analyzer.analyze(t, language="en", entities=DEFAULT_ENTITIES) for t in texts[:naive_n]]
+
+    naive_s = _median_seconds(naive, 1)
+    ours_s = _median_seconds(lambda: [stage.process(b) for b in _batches(table)], repeats)
+    naive_bytes = sum(len(t.encode()) for t in texts[:naive_n])
+    nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
+    naive_rate, ours_rate = naive_bytes / naive_s, nbytes / ours_s
+    full = [sorted((r.start, r.end, r.entity_type) for r in doc) for doc in naive()]
+    mine = [sorted((s.start, s.end, s.entity) for s in doc) for doc in stage.find(texts[:naive_n])]
+    total = sum(len(d) for d in full)
+    recalled = sum(len(set(a) & set(b)) for a, b in zip(full, mine))
+    figures = {
+        "documents": len(texts), "bytes": nbytes, "naive_documents": naive_n, "naive_s": naive_s,
+        "refinery_s": ours_s, "naive_mb_per_s_per_core": naive_rate / 1e6, "refinery_mb_per_s_per_core": ours_rate / 1e6,
+        "ratio_vs_naive": ours_rate / naive_rate,
+        "documents_with_spans": sum(1 for d in full if d), "spans_full_presidio": total,
+        "recall_vs_full_presidio": recalled / total if total else None, "identical_spans": full == mine,
+    }
+    records_path = SHARED_DATA / "pii" / "presidio_generated_large.json"
+    if records_path.exists():
+        records = json.loads(records_path.read_text())
+        figures["gold"] = _gold_scores(stage, records)
+        whole_found = [sorted((s.start, s.end, s.entity) for s in d) for d in whole.find([r["full_text"] for r in records])]
+        ours_found = [sorted((s.start, s.end, s.entity) for s in d) for d in stage.find([r["full_text"] for r in records])]
+        figures["gold_records_identical_to_full_presidio"] = whole_found == ours_found
     return figures
 
 
@@ -351,10 +495,12 @@ def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["job", "near_dedup", "tokenize", "exact_dedup", "minhash", "language", "perplexity", "quality"])
+    parser.add_argument("name", choices=["job", "near_dedup", "pack", "pii", "exact_dedup", "minhash", "language", "perplexity", "quality"])
     parser.add_argument("--docs", default="20000",
                         help="documents; for 'job' and 'near_dedup' a comma-separated list of sizes")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--copies", default="1,4",
+                        help="for 'pack': input sizes as copies of the generated corpus (hard links)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="job spec override for 'job' and 'near_dedup', e.g. --set stages.near_dedup.verify=none")
     args = parser.parse_args()
@@ -365,8 +511,10 @@ def main() -> None:
             figures = bench_job(sizes, tmp, args.set)
         elif args.name == "near_dedup":
             figures = bench_near_dedup(sizes, tmp, args.set)
-        elif args.name == "tokenize":
-            figures = bench_tokenize(sizes[0], args.repeats, tmp)
+        elif args.name == "pii":
+            figures = bench_pii(sizes[0], args.repeats, tmp)
+        elif args.name == "pack":
+            figures = bench_pack(sizes[0], [int(x) for x in args.copies.split(",")], tmp, args.set)
         elif args.name == "minhash":
             figures = bench_minhash(sizes[0], args.repeats, tmp)
         elif args.name == "language":

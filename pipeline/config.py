@@ -23,6 +23,7 @@ from pipeline.stages.mix import MixConfig
 from pipeline.stages.near_dedup import NearDedupConfig
 from pipeline.stages.pack import PackConfig
 from pipeline.stages.perplexity import PerplexityConfig
+from pipeline.stages.pii import PiiConfig
 from pipeline.stages.quality_rules import QualityRulesConfig
 from pipeline.stages.tokenize import TokenizeConfig
 from pipeline.stages.validate import InputConfig
@@ -60,6 +61,7 @@ class StagesConfig(BaseModel):
     language: LanguageConfig = LanguageConfig()
     quality: QualityRulesConfig = QualityRulesConfig()
     perplexity: PerplexityConfig = PerplexityConfig()
+    pii: PiiConfig = PiiConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
     tokenize: TokenizeConfig

@@ -26,10 +26,13 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
     rejected: dict[str, dict[str, int]] = {}
     quarantined: dict[str, int] = {}
     languages: dict[str, int] = {}
+    pii: dict[str, int] = {}
     shard_rows = []
     for shard in annotate_stats:
         for lang, n in shard.get("languages", {}).items():
             languages[lang] = languages.get(lang, 0) + n
+        for entity, n in shard.get("pii_replaced", {}).items():
+            pii[entity] = pii.get(entity, 0) + n
         tok = tokenized.get(shard["shard_key"], {"removed": {}, "annotated_docs": 0, "tokenized_docs": 0})
         smp = sampled.get(shard["shard_key"], {"unsampled": {}, "kept_docs": 0, "kept_bytes": 0})
         _merge_nested(rejected, shard["rejected"])
@@ -104,6 +107,7 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
         "dedup_index": dedup_marker.get("index"),
         "perplexity_buckets": (dedup_marker.get("stage_state") or {}).get("perplexity"),
         "languages_after_annotate": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "pii_replaced": dict(sorted(pii.items())),
         "mixture": {"domains": mixture, "budget_tokens": plan["budget_tokens"], "notes": plan["notes"],
                     "max_epochs": plan["max_epochs"]},
         "output_shards": {"count": len(pack_stats), "min_tokens": shard_tokens[0] if shard_tokens else 0,
@@ -179,6 +183,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {lang} | {n:,} |" for lang, n in shown]
         if len(languages) > len(shown):
             lines.append(f"| {len(languages) - len(shown)} more | {sum(list(languages.values())[15:]):,} |")
+    pii = report.get("pii_replaced")
+    if pii:
+        lines += ["", "## PII replaced (spans, in documents kept by annotate)", "", "| entity | spans |", "|---|---:|"]
+        lines += [f"| {entity} | {n:,} |" for entity, n in pii.items()]
     buckets = report.get("perplexity_buckets")
     if buckets:
         low, high = buckets["percentiles"]

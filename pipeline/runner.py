@@ -66,16 +66,21 @@ class PeakMemory:
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
         self.peak = 0
+        self.peak_total = 0  # of the sum over processes (counts shared object-store pages once per process)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
+        total = 0
         for process in [me, *me.children(recursive=True)]:
             try:
-                self.peak = max(self.peak, process.memory_info().rss)
+                rss = process.memory_info().rss
             except psutil.Error:
-                pass
+                continue
+            self.peak = max(self.peak, rss)
+            total += rss
+        self.peak_total = max(self.peak_total, total)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -138,3 +138,45 @@ def test_bestfit_needs_a_pad_id_when_the_tokenizer_has_none(make_job, sample_cor
         load_job_spec(job)
     job["stages"]["pack"]["pad_id"] = 2
     assert load_job_spec(job).stages.pack.pad_id == 2
+
+
+def _llama_style_tokenizer(corpus: Path, out: Path) -> Path:
+    """A sentencepiece model trained with the trainer settings of Llama's tokenizer.model
+    (BPE, byte fallback, split digits, dummy prefix, identity normalization, unk 0, bos 1,
+    eos 2, no pad piece), at a small vocabulary."""
+    import pyarrow.parquet as pq
+    import sentencepiece as spm
+
+    lines = out.parent / "llama_lines.txt"
+    with lines.open("w") as f:
+        for shard in sorted(corpus.glob("*.parquet")):
+            for text in pq.read_table(shard, columns=["text"]).column("text").to_pylist():
+                for line in (text or "").splitlines():
+                    if line.strip():
+                        f.write(line + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(lines), model_prefix=str(out.with_suffix("")), model_type="bpe", vocab_size=1200,
+        byte_fallback=True, split_digits=True, add_dummy_prefix=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2,
+        pad_id=-1, max_sentencepiece_length=16, minloglevel=2,
+    )
+    return out
+
+
+def test_llama_style_tokenizer_with_bos_and_eos(make_job, sample_corpus, tmp_path):
+    model = _llama_style_tokenizer(sample_corpus, tmp_path / "llama.model")
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    assert processor.pad_id() == -1 and processor.bos_id() == 1 and processor.eos_id() == 2
+    out = tmp_path / "out"
+    job = make_job(sample_corpus, out)
+    job["stages"]["tokenize"] = {"model": str(model), "add_bos": True, "add_eos": True}
+    result = run_job(job)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tokenizer"]["add_bos"] and manifest["tokenizer"]["pad_id"] == -1
+    documents = _output_documents(out, manifest)
+    assert len(documents) == result.report["totals"]["kept_docs"]
+    assert all(doc[0] == 1 and doc[-1] == 2 and 1 not in doc[1:] for doc in documents)
+    kept_texts = {processor.Decode(list(doc[1:-1])) for doc in documents}
+    corpus_texts = {t for p in sorted(sample_corpus.glob("*.parquet"))
+                    for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()}
+    assert len(kept_texts - corpus_texts) < 0.02 * len(kept_texts)  # identity normalization: text round-trips

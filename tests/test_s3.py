@@ -35,6 +35,9 @@ def test_s3_round_trip(s3, s3_endpoint, sample_corpus, tokenizer_model, make_job
         dataset = read_indexed_dataset(local / shard["files"]["bin"]["path"][: -len(".bin")])
         assert int(dataset["lengths"].sum()) == shard["tokens"] == dataset["num_tokens"]
     assert s3.exists("tokens-bucket/run1/report.md")
+    from pipeline.cli import main
+
+    assert main(["inspect", "s3://tokens-bucket/run1", "--endpoint-url", s3_endpoint]) == 0
     assert not [p for p in s3.find("tokens-bucket/run1") if ".tmp-" in p or "_write_probe" in p]
 
 

@@ -23,15 +23,16 @@ def shard_files(fmt: str, stem: str) -> dict[str, str]:
     return {role: f"{stem}{suffix}" for role, suffix in FILE_ROLES[fmt].items()}
 
 
-def encode_shard(fmt: str, packed: Packed, dtype: np.dtype, tokenizer_name: str) -> dict[str, bytes]:
-    tokens = np.ascontiguousarray(packed.tokens, dtype=dtype)
+def encode_shard(fmt: str, packed: Packed, dtype: np.dtype, tokenizer_name: str) -> dict[str, bytes | memoryview]:
+    """Each file's bytes; the token file as a view of the packed tokens, not a copy."""
+    tokens = memoryview(np.ascontiguousarray(packed.tokens, dtype=dtype)).cast("B")
     if fmt == "megatron":
         # Each packed sequence is one Megatron "document": the document index is 0..n.
         n = len(packed.sequence_lengths)
-        return {"bin": tokens.tobytes(),
+        return {"bin": tokens,
                 "idx": megatron.encode_index(dtype, packed.sequence_lengths, np.arange(n + 1, dtype=np.int64))}
-    return {"ds": tokens.tobytes(), "index": datatrove.encode_index(packed.unit_ends),
-            "metadata": datatrove.encode_metadata(tokenizer_name, dtype.itemsize, len(tokens))}
+    return {"ds": tokens, "index": datatrove.encode_index(packed.unit_ends),
+            "metadata": datatrove.encode_metadata(tokenizer_name, dtype.itemsize, len(packed.tokens))}
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pipeline.parquet_io import LazyParquetWriter
 from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.progress import Progress
 from pipeline.stages.language import LANG
+from pipeline.stages.pii import PII_COUNTS
 from pipeline.stages.registry import document_stages
 from pipeline.stages.validate import InputValidation, ShardRejected
 
@@ -124,6 +125,7 @@ class ShardAnnotation:
         rejected: dict[str, dict[str, int]] = {}
         quarantined: dict[str, int] = {}
         languages: dict[str, int] = {}
+        pii: dict[str, int] = {}
         with source, contextlib.ExitStack() as stack:
             annotated = LazyParquetWriter(stack, self.layout.annotated(shard.key), out_options)
             rejects = LazyParquetWriter(stack, self.layout.annotate_rejects(shard.key), out_options, REJECTS_SCHEMA)
@@ -149,6 +151,9 @@ class ShardAnnotation:
                 if LANG in docs.column_names:
                     for lang, n in _value_counts(docs.column(LANG)).items():
                         _count(languages, lang, n)
+                if PII_COUNTS in docs.column_names:
+                    for entity, n in _map_totals(docs.column(PII_COUNTS)).items():
+                        _count(pii, entity, n)
                 counts["annotated_docs"] += docs.num_rows
                 counts["annotated_bytes"] += int(pc.sum(docs.column(cols.TEXT_BYTES)).as_py() or 0)
                 for table in batch_rejects:
@@ -164,7 +169,7 @@ class ShardAnnotation:
             if annotated.writer is None:
                 empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
                 annotated.write(empty)
-        stats.update(counts, rejected=rejected, quarantined=quarantined, languages=languages)
+        stats.update(counts, rejected=rejected, quarantined=quarantined, languages=languages, pii_replaced=pii)
 
     def _run_stages(self, docs: pa.Table, rejects: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
         for stage in self.stages:
@@ -189,6 +194,15 @@ class ShardAnnotation:
             quarantined={problem.reason: docs} if docs else {},
             shard_quarantined={"reason": problem.reason, "detail": problem.detail, "documents": problem.num_rows},
         )
+
+
+def _map_totals(column: pa.ChunkedArray) -> dict[str, int]:
+    """Sum of a map<string, int> column's values per key."""
+    flat = pa.concat_arrays([chunk for chunk in column.chunks]) if column.num_chunks else None
+    if flat is None or len(flat) == 0:
+        return {}
+    pairs = pa.table({"k": flat.keys, "v": flat.items.cast(pa.int64())})
+    return {row["k"]: row["v_sum"] for row in pairs.group_by("k").aggregate([("v", "sum")]).to_pylist()}
 
 
 def _value_counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:

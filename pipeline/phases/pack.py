@@ -176,7 +176,7 @@ class ShardPacking:
         views = []
         base = 0
         for chunk in column.chunks:
-            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
             data = np.frombuffer(chunk.buffers()[2], dtype=self.storage_dtype) if len(chunk) else None
             lo, hi = np.searchsorted(picked, [base, base + len(chunk)])
             for row in (picked[lo:hi] - base).tolist():

@@ -14,6 +14,8 @@ import json
 from abc import ABC, abstractmethod
 from typing import Any, Iterator
 
+import pyarrow as pa
+
 from pipeline.config import JobSpec
 
 
@@ -36,6 +38,10 @@ class ShardWorker(ABC):
             raise ShardTaskError(
                 f"{self.phase} failed on {item.get('uri') or item['key']}: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            # Arrow's allocator keeps freed pages for reuse; a long-lived worker that runs many
+            # shards would otherwise hold the high-water mark of all of them.
+            pa.default_memory_pool().release_unused()
 
 
 class ShardTaskError(RuntimeError):

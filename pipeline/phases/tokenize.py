@@ -31,7 +31,7 @@ from pipeline.progress import Progress
 from pipeline.stages.mix import assign_domains, uniform_keys
 from pipeline.stages.tokenize import Tokenize
 
-TOKENIZED_FORMAT = 2
+TOKENIZED_FORMAT = 3
 DOMAIN = "domain"
 SHUFFLE_KEY = "u"
 NUM_TOKENS = "num_tokens"
@@ -42,7 +42,7 @@ TOKENIZED_SCHEMA = pa.schema([
     pa.field(SHUFFLE_KEY, pa.float64(), nullable=False),
     pa.field(NUM_TOKENS, pa.int64(), nullable=False),
     pa.field(cols.TEXT_BYTES, pa.int64(), nullable=False),
-    pa.field(TOKENS, pa.binary(), nullable=False),
+    pa.field(TOKENS, pa.large_binary(), nullable=False),
 ])
 # Tokens per 1/HISTOGRAM_BINS of the shuffle key, per domain: lets the mix phase choose
 # how many documents to take so that a domain's realized tokens meet its target.
@@ -82,9 +82,9 @@ def tokens_binary(encoded: list[list[int]], dtype: np.dtype) -> tuple[pa.Array, 
     """Token lists as one binary value per document (``dtype`` bytes), and their lengths."""
     lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
     flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype, count=int(lengths.sum()))
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum(lengths * dtype.itemsize, out=offsets[1:])
-    array = pa.Array.from_buffers(pa.binary(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(flat)])
+    array = pa.Array.from_buffers(pa.large_binary(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(flat)])
     return array, lengths
 
 

@@ -10,6 +10,7 @@ from pipeline.stages.exact_dedup import ExactDedupKeys, ExactDuplicates
 from pipeline.stages.language import LanguageId
 from pipeline.stages.near_dedup import MinHashSignatures, NearDuplicates
 from pipeline.stages.perplexity import Perplexity, PerplexityBuckets
+from pipeline.stages.pii import PiiScrub
 from pipeline.stages.quality_rules import QualityRules
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ STAGES: list[tuple[str, type[DocumentStage] | None, type[GlobalStage] | None]] =
     ("language", LanguageId, None),
     ("quality", QualityRules, None),
     ("perplexity", Perplexity, PerplexityBuckets),
+    ("pii", PiiScrub, None),
     ("exact_dedup", ExactDedupKeys, ExactDuplicates),
     ("near_dedup", MinHashSignatures, NearDuplicates),
 ]
@@ -34,7 +36,11 @@ def _enabled(spec: "JobSpec"):
 
 
 def document_stages(spec: "JobSpec") -> list[DocumentStage]:
-    return [document(config) for config, document, _ in _enabled(spec) if document]
+    stages = [document(config) for config, document, _ in _enabled(spec) if document]
+    for stage in stages:
+        if hasattr(stage, "bind_job"):
+            stage.bind_job(spec.name, spec.seed)
+    return stages
 
 
 def global_stages(spec: "JobSpec") -> list[GlobalStage]:

@@ -1,0 +1,257 @@
+"""PII scrubbing with presidio-analyzer's recognizers, at corpus throughput.
+
+Presidio runs offline on a blank spaCy pipeline (or the spaCy NER model a user names).
+For the six default entities it runs only on windows that can hold a match
+(``pipeline.pii_windows``), the windows of a whole batch of documents in a few calls, and
+finds exactly what a whole-document ``AnalyzerEngine.analyze`` finds. Other entities, or
+an NER model (whose context can reach anywhere), analyze whole documents.
+
+Found spans are replaced right to left; overlapping spans (Presidio may return an IP
+that is also a phone number) merge into one, labelled by the highest-scoring result.
+``pii_counts`` records replaced spans per entity type. The values themselves never
+reach a log, the report or an error message.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import hmac
+import os
+import re
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline import documents as cols
+from pipeline.pii_windows import WINDOWED_ENTITIES, windows
+from pipeline.stages.base import DocumentStage, StageOutput
+
+PII_COUNTS = "pii_counts"
+DEFAULT_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN"]
+SALT_ENV = "REFINERY_PII_SALT"
+# Whole-document analysis splits text at line breaks into pieces below spaCy's max_length.
+_MAX_PIECE = 500_000
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
+# Characters of windows per Presidio call. Calls have a fixed cost of about 0.25 ms; but the
+# phone recognizer gives up after 65,535 tries per call, which a call of a few thousand
+# characters cannot reach.
+_CALL_CHARS = 4_000
+
+
+class PiiConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    entities: list[str] = DEFAULT_ENTITIES
+    """Presidio entity types to find (any Presidio entity; PERSON, LOCATION and other NER
+    types need ``nlp_model``)."""
+    score_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    """Presidio results below this score are ignored (Presidio's default: 0)."""
+    nlp_model: str | None = None
+    """A spaCy pipeline (installed package name or path) for NER entities; unset: a blank
+    English pipeline, made locally. Nothing is downloaded."""
+    replace_with: Literal["placeholder", "mask", "hash"] = "placeholder"
+    """``placeholder``: ``<EMAIL_ADDRESS>``; ``mask``: the ``mask`` string; ``hash``:
+    ``<EMAIL_ADDRESS:9f86d081884c>``, an HMAC-SHA256 of the value, the same for the same
+    value throughout a run (salt: the environment variable REFINERY_PII_SALT if set, else
+    derived from the job's name and seed)."""
+    mask: str = "<PII>"
+    max_entities: int | None = Field(None, ge=0)
+    """Reject documents with more replaced spans than this; unset keeps every document."""
+    windowed: bool = True
+    """Analyze only windows that can hold the default entities (exact; see
+    pipeline/pii_windows.py). Turned off automatically for other entities or an NER model."""
+
+    @field_validator("entities")
+    @classmethod
+    def _known_entities(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one entity")
+        for entity in value:
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", entity):
+                raise ValueError(f"'{entity}' is not a Presidio entity name (upper case, such as EMAIL_ADDRESS)")
+        return value
+
+
+def build_analyzer(nlp_model: str | None = None):
+    """An AnalyzerEngine that never touches the network."""
+    import spacy
+    import tldextract.tldextract
+
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    # EmailRecognizer validates domains with tldextract, whose default extractor fetches the
+    # public suffix list (no timeout); use the snapshot bundled with tldextract instead.
+    tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    if nlp_model:
+        try:
+            nlp = spacy.load(nlp_model)
+        except OSError as exc:
+            raise ValueError(f"stages.pii.nlp_model: cannot load spaCy pipeline '{nlp_model}' (install the "
+                             f"package or give a path; nothing is downloaded): {exc}") from None
+    else:
+        nlp = spacy.blank("en")
+    engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": nlp_model or "blank:en"}])
+    engine.nlp = {"en": nlp}  # counts as loaded: Presidio's load() (which may download) never runs
+    return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+
+
+class Span:
+    __slots__ = ("start", "end", "entity", "score")
+
+    def __init__(self, start: int, end: int, entity: str, score: float) -> None:
+        self.start, self.end, self.entity, self.score = start, end, entity, score
+
+
+def merge_spans(results: list[Span]) -> list[Span]:
+    """Overlapping results as one span each, labelled by the best result (highest score,
+    then longest, then entity name)."""
+    merged: list[Span] = []
+    for r in sorted(results, key=lambda r: (r.start, -r.end)):
+        if merged and r.start < merged[-1].end:
+            last = merged[-1]
+            best = min((last, r), key=lambda s: (-s.score, -(s.end - s.start), s.entity))
+            merged[-1] = Span(last.start, max(last.end, r.end), best.entity, best.score)
+        else:
+            merged.append(Span(r.start, r.end, r.entity, r.score))
+    return merged
+
+
+def run_salt(job_name: str, seed: int) -> str:
+    return hashlib.sha256(f"refinery-pii\x00{job_name}\x00{seed}".encode()).hexdigest()
+
+
+class PiiScrub(DocumentStage):
+    name = "pii"
+
+    job_salt = run_salt("", 0)
+
+    def bind_job(self, name: str, seed: int) -> None:
+        self.job_salt = run_salt(name, seed)
+
+    def setup(self) -> None:
+        c = self.config
+        self.analyzer = build_analyzer(c.nlp_model)
+        self.windowed = c.windowed and not c.nlp_model and set(c.entities) <= WINDOWED_ENTITIES
+        self.salt = (os.environ.get(SALT_ENV) or self.job_salt).encode()
+
+    # --- finding ---------------------------------------------------------------------------
+
+    def _analyze(self, text: str) -> list[Span]:
+        results = self.analyzer.analyze(text, language="en", entities=self.config.entities,
+                                        score_threshold=self.config.score_threshold)
+        return [Span(r.start, r.end, r.entity_type, r.score) for r in results]
+
+    def find(self, texts: list[str]) -> list[list[Span]]:
+        """Presidio's results per document, as a whole-document analyze would give them.
+        Documents Presidio fails on (it raises on some non-ASCII digits) land in ``failed``."""
+        found: list[list[Span]] = [[] for _ in texts]
+        self.failed: set[int] = set()
+        if not self.windowed:
+            for i, text in enumerate(texts):
+                try:
+                    for start, piece in _pieces(text):
+                        found[i] += [Span(s.start + start, s.end + start, s.entity, s.score)
+                                     for s in self._analyze(piece)]
+                except Exception:
+                    self.failed.add(i)
+            return found
+        # (document, window start) of each window, joined by "\n" into calls of ~_CALL_CHARS.
+        batch: list[tuple[int, int, str]] = []
+        size = 0
+        for i, text in enumerate(texts):
+            for a, b in windows(text):
+                batch.append((i, a, text[a:b]))
+                size += b - a + 1
+                if size >= _CALL_CHARS:
+                    self._analyze_windows(batch, found)
+                    batch, size = [], 0
+        if batch:
+            self._analyze_windows(batch, found)
+        return found
+
+    def _analyze_windows(self, batch: list[tuple[int, int, str]], found: list[list[Span]]) -> None:
+        starts, position = [], 0
+        for _, _, piece in batch:
+            starts.append(position)
+            position += len(piece) + 1
+        try:
+            results = self._analyze("\n".join(piece for _, _, piece in batch))
+        except Exception:
+            if len(batch) == 1:
+                self.failed.add(batch[0][0])
+                return
+            for one in batch:  # find the window Presidio cannot read; the others still count
+                self._analyze_windows([one], found)
+            return
+        for span in results:
+            k = bisect.bisect_right(starts, span.start) - 1
+            doc, offset, _ = batch[k]
+            shift = offset - starts[k]
+            found[doc].append(Span(span.start + shift, span.end + shift, span.entity, span.score))
+
+    # --- replacing -------------------------------------------------------------------------
+
+    def replacement(self, span: Span, value: str) -> str:
+        mode = self.config.replace_with
+        if mode == "placeholder":
+            return f"<{span.entity}>"
+        if mode == "mask":
+            return self.config.mask
+        digest = hmac.new(self.salt, value.encode(), hashlib.sha256).hexdigest()[:12]
+        return f"<{span.entity}:{digest}>"
+
+    def scrub(self, text: str, spans: list[Span]) -> tuple[str, dict[str, int]]:
+        merged = merge_spans(spans)
+        counts: dict[str, int] = {}
+        pieces, last = [], len(text)
+        for span in reversed(merged):
+            pieces.append(text[span.end:last])
+            pieces.append(self.replacement(span, text[span.start:span.end]))
+            last = span.start
+            counts[span.entity] = counts.get(span.entity, 0) + 1
+        pieces.append(text[:last])
+        return "".join(reversed(pieces)), counts
+
+    def process(self, docs: pa.Table) -> StageOutput:
+        texts = docs.column(cols.TEXT).to_pylist()
+        found = self.find(texts)
+        new_texts, counts = [], []
+        for text, spans in zip(texts, found):
+            scrubbed, per_entity = self.scrub(text, spans) if spans else (text, {})
+            new_texts.append(scrubbed)
+            counts.append(sorted(per_entity.items()))
+        text_array = pa.array(new_texts, pa.string())
+        table = docs.set_column(docs.schema.get_field_index(cols.TEXT), cols.TEXT, text_array)
+        table = table.set_column(table.schema.get_field_index(cols.TEXT_BYTES), cols.TEXT_BYTES,
+                                 pc.binary_length(text_array).cast(pa.int64()))
+        table = table.append_column(PII_COUNTS, pa.array(counts, pa.map_(pa.string(), pa.int32())))
+        limit = self.config.max_entities
+        reasons = [
+            "pii_unscannable" if i in self.failed
+            else "pii_too_many_entities" if limit is not None and sum(n for _, n in c) > limit else None
+            for i, c in enumerate(counts)
+        ]
+        return StageOutput(table, pa.array(reasons, pa.string()) if any(reasons) else None)
+
+
+def _pieces(text: str) -> list[tuple[int, str]]:
+    """The text in pieces under spaCy's length limit, cut only at line breaks (which no
+    recognizer's match crosses); one piece for ordinary documents."""
+    if len(text) <= _MAX_PIECE:
+        return [(0, text)]
+    out, start = [], 0
+    while len(text) - start > _MAX_PIECE:
+        cut = None
+        for m in _LINE_BREAK.finditer(text, start + _MAX_PIECE // 2, start + _MAX_PIECE):
+            cut = m.end()
+        if cut is None:  # one enormous line: cut anyway; a match across the cut may be lost
+            cut = start + _MAX_PIECE
+        out.append((start, text[start:cut]))
+        start = cut
+    out.append((start, text[start:]))
+    return out
