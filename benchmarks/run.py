@@ -320,12 +320,17 @@ def bench_pii(docs: int, repeats: int, tmp: Path) -> dict:
     def naive():
         return [analyzer.analyze(t, language="en", entities=DEFAULT_ENTITIES) for t in texts[:naive_n]]
 
+    def ours():
+        stage.cache.items.clear()  # every repeat starts cold, as a fresh worker does
+        return [stage.process(b) for b in _batches(table)]
+
     naive_s = _median_seconds(naive, 1)
-    ours_s = _median_seconds(lambda: [stage.process(b) for b in _batches(table)], repeats)
+    ours_s = _median_seconds(ours, repeats)
     naive_bytes = sum(len(t.encode()) for t in texts[:naive_n])
     nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
     naive_rate, ours_rate = naive_bytes / naive_s, nbytes / ours_s
     full = [sorted((r.start, r.end, r.entity_type) for r in doc) for doc in naive()]
+    stage.cache.items.clear()
     mine = [sorted((s.start, s.end, s.entity) for s in doc) for doc in stage.find(texts[:naive_n])]
     total = sum(len(d) for d in full)
     recalled = sum(len(set(a) & set(b)) for a, b in zip(full, mine))

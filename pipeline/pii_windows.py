@@ -35,20 +35,28 @@ _PUNCT = ("\\-xX\u2010-\u2015\u2212\u30fc\uff0d-\uff0f \u00a0\u00ad\u200b\u2060\
           ".\\[\\]/~\u2053\u223c\uff5e")
 _GAP = "[" + _PUNCT + "]{0,4}"
 _HEX = "[0-9a-fA-F]"
-_BRANCHES = [
-    r"@(?<=[^\s@]@)[^\s@.]+\.[^\s.]",                          # email: local char, @, label, dot
-    r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]",               # IPv4, IPv4-mapped, IPv4-embedded
-    r"::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,                   # IPv6: compressed '::' or 7 colons
-    r"\d(?:[\- ]?\d){12}",                                      # credit card: 13+ digits
-    r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",                  # SSN, every pattern
-    r"[0-9](?<=[^\W\d_]{2}[0-9])[0-9](?:[ \-]?[^\W_]{4}){2}",   # IBAN: 2 letters, 2 digits, 2 groups of 4
-    r"\d(?:" + _GAP + r"\d){5}"                                 # phone: 6+ digits,
-    r"|0(?:" + _GAP + r"\d){3}"                                 # or 4-5 with trunk prefix 0,
-    r"|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + r"\d"         # or the 4-digit German 164x/168x/169x,
-    r"|\d(?<![0-9])",                                           # or any non-ASCII decimal digit
-]
+# One anchor per entity: every span a recognizer returns contains a match of its entity's anchor.
+_ENTITY_ANCHORS = {
+    "EMAIL_ADDRESS": r"@(?<=[^\s@]@)[^\s@.]+\.[^\s.]",                     # local char, @, label, dot
+    "IP_ADDRESS": (r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]"             # IPv4, IPv4-mapped, -embedded
+                   r"|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX),               # IPv6: compressed '::' or 7 colons
+    "CREDIT_CARD": r"\d(?:[\- ]?\d){12}",                                    # 13+ digits
+    "US_SSN": r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",                      # every SSN pattern
+    "IBAN_CODE": r"[0-9](?<=[^\W\d_]{2}[0-9])[0-9](?:[ \-]?[^\W_]{4}){2}",   # 2 letters, 2 digits, 2 groups of 4
+    "PHONE_NUMBER": (r"\d(?:" + _GAP + r"\d){5}"                             # 6+ digits,
+                     r"|0(?:" + _GAP + r"\d){3}"                              # or 4-5 with trunk prefix 0,
+                     r"|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + r"\d"      # or German 164x/168x/169x,
+                     r"|\d(?<![0-9])"),                                        # or any non-ASCII digit
+}
 # The lookahead guard makes CPython's scan about 10x faster.
-ANCHOR = re.compile(r"(?=[\d@:])(?:" + "|".join(f"(?:{b})" for b in _BRANCHES) + ")")
+ANCHOR = re.compile(r"(?=[\d@:])(?:" + "|".join(f"(?:{b})" for b in _ENTITY_ANCHORS.values()) + ")")
+ENTITY_ANCHORS = {entity: re.compile(pattern) for entity, pattern in _ENTITY_ANCHORS.items()}
+
+
+def entities_in(text: str, start: int, end: int) -> frozenset[str]:
+    """The entities whose anchor matches in text[start:end]: the only ones Presidio can find
+    in that window (each entity's recognizers are independent of the others')."""
+    return frozenset(e for e, anchor in ENTITY_ANCHORS.items() if anchor.search(text, start, end))
 
 _HARD = re.compile("[\n\r\v\f\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
 _SOFT = re.compile(r"(?<=\s)[b-df-hj-wyzB-DF-HJ-WYZ]")
@@ -110,7 +118,7 @@ def windows(text: str) -> list[tuple[int, int]]:
             spans[-1][1] = max(spans[-1][1], _cut_after(text, hit.end()))
             continue
         start, end = _cut_before(text, hit.start()), _cut_after(text, hit.end())
-        if spans and start <= spans[-1][1]:
+        if spans and start < spans[-1][1]:
             spans[-1][1] = max(spans[-1][1], end)
         else:
             spans.append([start, end])

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections import OrderedDict
 from typing import Literal
 
 import pyarrow as pa
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline import documents as cols
-from pipeline.pii_windows import WINDOWED_ENTITIES, windows
+from pipeline.pii_windows import WINDOWED_ENTITIES, entities_in, windows
 from pipeline.stages.base import DocumentStage, StageOutput
 
 PII_COUNTS = "pii_counts"
@@ -39,6 +40,7 @@ _LINE_BREAK = re.compile("[\n\r\v\f\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\
 # phone recognizer gives up after 65,535 tries per call, which a call of a few thousand
 # characters cannot reach.
 _CALL_CHARS = 4_000
+_CACHE_WINDOWS = 100_000
 
 
 class PiiConfig(BaseModel):
@@ -121,6 +123,23 @@ def merge_spans(results: list[Span]) -> list[Span]:
     return merged
 
 
+class _LruCache:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self.items[key] = value
+        if len(self.items) > self.capacity:
+            self.items.popitem(last=False)
+
+
 def run_salt(job_name: str, seed: int) -> str:
     return hashlib.sha256(f"refinery-pii\x00{job_name}\x00{seed}".encode()).hexdigest()
 
@@ -138,11 +157,14 @@ class PiiScrub(DocumentStage):
         self.analyzer = build_analyzer(c.nlp_model)
         self.windowed = c.windowed and not c.nlp_model and set(c.entities) <= WINDOWED_ENTITIES
         self.salt = (os.environ.get(SALT_ENV) or self.job_salt).encode()
+        # Presidio's results on a window depend only on its text and the entities asked
+        # for; web text repeats the same footers, dates and contact lines page after page.
+        self.cache = _LruCache(_CACHE_WINDOWS)
 
     # --- finding ---------------------------------------------------------------------------
 
-    def _analyze(self, text: str) -> list[Span]:
-        results = self.analyzer.analyze(text, language="en", entities=self.config.entities,
+    def _analyze(self, text: str, entities: list[str] | None = None) -> list[Span]:
+        results = self.analyzer.analyze(text, language="en", entities=entities or self.config.entities,
                                         score_threshold=self.config.score_threshold)
         return [Span(r.start, r.end, r.entity_type, r.score) for r in results]
 
@@ -160,39 +182,59 @@ class PiiScrub(DocumentStage):
                 except Exception:
                     self.failed.add(i)
             return found
-        # (document, window start) of each window, joined by "\n" into calls of ~_CALL_CHARS.
-        batch: list[tuple[int, int, str]] = []
-        size = 0
+        # Windows are grouped by the entities that can occur in them (the others' recognizers
+        # would find nothing there) and joined by "\n" into calls of about _CALL_CHARS.
+        wanted = frozenset(self.config.entities)
+        # Per entity set: windows waiting for Presidio, each distinct text once, with every
+        # (document, offset) where it occurs.
+        pending: dict[frozenset[str], dict[str, list[tuple[int, int]]]] = {}
+        sizes: dict[frozenset[str], int] = {}
         for i, text in enumerate(texts):
             for a, b in windows(text):
-                batch.append((i, a, text[a:b]))
-                size += b - a + 1
-                if size >= _CALL_CHARS:
-                    self._analyze_windows(batch, found)
-                    batch, size = [], 0
-        if batch:
-            self._analyze_windows(batch, found)
+                entities = entities_in(text, a, b) & wanted
+                if not entities:
+                    continue
+                piece = text[a:b]
+                cached = self.cache.get((entities, piece))
+                if cached is not None:
+                    found[i] += [Span(s.start + a, s.end + a, s.entity, s.score) for s in cached]
+                    continue
+                waiting = pending.setdefault(entities, {})
+                if piece not in waiting:
+                    waiting[piece] = []
+                    sizes[entities] = sizes.get(entities, 0) + len(piece) + 1
+                waiting[piece].append((i, a))
+                if sizes[entities] >= _CALL_CHARS:
+                    self._analyze_windows(pending.pop(entities), entities, found)
+                    sizes[entities] = 0
+        for entities, waiting in pending.items():
+            self._analyze_windows(waiting, entities, found)
         return found
 
-    def _analyze_windows(self, batch: list[tuple[int, int, str]], found: list[list[Span]]) -> None:
+    def _analyze_windows(self, waiting: dict[str, list[tuple[int, int]]], entities: frozenset[str],
+                         found: list[list[Span]]) -> None:
+        pieces = list(waiting)
         starts, position = [], 0
-        for _, _, piece in batch:
+        for piece in pieces:
             starts.append(position)
             position += len(piece) + 1
         try:
-            results = self._analyze("\n".join(piece for _, _, piece in batch))
+            results = self._analyze("\n".join(pieces), sorted(entities))
         except Exception:
-            if len(batch) == 1:
-                self.failed.add(batch[0][0])
+            if len(pieces) == 1:
+                self.failed.update(doc for doc, _ in waiting[pieces[0]])
                 return
-            for one in batch:  # find the window Presidio cannot read; the others still count
-                self._analyze_windows([one], found)
+            for piece in pieces:  # find the window Presidio cannot read; the others still count
+                self._analyze_windows({piece: waiting[piece]}, entities, found)
             return
+        per_piece: list[list[Span]] = [[] for _ in pieces]
         for span in results:
             k = bisect.bisect_right(starts, span.start) - 1
-            doc, offset, _ = batch[k]
-            shift = offset - starts[k]
-            found[doc].append(Span(span.start + shift, span.end + shift, span.entity, span.score))
+            per_piece[k].append(Span(span.start - starts[k], span.end - starts[k], span.entity, span.score))
+        for piece, spans in zip(pieces, per_piece):
+            self.cache.put((entities, piece), spans)
+            for doc, offset in waiting[piece]:
+                found[doc] += [Span(s.start + offset, s.end + offset, s.entity, s.score) for s in spans]
 
     # --- replacing -------------------------------------------------------------------------
 
