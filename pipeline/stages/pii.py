@@ -2,9 +2,12 @@
 
 Presidio runs offline on a blank spaCy pipeline (or the spaCy NER model a user names).
 For the six default entities it runs only on windows that can hold a match
-(``pipeline.pii_windows``), the windows of a whole batch of documents in a few calls, and
-finds exactly what a whole-document ``AnalyzerEngine.analyze`` finds. Other entities, or
-an NER model (whose context can reach anywhere), analyze whole documents.
+(``pipeline.pii_windows``). Each window is asked only for the entities whose anchor
+matches in it, the windows of a whole batch of documents go in a few calls, results are
+cached by window text, and these calls need no spaCy at all (see ``build_analyzer``). It
+finds exactly what a whole-document ``AnalyzerEngine.analyze`` with the blank pipeline
+finds. Other entities, or an NER model (whose context can reach anywhere), analyze whole
+documents.
 
 Found spans are replaced right to left; overlapping spans (Presidio may return an IP
 that is also a phone number) merge into one, labelled by the highest-scoring result.
@@ -78,17 +81,40 @@ class PiiConfig(BaseModel):
         return value
 
 
-def build_analyzer(nlp_model: str | None = None):
-    """An AnalyzerEngine that never touches the network."""
+def build_analyzer(nlp_model: str | None = None, tokenize: bool = True):
+    """An AnalyzerEngine that never touches the network.
+
+    ``tokenize=False`` gives Presidio no NLP pipeline at all (its NoOpNlpEngine) and no
+    context enhancement. With a blank spaCy pipeline every lemma is empty, so context words
+    never match and the enhancer never changes a score; skipping both saves the spaCy
+    tokenization of every call and the enhancer's scan of every token for every result.
+    The windowed stage uses it; tests hold its spans equal to whole-document analysis with
+    spaCy and the enhancer.
+    """
     import spacy
     import tldextract.tldextract
 
     from presidio_analyzer import AnalyzerEngine
-    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
+    from presidio_analyzer.nlp_engine import NoOpNlpEngine, SpacyNlpEngine
 
     # EmailRecognizer validates domains with tldextract, whose default extractor fetches the
     # public suffix list (no timeout); use the snapshot bundled with tldextract instead.
     tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    if not tokenize:
+        if nlp_model:
+            raise ValueError("an NER model needs tokenization")
+
+        class NoContext(ContextAwareEnhancer):
+            def __init__(self) -> None:
+                super().__init__(0, 0, 0, 0)
+
+            def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
+                return raw_results
+
+        engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
+        engine.load()
+        return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"], context_aware_enhancer=NoContext())
     if nlp_model:
         try:
             nlp = spacy.load(nlp_model)
@@ -154,8 +180,8 @@ class PiiScrub(DocumentStage):
 
     def setup(self) -> None:
         c = self.config
-        self.analyzer = build_analyzer(c.nlp_model)
         self.windowed = c.windowed and not c.nlp_model and set(c.entities) <= WINDOWED_ENTITIES
+        self.analyzer = build_analyzer(c.nlp_model, tokenize=not self.windowed)
         self.salt = (os.environ.get(SALT_ENV) or self.job_salt).encode()
         # Presidio's results on a window depend only on its text and the entities asked
         # for; web text repeats the same footers, dates and contact lines page after page.
