@@ -58,6 +58,28 @@ def test_windowed_parity_on_presidio_generated_records(windowed, whole):
     assert mine == full
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "cc_samples").exists(), reason="../shared/data/cc_samples absent")
+def test_windowed_parity_on_common_crawl_documents(windowed, whole):
+    texts = [json.loads(line)["text"] for path in sorted((SHARED_DATA / "cc_samples").glob("*.jsonl"))
+             for line in path.read_text().splitlines() if line.strip()]
+    assert len(texts) >= 20
+    # Real crawl text has few matches of its own; plant values at random word boundaries
+    # so that they sit inside real web context (dates, prices, navigation, punctuation).
+    import random
+
+    rng = random.Random(3)
+    planted = []
+    for text in texts:
+        words = text.split(" ")
+        for _ in range(4):
+            entity = rng.choice(sorted(PII))
+            words.insert(rng.randrange(len(words) + 1), rng.choice(PII[entity]))
+        planted.append(" ".join(words))
+    full = _spans(whole.find(texts + planted))
+    assert sum(map(len, full)) > 60
+    assert _spans(windowed.find(texts + planted)) == full
+
+
 def test_placeholder_replacement_and_counts(windowed):
     text = "Mail jane.doe@example.com or call (212) 555-0147; card 4111 1111 1111 1111."
     out = windowed.process(_docs([text, "nothing here at all"])).table
