@@ -58,6 +58,28 @@ def entities_in(text: str, start: int, end: int) -> frozenset[str]:
     in that window (each entity's recognizers are independent of the others')."""
     return frozenset(e for e, anchor in ENTITY_ANCHORS.items() if anchor.search(text, start, end))
 
+# The same anchors for RE2 (pyarrow.compute), without lookbehinds and with Unicode classes
+# written out, so each is at least as broad as its Python form. It decides, for a whole
+# batch in C++, which documents need the Python scan at all; most have no candidate.
+_ND = r"\p{Nd}"
+PREFILTER_RE2 = "|".join([
+    r"[^\s@]@[^\s@.]+\.[^\s.]",
+    r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,
+    _ND + r"(?:[\- ]?" + _ND + r"){12}",
+    r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",
+    r"[0-9]{2}(?:[ \-]?[\pL\pN]{4}){2}",
+    _ND + "(?:" + _GAP + _ND + "){5}|0(?:" + _GAP + _ND + "){3}|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + _ND,
+    r"[^\P{Nd}0-9]",
+])
+
+
+def may_hold_pii(texts) -> "list[bool]":
+    """Per document, whether ANCHOR can match anywhere in it (RE2, vectorized); a superset."""
+    import pyarrow.compute as pc
+
+    return pc.match_substring_regex(texts, PREFILTER_RE2).to_pylist()
+
+
 _HARD = re.compile("[\n\r\v\f\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
 _SOFT = re.compile(r"(?<=\s)[b-df-hj-wyzB-DF-HJ-WYZ]")
 _IBAN_START = re.compile(r"[^\W\d_]{2}[0-9]{2}")

@@ -178,3 +178,27 @@ def test_job_scrubs_pii_and_never_reports_values(make_job, sample_corpus, tokeni
         assert value not in output_text, value
         for text in ((out / "report.md").read_text(), (out / "report.json").read_text(), logs.out, logs.err):
             assert value not in text, value
+
+
+def test_vectorized_prefilter_is_a_superset_of_the_anchor():
+    """The RE2 prefilter may only skip documents where the Python anchor cannot match."""
+    import random
+    import unicodedata
+
+    import pyarrow.compute as pc
+
+    from pipeline.pii_windows import ANCHOR, may_hold_pii
+    from tests.pii_corpus import EDGE_CASES
+
+    digits = [c for c in map(chr, range(0x110000)) if unicodedata.category(c) == "Nd"]
+    assert all(pc.match_substring_regex(pa.array(digits), r"^\p{Nd}$").to_pylist())
+    rng = random.Random(0)
+    alphabet = list("0123456789 -./()@:+xXabcDEF\n\t") + ["\u00a0", "\u3000", "\u0661", "\uff10", "\u2013",
+                                                           "\U00010D41", "é", "ß"]
+    fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(3, 40))) for _ in range(50000)]
+    texts = fuzz + planted_documents(300) + EDGE_CASES + [d + "" for d in digits]
+    flags = may_hold_pii(pa.array(texts))
+    hits = [ANCHOR.search(t) is not None for t in texts]
+    assert sum(hits) > 20000
+    assert not [t for t, hit, flag in zip(texts, hits, flags) if hit and not flag]
+    assert may_hold_pii(pa.array(["plain words only, nothing else.", "see chapter 3"])) == [False, False]

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline import documents as cols
-from pipeline.pii_windows import WINDOWED_ENTITIES, entities_in, windows
+from pipeline.pii_windows import WINDOWED_ENTITIES, entities_in, may_hold_pii, windows
 from pipeline.stages.base import DocumentStage, StageOutput
 
 PII_COUNTS = "pii_counts"
@@ -194,9 +194,10 @@ class PiiScrub(DocumentStage):
                                         score_threshold=self.config.score_threshold)
         return [Span(r.start, r.end, r.entity_type, r.score) for r in results]
 
-    def find(self, texts: list[str]) -> list[list[Span]]:
+    def find(self, texts: list[str], column: pa.Array | pa.ChunkedArray | None = None) -> list[list[Span]]:
         """Presidio's results per document, as a whole-document analyze would give them.
-        Documents Presidio fails on (it raises on some non-ASCII digits) land in ``failed``."""
+        Documents Presidio fails on (it raises on some non-ASCII digits) land in ``failed``.
+        ``column``: the same texts as Arrow, if at hand (for the vectorized prefilter)."""
         found: list[list[Span]] = [[] for _ in texts]
         self.failed: set[int] = set()
         if not self.windowed:
@@ -215,7 +216,10 @@ class PiiScrub(DocumentStage):
         # (document, offset) where it occurs.
         pending: dict[frozenset[str], dict[str, list[tuple[int, int]]]] = {}
         sizes: dict[frozenset[str], int] = {}
+        candidates = may_hold_pii(column if column is not None else pa.array(texts, pa.string()))
         for i, text in enumerate(texts):
+            if not candidates[i]:
+                continue
             for a, b in windows(text):
                 entities = entities_in(text, a, b) & wanted
                 if not entities:
@@ -287,7 +291,7 @@ class PiiScrub(DocumentStage):
 
     def process(self, docs: pa.Table) -> StageOutput:
         texts = docs.column(cols.TEXT).to_pylist()
-        found = self.find(texts)
+        found = self.find(texts, docs.column(cols.TEXT))
         new_texts, counts = [], []
         for text, spans in zip(texts, found):
             scrubbed, per_entity = self.scrub(text, spans) if spans else (text, {})
