@@ -71,11 +71,13 @@ def _count(counter: dict[str, int], key: str, n: int) -> None:
         counter[key] = counter.get(key, 0) + n
 
 
-class ShardAnnotation:
+class ShardAnnotator(ShardWorker):
     """Runs the annotate phase on one shard with stages set up once per worker."""
 
+    phase = "annotate"
+
     def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.layout = OutputLayout(spec.output.uri)
         self.config_hash = annotate_config_hash(spec)  # reads model files' metadata: once per worker
         self.validation = InputValidation(spec.input)
@@ -83,7 +85,10 @@ class ShardAnnotation:
         for stage in self.stages:
             stage.setup()
 
-    def run(self, shard: InputShard) -> dict[str, Any]:
+    def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.annotate(InputShard(item["uri"], item["key"], json.loads(item["fingerprint"])))
+
+    def annotate(self, shard: InputShard) -> dict[str, Any]:
         started = time.perf_counter()
         stats: dict[str, Any] = {
             "shard_key": shard.key, "uri": shard.uri, "fingerprint": shard.fingerprint,
@@ -214,17 +219,6 @@ def _group_counts(rejects: pa.Table) -> dict[tuple[str, str], int]:
     return {
         (row[cols.REJECT_STAGE], row[cols.REJECT_REASON]): row[f"{cols.ROW}_count"] for row in grouped.to_pylist()
     }
-
-
-class ShardAnnotator(ShardWorker):
-    phase = "annotate"
-
-    def __init__(self, spec_json: str) -> None:
-        super().__init__(spec_json)
-        self.annotation = ShardAnnotation(self.spec)
-
-    def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        return self.annotation.run(InputShard(item["uri"], item["key"], json.loads(item["fingerprint"])))
 
 
 def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, max_workers: int) -> list[dict[str, Any]]:

@@ -43,12 +43,17 @@ def domain_rates(domains: pa.Array, rates: dict[str, float]) -> np.ndarray:
     return values[index]
 
 
-class ShardSampling:
+class ShardSampler(ShardWorker):
+    phase = "mix"
+
     def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.layout = OutputLayout(spec.output.uri)
 
-    def run(self, key: str, config_hash: str, rates: dict[str, float]) -> dict[str, Any]:
+    def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.sample(item["key"], item["config_hash"], json.loads(item["rates"]))
+
+    def sample(self, key: str, config_hash: str, rates: dict[str, float]) -> dict[str, Any]:
         started = time.perf_counter()
         options = self.spec.output.storage_options
         with storage.open_read(self.layout.tokenized(key), options) as f:
@@ -92,17 +97,6 @@ class ShardSampling:
                 if picked.num_rows:
                     labels = reasons.take(pc.index_in(picked.column(cols.ROW), value_set=rows))
                     writer.write(cols.with_rejection(picked, STAGE_NAME, labels))
-
-
-class ShardSampler(ShardWorker):
-    phase = "mix"
-
-    def __init__(self, spec_json: str) -> None:
-        super().__init__(spec_json)
-        self.sampling = ShardSampling(self.spec)
-
-    def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        return self.sampling.run(item["key"], item["config_hash"], json.loads(item["rates"]))
 
 
 def _hash(payload: Any) -> str:

@@ -57,9 +57,11 @@ def key_ranges(rate: float, start: float, end: float) -> list[tuple[float, float
     return ranges
 
 
-class ShardPacking:
+class ShardPacker(ShardWorker):
+    phase = "pack"
+
     def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.config = spec.stages.pack
         self.layout = OutputLayout(spec.output.uri)
         self.options = spec.output.storage_options
@@ -108,7 +110,10 @@ class ShardPacking:
                 chosen.append(i)
         return chosen
 
-    def run(self, index: int, config_hash: str, plan_hash: str) -> dict[str, Any]:
+    def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.pack(item["index"], item["config_hash"], item["plan_hash"])
+
+    def pack(self, index: int, config_hash: str, plan_hash: str) -> dict[str, Any]:
         started = time.perf_counter()
         plan = self.plan(plan_hash)
         boundaries = np.asarray(plan["shard_boundaries"])
@@ -201,17 +206,6 @@ def resolve_pad_id(spec: JobSpec, tokenizer: Tokenize) -> int:
         raise ValueError(f"stages.pack.pad_id: tokenizer {spec.stages.tokenize.model} has no pad piece; set "
                          f"pad_id (for example to its EOS id, {tokenizer.eos_id})")
     return max(tokenizer.pad_id, 0)
-
-
-class ShardPacker(ShardWorker):
-    phase = "pack"
-
-    def __init__(self, spec_json: str) -> None:
-        super().__init__(spec_json)
-        self.packing = ShardPacking(self.spec)
-
-    def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        return self.packing.run(item["index"], item["config_hash"], item["plan_hash"])
 
 
 def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress, max_workers: int) -> list[dict[str, Any]]:

@@ -24,8 +24,8 @@ class ShardWorker(ABC):
 
     phase: str
 
-    def __init__(self, spec_json: str) -> None:
-        self.spec = JobSpec.model_validate_json(spec_json)
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
 
     @abstractmethod
     def run(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def _worker(worker: type[ShardWorker], spec_json: str) -> ShardWorker:
     key = f"{worker.__module__}.{worker.__qualname__}:{hashlib.sha256(spec_json.encode()).hexdigest()}"
     if key not in _WORKERS:
         _WORKERS.clear()
-        _WORKERS[key] = worker(spec_json)
+        _WORKERS[key] = worker(JobSpec.model_validate_json(spec_json))
     return _WORKERS[key]
 
 

@@ -88,15 +88,20 @@ def tokens_binary(encoded: list[list[int]], dtype: np.dtype) -> tuple[pa.Array, 
     return array, lengths
 
 
-class ShardTokenizing:
+class ShardTokenizer(ShardWorker):
+    phase = "tokenize"
+
     def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.layout = OutputLayout(spec.output.uri)
         self.tokenizer = Tokenize(spec.stages.tokenize)
         self.tokenizer.setup()
         self.dtype = storage_dtype(self.tokenizer.vocab_size)
 
-    def run(self, key: str, uri: str, config_hash: str) -> dict[str, Any]:
+    def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.tokenize(item["key"], item["uri"], item["config_hash"])
+
+    def tokenize(self, key: str, uri: str, config_hash: str) -> dict[str, Any]:
         started = time.perf_counter()
         options = self.spec.output.storage_options
         removals = read_removals(self.spec, key)
@@ -180,17 +185,6 @@ class ShardTokenizing:
                         "token_histogram": histogram.astype(np.int64).tolist(),
                     }
         return domains
-
-
-class ShardTokenizer(ShardWorker):
-    phase = "tokenize"
-
-    def __init__(self, spec_json: str) -> None:
-        super().__init__(spec_json)
-        self.tokenizing = ShardTokenizing(self.spec)
-
-    def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        return self.tokenizing.run(item["key"], item["uri"], item["config_hash"])
 
 
 def run_tokenize(spec: JobSpec, annotate_stats: list[dict[str, Any]], removals_version: dict[str, str],
