@@ -321,7 +321,7 @@ def bench_pii(docs: int, repeats: int, tmp: Path) -> dict:
         return [analyzer.analyze(t, language="en", entities=DEFAULT_ENTITIES) for t in texts[:naive_n]]
 
     def ours():
-        stage.cache.items.clear()  # every repeat starts cold, as a fresh worker does
+        stage.clear_caches()  # every repeat starts cold, as a fresh worker does
         return [stage.process(b) for b in _batches(table)]
 
     naive_s = _median_seconds(naive, 1)
@@ -330,7 +330,7 @@ def bench_pii(docs: int, repeats: int, tmp: Path) -> dict:
     nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
     naive_rate, ours_rate = naive_bytes / naive_s, nbytes / ours_s
     full = [sorted((r.start, r.end, r.entity_type) for r in doc) for doc in naive()]
-    stage.cache.items.clear()
+    stage.clear_caches()
     mine = [sorted((s.start, s.end, s.entity) for s in doc) for doc in stage.find(texts[:naive_n])]
     total = sum(len(d) for d in full)
     recalled = sum(len(set(a) & set(b)) for a, b in zip(full, mine))

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import re
 
+from pipeline.pii_phone import reaches_parse
+
 WINDOWED_ENTITIES = frozenset({"EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN"})
 
 # phonenumbers' valid punctuation (9.0.43) plus X: the gap allowed between a phone's digit blocks.
@@ -55,8 +57,13 @@ ENTITY_ANCHORS = {entity: re.compile(pattern) for entity, pattern in _ENTITY_ANC
 
 def entities_in(text: str, start: int, end: int) -> frozenset[str]:
     """The entities whose anchor matches in text[start:end]: the only ones Presidio can find
-    in that window (each entity's recognizers are independent of the others')."""
-    return frozenset(e for e, anchor in ENTITY_ANCHORS.items() if anchor.search(text, start, end))
+    in that window (each entity's recognizers are independent of the others'). Phone
+    numbers also need a candidate that phonenumbers would parse (most dates and times
+    have none)."""
+    found = [e for e, anchor in ENTITY_ANCHORS.items() if anchor.search(text, start, end)]
+    if "PHONE_NUMBER" in found and not reaches_parse(text[start:end]):
+        found.remove("PHONE_NUMBER")
+    return frozenset(found)
 
 # The same anchors for RE2 (pyarrow.compute), without lookbehinds and with Unicode classes
 # written out, so each is at least as broad as its Python form. It decides, for a whole

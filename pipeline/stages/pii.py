@@ -98,6 +98,8 @@ def build_analyzer(nlp_model: str | None = None, tokenize: bool = True):
     from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
     from presidio_analyzer.nlp_engine import NoOpNlpEngine, SpacyNlpEngine
 
+    from pipeline.pii_phone import PhoneRecognizer
+
     # EmailRecognizer validates domains with tldextract, whose default extractor fetches the
     # public suffix list (no timeout); use the snapshot bundled with tldextract instead.
     tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -114,7 +116,13 @@ def build_analyzer(nlp_model: str | None = None, tokenize: bool = True):
 
         engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
         engine.load()
-        return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"], context_aware_enhancer=NoContext())
+        analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"], context_aware_enhancer=NoContext())
+        # Same results as Presidio's phone recognizer, far fewer parses (pipeline/pii_phone.py).
+        stock = [r for r in analyzer.registry.recognizers if r.name == "PhoneRecognizer"]
+        analyzer.registry.remove_recognizer("PhoneRecognizer")
+        analyzer.registry.add_recognizer(PhoneRecognizer(supported_regions=stock[0].supported_regions,
+                                                         leniency=stock[0].leniency))
+        return analyzer
     if nlp_model:
         try:
             nlp = spacy.load(nlp_model)
@@ -183,9 +191,17 @@ class PiiScrub(DocumentStage):
         self.windowed = c.windowed and not c.nlp_model and set(c.entities) <= WINDOWED_ENTITIES
         self.analyzer = build_analyzer(c.nlp_model, tokenize=not self.windowed)
         self.salt = (os.environ.get(SALT_ENV) or self.job_salt).encode()
-        # Presidio's results on a window depend only on its text and the entities asked
-        # for; web text repeats the same footers, dates and contact lines page after page.
+        # Presidio's results on a window depend only on its text (the entities asked for
+        # follow from it); web text repeats the same footers, dates and contact lines page
+        # after page.
         self.cache = _LruCache(_CACHE_WINDOWS)
+
+    def clear_caches(self) -> None:
+        """Start cold, as a fresh worker does (for benchmarks)."""
+        from pipeline.pii_phone import clear_caches
+
+        self.cache.items.clear()
+        clear_caches()
 
     # --- finding ---------------------------------------------------------------------------
 
@@ -221,13 +237,14 @@ class PiiScrub(DocumentStage):
             if not candidates[i]:
                 continue
             for a, b in windows(text):
-                entities = entities_in(text, a, b) & wanted
-                if not entities:
-                    continue
                 piece = text[a:b]
-                cached = self.cache.get((entities, piece))
+                cached = self.cache.get(piece)
                 if cached is not None:
                     found[i] += [Span(s.start + a, s.end + a, s.entity, s.score) for s in cached]
+                    continue
+                entities = entities_in(piece, 0, len(piece)) & wanted
+                if not entities:
+                    self.cache.put(piece, [])
                     continue
                 waiting = pending.setdefault(entities, {})
                 if piece not in waiting:
@@ -262,7 +279,7 @@ class PiiScrub(DocumentStage):
             k = bisect.bisect_right(starts, span.start) - 1
             per_piece[k].append(Span(span.start - starts[k], span.end - starts[k], span.entity, span.score))
         for piece, spans in zip(pieces, per_piece):
-            self.cache.put((entities, piece), spans)
+            self.cache.put(piece, spans)
             for doc, offset in waiting[piece]:
                 found[doc] += [Span(s.start + offset, s.end + offset, s.entity, s.score) for s in spans]
 

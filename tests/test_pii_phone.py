@@ -1,0 +1,103 @@
+"""The phone recognizer Refinery uses (pipeline/pii_phone.py) returns exactly what
+Presidio's PhoneRecognizer returns, and its dry walk never skips a text where Presidio
+finds a number."""
+
+import random
+
+import phonenumbers
+import pytest
+from phonenumbers import PhoneNumberFormat, PhoneNumberMatcher, PhoneNumberType
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer as PresidioPhoneRecognizer
+
+from pipeline.pii_phone import PhoneRecognizer, _MemoMatcher, _Recorder, clear_caches, reaches_parse
+from tests.pii_corpus import EDGE_CASES, SENTENCES, planted_documents
+
+REGIONS = PresidioPhoneRecognizer.DEFAULT_SUPPORTED_REGIONS
+FORMATS = [PhoneNumberFormat.NATIONAL, PhoneNumberFormat.INTERNATIONAL, PhoneNumberFormat.E164]
+NUMBER_TYPES = [PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.TOLL_FREE]
+
+
+def _numbers() -> list[str]:
+    """phonenumbers' own example numbers for the default regions (and a few others), in each
+    format, plus the same digits with other separators."""
+    out = []
+    for region in list(REGIONS) + ["AU", "JP", "MX", "ES"]:
+        for number_type in NUMBER_TYPES:
+            example = phonenumbers.example_number_for_type(region, number_type)
+            if example is None:
+                continue
+            for fmt in FORMATS:
+                text = phonenumbers.format_number(example, fmt)
+                out += [text, text.replace(" ", "-"), text.replace(" ", "."), text.replace(" ", "")]
+    return out
+
+
+NOISE = ["", " ", "  ", "-", ".", "/", ":", "(", ")", "+", "x", "ext. ", "#", "$", "%", "€", "a", "Z", "é", "\n",
+         "\u00a0", "1", "12", "2024", "12/31/2025", "9:30", "10:45:12", "1.5", "p. 12-14", "No. 7"]
+
+
+def _fuzzed(rng: random.Random, numbers: list[str]) -> str:
+    parts = []
+    for _ in range(rng.randrange(1, 6)):
+        parts.append(rng.choice(NOISE))
+        if rng.random() < 0.6:
+            number = rng.choice(numbers)
+            if rng.random() < 0.3:  # a number cut short or grown by a digit
+                number = number[:-1] if rng.random() < 0.5 else number + str(rng.randrange(10))
+            parts.append(number)
+        parts.append(rng.choice(NOISE))
+    return "".join(parts)
+
+
+def _key(results):
+    return sorted((r.start, r.end, r.entity_type, r.score) for r in results)
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    rng = random.Random(11)
+    numbers = _numbers()
+    corpus = [_fuzzed(rng, numbers) for _ in range(4000)]
+    corpus += planted_documents(80) + EDGE_CASES + SENTENCES
+    return corpus
+
+
+def test_same_results_as_presidio_phone_recognizer(texts):
+    stock, ours = PresidioPhoneRecognizer(), PhoneRecognizer()
+    clear_caches()
+    found = 0
+    for text in texts:
+        expected = _key(stock.analyze(text, ["PHONE_NUMBER"]))
+        assert _key(ours.analyze(text, ["PHONE_NUMBER"])) == expected, repr(text)
+        found += len(expected)
+    assert found > 2000  # the fuzzed texts hold real numbers that Presidio finds
+    # a second pass answers from the memoized plans and parses
+    for text in texts[:500]:
+        assert _key(ours.analyze(text, ["PHONE_NUMBER"])) == _key(stock.analyze(text, ["PHONE_NUMBER"]))
+
+
+def test_dry_walk_skips_only_texts_without_numbers(texts):
+    stock = PresidioPhoneRecognizer()
+    skipped = 0
+    for text in texts:
+        if not reaches_parse(text):
+            skipped += 1
+            assert stock.analyze(text, ["PHONE_NUMBER"]) == [], repr(text)
+    assert skipped > 200
+    # slash dates (with or without a time) are what it skips most in web text
+    for text in ["Posted 11/02/2006 - 6:21pm.", "Commission, 6/17/2004]", "Thu, 11/02/2006 - 8:37pm."]:
+        assert not reaches_parse(text)
+
+
+@pytest.mark.parametrize("max_tries", [1, 3, 10, 40])
+def test_try_limit_cuts_the_walk_where_phonenumbers_does(texts, max_tries):
+    """phonenumbers gives up after max_tries failed candidates; the memoized matcher falls
+    back to its code near the limit, so a cut-short walk ends in the same place."""
+    rng = random.Random(max_tries)
+    long_texts = [" ".join(rng.sample(texts, 12)) for _ in range(150)]
+    for text in long_texts:
+        for region in REGIONS:
+            expected = [(m.start, m.end) for m in PhoneNumberMatcher(text, region, leniency=1, max_tries=max_tries)]
+            matcher = _MemoMatcher(text, region, 1, _Recorder(text, 1))
+            matcher._max_tries = max_tries
+            assert [(m.start, m.end) for m in matcher] == expected
