@@ -26,6 +26,9 @@ phonenumbers is upgraded.
 
 from __future__ import annotations
 
+import functools
+import itertools
+
 import phonenumbers
 from phonenumbers import phonenumbermatcher as pm
 from phonenumbers.phonenumberutil import (
@@ -40,6 +43,7 @@ from presidio_analyzer.predefined_recognizers import PhoneRecognizer as Presidio
 _VERIFIED_CAPACITY = 200_000
 _UNSEEN = object()
 _UNLIMITED = 1 << 62
+_MAX_TRIES = 65535  # PhoneNumberMatcher's default, which Presidio uses
 
 
 def _passes_region_independent_checks(matcher: pm.PhoneNumberMatcher, candidate: str, offset: int) -> bool:
@@ -57,6 +61,27 @@ def _passes_region_independent_checks(matcher: pm.PhoneNumberMatcher, candidate:
             if matcher._is_invalid_punctuation_symbol(next_char) or matcher._is_latin_letter(next_char):
                 return False
     return True
+
+
+@functools.cache
+def _never_valid_up_to(region: str, leniency: int) -> int:
+    """The largest length (at most 3) up to which no candidate verifies in ``region``.
+
+    parse() reads a candidate as its digits (each character gives at most one) and whether
+    it starts with a plus sign; validity depends on nothing else. So if no string of up to
+    k digits, with or without a plus, verifies, no candidate of up to k characters does.
+    Checked here by trying them all (2,220 parses), so that it holds for the installed
+    phonenumbers metadata; years and short number groups then need no parse at all.
+    """
+    for length in range(1, 4):
+        for digits in itertools.product("0123456789", repeat=length):
+            for candidate in ("".join(digits), "+" + "".join(digits)):
+                try:
+                    if pm._verify(leniency, pm.parse(candidate, region, keep_raw_input=True), candidate, None):
+                        return length - 1
+                except NumberParseException:
+                    pass
+    return 3
 
 
 def _may_parse(candidate: str) -> bool:
@@ -110,42 +135,66 @@ def reaches_parse(text: str, leniency: int = pm.Leniency.VALID) -> bool:
     return bool(recorder.attempts)
 
 
+_verified_numbers: dict = {}
+
+
+def _verified(candidate: str, region: str, leniency: int):
+    """phonenumbers' parse + verify of a candidate for a region: the number, or None."""
+    if len(candidate) <= _never_valid_up_to(region, leniency):
+        return None
+    # A number that parse() read through its leading plus sign does not depend on the
+    # region (the region's metadata is only consulted when it is the number's own); nor,
+    # at leniency VALID, does its verification. One parse serves every region.
+    numobj = _verified_numbers.get((candidate, None, leniency), _UNSEEN)
+    if numobj is not _UNSEEN:
+        return numobj
+    key = (candidate, region, leniency)
+    numobj = _verified_numbers.get(key, _UNSEEN)
+    if numobj is _UNSEEN:
+        numobj = None
+        try:
+            parsed = pm.parse(candidate, region, keep_raw_input=True)
+            if parsed.country_code_source == pm.CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN:
+                key = (candidate, None, leniency)
+            if pm._verify(leniency, parsed, candidate, None):  # VALID and POSSIBLE ignore the matcher
+                parsed.country_code_source = pm.CountryCodeSource.UNSPECIFIED
+                parsed.raw_input = None
+                parsed.preferred_domestic_carrier_code = None
+                numobj = parsed
+        except NumberParseException:
+            pass
+        if len(_verified_numbers) >= _VERIFIED_CAPACITY:
+            _verified_numbers.clear()
+        _verified_numbers[key] = numobj
+    return numobj
+
+
+class _Walker(pm.PhoneNumberMatcher):
+    """Records the candidates phonenumbers' matcher visits while it finds nothing."""
+
+    def __init__(self, text: str, leniency: int) -> None:
+        super().__init__(text, "US", leniency=leniency, max_tries=_UNLIMITED)
+        self.visited: list[tuple[str, int]] = []
+
+    def _extract_match(self, candidate, offset):
+        self.visited.append((candidate, offset))
+        return None
+
+
 class _MemoMatcher(pm.PhoneNumberMatcher):
     """phonenumbers' matcher for one region, with each candidate's plan (what it would
-    parse) made once for all regions and texts, and parse + verify results per (candidate,
-    region)."""
-
-    verified: dict = {}
+    parse) made once for all regions and texts, and parse + verify memoized."""
 
     def __init__(self, text: str, region: str, leniency: int, recorder: _Recorder) -> None:
         super().__init__(text, region, leniency=leniency)
         self.recorder = recorder
-
-    def _verified(self, candidate: str):
-        key = (candidate, self.preferred_region, self.leniency)
-        numobj = self.verified.get(key, _UNSEEN)
-        if numobj is _UNSEEN:
-            numobj = None
-            try:
-                parsed = pm.parse(candidate, self.preferred_region, keep_raw_input=True)
-                if pm._verify(self.leniency, parsed, candidate, self):
-                    parsed.country_code_source = pm.CountryCodeSource.UNSPECIFIED
-                    parsed.raw_input = None
-                    parsed.preferred_domestic_carrier_code = None
-                    numobj = parsed
-            except NumberParseException:
-                pass
-            if len(self.verified) >= _VERIFIED_CAPACITY:
-                self.verified.clear()
-            self.verified[key] = numobj
-        return numobj
 
     def _extract_match(self, candidate, offset):
         attempts, tries = self.recorder.plan(candidate, offset)
         if self._max_tries <= tries + 1:  # the try limit could cut the walk short: phonenumbers' own code
             return super()._extract_match(candidate, offset)
         for group, group_offset, tries_before in attempts:
-            numobj = self._verified(group)
+            numobj = _verified(group, self.preferred_region, self.leniency)
             if numobj is not None:
                 self._max_tries -= tries_before
                 return pm.PhoneNumberMatch(offset + group_offset, group, numobj)
@@ -155,22 +204,58 @@ class _MemoMatcher(pm.PhoneNumberMatcher):
     def _parse_and_verify(self, candidate, offset):
         if not (_passes_region_independent_checks(self, candidate, offset) and _may_parse(candidate)):
             return None
-        numobj = self._verified(candidate)
+        numobj = _verified(candidate, self.preferred_region, self.leniency)
         return None if numobj is None else pm.PhoneNumberMatch(offset, candidate, numobj)
+
+
+def _region_matches(text: str, region: str, leniency: int, visited: list[tuple[str, int, tuple]],
+                    recorder: _Recorder, max_tries: int = _MAX_TRIES) -> list[pm.PhoneNumberMatch]:
+    """What ``PhoneNumberMatcher(text, region)`` finds. Every region's matcher visits the
+    same candidates (``visited``) until its first match, so only from there on does this
+    region need a matcher of its own, resumed in the state phonenumbers' would be in.
+    ``visited``: (candidate, offset, plan) in the order of the walk."""
+
+    def resume(search_from: int, tries: int) -> list[pm.PhoneNumberMatch]:
+        matcher = _MemoMatcher(text, region, leniency, recorder)
+        matcher._search_index, matcher._max_tries = search_from, tries
+        return list(matcher)
+
+    tries, search_from = max_tries, 0
+    for candidate, offset, (attempts, used) in visited:
+        if tries <= used + 1:  # the try limit may end the walk inside this candidate
+            return resume(search_from, tries)
+        for group, group_offset, tries_before in attempts:
+            numobj = _verified(group, region, leniency)
+            if numobj is not None:
+                match = pm.PhoneNumberMatch(offset + group_offset, group, numobj)
+                return [match] + resume(match.end, tries - tries_before)
+        tries -= used + 1
+        search_from = offset + len(candidate)
+    return []
 
 
 class PhoneRecognizer(PresidioPhoneRecognizer):
     """Presidio's PhoneRecognizer (same regions, leniency, score and explanations), with the
-    dry walk first and the regions sharing candidate plans and parses."""
+    dry walk first and the regions sharing one walk over the candidates, their plans and
+    parses."""
 
     number_regions: dict = {}
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for region in self.supported_regions:  # at setup, not on the first document
+            _never_valid_up_to(region, self.leniency)
+
     def analyze(self, text, entities, nlp_artifacts=None):
+        if self.leniency > pm.Leniency.VALID:  # the grouping checks read the matcher: Presidio's own path
+            return super().analyze(text, entities, nlp_artifacts)
         if not reaches_parse(text, self.leniency):
             return []
-        recorder, results = _Recorder(text, self.leniency), []
+        recorder, walker, results = _Recorder(text, self.leniency), _Walker(text, self.leniency), []
+        walker.has_next()
+        visited = [(candidate, offset, recorder.plan(candidate, offset)) for candidate, offset in walker.visited]
         for region in self.supported_regions:
-            for match in _MemoMatcher(text, region, self.leniency, recorder):
+            for match in _region_matches(text, region, self.leniency, visited, recorder):
                 results.append(self._get_recognizer_result(match, text, self._region_of(match.raw_string, region),
                                                            nlp_artifacts))
         return EntityRecognizer.remove_duplicates(results)
@@ -191,6 +276,6 @@ class PhoneRecognizer(PresidioPhoneRecognizer):
 
 def clear_caches() -> None:
     """Forget every memoized parse, plan and region (benchmarks start each repeat cold)."""
-    _MemoMatcher.verified.clear()
+    _verified_numbers.clear()
     _Recorder.plans.clear()
     PhoneRecognizer.number_regions.clear()

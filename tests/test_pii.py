@@ -194,7 +194,8 @@ def test_vectorized_prefilter_is_a_superset_of_the_anchor():
     assert all(pc.match_substring_regex(pa.array(digits), r"^\p{Nd}$").to_pylist())
     rng = random.Random(0)
     alphabet = list("0123456789 -./()@:+xXabcDEF\n\t") + ["\u00a0", "\u3000", "\u0661", "\uff10", "\u2013",
-                                                           "\U00010D41", "é", "ß"]
+                                                           "\U00010D41", "é", "ß", "Ж", "中", "_",
+                                                           "\u2028", "\v", "#"]
     fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(3, 40))) for _ in range(50000)]
     texts = fuzz + planted_documents(300) + EDGE_CASES + [d + "" for d in digits]
     flags = may_hold_pii(pa.array(texts))

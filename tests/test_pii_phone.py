@@ -9,7 +9,8 @@ import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberMatcher, PhoneNumberType
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer as PresidioPhoneRecognizer
 
-from pipeline.pii_phone import PhoneRecognizer, _MemoMatcher, _Recorder, clear_caches, reaches_parse
+from pipeline.pii_phone import (PhoneRecognizer, _MemoMatcher, _Recorder, _region_matches, _Walker, clear_caches,
+                                 reaches_parse)
 from tests.pii_corpus import EDGE_CASES, SENTENCES, planted_documents
 
 REGIONS = PresidioPhoneRecognizer.DEFAULT_SUPPORTED_REGIONS
@@ -91,13 +92,26 @@ def test_dry_walk_skips_only_texts_without_numbers(texts):
 
 @pytest.mark.parametrize("max_tries", [1, 3, 10, 40])
 def test_try_limit_cuts_the_walk_where_phonenumbers_does(texts, max_tries):
-    """phonenumbers gives up after max_tries failed candidates; the memoized matcher falls
-    back to its code near the limit, so a cut-short walk ends in the same place."""
+    """phonenumbers gives up after max_tries failed candidates; the shared walk hands over
+    to a matcher of the region's own near the limit, so a cut-short walk ends in the same
+    place."""
     rng = random.Random(max_tries)
     long_texts = [" ".join(rng.sample(texts, 12)) for _ in range(150)]
     for text in long_texts:
+        recorder, walker = _Recorder(text, 1), _Walker(text, 1)
+        walker.has_next()
+        visited = [(c, o, recorder.plan(c, o)) for c, o in walker.visited]
         for region in REGIONS:
             expected = [(m.start, m.end) for m in PhoneNumberMatcher(text, region, leniency=1, max_tries=max_tries)]
-            matcher = _MemoMatcher(text, region, 1, _Recorder(text, 1))
+            found = _region_matches(text, region, 1, visited, recorder, max_tries=max_tries)
+            assert [(m.start, m.end) for m in found] == expected
+            matcher = _MemoMatcher(text, region, 1, recorder)
             matcher._max_tries = max_tries
             assert [(m.start, m.end) for m in matcher] == expected
+
+
+def test_stricter_leniency_is_presidio_own_path():
+    text = "call 212-555-0147 or +44 20 7946 0958 today"
+    for leniency in (2, 3):
+        ours, stock = PhoneRecognizer(leniency=leniency), PresidioPhoneRecognizer(leniency=leniency)
+        assert _key(ours.analyze(text, ["PHONE_NUMBER"])) == _key(stock.analyze(text, ["PHONE_NUMBER"]))

@@ -210,10 +210,10 @@ class PiiScrub(DocumentStage):
                                         score_threshold=self.config.score_threshold)
         return [Span(r.start, r.end, r.entity_type, r.score) for r in results]
 
-    def find(self, texts: list[str], column: pa.Array | pa.ChunkedArray | None = None) -> list[list[Span]]:
+    def find(self, texts: list[str], prefiltered: bool = False) -> list[list[Span]]:
         """Presidio's results per document, as a whole-document analyze would give them.
         Documents Presidio fails on (it raises on some non-ASCII digits) land in ``failed``.
-        ``column``: the same texts as Arrow, if at hand (for the vectorized prefilter)."""
+        ``prefiltered``: every text already passed ``may_hold_pii``."""
         found: list[list[Span]] = [[] for _ in texts]
         self.failed: set[int] = set()
         if not self.windowed:
@@ -232,7 +232,7 @@ class PiiScrub(DocumentStage):
         # (document, offset) where it occurs.
         pending: dict[frozenset[str], dict[str, list[tuple[int, int]]]] = {}
         sizes: dict[frozenset[str], int] = {}
-        candidates = may_hold_pii(column if column is not None else pa.array(texts, pa.string()))
+        candidates = [True] * len(texts) if prefiltered else may_hold_pii(pa.array(texts, pa.string()))
         for i, text in enumerate(texts):
             if not candidates[i]:
                 continue
@@ -307,21 +307,33 @@ class PiiScrub(DocumentStage):
         return "".join(reversed(pieces)), counts
 
     def process(self, docs: pa.Table) -> StageOutput:
-        texts = docs.column(cols.TEXT).to_pylist()
-        found = self.find(texts, docs.column(cols.TEXT))
-        new_texts, counts = [], []
-        for text, spans in zip(texts, found):
-            scrubbed, per_entity = self.scrub(text, spans) if spans else (text, {})
-            new_texts.append(scrubbed)
-            counts.append(sorted(per_entity.items()))
-        text_array = pa.array(new_texts, pa.string())
-        table = docs.set_column(docs.schema.get_field_index(cols.TEXT), cols.TEXT, text_array)
-        table = table.set_column(table.schema.get_field_index(cols.TEXT_BYTES), cols.TEXT_BYTES,
-                                 pc.binary_length(text_array).cast(pa.int64()))
+        column = docs.column(cols.TEXT)
+        n = docs.num_rows
+        # Only documents the prefilter passes become Python strings (windowed mode).
+        rows = ([i for i, flag in enumerate(may_hold_pii(column)) if flag] if self.windowed
+                else list(range(n)))
+        subset = column.take(pa.array(rows, pa.int64()))
+        texts = subset.to_pylist()
+        found = self.find(texts, prefiltered=True)
+        counts: list[list[tuple[str, int]]] = [[] for _ in range(n)]
+        scrubbed: dict[int, str] = {}
+        for row, text, spans in zip(rows, texts, found):
+            if spans:
+                scrubbed[row], per_entity = self.scrub(text, spans)
+                counts[row] = sorted(per_entity.items())
+        table = docs
+        if scrubbed:
+            mask = pa.array([i in scrubbed for i in range(n)])
+            text_array = pc.replace_with_mask(column.combine_chunks(), mask,
+                                              pa.array([scrubbed[i] for i in sorted(scrubbed)], column.type))
+            table = table.set_column(table.schema.get_field_index(cols.TEXT), cols.TEXT, text_array)
+            table = table.set_column(table.schema.get_field_index(cols.TEXT_BYTES), cols.TEXT_BYTES,
+                                     pc.binary_length(text_array).cast(pa.int64()))
         table = table.append_column(PII_COUNTS, pa.array(counts, pa.map_(pa.string(), pa.int32())))
+        failed = {rows[k] for k in self.failed}
         limit = self.config.max_entities
         reasons = [
-            "pii_unscannable" if i in self.failed
+            "pii_unscannable" if i in failed
             else "pii_too_many_entities" if limit is not None and sum(n for _, n in c) > limit else None
             for i, c in enumerate(counts)
         ]
