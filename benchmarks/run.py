@@ -8,6 +8,7 @@ single-process approach); repeated measurements report the median.
     python benchmarks/run.py near_dedup --docs 250000,1000000
     python benchmarks/run.py pack --docs 1000000 --copies 1,4
     python benchmarks/run.py pii --docs 8000 --repeats 5
+    python benchmarks/run.py contamination --docs 20000 --repeats 5
     python benchmarks/run.py exact_dedup --docs 50000
     python benchmarks/run.py minhash --docs 20000
     python benchmarks/run.py language --docs 20000
@@ -563,9 +564,87 @@ def bench_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
     return {"runs": runs, "growth": _growth(runs, "wall_s")}
 
 
+def _build_index_in_child(eval_uri: str, ngram: int) -> dict:
+    """Builds a contamination index in a fresh process: seconds and the process's peak RSS."""
+    from pipeline.stages.contamination import ContaminationConfig, build_index
+
+    started = time.perf_counter()
+    index = build_index(ContaminationConfig(enabled=True, ngram=ngram, benchmarks=[
+        {"name": "synthetic", "uri": eval_uri, "fields": ["question", "answer"]}]))
+    return {"seconds": time.perf_counter() - started, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            **index.summary()}
+
+
+def bench_contamination(docs: int, repeats: int, tmp: Path, items: int = 100_000) -> dict:
+    """Contamination index build for ``items`` eval items (time and peak RSS, in a fresh
+    process) and the scan (normalize, hash every 13-gram, look it up) vs a loop that only
+    normalizes and hashes, on web-like documents; both in 1,024-row batches on one core.
+
+    The items are word problems as long as GSM8K's (question + answer, about 120 words),
+    made of WikiText-2 sentences so that their n-grams are real text."""
+    import concurrent.futures
+    import random
+
+    from pipeline.minhash import ngram_hashes, unit_hashes
+    from pipeline.stages.contamination import ContaminationCheck, ContaminationConfig, words
+
+    if (SHARED_DATA / "nltk").exists():
+        from web_like import web_like_documents
+
+        texts = web_like_documents(SHARED_DATA, docs, 0.0, seed=3)
+        sentences = [s for line in (SHARED_DATA / "wikitext2" / "valid.txt").read_text().splitlines()
+                     for s in line.split(" . ") if len(s.split()) > 8]
+    else:
+        texts = _docs_table(docs).column(cols.TEXT).to_pylist()
+        sentences = [s for t in texts for s in t.split(". ") if len(s.split()) > 8]
+    rng = random.Random(0)
+    eval_path = tmp / "eval.jsonl"
+    with eval_path.open("w") as handle:
+        for i in range(items):
+            handle.write(json.dumps({"question": f"item {i}: " + ". ".join(rng.sample(sentences, 4)),
+                                     "answer": ". ".join(rng.sample(sentences, 2))}) + "\n")
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        built = pool.submit(_build_index_in_child, str(eval_path), 13).result()
+    print(f"index of {items:,} items: {built['seconds']:.1f} s, peak RSS {built['peak_rss_bytes'] / 2**30:.2f} GiB, "
+          f"{built['ngrams']:,} n-grams", flush=True)
+
+    stage = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[
+        {"name": "synthetic", "uri": str(eval_path), "fields": ["question", "answer"]}]))
+    stage.setup()
+    table = _text_table(texts)
+    batches = [b.column(cols.TEXT) for b in _batches(table)]
+    nbytes = int(pa.compute.sum(table.column(cols.TEXT_BYTES)).as_py())
+
+    def hash_only():
+        for column in batches:
+            units = words(column)
+            ngram_hashes(units, 13, unit_hashes(units))
+
+    def scan():
+        for column in batches:
+            stage.matches(column)
+
+    hash_s, scan_s = [], []
+    for _ in range(repeats):  # interleaved, so both sides see the same machine
+        hash_s.append(_median_seconds(hash_only, 1))
+        scan_s.append(_median_seconds(scan, 1))
+    figures = {
+        "items": items, "index_build_s": built["seconds"], "index_peak_rss_bytes": built["peak_rss_bytes"],
+        "index_ngrams": built["ngrams"], "index_bytes": built["bytes"], "documents": len(texts), "bytes": nbytes,
+        "normalize_and_hash_mb_per_s": nbytes / statistics.median(hash_s) / 1e6,
+        "scan_mb_per_s": nbytes / statistics.median(scan_s) / 1e6,
+        "scan_vs_normalize_and_hash": statistics.median(hash_s) / statistics.median(scan_s),
+    }
+    print(f"scan {figures['scan_mb_per_s']:.2f} MB/s/core, normalize+hash only {figures['normalize_and_hash_mb_per_s']:.2f} "
+          f"MB/s/core: ratio {figures['scan_vs_normalize_and_hash']:.2f}", flush=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["job", "near_dedup", "pack", "pii", "exact_dedup", "minhash", "language", "perplexity", "quality"])
+    parser.add_argument("name", choices=["job", "near_dedup", "pack", "pii", "contamination", "exact_dedup", "minhash",
+                                         "language", "perplexity", "quality"])
     parser.add_argument("--docs", default="20000",
                         help="documents; for 'job' and 'near_dedup' a comma-separated list of sizes")
     parser.add_argument("--repeats", type=int, default=3)
@@ -583,6 +662,8 @@ def main() -> None:
             figures = bench_near_dedup(sizes, tmp, args.set)
         elif args.name == "pii":
             figures = bench_pii(sizes[0], args.repeats, tmp)
+        elif args.name == "contamination":
+            figures = bench_contamination(sizes[0], args.repeats, tmp)
         elif args.name == "pack":
             figures = bench_pack(sizes[0], [int(x) for x in args.copies.split(",")], tmp, args.set)
         elif args.name == "minhash":

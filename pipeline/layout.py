@@ -53,6 +53,13 @@ class OutputLayout:
     def quarantine(self, key: str) -> str:
         return self._path("quarantine", f"{key}.parquet")
 
+    def contamination_index(self, key: str) -> str:
+        return self._path("work", "contamination", f"index-{key}.npz")
+
+    @property
+    def contamination_json(self) -> str:
+        return self._path("contamination.json")
+
     # dedup phase
     @property
     def dedup_dir(self) -> str:

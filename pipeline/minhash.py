@@ -67,6 +67,36 @@ class Shingling:
     unit: str = "word"  # or "char"
 
 
+def unit_hashes(units: pa.ListArray) -> np.ndarray:
+    """64-bit hash of every unit, flat (each distinct unit hashed once)."""
+    flat = units.flatten()
+    if len(flat) == 0:
+        return np.zeros(0, np.uint64)
+    encoded = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else pc.dictionary_encode(flat)
+    distinct = np.array([unit_hash(u) for u in encoded.dictionary.to_pylist()], dtype=np.uint64)
+    return distinct[encoded.indices.to_numpy()]
+
+
+def ngram_hashes(units: pa.ListArray, n: int, hashes: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every full n-gram of every document: its 64-bit hash (a polynomial over its units'
+    hashes), its document and the position of its first unit. Documents with fewer than
+    ``n`` units have none. ``hashes``: ``unit_hashes(units)``, if already computed."""
+    offsets = units.offsets.to_numpy().astype(np.int64)
+    counts = np.diff(offsets)
+    hashes = unit_hashes(units) if hashes is None else hashes
+    total = len(hashes)
+    with np.errstate(over="ignore"):
+        window = np.zeros(total, dtype=np.uint64)
+        for j in range(min(n, total)):
+            # position k gets unit k+j; positions past the end are discarded below
+            window[: total - j] += hashes[j:] * MULTIPLIERS[j]
+    doc_of_unit = np.repeat(np.arange(len(counts)), counts)
+    position_in_doc = np.arange(total) - offsets[:-1][doc_of_unit]
+    full_window = position_in_doc < (counts - n + 1)[doc_of_unit]
+    return window[full_window], doc_of_unit[full_window], position_in_doc[full_window]
+
+
 def shingle_hashes(units: pa.ListArray, shingling: Shingling) -> tuple[np.ndarray, np.ndarray]:
     """32-bit shingle hashes of every document, flat, and each document's shingle count.
 
@@ -76,24 +106,13 @@ def shingle_hashes(units: pa.ListArray, shingling: Shingling) -> tuple[np.ndarra
     n = shingling.ngram
     offsets = units.offsets.to_numpy().astype(np.int64)
     counts = np.diff(offsets)
-    flat = units.flatten()
-    if len(flat) == 0:
-        return np.zeros(0, np.uint32), np.zeros(len(counts), np.int64)
-    encoded = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else pc.dictionary_encode(flat)
-    distinct = np.array([unit_hash(u) for u in encoded.dictionary.to_pylist()], dtype=np.uint64)
-    hashes = distinct[encoded.indices.to_numpy()]
-    total = len(hashes)
-    with np.errstate(over="ignore"):
-        window = np.zeros(total, dtype=np.uint64)
-        for j in range(min(n, total)):
-            # position k gets unit k+j; positions past the end are discarded below
-            window[: total - j] += hashes[j:] * MULTIPLIERS[j]
     ndocs = len(counts)
-    doc_of_unit = np.repeat(np.arange(ndocs), counts)
-    position_in_doc = np.arange(total) - offsets[:-1][doc_of_unit]
-    full_window = position_in_doc < (counts - n + 1)[doc_of_unit]
-    docs = [doc_of_unit[full_window]]
-    values = [window[full_window]]
+    hashes = unit_hashes(units)
+    if len(hashes) == 0:
+        return np.zeros(0, np.uint32), np.zeros(ndocs, np.int64)
+    full_values, full_docs, _ = ngram_hashes(units, n, hashes)
+    docs = [full_docs]
+    values = [full_values]
     short = np.flatnonzero((counts > 0) & (counts < n))
     if len(short):
         with np.errstate(over="ignore"):

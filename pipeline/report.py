@@ -187,6 +187,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     if pii:
         lines += ["", "## PII replaced (spans, in documents kept by annotate)", "", "| entity | spans |", "|---|---:|"]
         lines += [f"| {entity} | {n:,} |" for entity, n in pii.items()]
+    contamination = report.get("contamination")
+    if contamination:
+        lines += ["", "## Benchmark contamination", "",
+                  f"Word {contamination['ngram']}-grams of every eval item, looked up in every document "
+                  f"(overlap: at least {contamination['min_matching_ngrams']} n-gram(s) and "
+                  f"{contamination['min_item_fraction']:.0%} of the item). Action: **{contamination['action']}**. "
+                  "Details in `contamination.json`.", "",
+                  "| benchmark | items | items found | documents | annotated | excised | dropped | example documents |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for name, b in contamination["benchmarks"].items():
+            examples = ", ".join(f"`{d}`" for d in b["example_documents"][:3]) or "none"
+            lines.append(f"| {name} | {b['items']:,} | {b['items_found']:,} | {b['documents']:,} | {b['annotated']:,} "
+                         f"| {b['excised']:,} | {b['dropped']:,} | {examples} |")
     buckets = report.get("perplexity_buckets")
     if buckets:
         low, high = buckets["percentiles"]

@@ -20,6 +20,7 @@ from pipeline import storage
 from pipeline.config import JobSpec, RayConfig, load_job_spec
 from pipeline.layout import OutputLayout
 from pipeline.phases.annotate import discover_shards, run_annotate
+from pipeline.stages.contamination import contamination_report, prepare_index
 from pipeline.phases.dedup import run_dedup
 from pipeline.phases.mix import run_mix
 from pipeline.phases.pack import remove_stale_shards, run_pack, write_manifest
@@ -129,6 +130,7 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
         progress.log(f"job '{spec.name}': {len(shards)} input shards, output {spec.output.uri}")
 
         started = time.perf_counter()
+        contamination_index = prepare_index(spec, progress)
         annotate_stats = run_annotate(spec, shards, progress, workers)
         phases.append(_phase("annotate", started, sum(s["input_docs"] for s in annotate_stats),
                              sum(s["input_bytes"] for s in annotate_stats)))
@@ -164,6 +166,9 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
 
     report = build_report(spec.name, spec.config_hash(), annotate_stats, dedup_marker, tokenize_stats, sample_stats,
                           plan, pack_stats, phases, memory.peak)
+    if contamination_index is not None:
+        report["contamination"] = contamination_report(spec.stages.contamination, contamination_index, annotate_stats)
+        storage.write_json(layout.contamination_json, report["contamination"], out_options)
     storage.write_json(layout.report_json, report, out_options)
     storage.write_bytes(layout.report_md, render_markdown(report).encode(), out_options)
     check_balance(report)

@@ -2,6 +2,7 @@
 policies; other languages, long documents and text Presidio fails on."""
 
 import json
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
@@ -97,14 +98,14 @@ def test_mask_hash_and_max_entities():
     assert mask.process(_docs([text])).table.column(cols.TEXT)[0].as_py() == "a [X] b [X] c [X]"
 
     hashed = PiiScrub(PiiConfig(enabled=True, replace_with="hash"))
-    hashed.bind_job("job", 1)
+    hashed.bind_job(SimpleNamespace(name="job", seed=1))
     hashed.setup()
     out = hashed.process(_docs([text])).table.column(cols.TEXT)[0].as_py()
     first, second = out.split(" ")[1], out.split(" ")[3]
     assert first == second and first.startswith("<EMAIL_ADDRESS:") and len(first) == len("<EMAIL_ADDRESS:>") + 12
     assert "jane" not in out
     other_run = PiiScrub(PiiConfig(enabled=True, replace_with="hash"))
-    other_run.bind_job("job", 2)
+    other_run.bind_job(SimpleNamespace(name="job", seed=2))
     other_run.setup()
     assert other_run.process(_docs([text])).table.column(cols.TEXT)[0].as_py().split(" ")[1] != first
 

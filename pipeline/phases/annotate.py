@@ -66,6 +66,14 @@ def annotate_config_hash(spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return value
+
+
 def _count(counter: dict[str, int], key: str, n: int) -> None:
     if n:
         counter[key] = counter.get(key, 0) + n
@@ -96,6 +104,9 @@ class ShardAnnotator(ShardWorker):
             "annotated_docs": 0, "annotated_bytes": 0, "rejected": {}, "quarantined": {}, "shard_quarantined": None,
         }
         options = self.spec.output.storage_options
+        for stage in self.stages:  # a shard that failed earlier in this worker leaves nothing behind
+            if hasattr(stage, "take_stats"):
+                stage.take_stats()
         for stale in (self.layout.annotated(shard.key), self.layout.annotate_rejects(shard.key),
                       self.layout.quarantine(shard.key)):
             storage.remove_tree(stale, options)
@@ -175,6 +186,9 @@ class ShardAnnotator(ShardWorker):
                 empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
                 annotated.write(empty)
         stats.update(counts, rejected=rejected, quarantined=quarantined, languages=languages, pii_replaced=pii)
+        for stage in self.stages:
+            if hasattr(stage, "take_stats"):
+                stats.setdefault("stage_stats", {})[stage.name] = _jsonable(stage.take_stats())
 
     def _run_stages(self, docs: pa.Table, rejects: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
         for stage in self.stages:

@@ -183,8 +183,8 @@ class PiiScrub(DocumentStage):
 
     job_salt = run_salt("", 0)
 
-    def bind_job(self, name: str, seed: int) -> None:
-        self.job_salt = run_salt(name, seed)
+    def bind_job(self, spec) -> None:
+        self.job_salt = run_salt(spec.name, spec.seed)
 
     def setup(self) -> None:
         c = self.config

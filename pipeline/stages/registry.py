@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipeline.stages.base import DocumentStage, GlobalStage
+from pipeline.stages.contamination import ContaminationCheck
 from pipeline.stages.exact_dedup import ExactDedupKeys, ExactDuplicates
 from pipeline.stages.language import LanguageId
 from pipeline.stages.near_dedup import MinHashSignatures, NearDuplicates
@@ -22,6 +23,7 @@ STAGES: list[tuple[str, type[DocumentStage] | None, type[GlobalStage] | None]] =
     ("language", LanguageId, None),
     ("quality", QualityRules, None),
     ("perplexity", Perplexity, PerplexityBuckets),
+    ("contamination", ContaminationCheck, None),
     ("pii", PiiScrub, None),
     ("exact_dedup", ExactDedupKeys, ExactDuplicates),
     ("near_dedup", MinHashSignatures, NearDuplicates),
@@ -39,7 +41,7 @@ def document_stages(spec: "JobSpec") -> list[DocumentStage]:
     stages = [document(config) for config, document, _ in _enabled(spec) if document]
     for stage in stages:
         if hasattr(stage, "bind_job"):
-            stage.bind_job(spec.name, spec.seed)
+            stage.bind_job(spec)
     return stages
 
 

@@ -1,0 +1,498 @@
+"""Benchmark contamination: find evaluation items inside training documents by word n-gram
+overlap, and annotate, drop or excise them.
+
+Text on both sides is normalized the same way: lower case, and words are the runs of
+letters, digits and combining marks (everything else, punctuation included, separates
+words). So case, whitespace and punctuation changes do not hide an item. Every eval item
+contributes its word n-grams (default 13, GPT-3's choice), each hashed to 64 bits as a
+polynomial over per-word blake2b hashes (``pipeline.minhash``). An item shorter than n
+words contributes one hash of all its words, matched against the documents' runs of the
+same length.
+
+The index is two sorted arrays (n-gram hash, item) built once per job from the eval
+files (``build_index``) and written to the work directory; every worker loads it. Lookups
+are exact on the 64-bit hash, so the only false matches are hash collisions: with I
+indexed n-grams and Q scanned ones, about I·Q/2^64 (under one for 10^7 items' n-grams
+against 10^12 scanned).
+
+A document overlaps an item when at least ``min_matching_ngrams`` distinct n-grams of the
+item occur in it and they cover at least ``min_item_fraction`` of the item's n-grams.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline import documents as cols
+from pipeline import storage
+from pipeline.minhash import MULTIPLIERS, ngram_hashes, unit_hash, unit_hashes
+from pipeline.stages.base import DocumentStage, StageOutput
+
+CONTAMINATION = "contamination"
+CONTAMINATION_TYPE = pa.list_(pa.struct([("benchmark", pa.string()), ("item", pa.string()),
+                                         ("ngrams", pa.int32()), ("fraction", pa.float32())]))
+# Fields whose text counts, for common eval set shapes.
+PRESETS: dict[str, list[str]] = {
+    "gsm8k": ["question", "answer"],
+    "humaneval": ["prompt", "canonical_solution"],
+    "mbpp": ["text", "code"],
+    "mmlu": ["question", "choices"],
+    "hellaswag": ["ctx", "endings"],
+    "arc": ["question", "choices"],
+    "truthfulqa": ["question", "best_answer"],
+    "triviaqa": ["question", "answer"],
+    "squad": ["context", "question"],
+}
+# Fields that name an item in the report, when the eval file has one.
+_ID_FIELDS = ("task_id", "id", "idx", "question_id")
+_NON_WORD = r"[^\p{L}\p{N}\p{M}\s]+"
+
+
+class EvalSetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    uri: str
+    """Local path or s3:// URI of the eval set: JSONL, JSONL.gz, Parquet or CSV."""
+    fields: list[str] | None = None
+    """The fields whose text counts (lists of strings are joined); default: the preset's."""
+    preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
+    """A known shape: gsm8k (question, answer), humaneval (prompt, canonical_solution), mbpp,
+    mmlu, hellaswag, arc, truthfulqa, triviaqa, squad."""
+    storage_options: storage.StorageOptions = storage.StorageOptions()
+
+    @model_validator(mode="after")
+    def _fields_known(self) -> "EvalSetConfig":
+        if not self.fields and not self.preset:
+            raise ValueError(f"benchmark '{self.name}': name its text fields or a preset ({', '.join(PRESETS)})")
+        return self
+
+    def text_fields(self) -> list[str]:
+        return self.fields or PRESETS[self.preset]
+
+
+class ContaminationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    benchmarks: list[EvalSetConfig] = []
+    ngram: int = Field(13, ge=3, le=64)
+    """Words per n-gram (13 as in GPT-3)."""
+    min_matching_ngrams: int = Field(1, ge=1)
+    """Distinct n-grams of an item a document must contain to overlap it."""
+    min_item_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of an item's n-grams a document must contain to overlap it."""
+    action: Literal["annotate", "drop", "excise"] = "annotate"
+    """``annotate``: only the ``contamination`` column; ``drop``: reject overlapping
+    documents; ``excise``: cut each matched region with ``margin_chars`` on both sides, and
+    reject the document if that leaves more than ``max_pieces`` pieces (GPT-3's recipe)."""
+    margin_chars: int = Field(200, ge=0)
+    max_pieces: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _benchmarks_named(self) -> "ContaminationConfig":
+        if self.enabled and not self.benchmarks:
+            raise ValueError("stages.contamination.benchmarks: name at least one eval set")
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError("stages.contamination.benchmarks: names must be unique")
+        return self
+
+
+class EvalSetError(ValueError):
+    """An eval set that cannot be read, named by its benchmark."""
+
+
+# --- eval sets --------------------------------------------------------------------------
+
+def read_eval_set(config: EvalSetConfig) -> list[dict[str, Any]]:
+    """The eval set's rows; errors name the benchmark and the file."""
+    uri, label = config.uri, f"benchmark '{config.name}' ({config.uri})"
+    try:
+        data = storage.read_bytes(uri, config.storage_options)
+    except (FileNotFoundError, OSError) as exc:
+        raise EvalSetError(f"{label}: cannot read the file: {exc}") from None
+    lower = uri.lower()
+    try:
+        if lower.endswith(".gz"):
+            data = gzip.decompress(data)
+            lower = lower[:-3]
+        if lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        elif lower.endswith(".csv"):
+            rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+        elif lower.endswith((".jsonl", ".json")):
+            rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        else:
+            raise EvalSetError(f"{label}: unknown format (use .jsonl, .jsonl.gz, .parquet or .csv)")
+    except EvalSetError:
+        raise
+    except (ValueError, UnicodeDecodeError, pa.ArrowException, OSError) as exc:
+        raise EvalSetError(f"{label}: not readable as {lower.rsplit('.', 1)[-1]}: {exc}") from None
+    if not rows:
+        raise EvalSetError(f"{label}: the file holds no items")
+    fields = config.text_fields()
+    missing = [f for f in fields if f not in rows[0]]
+    if missing:
+        raise EvalSetError(f"{label}: missing field(s) {', '.join(missing)}; it has {', '.join(map(str, rows[0]))}")
+    return rows
+
+
+def item_text(row: dict[str, Any], fields: list[str]) -> str:
+    parts = []
+    for field in fields:
+        value = row.get(field)
+        if isinstance(value, (list, tuple)):
+            parts += [str(v) for v in value if v is not None]
+        elif value is not None:
+            parts.append(str(value))
+    return "\n".join(parts)
+
+
+def item_name(row: dict[str, Any], number: int) -> str:
+    for field in _ID_FIELDS:
+        if row.get(field) is not None:
+            return str(row[field])
+    return str(number)
+
+
+# --- normalization and hashing ----------------------------------------------------------
+
+def words(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+    """Each text's normalized words: lower case, runs of letters, digits and marks."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    split = pc.utf8_split_whitespace(pc.replace_substring_regex(pc.utf8_lower(texts), _NON_WORD, " "))
+    flat = split.flatten()
+    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(split).to_numpy()[real]
+    offsets = np.r_[0, np.cumsum(np.bincount(parents, minlength=len(split)))].astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(real)))
+
+
+def _whole_hash(unit_values: np.ndarray) -> np.uint64:
+    with np.errstate(over="ignore"):
+        return np.sum(unit_values * MULTIPLIERS[: len(unit_values)], dtype=np.uint64)
+
+
+# --- the index --------------------------------------------------------------------------
+
+@dataclass
+class ContaminationIndex:
+    ngram: int
+    hashes: np.ndarray          # uint64, sorted: the n-grams of every item, each once per item
+    items: np.ndarray           # int32, the item of each hash
+    item_ngrams: np.ndarray     # int32, distinct n-grams per item (1 for a short item)
+    item_names: list[str]
+    item_benchmarks: np.ndarray  # int16, index into benchmarks
+    benchmarks: list[str]
+    short_lengths: np.ndarray   # int32, word count of each short item's hash (aligned with hashes; 0 if full)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, ngram=np.int32(self.ngram), hashes=self.hashes, items=self.items,
+                 item_ngrams=self.item_ngrams, item_benchmarks=self.item_benchmarks,
+                 short_lengths=self.short_lengths,
+                 meta=np.frombuffer(json.dumps({"names": self.item_names, "benchmarks": self.benchmarks}).encode(),
+                                    dtype=np.uint8))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ContaminationIndex":
+        arrays = np.load(io.BytesIO(data))
+        meta = json.loads(arrays["meta"].tobytes())
+        return cls(int(arrays["ngram"]), arrays["hashes"], arrays["items"], arrays["item_ngrams"], meta["names"],
+                   arrays["item_benchmarks"], meta["benchmarks"], arrays["short_lengths"])
+
+    def summary(self) -> dict[str, Any]:
+        return {"benchmarks": {b: int(np.sum(self.item_benchmarks == i)) for i, b in enumerate(self.benchmarks)},
+                "ngrams": int(len(self.hashes)), "bytes": int(self.hashes.nbytes + self.items.nbytes)}
+
+
+def build_index(config: ContaminationConfig, batch_items: int = 20_000) -> ContaminationIndex:
+    """Reads every eval set and hashes its items' n-grams."""
+    n = config.ngram
+    names: list[str] = []
+    benchmark_of: list[int] = []
+    texts: list[str] = []
+    for b, eval_set in enumerate(config.benchmarks):
+        fields = eval_set.text_fields()
+        for number, row in enumerate(read_eval_set(eval_set)):
+            names.append(item_name(row, number))
+            benchmark_of.append(b)
+            texts.append(item_text(row, fields))
+    hash_parts, item_parts, short_parts = [], [], []
+    item_ngrams = np.zeros(len(texts), np.int32)
+    for start in range(0, len(texts), batch_items):
+        units = words(pa.array(texts[start:start + batch_items], pa.string()))
+        unit_values = unit_hashes(units)
+        values, docs, _ = ngram_hashes(units, n, unit_values)
+        # each n-gram once per item
+        pairs = np.unique(np.stack([docs.astype(np.uint64), values]), axis=1) if len(values) else np.zeros((2, 0), np.uint64)
+        docs, values = pairs[0].astype(np.int64), pairs[1]
+        item_ngrams[start:start + batch_items] += np.bincount(docs, minlength=min(batch_items, len(texts) - start)).astype(np.int32)
+        hash_parts.append(values)
+        item_parts.append((docs + start).astype(np.int32))
+        short_parts.append(np.zeros(len(values), np.int32))
+        offsets = units.offsets.to_numpy()
+        counts = np.diff(offsets)
+        for d in np.flatnonzero((counts > 0) & (counts < n)):
+            hash_parts.append(np.array([_whole_hash(unit_values[offsets[d]:offsets[d + 1]])], np.uint64))
+            item_parts.append(np.array([start + d], np.int32))
+            short_parts.append(np.array([counts[d]], np.int32))
+            item_ngrams[start + d] = 1
+    hashes = np.concatenate(hash_parts) if hash_parts else np.zeros(0, np.uint64)
+    items = np.concatenate(item_parts) if item_parts else np.zeros(0, np.int32)
+    shorts = np.concatenate(short_parts) if short_parts else np.zeros(0, np.int32)
+    order = np.argsort(hashes, kind="stable")
+    return ContaminationIndex(n, hashes[order], items[order], item_ngrams, names,
+                              np.array(benchmark_of, np.int16), [b.name for b in config.benchmarks], shorts[order])
+
+
+def index_key(config: ContaminationConfig) -> str:
+    """Names the index by what it is built from: n, the eval sets and their files' state."""
+    import hashlib
+
+    payload = {"format": 1, "ngram": config.ngram,
+               "benchmarks": [b.model_dump(mode="json", exclude={"storage_options"}) for b in config.benchmarks],
+               "files": [storage.file_info(b.uri, b.storage_options) for b in config.benchmarks]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_index(spec, progress=None) -> dict[str, Any] | None:
+    """Builds the job's index once and writes it to the work directory (kept for re-runs
+    with the same eval sets); returns its summary."""
+    import time
+
+    from pipeline.layout import OutputLayout
+
+    config = spec.stages.contamination
+    if not config.enabled:
+        return None
+    uri = OutputLayout(spec.output.uri).contamination_index(index_key(config))
+    options = spec.output.storage_options
+    if storage.exists(uri, options):
+        return ContaminationIndex.from_bytes(storage.read_bytes(uri, options)).summary()
+    started = time.perf_counter()
+    index = build_index(config)
+    storage.write_bytes(uri, index.to_bytes(), options)
+    summary = index.summary()
+    if progress is not None:
+        items = sum(summary["benchmarks"].values())
+        progress.log(f"contamination index: {items:,} eval items, {summary['ngrams']:,} n-grams, "
+                     f"{summary['bytes'] / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f} s")
+    return summary
+
+
+def contamination_report(config: ContaminationConfig, index_summary: dict[str, Any],
+                         annotate_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """``contamination.json``: per benchmark, the items found in the corpus, the documents
+    that overlap them, what was done, and a few example document ids (never text)."""
+    merged = merge_stats([s.get("stage_stats", {}).get("contamination", {}) for s in annotate_stats])
+    benchmarks = {}
+    for name, items in index_summary["benchmarks"].items():
+        entry = merged.get(name, {"documents": 0, "items": set(), "examples": [], "annotated": 0, "excised": 0,
+                                  "dropped": 0})
+        benchmarks[name] = {
+            "items": items, "items_found": len(entry["items"]), "documents": entry["documents"],
+            "annotated": entry["annotated"], "excised": entry["excised"], "dropped": entry["dropped"],
+            "items_found_ids": sorted(entry["items"])[:50], "example_documents": entry["examples"],
+        }
+    return {"action": config.action, "ngram": config.ngram, "min_matching_ngrams": config.min_matching_ngrams,
+            "min_item_fraction": config.min_item_fraction, "index_ngrams": index_summary["ngrams"],
+            "benchmarks": benchmarks}
+
+
+def merge_stats(per_shard: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per benchmark over all shards: documents, distinct items found, outcomes, examples."""
+    merged: dict[str, dict[str, Any]] = {}
+    for stats in per_shard:
+        for benchmark, entry in stats.items():
+            into = merged.setdefault(benchmark, {"documents": 0, "items": set(), "examples": [],
+                                                 "annotated": 0, "excised": 0, "dropped": 0})
+            for key in ("documents", "annotated", "excised", "dropped"):
+                into[key] += entry[key]
+            into["items"].update(entry["items"])
+            into["examples"] = (into["examples"] + entry["examples"])[:5]
+    return merged
+
+
+# --- the stage --------------------------------------------------------------------------
+
+class ContaminationCheck(DocumentStage):
+    """Adds ``contamination``: the eval items each document overlaps (benchmark, item,
+    distinct matching n-grams, share of the item's n-grams), and applies the action."""
+
+    name = "contamination"
+    index_uri: str | None = None
+    index_options: storage.StorageOptions = storage.StorageOptions()
+
+    def bind_job(self, spec) -> None:
+        """Load the job's index, which the runner builds once (``prepare_index``)."""
+        from pipeline.layout import OutputLayout
+
+        self.index_uri = OutputLayout(spec.output.uri).contamination_index(index_key(self.config))
+        self.index_options = spec.output.storage_options
+
+    def setup(self) -> None:
+        if self.index_uri is None:  # a stage used on its own (tests, notebooks)
+            self.index = build_index(self.config)
+        else:
+            self.index = ContaminationIndex.from_bytes(storage.read_bytes(self.index_uri, self.index_options))
+        short = self.index.short_lengths
+        self.short_lengths = sorted(set(short[short > 0].tolist()))
+        self.stats: dict[str, dict[str, Any]] = {}
+
+    def take_stats(self) -> dict[str, Any]:
+        """What this worker found since the last call, per benchmark (for the shard's marker)."""
+        stats, self.stats = self.stats, {}
+        return stats
+
+    def _record(self, docs: pa.Table, overlaps: list[list[tuple[int, int, float]]], outcome: list[str]) -> None:
+        ids = docs.column(cols.ID).to_pylist()
+        index = self.index
+        for row, found in enumerate(overlaps):
+            for benchmark in sorted({index.benchmarks[index.item_benchmarks[item]] for item, _, _ in found}):
+                entry = self.stats.setdefault(benchmark, {"documents": 0, "items": set(), "examples": [],
+                                                          "annotated": 0, "excised": 0, "dropped": 0})
+                entry["documents"] += 1
+                entry[outcome[row]] += 1
+                if len(entry["examples"]) < 5:
+                    entry["examples"].append(ids[row])
+            for item, _, _ in found:
+                self.stats[index.benchmarks[index.item_benchmarks[item]]]["items"].add(index.item_names[item])
+
+    def _lookup(self, values: np.ndarray, docs: np.ndarray, short_length: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(document, item, hash) for every index entry a scanned hash equals."""
+        index = self.index
+        left = np.searchsorted(index.hashes, values, "left")
+        right = np.searchsorted(index.hashes, values, "right")
+        hit = right > left
+        if not hit.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64)
+        left, right, docs, values = left[hit], right[hit], docs[hit], values[hit]
+        spans = right - left
+        entry = np.repeat(left - np.r_[0, np.cumsum(spans)[:-1]], spans) + np.arange(spans.sum())
+        keep = index.short_lengths[entry] == short_length
+        return np.repeat(docs, spans)[keep], index.items[entry][keep].astype(np.int64), np.repeat(values, spans)[keep]
+
+    def matches(self, texts: pa.Array | pa.ChunkedArray) -> list[dict[int, int]]:
+        """Per document, {item: distinct matching n-grams}."""
+        units = words(texts)
+        unit_values = unit_hashes(units)
+        values, docs, _ = ngram_hashes(units, self.index.ngram, unit_values)
+        found = [self._lookup(values, docs)]
+        for k in self.short_lengths:
+            short_values, short_docs, _ = ngram_hashes(units, k, unit_values)
+            found.append(self._lookup(short_values, short_docs, k))
+        docs = np.concatenate([f[0] for f in found])
+        items = np.concatenate([f[1] for f in found])
+        hashes = np.concatenate([f[2] for f in found])
+        per_doc: list[dict[int, int]] = [{} for _ in range(len(units))]
+        if len(docs):
+            triples = np.unique(np.stack([docs.astype(np.uint64), items.astype(np.uint64), hashes]), axis=1)
+            pairs, counts = np.unique(triples[:2], axis=1, return_counts=True)
+            for d, item, count in zip(pairs[0].tolist(), pairs[1].tolist(), counts.tolist()):
+                per_doc[d][item] = count
+        return per_doc
+
+    def overlaps(self, per_doc: list[dict[int, int]]) -> list[list[tuple[int, int, float]]]:
+        """Per document, the (item, n-grams, fraction) that pass the thresholds."""
+        c, total = self.config, self.index.item_ngrams
+        out = []
+        for found in per_doc:
+            kept = []
+            for item, count in sorted(found.items()):
+                fraction = count / max(int(total[item]), 1)
+                if count >= c.min_matching_ngrams and fraction >= c.min_item_fraction:
+                    kept.append((item, count, fraction))
+            out.append(kept)
+        return out
+
+    def process(self, docs: pa.Table) -> StageOutput:
+        column = docs.column(cols.TEXT)
+        overlaps = self.overlaps(self.matches(column))
+        index = self.index
+        annotations = [[{"benchmark": index.benchmarks[index.item_benchmarks[item]], "item": index.item_names[item],
+                         "ngrams": count, "fraction": round(fraction, 4)} for item, count, fraction in found]
+                       for found in overlaps]
+        table = docs.append_column(CONTAMINATION, pa.array(annotations, CONTAMINATION_TYPE))
+        action = self.config.action
+        if action == "annotate" or not any(overlaps):
+            self._record(docs, overlaps, ["annotated"] * docs.num_rows)
+            return StageOutput(table)
+        reasons: list[str | None] = [None] * docs.num_rows
+        if action == "drop":
+            for row, found in enumerate(overlaps):
+                if found:
+                    reasons[row] = "contaminated"
+            self._record(docs, overlaps, ["dropped"] * docs.num_rows)
+            return StageOutput(table, pa.array(reasons, pa.string()))
+        texts = column.to_pylist()
+        excised: dict[int, str] = {}
+        for row, found in enumerate(overlaps):
+            if not found:
+                continue
+            pieces = self.excise(texts[row], {item for item, _, _ in found})
+            if not pieces:
+                reasons[row] = "contaminated_entirely"
+            elif len(pieces) > self.config.max_pieces:
+                reasons[row] = "contaminated_too_many_pieces"
+            else:
+                excised[row] = "\n".join(pieces)
+        self._record(docs, overlaps, ["excised" if row in excised else "dropped" for row in range(docs.num_rows)])
+        if excised:
+            mask = pa.array([row in excised for row in range(docs.num_rows)])
+            text_array = pc.replace_with_mask(column.combine_chunks(), mask,
+                                              pa.array([excised[r] for r in sorted(excised)], column.type))
+            table = table.set_column(table.schema.get_field_index(cols.TEXT), cols.TEXT, text_array)
+            table = table.set_column(table.schema.get_field_index(cols.TEXT_BYTES), cols.TEXT_BYTES,
+                                     pc.binary_length(text_array).cast(pa.int64()))
+        return StageOutput(table, pa.array(reasons, pa.string()) if any(reasons) else None)
+
+    def excise(self, text: str, items: set[int]) -> list[str]:
+        """The pieces of ``text`` left after cutting every region that matches one of
+        ``items``, widened by ``margin_chars`` on each side; pieces of only whitespace go."""
+        import regex
+
+        spans = [(m.start(), m.end(), m.group().lower())
+                 for m in regex.finditer(r"[\p{L}\p{N}\p{M}]+", text)]
+        if not spans:
+            return [text] if text.strip() else []
+        unit_values = np.array([unit_hash(w) for _, _, w in spans], np.uint64)
+        units = pa.ListArray.from_arrays(pa.array([0, len(spans)], pa.int32()), pa.array([w for _, _, w in spans]))
+        regions = []
+        for k in [self.index.ngram] + self.short_lengths:
+            values, docs, starts = ngram_hashes(units, k, unit_values)
+            hit_docs, hit_items, hit_values = self._lookup(values, docs, 0 if k == self.index.ngram else k)
+            wanted = {v for v, item in zip(hit_values.tolist(), hit_items.tolist()) if item in items}
+            for value, start in zip(values.tolist(), starts.tolist()):
+                if value in wanted:
+                    regions.append((spans[start][0], spans[start + k - 1][1]))
+        margin = self.config.margin_chars
+        cuts: list[list[int]] = []
+        for a, b in sorted(regions):
+            a, b = max(0, a - margin), min(len(text), b + margin)
+            if cuts and a <= cuts[-1][1]:
+                cuts[-1][1] = max(cuts[-1][1], b)
+            else:
+                cuts.append([a, b])
+        pieces, last = [], 0
+        for a, b in cuts:
+            pieces.append(text[last:a])
+            last = b
+        pieces.append(text[last:])
+        return [p for p in pieces if p.strip()]
