@@ -580,8 +580,7 @@ def bench_contamination(docs: int, repeats: int, tmp: Path, items: int = 100_000
     process) and the scan (normalize, hash every 13-gram, look it up) vs a loop that only
     normalizes and hashes, on web-like documents; both in 1,024-row batches on one core.
 
-    The items are word problems as long as GSM8K's (question + answer, about 120 words),
-    made of WikiText-2 sentences so that their n-grams are real text."""
+    The items are as long as GSM8K's (question + answer, about 120 words)."""
     import concurrent.futures
     import random
 
@@ -592,17 +591,18 @@ def bench_contamination(docs: int, repeats: int, tmp: Path, items: int = 100_000
         from web_like import web_like_documents
 
         texts = web_like_documents(SHARED_DATA, docs, 0.0, seed=3)
-        sentences = [s for line in (SHARED_DATA / "wikitext2" / "valid.txt").read_text().splitlines()
-                     for s in line.split(" . ") if len(s.split()) > 8]
     else:
         texts = _docs_table(docs).column(cols.TEXT).to_pylist()
-        sentences = [s for t in texts for s in t.split(". ") if len(s.split()) > 8]
+    # Items are word sequences drawn from the documents' own word stream: real word
+    # frequencies, items as long as GSM8K's, and (as in a clean corpus) no item text in the
+    # documents.
     rng = random.Random(0)
+    stream = [w for t in texts[:2000] for w in t.split()]
     eval_path = tmp / "eval.jsonl"
     with eval_path.open("w") as handle:
         for i in range(items):
-            handle.write(json.dumps({"question": f"item {i}: " + ". ".join(rng.sample(sentences, 4)),
-                                     "answer": ". ".join(rng.sample(sentences, 2))}) + "\n")
+            handle.write(json.dumps({"question": f"item {i}: " + " ".join(rng.choices(stream, k=80)),
+                                     "answer": " ".join(rng.choices(stream, k=40))}) + "\n")
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         built = pool.submit(_build_index_in_child, str(eval_path), 13).result()

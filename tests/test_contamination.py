@@ -147,6 +147,17 @@ def test_drop_and_excise_with_margin_and_piece_limit(tmp_path):
     assert stats["examples"] == ["d0", "d1", "d3"]
 
 
+def test_bitmap_never_drops_an_indexed_ngram(tmp_path):
+    import numpy as np
+
+    stage = _stage(tmp_path, _eval_items(300))
+    hashes = stage.index.hashes
+    slots = hashes >> np.uint64(64 - stage.bitmap_bits)
+    bits = (stage.bitmap[slots >> np.uint64(6)] >> (slots & np.uint64(63))) & np.uint64(1)
+    assert len(hashes) > 10000 and bits.all()
+    assert stage.bitmap.nbytes * 8 >= 32 * len(hashes)
+
+
 def test_items_shorter_than_n_are_matched_whole(tmp_path):
     rows = [{"question": "What is the capital of Peru", "answer": "Lima"}] + _eval_items(3)
     stage = _stage(tmp_path, rows)

@@ -9,7 +9,7 @@ polynomial over per-word blake2b hashes (``pipeline.minhash``). An item shorter 
 words contributes one hash of all its words, matched against the documents' runs of the
 same length.
 
-The index is two sorted arrays (n-gram hash, item) built once per job from the eval
+The index is sorted arrays of (n-gram hash, item) built once per job from the eval
 files (``build_index``) and written to the work directory; every worker loads it. Lookups
 are exact on the 64-bit hash, so the only false matches are hash collisions: with I
 indexed n-grams and Q scanned ones, about I·Q/2^64 (under one for 10^7 items' n-grams
@@ -115,39 +115,53 @@ class EvalSetError(ValueError):
 
 # --- eval sets --------------------------------------------------------------------------
 
-def read_eval_set(config: EvalSetConfig) -> list[dict[str, Any]]:
-    """The eval set's rows; errors name the benchmark and the file."""
+def iter_eval_set(config: EvalSetConfig):
+    """The eval set's rows, one at a time; errors name the benchmark and the file."""
     uri, label = config.uri, f"benchmark '{config.name}' ({config.uri})"
     try:
         data = storage.read_bytes(uri, config.storage_options)
     except (FileNotFoundError, OSError) as exc:
         raise EvalSetError(f"{label}: cannot read the file: {exc}") from None
     lower = uri.lower()
-    try:
-        if lower.endswith(".gz"):
+    if lower.endswith(".gz"):
+        try:
             data = gzip.decompress(data)
-            lower = lower[:-3]
-        if lower.endswith(".parquet"):
+        except (OSError, EOFError) as exc:
+            raise EvalSetError(f"{label}: not readable as gzip: {exc}") from None
+        lower = lower[:-3]
+    kind = lower.rsplit(".", 1)[-1]
+    if kind not in ("parquet", "csv", "jsonl", "json"):
+        raise EvalSetError(f"{label}: unknown format (use .jsonl, .jsonl.gz, .parquet or .csv)")
+    fields = config.text_fields()
+    count = 0
+    try:
+        if kind == "parquet":
             import pyarrow.parquet as pq
 
             rows = pq.read_table(io.BytesIO(data)).to_pylist()
-        elif lower.endswith(".csv"):
-            rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
-        elif lower.endswith((".jsonl", ".json")):
-            rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-        else:
-            raise EvalSetError(f"{label}: unknown format (use .jsonl, .jsonl.gz, .parquet or .csv)")
+        elif kind == "csv":
+            rows = csv.DictReader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=""))
+        else:  # line by line from the bytes: no decoded copy of the whole file
+            rows = (json.loads(line) for line in io.BytesIO(data) if line.strip())
+        del data
+        for row in rows:
+            if count == 0:
+                missing = [f for f in fields if f not in row]
+                if missing:
+                    raise EvalSetError(f"{label}: missing field(s) {', '.join(missing)}; it has "
+                                       f"{', '.join(map(str, row))}")
+            count += 1
+            yield row
     except EvalSetError:
         raise
     except (ValueError, UnicodeDecodeError, pa.ArrowException, OSError) as exc:
-        raise EvalSetError(f"{label}: not readable as {lower.rsplit('.', 1)[-1]}: {exc}") from None
-    if not rows:
+        raise EvalSetError(f"{label}: not readable as {kind} (item {count + 1}): {exc}") from None
+    if count == 0:
         raise EvalSetError(f"{label}: the file holds no items")
-    fields = config.text_fields()
-    missing = [f for f in fields if f not in rows[0]]
-    if missing:
-        raise EvalSetError(f"{label}: missing field(s) {', '.join(missing)}; it has {', '.join(map(str, rows[0]))}")
-    return rows
+
+
+def read_eval_set(config: EvalSetConfig) -> list[dict[str, Any]]:
+    return list(iter_eval_set(config))
 
 
 def item_text(row: dict[str, Any], fields: list[str]) -> str:
@@ -192,73 +206,109 @@ def _whole_hash(unit_values: np.ndarray) -> np.uint64:
 @dataclass
 class ContaminationIndex:
     ngram: int
-    hashes: np.ndarray          # uint64, sorted: the n-grams of every item, each once per item
-    items: np.ndarray           # int32, the item of each hash
-    item_ngrams: np.ndarray     # int32, distinct n-grams per item (1 for a short item)
+    hashes: np.ndarray           # uint64, sorted: every item's n-grams, each once per item
+    items: np.ndarray            # int32, the item of each hash
+    short_hashes: np.ndarray     # uint64, sorted: one hash per item shorter than ngram words
+    short_items: np.ndarray      # int32
+    short_lengths: np.ndarray    # int32, that item's word count
+    item_ngrams: np.ndarray      # int32, distinct n-grams per item (1 for a short item)
     item_names: list[str]
     item_benchmarks: np.ndarray  # int16, index into benchmarks
     benchmarks: list[str]
-    short_lengths: np.ndarray   # int32, word count of each short item's hash (aligned with hashes; 0 if full)
+
+    _ARRAYS = ("hashes", "items", "short_hashes", "short_items", "short_lengths", "item_ngrams", "item_benchmarks")
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez(buffer, ngram=np.int32(self.ngram), hashes=self.hashes, items=self.items,
-                 item_ngrams=self.item_ngrams, item_benchmarks=self.item_benchmarks,
-                 short_lengths=self.short_lengths,
-                 meta=np.frombuffer(json.dumps({"names": self.item_names, "benchmarks": self.benchmarks}).encode(),
-                                    dtype=np.uint8))
+        meta = json.dumps({"ngram": self.ngram, "names": self.item_names, "benchmarks": self.benchmarks}).encode()
+        np.savez(buffer, meta=np.frombuffer(meta, dtype=np.uint8), **{k: getattr(self, k) for k in self._ARRAYS})
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ContaminationIndex":
         arrays = np.load(io.BytesIO(data))
         meta = json.loads(arrays["meta"].tobytes())
-        return cls(int(arrays["ngram"]), arrays["hashes"], arrays["items"], arrays["item_ngrams"], meta["names"],
-                   arrays["item_benchmarks"], meta["benchmarks"], arrays["short_lengths"])
+        return cls(ngram=meta["ngram"], item_names=meta["names"], benchmarks=meta["benchmarks"],
+                   **{k: arrays[k] for k in cls._ARRAYS})
 
     def summary(self) -> dict[str, Any]:
         return {"benchmarks": {b: int(np.sum(self.item_benchmarks == i)) for i, b in enumerate(self.benchmarks)},
-                "ngrams": int(len(self.hashes)), "bytes": int(self.hashes.nbytes + self.items.nbytes)}
+                "ngrams": int(len(self.hashes) + len(self.short_hashes)),
+                "bytes": int(sum(getattr(self, k).nbytes for k in self._ARRAYS))}
 
 
-def build_index(config: ContaminationConfig, batch_items: int = 20_000) -> ContaminationIndex:
-    """Reads every eval set and hashes its items' n-grams."""
+def _bitmap(hashes: np.ndarray) -> tuple[int, np.ndarray]:
+    """A one-hash Bloom filter of the index: 2^bits bits, at least 32 per indexed n-gram,
+    so at most 1 in 32 scanned n-grams that are not in the index needs the exact lookup."""
+    bits = max(12, int(np.ceil(np.log2(max(len(hashes), 1) * 32))))
+    bitmap = np.zeros(1 << (bits - 6), np.uint64)
+    if len(hashes):
+        slots = hashes >> np.uint64(64 - bits)  # sorted, as the hashes are
+        words_of = slots >> np.uint64(6)
+        starts = np.flatnonzero(np.r_[True, words_of[1:] != words_of[:-1]])
+        bitmap[words_of[starts]] = np.bitwise_or.reduceat(np.uint64(1) << (slots & np.uint64(63)), starts)
+    return bits, bitmap
+
+
+def _distinct_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (first, second) pairs, sorted."""
+    order = np.lexsort((second, first))
+    first, second = first[order], second[order]
+    keep = np.ones(len(first), bool)
+    keep[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+    return first[keep], second[keep]
+
+
+def build_index(config: ContaminationConfig, batch_items: int = 5_000) -> ContaminationIndex:
+    """Reads every eval set and hashes its items' n-grams (each distinct n-gram once per item)."""
     n = config.ngram
     names: list[str] = []
     benchmark_of: list[int] = []
-    texts: list[str] = []
+    hash_parts, item_parts = [], []
+    short_hashes, short_items, short_lengths = [], [], []
+    item_ngrams: list[np.ndarray] = []
     for b, eval_set in enumerate(config.benchmarks):
         fields = eval_set.text_fields()
-        for number, row in enumerate(read_eval_set(eval_set)):
-            names.append(item_name(row, number))
-            benchmark_of.append(b)
+        texts = []
+        for number, row in enumerate(iter_eval_set(eval_set)):
             texts.append(item_text(row, fields))
-    hash_parts, item_parts, short_parts = [], [], []
-    item_ngrams = np.zeros(len(texts), np.int32)
-    for start in range(0, len(texts), batch_items):
-        units = words(pa.array(texts[start:start + batch_items], pa.string()))
-        unit_values = unit_hashes(units)
-        values, docs, _ = ngram_hashes(units, n, unit_values)
-        # each n-gram once per item
-        pairs = np.unique(np.stack([docs.astype(np.uint64), values]), axis=1) if len(values) else np.zeros((2, 0), np.uint64)
-        docs, values = pairs[0].astype(np.int64), pairs[1]
-        item_ngrams[start:start + batch_items] += np.bincount(docs, minlength=min(batch_items, len(texts) - start)).astype(np.int32)
-        hash_parts.append(values)
-        item_parts.append((docs + start).astype(np.int32))
-        short_parts.append(np.zeros(len(values), np.int32))
-        offsets = units.offsets.to_numpy()
-        counts = np.diff(offsets)
-        for d in np.flatnonzero((counts > 0) & (counts < n)):
-            hash_parts.append(np.array([_whole_hash(unit_values[offsets[d]:offsets[d + 1]])], np.uint64))
-            item_parts.append(np.array([start + d], np.int32))
-            short_parts.append(np.array([counts[d]], np.int32))
-            item_ngrams[start + d] = 1
+            names.append(item_name(row, number))
+        for start in range(0, len(texts), batch_items):
+            first_item = len(benchmark_of)
+            chunk = texts[start:start + batch_items]
+            benchmark_of += [b] * len(chunk)
+            units = words(pa.array(chunk, pa.string()))
+            unit_values = unit_hashes(units)
+            values, docs, _ = ngram_hashes(units, n, unit_values)
+            docs, values = _distinct_pairs(docs.astype(np.int64), values)
+            counts = np.bincount(docs, minlength=len(chunk)).astype(np.int32)
+            hash_parts.append(values)
+            item_parts.append((docs + first_item).astype(np.int32))
+            offsets = units.offsets.to_numpy()
+            lengths = np.diff(offsets)
+            for d in np.flatnonzero((lengths > 0) & (lengths < n)):
+                short_hashes.append(_whole_hash(unit_values[offsets[d]:offsets[d + 1]]))
+                short_items.append(first_item + d)
+                short_lengths.append(lengths[d])
+                counts[d] = 1
+            item_ngrams.append(counts)
+        del texts
     hashes = np.concatenate(hash_parts) if hash_parts else np.zeros(0, np.uint64)
+    del hash_parts
     items = np.concatenate(item_parts) if item_parts else np.zeros(0, np.int32)
-    shorts = np.concatenate(short_parts) if short_parts else np.zeros(0, np.int32)
-    order = np.argsort(hashes, kind="stable")
-    return ContaminationIndex(n, hashes[order], items[order], item_ngrams, names,
-                              np.array(benchmark_of, np.int16), [b.name for b in config.benchmarks], shorts[order])
+    del item_parts
+    order = np.argsort(hashes)  # introsort: no scratch copy of 8 bytes per n-gram
+    hashes = hashes[order]
+    items = items[order]
+    del order
+    short = np.array(short_hashes, np.uint64)
+    short_order = np.argsort(short, kind="stable")
+    return ContaminationIndex(
+        ngram=n, hashes=hashes, items=items, short_hashes=short[short_order],
+        short_items=np.array(short_items, np.int32)[short_order],
+        short_lengths=np.array(short_lengths, np.int32)[short_order],
+        item_ngrams=np.concatenate(item_ngrams) if item_ngrams else np.zeros(0, np.int32), item_names=names,
+        item_benchmarks=np.array(benchmark_of, np.int16), benchmarks=[b.name for b in config.benchmarks])
 
 
 def index_key(config: ContaminationConfig) -> str:
@@ -351,8 +401,13 @@ class ContaminationCheck(DocumentStage):
             self.index = build_index(self.config)
         else:
             self.index = ContaminationIndex.from_bytes(storage.read_bytes(self.index_uri, self.index_options))
-        short = self.index.short_lengths
-        self.short_lengths = sorted(set(short[short > 0].tolist()))
+        index = self.index
+        self.bitmap_bits, self.bitmap = _bitmap(index.hashes)
+        # (hashes, items) to look up the documents' n-grams of each length in
+        self.tables = {index.ngram: (index.hashes, index.items)}
+        for k in sorted(set(index.short_lengths.tolist())):
+            chosen = index.short_lengths == k
+            self.tables[int(k)] = (index.short_hashes[chosen], index.short_items[chosen])
         self.stats: dict[str, dict[str, Any]] = {}
 
     def take_stats(self) -> dict[str, Any]:
@@ -374,39 +429,40 @@ class ContaminationCheck(DocumentStage):
             for item, _, _ in found:
                 self.stats[index.benchmarks[index.item_benchmarks[item]]]["items"].add(index.item_names[item])
 
-    def _lookup(self, values: np.ndarray, docs: np.ndarray, short_length: int = 0
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(document, item, hash) for every index entry a scanned hash equals."""
-        index = self.index
-        left = np.searchsorted(index.hashes, values, "left")
-        right = np.searchsorted(index.hashes, values, "right")
-        hit = right > left
+    def _lookup(self, values: np.ndarray, docs: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(document, item, hash) for every index entry of n-grams of ``length`` words that a
+        scanned hash equals."""
+        hashes, items = self.tables[length]
+        if length == self.index.ngram:  # most scanned n-grams stop at the bitmap
+            slots = values >> np.uint64(64 - self.bitmap_bits)
+            maybe = ((self.bitmap[slots >> np.uint64(6)] >> (slots & np.uint64(63))) & np.uint64(1)).astype(bool)
+            values, docs = values[maybe], docs[maybe]
+        left = np.searchsorted(hashes, values, "left")
+        hit = hashes[np.minimum(left, len(hashes) - 1)] == values if len(hashes) else np.zeros(len(values), bool)
         if not hit.any():
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64)
-        left, right, docs, values = left[hit], right[hit], docs[hit], values[hit]
+        left, docs, values = left[hit], docs[hit], values[hit]
+        right = np.searchsorted(hashes, values, "right")
         spans = right - left
         entry = np.repeat(left - np.r_[0, np.cumsum(spans)[:-1]], spans) + np.arange(spans.sum())
-        keep = index.short_lengths[entry] == short_length
-        return np.repeat(docs, spans)[keep], index.items[entry][keep].astype(np.int64), np.repeat(values, spans)[keep]
+        return np.repeat(docs, spans), items[entry].astype(np.int64), np.repeat(values, spans)
 
     def matches(self, texts: pa.Array | pa.ChunkedArray) -> list[dict[int, int]]:
         """Per document, {item: distinct matching n-grams}."""
         units = words(texts)
         unit_values = unit_hashes(units)
-        values, docs, _ = ngram_hashes(units, self.index.ngram, unit_values)
-        found = [self._lookup(values, docs)]
-        for k in self.short_lengths:
-            short_values, short_docs, _ = ngram_hashes(units, k, unit_values)
-            found.append(self._lookup(short_values, short_docs, k))
-        docs = np.concatenate([f[0] for f in found])
-        items = np.concatenate([f[1] for f in found])
-        hashes = np.concatenate([f[2] for f in found])
+        found = []
+        for length in self.tables:
+            values, docs, _ = ngram_hashes(units, length, unit_values)
+            found.append(self._lookup(values, docs, length))
         per_doc: list[dict[int, int]] = [{} for _ in range(len(units))]
+        docs = np.concatenate([f[0] for f in found])
         if len(docs):
-            triples = np.unique(np.stack([docs.astype(np.uint64), items.astype(np.uint64), hashes]), axis=1)
-            pairs, counts = np.unique(triples[:2], axis=1, return_counts=True)
-            for d, item, count in zip(pairs[0].tolist(), pairs[1].tolist(), counts.tolist()):
-                per_doc[d][item] = count
+            pair = (docs.astype(np.uint64) << np.uint64(32)) | np.concatenate([f[1] for f in found]).astype(np.uint64)
+            pair, _ = _distinct_pairs(pair, np.concatenate([f[2] for f in found]))
+            pairs, counts = np.unique(pair, return_counts=True)
+            for key, count in zip(pairs.tolist(), counts.tolist()):
+                per_doc[key >> 32][key & 0xFFFFFFFF] = count
         return per_doc
 
     def overlaps(self, per_doc: list[dict[int, int]]) -> list[list[tuple[int, int, float]]]:
@@ -475,9 +531,9 @@ class ContaminationCheck(DocumentStage):
         unit_values = np.array([unit_hash(w) for _, _, w in spans], np.uint64)
         units = pa.ListArray.from_arrays(pa.array([0, len(spans)], pa.int32()), pa.array([w for _, _, w in spans]))
         regions = []
-        for k in [self.index.ngram] + self.short_lengths:
+        for k in self.tables:
             values, docs, starts = ngram_hashes(units, k, unit_values)
-            hit_docs, hit_items, hit_values = self._lookup(values, docs, 0 if k == self.index.ngram else k)
+            hit_docs, hit_items, hit_values = self._lookup(values, docs, k)
             wanted = {v for v, item in zip(hit_values.tolist(), hit_items.tolist()) if item in items}
             for value, start in zip(values.tolist(), starts.tolist()):
                 if value in wanted:
