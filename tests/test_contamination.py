@@ -258,3 +258,32 @@ def test_gsm8k_and_humaneval_recall_and_false_positives_on_wikipedia():
     clean = stage.overlaps(stage.matches(pa.array(paragraphs)))
     assert len(paragraphs) > 2000
     assert sum(1 for doc in clean if doc) / len(paragraphs) <= 0.001
+
+
+def test_eval_set_read_from_s3(s3, s3_endpoint, tmp_path):
+    items = _eval_items(10)
+    s3.mkdir("evals")
+    s3.put(_write_jsonl(tmp_path / "eval.jsonl.gz", items, compress=True), "evals/lanterns.jsonl.gz")
+    stage = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[
+        {"name": "lanterns", "uri": "s3://evals/lanterns.jsonl.gz", "preset": "gsm8k",
+         "storage_options": {"endpoint_url": s3_endpoint}}]))
+    stage.setup()
+    found = stage.matches(pa.array([FILLER + items[4]["question"], FILLER]))
+    assert 4 in found[0] and found[1] == {}
+    missing = ContaminationConfig(enabled=True, benchmarks=[
+        {"name": "gone", "uri": "s3://evals/nope.jsonl", "preset": "gsm8k",
+         "storage_options": {"endpoint_url": s3_endpoint}}])
+    with pytest.raises(EvalSetError, match="benchmark 'gone'.*cannot read the file"):
+        build_index(missing)
+
+
+def test_spec_names_a_missing_eval_file_by_key(make_job, sample_corpus, tmp_path):
+    from pipeline.config import JobSpecError, load_job_spec
+
+    spec = make_job(sample_corpus, tmp_path / "out", stages={"contamination": {
+        "enabled": True, "benchmarks": [{"name": "gsm8k", "uri": str(tmp_path / "absent.jsonl"), "preset": "gsm8k"}]}})
+    with pytest.raises(JobSpecError, match=r"stages.contamination.benchmarks.0 \('gsm8k'\): file not found"):
+        load_job_spec(spec)
+    spec["stages"]["contamination"]["benchmarks"][0]["preset"] = "gsm9k"
+    with pytest.raises(JobSpecError, match="preset"):
+        load_job_spec(spec)
