@@ -216,8 +216,9 @@ class _MemoMatcher(pm.PhoneNumberMatcher):
 def _region_matches(text: str, region: str, leniency: int, visited: list[tuple[str, int, tuple]],
                     recorder: _Recorder, max_tries: int = _MAX_TRIES) -> list[pm.PhoneNumberMatch]:
     """What ``PhoneNumberMatcher(text, region)`` finds. Every region's matcher visits the
-    same candidates (``visited``) until its first match, so only from there on does this
-    region need a matcher of its own, resumed in the state phonenumbers' would be in.
+    same candidates (``visited``) as long as its matches end where their candidates end;
+    only after an inner match, or near the try limit, does this region need a matcher of
+    its own, resumed in the state phonenumbers' would be in.
     ``visited``: (candidate, offset, plan) in the order of the walk."""
 
     def resume(search_from: int, tries: int) -> list[pm.PhoneNumberMatch]:
@@ -225,18 +226,28 @@ def _region_matches(text: str, region: str, leniency: int, visited: list[tuple[s
         matcher._search_index, matcher._max_tries = search_from, tries
         return list(matcher)
 
+    found: list[pm.PhoneNumberMatch] = []
     tries, search_from = max_tries, 0
     for candidate, offset, (attempts, used) in visited:
         if tries <= used + 1:  # the try limit may end the walk inside this candidate
-            return resume(search_from, tries)
+            return found + resume(search_from, tries)
+        match = None
         for group, group_offset, tries_before in attempts:
             numobj = _verified(group, region, leniency)
             if numobj is not None:
                 match = pm.PhoneNumberMatch(offset + group_offset, group, numobj)
-                return [match] + resume(match.end, tries - tries_before)
-        tries -= used + 1
-        search_from = offset + len(candidate)
-    return []
+                tries -= tries_before
+                break
+        if match is None:
+            tries -= used + 1
+            search_from = offset + len(candidate)
+            continue
+        found.append(match)
+        if match.end != offset + len(candidate):
+            # an inner group matched: the next search starts inside this candidate
+            return found + resume(match.end, tries)
+        search_from = match.end  # where the shared walk goes on too
+    return found
 
 
 class PhoneRecognizer(PresidioPhoneRecognizer):
