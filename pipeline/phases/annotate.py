@@ -66,6 +66,13 @@ def annotate_config_hash(spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _node_id() -> str | None:
+    """The Ray node this shard was annotated on (for the marker; shows where work ran)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -99,7 +106,7 @@ class ShardAnnotator(ShardWorker):
     def annotate(self, shard: InputShard) -> dict[str, Any]:
         started = time.perf_counter()
         stats: dict[str, Any] = {
-            "shard_key": shard.key, "uri": shard.uri, "fingerprint": shard.fingerprint,
+            "shard_key": shard.key, "uri": shard.uri, "fingerprint": shard.fingerprint, "node": _node_id(),
             "config_hash": self.config_hash, "input_docs": 0, "input_bytes": 0,
             "annotated_docs": 0, "annotated_bytes": 0, "rejected": {}, "quarantined": {}, "shard_quarantined": None,
         }
