@@ -10,10 +10,11 @@ words contributes one hash of all its words, matched against the documents' runs
 same length.
 
 The index is sorted arrays of (n-gram hash, item) built once per job from the eval
-files (``build_index``) and written to the work directory; every worker loads it. Lookups
-are exact on the 64-bit hash, so the only false matches are hash collisions: with I
-indexed n-grams and Q scanned ones, about I·Q/2^64 (under one for 10^7 items' n-grams
-against 10^12 scanned).
+files (``build_index``) and written to the work directory; every worker loads it and puts
+a one-hash bitmap (32 bits per n-gram) in front of it, which most scanned n-grams stop at.
+Lookups are exact on the 64-bit hash, so the only false matches are hash collisions: with
+I indexed n-grams and Q scanned ones, about I·Q/2^64 (about one half for 10^7 indexed
+n-grams against 10^12 scanned).
 
 A document overlaps an item when at least ``min_matching_ngrams`` distinct n-grams of the
 item occur in it and they cover at least ``min_item_fraction`` of the item's n-grams.
@@ -158,10 +159,6 @@ def iter_eval_set(config: EvalSetConfig):
         raise EvalSetError(f"{label}: not readable as {kind} (item {count + 1}): {exc}") from None
     if count == 0:
         raise EvalSetError(f"{label}: the file holds no items")
-
-
-def read_eval_set(config: EvalSetConfig) -> list[dict[str, Any]]:
-    return list(iter_eval_set(config))
 
 
 def item_text(row: dict[str, Any], fields: list[str]) -> str:
