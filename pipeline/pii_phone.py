@@ -252,8 +252,8 @@ def _region_matches(text: str, region: str, leniency: int, visited: list[tuple[s
 
 class PhoneRecognizer(PresidioPhoneRecognizer):
     """Presidio's PhoneRecognizer (same regions, leniency, score and explanations), with the
-    dry walk first and the regions sharing one walk over the candidates, their plans and
-    parses."""
+    regions sharing one walk over the candidates, their plans and parses; a text where no
+    plan would parse anything is answered without a region."""
 
     number_regions: dict = {}
 
@@ -265,11 +265,11 @@ class PhoneRecognizer(PresidioPhoneRecognizer):
     def analyze(self, text, entities, nlp_artifacts=None):
         if self.leniency > pm.Leniency.VALID:  # the grouping checks read the matcher: Presidio's own path
             return super().analyze(text, entities, nlp_artifacts)
-        if not reaches_parse(text, self.leniency):
-            return []
         recorder, walker, results = _Recorder(text, self.leniency), _Walker(text, self.leniency), []
         walker.has_next()
         visited = [(candidate, offset, recorder.plan(candidate, offset)) for candidate, offset in walker.visited]
+        if not any(attempts for _, _, (attempts, _) in visited):  # nothing would reach a parse: no region matches
+            return []
         for region in self.supported_regions:
             for match in _region_matches(text, region, self.leniency, visited, recorder):
                 results.append(self._get_recognizer_result(match, text, self._region_of(match.raw_string, region),
