@@ -21,6 +21,10 @@ Exact savings, each tested against the stock recognizer:
 * parse + verify are memoized per (candidate, region); a number read through its leading
   plus sign is parsed once for all regions; candidates of up to 3 characters, which no
   region accepts (checked at startup against the installed metadata), are not parsed.
+* A candidate with too few digits for a region's country is not parsed for that region
+  (``_too_short_for``): most years, ranges and short number groups need only the German
+  parse. The bound holds only where parse() cannot read another country's code or lengthen
+  the number; each region's metadata is checked for that when it is first used.
 
 Written against phonenumbers 9.0.43 (pinned in pyproject.toml): its matcher's own
 methods do the walking and planning, and ``_passes_region_independent_checks`` follows
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 
 import phonenumbers
 from phonenumbers import phonenumbermatcher as pm
@@ -89,6 +94,67 @@ def _never_valid_up_to(region: str, leniency: int) -> int:
     return 3
 
 
+def _top_level_alternation(pattern: str) -> bool:
+    depth, escaped = 0, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+    return False
+
+
+@functools.cache
+def _min_national_length(region: str) -> int:
+    """The fewest digits a valid number of ``region``'s country has (0: no usable bound).
+
+    A number written without a plus sign, whose first digit is not 0, is read by parse()
+    as one of the region's own country: every international prefix checked here begins
+    with a literal 0. Its national number is then its digits (letters of an alpha number
+    included) less any country code, national prefix, carrier code or extension, as long
+    as the national prefix rule only keeps captured groups. A valid number's length is
+    one of its region's general possible lengths."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:
+        return 0
+    prefix, rule = metadata.international_prefix, metadata.national_prefix_transform_rule
+    if (not prefix or prefix[0] != "0" or prefix[1:2] in ("?", "*", "{", "")
+            or _top_level_alternation(prefix)):
+        return 0
+    if rule and not re.fullmatch(r"(?:\\[0-9]|\$[0-9])+", rule):
+        return 0
+    lengths = []
+    for code in phonenumbers.region_codes_for_country_code(metadata.country_code):
+        country_metadata = phonenumbers.PhoneMetadata.metadata_for_region(code)
+        if country_metadata is None or not country_metadata.general_desc.possible_length:
+            return 0
+        lengths.append(min(country_metadata.general_desc.possible_length))
+    return min(lengths)
+
+
+_PLUS_CHARS = frozenset("+\uff0b")
+_ASCII_DIGITS = frozenset("0123456789")
+_ASCII_ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_OR_PUNCTUATION = re.compile("[\\x00-\\x7f" + pm._VALID_PUNCTUATION + "]*")
+
+
+def _too_short_for(candidate: str, region: str) -> bool:
+    """True only if no parse of ``candidate`` for ``region`` is a valid number: it has no
+    plus sign, no non-ASCII digit or letter, its first digit is not 0, and it has fewer
+    digits and letters than any valid number of the region's country."""
+    minimum = _min_national_length(region)
+    if not minimum or _PLUS_CHARS.intersection(candidate) or not _ASCII_OR_PUNCTUATION.fullmatch(candidate):
+        return False
+    first_digit = next((c for c in candidate if c in _ASCII_DIGITS), "0")
+    return first_digit != "0" and sum(c in _ASCII_ALNUM for c in candidate) < minimum
+
+
 def _may_parse(candidate: str) -> bool:
     """parse() raises at once, whatever the region, unless this holds."""
     return len(candidate) > _MAX_INPUT_STRING_LENGTH or _is_viable_phone_number(
@@ -143,6 +209,22 @@ def reaches_parse(text: str, leniency: int = pm.Leniency.VALID) -> bool:
 _verified_numbers: dict = {}
 
 
+def _parse_and_verify(candidate: str, region: str, leniency: int, key: tuple) -> tuple:
+    """(the verified number or None, the memo key it holds for)."""
+    try:
+        parsed = pm.parse(candidate, region, keep_raw_input=True)
+    except NumberParseException:
+        return None, key
+    if parsed.country_code_source == pm.CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN:
+        key = (candidate, None, leniency)
+    if not pm._verify(leniency, parsed, candidate, None):  # VALID and POSSIBLE ignore the matcher
+        return None, key
+    parsed.country_code_source = pm.CountryCodeSource.UNSPECIFIED
+    parsed.raw_input = None
+    parsed.preferred_domestic_carrier_code = None
+    return parsed, key
+
+
 def _verified(candidate: str, region: str, leniency: int):
     """phonenumbers' parse + verify of a candidate for a region: the number, or None."""
     if len(candidate) <= _never_valid_up_to(region, leniency):
@@ -157,17 +239,8 @@ def _verified(candidate: str, region: str, leniency: int):
     numobj = _verified_numbers.get(key, _UNSEEN)
     if numobj is _UNSEEN:
         numobj = None
-        try:
-            parsed = pm.parse(candidate, region, keep_raw_input=True)
-            if parsed.country_code_source == pm.CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN:
-                key = (candidate, None, leniency)
-            if pm._verify(leniency, parsed, candidate, None):  # VALID and POSSIBLE ignore the matcher
-                parsed.country_code_source = pm.CountryCodeSource.UNSPECIFIED
-                parsed.raw_input = None
-                parsed.preferred_domestic_carrier_code = None
-                numobj = parsed
-        except NumberParseException:
-            pass
+        if leniency != pm.Leniency.VALID or not _too_short_for(candidate, region):
+            numobj, key = _parse_and_verify(candidate, region, leniency, key)
         if len(_verified_numbers) >= _VERIFIED_CAPACITY:
             _verified_numbers.clear()
         _verified_numbers[key] = numobj

@@ -9,7 +9,8 @@ import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberMatcher, PhoneNumberType
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer as PresidioPhoneRecognizer
 
-from pipeline.pii_phone import (PhoneRecognizer, _MemoMatcher, _Recorder, _region_matches, _Walker, clear_caches,
+from pipeline.pii_phone import (PhoneRecognizer, _MemoMatcher, _min_national_length, _Recorder, _region_matches,
+                                 _too_short_for, _Walker, clear_caches,
                                  reaches_parse)
 from tests.pii_corpus import EDGE_CASES, SENTENCES, planted_documents
 
@@ -115,3 +116,33 @@ def test_stricter_leniency_is_presidio_own_path():
     for leniency in (2, 3):
         ours, stock = PhoneRecognizer(leniency=leniency), PresidioPhoneRecognizer(leniency=leniency)
         assert _key(ours.analyze(text, ["PHONE_NUMBER"])) == _key(stock.analyze(text, ["PHONE_NUMBER"]))
+
+
+def test_candidates_too_short_for_a_region_never_verify_there():
+    """The digit-count bound skips a parse only where parse + verify would fail: checked on
+    random short numbers written with separators, the region's own country code, national
+    and international prefixes, alpha letters and extensions."""
+    from phonenumbers.phonenumberutil import NumberParseException
+
+    assert _min_national_length("US") == 7 and _min_national_length("DE") == 4
+    assert _min_national_length("AR") == 0  # its national prefix rule adds a 9: no bound
+    rng = random.Random(5)
+    separators = ["", " ", "-", ".", " – ", "/", ") "]
+    skipped = 0
+    for region in list(REGIONS) + ["AR", "MX", "JP", "AU"]:
+        code = str(phonenumbers.country_code_for_region(region))
+        for _ in range(1500):
+            digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(4, 10)))
+            digits = rng.choice(["", "", code, "0", "1", "00", "011"]) + digits
+            cuts = sorted(rng.sample(range(1, len(digits)), min(2, len(digits) - 1)))
+            candidate = digits[:cuts[0]] + rng.choice(separators) + digits[cuts[0]:]
+            candidate = rng.choice(["", "(", "FLOW", "1-800-"]) + candidate + rng.choice(["", " ext. 12", " x9"])
+            if not _too_short_for(candidate, region):
+                continue
+            skipped += 1
+            try:
+                number = phonenumbers.parse(candidate, region, keep_raw_input=True)
+            except NumberParseException:
+                continue
+            assert not phonenumbers.is_valid_number(number), (candidate, region)
+    assert skipped > 600
