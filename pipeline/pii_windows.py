@@ -88,6 +88,45 @@ def may_hold_pii(texts) -> "list[bool]":
     return pc.match_substring_regex(texts, PREFILTER_RE2).to_pylist()
 
 
+# Where ANCHOR's hits are, found by RE2 for a whole batch: each branch matches wherever its
+# Python anchor matches, from the same position (the lookbehinds dropped, every class at
+# least as broad), so RE2's leftmost, non-overlapping scan starts a match at every hit or
+# is inside one there. ``[0-9]`` stands for Python's ``\d``: documents with another digit,
+# or with the marker characters, are scanned in Python instead.
+HITS_RE2 = "|".join([
+    r"@[^\s@.]+\.[^\s.]",
+    r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,
+    r"[0-9](?:[\- ]?[0-9]){12}",
+    r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",
+    r"[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",
+    r"[0-9](?:" + _GAP + r"[0-9]){5}|0(?:" + _GAP + r"[0-9]){3}|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + "[0-9]",
+])
+_SCAN_IN_PYTHON_RE2 = r"[^\P{Nd}0-9]|[\x00\x01]"
+
+
+def anchor_hits(texts) -> "list[list[tuple[int, int]] | None]":
+    """Per document of a pyarrow string array: [start, end) spans such that every ANCHOR hit
+    starts inside one; None where only the Python scan is exact."""
+    import pyarrow.compute as pc
+
+    marked = pc.replace_substring_regex(texts, HITS_RE2, "\x00\\0\x01").to_pylist()
+    in_python = pc.match_substring_regex(texts, _SCAN_IN_PYTHON_RE2).to_pylist()
+    out: list[list[tuple[int, int]] | None] = []
+    for text, python_only in zip(marked, in_python):
+        if python_only or text is None:
+            out.append(None)
+            continue
+        hits, shift = [], 0
+        i = text.find("\x00")
+        while i >= 0:
+            j = text.find("\x01", i)
+            hits.append((i - shift, j - shift - 1))
+            shift += 2
+            i = text.find("\x00", j)
+        out.append(hits)
+    return out
+
+
 _HARD = re.compile("[\n\r\v\f\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
 _SOFT = re.compile(r"(?<=\s)[b-df-hj-wyzB-DF-HJ-WYZ]")
 _IBAN_START = re.compile(r"[^\W\d_]{2}[0-9]{2}")
@@ -140,14 +179,16 @@ def _cut_after(text: str, pos: int) -> int:
         width *= 8
 
 
-def windows(text: str) -> list[tuple[int, int]]:
-    """Disjoint [start, end) spans, between safe cuts, holding every anchor hit."""
+def windows(text: str, hits: "list[tuple[int, int]] | None" = None) -> list[tuple[int, int]]:
+    """Disjoint [start, end) spans, between safe cuts, holding every anchor hit. ``hits``:
+    from ``anchor_hits``; without them ANCHOR scans the text. No anchor hit crosses a safe
+    cut, so a window around a span that a hit starts in holds the whole hit."""
     spans: list[list[int]] = []
-    for hit in ANCHOR.finditer(text):
-        if spans and hit.start() < spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], _cut_after(text, hit.end()))
+    for hit_start, hit_end in hits if hits is not None else (m.span() for m in ANCHOR.finditer(text)):
+        if spans and hit_start < spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], _cut_after(text, hit_end))
             continue
-        start, end = _cut_before(text, hit.start()), _cut_after(text, hit.end())
+        start, end = _cut_before(text, hit_start), _cut_after(text, hit_end)
         if spans and start < spans[-1][1]:
             spans[-1][1] = max(spans[-1][1], end)
         else:

@@ -204,3 +204,32 @@ def test_vectorized_prefilter_is_a_superset_of_the_anchor():
     assert sum(hits) > 20000
     assert not [t for t, hit, flag in zip(texts, hits, flags) if hit and not flag]
     assert may_hold_pii(pa.array(["plain words only, nothing else.", "see chapter 3"])) == [False, False]
+
+
+def test_vectorized_hits_cover_every_anchor_hit():
+    """Each Python ANCHOR hit starts inside a span anchor_hits gives (RE2), or the document
+    is left to the Python scan; the windows built from either hold the same hits."""
+    import random
+
+    from pipeline.pii_windows import ANCHOR, anchor_hits, windows
+    from tests.pii_corpus import EDGE_CASES
+
+    rng = random.Random(1)
+    alphabet = list("0123456789" * 4 + " -./()@:+xXabcDEFGHz\n\t") + ["\u00a0", "\u3000", "\u2013", "é", "Ж", "_",
+                                                                      "#", "\u2028"]
+    fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(3, 60))) for _ in range(40000)]
+    fuzz += ["".join(rng.choice(alphabet + ["\x00", "\x01", "\u0661"]) for _ in range(rng.randint(3, 60)))
+             for _ in range(3000)]
+    texts = fuzz + planted_documents(300) + EDGE_CASES
+    in_python = covered = 0
+    for text, hits in zip(texts, anchor_hits(pa.array(texts))):
+        if hits is None:
+            in_python += 1
+            assert any(c in text for c in "\x00\x01\u0661") or not text.isascii()
+            continue
+        for match in ANCHOR.finditer(text):
+            assert any(a <= match.start() < b for a, b in hits), (text, match.span(), hits)
+            covered += 1
+        spans = windows(text, hits)
+        assert all(any(a <= m.start() and m.end() <= b for a, b in spans) for m in ANCHOR.finditer(text))
+    assert covered > 20000 and 1000 < in_python < 3000

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline import documents as cols
-from pipeline.pii_windows import WINDOWED_ENTITIES, entities_in, may_hold_pii, windows
+from pipeline.pii_windows import WINDOWED_ENTITIES, anchor_hits, entities_in, may_hold_pii, windows
 from pipeline.stages.base import DocumentStage, StageOutput
 
 PII_COUNTS = "pii_counts"
@@ -210,10 +210,11 @@ class PiiScrub(DocumentStage):
                                         score_threshold=self.config.score_threshold)
         return [Span(r.start, r.end, r.entity_type, r.score) for r in results]
 
-    def find(self, texts: list[str], prefiltered: bool = False) -> list[list[Span]]:
+    def find(self, texts: list[str], prefiltered: bool = False, array: pa.Array | None = None) -> list[list[Span]]:
         """Presidio's results per document, as a whole-document analyze would give them.
         Documents Presidio fails on (it raises on some non-ASCII digits) land in ``failed``.
-        ``prefiltered``: every text already passed ``may_hold_pii``."""
+        ``prefiltered``: every text already passed ``may_hold_pii``; ``array``: the same
+        texts as a pyarrow array, if the caller has one."""
         found: list[list[Span]] = [[] for _ in texts]
         self.failed: set[int] = set()
         if not self.windowed:
@@ -232,11 +233,13 @@ class PiiScrub(DocumentStage):
         # (document, offset) where it occurs.
         pending: dict[frozenset[str], dict[str, list[tuple[int, int]]]] = {}
         sizes: dict[frozenset[str], int] = {}
-        candidates = [True] * len(texts) if prefiltered else may_hold_pii(pa.array(texts, pa.string()))
+        array = pa.array(texts, pa.string()) if array is None else array
+        candidates = [True] * len(texts) if prefiltered else may_hold_pii(array)
+        hits = anchor_hits(array)
         for i, text in enumerate(texts):
             if not candidates[i]:
                 continue
-            for a, b in windows(text):
+            for a, b in windows(text, hits[i]):
                 piece = text[a:b]
                 cached = self.cache.get(piece)
                 if cached is not None:
@@ -314,7 +317,7 @@ class PiiScrub(DocumentStage):
                 else list(range(n)))
         subset = column.take(pa.array(rows, pa.int64()))
         texts = subset.to_pylist()
-        found = self.find(texts, prefiltered=True)
+        found = self.find(texts, prefiltered=True, array=subset)
         counts: list[list[tuple[str, int]]] = [[] for _ in range(n)]
         scrubbed: dict[int, str] = {}
         for row, text, spans in zip(rows, texts, found):
