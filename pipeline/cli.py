@@ -28,7 +28,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_job_spec(args.job, args.set)
     result = run_job(spec, address=args.address)
-    print(f"token shards and manifest: {result.manifest_uri}")
+    print(f"snapshot {result.snapshot} (now latest): {result.manifest_uri}")
     print(f"run report:                {result.report_uri}")
     return 0
 
@@ -68,7 +68,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.inspect_output import inspect_output
 
     options = storage.StorageOptions(endpoint_url=args.endpoint_url) if args.endpoint_url else None
-    ok = inspect_output(args.output, samples=args.samples, out=sys.stdout, options=options)
+    ok = inspect_output(args.output, samples=args.samples, out=sys.stdout, options=options, snapshot=args.snapshot)
     return 0 if ok else EXIT_FAILED
 
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="verify an output's manifest against its shards and show samples")
     inspect.add_argument("output")
     inspect.add_argument("--samples", type=int, default=2)
+    inspect.add_argument("--snapshot", help="a snapshot under OUTPUT/snapshots/ (default: the one latest.json names)")
     inspect.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// output (e.g. MinIO)")
     inspect.set_defaults(func=_cmd_inspect)
     return parser

@@ -14,13 +14,24 @@ from pipeline.stages.tokenize import load_sentencepiece
 
 
 def inspect_output(output_uri: str, samples: int = 2, out: TextIO | None = None,
-                   options: storage.StorageOptions | None = None) -> bool:
+                   options: storage.StorageOptions | None = None, snapshot: str | None = None) -> bool:
+    """Check a snapshot (default: the one ``latest.json`` names) against its manifest."""
     layout = OutputLayout(output_uri)
     write = (lambda line: print(line, file=out)) if out else (lambda line: None)
-    if not storage.exists(layout.manifest, options):
-        write(f"no manifest at {layout.manifest}: the run did not finish (re-run the job to complete it)")
+    if snapshot is None:
+        if not storage.exists(layout.latest, options):
+            write(f"no {layout.latest}: no run has committed a snapshot here yet (re-run the job to complete it)")
+            return False
+        snapshot = storage.read_json(layout.latest, options)["snapshot"]
+    manifest_uri = layout.snapshot_manifest(snapshot)
+    if not storage.exists(manifest_uri, options):
+        committed = [name for name in storage.list_dirs(layout.snapshots_dir, options)
+                     if storage.exists(layout.snapshot_manifest(name), options)]
+        write(f"no manifest at {manifest_uri}: snapshot {snapshot} was never committed; committed snapshots: "
+              f"{', '.join(committed) or 'none'}")
         return False
-    manifest = storage.read_json(layout.manifest, options)
+    manifest = storage.read_json(manifest_uri, options)
+    write(f"snapshot {snapshot}")
     fmt = "megatron" if manifest["format"].startswith("megatron") else "datatrove"
     totals = manifest["totals"]
     write(f"job {manifest['job']} ({manifest['format']}, {manifest['dtype']}, {manifest['pack_mode']} packing, "

@@ -109,21 +109,41 @@ class OutputLayout:
     def mix_plan(self) -> str:
         return self._path("work", "mix", "_PLAN.json")
 
-    # pack phase: output shard j of the run
+    # pack phase: output shard j of a snapshot
+    def pack_marker(self, snapshot: str, index: int) -> str:
+        return self._path("work", "pack", snapshot, "_markers", f"shard-{index:05d}.json")
+
+    # snapshots: each packed result in its own directory, never changed once committed
+    @property
+    def snapshots_dir(self) -> str:
+        return self._path("snapshots")
+
+    def snapshot_dir(self, snapshot: str) -> str:
+        return self._path("snapshots", snapshot)
+
+    def snapshot_manifest(self, snapshot: str) -> str:
+        return self._path("snapshots", snapshot, "manifest.json")
+
+    def snapshot_report(self, snapshot: str, suffix: str) -> str:
+        return self._path("snapshots", snapshot, f"report.{suffix}")
+
+    def tokens_dir(self, snapshot: str) -> str:
+        return self._path("snapshots", snapshot, "tokens")
+
     @staticmethod
-    def token_shard_stem(index: int) -> str:
-        return f"tokens/shard-{index:05d}"
+    def token_shard_stem(snapshot: str, index: int) -> str:
+        """Relative to the output root, as manifests name files."""
+        return f"snapshots/{snapshot}/tokens/shard-{index:05d}"
 
     @property
-    def tokens_dir(self) -> str:
-        return self._path("tokens")
-
-    def pack_marker(self, index: int) -> str:
-        return self._path("work", "pack", "_markers", f"shard-{index:05d}.json")
+    def latest(self) -> str:
+        """Names the newest committed snapshot; moved only after its manifest is written."""
+        return self._path("latest.json")
 
     # run outputs
     @property
     def manifest(self) -> str:
+        """A copy of the latest snapshot's manifest, for readers that take one fixed path."""
         return self._path("manifest.json")
 
     @property

@@ -14,6 +14,8 @@ class Progress:
         self.phase = ""
         self.total = 0
         self.done = 0
+        # per phase: units of work, and how many were committed by an earlier run and reused
+        self.units: dict[str, dict[str, int]] = {}
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -21,6 +23,7 @@ class Progress:
 
     def start(self, phase: str, total: int, unit: str, skipped: int = 0) -> None:
         self.phase, self.total, self.unit = phase, total, unit
+        self.units[phase] = {"total": total, "reused": skipped}
         self.done, self.docs, self.nbytes = skipped, 0, 0
         self.started = self.last = time.perf_counter()
         note = f" ({skipped} already committed, skipped)" if skipped else ""

@@ -142,6 +142,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Config hash `{report['config_hash']}`. Counts balance: **{'yes' if b['ok'] else 'NO'}** "
         f"(input {b['input']:,} = kept {b['kept']:,} + rejected {b['rejected']:,} + quarantined {b['quarantined']:,}).",
         "",
+    ]
+    lines += [
+    ]
+    if report.get("snapshot"):
+        lines += [f"Snapshot `{report['snapshot']}`: `snapshots/{report['snapshot']}/`, named by `latest.json` once "
+                  "its manifest is committed.", ""]
+    units = report.get("work_units")
+    if units:
+        lines += ["## Work done and reused", "",
+                  "Units an earlier run committed with the same inputs and settings are reused, not redone.", "",
+                  "| phase | units | done in this run | reused |", "|---|---:|---:|---:|"]
+        lines += [f"| {phase} | {u['total']:,} | {u['total'] - u['reused']:,} | {u['reused']:,} |"
+                  for phase, u in units.items()]
+        lines.append("")
+    lines += [
         "## Totals",
         "",
         "| | documents | bytes |",

@@ -23,7 +23,7 @@ from pipeline.phases.annotate import discover_shards, run_annotate
 from pipeline.stages.contamination import contamination_report, prepare_index
 from pipeline.phases.dedup import run_dedup
 from pipeline.phases.mix import run_mix
-from pipeline.phases.pack import remove_stale_shards, run_pack, write_manifest
+from pipeline.phases.pack import publish_latest, remove_stale_shards, run_pack, write_manifest
 from pipeline.phases.tokenize import run_tokenize
 from pipeline.progress import Progress
 from pipeline.report import build_report, check_balance, render_markdown
@@ -39,6 +39,7 @@ class RunResult:
     manifest_uri: str
     report_uri: str
     report: dict[str, Any]
+    snapshot: str
 
 
 def ensure_ray(config: RayConfig, address: str | None = None) -> None:
@@ -116,8 +117,6 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
     layout = OutputLayout(spec.output.uri)
     out_options = spec.output.storage_options
     storage.check_writable(spec.output.uri, out_options)
-    # A manifest is the commit point of a finished run; while this run works there is none.
-    storage.remove_tree(layout.manifest, out_options)
     ensure_ray(spec.ray, address)
     import ray
 
@@ -156,26 +155,33 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
         phases.append(_phase("mix", started, sum(s["tokenized_docs"] for s in tokenize_stats), 0))
 
         started = time.perf_counter()
-        pack_stats = run_pack(spec, plan, progress, workers)
+        snapshot, pack_stats = run_pack(spec, plan, progress, workers)
         phases.append(_phase("pack", started, sum(s["documents"] for s in pack_stats),
                              sum(s["kept_bytes"] for s in sample_stats)))
-        stale = remove_stale_shards(spec, pack_stats)
+        stale = remove_stale_shards(spec, snapshot, pack_stats)
         if stale:
-            progress.log(f"removed {len(stale)} token files that an earlier run with other settings left "
-                         f"under tokens/ (such as {stale[0].rsplit('/', 1)[-1]})")
+            progress.log(f"removed {len(stale)} token files that an earlier attempt left in snapshot {snapshot} "
+                         f"(such as {stale[0].rsplit('/', 1)[-1]})")
 
     report = build_report(spec.name, spec.config_hash(), annotate_stats, dedup_marker, tokenize_stats, sample_stats,
                           plan, pack_stats, phases, memory.peak)
+    report["snapshot"] = snapshot
+    report["work_units"] = progress.units
     if contamination_index is not None:
         report["contamination"] = contamination_report(spec.stages.contamination, contamination_index, annotate_stats)
         storage.write_json(layout.contamination_json, report["contamination"], out_options)
-    storage.write_json(layout.report_json, report, out_options)
-    storage.write_bytes(layout.report_md, render_markdown(report).encode(), out_options)
+    markdown = render_markdown(report).encode()
+    for json_uri, md_uri in ((layout.report_json, layout.report_md),
+                             (layout.snapshot_report(snapshot, "json"), layout.snapshot_report(snapshot, "md"))):
+        storage.write_json(json_uri, report, out_options)
+        storage.write_bytes(md_uri, markdown, out_options)
     check_balance(report)
-    write_manifest(spec, plan, pack_stats, annotate_stats)
+    manifest = write_manifest(spec, snapshot, plan, pack_stats, annotate_stats)
+    publish_latest(spec, snapshot, manifest)
     t = report["totals"]
     progress.log(
         f"done: {t['input_docs']:,} in, {t['kept_docs']:,} kept, {t['rejected_docs']:,} rejected, "
         f"{t['quarantined_docs']:,} quarantined; {t['tokens']:,} tokens in {len(pack_stats)} shards; counts balance"
     )
-    return RunResult(spec.output.uri, layout.manifest, layout.report_md, report)
+    progress.log(f"snapshot {snapshot} committed; latest.json names it")
+    return RunResult(spec.output.uri, layout.snapshot_manifest(snapshot), layout.report_md, report, snapshot)

@@ -108,6 +108,16 @@ def list_files(uri: str, options: StorageOptions | None = None, suffix: str = ""
     return sorted(_with_protocol(protocol, p) for p in found)
 
 
+def list_dirs(uri: str, options: StorageOptions | None = None) -> list[str]:
+    """Names of the directories (prefixes) directly under ``uri``, sorted; none if it is absent."""
+    fs, path = filesystem(uri, options)
+    fs.invalidate_cache(path)
+    if not fs.exists(path):
+        return []
+    return sorted(posixpath.basename(entry["name"].rstrip("/")) for entry in fs.ls(path, detail=True)
+                  if entry["type"] == "directory")
+
+
 def _with_protocol(protocol: str, path: str) -> str:
     return path if protocol == "file" else f"{protocol}://{path}"
 

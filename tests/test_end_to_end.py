@@ -204,5 +204,6 @@ def test_cli_run_prints_where_outputs_are(finished_run, sample_corpus, tokenizer
     job.write_text(yaml.safe_dump(job_dict(str(sample_corpus), str(out), str(tokenizer_model), stages=EXACT_ONLY)))
     assert main(["run", str(job), "--set", "ray.progress_bars=false"]) == 0
     printed = capsys.readouterr().out
-    assert f"token shards and manifest: {out / 'manifest.json'}" in printed
+    snapshot = json.loads((out / "latest.json").read_text())["snapshot"]
+    assert f"snapshot {snapshot} (now latest): {out / 'snapshots' / snapshot / 'manifest.json'}" in printed
     assert f"run report:                {out / 'report.md'}" in printed

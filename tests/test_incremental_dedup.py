@@ -102,3 +102,56 @@ def test_changed_dedup_config_rebuilds_the_index(make_job, grown_input, tmp_path
     marker = json.loads(Path(OutputLayout(str(output)).dedup_marker).read_text())
     assert marker["index"] == {"indexed_shards": 0, "new_shards": 1}
     assert _removals(output) == {"a-copy": ("exact_duplicate", "a3")}
+
+
+def _read_back(output: Path, manifest: dict) -> int:
+    """Reads every token shard a manifest lists (Megatron's format, its own reader's logic),
+    checks each file's sha256, and returns the number of documents (EOS tokens) in them."""
+    import hashlib
+
+    from tests.megatron_reader import read_indexed_dataset
+
+    eos, documents = manifest["tokenizer"]["eos_id"], 0
+    for shard in manifest["shards"]:
+        for entry in shard["files"].values():
+            assert hashlib.sha256((output / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
+        dataset = read_indexed_dataset(output / shard["files"]["bin"]["path"][: -len(".bin")])
+        documents += sum(int((seq == eos).sum()) for seq in dataset["sequences"])
+    return documents
+
+
+def test_refresh_commits_a_new_snapshot_and_leaves_the_old_one_readable(make_job, grown_input, tmp_path):
+    from pipeline.inspect_output import inspect_output
+
+    corpus, new_docs = grown_input
+    output = tmp_path / "out"
+    first = run_job(_spec(make_job, corpus, output), progress=Progress(quiet=True))
+    old = first.snapshot
+    assert old.startswith("00001-") and json.loads((output / "latest.json").read_text())["snapshot"] == old
+    old_files = {p: p.read_bytes() for p in (output / "snapshots" / old).rglob("*") if p.is_file()}
+    old_manifest = json.loads((output / "snapshots" / old / "manifest.json").read_text())
+    assert _read_back(output, old_manifest) == old_manifest["totals"]["documents"] == 40
+
+    _write(corpus / "2026-02.parquet", new_docs)
+    second = run_job(_spec(make_job, corpus, output), progress=Progress(quiet=True))
+    new = second.snapshot
+    assert new.startswith("00002-") and new != old
+    assert json.loads((output / "latest.json").read_text()) == {"snapshot": new,
+                                                                "manifest": f"snapshots/{new}/manifest.json"}
+    new_manifest = json.loads((output / "snapshots" / new / "manifest.json").read_text())
+    assert json.loads((output / "manifest.json").read_text()) == new_manifest
+    # 40 + 24 new, less the exact copy, the near copy of a7 and the copy inside the delivery
+    assert _read_back(output, new_manifest) == new_manifest["totals"]["documents"] == 61
+    # The first snapshot is untouched and still reads back whole.
+    assert {p: p.read_bytes() for p in (output / "snapshots" / old).rglob("*") if p.is_file()} == old_files
+    assert _read_back(output, old_manifest) == 40
+    assert inspect_output(str(output), snapshot=old) and inspect_output(str(output))
+    # Only the new shard was annotated and tokenized; the report says so.
+    units = second.report["work_units"]
+    assert units["annotate"] == {"total": 2, "reused": 1} and units["tokenize"] == {"total": 2, "reused": 1}
+    assert "| annotate | 2 | 1 | 1 |" in Path(second.report_uri).read_text()
+
+    # Nothing new: the same snapshot, nothing packed again, the pointer where it was.
+    third = run_job(_spec(make_job, corpus, output), progress=Progress(quiet=True))
+    assert third.snapshot == new and third.report["work_units"]["pack"]["reused"] == len(new_manifest["shards"])
+    assert json.loads((output / "latest.json").read_text())["snapshot"] == new

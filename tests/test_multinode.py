@@ -13,7 +13,7 @@ def test_job_runs_on_several_nodes_with_the_same_output(make_job, sample_corpus,
     from pipeline import run_job
 
     local = tmp_path / "local"
-    run_job(make_job(sample_corpus, local))
+    snapshot = run_job(make_job(sample_corpus, local)).snapshot
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(make_job(sample_corpus, tmp_path / "cluster")))
     # Its own process: the test session already runs a local Ray, and a driver joins one cluster.
@@ -39,6 +39,8 @@ def test_job_runs_on_several_nodes_with_the_same_output(make_job, sample_corpus,
     markers = [json.loads(p.read_text()) for p in (tmp_path / "cluster" / "work" / "annotate" / "_markers").glob("*.json")]
     assert len(markers) == 4
     assert len({m["node"] for m in markers}) >= 2  # shards were annotated on more than one node
-    for path in sorted((local / "tokens").iterdir()):
-        assert (tmp_path / "cluster" / "tokens" / path.name).read_bytes() == path.read_bytes()
-    assert (tmp_path / "cluster" / "manifest.json").exists()
+    assert json.loads((tmp_path / "cluster" / "latest.json").read_text())["snapshot"] == snapshot
+    tokens = sorted((local / "snapshots" / snapshot / "tokens").iterdir())
+    assert tokens
+    for path in tokens:
+        assert (tmp_path / "cluster" / "snapshots" / snapshot / "tokens" / path.name).read_bytes() == path.read_bytes()

@@ -25,14 +25,16 @@ def _stats(input_docs=10, annotated=8, rejected=2, kept=6, removed=1, unsampled=
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_tampered_marker_stops_the_run_without_manifest(make_job, sample_corpus, tmp_path):
+def test_tampered_marker_stops_the_run_and_keeps_the_committed_snapshot(make_job, sample_corpus, tmp_path):
     out = tmp_path / "out"
     run_job(make_job(sample_corpus, out))
+    committed = {name: (out / name).read_bytes() for name in ("latest.json", "manifest.json")}
     marker = sorted((out / "work" / "mix" / "_markers").glob("*.json"))[0]
     stats = json.loads(marker.read_text())
     stats["kept_docs"] += 1
     marker.write_text(json.dumps(stats))
     with pytest.raises(AccountingError):
         run_job(make_job(sample_corpus, out))
-    assert not (out / "manifest.json").exists()
+    # The snapshot the first run committed is still the latest, unchanged.
+    assert {name: (out / name).read_bytes() for name in committed} == committed
     assert "Counts balance: **NO**" in (out / "report.md").read_text()

@@ -129,21 +129,24 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
                    stages={"pack": {"seq_len": 64, "shard_tokens": 4000}})
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(job))
-    markers = "killed-bucket/run/work/pack/_markers"
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(spec)], start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
+    markers = None
     while time.time() < deadline and process.poll() is None:
         s3.invalidate_cache()
-        if s3.exists(markers) and s3.ls(markers):
+        found = s3.glob("killed-bucket/run/work/pack/*/_markers/*.json")
+        if found:
+            markers = found[0].rsplit("/", 1)[0]
             break
         time.sleep(0.2)
     assert process.poll() is None, process.stderr.read().decode()[-2000:]
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     s3.invalidate_cache()
-    assert not s3.exists("killed-bucket/run/manifest.json")
-    left = {path: hashlib.sha256(s3.cat(path)).hexdigest() for path in s3.find("killed-bucket/run/tokens")}
+    assert not s3.exists("killed-bucket/run/manifest.json") and not s3.exists("killed-bucket/run/latest.json")
+    assert not s3.glob("killed-bucket/run/snapshots/*/manifest.json")
+    left = {path: hashlib.sha256(s3.cat(path)).hexdigest() for path in s3.find("killed-bucket/run/snapshots")}
     done = len(s3.ls(markers))
 
     result = run_job(job)

@@ -1,4 +1,11 @@
-"""Phase 5, pack: one task per output shard, then the manifest, last, as the commit point.
+"""Phase 5, pack: one task per output shard of a snapshot, then the snapshot's manifest, last,
+as its commit point, and only then the ``latest.json`` pointer.
+
+Each packed result is a snapshot, ``snapshots/NNNNN-<hash>/``, named by the hash of what
+decides its bytes (mix plan, shard boundaries, pack settings, tokenizer). A re-run of the
+same work finds its own snapshot and resumes it; a refresh on a grown input gets the next
+number. Committed snapshots are never written again, so a trainer reading one is never
+disturbed by the next refresh.
 
 Output shard ``j`` holds the document copies whose mix position falls in its range of
 the plan's boundaries (see ``pipeline.stages.mix``), in position order: a seeded
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from typing import Any
 
@@ -33,7 +41,7 @@ from pipeline.stages.pack import pack_bestfit, pack_concat
 from pipeline.stages.tokenize import Tokenize
 
 PACK_FORMAT = 2
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: token files under snapshots/<snapshot>/, a "snapshot" field
 # Row-group pruning widens each key range by this much, so that a copy on a range edge is
 # never missed to rounding; the exact assignment is then recomputed per row.
 EDGE = 1e-9
@@ -111,9 +119,9 @@ class ShardPacker(ShardWorker):
         return chosen
 
     def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        return self.pack(item["index"], item["config_hash"], item["plan_hash"])
+        return self.pack(item["snapshot"], item["index"], item["config_hash"], item["plan_hash"])
 
-    def pack(self, index: int, config_hash: str, plan_hash: str) -> dict[str, Any]:
+    def pack(self, snapshot: str, index: int, config_hash: str, plan_hash: str) -> dict[str, Any]:
         started = time.perf_counter()
         plan = self.plan(plan_hash)
         boundaries = np.asarray(plan["shard_boundaries"])
@@ -158,7 +166,7 @@ class ShardPacker(ShardWorker):
         else:
             packed = pack_concat(ordered, self.config.seq_len, self.dtype)
         del ordered, documents
-        stem = self.layout.token_shard_stem(index)
+        stem = self.layout.token_shard_stem(snapshot, index)
         encoded = formats.encode_shard(self.config.format, packed, self.dtype, self.tokenizer_name)
         files = {}
         for role, relative in formats.shard_files(self.config.format, stem).items():
@@ -172,7 +180,7 @@ class ShardPacker(ShardWorker):
             "documents": int(len(order)), "domain_tokens": domain_tokens, "bytes_read": int(bytes_read),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        storage.write_json(self.layout.pack_marker(index), stats, self.options)
+        storage.write_json(self.layout.pack_marker(snapshot, index), stats, self.options)
         return stats
 
     def _compact(self, column: pa.ChunkedArray, picked: np.ndarray) -> list[np.ndarray]:
@@ -208,43 +216,80 @@ def resolve_pad_id(spec: JobSpec, tokenizer: Tokenize) -> int:
     return max(tokenizer.pad_id, 0)
 
 
-def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress, max_workers: int) -> list[dict[str, Any]]:
+SNAPSHOT_NAME = re.compile(r"^(\d{5})-([0-9a-f]{8})$")
+
+
+def open_snapshot(spec: JobSpec, config_hash: str, progress: Progress) -> str:
+    """The snapshot this run packs into: its own if an earlier run of the same work left
+    it (committed or not), else the next number. Snapshots that never committed and are
+    not this run's (a killed run, re-run with other settings) are removed: nothing can
+    be reading them."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    suffix = config_hash[:8]
+    numbers, own = [], None
+    for name in storage.list_dirs(layout.snapshots_dir, options):
+        match = SNAPSHOT_NAME.match(name)
+        if match is None:
+            continue
+        if match.group(2) == suffix:
+            own = name
+        elif storage.exists(layout.snapshot_manifest(name), options):
+            numbers.append(int(match.group(1)))
+        else:
+            progress.log(f"removing snapshot {name}: it was never committed (a run stopped before its manifest)")
+            storage.remove_tree(layout.snapshot_dir(name), options)
+            storage.remove_tree(storage.join(spec.output.uri, "work", "pack", name), options)
+    return own or f"{max(numbers, default=0) + 1:05d}-{suffix}"
+
+
+def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress,
+             max_workers: int) -> tuple[str, list[dict[str, Any]]]:
+    """Packs every output shard of the plan; returns the snapshot and each shard's stats."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
     tokenizer_info = storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
     num_shards = plan["num_output_shards"]
     config_hash = pack_config_hash(spec, plan["hash"], plan["shard_boundaries"], tokenizer_info)
+    snapshot = open_snapshot(spec, config_hash, progress)
     finished: dict[int, dict[str, Any]] = {}
     items = []
     for index in range(num_shards):
-        stats = committed_stats(layout.pack_marker(index), options, config_hash)
+        stats = committed_stats(layout.pack_marker(snapshot, index), options, config_hash)
         if stats is not None:
             finished[index] = stats
         else:
             items.append({"key": f"shard-{index:05d}", "index": index, "config_hash": config_hash,
-                          "plan_hash": plan["hash"]})
+                          "plan_hash": plan["hash"], "snapshot": snapshot})
     progress.start("pack", total=num_shards, unit="output shards", skipped=len(finished))
+    progress.log(f"pack: snapshot {snapshot}")
     for stats in run_shard_tasks(ShardPacker, spec, items, max_workers):
         finished[stats["index"]] = stats
         progress.advance(1, docs=stats["documents"])
-    return [finished[i] for i in range(num_shards)]
+    return snapshot, [finished[i] for i in range(num_shards)]
 
 
-def remove_stale_shards(spec: JobSpec, pack_stats: list[dict[str, Any]]) -> list[str]:
-    """Token files under tokens/ that this run did not write (left by a run with other settings)."""
+def remove_stale_shards(spec: JobSpec, snapshot: str, pack_stats: list[dict[str, Any]]) -> list[str]:
+    """Token files in the snapshot's tokens/ that this run did not write (left by an
+    attempt that planned more shards)."""
     options = spec.output.storage_options
-    current = {storage.join(spec.output.uri, f["path"]) for s in pack_stats for f in s["files"].values()}
-    stale = [uri for uri in storage.list_files(OutputLayout(spec.output.uri).tokens_dir, options)
-             if storage.normalize_uri(uri) not in {storage.normalize_uri(c) for c in current}]
+    current = {storage.normalize_uri(storage.join(spec.output.uri, f["path"]))
+               for s in pack_stats for f in s["files"].values()}
+    stale = [uri for uri in storage.list_files(OutputLayout(spec.output.uri).tokens_dir(snapshot), options)
+             if storage.normalize_uri(uri) not in current]
     for uri in stale:
         storage.remove_tree(uri, options)
     return stale
 
 
-def write_manifest(spec: JobSpec, plan: dict[str, Any], pack_stats: list[dict[str, Any]],
+def write_manifest(spec: JobSpec, snapshot: str, plan: dict[str, Any], pack_stats: list[dict[str, Any]],
                    annotate_stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """The commit point of a run: written only after every shard it lists is complete."""
+    """The commit point of a snapshot: written only after every shard it lists is complete,
+    and never again once written."""
     layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    if storage.exists(layout.snapshot_manifest(snapshot), options):
+        return storage.read_json(layout.snapshot_manifest(snapshot), options)
     tokenizer = Tokenize(spec.stages.tokenize)
     tokenizer.setup()
     config = spec.stages.pack
@@ -262,6 +307,7 @@ def write_manifest(spec: JobSpec, plan: dict[str, Any], pack_stats: list[dict[st
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "job": spec.name,
+        "snapshot": snapshot,
         "config_hash": spec.config_hash(),
         "seed": spec.seed,
         "format": {"megatron": "megatron-indexed-dataset", "datatrove": "datatrove-tokenized"}[config.format],
@@ -285,10 +331,20 @@ def write_manifest(spec: JobSpec, plan: dict[str, Any], pack_stats: list[dict[st
         },
         "mixture": {"domains": mixture, "budget_tokens": round(plan["budget_tokens"]),
                     "max_epochs": plan["max_epochs"], "notes": plan["notes"]},
-        "shards": [{"name": layout.token_shard_stem(s["index"]).rsplit("/", 1)[-1], "files": s["files"], "tokens": s["tokens"], "sequences": s["sequences"],
-                    "documents": s["documents"], "padding_tokens": s["padding_tokens"]}
+        "shards": [{"name": layout.token_shard_stem(snapshot, s["index"]).rsplit("/", 1)[-1], "files": s["files"],
+                    "tokens": s["tokens"], "sequences": s["sequences"], "documents": s["documents"],
+                    "padding_tokens": s["padding_tokens"]}
                    for s in pack_stats],
         "inputs": [{"uri": s["uri"], **s["fingerprint"]} for s in annotate_stats],
     }
-    storage.write_json(layout.manifest, manifest, spec.output.storage_options)
+    storage.write_json(layout.snapshot_manifest(snapshot), manifest, options)
     return manifest
+
+
+def publish_latest(spec: JobSpec, snapshot: str, manifest: dict[str, Any]) -> None:
+    """Move ``latest.json`` to a committed snapshot, then refresh the root manifest.json copy."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    storage.write_json(layout.latest, {"snapshot": snapshot, "manifest": f"snapshots/{snapshot}/manifest.json"},
+                       options)
+    storage.write_json(layout.manifest, manifest, options)
