@@ -72,6 +72,65 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_FAILED
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.submit import JobsApi, exit_code, local_path_warning, prepare_spec, status_name
+
+    prepared = prepare_spec(args.job, args.set, check_files=not args.no_file_checks)  # errors before submitting
+    warning = local_path_warning(prepared.local_paths)
+    if warning:
+        print(warning, file=sys.stderr)
+    api = JobsApi(args.address)
+    job_id = api.submit(prepared, submission_id=args.submission_id, source=args.job)
+    print(f"submitted job '{prepared.spec.name}' to {api.address} as {job_id}")
+    address = f" --address {api.address}"
+    if not args.wait:
+        print(f"  refinery status {job_id}{address}\n  refinery logs {job_id}{address} --follow\n"
+              f"  refinery stop {job_id}{address}")
+        return 0
+    info = _follow(api, job_id)
+    ended = f"job {job_id}: {status_name(info)}"
+    if status_name(info) != "SUCCEEDED" and info.message:
+        ended += ": " + info.message.splitlines()[0]  # the rest repeats the logs just printed
+    print(ended)
+    return exit_code(info)
+
+
+def _follow(api, job_id: str):
+    try:
+        return api.follow(job_id, sys.stdout)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the job goes on (refinery stop {job_id} --address {api.address})",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.submit import JobsApi, describe, status_name
+
+    info = JobsApi(args.address).info(args.id)
+    print(describe(info))
+    return EXIT_FAILED if status_name(info) in ("FAILED", "STOPPED") else 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from pipeline.submit import JobsApi
+
+    api = JobsApi(args.address)
+    if args.follow:
+        _follow(api, args.id)
+    else:
+        sys.stdout.write(api.logs(args.id))
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from pipeline.submit import JobsApi, status_name
+
+    info = JobsApi(args.address).stop(args.id, timeout_s=args.timeout)
+    print(f"job {args.id}: {status_name(info)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a spec value, e.g. --set stages.pack.seq_len=4096")
     run.add_argument("--address", help="existing Ray cluster (overrides ray.address)")
     run.set_defaults(func=_cmd_run)
+
+    address_help = "the cluster's Ray dashboard (Jobs API); default: $RAY_ADDRESS, else http://127.0.0.1:8265"
+    submit = commands.add_parser("submit", help="run a job spec on a Ray cluster through the Ray Jobs API")
+    submit.add_argument("job")
+    submit.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a spec value, as for run")
+    submit.add_argument("--address", help=address_help)
+    submit.add_argument("--submission-id", help="the job's id on the cluster (default: one Ray makes up)")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the job's logs until it ends and exit with its status (0: succeeded)")
+    submit.add_argument("--no-file-checks", action="store_true",
+                        help="check keys and values only, for input and model paths that exist only on the cluster")
+    submit.set_defaults(func=_cmd_submit)
+
+    for name, func, help_text in (
+            ("status", _cmd_status, "a submitted job's status, times and entrypoint, and why it failed"),
+            ("logs", _cmd_logs, "a submitted job's driver output"),
+            ("stop", _cmd_stop, "stop a submitted job and wait until it has stopped")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("id", help="the submission id that submit printed")
+        command.add_argument("--address", help=address_help)
+        if name == "logs":
+            command.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+        if name == "stop":
+            command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to stop")
+        command.set_defaults(func=func)
 
     sample = commands.add_parser("sample", help="write the multi-domain sample corpus used by the demo")
     sample.add_argument("out")
@@ -130,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.config import JobSpecError
     from pipeline.report import AccountingError
     from pipeline.runner import InputError
+    from pipeline.submit import SubmitError
 
     args = build_parser().parse_args(argv)
     try:
@@ -137,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     except JobSpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (InputError, AccountingError, storage.OutputNotWritable, FileNotFoundError) as exc:
+    except (InputError, AccountingError, storage.OutputNotWritable, FileNotFoundError, SubmitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

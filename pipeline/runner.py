@@ -48,14 +48,24 @@ def ensure_ray(config: RayConfig, address: str | None = None) -> None:
     from ray.data.context import ShuffleStrategy
 
     if not ray.is_initialized():
-        address = address or config.address
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            kwargs: dict[str, Any] = {"num_cpus": config.num_cpus or os.cpu_count(), "include_dashboard": False}
+        # Inside a Ray job (`refinery submit`, `ray job submit`) RAY_ADDRESS names the job's cluster: join it.
+        # An http:// one names a dashboard, for Ray's job CLI and `refinery status`; ray.init would read it
+        # as a Ray Client address, so it is hidden from ray.init.
+        from_env = os.environ.get("RAY_ADDRESS", "")
+        dashboard = from_env.startswith(("http://", "https://"))
+        address = address or config.address or (None if dashboard else from_env or None)
+        kwargs: dict[str, Any] = {"address": address}
+        if not address:
+            kwargs = {"num_cpus": config.num_cpus or os.cpu_count(), "include_dashboard": False}
             if config.object_store_memory_mb:
                 kwargs["object_store_memory"] = config.object_store_memory_mb * 1024 * 1024
+        if dashboard:
+            del os.environ["RAY_ADDRESS"]
+        try:
             ray.init(logging_level=logging.WARNING, **kwargs)
+        finally:
+            if dashboard:
+                os.environ["RAY_ADDRESS"] = from_env
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.progress_bars
     context.shuffle_strategy = ShuffleStrategy(config.shuffle_strategy)
