@@ -16,6 +16,9 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray binds its services to the machine's outward address unless told it is not a cluster
+# host (the switch Ray itself uses on macOS and Windows); tests stay on 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 # ../shared/data beside the checkout (see the project brief); REFINERY_SHARED_DATA overrides.
 SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA")

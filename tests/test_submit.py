@@ -171,7 +171,8 @@ def test_submit_runs_a_job_to_success_and_status_and_logs_report_it(ray_head, sa
     code, out, _ = cli(capsys, "logs", "refinery-small", "--address", address)
     assert code == 0
     assert "[refinery] job 'small': 4 input shards" in out and "counts balance" in out
-    assert f"token shards and manifest: {output / 'manifest.json'}" in out
+    snapshot = json.loads((output / "latest.json").read_text())["snapshot"]
+    assert f"snapshot {snapshot} (now latest): {output / 'snapshots' / snapshot / 'manifest.json'}" in out
 
     # What travelled: the package and the resolved spec, unpacked on the head node.
     resources = next(ray_head["temp_dir"].glob("session_*/runtime_resources"))
