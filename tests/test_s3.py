@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import run_job
+from pipeline import run_job, storage
 from tests.megatron_reader import read_indexed_dataset
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -153,6 +153,8 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
     s3.invalidate_cache()
     assert not s3.exists("killed-bucket/run/manifest.json") and not s3.exists("killed-bucket/run/latest.json")
     assert not s3.glob("killed-bucket/run/snapshots/*/manifest.json")
+    started = storage.list_dirs("s3://killed-bucket/run/snapshots", storage.StorageOptions(endpoint_url=s3_endpoint))
+    assert len(started) == 1 and markers.split("/")[-2] == started[0]  # the re-run will find and resume it
     left = {path: hashlib.sha256(s3.cat(path)).hexdigest() for path in s3.find("killed-bucket/run/snapshots")}
     done = len(s3.ls(markers))
 
@@ -161,6 +163,7 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
     s3.invalidate_cache()
     manifest = json.loads(s3.cat("killed-bucket/run/manifest.json"))
     assert 0 < done < len(manifest["shards"])  # the kill landed mid-pack
+    assert result.snapshot == started[0] and result.report["work_units"]["pack"]["reused"] == done
     final = {f"killed-bucket/run/{e['path']}": e["sha256"] for s in manifest["shards"] for e in s["files"].values()}
     assert all(final[path] == digest for path, digest in left.items())  # nothing partial was ever visible
     assert result.report["balance"]["ok"]
