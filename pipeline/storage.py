@@ -37,7 +37,10 @@ class StorageOptions(BaseModel):
     def fsspec_kwargs(self, protocol: str) -> dict[str, Any]:
         if protocol not in ("s3", "s3a"):
             return {}
-        kwargs: dict[str, Any] = {"anon": self.anonymous}
+        # No listings cache: fsspec keeps one s3fs instance per set of options for the
+        # whole process, and a cached listing would hide shards that landed since (a
+        # refresh run from the same Python process saw the new key but could not stat it).
+        kwargs: dict[str, Any] = {"anon": self.anonymous, "use_listings_cache": False}
         if self.profile:
             kwargs["profile"] = self.profile
         if self.endpoint_url:

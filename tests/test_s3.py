@@ -121,6 +121,7 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
     """SIGKILL the whole job (driver and local Ray) while it uploads token shards; no manifest
     and no partial object may be visible, and a re-run finishes with the same bytes as an
     uninterrupted run."""
+    import contextlib
     import hashlib
     import os
     import signal
@@ -148,7 +149,16 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
             break
         time.sleep(0.2)
     assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    # Ray's worker processes lead process groups of their own: kill every descendant, and
+    # wait until all are gone, so that no task writes after the count below.
+    import psutil
+
+    victims = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     os.killpg(process.pid, signal.SIGKILL)
+    for proc in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(victims, timeout=30)
     process.wait()
     s3.invalidate_cache()
     assert not s3.exists("killed-bucket/run/manifest.json") and not s3.exists("killed-bucket/run/latest.json")
@@ -170,3 +180,21 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
     reference = run_job(make_job(sample_corpus, tmp_path / "uninterrupted",
                                  stages={"pack": {"seq_len": 64, "shard_tokens": 4000}}))
     assert json.loads(Path(reference.manifest_uri).read_text())["shards"] == manifest["shards"]
+
+
+def test_refresh_in_the_same_process_sees_shards_that_landed_since(s3, s3_endpoint, sample_corpus, make_job):
+    """A second run in one Python process (a notebook, a scheduler calling run_job) lists
+    the grown S3 prefix afresh: no cached listing hides the new shards."""
+    s3.mkdir("grow-bucket")
+    shards = sorted(sample_corpus.glob("*.parquet"))
+    for path in shards[:2]:
+        s3.put(str(path), f"grow-bucket/c/{path.name}")
+    options = {"endpoint_url": s3_endpoint}
+    job = make_job("s3://grow-bucket/c", "s3://grow-bucket/out", input={"storage_options": options},
+                   output={"storage_options": options})
+    first = run_job(job)
+    for path in shards[2:]:
+        s3.put(str(path), f"grow-bucket/c/{path.name}")
+    second = run_job(job)
+    assert second.report["work_units"]["annotate"] == {"total": len(shards), "reused": 2}
+    assert second.snapshot != first.snapshot and second.report["balance"]["ok"]
