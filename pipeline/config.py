@@ -54,6 +54,10 @@ class RayConfig(BaseModel):
     aggregator actors: measured 4-5x faster than the actor-based ones on small clusters."""
     progress_bars: bool = False
     """Ray Data's own progress bars, in addition to Refinery's per-phase progress lines."""
+    max_parallel_tasks: int | None = Field(None, ge=1)
+    """Per-shard tasks in flight at once (one CPU each). Unset: the cluster's CPUs when the
+    run starts. On an autoscaling cluster, set it to the most CPUs the cluster may grow to:
+    the queued tasks are the demand that makes the autoscaler add nodes."""
 
 
 class StagesConfig(BaseModel):

@@ -130,7 +130,7 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
     ensure_ray(spec.ray, address)
     import ray
 
-    workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    workers = spec.ray.max_parallel_tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
     phases: list[dict[str, Any]] = []
     with PeakMemory() as memory:
         shards = discover_shards(spec)

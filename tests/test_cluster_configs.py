@@ -396,8 +396,9 @@ def check_ray_start_params(files: Files) -> list[str]:
 
 
 def check_scaling(files: Files) -> list[str]:
-    """Worker groups: 0 <= minReplicas <= replicas <= maxReplicas, maxReplicas >= 1; the same
-    for aws.yaml's node types, within the cluster's max_workers."""
+    """Worker groups: 0 <= minReplicas <= replicas <= maxReplicas, maxReplicas >= 1; a RayJob
+    keeps maxReplicas x num-cpus tasks in flight; aws.yaml's node types within the cluster's
+    max_workers."""
     problems = []
     for where, group, is_head in ray_groups(files):
         if is_head:
@@ -406,6 +407,15 @@ def check_scaling(files: Files) -> list[str]:
         if None in (low, start, high) or not 0 <= low <= start <= high or high < 1:
             problems.append(f"{where}: needs 0 <= minReplicas ({low}) <= replicas ({start}) <= maxReplicas ({high}), "
                             "maxReplicas >= 1")
+    for where, doc in documents(files, "RayJob"):
+        argv = next(refinery_invocations(doc["spec"]["entrypoint"]), [])
+        sets = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv[:-1]) if arg == "--set")
+        most = sum(int(g["maxReplicas"]) * int(g["rayStartParams"]["num-cpus"])
+                   for g in doc["spec"]["rayClusterSpec"]["workerGroupSpecs"])
+        if sets.get("ray.max_parallel_tasks") != str(most):
+            problems.append(f"{where}: the entrypoint should set ray.max_parallel_tasks={most} (maxReplicas x "
+                            f"num-cpus), so that queued tasks grow the cluster; it sets "
+                            f"{sets.get('ray.max_parallel_tasks')}")
     for name, node_type in files.aws.get("available_node_types", {}).items():
         if name == files.aws.get("head_node_type"):
             continue
@@ -702,7 +712,7 @@ def test_the_files_hold_what_the_checks_read(files):
     wheres = {where.split(" ")[0] for where, _ in commands}
     assert {"rayjob.yaml", "Dockerfile", "cluster/README.md"} <= wheres
     assert ("rayjob.yaml RayJob refinery-cc-refresh entrypoint",
-            ["run", "/app/jobs/cc_refresh.yaml", "--address", "auto"]) in commands
+            ["run", "/app/jobs/cc_refresh.yaml", "--address", "auto", "--set", "ray.max_parallel_tasks=224"]) in commands
 
 
 # ---------------------------------------------------------------------------------------------
@@ -776,6 +786,9 @@ BREAKAGES = [
      lambda f: _set(_worker(f), "template.spec.volumes", [])),
     ("min over max", check_scaling, "minReplicas (20)",
      lambda f: _set(_worker(f), "minReplicas", 20)),
+    ("task concurrency below the autoscaler's reach", check_scaling, "ray.max_parallel_tasks=224",
+     lambda f: _set(_worker(f), "maxReplicas", 16) or _set(_rayjob(f), "spec.entrypoint", _rayjob(f)["spec"][
+         "entrypoint"].replace("=224", "=112"))),
     ("aws min over max", check_scaling, "min_workers (40)",
      lambda f: f.aws["available_node_types"]["ray.worker.cpu"].__setitem__("min_workers", 40)),
     ("cron minute", check_cronjob, "'61' is not a valid minute",
