@@ -172,6 +172,11 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
         if stale:
             progress.log(f"removed {len(stale)} token files that an earlier attempt left in snapshot {snapshot} "
                          f"(such as {stale[0].rsplit('/', 1)[-1]})")
+        # Every unit of work is done: no writer is left that could own a temporary file.
+        partial = storage.remove_partial_writes(spec.output.uri, out_options)
+        if partial:
+            progress.log(f"removed {len(partial)} partly written files that killed writers left "
+                         f"(such as {partial[0].rsplit('/', 1)[-1]})")
 
     report = build_report(spec.name, spec.config_hash(), annotate_stats, dedup_marker, tokenize_stats, sample_stats,
                           plan, pack_stats, phases, memory.peak)

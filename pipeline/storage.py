@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import tempfile
 import uuid
 from typing import IO, Any, Iterator
@@ -163,6 +164,10 @@ def local_path(uri: str, options: StorageOptions | None = None) -> Iterator[str]
         yield copy.name
 
 
+# The temporary sibling a local atomic_writer writes before it renames it into place.
+PARTIAL_WRITE = re.compile(r".+\.tmp-[0-9a-f]{32}")
+
+
 @contextlib.contextmanager
 def atomic_writer(uri: str, options: StorageOptions | None = None,
                   part_size: int | None = None) -> Iterator[IO[bytes]]:
@@ -175,7 +180,7 @@ def atomic_writer(uri: str, options: StorageOptions | None = None,
     fs, path = filesystem(uri, options)
     if is_local(uri):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # the form PARTIAL_WRITE matches
         try:
             with open(tmp, "wb") as f:
                 yield f
@@ -246,6 +251,25 @@ def remove_tree(uri: str, options: StorageOptions | None = None) -> None:
     fs, path = filesystem(uri, options)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def remove_partial_writes(uri: str, options: StorageOptions | None = None) -> list[str]:
+    """Remove the temporary files that local writers killed mid-file left under ``uri``, and
+    return their paths. A writer that dies by SIGKILL (a killed job, a lost Ray worker whose
+    task Ray then runs again) never reaches atomic_writer's cleanup; its temporary would stay
+    beside the finished files, where a reader of the directory (pyarrow datasets, pandas)
+    takes it for one more Parquet file of a sink. Call only when nothing writes under
+    ``uri``. Object stores need nothing: an unfinished upload is never published."""
+    if not is_local(uri):
+        return []
+    removed = []
+    for directory, _, names in os.walk(filesystem(uri, options)[1]):
+        for name in names:
+            if PARTIAL_WRITE.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, name))
+                    removed.append(os.path.join(directory, name))
+    return sorted(removed)
 
 
 def sha256_of(uri: str, options: StorageOptions | None = None) -> str:
