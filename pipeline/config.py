@@ -206,18 +206,30 @@ def load_job_spec(source: str | Path | dict[str, Any], overrides: list[str] | No
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
-    """``stages.pack.seq_len=4096``: the value is parsed as YAML (numbers, booleans, lists)."""
+    """``stages.pack.seq_len=4096``: the value is parsed as YAML (numbers, booleans, lists).
+    A number picks an item of a list: ``stages.contamination.benchmarks.0.uri=s3://...``."""
     if "=" not in override:
         raise JobSpecError(f"--set {override!r}: expected KEY.PATH=VALUE")
     path, _, value = override.partition("=")
     keys = path.strip().split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise JobSpecError(f"--set {path}: '{key}' is not a section")
-        node = child
-    node[keys[-1]] = yaml.safe_load(value)
+    node: Any = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise JobSpecError(f"--set {path}: '{'.'.join(keys[:depth])}' is a list of {len(node)} items; "
+                                   f"'{key}' is not one of its indexes (0 to {len(node) - 1})")
+            if last:
+                node[int(key)] = yaml.safe_load(value)
+            else:
+                node = node[int(key)]
+            continue
+        if not isinstance(node, dict):
+            raise JobSpecError(f"--set {path}: '{'.'.join(keys[:depth])}' is not a section")
+        if last:
+            node[key] = yaml.safe_load(value)
+        else:
+            node = node.setdefault(key, {})
 
 
 def describe_errors(exc: ValidationError) -> str:

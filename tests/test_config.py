@@ -70,6 +70,21 @@ def test_overrides_apply_before_validation(make_job, sample_corpus, tmp_path):
         load_job_spec(make_job(sample_corpus, tmp_path / "out"), ["stages.pack.nope=1"])
 
 
+def test_overrides_reach_list_items(make_job, sample_corpus, tmp_path):
+    evals = tmp_path / "gsm8k.jsonl"
+    evals.write_text('{"question": "q", "answer": "a"}\n')
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text(evals.read_text())
+    job = make_job(sample_corpus, tmp_path / "out", stages={"contamination": {
+        "enabled": True, "benchmarks": [{"name": "gsm8k", "uri": str(evals), "preset": "gsm8k"}]}})
+    spec = load_job_spec(job, [f"stages.contamination.benchmarks.0.uri={moved}"])
+    assert spec.stages.contamination.benchmarks[0].uri == str(moved)
+    with pytest.raises(JobSpecError, match=r"'stages.contamination.benchmarks' is a list of 1 items; '3' is not"):
+        load_job_spec(job, ["stages.contamination.benchmarks.3.uri=x"])
+    with pytest.raises(JobSpecError, match=r"'stages.pack.seq_len' is not a section"):
+        load_job_spec(job, ["stages.pack.seq_len.x=1"])
+
+
 def test_cli_validate_prints_resolved_spec(make_job, sample_corpus, tmp_path, capsys):
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(make_job(sample_corpus, tmp_path / "out")))
