@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -247,6 +248,12 @@ def describe_errors(exc: ValidationError) -> str:
             message = error["msg"]
             if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
                 message += f" (got {error['input']!r})"
+            if error["type"] == "value_error":
+                message = message.removeprefix("Value error, ")
+                # A check across sections names its own key path: say it once, as the location.
+                named = re.match(r"([A-Za-z_][\w]*(?:\.[\w-]+)+): (.*)", message, re.S)
+                if not error["loc"] and named:
+                    location, message = named.groups()
         lines.append(f"  {location}: {message}")
     return "\n".join(lines)
 
