@@ -65,18 +65,24 @@ def entities_in(text: str, start: int, end: int) -> frozenset[str]:
         found.remove("PHONE_NUMBER")
     return frozenset(found)
 
-# The same anchors for RE2 (pyarrow.compute), without lookbehinds and each at least as broad
-# as its Python form. It decides, for a whole batch in C++, which documents need the Python
-# scan at all; most have no candidate. pyarrow compiles the pattern on every call, so it is
-# written to compile fast: negated classes instead of Unicode letter classes, and [0-9] for
-# Python's \d, because the last branch already takes every document with a non-ASCII digit.
-PREFILTER_RE2 = "|".join([
-    r"[^\s@]@[^\s@.]+\.[^\s.]",
-    r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,
-    r"[0-9](?:[\- ]?[0-9]){12}",
-    r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",
-    r"[^\s0-9]{2}[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",
+# RE2 forms (pyarrow.compute) of the anchors whose Python form has no lookbehind; [0-9]
+# stands for Python's \d (documents with other digits are handled apart, below).
+_RE2_SHARED = [
+    r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,   # IP
+    r"[0-9](?:[\- ]?[0-9]){12}",                                                          # card
+    r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",                                            # SSN
     r"[0-9](?:" + _GAP + r"[0-9]){5}|0(?:" + _GAP + r"[0-9]){3}|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + "[0-9]",
+]
+
+# The anchors for RE2, without lookbehinds and each at least as broad as its Python form.
+# It decides, for a whole batch in C++, which documents need the Python scan at all; most
+# have no candidate. pyarrow compiles the pattern on every call, so it is written to
+# compile fast: negated classes instead of Unicode letter classes. The last branch takes
+# every document with a non-ASCII digit.
+PREFILTER_RE2 = "|".join([
+    r"[^\s@]@[^\s@.]+\.[^\s.]",                        # email, with the local character before @
+    *_RE2_SHARED,
+    r"[^\s0-9]{2}[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",      # IBAN, with its two letters
     r"[^\P{Nd}0-9]",
 ])
 
@@ -89,17 +95,14 @@ def may_hold_pii(texts) -> "list[bool]":
 
 
 # Where ANCHOR's hits are, found by RE2 for a whole batch: each branch matches wherever its
-# Python anchor matches, from the same position (the lookbehinds dropped, every class at
-# least as broad), so RE2's leftmost, non-overlapping scan starts a match at every hit or
-# is inside one there. ``[0-9]`` stands for Python's ``\d``: documents with another digit,
-# or with the marker characters, are scanned in Python instead.
+# Python anchor matches, from the same position (so the email and IBAN branches drop the
+# characters the Python forms look behind for), so RE2's leftmost, non-overlapping scan
+# starts a match at every hit or is inside one there. Documents with a non-ASCII digit, or
+# with the marker characters, are scanned in Python instead.
 HITS_RE2 = "|".join([
     r"@[^\s@.]+\.[^\s.]",
-    r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,
-    r"[0-9](?:[\- ]?[0-9]){12}",
-    r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",
+    *_RE2_SHARED,
     r"[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",
-    r"[0-9](?:" + _GAP + r"[0-9]){5}|0(?:" + _GAP + r"[0-9]){3}|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + "[0-9]",
 ])
 _SCAN_IN_PYTHON_RE2 = r"[^\P{Nd}0-9]|[\x00\x01]"
 
