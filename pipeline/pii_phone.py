@@ -21,15 +21,16 @@ Exact savings, each tested against the stock recognizer:
 * parse + verify are memoized per (candidate, region); a number read through its leading
   plus sign is parsed once for all regions; candidates of up to 3 characters, which no
   region accepts (checked at startup against the installed metadata), are not parsed.
-* A candidate with too few digits for a region's country is not parsed for that region
-  (``_too_short_for``): most years, ranges and short number groups need only the German
-  parse. The bound holds only where parse() cannot read another country's code or lengthen
-  the number; each region's metadata is checked for that when it is first used.
+* A candidate in plain digits and separators is not parsed for a region where none of
+  the few national numbers parse() could read from it has a type in the region's country,
+  or where verify would want a national prefix that is not written
+  (``_never_verifies``): a few regex matches instead of a parse. Most SSN-, IP- and
+  date-shaped candidates are parsed in one region or none, instead of eight.
 
 Written against phonenumbers 9.0.43 (pinned in pyproject.toml): its matcher's own
 methods do the walking and planning, and ``_passes_region_independent_checks`` follows
-the checks at the top of its ``_parse_and_verify`` line by line (Apache-2.0, the
-Libphonenumber Authors). ``tests/test_pii_phone.py`` holds the results equal to the stock
+the checks at the top of its ``_parse_and_verify`` line by line, and ``_never_verifies``
+follows ``parse`` and ``_verify`` (Apache-2.0, the Libphonenumber Authors). ``tests/test_pii_phone.py`` holds the results equal to the stock
 recognizer; re-run it when phonenumbers is upgraded.
 """
 
@@ -41,6 +42,7 @@ import re
 
 import phonenumbers
 from phonenumbers import phonenumbermatcher as pm
+from phonenumbers import phonenumberutil as pu
 from phonenumbers.phonenumberutil import (
     _MAX_INPUT_STRING_LENGTH,
     NumberParseException,
@@ -94,65 +96,93 @@ def _never_valid_up_to(region: str, leniency: int) -> int:
     return 3
 
 
-def _top_level_alternation(pattern: str) -> bool:
-    depth, escaped = 0, False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char in "([":
-            depth += 1
-        elif char in ")]":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            return True
-    return False
+_NOT_ASCII_DIGIT = re.compile("[^0-9]")
+# Characters that let parse() read more than a candidate's ASCII digits: letters (vanity
+# numbers, extension labels, "tel:"), extension and RFC 3966 marks (# ; , ~) and plus signs.
+_BEYOND_DIGITS = re.compile("[A-Za-z#;,~+]")
+
+
+def _desc_pattern(desc) -> str | None:
+    """A number description as one regex: phonenumbers' ``_is_number_matching_desc`` (the
+    possible lengths, then the full pattern); None where no number can match it."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    body = f"(?:{desc.national_number_pattern})"
+    lengths = sorted(set(desc.possible_length))
+    if not lengths:
+        return body
+    if min(lengths) < 1:
+        return None
+    return "(?=(?:" + "|".join(f"[0-9]{{{n}}}" for n in lengths) + r")\Z)" + body
 
 
 @functools.cache
-def _min_national_length(region: str) -> int:
-    """The fewest digits a valid number of ``region``'s country has (0: no usable bound).
+def _typed_in_country(country_code: int) -> re.Pattern:
+    """Matches (fullmatch) exactly the national numbers that phonenumbers'
+    ``_number_type_helper`` gives a type other than UNKNOWN in at least one region of the
+    country: the general description and one type's description both match."""
+    branches = []
+    for code in phonenumbers.region_codes_for_country_code(country_code):
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(code)
+        general = None if metadata is None else _desc_pattern(metadata.general_desc)
+        if general is None:
+            continue
+        descs = [metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip,
+                 metadata.personal_number, metadata.pager, metadata.uan, metadata.voicemail, metadata.fixed_line]
+        if not metadata.same_mobile_and_fixed_line_pattern:
+            descs.append(metadata.mobile)
+        types = [f"(?:{t})" for t in map(_desc_pattern, descs) if t is not None]
+        if types:
+            branches.append(f"(?:(?={general}\\Z)(?:{'|'.join(types)}))")
+    return re.compile("|".join(branches) or "(?!)")
 
-    A number written without a plus sign, whose first digit is not 0, is read by parse()
-    as one of the region's own country: every international prefix checked here begins
-    with a literal 0. Its national number is then its digits (letters of an alpha number
-    included) less any country code, national prefix, carrier code or extension, as long
-    as the national prefix rule only keeps captured groups. A valid number's length is
-    one of its region's general possible lengths."""
+
+def _national_prefix_may_be_missing(national_number: str, metadata) -> bool:
+    """phonenumbers' ``_is_national_prefix_present_if_required`` for a number read in the
+    region's own country without its national prefix: whether that is allowed."""
+    rule = pu._choose_formatting_pattern_for_number(metadata.number_format, national_number)
+    return (rule is None or not rule.national_prefix_formatting_rule
+            or rule.national_prefix_optional_when_formatting
+            or bool(pm._formatting_rule_has_first_group_only(rule.national_prefix_formatting_rule)))
+
+
+def _never_verifies(candidate: str, region: str) -> bool:
+    """True only if phonenumbers' parse + verify (leniency VALID) of ``candidate`` for
+    ``region`` gives no number, found with a few regex matches instead of a parse.
+
+    An ASCII candidate without letters, plus signs or extension marks is read by parse()
+    as its digits D, with no extension. Unless the region's international prefix is
+    stripped from D, the number is of the region's own country, and its national
+    significant number is one of: D or D less its national prefix (the country then comes
+    from the region, so verify wants the prefix written where the number's format needs
+    it); or, where D starts with the country code, the rest less its national prefix,
+    stripped once more with the region's or the country's main metadata. A valid number's
+    national number has a type in one of its country's regions; if none of these has one,
+    no parse verifies. Each step is phonenumbers' own function, or its pattern as data."""
+    if not candidate.isascii() or _BEYOND_DIGITS.search(candidate):
+        return False
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
     if metadata is None:
-        return 0
-    prefix, rule = metadata.international_prefix, metadata.national_prefix_transform_rule
-    if (not prefix or prefix[0] != "0" or prefix[1:2] in ("?", "*", "{", "")
-            or _top_level_alternation(prefix)):
-        return 0
-    if rule and not re.fullmatch(r"(?:\\[0-9]|\$[0-9])+", rule):
-        return 0
-    lengths = []
-    for code in phonenumbers.region_codes_for_country_code(metadata.country_code):
-        country_metadata = phonenumbers.PhoneMetadata.metadata_for_region(code)
-        if country_metadata is None or not country_metadata.general_desc.possible_length:
-            return 0
-        lengths.append(min(country_metadata.general_desc.possible_length))
-    return min(lengths)
-
-
-_PLUS_CHARS = frozenset("+\uff0b")
-_ASCII_DIGITS = frozenset("0123456789")
-_ASCII_ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_ASCII_OR_PUNCTUATION = re.compile("[\\x00-\\x7f" + pm._VALID_PUNCTUATION + "]*")
-
-
-def _too_short_for(candidate: str, region: str) -> bool:
-    """True only if no parse of ``candidate`` for ``region`` is a valid number: it has no
-    plus sign, no non-ASCII digit or letter, its first digit is not 0, and it has fewer
-    digits and letters than any valid number of the region's country."""
-    minimum = _min_national_length(region)
-    if not minimum or _PLUS_CHARS.intersection(candidate) or not _ASCII_OR_PUNCTUATION.fullmatch(candidate):
         return False
-    first_digit = next((c for c in candidate if c in _ASCII_DIGITS), "0")
-    return first_digit != "0" and sum(c in _ASCII_ALNUM for c in candidate) < minimum
+    digits = _NOT_ASCII_DIGIT.sub("", candidate)
+    if metadata.international_prefix and pu._parse_prefix_as_idd(pu.re_compile(metadata.international_prefix),
+                                                                  digits)[0]:
+        return False  # read through the prefix: another country's number
+    country_code = metadata.country_code
+    typed = _typed_in_country(country_code).fullmatch
+    main = phonenumbers.PhoneMetadata.metadata_for_region(phonenumbers.region_code_for_country_code(country_code))
+    prefix_written = pu._maybe_strip_national_prefix_carrier_code(digits, main)[2]
+    for national in {digits, pu._maybe_strip_national_prefix_carrier_code(digits, metadata)[1]}:
+        if typed(national) and (prefix_written or _national_prefix_may_be_missing(national, main)):
+            return False
+    code = str(country_code)
+    if digits.startswith(code):
+        rest = pu._maybe_strip_national_prefix_carrier_code(digits[len(code):], metadata)[1]
+        for national in {rest, pu._maybe_strip_national_prefix_carrier_code(rest, metadata)[1],
+                         pu._maybe_strip_national_prefix_carrier_code(rest, main)[1]}:
+            if typed(national):
+                return False
+    return True
 
 
 def _may_parse(candidate: str) -> bool:
@@ -239,7 +269,7 @@ def _verified(candidate: str, region: str, leniency: int):
     numobj = _verified_numbers.get(key, _UNSEEN)
     if numobj is _UNSEEN:
         numobj = None
-        if leniency != pm.Leniency.VALID or not _too_short_for(candidate, region):
+        if leniency != pm.Leniency.VALID or not _never_verifies(candidate, region):
             numobj, key = _parse_and_verify(candidate, region, leniency, key)
         if len(_verified_numbers) >= _VERIFIED_CAPACITY:
             _verified_numbers.clear()
@@ -339,7 +369,7 @@ class PhoneRecognizer(PresidioPhoneRecognizer):
         phonenumbers.re_util.enable_pattern_cache()
         for region in self.supported_regions:  # at setup, not on the first document
             _never_valid_up_to(region, self.leniency)
-            _min_national_length(region)
+            _typed_in_country(phonenumbers.country_code_for_region(region))
 
     def analyze(self, text, entities, nlp_artifacts=None):
         if self.leniency > pm.Leniency.VALID:  # the grouping checks read the matcher: Presidio's own path

@@ -9,9 +9,8 @@ import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberMatcher, PhoneNumberType
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer as PresidioPhoneRecognizer
 
-from pipeline.pii_phone import (PhoneRecognizer, _MemoMatcher, _min_national_length, _Recorder, _region_matches,
-                                 _too_short_for, _Walker, clear_caches,
-                                 reaches_parse)
+from pipeline.pii_phone import (PhoneRecognizer, _MemoMatcher, _never_verifies, _Recorder, _region_matches, _Walker,
+                                 clear_caches, reaches_parse)
 from tests.pii_corpus import EDGE_CASES, SENTENCES, planted_documents
 
 REGIONS = PresidioPhoneRecognizer.DEFAULT_SUPPORTED_REGIONS
@@ -118,31 +117,55 @@ def test_stricter_leniency_is_presidio_own_path():
         assert _key(ours.analyze(text, ["PHONE_NUMBER"])) == _key(stock.analyze(text, ["PHONE_NUMBER"]))
 
 
-def test_candidates_too_short_for_a_region_never_verify_there():
-    """The digit-count bound skips a parse only where parse + verify would fail: checked on
-    random short numbers written with separators, the region's own country code, national
-    and international prefixes, alpha letters and extensions."""
+def _verifies(candidate: str, region: str) -> bool:
+    from phonenumbers import phonenumbermatcher as pm
     from phonenumbers.phonenumberutil import NumberParseException
 
-    assert _min_national_length("US") == 7 and _min_national_length("DE") == 4
-    assert _min_national_length("AR") == 0  # its national prefix rule adds a 9: no bound
+    try:
+        number = pm.parse(candidate, region, keep_raw_input=True)
+    except NumberParseException:
+        return False
+    return bool(pm._verify(pm.Leniency.VALID, number, candidate, None))
+
+
+def test_never_verifies_skips_only_candidates_that_fail_parse_and_verify():
+    """The regex check skips a parse only where phonenumbers' parse + verify fails: checked
+    on real numbers of every type, written nationally with and without their trunk prefix,
+    with the country code but no plus, and cut or grown by a digit; and on random digits
+    with the region's country code, national and international prefixes, separators,
+    letters, plus signs and extensions."""
+    regions = list(REGIONS) + ["AR", "MX", "JP", "AU", "IT", "RU", "CN", "KR", "ES", "NL"]
     rng = random.Random(5)
-    separators = ["", " ", "-", ".", " – ", "/", ") "]
-    skipped = 0
-    for region in list(REGIONS) + ["AR", "MX", "JP", "AU"]:
+    separators = ["", " ", "-", ".", " – ", "/", ") ", "  "]
+    skipped, verified = 0, 0
+    for region in regions:
         code = str(phonenumbers.country_code_for_region(region))
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        prefixes = ["", "", code, "0", "1", "00", "011", "9", "8", metadata.national_prefix or "",
+                    (metadata.preferred_international_prefix or "") + code]
+        candidates = []
+        for number_type in PhoneNumberType.values():
+            example = phonenumbers.example_number_for_type(region, number_type)
+            if example is None:
+                continue
+            national = phonenumbers.format_number(example, PhoneNumberFormat.NATIONAL)
+            nsn = phonenumbers.national_significant_number(example)
+            for text in (national, nsn, code + nsn, code + " " + national, national.lstrip("0"),
+                         nsn[:-1], nsn + "7", (metadata.national_prefix or "") + nsn):
+                candidates += [text, text.replace(" ", "-"), text.replace(" ", "")]
         for _ in range(1500):
-            digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(4, 10)))
-            digits = rng.choice(["", "", code, "0", "1", "00", "011"]) + digits
+            digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(4, 13)))
+            digits = rng.choice(prefixes) + digits
             cuts = sorted(rng.sample(range(1, len(digits)), min(2, len(digits) - 1)))
             candidate = digits[:cuts[0]] + rng.choice(separators) + digits[cuts[0]:]
-            candidate = rng.choice(["", "(", "FLOW", "1-800-"]) + candidate + rng.choice(["", " ext. 12", " x9"])
-            if not _too_short_for(candidate, region):
-                continue
-            skipped += 1
-            try:
-                number = phonenumbers.parse(candidate, region, keep_raw_input=True)
-            except NumberParseException:
-                continue
-            assert not phonenumbers.is_valid_number(number), (candidate, region)
-    assert skipped > 600
+            if len(cuts) > 1 and rng.random() < 0.5:
+                candidate = digits[:cuts[1]] + rng.choice(separators) + digits[cuts[1]:]
+            candidate = rng.choice(["", "", "(", "FLOW", "+", "1-800-"]) + candidate
+            candidates.append(candidate + rng.choice(["", "", "", " ext. 12", " x9", "#", ";ext=4"]))
+        for candidate in candidates:
+            if _verifies(candidate, region):
+                verified += 1
+                assert not _never_verifies(candidate, region), (candidate, region)
+            elif _never_verifies(candidate, region):
+                skipped += 1
+    assert verified > 2500 and skipped > 5000, (verified, skipped)
