@@ -319,21 +319,25 @@ class _MemoMatcher(pm.PhoneNumberMatcher):
 def _region_matches(text: str, region: str, leniency: int, visited: list[tuple[str, int, tuple]],
                     recorder: _Recorder, max_tries: int = _MAX_TRIES) -> list[pm.PhoneNumberMatch]:
     """What ``PhoneNumberMatcher(text, region)`` finds. Every region's matcher visits the
-    same candidates (``visited``) as long as its matches end where their candidates end;
-    only after an inner match, or near the try limit, does this region need a matcher of
-    its own, resumed in the state phonenumbers' would be in.
+    same candidates (``visited``) as long as its matches end where their candidates end.
+    After an inner match, this region's own matcher walks on to the end of that line, where
+    the walks meet again: no candidate holds a line break (phonenumbers' candidate pattern
+    has no line break, lookaround or anchor), so from the next line on both visit the same
+    candidates. Near the try limit, the region's own matcher walks the rest.
     ``visited``: (candidate, offset, plan) in the order of the walk."""
 
-    def resume(search_from: int, tries: int) -> list[pm.PhoneNumberMatch]:
-        matcher = _MemoMatcher(text, region, leniency, recorder)
-        matcher._search_index, matcher._max_tries = search_from, tries
-        return list(matcher)
+    def matcher(search_from: int, tries: int, end: int) -> _MemoMatcher:
+        own = _MemoMatcher(text if end == len(text) else text[:end], region, leniency, recorder)
+        own._search_index, own._max_tries = search_from, tries
+        return own
 
     found: list[pm.PhoneNumberMatch] = []
-    tries, search_from = max_tries, 0
-    for candidate, offset, (attempts, used) in visited:
+    tries, search_from, k = max_tries, 0, 0
+    while k < len(visited):
+        candidate, offset, (attempts, used) = visited[k]
         if tries <= used + 1:  # the try limit may end the walk inside this candidate
-            return found + resume(search_from, tries)
+            return found + list(matcher(search_from, tries, len(text)))
+        k += 1
         match = None
         for group, group_offset, tries_before in attempts:
             numobj = _verified(group, region, leniency)
@@ -346,10 +350,18 @@ def _region_matches(text: str, region: str, leniency: int, visited: list[tuple[s
             search_from = offset + len(candidate)
             continue
         found.append(match)
+        search_from = match.end
         if match.end != offset + len(candidate):
             # an inner group matched: the next search starts inside this candidate
-            return found + resume(match.end, tries)
-        search_from = match.end  # where the shared walk goes on too
+            line_end = text.find("\n", match.end)
+            line_end = len(text) if line_end < 0 else line_end
+            own = matcher(match.end, tries, line_end)
+            found += own
+            tries, search_from = own._max_tries, line_end
+            if tries <= 0:
+                return found
+            while k < len(visited) and visited[k][1] < line_end:
+                k += 1
     return found
 
 

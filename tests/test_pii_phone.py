@@ -90,6 +90,38 @@ def test_dry_walk_skips_only_texts_without_numbers(texts):
         assert not reaches_parse(text)
 
 
+def test_walks_meet_again_on_the_next_line_after_an_inner_match(texts, monkeypatch):
+    """Presidio is called on many windows joined by line breaks. After an inner match, a
+    region's own matcher walks only to the end of that line; the results over whole joined
+    texts stay equal to the stock recognizer's."""
+    import pipeline.pii_phone as pii_phone
+
+    line_walks = []
+
+    class Counting(pii_phone._MemoMatcher):
+        def __init__(self, text, *args):
+            super().__init__(text, *args)
+            line_walks.append(len(text))
+
+    monkeypatch.setattr(pii_phone, "_MemoMatcher", Counting)
+    rng = random.Random(3)
+    stock, ours = PresidioPhoneRecognizer(), PhoneRecognizer()
+    clear_caches()
+    joined = ["\n".join(rng.sample(texts, 25)) for _ in range(120)]
+    for text in joined:
+        before = len(line_walks)
+        assert _key(ours.analyze(text, ["PHONE_NUMBER"])) == _key(stock.analyze(text, ["PHONE_NUMBER"]))
+        line_walks[before:] = [n for n in line_walks[before:] if n < len(text)]
+    assert len(line_walks) > 50  # walks that stopped at a line end, not the text's
+    for text in joined[:40]:  # each region's matches, before Presidio drops duplicates
+        recorder, walker = _Recorder(text, 1), _Walker(text, 1)
+        walker.has_next()
+        visited = [(c, o, recorder.plan(c, o)) for c, o in walker.visited]
+        for region in REGIONS:
+            expected = [(m.start, m.end) for m in PhoneNumberMatcher(text, region, leniency=1)]
+            assert [(m.start, m.end) for m in _region_matches(text, region, 1, visited, recorder)] == expected
+
+
 @pytest.mark.parametrize("max_tries", [1, 3, 10, 40])
 def test_try_limit_cuts_the_walk_where_phonenumbers_does(texts, max_tries):
     """phonenumbers gives up after max_tries failed candidates; the shared walk hands over
