@@ -94,22 +94,27 @@ def may_hold_pii(texts) -> "list[bool]":
     return pc.match_substring_regex(texts, PREFILTER_RE2).to_pylist()
 
 
-# Where ANCHOR's hits are, found by RE2 for a whole batch: each branch matches wherever its
-# Python anchor matches, from the same position (so the email and IBAN branches drop the
-# characters the Python forms look behind for), so RE2's leftmost, non-overlapping scan
-# starts a match at every hit or is inside one there. Documents with a non-ASCII digit, or
-# with the marker characters, are scanned in Python instead.
+# Where ANCHOR's hits are, found by RE2 for a whole batch. Each branch matches wherever its
+# Python anchor matches, from the same position or (IBAN) up to two characters before it, so
+# RE2's leftmost, non-overlapping scan starts a match at every hit, or is inside one there,
+# or ends one right there. The email branch drops the character its Python form looks behind
+# for. The IBAN branch keeps one or two of the characters before the digits (the Python form
+# wants two letters there): without them every day of the month before a word ("12 February")
+# was a hit. At most one of those two letters is ever taken by the match before (the email
+# and IPv6 branches end in one character after "." or ":"; an IBAN group ends in any four),
+# unless that match ends where the hit starts. Documents with a non-ASCII digit, or with the
+# marker characters, are scanned in Python instead.
 HITS_RE2 = "|".join([
     r"@[^\s@.]+\.[^\s.]",
     *_RE2_SHARED,
-    r"[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",
+    r"[^\s0-9]{1,2}[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",
 ])
 _SCAN_IN_PYTHON_RE2 = r"[^\P{Nd}0-9]|[\x00\x01]"
 
 
 def anchor_hits(texts) -> "list[list[tuple[int, int]] | None]":
     """Per document of a pyarrow string array: [start, end) spans such that every ANCHOR hit
-    starts inside one; None where only the Python scan is exact."""
+    starts inside one or where one ends; None where only the Python scan is exact."""
     import pyarrow.compute as pc
 
     marked = pc.replace_substring_regex(texts, HITS_RE2, "\x00\\0\x01").to_pylist()
@@ -185,7 +190,8 @@ def _cut_after(text: str, pos: int) -> int:
 def windows(text: str, hits: "list[tuple[int, int]] | None" = None) -> list[tuple[int, int]]:
     """Disjoint [start, end) spans, between safe cuts, holding every anchor hit. ``hits``:
     from ``anchor_hits``; without them ANCHOR scans the text. No anchor hit crosses a safe
-    cut, so a window around a span that a hit starts in holds the whole hit."""
+    cut, and no safe cut falls at a hit's first character (a digit, "@" or ":"), so a window
+    around a span that a hit starts in, or ends where a hit starts, holds the whole hit."""
     spans: list[list[int]] = []
     for hit_start, hit_end in hits if hits is not None else (m.span() for m in ANCHOR.finditer(text)):
         if spans and hit_start < spans[-1][1]:
