@@ -137,6 +137,7 @@ def anchor_hits(texts) -> "list[list[tuple[int, int]] | None]":
 
 _HARD = re.compile("[\n\r\v\f\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
 _SOFT = re.compile(r"(?<=\s)[b-df-hj-wyzB-DF-HJ-WYZ]")
+_SOFT_LETTERS = frozenset("bcdfghjklmnopqrstuvwyzBCDFGHJKLMNOPQRSTUVWYZ")
 _IBAN_START = re.compile(r"[^\W\d_]{2}[0-9]{2}")
 _IBAN_REACH = 46
 
@@ -145,46 +146,32 @@ def _soft_ok(text: str, p: int) -> bool:
     return _IBAN_START.search(text, max(0, p - _IBAN_REACH), p) is None
 
 
-def _cut_before(text: str, pos: int) -> int:
+# A safe cut is a hard cut (after a hard character) or a soft one (at its letter); both
+# patterns find them in order, the second over the reversed text, nearest first.
+_CUT = re.compile(_HARD.pattern + "|" + _SOFT.pattern)
+_CUT_REVERSED = re.compile(_HARD.pattern + r"|[b-df-hj-wyzB-DF-HJ-WYZ](?=\s)")
+
+
+def _cut_before(text: str, pos: int, reversed_text: str) -> int:
     """The largest safe cut at or before ``pos``."""
-    width = 64
-    while True:
-        lo = max(0, pos - width)
-        best = None
-        for m in _HARD.finditer(text, lo, pos):
-            best = m.end()
-        for m in reversed(list(_SOFT.finditer(text, lo, pos + 1))):
-            p = m.start()
-            if best is not None and p <= best:
-                break
-            if p <= pos and _soft_ok(text, p):
-                best = p
-                break
-        if best is not None:
-            return best
-        if lo == 0:
-            return 0
-        width *= 8
+    n = len(text)
+    for m in _CUT_REVERSED.finditer(reversed_text, n - 1 - pos):
+        r = m.start()
+        if reversed_text[r] in _SOFT_LETTERS:
+            if _soft_ok(text, n - 1 - r):
+                return n - 1 - r
+        elif r > n - 1 - pos:  # a hard character at pos itself cuts after pos
+            return n - r
+    return 0
 
 
 def _cut_after(text: str, pos: int) -> int:
     """The smallest safe cut at or after ``pos``."""
-    n, width = len(text), 64
-    while True:
-        hi = min(n, pos + width)
-        m = _HARD.search(text, pos, hi)
-        best = m.start() if m else None
-        for s in _SOFT.finditer(text, pos, hi):
-            if best is not None and s.start() >= best:
-                break
-            if _soft_ok(text, s.start()):
-                best = s.start()
-                break
-        if best is not None:
-            return best
-        if hi == n:
-            return n
-        width *= 8
+    for m in _CUT.finditer(text, pos):
+        p = m.start()
+        if text[p] not in _SOFT_LETTERS or _soft_ok(text, p):
+            return p
+    return len(text)
 
 
 def windows(text: str, hits: "list[tuple[int, int]] | None" = None) -> list[tuple[int, int]]:
@@ -193,11 +180,12 @@ def windows(text: str, hits: "list[tuple[int, int]] | None" = None) -> list[tupl
     cut, and no safe cut falls at a hit's first character (a digit, "@" or ":"), so a window
     around a span that a hit starts in, or ends where a hit starts, holds the whole hit."""
     spans: list[list[int]] = []
+    reversed_text = text[::-1]
     for hit_start, hit_end in hits if hits is not None else (m.span() for m in ANCHOR.finditer(text)):
         if spans and hit_start < spans[-1][1]:
             spans[-1][1] = max(spans[-1][1], _cut_after(text, hit_end))
             continue
-        start, end = _cut_before(text, hit_start), _cut_after(text, hit_end)
+        start, end = _cut_before(text, hit_start, reversed_text), _cut_after(text, hit_end)
         if spans and start < spans[-1][1]:
             spans[-1][1] = max(spans[-1][1], end)
         else:

@@ -243,3 +243,43 @@ def test_vectorized_hits_cover_every_anchor_hit():
     # a day of the month before a word is no IBAN hit: it needs two letters before its digits
     day, iban = anchor_hits(pa.array(["on 12 February 2006", "DE89 3704 0044 0532 0130 00"]))
     assert day == [] and iban[0] == (0, 14)
+
+
+def test_safe_cuts_are_the_nearest_by_their_definition():
+    """_cut_before and _cut_after return the nearest safe cut, checked at every position of
+    fuzzed texts against the definition: next to a hard character (a window ends before it
+    and starts after it), or at a soft letter that follows whitespace with no IBAN start in
+    the 46 characters before it."""
+    import random
+    import re
+
+    from pipeline.pii_windows import _cut_after, _cut_before
+
+    hard = set("\n\r\v\f\x1c\x1d\x1e\x1f\x85\u1680\u2028\u2029\u202f\u205f") | {chr(c) for c in range(0x2000, 0x200b)}
+    soft = set("bcdfghjklmnopqrstuvwyzBCDFGHJKLMNOPQRSTUVWYZ")
+    iban_start = re.compile(r"[^\W\d_]{2}[0-9]{2}")
+
+    def soft_cut(text: str, p: int) -> bool:
+        return (0 < p < len(text) and text[p] in soft and text[p - 1].isspace()
+                and iban_start.search(text, max(0, p - 46), p) is None)
+
+    def starts(text: str, p: int) -> bool:
+        return (p > 0 and text[p - 1] in hard) or soft_cut(text, p)
+
+    def ends(text: str, p: int) -> bool:
+        return (p < len(text) and text[p] in hard) or soft_cut(text, p)
+
+    rng = random.Random(7)
+    alphabet = list("abexiBDZ0123 \t-.@") + ["DE", "12", "\n", "\u00a0", "\u2003", "\u3000", "é"]
+    checked = 0
+    for _ in range(400):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 160)))
+        reversed_text = text[::-1]
+        for pos in range(len(text) + 1):
+            before = max([p for p in range(pos + 1) if starts(text, p)], default=0)
+            after = min([p for p in range(pos, len(text) + 1) if ends(text, p)], default=len(text))
+            if pos < len(text):
+                assert _cut_before(text, pos, reversed_text) == before, (text, pos)
+            assert _cut_after(text, pos) == after, (text, pos)
+            checked += 1
+    assert checked > 20000
