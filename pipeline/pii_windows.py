@@ -114,24 +114,32 @@ _SCAN_IN_PYTHON_RE2 = r"[^\P{Nd}0-9]|[\x00\x01]"
 
 def anchor_hits(texts) -> "list[list[tuple[int, int]] | None]":
     """Per document of a pyarrow string array: [start, end) spans such that every ANCHOR hit
-    starts inside one or where one ends; None where only the Python scan is exact."""
+    starts inside one or where one ends; None where only the Python scan is exact.
+
+    RE2 wraps each match in marker characters; splitting at the markers leaves the pieces
+    between them, whose lengths in code points give the matches' positions in the text."""
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    marked = pc.replace_substring_regex(texts, HITS_RE2, "\x00\\0\x01").to_pylist()
-    in_python = pc.match_substring_regex(texts, _SCAN_IN_PYTHON_RE2).to_pylist()
-    out: list[list[tuple[int, int]] | None] = []
-    for text, python_only in zip(marked, in_python):
-        if python_only or text is None:
-            out.append(None)
-            continue
-        hits, shift = [], 0
-        i = text.find("\x00")
-        while i >= 0:
-            j = text.find("\x01", i)
-            hits.append((i - shift, j - shift - 1))
-            shift += 2
-            i = text.find("\x00", j)
-        out.append(hits)
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    pieces = pc.split_pattern_regex(pc.replace_substring_regex(texts, HITS_RE2, "\x00\\0\x01"), "[\x00\x01]")
+    offsets = pieces.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    lengths = pc.utf8_length(pieces.flatten()).to_numpy(zero_copy_only=False).astype(np.int64)
+    piece_starts = np.cumsum(lengths) - lengths
+    doc_of_piece = np.repeat(np.arange(len(texts)), np.diff(offsets))
+    index_in_doc = np.arange(len(lengths)) - offsets[doc_of_piece]
+    is_hit = (index_in_doc % 2) == 1  # pieces alternate: text, match, text, ..., text
+    hit_docs = doc_of_piece[is_hit]
+    hit_starts = piece_starts[is_hit] - piece_starts[offsets[hit_docs]]
+    hit_ends = hit_starts + lengths[is_hit]
+    in_python = pc.or_kleene(pc.match_substring_regex(texts, _SCAN_IN_PYTHON_RE2), texts.is_null()).to_pylist()
+    out: list[list[tuple[int, int]] | None] = [None if python_only else [] for python_only in in_python]
+    for doc, start, end in zip(hit_docs.tolist(), hit_starts.tolist(), hit_ends.tolist()):
+        if out[doc] is not None:
+            out[doc].append((start, end))
     return out
 
 
