@@ -103,28 +103,29 @@ def may_hold_pii(texts) -> "list[bool]":
 # was a hit. At most one of those two letters is ever taken by the match before (the email
 # and IPv6 branches end in one character after "." or ":"; an IBAN group ends in any four),
 # unless that match ends where the hit starts. Documents with a non-ASCII digit, or with the
-# marker characters, are scanned in Python instead.
+# marker character (NUL), are scanned in Python instead.
 HITS_RE2 = "|".join([
     r"@[^\s@.]+\.[^\s.]",
     *_RE2_SHARED,
     r"[^\s0-9]{1,2}[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",
 ])
-_SCAN_IN_PYTHON_RE2 = r"[^\P{Nd}0-9]|[\x00\x01]"
+_SCAN_IN_PYTHON_RE2 = r"[^\P{Nd}0-9]|\x00"
 
 
 def anchor_hits(texts) -> "list[list[tuple[int, int]] | None]":
     """Per document of a pyarrow string array: [start, end) spans such that every ANCHOR hit
     starts inside one or where one ends; None where only the Python scan is exact.
 
-    RE2 wraps each match in marker characters; splitting at the markers leaves the pieces
-    between them, whose lengths in code points give the matches' positions in the text."""
+    RE2 puts a marker character (NUL) before and after each match; splitting at the markers
+    leaves the pieces between them, whose lengths in code points give the matches'
+    positions in the text. Documents holding a NUL are scanned in Python."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    pieces = pc.split_pattern_regex(pc.replace_substring_regex(texts, HITS_RE2, "\x00\\0\x01"), "[\x00\x01]")
+    pieces = pc.split_pattern(pc.replace_substring_regex(texts, HITS_RE2, "\x00\\0\x00"), "\x00")
     offsets = pieces.offsets.to_numpy()
     offsets = offsets - offsets[0]
     lengths = pc.utf8_length(pieces.flatten()).to_numpy(zero_copy_only=False).astype(np.int64)
