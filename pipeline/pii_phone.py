@@ -159,30 +159,39 @@ def _never_verifies(candidate: str, region: str) -> bool:
     stripped once more with the region's or the country's main metadata. A valid number's
     national number has a type in one of its country's regions; if none of these has one,
     no parse verifies. Each step is phonenumbers' own function, or its pattern as data."""
-    if not candidate.isascii() or _BEYOND_DIGITS.search(candidate):
+    facts = _region_facts(region)
+    if facts is None or not candidate.isascii() or _BEYOND_DIGITS.search(candidate):
         return False
+    metadata, idd, typed, main, code = facts
+    digits = _NOT_ASCII_DIGIT.sub("", candidate)
+    if idd is not None and pu._parse_prefix_as_idd(idd, digits)[0]:
+        return False  # read through the prefix: another country's number
+    strip = pu._maybe_strip_national_prefix_carrier_code
+    prefix_written = None
+    for national in (digits, strip(digits, metadata)[1]):
+        if typed(national):
+            if prefix_written is None:
+                prefix_written = strip(digits, main)[2]
+            if prefix_written or _national_prefix_may_be_missing(national, main):
+                return False
+    if digits.startswith(code):
+        rest = strip(digits[len(code):], metadata)[1]
+        if typed(rest) or typed(strip(rest, metadata)[1]) or typed(strip(rest, main)[1]):
+            return False
+    return True
+
+
+@functools.cache
+def _region_facts(region: str):
+    """What ``_never_verifies`` reads of a region: its metadata, compiled international
+    prefix, the typed-number pattern of its country, the country's main metadata and code."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
     if metadata is None:
-        return False
-    digits = _NOT_ASCII_DIGIT.sub("", candidate)
-    if metadata.international_prefix and pu._parse_prefix_as_idd(pu.re_compile(metadata.international_prefix),
-                                                                  digits)[0]:
-        return False  # read through the prefix: another country's number
+        return None
     country_code = metadata.country_code
-    typed = _typed_in_country(country_code).fullmatch
     main = phonenumbers.PhoneMetadata.metadata_for_region(phonenumbers.region_code_for_country_code(country_code))
-    prefix_written = pu._maybe_strip_national_prefix_carrier_code(digits, main)[2]
-    for national in {digits, pu._maybe_strip_national_prefix_carrier_code(digits, metadata)[1]}:
-        if typed(national) and (prefix_written or _national_prefix_may_be_missing(national, main)):
-            return False
-    code = str(country_code)
-    if digits.startswith(code):
-        rest = pu._maybe_strip_national_prefix_carrier_code(digits[len(code):], metadata)[1]
-        for national in {rest, pu._maybe_strip_national_prefix_carrier_code(rest, metadata)[1],
-                         pu._maybe_strip_national_prefix_carrier_code(rest, main)[1]}:
-            if typed(national):
-                return False
-    return True
+    idd = pu.re_compile(metadata.international_prefix) if metadata.international_prefix else None
+    return metadata, idd, _typed_in_country(country_code).fullmatch, main, str(country_code)
 
 
 def _may_parse(candidate: str) -> bool:
@@ -381,7 +390,7 @@ class PhoneRecognizer(PresidioPhoneRecognizer):
         phonenumbers.re_util.enable_pattern_cache()
         for region in self.supported_regions:  # at setup, not on the first document
             _never_valid_up_to(region, self.leniency)
-            _typed_in_country(phonenumbers.country_code_for_region(region))
+            _region_facts(region)
 
     def analyze(self, text, entities, nlp_artifacts=None):
         if self.leniency > pm.Leniency.VALID:  # the grouping checks read the matcher: Presidio's own path
