@@ -70,6 +70,17 @@ def ensure_ray(config: RayConfig, address: str | None = None) -> None:
     context.enable_progress_bars = config.progress_bars
     context.shuffle_strategy = ShuffleStrategy(config.shuffle_strategy)
     logging.getLogger("ray.data").setLevel(logging.INFO if config.progress_bars else logging.WARNING)
+    # Two of Ray Data's once-per-process warnings are false alarms here. "Progress bars
+    # disabled": Refinery prints its own progress lines instead. "No available CPUs, the job
+    # will hang": checked when an execution starts, while the cluster's resource view still
+    # counts the tasks of the execution that just finished (it lags by about 50 ms), so it
+    # fired on healthy runs between dedup's back-to-back executions; a stalled phase shows in
+    # Refinery's progress lines.
+    from ray.util.debug import log_once
+
+    log_once("cpu_warning")
+    if not config.progress_bars:
+        log_once("ray_data_progress_manager_disabled")
 
 
 class PeakMemory:
