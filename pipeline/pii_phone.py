@@ -30,8 +30,9 @@ Exact savings, each tested against the stock recognizer:
 Written against phonenumbers 9.0.43 (pinned in pyproject.toml): its matcher's own
 methods do the walking and planning, and ``_passes_region_independent_checks`` follows
 the checks at the top of its ``_parse_and_verify`` line by line, and ``_never_verifies``
-follows ``parse`` and ``_verify`` (Apache-2.0, the Libphonenumber Authors). ``tests/test_pii_phone.py`` holds the results equal to the stock
-recognizer; re-run it when phonenumbers is upgraded.
+follows ``parse`` and ``_verify`` (Apache-2.0, the Libphonenumber Authors).
+``tests/test_pii_phone.py`` holds the results equal to the stock recognizer; re-run it when
+phonenumbers is upgraded.
 """
 
 from __future__ import annotations

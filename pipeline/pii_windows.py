@@ -145,8 +145,9 @@ def anchor_hits(texts) -> "list[list[tuple[int, int]] | None]":
 
 
 _HARD = re.compile("[\n\r\v\f\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
-_SOFT = re.compile(r"(?<=\s)[b-df-hj-wyzB-DF-HJ-WYZ]")
-_SOFT_LETTERS = frozenset("bcdfghjklmnopqrstuvwyzBCDFGHJKLMNOPQRSTUVWYZ")
+_SOFT_LETTER = "[b-df-hj-wyzB-DF-HJ-WYZ]"
+_SOFT = re.compile(r"(?<=\s)" + _SOFT_LETTER)
+_SOFT_LETTERS = frozenset(c for c in map(chr, range(128)) if re.fullmatch(_SOFT_LETTER, c))
 _IBAN_START = re.compile(r"[^\W\d_]{2}[0-9]{2}")
 _IBAN_REACH = 46
 
@@ -158,7 +159,7 @@ def _soft_ok(text: str, p: int) -> bool:
 # A safe cut is a hard cut (after a hard character) or a soft one (at its letter); both
 # patterns find them in order, the second over the reversed text, nearest first.
 _CUT = re.compile(_HARD.pattern + "|" + _SOFT.pattern)
-_CUT_REVERSED = re.compile(_HARD.pattern + r"|[b-df-hj-wyzB-DF-HJ-WYZ](?=\s)")
+_CUT_REVERSED = re.compile(_HARD.pattern + "|" + _SOFT_LETTER + r"(?=\s)")
 
 
 def _cut_before(text: str, pos: int, reversed_text: str) -> int:
