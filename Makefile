@@ -7,7 +7,7 @@ DEMO_CORPUS := data/sample
 DEMO_TOKENIZER := models/demo.sp.model
 DEMO_LM := models/en.arpa
 
-.PHONY: setup demo test bench clean trainer-readers
+.PHONY: setup demo test lint format bench clean trainer-readers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ demo: $(DEMO_TOKENIZER) $(DEMO_LM)
 
 # Refinery's shards read by the trainers' own readers (Megatron-LM's IndexedDataset, datatrove's
 # DatatroveFileDataset), installed into their own venv: torch 2.13.0 CPU (a wheel on this machine
-# image's disk) + megatron-core + datatrove. tests/test_trainer_readers.py uses it.
+# image's disk) + megatron-core + datatrove. tests/formats/test_trainer_readers.py uses it.
 TRAINERS_VENV := benchmarks/.venv-trainers
 TRAINERS_STAMP := $(TRAINERS_VENV)/.installed
 
@@ -48,14 +48,23 @@ $(TRAINERS_STAMP): benchmarks/requirements-trainers.txt
 	$(TRAINERS_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-trainers.txt
 	touch $@
 
-test: $(STAMP) $(TRAINERS_STAMP)
+test: lint $(TRAINERS_STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff: formatting and lint (imports sorted); `make format` rewrites, `make lint` only checks.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py job --docs 20000
+	$(BIN)/python -m benchmarks job --docs 20000
 
 trainer-readers: $(STAMP) $(TRAINERS_STAMP)
-	$(BIN)/python -m pytest -q tests/test_trainer_readers.py
+	$(BIN)/python -m pytest -q tests/formats/test_trainer_readers.py
 
 clean:
 	rm -rf out data models

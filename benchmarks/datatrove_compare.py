@@ -1,10 +1,10 @@
 """Near-duplicate removal with datatrove's MinHash pipeline and with Refinery, same corpus.
 
-    python benchmarks/datatrove_compare.py --docs 20000       # generates the corpus in a temp dir
-    python benchmarks/datatrove_compare.py --corpus DIR       # existing Parquet shards (id, text)
+    python -m benchmarks datatrove_compare --docs 20000    # generates the corpus in a temp dir
+    python -m benchmarks datatrove_compare --corpus DIR    # existing Parquet shards (id, text)
 
 Run with Refinery's venv; the first run creates benchmarks/.venv-datatrove from
-requirements-datatrove.txt. Each side runs in its own process (this script with --side) while
+requirements-datatrove.txt. Each side runs in its own process (this module with --side) while
 the parent samples that process tree every 0.2 s: peak RSS of the largest process and of the
 tree's sum (which counts shared pages, e.g. Ray's object store, once per process).
 
@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# Only the standard library at import time (Refinery's modules, benchmarks.common and psutil
+# inside functions): the datatrove side runs this module in benchmarks/.venv-datatrove.
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / "benchmarks" / ".venv-datatrove"
 REQUIREMENTS = ROOT / "benchmarks" / "requirements-datatrove.txt"
@@ -72,8 +74,13 @@ def datatrove_side(corpus: str, work: Path, workers: int) -> dict:
     from importlib.metadata import version
 
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import JsonlWriter
 
@@ -85,39 +92,54 @@ def datatrove_side(corpus: str, work: Path, workers: int) -> dict:
 
     sigs, buckets, remove, removed = (str(work / d) for d in ("signatures", "buckets", "remove_ids", "removed"))
     excluded = JsonlWriter(removed, compression=None)
-    stages = {"signatures": ([reader(), MinhashDedupSignature(sigs, config=config)], shards),
-              "buckets": ([MinhashDedupBuckets(sigs, buckets, config=config)], BUCKETS),
-              "clusters": ([MinhashDedupCluster(buckets, remove, config=config)], 1),
-              "filter": ([reader(), MinhashDedupFilter(remove, exclusion_writer=excluded)], shards)}
+    stages = {
+        "signatures": ([reader(), MinhashDedupSignature(sigs, config=config)], shards),
+        "buckets": ([MinhashDedupBuckets(sigs, buckets, config=config)], BUCKETS),
+        "clusters": ([MinhashDedupCluster(buckets, remove, config=config)], 1),
+        "filter": ([reader(), MinhashDedupFilter(remove, exclusion_writer=excluded)], shards),
+    }
     seconds = {}
     for name, (pipeline, tasks) in stages.items():
         logs = str(work / "logs" / name)
         timed(seconds, name, LocalPipelineExecutor(pipeline, tasks, min(workers, tasks), logging_dir=logs).run)
     ids = [json.loads(line)["id"] for f in sorted(Path(removed).glob("*.jsonl")) for line in f.read_text().splitlines()]
-    return {"version": version("datatrove"), "settings": asdict(config),
-            "seconds_total": round(sum(seconds.values()), 3), "seconds_by_stage": seconds, "removed_ids": ids}
+    return {
+        "version": version("datatrove"),
+        "settings": asdict(config),
+        "seconds_total": round(sum(seconds.values()), 3),
+        "seconds_by_stage": seconds,
+        "removed_ids": ids,
+    }
 
 
 def refinery_side(corpus: str, work: Path, workers: int, variant: str, tokenizer: str) -> dict:
-    sys.path.insert(0, str(ROOT))
     import pyarrow.dataset as ds
     import ray
 
     from pipeline.config import load_job_spec
-    from pipeline.phases.annotate import discover_shards, run_annotate
+    from pipeline.core.progress import Progress
+    from pipeline.phases.annotate.phase import discover_shards, run_annotate
     from pipeline.phases.dedup import run_dedup
-    from pipeline.progress import Progress
     from pipeline.runner import ensure_ray
 
     near = {"enabled": True, "threshold": THRESHOLD, "ngram": NGRAM}
     if variant == "refinery_matched":
         near |= {"num_perm": BUCKETS * ROWS, "bands": BUCKETS, "rows": ROWS, "verify": "none"}
     out = work / "out"
-    spec = load_job_spec({"name": "cmp", "input": {"uri": corpus, "id_column": "id"}, "output": {"uri": str(out)},
-                          "ray": {"num_cpus": workers},
-                          "stages": {"language": {"enabled": False}, "exact_dedup": {"enabled": False},
-                                     "near_dedup": near,
-                                     "tokenize": {"model": tokenizer}}})
+    spec = load_job_spec(
+        {
+            "name": "cmp",
+            "input": {"uri": corpus, "id_column": "id"},
+            "output": {"uri": str(out)},
+            "ray": {"num_cpus": workers},
+            "stages": {
+                "language": {"enabled": False},
+                "exact_dedup": {"enabled": False},
+                "near_dedup": near,
+                "tokenize": {"model": tokenizer},
+            },
+        }
+    )
     seconds = {}
     timed(seconds, "ray_start", ensure_ray, spec.ray)
     stats = timed(seconds, "annotate", run_annotate, spec, discover_shards(spec), Progress(quiet=True), workers)
@@ -129,10 +151,22 @@ def refinery_side(corpus: str, work: Path, workers: int, variant: str, tokenizer
         keys = ds.dataset(removed, partitioning="hive").to_table(columns=["shard_key", "row"])
         annotated = ds.dataset(sorted((out / "work" / "annotate").glob("*.parquet")))
         ids = keys.join(annotated.to_table(columns=["shard_key", "row", "id"]), ["shard_key", "row"])["id"].to_pylist()
-    assert len(ids) == marker["removed_total"], (len(ids), marker["removed_total"])
-    return {"settings": {**spec.stages.near_dedup.model_dump(mode="json"), **marker["near_dedup"]},
-            "seconds_total": round(seconds["annotate"] + seconds["dedup"], 3),
-            "seconds_by_stage": seconds, "removed_ids": ids}
+    assert len(ids) == marker.removed_total, (len(ids), marker.removed_total)
+    config = spec.stages.near_dedup
+    bands, rows = config.banding()
+    settings = {
+        "threshold": config.threshold,
+        "num_perm": config.num_perm,
+        "bands": bands,
+        "rows": rows,
+        "candidate_probability": config.s_curve(),
+    }
+    return {
+        "settings": {**config.model_dump(mode="json"), **settings},
+        "seconds_total": round(seconds["annotate"] + seconds["dedup"], 3),
+        "seconds_by_stage": seconds,
+        "removed_ids": ids,
+    }
 
 
 def datatrove_python() -> Path:
@@ -152,8 +186,22 @@ def run_side(side: str, python: Path, args: argparse.Namespace, corpus: str, tok
     import psutil
 
     work.mkdir(parents=True)
-    command = [str(python), __file__, "--side", side, "--corpus", corpus, "--work", str(work),
-               "--workers", str(args.workers), "--tokenizer", tokenizer]
+    command = [
+        str(python),
+        "-m",
+        "benchmarks",
+        "datatrove_compare",
+        "--side",
+        side,
+        "--corpus",
+        corpus,
+        "--work",
+        str(work),
+        "--workers",
+        str(args.workers),
+        "--tokenizer",
+        tokenizer,
+    ]
     largest = tree = processes = 0
     started = time.perf_counter()
     with open(work / "side.log", "w") as log:
@@ -172,18 +220,20 @@ def run_side(side: str, python: Path, args: argparse.Namespace, corpus: str, tok
         log_tail = (work / "side.log").read_text().splitlines()[-30:]
         sys.exit(f"{side} failed with exit code {proc.returncode}; its log ends:\n" + "\n".join(log_tail))
     mb = {"largest_process": round(largest / 2**20, 1), "process_tree_sum": round(tree / 2**20, 1)}
-    return {**json.loads((work / "result.json").read_text()), "peak_rss_mb": mb, "max_processes": processes,
-            "process_wall_s": round(time.perf_counter() - started, 3)}
+    return {
+        **json.loads((work / "result.json").read_text()),
+        "peak_rss_mb": mb,
+        "max_processes": processes,
+        "process_wall_s": round(time.perf_counter() - started, 3),
+    }
 
 
-def refinery_cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-
-
-def compare(args: argparse.Namespace) -> None:
+def compare(args: argparse.Namespace, argv: list[str]) -> None:
     import psutil
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
+
+    from benchmarks import common
 
     python = datatrove_python()
     with tempfile.TemporaryDirectory(prefix="datatrove-compare-") as tmp:
@@ -191,38 +241,49 @@ def compare(args: argparse.Namespace) -> None:
         if corpus is None:
             corpus = str(Path(tmp) / "corpus")
             print(f"generating {args.docs} documents in {args.shards} shards ...", flush=True)
-            refinery_cli("sample", corpus, "--docs", str(args.docs), "--shards", str(args.shards), "--seed", "3")
+            common.sample_corpus(Path(corpus), args.docs, args.shards, 3)
         tokenizer = args.tokenizer or (str(DEMO_MODEL) if DEMO_MODEL.exists() else None)
         if tokenizer is None:  # only validated by these phases: any small model will do
-            refinery_cli("sample", f"{tmp}/tok_corpus", "--docs", "3000", "--shards", "2", "--seed", "5")
-            tokenizer = f"{tmp}/tok.sp.model"
-            refinery_cli("train-tokenizer", f"{tmp}/tok_corpus", tokenizer, "--vocab-size", "8000")
+            tokenizer = str(common.train_tokenizer(Path(tmp)))
         files = sorted(Path(corpus).glob("*.parquet"))
-        corpus_stats = {"path": args.corpus or "generated: refinery sample --seed 3", "shards": len(files),
-                        "docs": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
-                        "parquet_bytes": sum(f.stat().st_size for f in files),
-                        "text_bytes": sum(pc.sum(pc.binary_length(pq.read_table(f, columns=["text"])["text"])).as_py()
-                                          or 0 for f in files)}
+        corpus_stats = {
+            "path": args.corpus or "generated: refinery sample --seed 3",
+            "shards": len(files),
+            "docs": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
+            "parquet_bytes": sum(f.stat().st_size for f in files),
+            "text_bytes": sum(
+                pc.sum(pc.binary_length(pq.read_table(f, columns=["text"])["text"])).as_py() or 0 for f in files
+            ),
+        }
         results = {}
         for side in SIDES:
             print(f"running {SIDES[side]} ...", flush=True)
-            results[side] = run_side(side, python if side == "datatrove" else Path(sys.executable),
-                                     args, corpus, tokenizer, Path(tmp) / side)
+            results[side] = run_side(
+                side, python if side == "datatrove" else Path(sys.executable), args, corpus, tokenizer, Path(tmp) / side
+            )
     removed = {side: set(r.pop("removed_ids")) for side, r in results.items()}
     for side, r in results.items():
         r["removed"] = len(removed[side])
         if side != "datatrove":
             r["ratio_datatrove_over_refinery"] = round(results["datatrove"]["seconds_total"] / r["seconds_total"], 3)
             a, b = removed["datatrove"], removed[side]
-            r["overlap_with_datatrove"] = {"both": len(a & b), "only_datatrove": len(a - b),
-                                           "only_refinery": len(b - a),
-                                           "jaccard": round(len(a & b) / len(a | b), 4) if a | b else 1.0}
+            r["overlap_with_datatrove"] = {
+                "both": len(a & b),
+                "only_datatrove": len(a - b),
+                "only_refinery": len(b - a),
+                "jaccard": round(len(a & b) / len(a | b), 4) if a | b else 1.0,
+            }
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "platform": platform.platform(), "python": platform.python_version()},
+        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", "datatrove_compare", *argv]),
+        "machine": {
+            "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "corpus": corpus_stats,
-        "workers": args.workers, **results,
+        "workers": args.workers,
+        **results,
     }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(report, indent=2) + "\n")
@@ -232,42 +293,47 @@ def compare(args: argparse.Namespace) -> None:
 
 def print_table(report: dict) -> None:
     c = report["corpus"]
-    print(f"\n{c['docs']} docs, {c['text_bytes'] / 1e6:.1f} MB text, {c['shards']} shards; {report['machine']['cores']}"
-          f" cores, {report['workers']} workers; datatrove {report['datatrove']['version']}; Refinery's total is"
-          " annotate + dedup (not ray_start)")
-    print(f"{'side':<20} {'total s':>8} {'dt/ref':>7} {'RSS max MB':>11} {'RSS sum MB':>11} {'removed':>8}"
-          f" {'both':>6} {'dt only':>8} {'ref only':>8} {'Jaccard':>8}  stages (s)")
+    print(
+        f"\n{c['docs']} docs, {c['text_bytes'] / 1e6:.1f} MB text, {c['shards']} shards; {report['machine']['cores']}"
+        f" cores, {report['workers']} workers; datatrove {report['datatrove']['version']}; Refinery's total is"
+        " annotate + dedup (not ray_start)"
+    )
+    print(
+        f"{'side':<20} {'total s':>8} {'dt/ref':>7} {'RSS max MB':>11} {'RSS sum MB':>11} {'removed':>8}"
+        f" {'both':>6} {'dt only':>8} {'ref only':>8} {'Jaccard':>8}  stages (s)"
+    )
     for side, label in SIDES.items():
         r = report[side]
         o = r.get("overlap_with_datatrove", {})
         ratio = f"{r['ratio_datatrove_over_refinery']:.2f}" if "ratio_datatrove_over_refinery" in r else ""
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["seconds_by_stage"].items())
-        print(f"{label:<20} {r['seconds_total']:>8.1f} {ratio:>7} {r['peak_rss_mb']['largest_process']:>11.0f}"
-              f" {r['peak_rss_mb']['process_tree_sum']:>11.0f} {r['removed']:>8} {o.get('both', ''):>6}"
-              f" {o.get('only_datatrove', ''):>8} {o.get('only_refinery', ''):>8} {o.get('jaccard', ''):>8}  {stages}")
+        print(
+            f"{label:<20} {r['seconds_total']:>8.1f} {ratio:>7} {r['peak_rss_mb']['largest_process']:>11.0f}"
+            f" {r['peak_rss_mb']['process_tree_sum']:>11.0f} {r['removed']:>8} {o.get('both', ''):>6}"
+            f" {o.get('only_datatrove', ''):>8} {o.get('only_refinery', ''):>8} {o.get('jaccard', ''):>8}  {stages}"
+        )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks datatrove_compare", description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=20000, help="size of the generated corpus")
     parser.add_argument("--shards", type=int, default=8, help="shards of the generated corpus")
     parser.add_argument("--corpus", help="directory of Parquet shards with id and text columns, instead of --docs")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes on each side")
-    parser.add_argument("--tokenizer", help="sentencepiece model for the spec (only validated); "
-                        "default: models/demo.sp.model if present, else one trained on a small sample")
+    parser.add_argument(
+        "--tokenizer",
+        help="sentencepiece model for the spec (only validated); "
+        "default: models/demo.sp.model if present, else one trained on a small sample",
+    )
     parser.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.corpus, args.tokenizer = (str(Path(p).resolve()) if p else None for p in (args.corpus, args.tokenizer))
     if args.side is None:
-        compare(args)
+        compare(args, argv)
         return
     if args.side == "datatrove":
         result = datatrove_side(args.corpus, args.work, args.workers)
     else:
         result = refinery_side(args.corpus, args.work, args.workers, args.side, args.tokenizer)
     (args.work / "result.json").write_text(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()

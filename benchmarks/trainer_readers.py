@@ -1,7 +1,8 @@
 """Read Refinery's token shards with the trainers' own readers and compare with what they
 should hold.
 
-    benchmarks/.venv-trainers/bin/python benchmarks/trainer_readers.py DIR [--json OUT]
+    benchmarks/.venv-trainers/bin/python -m benchmarks trainer_readers DIR [--json OUT]
+    benchmarks/.venv-trainers/bin/python benchmarks/trainer_readers.py DIR [--json OUT]   # as the test runs it
 
 Runs in its own venv (``make trainer-readers`` builds it from requirements-trainers.txt: torch
 CPU, megatron-core, datatrove) and never imports Refinery: it only reads the files in DIR and
@@ -93,8 +94,13 @@ def first_difference(got: np.ndarray, want: np.ndarray) -> str:
 
 # --- Megatron ---------------------------------------------------------------------------------
 
-IDX_HEADER_FIELDS = [(0, 9, "magic", None), (9, 17, "version", "<Q"), (17, 18, "dtype code", "<B"),
-                     (18, 26, "sequence count", "<Q"), (26, 34, "document count", "<Q")]
+IDX_HEADER_FIELDS = [
+    (0, 9, "magic", None),
+    (9, 17, "version", "<Q"),
+    (17, 18, "dtype code", "<B"),
+    (18, 26, "sequence count", "<Q"),
+    (26, 34, "document count", "<Q"),
+]
 
 
 def idx_field(offset: int, sequences: int) -> tuple[str, int, int, str | None]:
@@ -117,8 +123,12 @@ def idx_field(offset: int, sequences: int) -> tuple[str, int, int, str | None]:
 def bin_field(offset: int, dtype: np.dtype, sequence_ends: np.ndarray) -> tuple[str, int, int, str]:
     k = offset // dtype.itemsize
     sequence = int(np.searchsorted(sequence_ends, k, side="right"))
-    return (f"token {k} (sequence {sequence})", k * dtype.itemsize, (k + 1) * dtype.itemsize,
-            "<" + dtype.newbyteorder("<").char)
+    return (
+        f"token {k} (sequence {sequence})",
+        k * dtype.itemsize,
+        (k + 1) * dtype.itemsize,
+        "<" + dtype.newbyteorder("<").char,
+    )
 
 
 def compare_bytes(label: str, got: bytes, want: bytes, field) -> str | None:
@@ -136,9 +146,11 @@ def compare_bytes(label: str, got: bytes, want: bytes, field) -> str | None:
         raw = data[start:end]
         return struct.unpack(fmt, raw)[0] if fmt and len(raw) == struct.calcsize(fmt) else raw
 
-    return (f"{label}: first differing byte at offset {off}, field {name} (bytes {start}..{end - 1}): "
-            f"Megatron's builder writes {value(want)!r} ({want[start:end].hex()}), Refinery's file has "
-            f"{value(got)!r} ({got[start:end].hex()}); {len(mismatch)} bytes differ, sizes {len(got)} vs {len(want)}")
+    return (
+        f"{label}: first differing byte at offset {off}, field {name} (bytes {start}..{end - 1}): "
+        f"Megatron's builder writes {value(want)!r} ({want[start:end].hex()}), Refinery's file has "
+        f"{value(got)!r} ({got[start:end].hex()}); {len(mismatch)} bytes differ, sizes {len(got)} vs {len(want)}"
+    )
 
 
 def check_megatron(root: Path, entry: dict) -> tuple[list[str], dict]:
@@ -151,19 +163,23 @@ def check_megatron(root: Path, entry: dict) -> tuple[list[str], dict]:
 
     problems.check(IndexedDataset.exists(prefix), "IndexedDataset.exists(prefix) is False")
     ds = IndexedDataset(prefix, multimodal=False, mmap=True)
-    problems.check(np.dtype(ds.index.dtype) == want_dtype,
-                   f"dtype: expected {want_dtype}, index declares {np.dtype(ds.index.dtype)}")
+    problems.check(
+        np.dtype(ds.index.dtype) == want_dtype,
+        f"dtype: expected {want_dtype}, index declares {np.dtype(ds.index.dtype)}",
+    )
     problems.check(len(ds) == len(sequences), f"len(ds): expected {len(sequences)}, got {len(ds)}")
     got_lengths = np.asarray(ds.sequence_lengths)
-    problems.check(np.array_equal(got_lengths, want_lengths),
-                   f"sequence_lengths: {first_difference(got_lengths, want_lengths)}")
+    problems.check(
+        np.array_equal(got_lengths, want_lengths), f"sequence_lengths: {first_difference(got_lengths, want_lengths)}"
+    )
     got_docs = np.asarray(ds.document_indices)
-    problems.check(np.array_equal(got_docs, want_docs),
-                   f"document_indices: {first_difference(got_docs, want_docs)}")
+    problems.check(np.array_equal(got_docs, want_docs), f"document_indices: {first_difference(got_docs, want_docs)}")
     want_pointers = np.concatenate([[0], np.cumsum(want_lengths)[:-1]]) * want_dtype.itemsize if len(sequences) else []
     got_pointers = np.asarray(ds.index.sequence_pointers)
-    problems.check(np.array_equal(got_pointers, want_pointers),
-                   f"sequence_pointers: {first_difference(got_pointers, np.asarray(want_pointers))}")
+    problems.check(
+        np.array_equal(got_pointers, want_pointers),
+        f"sequence_pointers: {first_difference(got_pointers, np.asarray(want_pointers))}",
+    )
 
     for i, want in enumerate(sequences[: len(ds)]):
         item = ds[i]
@@ -173,8 +189,10 @@ def check_megatron(root: Path, entry: dict) -> tuple[list[str], dict]:
         problems.check(np.array_equal(got.astype(np.int64), want), f"ds.get({i}): {first_difference(got, want)}")
     if len(ds) == len(sequences) and len(sequences):
         sliced = ds[0 : len(ds)]
-        problems.check(all(np.array_equal(a.astype(np.int64), b) for a, b in zip(sliced, sequences)),
-                       "ds[0:len] (one contiguous read split by the index) differs from the sequences")
+        problems.check(
+            all(np.array_equal(a.astype(np.int64), b) for a, b in zip(sliced, sequences)),
+            "ds[0:len] (one contiguous read split by the index) differs from the sequences",
+        )
     del ds
 
     # The same content through Megatron's own writer: the files must be identical.
@@ -189,18 +207,27 @@ def check_megatron(root: Path, entry: dict) -> tuple[list[str], dict]:
         ref_idx, ref_bin = Path(f"{ref}.idx").read_bytes(), Path(f"{ref}.bin").read_bytes()
     got_idx, got_bin = Path(f"{prefix}.idx").read_bytes(), Path(f"{prefix}.bin").read_bytes()
     sequence_ends = np.cumsum(want_lengths)
-    for message in (compare_bytes(".idx", got_idx, ref_idx, lambda off: idx_field(off, len(sequences))),
-                    compare_bytes(".bin", got_bin, ref_bin, lambda off: bin_field(off, want_dtype, sequence_ends))):
+    for message in (
+        compare_bytes(".idx", got_idx, ref_idx, lambda off: idx_field(off, len(sequences))),
+        compare_bytes(".bin", got_bin, ref_bin, lambda off: bin_field(off, want_dtype, sequence_ends)),
+    ):
         if message:
             problems.add(message)
 
-    info = {"sequences": len(sequences), "tokens": int(want_lengths.sum()), "dtype": str(want_dtype),
-            "documents": len(want_docs) - 1, "idx_bytes": len(got_idx), "bin_bytes": len(got_bin),
-            "byte_identical_to_megatron_builder": got_idx == ref_idx and got_bin == ref_bin}
+    info = {
+        "sequences": len(sequences),
+        "tokens": int(want_lengths.sum()),
+        "dtype": str(want_dtype),
+        "documents": len(want_docs) - 1,
+        "idx_bytes": len(got_idx),
+        "bin_bytes": len(got_bin),
+        "byte_identical_to_megatron_builder": got_idx == ref_idx and got_bin == ref_bin,
+    }
     return problems.as_list(), info
 
 
 # --- datatrove --------------------------------------------------------------------------------
+
 
 def expected_positions(window_start: int, width: int, doc_ends: np.ndarray) -> np.ndarray:
     """Position of each token within its document, restarting at the window start."""
@@ -223,8 +250,10 @@ def check_datatrove(root: Path, entry: dict) -> tuple[list[str], dict]:
 
     # Raw files.
     raw = np.fromfile(path, dtype=want_dtype)
-    problems.check(path.stat().st_size == len(tokens) * token_size,
-                   f".ds size: expected {len(tokens) * token_size} bytes, got {path.stat().st_size}")
+    problems.check(
+        path.stat().st_size == len(tokens) * token_size,
+        f".ds size: expected {len(tokens) * token_size} bytes, got {path.stat().st_size}",
+    )
     problems.check(np.array_equal(raw.astype(np.int64), tokens), f".ds tokens: {first_difference(raw, tokens)}")
     index_path = Path(f"{path}.index")
     index_bytes = index_path.read_bytes()
@@ -232,8 +261,9 @@ def check_datatrove(root: Path, entry: dict) -> tuple[list[str], dict]:
     index = np.frombuffer(index_bytes[: len(index_bytes) // 8 * 8], dtype="<u8").astype(np.int64)
     problems.check(np.array_equal(index, doc_ends), f".ds.index ends: {first_difference(index, doc_ends)}")
     metadata = Path(f"{path}.metadata").read_text()
-    want_metadata = "\n".join([f"{entry['tokenizer']}|{token_size}", str(len(tokens)),
-                               humanize.metric(len(tokens), unit="T")])
+    want_metadata = "\n".join(
+        [f"{entry['tokenizer']}|{token_size}", str(len(tokens)), humanize.metric(len(tokens), unit="T")]
+    )
     problems.check(metadata == want_metadata, f".ds.metadata: expected {want_metadata!r}, got {metadata!r}")
 
     # DatatroveFileDataset: token windows.
@@ -257,20 +287,29 @@ def check_datatrove(root: Path, entry: dict) -> tuple[list[str], dict]:
         got = item["positions"].numpy().astype(np.int64)
         want = expected_positions(i * width, width, doc_ends)
         problems.check(np.array_equal(got, want), f"window {i} positions: {first_difference(got, want)}")
-        problems.check(np.array_equal(item["input_ids"].numpy(), tokens[i * width : (i + 1) * width]),
-                       f"window {i} input_ids (return_positions=True) differ")
+        problems.check(
+            np.array_equal(item["input_ids"].numpy(), tokens[i * width : (i + 1) * width]),
+            f"window {i} input_ids (return_positions=True) differ",
+        )
         resets += int(np.count_nonzero(got[1:] == 0))
     del ds, dsp
 
-    info = {"tokens": len(tokens), "dtype": str(np.dtype(entry["dtype"])), "windows": want_len,
-            "window_tokens": width, "tokens_past_last_window": len(tokens) - want_len * width,
-            "index_entries": len(doc_ends), "position_resets_inside_windows": resets}
+    info = {
+        "tokens": len(tokens),
+        "dtype": str(np.dtype(entry["dtype"])),
+        "windows": want_len,
+        "window_tokens": width,
+        "tokens_past_last_window": len(tokens) - want_len * width,
+        "index_entries": len(doc_ends),
+        "position_resets_inside_windows": resets,
+    }
     if "seq_len" in entry:
         info["windows_aligned_with_packed_sequences"] = width == int(entry["seq_len"])
     return problems.as_list(), info
 
 
 # --- driver -----------------------------------------------------------------------------------
+
 
 def shard_files(root: Path) -> set[str]:
     names = set()
@@ -280,7 +319,7 @@ def shard_files(root: Path) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks trainer_readers", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=Path, help="folder with the shards and expected.json")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
@@ -307,15 +346,27 @@ def main(argv: list[str] | None = None) -> int:
             problems, info = check(root, entry)
         except Exception as exc:  # the reader refused the file
             problems, info = [f"{type(exc).__name__}: {exc}".strip()], {"traceback": traceback.format_exc()}
-        results.append({"file": name, "format": fmt, "reader": reader, "ok": not problems, "problems": problems,
-                        "seconds": round(time.perf_counter() - started, 3), **info})
+        results.append(
+            {
+                "file": name,
+                "format": fmt,
+                "reader": reader,
+                "ok": not problems,
+                "problems": problems,
+                "seconds": round(time.perf_counter() - started, 3),
+                **info,
+            }
+        )
     for stray in sorted(shard_files(root) - covered):
         results.append({"file": stray, "format": "?", "ok": False, "problems": ["not described in expected.json"]})
 
     for r in results:
         if r["ok"]:
-            detail = (f"{r['sequences']} sequences, {r['tokens']} tokens" if r["format"] == "megatron"
-                      else f"{r['windows']} windows of {r['window_tokens']}, {r['tokens']} tokens")
+            detail = (
+                f"{r['sequences']} sequences, {r['tokens']} tokens"
+                if r["format"] == "megatron"
+                else f"{r['windows']} windows of {r['window_tokens']}, {r['tokens']} tokens"
+            )
             print(f"OK   {r['format']:<9} {r['file']} ({r['dtype']}, {detail})")
         else:
             print(f"BAD  {r['format']:<9} {r['file']}: " + "; ".join(r["problems"]))
@@ -323,10 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results)} files: {len(results) - bad} OK, {bad} BAD")
 
     if args.json:
-        versions = {p: importlib.metadata.version(p) for p in ("torch", "megatron-core", "datatrove", "numpy", "humanize")}
+        versions = {
+            p: importlib.metadata.version(p) for p in ("torch", "megatron-core", "datatrove", "numpy", "humanize")
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"ok": bad == 0, "versions": versions, "python": sys.version.split()[0],
-                                         "files": results}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {"ok": bad == 0, "versions": versions, "python": sys.version.split()[0], "files": results}, indent=2
+            )
+            + "\n"
+        )
     return 1 if bad else 0
 
 

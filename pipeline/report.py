@@ -4,7 +4,12 @@ whether the counts balance (input = kept + rejected + quarantined, per shard and
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.core.markers import RunRecord
+from pipeline.stages.base import ReportSection
+from pipeline.stages.registry import enabled
 
 
 class AccountingError(RuntimeError):
@@ -17,58 +22,61 @@ def _merge_nested(target: dict[str, dict[str, int]], source: dict[str, dict[str,
             target.setdefault(stage, {})[reason] = target.setdefault(stage, {}).get(reason, 0) + n
 
 
-def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]], dedup_marker: dict[str, Any],
-                 tokenize_stats: list[dict[str, Any]], sample_stats: list[dict[str, Any]], plan: dict[str, Any],
-                 pack_stats: list[dict[str, Any]], phases: list[dict[str, Any]],
-                 peak_rss_bytes: int | None) -> dict[str, Any]:
-    tokenized = {s["shard_key"]: s for s in tokenize_stats}
-    sampled = {s["shard_key"]: s for s in sample_stats}
+@dataclass
+class Report:
+    """``data`` is ``report.json``; ``sections`` are the enabled capabilities' parts."""
+
+    data: dict[str, Any]
+    sections: list[ReportSection] = field(default_factory=list)
+
+
+def build_report(run: RunRecord) -> Report:
+    tokenized = {s.shard_key: s for s in run.tokenize}
+    sampled = {s.shard_key: s for s in run.sample}
     rejected: dict[str, dict[str, int]] = {}
     quarantined: dict[str, int] = {}
-    languages: dict[str, int] = {}
-    pii: dict[str, int] = {}
     shard_rows = []
-    for shard in annotate_stats:
-        for lang, n in shard.get("languages", {}).items():
-            languages[lang] = languages.get(lang, 0) + n
-        for entity, n in shard.get("pii_replaced", {}).items():
-            pii[entity] = pii.get(entity, 0) + n
-        tok = tokenized.get(shard["shard_key"], {"removed": {}, "annotated_docs": 0, "tokenized_docs": 0})
-        smp = sampled.get(shard["shard_key"], {"unsampled": {}, "kept_docs": 0, "kept_bytes": 0})
-        _merge_nested(rejected, shard["rejected"])
-        _merge_nested(rejected, tok["removed"])
-        _merge_nested(rejected, smp["unsampled"])
-        n_rejected = sum(n for part in (shard["rejected"], tok["removed"], smp["unsampled"])
+    for shard in run.annotate:
+        tok = tokenized.get(shard.shard_key)
+        tok_removed = tok.removed if tok else {}
+        smp = sampled.get(shard.shard_key)
+        unsampled = smp.unsampled if smp else {}
+        kept_docs = smp.kept_docs if smp else 0
+        _merge_nested(rejected, shard.rejected)
+        _merge_nested(rejected, tok_removed)
+        _merge_nested(rejected, unsampled)
+        n_rejected = sum(n for part in (shard.rejected, tok_removed, unsampled)
                          for r in part.values() for n in r.values())
-        n_unsampled = sum(n for r in smp["unsampled"].values() for n in r.values())
-        n_quarantined = sum(shard["quarantined"].values())
-        for reason, n in shard["quarantined"].items():
+        n_unsampled = sum(n for r in unsampled.values() for n in r.values())
+        n_quarantined = sum(shard.quarantined.values())
+        for reason, n in shard.quarantined.items():
             quarantined[reason] = quarantined.get(reason, 0) + n
         shard_rows.append({
-            "shard_key": shard["shard_key"], "uri": shard["uri"], "input_docs": shard["input_docs"],
-            "kept_docs": smp["kept_docs"], "rejected_docs": n_rejected, "quarantined_docs": n_quarantined,
-            "balanced": (smp["kept_docs"] + n_rejected + n_quarantined == shard["input_docs"]
-                         and tok["annotated_docs"] == shard["annotated_docs"]
-                         and tok["tokenized_docs"] == smp["kept_docs"] + n_unsampled),
-            "shard_quarantined": shard["shard_quarantined"],
+            "shard_key": shard.shard_key, "uri": shard.uri, "input_docs": shard.input_docs,
+            "kept_docs": kept_docs, "rejected_docs": n_rejected, "quarantined_docs": n_quarantined,
+            "balanced": (kept_docs + n_rejected + n_quarantined == shard.input_docs
+                         and (tok.annotated_docs if tok else 0) == shard.annotated_docs
+                         and (tok.tokenized_docs if tok else 0) == kept_docs + n_unsampled),
+            "shard_quarantined": shard.shard_quarantined,
         })
+    pack, plan = run.pack, run.plan
     totals = {
-        "input_docs": sum(s["input_docs"] for s in annotate_stats),
-        "input_bytes": sum(s["input_bytes"] for s in annotate_stats),
-        "kept_docs": sum(s["kept_docs"] for s in sample_stats),
-        "kept_bytes": sum(s["kept_bytes"] for s in sample_stats),
+        "input_docs": sum(s.input_docs for s in run.annotate),
+        "input_bytes": sum(s.input_bytes for s in run.annotate),
+        "kept_docs": sum(s.kept_docs for s in run.sample),
+        "kept_bytes": sum(s.kept_bytes for s in run.sample),
         "rejected_docs": sum(n for r in rejected.values() for n in r.values()),
         "quarantined_docs": sum(quarantined.values()),
-        "document_copies": sum(s["documents"] for s in pack_stats),
-        "tokens": sum(s["tokens"] for s in pack_stats),
-        "padding_tokens": sum(s["padding_tokens"] for s in pack_stats),
-        "sequences": sum(s["sequences"] for s in pack_stats),
-        "output_shards": len(pack_stats),
+        "document_copies": sum(s.documents for s in pack),
+        "tokens": sum(s.tokens for s in pack),
+        "padding_tokens": sum(s.padding_tokens for s in pack),
+        "sequences": sum(s.sequences for s in pack),
+        "output_shards": len(pack),
     }
-    removed_applied = sum(n for s in tokenize_stats for r in s["removed"].values() for n in r.values())
+    removed_applied = sum(n for s in run.tokenize for r in s.removed.values() for n in r.values())
     packed_domain_tokens: dict[str, int] = {}
-    for s in pack_stats:
-        for domain, n in s["domain_tokens"].items():
+    for s in pack:
+        for domain, n in s.domain_tokens.items():
             packed_domain_tokens[domain] = packed_domain_tokens.get(domain, 0) + n
     planned_domain_tokens = {d: v["tokens"] for d, v in plan["realized"].items() if v["tokens"]}
     balance = {
@@ -76,7 +84,7 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
         "kept": totals["kept_docs"],
         "rejected": totals["rejected_docs"],
         "quarantined": totals["quarantined_docs"],
-        "dedup_removed_committed": dedup_marker.get("removed_total", 0),
+        "dedup_removed_committed": run.dedup.removed_total,
         "dedup_removed_applied": removed_applied,
         "copies_planned": plan["total_copies"],
         "copies_packed": totals["document_copies"],
@@ -95,25 +103,30 @@ def build_report(job: str, config_hash: str, annotate_stats: list[dict[str, Any]
             "documents": plan["realized"].get(d, {}).get("docs", 0)}
         for d in sorted(plan["available_tokens"])
     }
-    shard_tokens = sorted(s["tokens"] for s in pack_stats)
-    return {
-        "job": job, "config_hash": config_hash, "totals": totals, "balance": balance,
+    shard_tokens = sorted(s.tokens for s in pack)
+    data = {
+        "job": run.spec.name, "config_hash": run.spec.config_hash(), "totals": totals, "balance": balance,
         "rejected": rejected, "quarantined": quarantined,
         "quarantined_shards": [
             {"uri": row["uri"], **row["shard_quarantined"]} for row in shard_rows if row["shard_quarantined"]
         ],
-        "phases": phases, "peak_rss_bytes": peak_rss_bytes, "shards": shard_rows,
-        "near_dedup": dedup_marker.get("near_dedup"),
-        "dedup_index": dedup_marker.get("index"),
-        "perplexity_buckets": (dedup_marker.get("stage_state") or {}).get("perplexity"),
-        "languages_after_annotate": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "pii_replaced": dict(sorted(pii.items())),
+        "phases": run.phases, "peak_rss_bytes": run.peak_rss_bytes, "shards": shard_rows,
+        "dedup_index": run.dedup.index,
         "mixture": {"domains": mixture, "budget_tokens": plan["budget_tokens"], "notes": plan["notes"],
                     "max_epochs": plan["max_epochs"]},
-        "output_shards": {"count": len(pack_stats), "min_tokens": shard_tokens[0] if shard_tokens else 0,
+        "output_shards": {"count": len(pack), "min_tokens": shard_tokens[0] if shard_tokens else 0,
                           "median_tokens": shard_tokens[len(shard_tokens) // 2] if shard_tokens else 0,
                           "max_tokens": shard_tokens[-1] if shard_tokens else 0},
+        "snapshot": run.snapshot,
+        "work_units": run.work_units,
     }
+    sections = []
+    for cap, config in enabled(run.spec):
+        section = cap.report_section(config, run)
+        if section is not None:
+            data[section.key] = section.data
+            sections.append(section)
+    return Report(data, sections)
 
 
 def check_balance(report: dict[str, Any]) -> None:
@@ -134,7 +147,8 @@ def _mb(nbytes: int | None) -> str:
     return "n/a" if nbytes is None else f"{nbytes / 1e6:,.1f} MB"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(built: Report) -> str:
+    report = built.data
     t, b = report["totals"], report["balance"]
     lines = [
         f"# Refinery run report: {report['job']}",
@@ -142,8 +156,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Config hash `{report['config_hash']}`. Counts balance: **{'yes' if b['ok'] else 'NO'}** "
         f"(input {b['input']:,} = kept {b['kept']:,} + rejected {b['rejected']:,} + quarantined {b['quarantined']:,}).",
         "",
-    ]
-    lines += [
     ]
     if report.get("snapshot"):
         lines += [f"Snapshot `{report['snapshot']}`: `snapshots/{report['snapshot']}/`, named by `latest.json` once "
@@ -191,56 +203,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         for shard in report["quarantined_shards"]:
             docs = "unknown" if shard["documents"] is None else f"{shard['documents']:,}"
             lines.append(f"- `{shard['uri']}`: {shard['reason']}: {shard['detail']} (documents: {docs})")
-    languages = report.get("languages_after_annotate")
-    if languages:
-        shown = list(languages.items())[:15]
-        lines += ["", "## Languages after annotate (fastText top label)", "", "| language | documents |", "|---|---:|"]
-        lines += [f"| {lang} | {n:,} |" for lang, n in shown]
-        if len(languages) > len(shown):
-            lines.append(f"| {len(languages) - len(shown)} more | {sum(list(languages.values())[15:]):,} |")
-    pii = report.get("pii_replaced")
-    if pii:
-        lines += ["", "## PII replaced (spans, in documents kept by annotate)", "", "| entity | spans |", "|---|---:|"]
-        lines += [f"| {entity} | {n:,} |" for entity, n in pii.items()]
-    contamination = report.get("contamination")
-    if contamination:
-        lines += ["", "## Benchmark contamination", "",
-                  f"Word {contamination['ngram']}-grams of every eval item, looked up in every document "
-                  f"(overlap: at least {contamination['min_matching_ngrams']} n-gram(s) and "
-                  f"{contamination['min_item_fraction']:.0%} of the item). Action: **{contamination['action']}**. "
-                  "Details in `contamination.json`.", "",
-                  "| benchmark | items | items found | documents | annotated | excised | dropped | example documents |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
-        for name, b in contamination["benchmarks"].items():
-            examples = ", ".join(f"`{d}`" for d in b["example_documents"][:3]) or "none"
-            lines.append(f"| {name} | {b['items']:,} | {b['items_found']:,} | {b['documents']:,} | {b['annotated']:,} "
-                         f"| {b['excised']:,} | {b['dropped']:,} | {examples} |")
-    buckets = report.get("perplexity_buckets")
-    if buckets:
-        low, high = buckets["percentiles"]
-        lines += ["", "## Perplexity buckets", "",
-                  f"Cut points per language at the {low:g}th and {high:g}th percentiles of perplexity (log-bucket sketch, "
-                  "0.1% relative accuracy); "
-                  "cut points found by an earlier run on this output are kept.", "",
-                  "| language | head: below | tail: from |", "|---|---:|---:|"]
-        lines += [f"| {lang} | {a:,.1f} | {b:,.1f} |" for lang, (a, b) in buckets["cutoffs"].items()]
+    for section in built.sections:
+        if section.markdown:
+            lines += ["", *section.markdown]
     index = report.get("dedup_index")
     if index and index["indexed_shards"]:
         lines += ["", f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "
                       f"index of shards kept by earlier runs ({index['indexed_shards']:,}), whose decisions stand."]
-    near = report.get("near_dedup")
-    if near:
-        curve = near["candidate_probability"]
-        lines += [
-            "", "## Near-duplicate LSH",
-            "",
-            f"Threshold {near['threshold']}, {near['num_perm']} permutations, {near['bands']} bands x "
-            f"{near['rows']} rows. Probability that a pair becomes a candidate, by Jaccard similarity:",
-            "",
-            "| similarity | " + " | ".join(curve) + " |",
-            "|---|" + "---:|" * len(curve),
-            "| P(candidate) | " + " | ".join(f"{p:.4f}" for p in curve.values()) + " |",
-        ]
     mix = report.get("mixture")
     if mix and mix["domains"]:
         realized_total = sum(d["realized_tokens"] for d in mix["domains"].values()) or 1

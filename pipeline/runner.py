@@ -1,4 +1,5 @@
-"""Runs a job: annotate → dedup → pack → manifest → report, on local Ray or a cluster.
+"""Runs a job: annotate → dedup → tokenize → mix → pack → report → manifest → latest.json,
+on local Ray or a cluster.
 
 The same code path serves both: locally Ray starts in-process sized to the machine;
 with an address it connects to an existing cluster.
@@ -16,17 +17,19 @@ from typing import Any
 
 import psutil
 
-from pipeline import storage
 from pipeline.config import JobSpec, RayConfig, load_job_spec
-from pipeline.layout import OutputLayout
-from pipeline.phases.annotate import discover_shards, run_annotate
-from pipeline.stages.contamination import contamination_report, prepare_index
+from pipeline.core import storage
+from pipeline.core.layout import OutputLayout
+from pipeline.core.markers import RunRecord
+from pipeline.core.progress import Progress
+from pipeline.phases.annotate.phase import discover_shards, run_annotate
 from pipeline.phases.dedup import run_dedup
-from pipeline.phases.mix import run_mix
-from pipeline.phases.pack import publish_latest, remove_stale_shards, run_pack, write_manifest
-from pipeline.phases.tokenize import run_tokenize
-from pipeline.progress import Progress
+from pipeline.phases.mix.phase import run_mix
+from pipeline.phases.pack.phase import run_pack
+from pipeline.phases.publish import publish_latest, remove_stale_shards, write_manifest
+from pipeline.phases.tokenize.phase import run_tokenize
 from pipeline.report import build_report, check_balance, render_markdown
+from pipeline.stages.registry import enabled
 
 
 class InputError(RuntimeError):
@@ -150,35 +153,35 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
         progress.log(f"job '{spec.name}': {len(shards)} input shards, output {spec.output.uri}")
 
         started = time.perf_counter()
-        contamination_index = prepare_index(spec, progress)
+        prepared = {cap.key: cap.prepare_job(spec, config, progress) for cap, config in enabled(spec)}
         annotate_stats = run_annotate(spec, shards, progress, workers)
-        phases.append(_phase("annotate", started, sum(s["input_docs"] for s in annotate_stats),
-                             sum(s["input_bytes"] for s in annotate_stats)))
-        if all(s["shard_quarantined"] for s in annotate_stats):
+        phases.append(_phase("annotate", started, sum(s.input_docs for s in annotate_stats),
+                             sum(s.input_bytes for s in annotate_stats)))
+        if all(s.shard_quarantined for s in annotate_stats):
             first = annotate_stats[0]
             raise InputError(
-                f"every input shard was quarantined; the first, {first['uri']}: "
-                f"{first['shard_quarantined']['reason']}: {first['shard_quarantined']['detail']}"
+                f"every input shard was quarantined; the first, {first.uri}: "
+                f"{first.shard_quarantined['reason']}: {first.shard_quarantined['detail']}"
             )
 
         started = time.perf_counter()
         dedup_marker = run_dedup(spec, annotate_stats, progress)
-        annotated_docs = sum(s["annotated_docs"] for s in annotate_stats)
-        phases.append(_phase("dedup", started, annotated_docs, sum(s["annotated_bytes"] for s in annotate_stats)))
+        annotated_docs = sum(s.annotated_docs for s in annotate_stats)
+        phases.append(_phase("dedup", started, annotated_docs, sum(s.annotated_bytes for s in annotate_stats)))
 
         started = time.perf_counter()
-        tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker["removals_version"], progress, workers)
-        phases.append(_phase("tokenize", started, sum(s["tokenized_docs"] for s in tokenize_stats),
-                             sum(s["tokenized_bytes"] for s in tokenize_stats)))
+        tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker.removals_version, progress, workers)
+        phases.append(_phase("tokenize", started, sum(s.tokenized_docs for s in tokenize_stats),
+                             sum(s.tokenized_bytes for s in tokenize_stats)))
 
         started = time.perf_counter()
         plan, sample_stats = run_mix(spec, tokenize_stats, progress, workers)
-        phases.append(_phase("mix", started, sum(s["tokenized_docs"] for s in tokenize_stats), 0))
+        phases.append(_phase("mix", started, sum(s.tokenized_docs for s in tokenize_stats), 0))
 
         started = time.perf_counter()
         snapshot, pack_stats = run_pack(spec, plan, progress, workers)
-        phases.append(_phase("pack", started, sum(s["documents"] for s in pack_stats),
-                             sum(s["kept_bytes"] for s in sample_stats)))
+        phases.append(_phase("pack", started, sum(s.documents for s in pack_stats),
+                             sum(s.kept_bytes for s in sample_stats)))
         stale = remove_stale_shards(spec, snapshot, pack_stats)
         if stale:
             progress.log(f"removed {len(stale)} token files that an earlier attempt left in snapshot {snapshot} "
@@ -189,14 +192,15 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
             progress.log(f"removed {len(partial)} partly written files that killed writers left "
                          f"(such as {partial[0].rsplit('/', 1)[-1]})")
 
-    report = build_report(spec.name, spec.config_hash(), annotate_stats, dedup_marker, tokenize_stats, sample_stats,
-                          plan, pack_stats, phases, memory.peak)
-    report["snapshot"] = snapshot
-    report["work_units"] = progress.units
-    if contamination_index is not None:
-        report["contamination"] = contamination_report(spec.stages.contamination, contamination_index, annotate_stats)
-        storage.write_json(layout.contamination_json, report["contamination"], out_options)
-    markdown = render_markdown(report).encode()
+    built = build_report(RunRecord(
+        spec=spec, annotate=annotate_stats, dedup=dedup_marker, tokenize=tokenize_stats, sample=sample_stats,
+        plan=plan, pack=pack_stats, phases=phases, peak_rss_bytes=memory.peak, prepared=prepared,
+        snapshot=snapshot, work_units=progress.units))
+    report = built.data
+    for section in built.sections:
+        if section.file:
+            storage.write_json(layout.report_file(section.file), section.data, out_options)
+    markdown = render_markdown(built).encode()
     for json_uri, md_uri in ((layout.report_json, layout.report_md),
                              (layout.snapshot_report(snapshot, "json"), layout.snapshot_report(snapshot, "md"))):
         storage.write_json(json_uri, report, out_options)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.helpers import job_dict
 
 # Set before Ray starts so its worker processes inherit them; only the loopback moto
 # server ever sees these dummy credentials.
@@ -19,11 +20,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Ray binds its services to the machine's outward address unless told it is not a cluster
 # host (the switch Ray itself uses on macOS and Windows); tests stay on 127.0.0.1.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
-# ../shared/data beside the checkout (see the project brief); REFINERY_SHARED_DATA overrides.
-SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA")
-                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
-
 
 @pytest.fixture(scope="session")
 def ray_local():
@@ -40,7 +36,7 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> Path:
-    from pipeline.sample import write_sample_corpus
+    from pipeline.tools.sample import write_sample_corpus
 
     out = tmp_path_factory.mktemp("sample") / "corpus"
     write_sample_corpus(str(out), num_docs=500, num_shards=4, seed=7)
@@ -49,24 +45,11 @@ def sample_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_model(sample_corpus, tmp_path_factory) -> Path:
-    from pipeline.tokenizer_training import train_tokenizer
+    from pipeline.tools.train_tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("models") / "test.sp.model"
     train_tokenizer(str(sample_corpus), str(out), vocab_size=1000, seed=0)
     return out
-
-
-def job_dict(input_uri: str, output_uri: str, tokenizer: str, **sections: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": "test",
-        "input": {"uri": input_uri, "id_column": "id"},
-        "output": {"uri": output_uri},
-        # Near dedup has its own tests; elsewhere it would only add shuffles to every job.
-        "stages": {"tokenize": {"model": tokenizer}, "pack": {"seq_len": 256, "shard_tokens": 40000}, "near_dedup": {"enabled": False}},
-    }
-    for key, value in sections.items():
-        spec[key] = {**spec.get(key, {}), **value}
-    return spec
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def test_shipped_jobs_validate_structurally():
 
 def test_demo_job_spec_validates_through_the_cli(tokenizer_model, sample_corpus, tmp_path, capsys):
     """jobs/quickstart.yaml, with its inputs and models pointed at test fixtures."""
-    from pipeline.lm_training import train_arpa
+    from pipeline.tools.train_lm import train_arpa
 
     arpa = tmp_path / "en.arpa"
     train_arpa([["a", "b", "c"], ["a", "c"]], arpa, order=2)

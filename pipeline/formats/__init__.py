@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.formats import datatrove, megatron
-from pipeline.stages.pack import Packed
+from pipeline.phases.pack.packing import Packed
 
 FILE_ROLES = {"megatron": {"bin": ".bin", "idx": ".idx"},
               "datatrove": {"ds": ".ds", "index": ".ds.index", "metadata": ".ds.metadata"}}

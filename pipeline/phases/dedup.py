@@ -14,23 +14,26 @@ the dedup configuration changed or an indexed shard changed or disappeared.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import documents as cols
-from pipeline import storage
-from pipeline.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals
 from pipeline.config import JobSpec
-from pipeline.layout import OutputLayout
-from pipeline.parquet_io import LazyParquetWriter
-from pipeline.phases.annotate import ANNOTATION_FORMAT, PACKING_STAGES
+from pipeline.core import columns as cols
+from pipeline.core import storage
+from pipeline.core.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals
+from pipeline.core.hashing import short_hash
+from pipeline.core.layout import OutputLayout
+from pipeline.core.markers import AnnotateMarker, DedupMarker, Marker, RemovedCounts
+from pipeline.core.parquet_io import LazyParquetWriter
+from pipeline.core.progress import Progress
+from pipeline.phases.annotate.phase import ANNOTATION_FORMAT
 from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
-from pipeline.progress import Progress
 from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
 from pipeline.stages.registry import global_stages
 
@@ -71,16 +74,17 @@ def combined_removals(stages: list[GlobalStage], shards: AnnotatedShards):
                                          batch_size=None, batch_format="pyarrow")
 
 
-def dedup_input_hash(spec: JobSpec, annotate_stats: list[dict[str, Any]]) -> str:
+def dedup_input_hash(spec: JobSpec, annotate_stats: list[AnnotateMarker]) -> str:
+    """What this run's removals are computed from: the dedup settings and the annotated shards."""
     payload = {
         "stages": [s.name for s in global_stages(spec)],
-        "config": spec.stages.model_dump(mode="json", exclude={"tokenize", "pack"}),
+        "config": spec.capability_settings(),
         "shards": sorted(
-            (s["shard_key"], s["config_hash"], json.dumps(s["fingerprint"], sort_keys=True), s["annotated_docs"])
+            (s.shard_key, s.config_hash, json.dumps(s.fingerprint, sort_keys=True), s.annotated_docs)
             for s in annotate_stats
         ),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return short_hash(payload)
 
 
 def count_removals(block):
@@ -95,11 +99,11 @@ def dedup_config_hash(spec: JobSpec) -> str:
     """What removals depend on besides the annotated shards themselves."""
     payload = {"format": ANNOTATION_FORMAT, "index": INDEX_VERSION,
                "stages": [s.name for s in global_stages(spec)],
-               "config": spec.stages.model_dump(mode="json", exclude=PACKING_STAGES)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+               "config": spec.capability_settings()}
+    return short_hash(payload)
 
 
-def _usable_index(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
+def _usable_index(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Progress) -> dict[str, Any]:
     """The index manifest (indexed shards, stage state), or {} when it is missing or no
     longer valid."""
     layout = OutputLayout(spec.output.uri)
@@ -110,23 +114,23 @@ def _usable_index(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress:
     if index.get("config_hash") != dedup_config_hash(spec):
         progress.log("dedup index: built with another dedup configuration; rebuilding it from all shards")
         return {}
-    current = {s["shard_key"]: s for s in annotate_stats}
+    current = {s.shard_key: s for s in annotate_stats}
     for key, entry in index["shards"].items():
         shard = current.get(key)
-        if shard is None or (shard["fingerprint"], shard["config_hash"]) != (entry["fingerprint"], entry["annotate_config_hash"]):
+        if shard is None or (shard.fingerprint, shard.config_hash) != (entry["fingerprint"], entry["annotate_config_hash"]):
             progress.log(f"dedup index: input shard {key} changed or disappeared since it was indexed; "
                          "rebuilding the index from all shards")
             return {}
     return index
 
 
-def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
+def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Progress) -> DedupMarker:
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
     input_hash = dedup_input_hash(spec, annotate_stats)
     if storage.exists(layout.dedup_marker, options):
-        marker = storage.read_json(layout.dedup_marker, options)
-        if marker.get("input_hash") == input_hash:
+        marker = DedupMarker.from_json(storage.read_json(layout.dedup_marker, options))
+        if marker.input_hash == input_hash:
             progress.log("dedup: already committed for these annotated shards, skipped")
             return marker
 
@@ -135,20 +139,20 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
     indexed = index.get("shards", {})
     for stage in stages:
         stage.previous_state = index.get("stage_state", {}).get(stage.name)
-    new = [s for s in annotate_stats if s["shard_key"] not in indexed]
+    new = [s for s in annotate_stats if s.shard_key not in indexed]
     storage.remove_tree(layout.dedup_marker, options)
     if indexed:
         for shard in new:
-            storage.remove_tree(layout.dedup_removals_of(shard["shard_key"]), options)
+            storage.remove_tree(layout.dedup_removals_of(shard.shard_key), options)
     else:
         storage.remove_tree(layout.dedup_dir, options)
         storage.remove_tree(layout.index_dir, options)
 
-    with_docs = [s["shard_key"] for s in new if s["annotated_docs"] > 0]
+    with_docs = [s.shard_key for s in new if s.annotated_docs > 0]
     if indexed:
         progress.log(f"dedup: {len(new)} new shards against the index of {len(indexed)} shards kept by earlier runs")
     progress.start("dedup", total=1, unit="global passes")
-    removed: dict[str, dict[str, dict[str, int]]] = {}
+    removed: dict[str, RemovedCounts] = {}
     if stages and with_docs:
         fs, removals_path = storage.pyarrow_filesystem(layout.dedup_removals, options)
         shards = AnnotatedShards({key: layout.annotated(key) for key in with_docs}, options,
@@ -166,33 +170,30 @@ def run_dedup(spec: JobSpec, annotate_stats: list[dict[str, Any]], progress: Pro
         _extend_index(spec, stages, new, removed, indexed, input_hash, stage_state)
 
     removed_by_shard = {key: e["removed"] for key, e in indexed.items() if e["removed"]} | removed
-    near = spec.stages.near_dedup
-    marker = {"input_hash": input_hash, "removed_by_shard": removed_by_shard,
-              "removals_version": {s["shard_key"]: indexed[s["shard_key"]]["removals_version"]
-                                   if s["shard_key"] in indexed else input_hash for s in annotate_stats},
-              "index": {"indexed_shards": len(indexed), "new_shards": len(new)},
-              "stage_state": stage_state,
-              "near_dedup": {"threshold": near.threshold, "num_perm": near.num_perm, "bands": near.banding()[0],
-                             "rows": near.banding()[1], "candidate_probability": near.s_curve()}
-              if near.enabled else None,
-              "removed_total": sum(n for s in removed_by_shard.values() for r in s.values() for n in r.values())}
-    storage.write_json(layout.dedup_marker, marker, options)
+    marker = DedupMarker(
+        input_hash=input_hash, removed_by_shard=removed_by_shard,
+        removals_version={s.shard_key: indexed[s.shard_key]["removals_version"] if s.shard_key in indexed
+                          else input_hash for s in annotate_stats},
+        index={"indexed_shards": len(indexed), "new_shards": len(new)},
+        stage_state=stage_state,
+        removed_total=sum(n for s in removed_by_shard.values() for r in s.values() for n in r.values()))
+    storage.write_json(layout.dedup_marker, marker.to_json(), options)
     return marker
 
 
-def _extend_index(spec: JobSpec, stages: list[GlobalStage], new: list[dict[str, Any]],
-                  removed: dict[str, dict[str, dict[str, int]]], indexed: dict[str, Any], input_hash: str,
+def _extend_index(spec: JobSpec, stages: list[GlobalStage], new: list[AnnotateMarker],
+                  removed: dict[str, RemovedCounts], indexed: dict[str, Any], input_hash: str,
                   stage_state: dict[str, Any]) -> None:
     """Index shards for this run's shards, then the index manifest naming old and new ones."""
     layout = OutputLayout(spec.output.uri)
     columns = sorted({cols.SHARD, cols.ROW, cols.ID, *(c for stage in stages for c in stage.index_columns)})
-    items = [{"key": s["shard_key"], "columns": columns} for s in new if s["annotated_docs"] > 0]
-    kept = {stats["shard_key"]: stats["kept_docs"] for stats in run_shard_tasks(ShardIndexer, spec, items, len(items))}
+    items = [{"key": s.shard_key, "columns": columns} for s in new if s.annotated_docs > 0]
+    kept = {done.shard_key: done.kept_docs for done in run_shard_tasks(ShardIndexer, spec, items, len(items))}
     shards = dict(indexed)
     for s in new:
-        shards[s["shard_key"]] = {
-            "fingerprint": s["fingerprint"], "annotate_config_hash": s["config_hash"],
-            "kept_docs": kept.get(s["shard_key"], 0), "removed": removed.get(s["shard_key"], {}),
+        shards[s.shard_key] = {
+            "fingerprint": s.fingerprint, "annotate_config_hash": s.config_hash,
+            "kept_docs": kept.get(s.shard_key, 0), "removed": removed.get(s.shard_key, {}),
             "removals_version": input_hash,
         }
     storage.write_json(layout.index_manifest, {"version": INDEX_VERSION, "config_hash": dedup_config_hash(spec),
@@ -200,18 +201,23 @@ def _extend_index(spec: JobSpec, stages: list[GlobalStage], new: list[dict[str, 
                        spec.output.storage_options)
 
 
+@dataclass
+class IndexedShard(Marker):
+    shard_key: str
+    kept_docs: int
+
+
 class ShardIndexer(ShardWorker):
     """Writes one shard's kept documents, index columns only, to ``index/shards/<key>.parquet``."""
 
     phase = "dedup index"
+    marker = IndexedShard
 
-    def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        import contextlib
-
+    def run(self, item: dict[str, Any]) -> IndexedShard:
         layout = OutputLayout(self.spec.output.uri)
         options = self.spec.output.storage_options
         key = item["key"]
-        removed_rows = pa.array(_removed_rows(layout, key, options), pa.int64())
+        removed_rows = read_removals(layout, key, options).column(cols.ROW).combine_chunks()
         kept_docs = 0
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(layout.annotated(key), options))
@@ -222,12 +228,18 @@ class ShardIndexer(ShardWorker):
                 docs = docs.filter(pc.invert(pc.is_in(docs.column(cols.ROW), value_set=removed_rows)))
                 sink.write(docs)
                 kept_docs += docs.num_rows
-        return {"shard_key": key, "kept_docs": kept_docs}
+        return IndexedShard(key, kept_docs)
 
 
-def _removed_rows(layout: OutputLayout, key: str, options) -> list[int]:
-    rows: list[int] = []
+REMOVAL_COLUMNS = [cols.ROW, cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF]
+
+
+def read_removals(layout: OutputLayout, key: str, options: storage.StorageOptions) -> pa.Table:
+    """The committed removals of one shard (row, stage, reason, duplicate_of), by row."""
+    tables = []
     for uri in storage.list_files(layout.dedup_removals_of(key), options, suffix=".parquet"):
         with storage.open_read(uri, options) as f:
-            rows += pq.read_table(f, columns=[cols.ROW]).column(cols.ROW).to_pylist()
-    return rows
+            tables.append(pq.read_table(f, columns=REMOVAL_COLUMNS))
+    if not tables:
+        return pa.schema([REMOVAL_SCHEMA.field(c) for c in REMOVAL_COLUMNS]).empty_table()
+    return pa.concat_tables(tables).sort_by(cols.ROW)

@@ -12,26 +12,30 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import pyarrow as pa
 
 from pipeline.config import JobSpec
+from pipeline.core import storage
+from pipeline.core.markers import Marker
 
 
 class ShardWorker(ABC):
     """Per-process state for one phase; subclasses set it up in ``__init__``."""
 
     phase: str
+    marker: type[Marker]
+    """What ``run`` returns."""
 
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
 
     @abstractmethod
-    def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Process one unit of work and return its stats (JSON-serializable)."""
+    def run(self, item: dict[str, Any]) -> Marker:
+        """Process one unit of work and return its stats."""
 
-    def run_named(self, item: dict[str, Any]) -> dict[str, Any]:
+    def run_named(self, item: dict[str, Any]) -> Marker:
         try:
             return self.run(item)
         except Exception as exc:
@@ -60,11 +64,12 @@ def _worker(worker: type[ShardWorker], spec_json: str) -> ShardWorker:
 
 
 def _run_item(worker: type[ShardWorker], spec_json: str, item: dict[str, Any]) -> str:
-    return json.dumps(_worker(worker, spec_json).run_named(item))
+    return json.dumps(_worker(worker, spec_json).run_named(item).to_json())
 
 
 def run_shard_tasks(worker: type[ShardWorker], spec: JobSpec, items: list[dict[str, Any]],
-                    max_workers: int) -> Iterator[dict[str, Any]]:
+                    max_workers: int) -> Iterator[Any]:
+    """Each item's result (``worker.marker``), in the order they finish."""
     import ray
 
     if not items:
@@ -83,18 +88,19 @@ def run_shard_tasks(worker: type[ShardWorker], spec: JobSpec, items: list[dict[s
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
                 raise ShardTaskError(str(cause) if cause else str(exc)) from cause
-            yield json.loads(text)
+            yield worker.marker.from_json(json.loads(text))
     finally:
         for ref in pending:
             ray.cancel(ref)
 
 
-def committed_stats(marker_uri: str, options: Any, config_hash: str) -> dict[str, Any] | None:
-    """A unit of work's stats when its marker exists and was written under ``config_hash``."""
-    from pipeline import storage
+M = TypeVar("M", bound=Marker)
 
+
+def committed(marker: type[M], marker_uri: str, options: Any, config_hash: str) -> M | None:
+    """A unit of work's marker when it exists and was written under ``config_hash``."""
     if storage.exists(marker_uri, options):
         stats = storage.read_json(marker_uri, options)
         if stats.get("config_hash") == config_hash:
-            return stats
+            return marker.from_json(stats)
     return None

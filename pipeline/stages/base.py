@@ -1,4 +1,5 @@
-"""The two kinds of stage every capability plugs into.
+"""What every capability plugs into: its config model, its two kinds of stage, and the
+``Capability`` that ties them together and is registered (``pipeline.stages.registry``).
 
 A ``DocumentStage`` is built from its validated config, loads what it needs once per
 worker in ``setup``, and maps a ``pyarrow.Table`` of documents to the same rows with
@@ -14,18 +15,53 @@ Data shuffles and never collects the corpus on one node.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
 
-from pipeline import documents as cols
+from pipeline.core import columns as cols
+from pipeline.core import storage
 
 if TYPE_CHECKING:
     import ray.data
 
-    from pipeline.annotated import AnnotatedShards
+    from pipeline.config import JobSpec
+    from pipeline.core.annotated import AnnotatedShards
+    from pipeline.core.markers import RunRecord
+    from pipeline.core.progress import Progress
+
+ModelFiles = dict[str, tuple[str, storage.StorageOptions]]
+
+
+class StageConfig(BaseModel):
+    """A capability's section under ``stages:``. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+
+    def model_files(self, key: str) -> ModelFiles:
+        """Every model or data file the stage reads, by key path (``key`` is this section's,
+        ``stages.<name>``): a file's size and change token are part of the work that used it."""
+        return {}
+
+    def check_files(self, key: str) -> None:
+        """Raise ``ValueError`` naming the key path of a named file that does not exist.
+        Runs at load time when files are checked (``refinery validate``, ``run``)."""
+        for path, (uri, options) in self.model_files(key).items():
+            if not storage.exists(uri, options):
+                raise ValueError(f"{path}: file not found: '{uri}'{self.missing_file_hint(path)}")
+
+    def missing_file_hint(self, path: str) -> str:
+        """Appended to the file-not-found error of ``path``: how to make or get the file."""
+        return ""
+
+    def check_job(self, stages: BaseModel, key: str) -> None:
+        """Checks across sections (this stage needs another one enabled); raise ``ValueError``
+        starting with the key path."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +91,22 @@ class DocumentStage(ABC):
     def __init__(self, config: Any) -> None:
         self.config = config
 
+    def bind_job(self, spec: "JobSpec") -> None:
+        """Take what the stage needs from the job beyond its own section (the output's
+        location, the job's name and seed). Not called when a stage is used on its own."""
+
     def setup(self) -> None:
         """Load models and other per-worker state. Called once before the first batch."""
+
+    def count_kept(self, kept: pa.Table) -> dict[str, int]:
+        """Counters over a batch's documents that annotate kept (after every stage), summed
+        per shard into its marker (``kept_counts``) and per run for the report."""
+        return {}
+
+    def take_stats(self) -> Any:
+        """JSON the stage gathered since the last call (per shard), or None. Called before a
+        shard starts (to drop what a failed shard left) and after it ends (``stage_stats``)."""
+        return None
 
     @abstractmethod
     def process(self, docs: pa.Table) -> StageOutput:
@@ -81,6 +131,7 @@ class GlobalStage(ABC):
     name: ClassVar[str]
     index_columns: tuple[str, ...]
     """Annotated columns this stage reads; the dedup index keeps them for kept documents."""
+
     def __init__(self, config: Any) -> None:
         self.config = config
         self.previous_state: dict[str, Any] | None = None
@@ -105,3 +156,41 @@ REMOVAL_SCHEMA = pa.schema(
         pa.field(cols.DUPLICATE_OF, pa.string()),
     ]
 )
+
+
+@dataclass
+class ReportSection:
+    """A capability's part of the run report: ``data`` under ``key`` in ``report.json``,
+    ``markdown`` lines in ``report.md``, and optionally the same data in a file of its own
+    at the output's root."""
+
+    key: str
+    data: Any
+    markdown: list[str] = field(default_factory=list)
+    file: str | None = None
+
+
+class Capability:
+    """One capability: its section under ``stages:``, its stages, and its hooks into the
+    job. Register a subclass with ``@register`` (``pipeline.stages.registry``) in the
+    capability's package; the spec, annotate, dedup and the report find it there."""
+
+    key: ClassVar[str]
+    """The section under ``stages:``; also the ``reject_stage`` its stages write."""
+    config: ClassVar[type[StageConfig]]
+    order: ClassVar[int]
+    """Position among capabilities: document stages run in this order, and a document
+    several global stages remove is counted by the first."""
+    document_stage: ClassVar[type[DocumentStage] | None] = None
+    global_stage: ClassVar[type[GlobalStage] | None] = None
+
+    @classmethod
+    def prepare_job(cls, spec: "JobSpec", config: StageConfig, progress: "Progress") -> Any:
+        """Work done once per job before annotate (e.g. an index every worker loads).
+        Its JSON result reaches ``report_section`` as ``run.prepared[key]``."""
+        return None
+
+    @classmethod
+    def report_section(cls, config: StageConfig, run: "RunRecord") -> ReportSection | None:
+        """This capability's part of the run report, when it is enabled."""
+        return None

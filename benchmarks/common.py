@@ -1,0 +1,185 @@
+"""What the benchmarks share: paths, command-line options, timing, generated corpora, and
+the JSON each one writes to benchmarks/results/<name>.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core import columns as cols
+from pipeline.tools.sample import build_sample_documents
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA") or ROOT.parent / "shared" / "data")
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=f"python -m benchmarks {name}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def sizes(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def add_docs(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    if several:
+        parser.add_argument("--docs", type=sizes, default="20000", help="documents: a comma-separated list of sizes")
+    else:
+        parser.add_argument("--docs", type=int, default=20000, help="documents")
+
+
+def add_repeats(parser: argparse.ArgumentParser, help: str = "timings per side; the median is reported") -> None:
+    parser.add_argument("--repeats", type=int, default=3, help=help)
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="job spec override, e.g. --set stages.near_dedup.verify=none",
+    )
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+
+
+def write_result(name: str, argv: list[str], figures: dict) -> None:
+    """benchmarks/results/<name>.json: the figures, the command that reproduces them and the machine."""
+    result = {
+        "benchmark": name,
+        "command": " ".join(["python", "-m", "benchmarks", name, *argv]),
+        "machine": {
+            "cores": cores(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+        },
+        "peak_rss_driver_bytes": peak_rss_bytes(),
+        "figures": figures,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def growth(runs: list[dict], seconds_key: str) -> dict | None:
+    """How documents, wall time and peak RSS grow from the smallest run to the largest."""
+    if len(runs) < 2:
+        return None
+    first, last = runs[0], runs[-1]
+    return {
+        "documents": last["documents"] / first["documents"],
+        "wall": last[seconds_key] / first[seconds_key],
+        "peak_rss": last["peak_rss_bytes"] / first["peak_rss_bytes"],
+    }
+
+
+def start_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=cores(), include_dashboard=False, logging_level=logging.WARNING)
+        import ray.data
+        from ray.data.context import ShuffleStrategy
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+
+
+# --- corpora ------------------------------------------------------------------------------------
+
+
+def docs_table(n: int) -> pa.Table:
+    """The sample corpus (``refinery sample``, seed 1) in memory, empty documents left out."""
+    rows, _ = build_sample_documents(n, seed=1)
+    return text_table([r["text"] for r in rows if r["text"].strip()])
+
+
+def text_table(texts: list[str]) -> pa.Table:
+    return pa.table(
+        {
+            cols.ID: [str(i) for i in range(len(texts))],
+            cols.TEXT: texts,
+            cols.DOMAIN: pa.nulls(len(texts), pa.string()),
+            cols.URL: pa.nulls(len(texts), pa.string()),
+            cols.SHARD: ["bench"] * len(texts),
+            cols.ROW: list(range(len(texts))),
+            cols.TEXT_BYTES: [len(t.encode()) for t in texts],
+        },
+        schema=cols.BASE_SCHEMA,
+    )
+
+
+def text_bytes(table: pa.Table) -> int:
+    return int(pc.sum(table.column(cols.TEXT_BYTES)).as_py())
+
+
+def batches(table: pa.Table, size: int = 1024) -> list[pa.Table]:
+    return [table.slice(i, size) for i in range(0, table.num_rows, size)]
+
+
+def refinery(*args: str) -> None:
+    """The CLI in a subprocess, so corpus generation does not count in this process's memory."""
+    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def sample_corpus(out: Path, docs: int, shards: int, seed: int) -> Path:
+    refinery("sample", str(out), "--docs", str(docs), "--shards", str(shards), "--seed", str(seed))
+    return out
+
+
+def train_tokenizer(tmp: Path, corpus: Path | None = None) -> Path:
+    """A sentencepiece model of 8,000 pieces trained on ``corpus`` (default: a 3,000-document sample)."""
+    if corpus is None:
+        corpus = sample_corpus(tmp / "tok_corpus", 3000, 2, 5)
+    model = tmp / "bench.sp.model"
+    refinery("train-tokenizer", str(corpus), str(model), "--vocab-size", "8000")
+    return model

@@ -1,0 +1,81 @@
+"""Column names and schemas shared by every phase.
+
+A document is one row. ``shard_key`` + ``row`` locate it in its input shard and are
+unique within a run even when user-supplied ids are not.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+ID = "id"
+TEXT = "text"
+DOMAIN = "domain"
+URL = "url"
+SHARD = "shard_key"
+ROW = "row"
+TEXT_BYTES = "text_bytes"
+
+REJECT_STAGE = "reject_stage"
+REJECT_REASON = "reject_reason"
+DUPLICATE_OF = "duplicate_of"
+
+QUARANTINE_REASON = "quarantine_reason"
+QUARANTINE_DETAIL = "quarantine_detail"
+SOURCE_URI = "source_uri"
+
+BASE_SCHEMA = pa.schema(
+    [
+        pa.field(ID, pa.string(), nullable=False),
+        pa.field(TEXT, pa.string(), nullable=False),
+        pa.field(DOMAIN, pa.string()),
+        pa.field(URL, pa.string()),
+        pa.field(SHARD, pa.string(), nullable=False),
+        pa.field(ROW, pa.int64(), nullable=False),
+        pa.field(TEXT_BYTES, pa.int64(), nullable=False),
+    ]
+)
+
+REJECT_FIELDS = [
+    pa.field(REJECT_STAGE, pa.string(), nullable=False),
+    pa.field(REJECT_REASON, pa.string(), nullable=False),
+    pa.field(DUPLICATE_OF, pa.string()),
+]
+
+REJECTS_SCHEMA = pa.schema(list(BASE_SCHEMA) + REJECT_FIELDS)
+"""Rejected documents as written under ``rejects/``."""
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field(SOURCE_URI, pa.string(), nullable=False),
+        pa.field(SHARD, pa.string(), nullable=False),
+        pa.field(ROW, pa.int64()),
+        pa.field(ID, pa.string()),
+        pa.field(TEXT_BYTES, pa.int64()),
+        pa.field(QUARANTINE_REASON, pa.string(), nullable=False),
+        pa.field(QUARANTINE_DETAIL, pa.string()),
+    ]
+)
+
+
+def with_rejection(docs: pa.Table, stage: str, reasons: pa.Array, duplicate_of: pa.Array | None = None) -> pa.Table:
+    """Rows of ``docs`` labelled as rejected by ``stage`` for ``reasons``."""
+    n = docs.num_rows
+    table = docs.append_column(REJECT_FIELDS[0], pa.array([stage] * n, pa.string()))
+    table = table.append_column(REJECT_FIELDS[1], reasons.cast(pa.string()))
+    if duplicate_of is None:
+        duplicate_of = pa.nulls(n, pa.string())
+    return table.append_column(REJECT_FIELDS[2], duplicate_of.cast(pa.string()))
+
+# Annotations that stages other than their own read.
+LANG = "lang"
+"""The language stage's top label; perplexity picks its model by it."""
+LANG_SCORE = "lang_score"
+PERPLEXITY = "perplexity"
+"""Under the document's language model; near dedup may keep the lowest."""
+
+# Tokenized shards (work/tokenize/), read by the mix and pack phases.
+SHUFFLE_KEY = "u"
+"""A document's seeded uniform key in [0, 1): its place in the global order."""
+NUM_TOKENS = "num_tokens"
+TOKENS = "tokens"

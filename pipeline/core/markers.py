@@ -1,0 +1,170 @@
+"""The markers phases write when a unit of work is committed, as typed records.
+
+A marker is the unit's stats, written last, as JSON; a re-run that finds a marker written
+under the same config hash skips the unit. Shard tasks return the same records to the
+driver. ``from_json`` also reads markers written by earlier versions, so their outputs
+resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pipeline.config import JobSpec
+
+RemovedCounts = dict[str, dict[str, int]]
+"""Documents by stage, then by reason."""
+
+M = TypeVar("M", bound="Marker")
+
+
+@dataclass
+class Marker:
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls: type[M], data: dict[str, Any]) -> M:
+        """Unknown keys (written by another version) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Before stages reported their own counters, annotate markers held two of them at the top
+# level; they are the ``count_kept`` counters of these stages.
+_TOP_LEVEL_KEPT_COUNTS = {"languages": "language", "pii_replaced": "pii"}
+
+
+@dataclass
+class AnnotateMarker(Marker):
+    """One input shard, annotated (or quarantined as a whole)."""
+
+    shard_key: str
+    uri: str
+    fingerprint: dict[str, Any]
+    config_hash: str
+    node: str | None = None
+    input_docs: int = 0
+    input_bytes: int = 0
+    annotated_docs: int = 0
+    annotated_bytes: int = 0
+    rejected: RemovedCounts = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
+    """Documents by quarantine reason."""
+    shard_quarantined: dict[str, Any] | None = None
+    """``reason``, ``detail``, ``documents`` when the whole shard could not be read."""
+    kept_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each document stage's ``count_kept`` counters over the documents annotate kept."""
+    stage_stats: dict[str, Any] = field(default_factory=dict)
+    """Each document stage's ``take_stats``."""
+    seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "AnnotateMarker":
+        marker = super().from_json(data)
+        for old_key, stage in _TOP_LEVEL_KEPT_COUNTS.items():
+            if data.get(old_key) and stage not in marker.kept_counts:
+                marker.kept_counts[stage] = data[old_key]
+        return marker
+
+
+@dataclass
+class DedupMarker(Marker):
+    """The dedup phase, committed for one set of annotated shards."""
+
+    input_hash: str
+    removed_by_shard: dict[str, RemovedCounts] = field(default_factory=dict)
+    removals_version: dict[str, str] = field(default_factory=dict)
+    """Per shard, the dedup run whose removals apply to it (tokenized shards depend on it)."""
+    index: dict[str, int] = field(default_factory=dict)
+    """``indexed_shards`` (kept by earlier runs) and ``new_shards``."""
+    stage_state: dict[str, Any] = field(default_factory=dict)
+    """What global stages keep between runs (perplexity cut points), by stage."""
+    removed_total: int = 0
+
+
+@dataclass
+class TokenizeMarker(Marker):
+    """One annotated shard, deduplicated and tokenized."""
+
+    shard_key: str
+    uri: str
+    config_hash: str
+    annotated_docs: int = 0
+    removed: RemovedCounts = field(default_factory=dict)
+    """Documents the dedup phase's removals took out of this shard."""
+    tokenized_docs: int = 0
+    tokenized_bytes: int = 0
+    tokens: int = 0
+    domains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per domain: ``docs``, ``tokens``, ``bytes`` and a token histogram over the shuffle key."""
+    seconds: float = 0.0
+
+
+@dataclass
+class SampleMarker(Marker):
+    """One tokenized shard, sampled by the mixture's rates."""
+
+    shard_key: str
+    config_hash: str
+    kept_docs: int = 0
+    copies: int = 0
+    tokens: int = 0
+    kept_bytes: int = 0
+    unsampled: RemovedCounts = field(default_factory=dict)
+    domains: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class PackMarker(Marker):
+    """One output shard of a snapshot, written."""
+
+    index: int
+    config_hash: str
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per role (``bin``, ``idx``, ...): ``path`` relative to the output, ``bytes``, ``sha256``."""
+    tokens: int = 0
+    sequences: int = 0
+    padding_tokens: int = 0
+    documents: int = 0
+    domain_tokens: dict[str, int] = field(default_factory=dict)
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunRecord:
+    """Everything a finished run knows, for the report and the capabilities' sections."""
+
+    spec: "JobSpec"
+    annotate: list[AnnotateMarker]
+    dedup: DedupMarker
+    tokenize: list[TokenizeMarker] = field(default_factory=list)
+    sample: list[SampleMarker] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
+    """The mix phase's plan (``work/mix/_PLAN.json``)."""
+    pack: list[PackMarker] = field(default_factory=list)
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    """Per phase: ``name``, ``seconds``, ``docs``, ``docs_per_s``, ``mb_per_s``."""
+    peak_rss_bytes: int | None = None
+    prepared: dict[str, Any] = field(default_factory=dict)
+    """What each capability's ``prepare_job`` returned, by key."""
+    snapshot: str | None = None
+    work_units: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per phase: units in ``total`` and ``reused`` from earlier runs."""
+
+    def kept_counts(self, stage: str) -> dict[str, int]:
+        """A document stage's ``count_kept`` counters summed over every shard."""
+        totals: dict[str, int] = {}
+        for marker in self.annotate:
+            for name, n in marker.kept_counts.get(stage, {}).items():
+                totals[name] = totals.get(name, 0) + n
+        return totals
+
+    def stage_stats(self, stage: str) -> list[Any]:
+        """A document stage's ``take_stats`` of every shard that has some."""
+        return [m.stage_stats[stage] for m in self.annotate if stage in m.stage_stats]

@@ -1,0 +1,251 @@
+"""Phase 1, annotate: one work unit per input shard.
+
+Each shard is read in row batches, validated, and passed through the document stages.
+Kept rows go to ``work/annotate/<key>.parquet``, rejects to ``rejects/annotate/``,
+quarantined rows to ``quarantine/``; a marker with the shard's counts is written last,
+so a shard with a marker is finished and a re-run skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.config import JobSpec
+from pipeline.core import columns as cols
+from pipeline.core import storage
+from pipeline.core.hashing import short_hash
+from pipeline.core.layout import OutputLayout, shard_key
+from pipeline.core.markers import AnnotateMarker
+from pipeline.core.parquet_io import LazyParquetWriter
+from pipeline.core.progress import Progress
+from pipeline.phases.annotate.validation import InputValidation, ShardRejected
+from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
+from pipeline.stages.registry import document_stages
+
+
+@dataclass(frozen=True)
+class InputShard:
+    uri: str
+    key: str
+    fingerprint: dict[str, Any]
+
+
+def discover_shards(spec: JobSpec) -> list[InputShard]:
+    options = spec.input.storage_options
+    uris = storage.list_files(spec.input.uri, options, suffix=".parquet")
+    return [InputShard(uri, shard_key(spec.input.uri, uri), storage.file_info(uri, options)) for uri in uris]
+
+
+# Bump when the columns annotate writes change, so that older annotated shards are redone.
+ANNOTATION_FORMAT = 3
+
+
+def annotate_config_hash(spec: JobSpec) -> str:
+    """What annotated shards depend on: input reading and the annotate-phase stages."""
+    payload = {
+        "format": ANNOTATION_FORMAT,
+        "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
+        "stages": spec.capability_settings(),
+        "write_rejects": spec.output.write_rejects,
+        "models": spec.model_fingerprints(exclude=("stages.tokenize.model",)),
+    }
+    return short_hash(payload)
+
+
+def _node_id() -> str | None:
+    """The Ray node this shard was annotated on (for the marker; shows where work ran)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return value
+
+
+def _count(counter: dict[str, int], key: str, n: int) -> None:
+    if n:
+        counter[key] = counter.get(key, 0) + n
+
+
+def _add_counts(counter: dict[str, int], counts: dict[str, int]) -> None:
+    for key, n in counts.items():
+        _count(counter, key, n)
+
+
+class ShardAnnotator(ShardWorker):
+    """Runs the annotate phase on one shard with stages set up once per worker."""
+
+    phase = "annotate"
+    marker = AnnotateMarker
+
+    def __init__(self, spec: JobSpec) -> None:
+        super().__init__(spec)
+        self.layout = OutputLayout(spec.output.uri)
+        self.config_hash = annotate_config_hash(spec)  # reads model files' metadata: once per worker
+        self.validation = InputValidation(spec.input)
+        self.stages = document_stages(spec)
+        for stage in self.stages:
+            stage.setup()
+
+    def run(self, item: dict[str, Any]) -> AnnotateMarker:
+        return self.annotate(InputShard(item["uri"], item["key"], json.loads(item["fingerprint"])))
+
+    def annotate(self, shard: InputShard) -> AnnotateMarker:
+        started = time.perf_counter()
+        stats = AnnotateMarker(shard_key=shard.key, uri=shard.uri, fingerprint=shard.fingerprint,
+                               config_hash=self.config_hash, node=_node_id())
+        options = self.spec.output.storage_options
+        for stage in self.stages:  # a shard that failed earlier in this worker leaves nothing behind
+            stage.take_stats()
+        for stale in (self.layout.annotated(shard.key), self.layout.annotate_rejects(shard.key),
+                      self.layout.quarantine(shard.key)):
+            storage.remove_tree(stale, options)
+        try:
+            self._annotate(shard, stats)
+        except ShardRejected as problem:
+            if self.spec.input.on_bad_shard == "fail":
+                raise RuntimeError(f"input shard {shard.uri}: {problem} (input.on_bad_shard is 'fail')") from None
+            self._quarantine_shard(shard, stats, problem)
+        stats.seconds = round(time.perf_counter() - started, 3)
+        storage.write_json(self.layout.annotate_marker(shard.key), stats.to_json(), self.spec.output.storage_options)
+        return stats
+
+    def _annotate(self, shard: InputShard, stats: AnnotateMarker) -> None:
+        out_options = self.spec.output.storage_options
+        try:
+            source = storage.open_read(shard.uri, self.spec.input.storage_options)
+        except OSError as exc:
+            raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
+        try:
+            parquet = pq.ParquetFile(source)
+            num_rows = parquet.metadata.num_rows
+            self.validation.check_schema(parquet.schema_arrow, num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            source.close()
+            raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
+        except ShardRejected:
+            source.close()
+            raise
+        columns = self.validation.columns_to_read(parquet.schema_arrow)
+        counts = {"input_docs": 0, "input_bytes": 0, "annotated_docs": 0, "annotated_bytes": 0}
+        rejected: dict[str, dict[str, int]] = {}
+        quarantined: dict[str, int] = {}
+        kept_counts: dict[str, dict[str, int]] = {stage.name: {} for stage in self.stages}
+        with source, contextlib.ExitStack() as stack:
+            annotated = LazyParquetWriter(stack, self.layout.annotated(shard.key), out_options)
+            rejects = LazyParquetWriter(stack, self.layout.annotate_rejects(shard.key), out_options, cols.REJECTS_SCHEMA)
+            quarantine = LazyParquetWriter(stack, self.layout.quarantine(shard.key), out_options, cols.QUARANTINE_SCHEMA)
+            batches = parquet.iter_batches(batch_size=self.spec.input.batch_rows, columns=columns)
+            first_row = 0
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as exc:
+                    raise ShardRejected(
+                        "unreadable_parquet", f"after row {first_row}: {type(exc).__name__}: {exc}", num_rows
+                    ) from None
+                raw = pa.Table.from_batches([batch])
+                counts["input_docs"] += raw.num_rows
+                counts["input_bytes"] += int(pc.sum(pc.binary_length(raw.column(self.spec.input.text_column))).as_py() or 0)
+                result = self.validation.validate(raw, shard.uri, shard.key, first_row)
+                first_row += raw.num_rows
+                docs, batch_rejects = self._run_stages(result.docs, [result.rejected])
+                annotated.write(docs)
+                for stage in self.stages:
+                    _add_counts(kept_counts[stage.name], stage.count_kept(docs))
+                counts["annotated_docs"] += docs.num_rows
+                counts["annotated_bytes"] += int(pc.sum(docs.column(cols.TEXT_BYTES)).as_py() or 0)
+                for table in batch_rejects:
+                    if table.num_rows:
+                        for (stage, reason), n in _group_counts(table).items():
+                            _count(rejected.setdefault(stage, {}), reason, n)
+                        if self.spec.output.write_rejects:
+                            rejects.write(table)
+                if result.quarantined.num_rows:
+                    quarantine.write(result.quarantined)
+                    for reason, n in _value_counts(result.quarantined.column(cols.QUARANTINE_REASON)).items():
+                        _count(quarantined, reason, n)
+            if annotated.writer is None:
+                empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
+                annotated.write(empty)
+        stats.input_docs, stats.input_bytes = counts["input_docs"], counts["input_bytes"]
+        stats.annotated_docs, stats.annotated_bytes = counts["annotated_docs"], counts["annotated_bytes"]
+        stats.rejected, stats.quarantined = rejected, quarantined
+        stats.kept_counts = {name: counter for name, counter in kept_counts.items() if counter}
+        for stage in self.stages:
+            taken = stage.take_stats()
+            if taken is not None:
+                stats.stage_stats[stage.name] = _jsonable(taken)
+
+    def _run_stages(self, docs: pa.Table, rejects: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
+        for stage in self.stages:
+            docs, stage_rejects = stage(docs)
+            rejects.append(stage_rejects)
+        return docs, rejects
+
+    def _quarantine_shard(self, shard: InputShard, stats: AnnotateMarker, problem: ShardRejected) -> None:
+        record = pa.table(
+            {
+                cols.SOURCE_URI: [shard.uri], cols.SHARD: [shard.key], cols.ROW: pa.nulls(1, pa.int64()),
+                cols.ID: pa.nulls(1, pa.string()), cols.TEXT_BYTES: pa.nulls(1, pa.int64()),
+                cols.QUARANTINE_REASON: [problem.reason], cols.QUARANTINE_DETAIL: [problem.detail],
+            },
+            schema=cols.QUARANTINE_SCHEMA,
+        )
+        with storage.atomic_writer(self.layout.quarantine(shard.key), self.spec.output.storage_options) as sink:
+            pq.write_table(record, sink)
+        docs = problem.num_rows or 0
+        stats.input_docs, stats.input_bytes, stats.annotated_docs, stats.annotated_bytes = docs, 0, 0, 0
+        stats.rejected, stats.quarantined = {}, {problem.reason: docs} if docs else {}
+        stats.shard_quarantined = {"reason": problem.reason, "detail": problem.detail, "documents": problem.num_rows}
+        stats.kept_counts, stats.stage_stats = {}, {}
+
+
+def _value_counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
+
+
+def _group_counts(rejects: pa.Table) -> dict[tuple[str, str], int]:
+    grouped = rejects.group_by([cols.REJECT_STAGE, cols.REJECT_REASON]).aggregate([(cols.ROW, "count")])
+    return {
+        (row[cols.REJECT_STAGE], row[cols.REJECT_REASON]): row[f"{cols.ROW}_count"] for row in grouped.to_pylist()
+    }
+
+
+def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress,
+                 max_workers: int) -> list[AnnotateMarker]:
+    """Annotate every shard without a current marker; return every shard's marker."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    config_hash = annotate_config_hash(spec)
+    finished: dict[str, AnnotateMarker] = {}
+    todo: list[InputShard] = []
+    for shard in shards:
+        marker = layout.annotate_marker(shard.key)
+        if storage.exists(marker, options):
+            stats = AnnotateMarker.from_json(storage.read_json(marker, options))
+            if stats.fingerprint == shard.fingerprint and stats.config_hash == config_hash:
+                finished[shard.key] = stats
+                continue
+        todo.append(shard)
+    progress.start("annotate", total=len(shards), unit="shards", skipped=len(finished))
+    items = [{"uri": s.uri, "key": s.key, "fingerprint": json.dumps(s.fingerprint)} for s in todo]
+    for stats in run_shard_tasks(ShardAnnotator, spec, items, max_workers):
+        finished[stats.shard_key] = stats
+        progress.advance(1, docs=stats.input_docs, nbytes=stats.input_bytes)
+    return [finished[shard.key] for shard in shards]

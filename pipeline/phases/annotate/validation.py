@@ -1,0 +1,180 @@
+"""Input validation: turn raw Parquet rows into documents, or quarantine them with a reason.
+
+Shard-level problems (unreadable file, missing or mistyped text column) quarantine the
+whole shard; row-level problems (null or non-UTF-8 text, oversized documents, null
+ids) quarantine the row, naming it. Empty or whitespace-only text is a reject, not a
+quarantine: the row is well-formed, it just carries nothing to train on.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.core import columns as cols
+from pipeline.core.storage import StorageOptions
+
+STAGE_NAME = "validate"
+
+
+class InputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str
+    """Directory, prefix or glob of Parquet shards (local path, file:// or s3://)."""
+    storage_options: StorageOptions = StorageOptions()
+    text_column: str = "text"
+    id_column: str | None = None
+    """Column holding a stable document id; when unset ids are ``<shard_key>:<row>``."""
+    domain_column: str | None = "domain"
+    url_column: str | None = "url"
+    max_document_bytes: int = Field(10_000_000, gt=0)
+    """Documents with more UTF-8 bytes than this are quarantined, not processed."""
+    batch_rows: int = Field(1024, gt=0)
+    """Rows read from a shard per batch; bounds worker memory."""
+    on_bad_shard: Literal["quarantine", "fail"] = "quarantine"
+    """What an unreadable shard does: quarantine it and go on, or fail the run."""
+
+
+class ShardRejected(Exception):
+    """The whole shard cannot be read as documents."""
+
+    def __init__(self, reason: str, detail: str, num_rows: int | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.num_rows = num_rows
+
+
+class ValidationResult:
+    def __init__(self, docs: pa.Table, rejected: pa.Table, quarantined: pa.Table) -> None:
+        self.docs = docs
+        self.rejected = rejected
+        self.quarantined = quarantined
+
+
+class InputValidation:
+    name = STAGE_NAME
+
+    def __init__(self, config: InputConfig) -> None:
+        self.config = config
+
+    def columns_to_read(self, schema: pa.Schema) -> list[str]:
+        wanted = [self.config.text_column, self.config.id_column, self.config.domain_column, self.config.url_column]
+        return [c for c in wanted if c and c in schema.names]
+
+    def check_schema(self, schema: pa.Schema, num_rows: int) -> None:
+        text = self.config.text_column
+        if text not in schema.names:
+            raise ShardRejected(
+                "missing_text_column",
+                f"no column '{text}' (columns: {', '.join(schema.names) or 'none'}); "
+                "set input.text_column to the column that holds the text",
+                num_rows,
+            )
+        text_type = schema.field(text).type
+        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)
+                or pa.types.is_binary(text_type) or pa.types.is_large_binary(text_type)):
+            raise ShardRejected("bad_text_type", f"column '{text}' has type {text_type}, expected string", num_rows)
+        if self.config.id_column and self.config.id_column not in schema.names:
+            raise ShardRejected(
+                "missing_id_column", f"no column '{self.config.id_column}' named by input.id_column", num_rows
+            )
+
+    def validate(self, raw: pa.Table, source_uri: str, shard_key: str, first_row: int) -> ValidationResult:
+        n = raw.num_rows
+        rows = pa.array(range(first_row, first_row + n), pa.int64())
+        text, reasons, details = self._decode_text(raw.column(self.config.text_column), rows)
+        text_bytes = pc.binary_length(text).cast(pa.int64()).fill_null(0)
+        ids = self._ids(raw, shard_key, rows)
+
+        too_large = pc.fill_null(pc.greater(text_bytes, self.config.max_document_bytes), False)
+        for i in _indices(too_large):
+            if reasons[i] is None:
+                reasons[i] = "document_too_large"
+                details[i] = f"text is {text_bytes[i].as_py()} bytes; input.max_document_bytes is {self.config.max_document_bytes}"
+        for i in _indices(pc.is_null(ids)):
+            if reasons[i] is None:
+                reasons[i] = "null_id"
+                details[i] = f"column '{self.config.id_column}' is null"
+
+        quarantined_mask = pa.array([r is not None for r in reasons], pa.bool_())
+        quarantined = pa.table(
+            {
+                cols.SOURCE_URI: pa.array([source_uri] * n, pa.string()),
+                cols.SHARD: pa.array([shard_key] * n, pa.string()),
+                cols.ROW: rows,
+                cols.ID: ids,
+                cols.TEXT_BYTES: text_bytes,
+                cols.QUARANTINE_REASON: pa.array(reasons, pa.string()),
+                cols.QUARANTINE_DETAIL: pa.array(details, pa.string()),
+            },
+            schema=cols.QUARANTINE_SCHEMA,
+        ).filter(quarantined_mask)
+
+        docs = pa.table(
+            {
+                cols.ID: ids.fill_null(""),
+                cols.TEXT: text.fill_null(""),
+                cols.DOMAIN: self._optional_column(raw, self.config.domain_column),
+                cols.URL: self._optional_column(raw, self.config.url_column),
+                cols.SHARD: pa.array([shard_key] * n, pa.string()),
+                cols.ROW: rows,
+                cols.TEXT_BYTES: text_bytes,
+            },
+            schema=cols.BASE_SCHEMA,
+        ).filter(pc.invert(quarantined_mask))
+
+        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(docs.column(cols.TEXT))), 0)
+        empty_docs = docs.filter(empty)
+        rejected = cols.with_rejection(
+            empty_docs, STAGE_NAME, pa.array(["empty_text"] * empty_docs.num_rows, pa.string())
+        )
+        return ValidationResult(docs.filter(pc.invert(empty)), rejected, quarantined)
+
+    def _decode_text(self, column: pa.ChunkedArray, rows: pa.Array) -> tuple[pa.Array, list, list]:
+        column = column.combine_chunks()
+        reasons: list[str | None] = [None] * len(column)
+        details: list[str | None] = [None] * len(column)
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            try:
+                text = column.cast(pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                values = []
+                for i, value in enumerate(column.to_pylist()):
+                    try:
+                        values.append(None if value is None else value.decode("utf-8"))
+                    except UnicodeDecodeError as exc:
+                        values.append(None)
+                        reasons[i] = "invalid_utf8"
+                        details[i] = f"byte {exc.start} of the text is not valid UTF-8"
+                text = pa.array(values, pa.string())
+        else:
+            text = column.cast(pa.string())
+        for i in _indices(pc.is_null(text)):
+            if reasons[i] is None:
+                reasons[i] = "null_text"
+                details[i] = f"column '{self.config.text_column}' is null"
+        return text, reasons, details
+
+    def _ids(self, raw: pa.Table, shard_key: str, rows: pa.Array) -> pa.Array:
+        if self.config.id_column:
+            return raw.column(self.config.id_column).combine_chunks().cast(pa.string())
+        return pc.binary_join_element_wise(shard_key, rows.cast(pa.string()), ":")
+
+    @staticmethod
+    def _optional_column(raw: pa.Table, name: str | None) -> pa.Array:
+        if name and name in raw.column_names:
+            column = raw.column(name).combine_chunks()
+            try:
+                return column.cast(pa.string())
+            except pa.ArrowException:
+                return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+        return pa.nulls(raw.num_rows, pa.string())
+
+
+def _indices(mask: pa.Array) -> list[int]:
+    return [i for i, flag in enumerate(mask.to_pylist()) if flag]

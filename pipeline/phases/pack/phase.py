@@ -1,0 +1,229 @@
+"""Phase 5, pack: one task per output shard of a snapshot (``pipeline.phases.publish``
+names it from the hash of the mix plan, shard boundaries, pack settings and tokenizer, and
+commits it afterwards).
+
+Output shard ``j`` holds the document copies whose mix position falls in its range of
+the plan's boundaries (see ``pipeline.phases.mix.plan``), in position order: a seeded
+global shuffle across every input shard. The task reads, from each tokenized shard, only
+the row groups whose (domain, shuffle key) range can hold such copies, packs them
+(``concat`` or ``bestfit``), and writes the shard's files (Megatron or datatrove), each
+uploaded whole or not at all, with retries. Its marker, written after the files, lists
+their sizes and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import formats
+from pipeline.config import JobSpec
+from pipeline.core import columns as cols
+from pipeline.core import storage
+from pipeline.core.columns import DOMAIN, SHUFFLE_KEY, TOKENS
+from pipeline.core.hashing import short_hash
+from pipeline.core.layout import OutputLayout
+from pipeline.core.markers import PackMarker
+from pipeline.core.progress import Progress
+from pipeline.phases.mix.phase import domain_rates
+from pipeline.phases.mix.plan import expand_copies, pile_of
+from pipeline.phases.publish import open_snapshot
+from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
+from pipeline.phases.tokenize.phase import storage_dtype
+from pipeline.phases.pack.packing import pack_bestfit, pack_concat
+from pipeline.phases.tokenize.tokenizer import Tokenize
+
+PACK_FORMAT = 2
+# Row-group pruning widens each key range by this much, so that a copy on a range edge is
+# never missed to rounding; the exact assignment is then recomputed per row.
+EDGE = 1e-9
+
+
+def pack_config_hash(spec: JobSpec, plan_hash: str, boundaries: list[float], tokenizer_info: dict[str, Any]) -> str:
+    payload = {"format": PACK_FORMAT, "plan": plan_hash, "boundaries": boundaries,
+               "pack": spec.stages.pack.model_dump(mode="json"), "tokenizer_file": tokenizer_info}
+    return short_hash(payload)
+
+
+def key_ranges(rate: float, start: float, end: float) -> list[tuple[float, float]]:
+    """Shuffle-key ranges whose copies of a document (domain at ``rate``) have positions in
+    [start, end)."""
+    ranges = []
+    for copy in range(int(np.ceil(rate))):
+        low = max(0.0, start * rate - copy)
+        high = min(1.0, rate - copy, end * rate - copy)
+        if high > low:
+            ranges.append((low - EDGE, high + EDGE))
+    return ranges
+
+
+class ShardPacker(ShardWorker):
+    phase = "pack"
+    marker = PackMarker
+
+    def __init__(self, spec: JobSpec) -> None:
+        super().__init__(spec)
+        self.config = spec.stages.pack
+        self.layout = OutputLayout(spec.output.uri)
+        self.options = spec.output.storage_options
+        tokenizer = Tokenize(spec.stages.tokenize)
+        tokenizer.setup()
+        self.vocab_size = tokenizer.vocab_size
+        self.pad_id = self.config.check_pad_id(tokenizer.processor, spec.stages.tokenize.model)
+        self.dtype = formats.token_dtype(self.config.format, tokenizer.vocab_size)
+        self.storage_dtype = storage_dtype(tokenizer.vocab_size)
+        self.tokenizer_name = spec.stages.tokenize.model.rsplit("/", 1)[-1]
+        self._plan: dict[str, Any] | None = None
+        self._row_groups: dict[str, list[tuple[str | None, str | None, float, float]]] = {}
+
+    def plan(self, plan_hash: str) -> dict[str, Any]:
+        if self._plan is None or self._plan["hash"] != plan_hash:
+            self._plan = storage.read_json(self.layout.mix_plan, self.options)
+            if self._plan["hash"] != plan_hash:
+                raise RuntimeError("work/mix/_PLAN.json changed while packing; re-run the job")
+            self._row_groups = {}
+        return self._plan
+
+    def _groups_of(self, key: str, parquet: pq.ParquetFile) -> list[tuple[str | None, str | None, float, float]]:
+        """(domain min, domain max, key min, key max) per row group, read once per worker."""
+        if key not in self._row_groups:
+            schema = parquet.schema_arrow
+            d, u = schema.get_field_index(DOMAIN), schema.get_field_index(SHUFFLE_KEY)
+            groups = []
+            for i in range(parquet.metadata.num_row_groups):
+                group = parquet.metadata.row_group(i)
+                ds, us = group.column(d).statistics, group.column(u).statistics
+                if group.num_rows == 0:
+                    continue
+                if ds is None or us is None or not ds.has_min_max or not us.has_min_max:
+                    groups.append((None, None, 0.0, 1.0))
+                else:
+                    groups.append((ds.min, ds.max, us.min, us.max))
+            self._row_groups[key] = groups
+        return self._row_groups[key]
+
+    def _select(self, key: str, parquet: pq.ParquetFile, ranges: dict[str, list[tuple[float, float]]]) -> list[int]:
+        chosen = []
+        for i, (dmin, dmax, umin, umax) in enumerate(self._groups_of(key, parquet)):
+            if dmin is None or dmin != dmax:
+                chosen.append(i)
+            elif any(low <= umax and high >= umin for low, high in ranges.get(dmin, [])):
+                chosen.append(i)
+        return chosen
+
+    def run(self, item: dict[str, Any]) -> PackMarker:
+        return self.pack(item["snapshot"], item["index"], item["config_hash"], item["plan_hash"])
+
+    def pack(self, snapshot: str, index: int, config_hash: str, plan_hash: str) -> PackMarker:
+        started = time.perf_counter()
+        plan = self.plan(plan_hash)
+        boundaries = np.asarray(plan["shard_boundaries"])
+        rates = {d: r for d, r in plan["rates"].items() if r > 0}
+        ranges = {d: key_ranges(r, boundaries[index], boundaries[index + 1]) for d, r in rates.items()}
+        positions, ordinals, rows, copies, documents, domain_of = [], [], [], [], [], []
+        bytes_read = 0
+        for ordinal, shard in enumerate(plan["shards"]):
+            with storage.open_read(self.layout.tokenized(shard["key"]), self.options) as f:
+                parquet = pq.ParquetFile(f)
+                groups = self._select(shard["key"], parquet, ranges)
+                if not groups:
+                    continue
+                table = parquet.read_row_groups(groups, columns=[cols.ROW, DOMAIN, SHUFFLE_KEY, TOKENS])
+            bytes_read += table.nbytes
+            domain = table.column(DOMAIN).combine_chunks()
+            u = table.column(SHUFFLE_KEY).to_numpy()
+            rate = domain_rates(domain, rates)
+            doc, copy = expand_copies(u, rate)
+            keep = pile_of(u[doc], copy, rate[doc], boundaries) == index
+            doc, copy = doc[keep], copy[keep]
+            if not len(doc):
+                continue
+            positions.append((u[doc] + copy) / rate[doc])
+            ordinals.append(np.full(len(doc), ordinal, dtype=np.int64))
+            rows.append(table.column(cols.ROW).to_numpy()[doc])
+            copies.append(copy)
+            domain_of.extend(domain.take(pa.array(doc)).to_pylist())
+            documents.extend(self._compact(table.column(TOKENS), doc))
+            del table
+        if positions:
+            order = np.lexsort((np.concatenate(copies), np.concatenate(rows), np.concatenate(ordinals),
+                                np.concatenate(positions)))
+        else:
+            order = np.zeros(0, dtype=np.int64)
+        ordered = [documents[i] for i in order.tolist()]
+        domain_tokens: dict[str, int] = {}
+        for i in order.tolist():
+            domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(documents[i])
+        if self.config.mode == "bestfit":
+            packed = pack_bestfit(ordered, self.config.seq_len, self.pad_id, self.dtype)
+        else:
+            packed = pack_concat(ordered, self.config.seq_len, self.dtype)
+        del ordered, documents
+        stem = self.layout.token_shard_stem(snapshot, index)
+        encoded = formats.encode_shard(self.config.format, packed, self.dtype, self.tokenizer_name)
+        files = {}
+        for role, relative in formats.shard_files(self.config.format, stem).items():
+            data = encoded.pop(role)
+            storage.write_bytes_retrying(storage.join(self.spec.output.uri, relative), data, self.options,
+                                         self.spec.output.upload)
+            files[role] = {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        stats = PackMarker(
+            index=index, config_hash=config_hash, files=files, tokens=int(len(packed.tokens)),
+            sequences=int(len(packed.sequence_lengths)), padding_tokens=packed.padding_tokens,
+            documents=int(len(order)), domain_tokens=domain_tokens, bytes_read=int(bytes_read),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        storage.write_json(self.layout.pack_marker(snapshot, index), stats.to_json(), self.options)
+        return stats
+
+    def _compact(self, column: pa.ChunkedArray, picked: np.ndarray) -> list[np.ndarray]:
+        """The picked rows' tokens (``picked`` ascending), copied out of the row groups so
+        that those can be freed."""
+        views = []
+        base = 0
+        for chunk in column.chunks:
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
+            data = np.frombuffer(chunk.buffers()[2], dtype=self.storage_dtype) if len(chunk) else None
+            lo, hi = np.searchsorted(picked, [base, base + len(chunk)])
+            for row in (picked[lo:hi] - base).tolist():
+                views.append(data[offsets[row] // self.storage_dtype.itemsize:
+                                  offsets[row + 1] // self.storage_dtype.itemsize])
+            base += len(chunk)
+        if not views:
+            return []
+        flat = np.concatenate(views)
+        ends = np.cumsum([len(v) for v in views])
+        return np.split(flat, ends[:-1])
+
+
+def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress,
+             max_workers: int) -> tuple[str, list[PackMarker]]:
+    """Packs every output shard of the plan; returns the snapshot and each shard's stats."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    tokenizer_info = storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
+    num_shards = plan["num_output_shards"]
+    config_hash = pack_config_hash(spec, plan["hash"], plan["shard_boundaries"], tokenizer_info)
+    snapshot = open_snapshot(spec, config_hash, progress)
+    finished: dict[int, PackMarker] = {}
+    items = []
+    for index in range(num_shards):
+        stats = committed(PackMarker, layout.pack_marker(snapshot, index), options, config_hash)
+        if stats is not None:
+            finished[index] = stats
+        else:
+            items.append({"key": f"shard-{index:05d}", "index": index, "config_hash": config_hash,
+                          "plan_hash": plan["hash"], "snapshot": snapshot})
+    progress.start("pack", total=num_shards, unit="output shards", skipped=len(finished))
+    progress.log(f"pack: snapshot {snapshot}")
+    for stats in run_shard_tasks(ShardPacker, spec, items, max_workers):
+        finished[stats.index] = stats
+        progress.advance(1, docs=stats.documents)
+    return snapshot, [finished[i] for i in range(num_shards)]
+
+

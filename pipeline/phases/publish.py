@@ -1,0 +1,128 @@
+"""Publishing a snapshot: its number, the manifest that commits it, and ``latest.json``.
+
+A snapshot is ``snapshots/NNNNN-<hash>/``, named by the hash of what decides its bytes. A
+re-run of the same work finds its own snapshot and resumes it; a refresh on a grown input
+gets the next number. The manifest is written once every shard it lists is complete, and
+never again; ``latest.json`` moves only to committed snapshots, so a trainer reading one
+is never disturbed by the next refresh.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipeline import formats
+from pipeline.config import JobSpec
+from pipeline.core import storage
+from pipeline.core.layout import OutputLayout
+from pipeline.core.markers import AnnotateMarker, PackMarker
+from pipeline.core.progress import Progress
+from pipeline.phases.tokenize.tokenizer import Tokenize
+MANIFEST_VERSION = 3  # 3: token files under snapshots/<snapshot>/, a "snapshot" field
+SNAPSHOT_NAME = re.compile(r"^(\d{5})-([0-9a-f]{8})$")
+
+
+def open_snapshot(spec: JobSpec, config_hash: str, progress: Progress) -> str:
+    """The snapshot this run packs into: its own if an earlier run of the same work left
+    it (committed or not), else the next number. Snapshots that never committed and are
+    not this run's (a killed run, re-run with other settings) are removed: nothing can
+    be reading them."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    suffix = config_hash[:8]
+    numbers, own = [], None
+    for name in storage.list_dirs(layout.snapshots_dir, options):
+        match = SNAPSHOT_NAME.match(name)
+        if match is None:
+            continue
+        if match.group(2) == suffix:
+            own = name
+        elif storage.exists(layout.snapshot_manifest(name), options):
+            numbers.append(int(match.group(1)))
+        else:
+            progress.log(f"removing snapshot {name}: it was never committed (a run stopped before its manifest)")
+            storage.remove_tree(layout.snapshot_dir(name), options)
+            storage.remove_tree(storage.join(spec.output.uri, "work", "pack", name), options)
+    return own or f"{max(numbers, default=0) + 1:05d}-{suffix}"
+
+
+def remove_stale_shards(spec: JobSpec, snapshot: str, pack_stats: list[PackMarker]) -> list[str]:
+    """Token files in the snapshot's tokens/ that this run did not write (left by an
+    attempt that planned more shards)."""
+    options = spec.output.storage_options
+    current = {storage.normalize_uri(storage.join(spec.output.uri, f["path"]))
+               for s in pack_stats for f in s.files.values()}
+    stale = [uri for uri in storage.list_files(OutputLayout(spec.output.uri).tokens_dir(snapshot), options)
+             if storage.normalize_uri(uri) not in current]
+    for uri in stale:
+        storage.remove_tree(uri, options)
+    return stale
+
+
+def write_manifest(spec: JobSpec, snapshot: str, plan: dict[str, Any], pack_stats: list[PackMarker],
+                   annotate_stats: list[AnnotateMarker]) -> dict[str, Any]:
+    """The commit point of a snapshot: written only after every shard it lists is complete,
+    and never again once written."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    if storage.exists(layout.snapshot_manifest(snapshot), options):
+        return storage.read_json(layout.snapshot_manifest(snapshot), options)
+    tokenizer = Tokenize(spec.stages.tokenize)
+    tokenizer.setup()
+    config = spec.stages.pack
+    realized = {d: sum(s.domain_tokens.get(d, 0) for s in pack_stats) for d in plan["available_tokens"]}
+    total_doc_tokens = sum(realized.values())
+    mixture = {
+        d: {"available_tokens": plan["available_tokens"][d], "target_weight": plan["weights"].get(d, 0.0),
+            "target_tokens": round(plan["target_tokens"][d]), "rate": plan["rates"][d],
+            "realized_tokens": realized[d],
+            "realized_weight": realized[d] / total_doc_tokens if total_doc_tokens else 0.0,
+            "documents": plan["realized"].get(d, {}).get("docs", 0),
+            "copies": plan["realized"].get(d, {}).get("copies", 0)}
+        for d in sorted(plan["available_tokens"])
+    }
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "job": spec.name,
+        "snapshot": snapshot,
+        "config_hash": spec.config_hash(),
+        "seed": spec.seed,
+        "format": {"megatron": "megatron-indexed-dataset", "datatrove": "datatrove-tokenized"}[config.format],
+        "dtype": formats.token_dtype(config.format, tokenizer.vocab_size).name,
+        "seq_len": config.seq_len,
+        "pack_mode": config.mode,
+        "pad_id": config.check_pad_id(tokenizer.processor, spec.stages.tokenize.model) if config.mode == "bestfit" else None,
+        "tokenizer": {
+            "uri": spec.stages.tokenize.model,
+            "sha256": storage.sha256_of(spec.stages.tokenize.model, spec.stages.tokenize.storage_options),
+            "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
+            "pad_id": tokenizer.pad_id, "add_bos": spec.stages.tokenize.add_bos,
+            "add_eos": spec.stages.tokenize.add_eos,
+        },
+        "totals": {
+            "documents": sum(v["docs"] for v in plan["realized"].values()),
+            "document_copies": sum(s.documents for s in pack_stats),
+            "tokens": sum(s.tokens for s in pack_stats),
+            "padding_tokens": sum(s.padding_tokens for s in pack_stats),
+            "sequences": sum(s.sequences for s in pack_stats),
+        },
+        "mixture": {"domains": mixture, "budget_tokens": round(plan["budget_tokens"]),
+                    "max_epochs": plan["max_epochs"], "notes": plan["notes"]},
+        "shards": [{"name": layout.token_shard_stem(snapshot, s.index).rsplit("/", 1)[-1], "files": s.files,
+                    "tokens": s.tokens, "sequences": s.sequences, "documents": s.documents,
+                    "padding_tokens": s.padding_tokens}
+                   for s in pack_stats],
+        "inputs": [{"uri": s.uri, **s.fingerprint} for s in annotate_stats],
+    }
+    storage.write_json(layout.snapshot_manifest(snapshot), manifest, options)
+    return manifest
+
+
+def publish_latest(spec: JobSpec, snapshot: str, manifest: dict[str, Any]) -> None:
+    """Move ``latest.json`` to a committed snapshot, then refresh the root manifest.json copy."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    storage.write_json(layout.latest, {"snapshot": snapshot, "manifest": f"snapshots/{snapshot}/manifest.json"},
+                       options)
+    storage.write_json(layout.manifest, manifest, options)

@@ -1,0 +1,196 @@
+"""Phase 3, tokenize: per annotated shard, drop what dedup removed, give each kept document
+its domain and seeded shuffle key, and tokenize it.
+
+Writes ``work/tokenize/<key>.parquet`` sorted by (domain, shuffle key), one domain per
+row group, so that pack workers read only the row groups their output shard needs; and a
+marker with the shard's token counts per domain, from which the mix phase plans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.config import JobSpec
+from pipeline.core import columns as cols
+from pipeline.core import storage
+from pipeline.core.columns import DOMAIN, NUM_TOKENS, SHUFFLE_KEY, TOKENS
+from pipeline.core.hashing import short_hash
+from pipeline.core.layout import OutputLayout, input_relative_path
+from pipeline.core.markers import AnnotateMarker, TokenizeMarker
+from pipeline.core.parquet_io import LazyParquetWriter
+from pipeline.core.progress import Progress
+from pipeline.phases.dedup import read_removals
+from pipeline.phases.mix.plan import assign_domains, uniform_keys
+from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
+from pipeline.phases.tokenize.tokenizer import Tokenize
+
+TOKENIZED_FORMAT = 3
+TOKENIZED_SCHEMA = pa.schema([
+    pa.field(cols.ROW, pa.int64(), nullable=False),
+    pa.field(DOMAIN, pa.string(), nullable=False),
+    pa.field(SHUFFLE_KEY, pa.float64(), nullable=False),
+    pa.field(NUM_TOKENS, pa.int64(), nullable=False),
+    pa.field(cols.TEXT_BYTES, pa.int64(), nullable=False),
+    pa.field(TOKENS, pa.large_binary(), nullable=False),
+])
+# Tokens per 1/HISTOGRAM_BINS of the shuffle key, per domain: lets the mix phase choose
+# how many documents to take so that a domain's realized tokens meet its target.
+HISTOGRAM_BINS = 1024
+# Small row groups keep the pack phase's reads close to what it needs.
+ROW_GROUP_BYTES = 4 << 20
+
+
+def storage_dtype(vocab_size: int) -> np.dtype:
+    """Tokens are kept as uint16 when every id fits, else uint32, whatever the output format."""
+    return np.dtype("<u2") if vocab_size < 65536 else np.dtype("<u4")
+
+
+def tokenize_config_hash(spec: JobSpec, annotate_hash: str, removals_version: str, tokenizer_info: dict) -> str:
+    payload = {"format": TOKENIZED_FORMAT, "annotate": annotate_hash, "removals": removals_version,
+               "seed": spec.seed, "tokenize": spec.stages.tokenize.model_dump(mode="json"),
+               "tokenizer_file": tokenizer_info, "domains": spec.stages.mix.domain_config(),
+               "input": spec.input.model_dump(mode="json", include={"domain_column", "url_column"}),
+               "write_rejects": spec.output.write_rejects}
+    return short_hash(payload)
+
+
+def tokens_binary(encoded: list[list[int]], dtype: np.dtype) -> tuple[pa.Array, np.ndarray]:
+    """Token lists as one binary value per document (``dtype`` bytes), and their lengths."""
+    lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype, count=int(lengths.sum()))
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(lengths * dtype.itemsize, out=offsets[1:])
+    array = pa.Array.from_buffers(pa.large_binary(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(flat)])
+    return array, lengths
+
+
+class ShardTokenizer(ShardWorker):
+    phase = "tokenize"
+    marker = TokenizeMarker
+
+    def __init__(self, spec: JobSpec) -> None:
+        super().__init__(spec)
+        self.layout = OutputLayout(spec.output.uri)
+        self.tokenizer = Tokenize(spec.stages.tokenize)
+        self.tokenizer.setup()
+        self.dtype = storage_dtype(self.tokenizer.vocab_size)
+
+    def run(self, item: dict[str, Any]) -> TokenizeMarker:
+        return self.tokenize(item["key"], item["uri"], item["config_hash"])
+
+    def tokenize(self, key: str, uri: str, config_hash: str) -> TokenizeMarker:
+        started = time.perf_counter()
+        options = self.spec.output.storage_options
+        removals = read_removals(self.layout, key, options)
+        removed_rows = removals.column(cols.ROW).combine_chunks()
+        removed: dict[str, dict[str, int]] = {}
+        shard_path = input_relative_path(self.spec.input.uri, uri)
+        annotated_docs = 0
+        parts: list[pa.Table] = []
+        storage.remove_tree(self.layout.dedup_rejects(key), options)
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
+            rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, cols.REJECTS_SCHEMA)
+            for batch in pq.ParquetFile(source).iter_batches(batch_size=self.spec.input.batch_rows,
+                                                              columns=cols.BASE_SCHEMA.names):
+                docs = pa.Table.from_batches([batch])
+                annotated_docs += docs.num_rows
+                is_removed = pc.is_in(docs.column(cols.ROW), value_set=removed_rows)
+                dropped = docs.filter(is_removed)
+                if dropped.num_rows:
+                    labels = removals.take(pc.index_in(dropped.column(cols.ROW), value_set=removed_rows))
+                    for stage, reason in zip(labels.column(cols.REJECT_STAGE).to_pylist(),
+                                             labels.column(cols.REJECT_REASON).to_pylist()):
+                        per_stage = removed.setdefault(stage, {})
+                        per_stage[reason] = per_stage.get(reason, 0) + 1
+                    if self.spec.output.write_rejects:
+                        table = dropped
+                        for name in (cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF):
+                            table = table.append_column(name, labels.column(name))
+                        rejects.write(table)
+                kept = docs.filter(pc.invert(is_removed))
+                if kept.num_rows:
+                    parts.append(self._tokenize(kept, key, shard_path))
+        table = pa.concat_tables(parts) if parts else TOKENIZED_SCHEMA.empty_table()
+        table = table.sort_by([(DOMAIN, "ascending"), (SHUFFLE_KEY, "ascending"), (cols.ROW, "ascending")])
+        domains = self._write(key, table)
+        stats = TokenizeMarker(
+            shard_key=key, uri=uri, config_hash=config_hash, annotated_docs=annotated_docs,
+            removed=removed, tokenized_docs=table.num_rows,
+            tokenized_bytes=sum(d["bytes"] for d in domains.values()),
+            tokens=int(pc.sum(table.column(NUM_TOKENS)).as_py() or 0), domains=domains,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        storage.write_json(self.layout.tokenize_marker(key), stats.to_json(), options)
+        return stats
+
+    def _tokenize(self, kept: pa.Table, key: str, shard_path: str) -> pa.Table:
+        urls = kept.column(cols.URL).combine_chunks()
+        domains = assign_domains(self.spec.stages.mix, urls, kept.column(cols.DOMAIN).combine_chunks(), shard_path,
+                                 kept.num_rows)
+        rows = kept.column(cols.ROW).to_numpy()
+        encoded = self.tokenizer.encode(kept.column(cols.TEXT).to_pylist())
+        tokens, lengths = tokens_binary(encoded, self.dtype)
+        return pa.table({cols.ROW: rows, DOMAIN: domains, SHUFFLE_KEY: uniform_keys(self.spec.seed, key, rows),
+                         NUM_TOKENS: lengths, cols.TEXT_BYTES: kept.column(cols.TEXT_BYTES), TOKENS: tokens})
+
+    def _write(self, key: str, table: pa.Table) -> dict[str, dict[str, int]]:
+        """One domain per row group (at least), in (domain, shuffle key) order."""
+        domains: dict[str, dict[str, int]] = {}
+        options = self.spec.output.storage_options
+        with storage.atomic_writer(self.layout.tokenized(key), options) as sink:
+            with pq.ParquetWriter(sink, TOKENIZED_SCHEMA, compression="none",
+                                  write_statistics=[c for c in TOKENIZED_SCHEMA.names if c != TOKENS]) as writer:
+                if table.num_rows == 0:
+                    writer.write_table(TOKENIZED_SCHEMA.empty_table())
+                names = table.column(DOMAIN).to_numpy(zero_copy_only=False)
+                bounds = np.flatnonzero(names[1:] != names[:-1]) + 1 if len(names) else np.zeros(0, np.int64)
+                for start, end in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(names)]])):
+                    if end <= start:
+                        continue
+                    part = table.slice(int(start), int(end - start))
+                    token_bytes = int(pc.sum(pc.binary_length(part.column(TOKENS))).as_py())
+                    rows_per_group = max(16, int(part.num_rows * ROW_GROUP_BYTES / max(token_bytes, 1)))
+                    writer.write_table(part.select(TOKENIZED_SCHEMA.names).cast(TOKENIZED_SCHEMA),
+                                       row_group_size=rows_per_group)
+                    bins = (part.column(SHUFFLE_KEY).to_numpy() * HISTOGRAM_BINS).astype(np.int64)
+                    histogram = np.bincount(bins, weights=part.column(NUM_TOKENS).to_numpy(),
+                                            minlength=HISTOGRAM_BINS)
+                    domains[str(names[start])] = {
+                        "docs": part.num_rows, "tokens": int(pc.sum(part.column(NUM_TOKENS)).as_py()),
+                        "bytes": int(pc.sum(part.column(cols.TEXT_BYTES)).as_py()),
+                        "token_histogram": histogram.astype(np.int64).tolist(),
+                    }
+        return domains
+
+
+def run_tokenize(spec: JobSpec, annotate_stats: list[AnnotateMarker], removals_version: dict[str, str],
+                 progress: Progress, max_workers: int) -> list[TokenizeMarker]:
+    """Tokenize every non-quarantined shard without a current marker; return every shard's stats."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    tokenizer_info = storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
+    finished: dict[str, TokenizeMarker] = {}
+    items = []
+    shards = [s for s in annotate_stats if not s.shard_quarantined]
+    for shard in shards:
+        key = shard.shard_key
+        config_hash = tokenize_config_hash(spec, shard.config_hash, removals_version[key], tokenizer_info)
+        stats = committed(TokenizeMarker, layout.tokenize_marker(key), options, config_hash)
+        if stats is not None:
+            finished[key] = stats
+        else:
+            items.append({"key": key, "uri": shard.uri, "config_hash": config_hash})
+    progress.start("tokenize", total=len(shards), unit="shards", skipped=len(finished))
+    for stats in run_shard_tasks(ShardTokenizer, spec, items, max_workers):
+        finished[stats.shard_key] = stats
+        progress.advance(1, docs=stats.tokenized_docs, nbytes=stats.tokenized_bytes)
+    return [finished[s.shard_key] for s in shards]

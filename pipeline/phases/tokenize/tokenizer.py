@@ -1,0 +1,54 @@
+"""Tokenization with any sentencepiece model (a Llama-style ``tokenizer.model`` included)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.core import columns as cols
+from pipeline.core import storage
+from pipeline.core.columns import NUM_TOKENS, TOKENS
+from pipeline.core.sentencepiece import load_sentencepiece
+from pipeline.stages.base import DocumentStage, Resources, StageOutput
+
+
+
+class TokenizeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    """URI of a sentencepiece model file (``refinery train-tokenizer`` makes one)."""
+    storage_options: storage.StorageOptions = storage.StorageOptions()
+    add_bos: bool = False
+    add_eos: bool = True
+    """Append the end-of-sequence id after every document; packing joins documents on it."""
+    num_threads: int = Field(0, ge=0)
+    """sentencepiece encode threads per worker; 0 uses the worker's CPU allotment."""
+
+
+class Tokenize(DocumentStage):
+    name = "tokenize"
+    resources = Resources(num_cpus=1)
+
+    def setup(self) -> None:
+        self.processor = load_sentencepiece(self.config.model, self.config.storage_options)
+        self.vocab_size = self.processor.GetPieceSize()
+        self.bos_id = self.processor.bos_id()
+        self.eos_id = self.processor.eos_id()
+        self.pad_id = self.processor.pad_id()
+        if self.config.add_eos and self.eos_id < 0:
+            raise ValueError(f"tokenizer {self.config.model} has no EOS piece; set stages.tokenize.add_eos: false")
+        if self.config.add_bos and self.bos_id < 0:
+            raise ValueError(f"tokenizer {self.config.model} has no BOS piece; set stages.tokenize.add_bos: false")
+        self.num_threads = self.config.num_threads or max(1, int(self.resources.num_cpus))
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.processor.Encode(
+            texts, add_bos=self.config.add_bos, add_eos=self.config.add_eos, num_threads=self.num_threads
+        )
+
+    def process(self, docs: pa.Table) -> StageOutput:
+        encoded = self.encode(docs.column(cols.TEXT).to_pylist())
+        tokens = pa.array(encoded, pa.list_(pa.int32()))
+        lengths = pa.array([len(ids) for ids in encoded], pa.int64())
+        return StageOutput(docs.append_column(TOKENS, tokens).append_column(NUM_TOKENS, lengths))

@@ -1,0 +1,181 @@
+"""The n-gram index of every eval item: built once per job, loaded by every worker."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core import storage
+from pipeline.core.hashing import short_hash
+from pipeline.core.ngrams import MULTIPLIERS, ngram_hashes, unit_hashes
+from pipeline.stages.contamination.config import ContaminationConfig
+from pipeline.stages.contamination.eval_sets import item_name, item_text, iter_eval_set
+
+if TYPE_CHECKING:
+    from pipeline.config import JobSpec
+    from pipeline.core.progress import Progress
+_NON_WORD = r"[^\p{L}\p{N}\p{M}\s]+"
+
+
+def words(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+    """Each text's normalized words: lower case, runs of letters, digits and marks."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    split = pc.utf8_split_whitespace(pc.replace_substring_regex(pc.utf8_lower(texts), _NON_WORD, " "))
+    flat = split.flatten()
+    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(split).to_numpy()[real]
+    offsets = np.r_[0, np.cumsum(np.bincount(parents, minlength=len(split)))].astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(real)))
+
+
+def _whole_hash(unit_values: np.ndarray) -> np.uint64:
+    with np.errstate(over="ignore"):
+        return np.sum(unit_values * MULTIPLIERS[: len(unit_values)], dtype=np.uint64)
+
+
+@dataclass
+class ContaminationIndex:
+    ngram: int
+    hashes: np.ndarray           # uint64, sorted: every item's n-grams, each once per item
+    items: np.ndarray            # int32, the item of each hash
+    short_hashes: np.ndarray     # uint64, sorted: one hash per item shorter than ngram words
+    short_items: np.ndarray      # int32
+    short_lengths: np.ndarray    # int32, that item's word count
+    item_ngrams: np.ndarray      # int32, distinct n-grams per item (1 for a short item)
+    item_names: list[str]
+    item_benchmarks: np.ndarray  # int16, index into benchmarks
+    benchmarks: list[str]
+
+    _ARRAYS = ("hashes", "items", "short_hashes", "short_items", "short_lengths", "item_ngrams", "item_benchmarks")
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        meta = json.dumps({"ngram": self.ngram, "names": self.item_names, "benchmarks": self.benchmarks}).encode()
+        np.savez(buffer, meta=np.frombuffer(meta, dtype=np.uint8), **{k: getattr(self, k) for k in self._ARRAYS})
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ContaminationIndex":
+        arrays = np.load(io.BytesIO(data))
+        meta = json.loads(arrays["meta"].tobytes())
+        return cls(ngram=meta["ngram"], item_names=meta["names"], benchmarks=meta["benchmarks"],
+                   **{k: arrays[k] for k in cls._ARRAYS})
+
+    def summary(self) -> dict[str, Any]:
+        return {"benchmarks": {b: int(np.sum(self.item_benchmarks == i)) for i, b in enumerate(self.benchmarks)},
+                "ngrams": int(len(self.hashes) + len(self.short_hashes)),
+                "bytes": int(sum(getattr(self, k).nbytes for k in self._ARRAYS))}
+
+
+def bloom_bitmap(hashes: np.ndarray) -> tuple[int, np.ndarray]:
+    """A one-hash Bloom filter of the index: 2^bits bits, at least 32 per indexed n-gram,
+    so at most 1 in 32 scanned n-grams that are not in the index needs the exact lookup."""
+    bits = max(12, int(np.ceil(np.log2(max(len(hashes), 1) * 32))))
+    bitmap = np.zeros(1 << (bits - 6), np.uint64)
+    if len(hashes):
+        slots = hashes >> np.uint64(64 - bits)  # sorted, as the hashes are
+        words_of = slots >> np.uint64(6)
+        starts = np.flatnonzero(np.r_[True, words_of[1:] != words_of[:-1]])
+        bitmap[words_of[starts]] = np.bitwise_or.reduceat(np.uint64(1) << (slots & np.uint64(63)), starts)
+    return bits, bitmap
+
+
+def distinct_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (first, second) pairs, sorted."""
+    order = np.lexsort((second, first))
+    first, second = first[order], second[order]
+    keep = np.ones(len(first), bool)
+    keep[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+    return first[keep], second[keep]
+
+
+def build_index(config: ContaminationConfig, batch_items: int = 5_000) -> ContaminationIndex:
+    """Reads every eval set and hashes its items' n-grams (each distinct n-gram once per item)."""
+    n = config.ngram
+    names: list[str] = []
+    benchmark_of: list[int] = []
+    hash_parts, item_parts = [], []
+    short_hashes, short_items, short_lengths = [], [], []
+    item_ngrams: list[np.ndarray] = []
+    for b, eval_set in enumerate(config.benchmarks):
+        fields = eval_set.text_fields()
+        texts = []
+        for number, row in enumerate(iter_eval_set(eval_set)):
+            texts.append(item_text(row, fields))
+            names.append(item_name(row, number))
+        for start in range(0, len(texts), batch_items):
+            first_item = len(benchmark_of)
+            chunk = texts[start:start + batch_items]
+            benchmark_of += [b] * len(chunk)
+            units = words(pa.array(chunk, pa.string()))
+            unit_values = unit_hashes(units)
+            values, docs, _ = ngram_hashes(units, n, unit_values)
+            docs, values = distinct_pairs(docs.astype(np.int64), values)
+            counts = np.bincount(docs, minlength=len(chunk)).astype(np.int32)
+            hash_parts.append(values)
+            item_parts.append((docs + first_item).astype(np.int32))
+            offsets = units.offsets.to_numpy()
+            lengths = np.diff(offsets)
+            for d in np.flatnonzero((lengths > 0) & (lengths < n)):
+                short_hashes.append(_whole_hash(unit_values[offsets[d]:offsets[d + 1]]))
+                short_items.append(first_item + d)
+                short_lengths.append(lengths[d])
+                counts[d] = 1
+            item_ngrams.append(counts)
+        del texts
+    hashes = np.concatenate(hash_parts) if hash_parts else np.zeros(0, np.uint64)
+    del hash_parts
+    items = np.concatenate(item_parts) if item_parts else np.zeros(0, np.int32)
+    del item_parts
+    order = np.argsort(hashes)  # introsort: no scratch copy of 8 bytes per n-gram
+    hashes = hashes[order]
+    items = items[order]
+    del order
+    short = np.array(short_hashes, np.uint64)
+    short_order = np.argsort(short, kind="stable")
+    return ContaminationIndex(
+        ngram=n, hashes=hashes, items=items, short_hashes=short[short_order],
+        short_items=np.array(short_items, np.int32)[short_order],
+        short_lengths=np.array(short_lengths, np.int32)[short_order],
+        item_ngrams=np.concatenate(item_ngrams) if item_ngrams else np.zeros(0, np.int32), item_names=names,
+        item_benchmarks=np.array(benchmark_of, np.int16), benchmarks=[b.name for b in config.benchmarks])
+
+
+def index_key(config: ContaminationConfig) -> str:
+    """Names the index by what it is built from: n, the eval sets and their files' state."""
+    payload = {"format": 1, "ngram": config.ngram,
+               "benchmarks": [b.model_dump(mode="json", exclude={"storage_options"}) for b in config.benchmarks],
+               "files": [storage.file_info(b.uri, b.storage_options) for b in config.benchmarks]}
+    return short_hash(payload)
+
+
+def prepare_index(spec: "JobSpec", progress: "Progress | None" = None) -> dict[str, Any] | None:
+    """Builds the job's index once and writes it to the work directory (kept for re-runs
+    with the same eval sets); returns its summary."""
+    import time
+
+    from pipeline.core.layout import OutputLayout
+
+    config = spec.stages.contamination
+    if not config.enabled:
+        return None
+    uri = OutputLayout(spec.output.uri).stage_work("contamination", f"index-{index_key(config)}.npz")
+    options = spec.output.storage_options
+    if storage.exists(uri, options):
+        return ContaminationIndex.from_bytes(storage.read_bytes(uri, options)).summary()
+    started = time.perf_counter()
+    index = build_index(config)
+    storage.write_bytes(uri, index.to_bytes(), options)
+    summary = index.summary()
+    if progress is not None:
+        items = sum(summary["benchmarks"].values())
+        progress.log(f"contamination index: {items:,} eval items, {summary['ngrams']:,} n-grams, "
+                     f"{summary['bytes'] / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f} s")
+    return summary

@@ -1,0 +1,27 @@
+"""What tests share besides fixtures: where the repository and ../shared/data are, and
+a minimal job spec."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+# ../shared/data beside the checkout (see the project brief); REFINERY_SHARED_DATA overrides.
+SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+def job_dict(input_uri: str, output_uri: str, tokenizer: str, **sections: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": "test",
+        "input": {"uri": input_uri, "id_column": "id"},
+        "output": {"uri": output_uri},
+        # Near dedup has its own tests; elsewhere it would only add shuffles to every job.
+        "stages": {"tokenize": {"model": tokenizer}, "pack": {"seq_len": 256, "shard_tokens": 40000},
+                   "near_dedup": {"enabled": False}},
+    }
+    for key, value in sections.items():
+        spec[key] = {**spec.get(key, {}), **value}
+    return spec

@@ -1,0 +1,126 @@
+"""Bad input never crashes a run silently or drops data: each case is quarantined with a
+reason naming the file and row, or fails with a message naming the file or key."""
+
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import run_job
+from pipeline.core.storage import OutputNotWritable
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+FIFTY_MB = 50 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad") / "corpus"
+    root.mkdir()
+    good = [f"A perfectly ordinary document number {i} about rivers and hills." for i in range(20)]
+    pq.write_table(pa.table({"id": [f"g{i}" for i in range(20)], "text": good}), root / "a_good.parquet")
+    pq.write_table(pa.table({"id": ["m1", "m2"], "body": ["no text column", "here"]}), root / "b_missing_column.parquet")
+    pq.write_table(pa.table({"id": ["n1", "n2", "n3"], "text": ["fine one", None, "fine three"]}), root / "c_null_text.parquet")
+    pq.write_table(pa.table({"id": ["u1", "u2"], "text": pa.array([b"valid bytes", b"\xc3\x28 broken"], pa.binary())}),
+                   root / "d_binary.parquet")
+    (root / "e_corrupt.parquet").write_bytes(b"PAR1 this is not really parquet at all" * 10)
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), root / "f_empty.parquet")
+    pq.write_table(pa.table({"id": ["h1", "h2"], "text": ["y" * FIFTY_MB, "small neighbour"]}), root / "g_huge.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad_run(bad_corpus, tokenizer_model, tmp_path_factory):
+    from tests.helpers import job_dict
+
+    out = tmp_path_factory.mktemp("bad_out") / "out"
+    result = run_job(job_dict(str(bad_corpus), str(out), str(tokenizer_model)))
+    quarantine = [r for p in sorted((out / "quarantine").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    return out, result.report, quarantine
+
+
+def _records(quarantine, name):
+    return [r for r in quarantine if r["source_uri"].endswith(name)]
+
+
+def test_counts_balance_with_every_kind_of_bad_input(bad_run):
+    _, report, _ = bad_run
+    assert report["balance"]["ok"]
+    # 20 + 2 + 3 + 2 + 0 + 2 readable rows; the corrupt file's rows are unknowable
+    assert report["totals"]["input_docs"] == 29
+    assert report["totals"]["kept_docs"] == 20 + 2 + 1 + 1
+
+
+def test_missing_text_column_quarantines_shard_with_row_count(bad_run):
+    _, report, quarantine = bad_run
+    [record] = _records(quarantine, "b_missing_column.parquet")
+    assert record["quarantine_reason"] == "missing_text_column"
+    assert "no column 'text'" in record["quarantine_detail"] and "body" in record["quarantine_detail"]
+    assert report["quarantined"]["missing_text_column"] == 2
+
+
+def test_null_text_row_named(bad_run):
+    _, _, quarantine = bad_run
+    [record] = _records(quarantine, "c_null_text.parquet")
+    assert (record["row"], record["id"], record["quarantine_reason"]) == (1, "n2", "null_text")
+
+
+def test_non_utf8_row_named(bad_run):
+    _, _, quarantine = bad_run
+    [record] = _records(quarantine, "d_binary.parquet")
+    assert (record["row"], record["id"], record["quarantine_reason"]) == (1, "u2", "invalid_utf8")
+
+
+def test_corrupt_parquet_listed_in_report(bad_run):
+    out, report, quarantine = bad_run
+    [record] = _records(quarantine, "e_corrupt.parquet")
+    assert record["quarantine_reason"] == "unreadable_parquet" and record["row"] is None
+    [shard] = [s for s in report["quarantined_shards"] if s["uri"].endswith("e_corrupt.parquet")]
+    assert shard["documents"] is None
+    assert "e_corrupt.parquet" in (out / "report.md").read_text()
+
+
+def test_empty_shard_is_fine(bad_run):
+    _, report, _ = bad_run
+    [row] = [s for s in report["shards"] if s["uri"].endswith("f_empty.parquet")]
+    assert row["input_docs"] == 0 and row["balanced"]
+
+
+def test_fifty_megabyte_document_quarantined_neighbour_kept(bad_run):
+    _, report, quarantine = bad_run
+    [record] = _records(quarantine, "g_huge.parquet")
+    assert record["quarantine_reason"] == "document_too_large" and record["row"] == 0
+    assert record["text_bytes"] == FIFTY_MB
+    [row] = [s for s in report["shards"] if s["uri"].endswith("g_huge.parquet")]
+    assert row["kept_docs"] == 1
+
+
+def test_no_raw_text_in_quarantine_records(bad_run):
+    _, _, quarantine = bad_run
+    assert all("text" not in record for record in quarantine)
+
+
+def test_on_bad_shard_fail_names_the_file(bad_corpus, make_job, tmp_path):
+    job = make_job(bad_corpus, tmp_path / "out", input={"on_bad_shard": "fail"})
+    with pytest.raises(Exception) as err:
+        run_job(job)
+    assert "b_missing_column.parquet" in str(err.value) or "e_corrupt.parquet" in str(err.value)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_unwritable_output_fails_before_work(make_job, sample_corpus, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OutputNotWritable, match="cannot write to output .*a-file/out"):
+        run_job(make_job(sample_corpus, blocker / "out"))
+
+
+def test_all_shards_bad_is_an_error(tmp_path, make_job):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "x.parquet").write_bytes(b"garbage")
+    from pipeline.runner import InputError
+
+    with pytest.raises(InputError, match="every input shard was quarantined.*x.parquet"):
+        run_job(make_job(corpus, tmp_path / "out"))

@@ -1,0 +1,289 @@
+"""Benchmark contamination: eval items found inside documents in every form the issue
+names, few false positives on clean text, the three actions, eval set reading errors, and
+a job's report."""
+
+import gzip
+import json
+import random
+import re
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.core import columns as cols
+from pipeline.stages.contamination import (
+    CONTAMINATION,
+    ContaminationCheck,
+    ContaminationConfig,
+    EvalSetError,
+    build_index,
+)
+from tests.helpers import SHARED_DATA
+
+TOPICS = ["river", "castle", "engine", "harvest", "library", "comet", "orchard", "harbour", "violin", "glacier"]
+
+
+def _eval_items(n: int, seed: int = 0) -> list[dict]:
+    """Generated word problems, distinct from each other and from the filler text."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        a, b = rng.randrange(2, 90), rng.randrange(2, 90)
+        topic = rng.choice(TOPICS)
+        items.append({
+            "question": f"Problem {i}: the {topic} keeper counts {a} lanterns on Monday and {b} lanterns on "
+                        f"Tuesday, then gives away a third of them to the {rng.choice(TOPICS)} guild. "
+                        f"How many lanterns does the keeper still hold at the end of week {i}?",
+            "answer": f"The keeper holds {a}+{b}={a + b} lanterns, gives away {(a + b) // 3}, "
+                      f"so {a + b - (a + b) // 3} remain.\n#### {a + b - (a + b) // 3}",
+        })
+    return items
+
+
+FILLER = ("The committee met in the old hall to review the plans for the new bridge over the valley. "
+          "Several members raised questions about the cost of the stone and the time the work would take. ")
+
+
+def _write_jsonl(path, rows, compress=False):
+    data = "\n".join(json.dumps(r) for r in rows).encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return str(path)
+
+
+def _stage(tmp_path, rows, **config) -> ContaminationCheck:
+    uri = _write_jsonl(tmp_path / "eval.jsonl", rows)
+    stage = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[
+        {"name": "lanterns", "uri": uri, "preset": "gsm8k"}], **config))
+    stage.setup()
+    return stage
+
+
+def _docs(texts):
+    n = len(texts)
+    return pa.table({cols.ID: [f"d{i}" for i in range(n)], cols.TEXT: texts, cols.DOMAIN: pa.nulls(n, pa.string()),
+                     cols.URL: pa.nulls(n, pa.string()), cols.SHARD: ["s"] * n, cols.ROW: list(range(n)),
+                     cols.TEXT_BYTES: [len(t.encode()) for t in texts]}, schema=cols.BASE_SCHEMA)
+
+
+def _change_surface(text: str, rng: random.Random) -> str:
+    """Case, whitespace and punctuation changed; the words stay."""
+    words = re.findall(r"\w+", text)
+    out = []
+    for word in words:
+        word = word.upper() if rng.random() < 0.3 else word.capitalize() if rng.random() < 0.3 else word
+        out.append(word + rng.choice(["", ",", ";", " -", "...", "!"]))
+    return rng.choice([" ", "  ", "\n", "\t "]).join(out)
+
+
+def _fragment(text: str, share: float, rng: random.Random) -> str:
+    words = text.split()
+    length = max(1, int(len(words) * share))
+    start = rng.randrange(len(words) - length + 1)
+    return " ".join(words[start:start + length])
+
+
+def _embed(piece: str, rng: random.Random, paragraphs: list[str]) -> str:
+    before, after = rng.choice(paragraphs), rng.choice(paragraphs)
+    return f"{before}\n{piece}\n{after}"
+
+
+FORMS = {
+    "verbatim": lambda text, rng: text,
+    "surface": _change_surface,
+    "fragment_60": lambda text, rng: _fragment(text, 0.6, rng),
+}
+
+
+def test_items_found_in_every_form_and_not_in_clean_text(tmp_path):
+    items = _eval_items(200)
+    stage = _stage(tmp_path, items)
+    rng = random.Random(1)
+    paragraphs = [FILLER * rng.randint(1, 3) for _ in range(10)]
+    for form, change in FORMS.items():
+        texts = [_embed(change(f"{it['question']}\n{it['answer']}", rng), rng, paragraphs) for it in items]
+        found = stage.matches(pa.array(texts))
+        assert all(i in doc for i, doc in enumerate(found)), form
+    clean = [FILLER * 3, "Problem solving needs lanterns, keepers and a guild.", ""]
+    assert stage.matches(pa.array(clean)) == [{}, {}, {}]
+
+
+def test_thresholds_and_annotation(tmp_path):
+    items = _eval_items(5)
+    stage = _stage(tmp_path, items, min_item_fraction=0.5)
+    whole = items[0]["question"] + " " + items[0]["answer"]
+    words = whole.split()
+    part = " ".join(words[: len(words) // 4])  # a quarter of the item: below the 50% threshold
+    out = stage.process(_docs([FILLER + whole, FILLER + part, FILLER]))
+    annotations = out.table.column(CONTAMINATION).to_pylist()
+    assert [a["item"] for a in annotations[0]] == ["0"] and annotations[0][0]["fraction"] == 1.0
+    assert annotations[0][0]["benchmark"] == "lanterns" and annotations[0][0]["ngrams"] > 20
+    assert annotations[1] == [] and annotations[2] == []
+    assert out.reject_reasons is None  # annotate only
+
+
+def test_drop_and_excise_with_margin_and_piece_limit(tmp_path):
+    items = _eval_items(30)
+    item_text = [f"{it['question']}\n{it['answer']}" for it in items]
+    head, tail = "HEAD " * 100, " TAIL" * 100  # 500 characters each side
+    doc_one = head + FILLER + item_text[0] + "\n" + FILLER + tail
+    doc_many = FILLER.join([""] + item_text[:12] + [""])  # 12 separate regions: 13 pieces
+    docs = _docs([doc_one, doc_many, FILLER, item_text[3]])
+
+    dropped = _stage(tmp_path, items, action="drop").process(docs)
+    assert dropped.reject_reasons.to_pylist() == ["contaminated", "contaminated", None, "contaminated"]
+
+    stage = _stage(tmp_path, items, action="excise", margin_chars=50)
+    out = stage.process(docs)
+    assert out.reject_reasons.to_pylist() == [None, "contaminated_too_many_pieces", None, "contaminated_entirely"]
+    excised = out.table.column(cols.TEXT)[0].as_py()
+    assert "lanterns" not in excised and excised.startswith("HEAD") and excised.endswith("TAIL")
+    start = doc_one.index(item_text[0])
+    # the cut reaches 50 characters beyond the matched words on each side, no further
+    assert excised == doc_one[:start - 50] + "\n" + doc_one[start + len(item_text[0]) + 50:]
+    assert out.table.column(cols.TEXT_BYTES)[0].as_py() == len(excised.encode())
+    stats = stage.take_stats()["lanterns"]
+    assert stats["documents"] == 3 and stats["excised"] == 1 and stats["dropped"] == 2
+    assert stats["examples"] == ["d0", "d1", "d3"]
+
+
+def test_bitmap_never_drops_an_indexed_ngram(tmp_path):
+    import numpy as np
+
+    stage = _stage(tmp_path, _eval_items(300))
+    hashes = stage.index.hashes
+    slots = hashes >> np.uint64(64 - stage.bitmap_bits)
+    bits = (stage.bitmap[slots >> np.uint64(6)] >> (slots & np.uint64(63))) & np.uint64(1)
+    assert len(hashes) > 10000 and bits.all()
+    assert stage.bitmap.nbytes * 8 >= 32 * len(hashes)
+
+
+def test_items_shorter_than_n_are_matched_whole(tmp_path):
+    rows = [{"question": "What is the capital of Peru", "answer": "Lima"}] + _eval_items(3)
+    stage = _stage(tmp_path, rows)
+    found = stage.matches(pa.array(["Quiz: what is the CAPITAL of Peru? Lima, of course.",
+                                    "What is the capital of France? Paris.", "so what is the capital of peru lima"]))
+    assert 0 in found[0] and 0 not in found[1] and 0 in found[2]
+    assert stage.index.item_ngrams[0] == 1
+
+
+@pytest.mark.parametrize("fmt", ["jsonl.gz", "parquet", "csv"])
+def test_eval_set_formats(tmp_path, fmt):
+    rows = _eval_items(20)
+    path = tmp_path / f"eval.{fmt}"
+    if fmt == "jsonl.gz":
+        _write_jsonl(path, rows, compress=True)
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        import csv
+
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["question", "answer"])
+            writer.writeheader()
+            writer.writerows(rows)
+    index = build_index(ContaminationConfig(enabled=True, benchmarks=[
+        {"name": "lanterns", "uri": str(path), "fields": ["question", "answer"]}]))
+    assert index.summary()["benchmarks"] == {"lanterns": 20} and len(index.hashes) > 20 * 30
+
+
+def test_eval_set_errors_name_the_benchmark(tmp_path):
+    good = _write_jsonl(tmp_path / "good.jsonl", _eval_items(3))
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "broken.jsonl").write_text('{"question": "a", "answer": "b"}\n{not json\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    cases = {
+        "missing_field": ({"uri": good, "fields": ["question", "solution"]}, "missing field(s) solution"),
+        "absent_file": ({"uri": str(tmp_path / "nope.jsonl"), "preset": "gsm8k"}, "cannot read the file"),
+        "empty_file": ({"uri": str(tmp_path / "empty.jsonl"), "preset": "gsm8k"}, "holds no items"),
+        "bad_json": ({"uri": str(tmp_path / "broken.jsonl"), "preset": "gsm8k"}, "not readable as jsonl"),
+        "unknown_format": ({"uri": str(tmp_path / "notes.txt"), "preset": "gsm8k"}, "unknown format"),
+    }
+    for name, (entry, message) in cases.items():
+        config = ContaminationConfig(enabled=True, benchmarks=[{"name": name, **entry}])
+        with pytest.raises(EvalSetError, match=f"benchmark '{name}'.*{re.escape(message)}"):
+            build_index(config)
+    with pytest.raises(ValueError, match="name its text fields or a preset"):
+        ContaminationConfig(enabled=True, benchmarks=[{"name": "x", "uri": good}])
+    with pytest.raises(ValueError, match="Extra inputs"):
+        ContaminationConfig(enabled=True, benchmarks=[{"name": "x", "uri": good, "preset": "gsm8k", "feilds": []}])
+
+
+def test_job_drops_contaminated_documents_and_reports_them(make_job, sample_corpus, tmp_path):
+    from pipeline import run_job
+
+    table = pq.read_table(sample_corpus)
+    texts = [t for t in table.column("text").to_pylist() if t and len(t.split()) > 80]
+    rows = [{"question": " ".join(t.split()[10:60]), "answer": ""} for t in texts[:4]]
+    eval_uri = _write_jsonl(tmp_path / "eval.jsonl", rows)
+    out = tmp_path / "out"
+    result = run_job(make_job(sample_corpus, out, stages={"contamination": {
+        "enabled": True, "action": "drop", "benchmarks": [{"name": "planted", "uri": eval_uri, "preset": "gsm8k"}]}}))
+    report = result.report
+    assert report["balance"]["ok"]
+    entry = report["contamination"]["benchmarks"]["planted"]
+    assert entry["items"] == 4 and entry["items_found"] == 4
+    assert entry["documents"] >= 4 and entry["dropped"] == entry["documents"]
+    assert report["rejected"]["contamination"]["contaminated"] == entry["documents"]
+    saved = json.loads((out / "contamination.json").read_text())
+    assert saved == report["contamination"]
+    markdown = (out / "report.md").read_text()
+    assert "## Benchmark contamination" in markdown and "| planted | 4 | 4 |" in markdown
+    for row in rows:  # ids only, never the text
+        assert row["question"][:40] not in json.dumps(saved) and row["question"][:40] not in markdown
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "benchmarks").exists() or not (SHARED_DATA / "wikitext2").exists(),
+                    reason="../shared/data/benchmarks or wikitext2 absent")
+def test_gsm8k_and_humaneval_recall_and_false_positives_on_wikipedia():
+    config = ContaminationConfig(enabled=True, benchmarks=[
+        {"name": "gsm8k", "uri": str(SHARED_DATA / "benchmarks" / "gsm8k_test.jsonl"), "preset": "gsm8k"},
+        {"name": "humaneval", "uri": str(SHARED_DATA / "benchmarks" / "HumanEval.jsonl.gz"), "preset": "humaneval"}])
+    stage = ContaminationCheck(config)
+    stage.setup()
+    items = [json.loads(line) for line in (SHARED_DATA / "benchmarks" / "gsm8k_test.jsonl").read_text().splitlines()]
+    items_text = [f"{r['question']}\n{r['answer']}" for r in items]
+    humaneval = [json.loads(line) for line in gzip.decompress(
+        (SHARED_DATA / "benchmarks" / "HumanEval.jsonl.gz").read_bytes()).decode().splitlines()]
+    items_text += [r["prompt"] + r["canonical_solution"] for r in humaneval]
+    paragraphs = [line.strip() for name in ("valid.txt", "test.txt")
+                  for line in (SHARED_DATA / "wikitext2" / name).read_text().splitlines()
+                  if len(line.strip()) > 300 and not line.strip().startswith("=")]
+    rng = random.Random(7)
+    for form, change in FORMS.items():
+        texts = [_embed(change(text, rng), rng, paragraphs) for text in items_text]
+        found = stage.matches(pa.array(texts))
+        recall = sum(1 for i, doc in enumerate(found) if i in doc) / len(items_text)
+        assert recall >= 0.99, (form, recall)
+    clean = stage.overlaps(stage.matches(pa.array(paragraphs)))
+    assert len(paragraphs) > 2000
+    assert sum(1 for doc in clean if doc) / len(paragraphs) <= 0.001
+
+
+def test_eval_set_read_from_s3(s3, s3_endpoint, tmp_path):
+    items = _eval_items(10)
+    s3.mkdir("evals")
+    s3.put(_write_jsonl(tmp_path / "eval.jsonl.gz", items, compress=True), "evals/lanterns.jsonl.gz")
+    stage = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[
+        {"name": "lanterns", "uri": "s3://evals/lanterns.jsonl.gz", "preset": "gsm8k",
+         "storage_options": {"endpoint_url": s3_endpoint}}]))
+    stage.setup()
+    found = stage.matches(pa.array([FILLER + items[4]["question"], FILLER]))
+    assert 4 in found[0] and found[1] == {}
+    missing = ContaminationConfig(enabled=True, benchmarks=[
+        {"name": "gone", "uri": "s3://evals/nope.jsonl", "preset": "gsm8k",
+         "storage_options": {"endpoint_url": s3_endpoint}}])
+    with pytest.raises(EvalSetError, match="benchmark 'gone'.*cannot read the file"):
+        build_index(missing)
+
+
+def test_spec_names_a_missing_eval_file_by_key(make_job, sample_corpus, tmp_path):
+    from pipeline.config import JobSpecError, load_job_spec
+
+    spec = make_job(sample_corpus, tmp_path / "out", stages={"contamination": {
+        "enabled": True, "benchmarks": [{"name": "gsm8k", "uri": str(tmp_path / "absent.jsonl"), "preset": "gsm8k"}]}})
+    with pytest.raises(JobSpecError, match=r"stages.contamination.benchmarks.0 \('gsm8k'\): file not found"):
+        load_job_spec(spec)
+    spec["stages"]["contamination"]["benchmarks"][0]["preset"] = "gsm9k"
+    with pytest.raises(JobSpecError, match="preset"):
+        load_job_spec(spec)

@@ -1,0 +1,156 @@
+"""Near-duplicate removal end to end, against datasketch's in-memory MinHashLSH and a
+single-process union-find over the same signatures and bands."""
+
+import json
+from pathlib import Path
+
+import datasketch
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import run_job
+from pipeline.core.layout import shard_key
+from pipeline.stages.near_dedup.minhash import shingle_hash
+from pipeline.stages.exact_dedup.normalize import normalize_for_dedup
+from pipeline.stages.near_dedup import NearDedupConfig, dedup_units
+from tests.helpers.graphs import union_find_components
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def reference_removed(corpus: Path, config: NearDedupConfig) -> set[tuple[str, int]]:
+    docs = []
+    for path in sorted(corpus.glob("*.parquet")):
+        key = shard_key(str(corpus), str(path))
+        for row, text in enumerate(pq.read_table(path).column("text").to_pylist()):
+            if text and text.strip():
+                docs.append(((key, row), text))
+    docs.sort()
+    # exact duplicates first: the first (shard, row) of each normalized text survives
+    first_seen, exact_removed = {}, set()
+    for locator, text in docs:
+        normalized = normalize_for_dedup(text)
+        if normalized in first_seen:
+            exact_removed.add(locator)
+        else:
+            first_seen[normalized] = locator
+    bands, rows = config.banding()
+    lsh = datasketch.MinHashLSH(num_perm=config.num_perm, params=(bands, rows))
+    hashes = {}
+    units = dedup_units(pa.array([t for _, t in docs]), "word").to_pylist()
+    for (locator, _), words in zip(docs, units):
+        n = config.ngram
+        shingles = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)] if len(words) >= n else [tuple(words)]
+        if not words:
+            continue
+        minhash = datasketch.MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=shingle_hash, scheme="affine32")
+        minhash.update_batch(shingles)
+        hashes[locator] = minhash
+        lsh.insert(locator, minhash)
+    order = {locator: i for i, (locator, _) in enumerate(docs)}
+    edges = [(order[a], order[b]) for a in hashes for b in lsh.query(hashes[a]) if a != b]
+    near_removed = {docs[node][0] for node in union_find_components(edges)}
+    return exact_removed | near_removed
+
+
+@pytest.fixture(scope="module")
+def near_run(sample_corpus, tokenizer_model, tmp_path_factory):
+    from tests.helpers import job_dict
+
+    # Unverified, so the removals are exactly what LSH candidates and components give.
+    out = tmp_path_factory.mktemp("near") / "out"
+    stages = {"near_dedup": {"verify": "none"}}
+    return out, run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model), stages=stages))
+
+
+def test_near_dedup_agrees_with_datasketch_lsh(near_run, sample_corpus):
+    out, result = near_run
+    removed = {
+        (r["shard_key"], r["row"])
+        for p in (out / "rejects" / "dedup").glob("*.parquet")
+        for r in pq.read_table(p).to_pylist()
+    }
+    expected = reference_removed(sample_corpus, NearDedupConfig(verify="none"))
+    agreement = len(removed & expected) / len(removed | expected)
+    assert agreement >= 0.99, (len(removed), len(expected), sorted(removed ^ expected)[:10])
+    assert result.report["rejected"]["near_dedup"]["near_duplicate"] > 0
+    assert result.report["balance"]["ok"]
+
+
+def test_near_duplicates_record_their_survivor(near_run):
+    out, _ = near_run
+    rejects = [r for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
+    near = [r for r in rejects if r["reject_stage"] == "near_dedup"]
+    assert near
+    rejected_ids = {r["id"] for r in rejects}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["documents"] > 0
+    for r in near:
+        assert r["duplicate_of"] and r["duplicate_of"] not in rejected_ids
+    report = (out / "report.md").read_text()
+    assert "## Near-duplicate LSH" in report and "| P(candidate) |" in report
+
+
+def test_huge_bucket_becomes_a_star_not_all_pairs():
+    """100k identical boilerplate pages in one bucket: 99,999 edges, not ~5e9 pairs."""
+    import numpy as np
+
+    from pipeline.stages.near_dedup.components import DST, SRC
+    from pipeline.stages.near_dedup.lsh import BAND_KEY, NODE, _star_edges
+
+    n = 100_000
+    nodes = np.random.default_rng(0).permutation(n).astype(np.int64) + 10
+    block = pa.table({BAND_KEY: pa.array(np.full(n, 42, np.int64)), NODE: pa.array(nodes)})
+    edges = _star_edges(block)
+    assert edges.num_rows == n - 1
+    assert set(edges.column(DST).to_pylist()) == {10}
+    assert sorted(edges.column(SRC).to_pylist()) == list(range(11, n + 10))
+
+
+@pytest.mark.parametrize("survivor", ["first", "longest"])
+def test_survivor_choice(survivor, make_job, tmp_path):
+    words = [f"w{i}" for i in range(300)]
+    base = " ".join(words)
+    longer = base + " and a few more words at the end"
+    other = " ".join(f"x{i}" for i in range(300))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["short", "other"], "text": [base, other]}), corpus / "a.parquet")
+    pq.write_table(pa.table({"id": ["long", "copy"], "text": [longer, base.upper()]}), corpus / "b.parquet")
+    out = tmp_path / "out"
+    run_job(make_job(corpus, out, stages={"near_dedup": {"survivor": survivor}}))
+    rejects = {r["id"]: (r["reject_reason"], r["duplicate_of"])
+               for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    if survivor == "first":
+        assert rejects == {"long": ("near_duplicate", "short"), "copy": ("exact_duplicate", "short")}
+    else:
+        assert rejects == {"short": ("near_duplicate", "long"), "copy": ("exact_duplicate", "short")}
+
+
+def test_survivor_lowest_perplexity(make_job, tokenizer_model, tmp_path):
+    import sentencepiece as spm
+
+    from pipeline.tools.train_lm import train_arpa
+    from pipeline.stages.language import LanguageConfig, LanguageId
+    from pipeline.stages.perplexity import ccnet_normalize
+
+    words = [f"w{i}" for i in range(300)]
+    fluent = " ".join(words)
+    noisy = " ".join("zqxv" if i % 60 == 7 else w for i, w in enumerate(words))  # Jaccard about 0.87
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    train_arpa([sp.encode(ccnet_normalize(fluent), out_type=str)] * 20, tmp_path / "en.arpa", order=3)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["noisy"], "text": [noisy]}), corpus / "a.parquet")
+    pq.write_table(pa.table({"id": ["fluent"], "text": [fluent]}), corpus / "b.parquet")
+    language = LanguageId(LanguageConfig())
+    language.setup()
+    labels = set(language.predict([fluent, noisy])[0])  # "w0 w1 ..." is no language; use what lid.176 says
+    out = tmp_path / "out"
+    run_job(make_job(corpus, out, stages={"perplexity": {"enabled": True, "models": {
+        lang: {"lm": str(tmp_path / "en.arpa"), "sp": str(tokenizer_model)} for lang in labels}},
+        "near_dedup": {"survivor": "lowest_perplexity"}}))
+    rejects = {r["id"]: (r["reject_reason"], r["duplicate_of"])
+               for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    assert rejects == {"noisy": ("near_duplicate", "fluent")}

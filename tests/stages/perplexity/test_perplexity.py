@@ -1,0 +1,185 @@
+"""CCNet-style perplexity: CCNet's normalization, per-line KenLM scores, and exactly the
+number a direct kenlm computation gives on the same normalized text."""
+
+import math
+
+import kenlm
+import pyarrow as pa
+import pytest
+import sentencepiece as spm
+
+from pipeline.core import columns as cols
+from pipeline.config import JobSpecError, load_job_spec
+from pipeline.tools.train_lm import train_arpa
+from pipeline.tools.sample import build_sample_documents
+from pipeline.stages.language import LANG
+from pipeline.stages.perplexity import PERPLEXITY, Perplexity, PerplexityConfig, ccnet_normalize, normalize_lines
+
+EDGE_LINES = [
+    "  Café Zürich — 1999 “quotes” «guillemets» …  ", "ΟΔΟΣ ΣΑΣ", "İstanbul ß ﬁ", "\x1c\tcontrol\x07 chars\x85 ",
+    "Ｆｕｌｌ　ｗｉｄｔｈ １２３ ，。！？（）", "٣ arabic digit ٤٥", "", "   ", "naïve résumé — ✓ ► 【x】",
+]
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    rows, _ = build_sample_documents(300, seed=4)
+    return [r["text"] for r in rows if r["text"].strip()]
+
+
+@pytest.fixture(scope="module")
+def lm_pair(texts, tokenizer_model, tmp_path_factory):
+    """A 3-gram model trained on normalized, tokenized sample text."""
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    lines = [ccnet_normalize(line) for t in texts for line in t.split("\n")]
+    arpa = tmp_path_factory.mktemp("lm") / "en.arpa"
+    train_arpa((sp.encode(line, out_type=str) for line in lines if line), arpa, order=3)
+    return str(arpa), str(tokenizer_model)
+
+
+def _stage(lm_pair, **config) -> Perplexity:
+    lm, sp = lm_pair
+    stage = Perplexity(PerplexityConfig(enabled=True, models={"en": {"lm": lm, "sp": sp}}, **config))
+    stage.setup()
+    return stage
+
+
+def _direct(text: str, lm: kenlm.Model, sp: spm.SentencePieceProcessor, per_line: bool = True) -> float:
+    total, length = 0.0, 0
+    for line in text.split("\n") if per_line else [text]:
+        line = ccnet_normalize(line)
+        if line:
+            pieces = sp.encode(line, out_type=str)
+            total += lm.score(" ".join(pieces))
+            length += len(pieces) + 1
+    return 10 ** (-total / length) if length else math.nan
+
+
+def test_vectorized_normalization_equals_ccnet(texts):
+    lines = [line for t in texts for line in t.split("\n")] + EDGE_LINES
+    assert normalize_lines(lines).to_pylist() == [ccnet_normalize(line) for line in lines]
+    assert ccnet_normalize("  Café 1999 “x” —  ") == 'cafe 0000 "x"  - '
+
+
+@pytest.mark.parametrize("per_line", [True, False])
+def test_stage_equals_direct_kenlm(texts, lm_pair, per_line):
+    docs = pa.table({cols.TEXT: texts + ["Zeile eins\n\nZeile zwei"], LANG: ["en"] * (len(texts) + 1)})
+    got = _stage(lm_pair, per_line=per_line).process(docs).table.column(PERPLEXITY).to_pylist()
+    lm, sp = kenlm.Model(lm_pair[0]), spm.SentencePieceProcessor(model_file=lm_pair[1])
+    for text, value in zip(docs.column(cols.TEXT).to_pylist(), got):
+        assert value == pytest.approx(_direct(text, lm, sp, per_line), rel=1e-6)
+    assert len(set(got)) > len(got) // 2  # real, varied scores
+
+
+def test_other_languages_get_null_and_max_perplexity_rejects(texts, lm_pair):
+    docs = pa.table({cols.TEXT: texts[:3] + ["Ein deutscher Satz.", "\x07\x08\n \t \x1f"], LANG: ["en"] * 3 + ["de", "en"]})
+    out = _stage(lm_pair).process(docs)
+    values = out.table.column(PERPLEXITY).to_pylist()
+    assert values[3] is None and values[4] is None  # no model for de; nothing scorable after normalization
+    assert out.reject_reasons is None
+    limit = sorted(values[:3])[1]
+    reasons = _stage(lm_pair, max_perplexity=limit).process(docs).reject_reasons.to_pylist()
+    assert reasons == [None if v <= limit else "perplexity_above_max" for v in values[:3]] + [None, None]
+
+
+def test_spec_requires_models_and_language(make_job, sample_corpus, tmp_path, lm_pair):
+    with pytest.raises(JobSpecError, match="stages.perplexity.models"):
+        load_job_spec(make_job(sample_corpus, tmp_path / "o", stages={"perplexity": {"enabled": True}}))
+    pair = {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}}
+    with pytest.raises(JobSpecError, match="needs stages.language"):
+        load_job_spec(make_job(sample_corpus, tmp_path / "o", stages={
+            "perplexity": {"enabled": True, "models": pair}, "language": {"enabled": False}}))
+    with pytest.raises(JobSpecError, match=r"stages.perplexity.models.en.lm: file not found"):
+        load_job_spec(make_job(sample_corpus, tmp_path / "o", stages={
+            "perplexity": {"enabled": True, "models": {"en": {"lm": "missing.arpa", "sp": lm_pair[1]}}}}))
+
+
+def test_bucket_cut_points_are_within_one_percent_rank_and_independent_of_blocks():
+    import numpy as np
+
+    from pipeline.core.annotated import NODE
+    from pipeline.stages.perplexity.buckets import bucket_counts, log_bucket_base, percentile_cutoffs
+
+    rng = np.random.default_rng(5)
+    values = {"en": rng.lognormal(5.5, 0.6, 120_000), "de": rng.lognormal(6.5, 0.9, 30_000)}
+    gamma = log_bucket_base(0.001)
+
+    def cutoffs(pieces: int):
+        rows = []
+        for lang, v in values.items():
+            for part in np.array_split(v, pieces):  # one block per part, merged afterwards
+                block = pa.table({NODE: np.arange(len(part)), LANG: [lang] * len(part), PERPLEXITY: part})
+                rows += bucket_counts(block, gamma, first_new=0, skip=[]).to_pylist()
+        return percentile_cutoffs(rows, gamma, (30.0, 60.0))
+
+    merged = cutoffs(13)
+    assert merged == cutoffs(1) == cutoffs(7)  # exact counts: the same cut points however split
+    for lang, v in values.items():
+        for cut, percentile in zip(merged[lang], (30, 60)):
+            assert abs(np.mean(v < cut) - percentile / 100) <= 0.01
+            assert abs(cut / np.percentile(v, percentile) - 1) <= 0.002
+
+
+def test_job_buckets_perplexity_and_keeps_cut_points_on_refresh(make_job, lm_pair, texts, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipeline import run_job
+    from pipeline.core.progress import Progress
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": [f"a{i}" for i in range(len(texts))], "text": texts}), corpus / "a.parquet")
+    spec = make_job(corpus, tmp_path / "out", stages={"perplexity": {
+        "enabled": True, "models": {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}}, "keep_buckets": ["head", "middle"]}})
+    first = run_job(spec, progress=Progress(quiet=True))
+    cutoffs = first.report["perplexity_buckets"]["cutoffs"]
+    assert list(cutoffs) == ["en"] and cutoffs["en"][0] < cutoffs["en"][1]
+    tail = first.report["rejected"]["perplexity"]["perplexity_tail"]
+    english = first.report["languages_after_annotate"]["en"]
+    assert abs(tail / english - 0.4) < 0.05
+    assert "## Perplexity buckets" in (tmp_path / "out" / "report.md").read_text()
+
+    pq.write_table(pa.table({"id": ["b0", "b1"], "text": [texts[0] + " extra", "Another new English document."]}),
+                   corpus / "b.parquet")
+    second = run_job(spec, progress=Progress(quiet=True))
+    assert second.report["perplexity_buckets"]["cutoffs"] == cutoffs
+    index = json.loads((tmp_path / "out" / "index" / "_INDEX.json").read_text())
+    assert index["stage_state"]["perplexity"]["cutoffs"] == cutoffs
+
+
+def test_train_lm_cli_writes_a_pair_the_stage_loads(sample_corpus, tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["train-lm", str(sample_corpus), str(tmp_path / "models"), "--lang", "en", "--order", "4",
+                 "--vocab-size", "600"]) == 0
+    assert "stages.perplexity.models.en" in capsys.readouterr().out
+    pair = (str(tmp_path / "models" / "en.arpa"), str(tmp_path / "models" / "en.sp.model"))
+    assert kenlm.Model(pair[0]).order == 4
+    prose = "The committee met on Tuesday and agreed on the budget for the next year."
+    shuffled = "budget Tuesday the year on met next and the for committee agreed on The."
+    values = _stage(pair).process(pa.table({cols.TEXT: [prose, shuffled], LANG: ["en", "en"]})).table
+    ordered, scrambled = values.column(PERPLEXITY).to_pylist()
+    assert ordered < scrambled
+
+
+def test_retrained_models_invalidate_annotation_and_packing(make_job, sample_corpus, lm_pair, tokenizer_model, tmp_path):
+    import shutil
+
+    from pipeline.phases.annotate.phase import annotate_config_hash
+
+    lm, sp, tokenizer = (str(shutil.copy(source, tmp_path / name)) for source, name in (
+        (lm_pair[0], "en.arpa"), (lm_pair[1], "en.sp.model"), (tokenizer_model, "tok.model")))
+    spec_dict = make_job(sample_corpus, tmp_path / "o", stages={
+        "perplexity": {"enabled": True, "models": {"en": {"lm": lm, "sp": sp}}}, "tokenize": {"model": tokenizer}})
+    spec = load_job_spec(spec_dict)
+    before = annotate_config_hash(spec), spec.config_hash()
+    with open(lm, "a") as f:
+        f.write("\n")  # retrained in place: same path, new size and mtime
+    after_lm = annotate_config_hash(spec), spec.config_hash()
+    with open(tokenizer, "ab") as f:
+        f.write(b"\0")
+    after_tokenizer = annotate_config_hash(spec), spec.config_hash()
+    assert after_lm[0] != before[0] and after_lm[1] != before[1]
+    assert after_tokenizer[0] == after_lm[0] and after_tokenizer[1] != after_lm[1]  # the tokenizer only affects pack
