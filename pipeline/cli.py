@@ -45,8 +45,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from pipeline.tools.train_tokenizer import train_tokenizer
 
-    result = train_tokenizer(args.corpus, args.out, vocab_size=args.vocab_size, text_column=args.text_column,
-                             max_documents=args.max_documents, seed=args.seed)
+    result = train_tokenizer(
+        args.corpus,
+        args.out,
+        vocab_size=args.vocab_size,
+        text_column=args.text_column,
+        max_documents=args.max_documents,
+        seed=args.seed,
+    )
     print(f"trained a {result['vocab_size']}-piece sentencepiece model on {result['documents']} documents: {args.out}")
     return 0
 
@@ -54,12 +60,22 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 def _cmd_train_lm(args: argparse.Namespace) -> int:
     from pipeline.tools.train_lm import train_perplexity_model
 
-    result = train_perplexity_model(args.corpus, args.out_dir, args.lang, order=args.order, vocab_size=args.vocab_size,
-                                    sp_model=args.sp_model, text_column=args.text_column,
-                                    max_documents=args.max_documents, seed=args.seed)
+    result = train_perplexity_model(
+        args.corpus,
+        args.out_dir,
+        args.lang,
+        order=args.order,
+        vocab_size=args.vocab_size,
+        sp_model=args.sp_model,
+        text_column=args.text_column,
+        max_documents=args.max_documents,
+        seed=args.seed,
+    )
     stats = result["stats"]
-    print(f"trained a {stats.order}-gram model ({stats.backend}) on {result['lines']:,} normalized lines of "
-          f"{result['documents']:,} documents: {result['lm']} with {result['sp']}")
+    print(
+        f"trained a {stats.order}-gram model ({stats.backend}) on {result['lines']:,} normalized lines of "
+        f"{result['documents']:,} documents: {result['lm']} with {result['sp']}"
+    )
     print(f"use it with  stages.perplexity.models.{args.lang}: {{lm: {result['lm']}, sp: {result['sp']}}}")
     return 0
 
@@ -84,8 +100,10 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     print(f"submitted job '{prepared.spec.name}' to {api.address} as {job_id}")
     address = f" --address {api.address}"
     if not args.wait:
-        print(f"  refinery status {job_id}{address}\n  refinery logs {job_id}{address} --follow\n"
-              f"  refinery stop {job_id}{address}")
+        print(
+            f"  refinery status {job_id}{address}\n  refinery logs {job_id}{address} --follow\n"
+            f"  refinery stop {job_id}{address}"
+        )
         return 0
     info = _follow(api, job_id)
     ended = f"job {job_id}: {status_name(info)}"
@@ -99,8 +117,7 @@ def _follow(api, job_id: str):
     try:
         return api.follow(job_id, sys.stdout)
     except KeyboardInterrupt:
-        print(f"\nstopped following; the job goes on (refinery stop {job_id} --address {api.address})",
-              file=sys.stderr)
+        print(f"\nstopped following; the job goes on (refinery stop {job_id} --address {api.address})", file=sys.stderr)
         raise SystemExit(130) from None
 
 
@@ -142,28 +159,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a job spec")
     run.add_argument("job")
-    run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                     help="override a spec value, e.g. --set stages.pack.seq_len=4096")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a spec value, e.g. --set stages.pack.seq_len=4096",
+    )
     run.add_argument("--address", help="existing Ray cluster (overrides ray.address)")
     run.set_defaults(func=_cmd_run)
 
     address_help = "the cluster's Ray dashboard (Jobs API); default: $RAY_ADDRESS, else http://127.0.0.1:8265"
     submit = commands.add_parser("submit", help="run a job spec on a Ray cluster through the Ray Jobs API")
     submit.add_argument("job")
-    submit.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override a spec value, as for run")
+    submit.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a spec value, as for run"
+    )
     submit.add_argument("--address", help=address_help)
     submit.add_argument("--submission-id", help="the job's id on the cluster (default: one Ray makes up)")
-    submit.add_argument("--wait", action="store_true",
-                        help="follow the job's logs until it ends and exit with its status (0: succeeded)")
-    submit.add_argument("--no-file-checks", action="store_true",
-                        help="check keys and values only, for input and model paths that exist only on the cluster")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job's logs until it ends and exit with its status (0: succeeded)",
+    )
+    submit.add_argument(
+        "--no-file-checks",
+        action="store_true",
+        help="check keys and values only, for input and model paths that exist only on the cluster",
+    )
     submit.set_defaults(func=_cmd_submit)
 
     for name, func, help_text in (
-            ("status", _cmd_status, "a submitted job's status, times and entrypoint, and why it failed"),
-            ("logs", _cmd_logs, "a submitted job's driver output"),
-            ("stop", _cmd_stop, "stop a submitted job and wait until it has stopped")):
+        ("status", _cmd_status, "a submitted job's status, times and entrypoint, and why it failed"),
+        ("logs", _cmd_logs, "a submitted job's driver output"),
+        ("stop", _cmd_stop, "stop a submitted job and wait until it has stopped"),
+    ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("id", help="the submission id that submit printed")
         command.add_argument("--address", help=address_help)
@@ -190,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train_tokenizer)
 
     train_lm = commands.add_parser(
-        "train-lm", help="train a KenLM-loadable n-gram model (ARPA) and its sentencepiece model for perplexity")
+        "train-lm", help="train a KenLM-loadable n-gram model (ARPA) and its sentencepiece model for perplexity"
+    )
     train_lm.add_argument("corpus", help="Parquet corpus (directory, prefix or glob; s3:// works)")
     train_lm.add_argument("out_dir", help="writes OUT_DIR/LANG.arpa and OUT_DIR/LANG.sp.model")
     train_lm.add_argument("--lang", required=True, help="the language label the models are for, e.g. en")

@@ -75,7 +75,7 @@ class _StagesBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="after")
-    def _checks_across_sections(self) -> "_StagesBase":
+    def _checks_across_sections(self) -> _StagesBase:
         for cap in capabilities():
             config = getattr(self, cap.key)
             if config.enabled:
@@ -111,7 +111,7 @@ class JobSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _models_exist(self, info: ValidationInfo) -> "JobSpec":
+    def _models_exist(self, info: ValidationInfo) -> JobSpec:
         if not _checking_files(info):
             return self
         tokenizer = self.stages.tokenize
@@ -132,8 +132,10 @@ class JobSpec(BaseModel):
     def config_hash(self) -> str:
         """Hash of everything that changes the output: the spec (``ray`` settings aside) and
         the model files it names, by size and change token."""
-        payload = {"spec": self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}}),
-                   "models": self.model_fingerprints()}
+        payload = {
+            "spec": self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}}),
+            "models": self.model_fingerprints(),
+        }
         return short_hash(payload)
 
     def model_files(self) -> dict[str, tuple[str, storage.StorageOptions]]:
@@ -154,8 +156,11 @@ class JobSpec(BaseModel):
     def model_fingerprints(self, exclude: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
         """Size and change token (mtime, ETag) of each model file, so that a model retrained
         in place invalidates the work that used it."""
-        return {key: storage.file_info(uri, options) for key, (uri, options) in self.model_files().items()
-                if key not in exclude}
+        return {
+            key: storage.file_info(uri, options)
+            for key, (uri, options) in self.model_files().items()
+            if key not in exclude
+        }
 
 
 def _checking_files(info: ValidationInfo) -> bool:
@@ -166,8 +171,9 @@ class JobSpecError(ValueError):
     """A job spec that cannot run, with every problem named by key path."""
 
 
-def load_job_spec(source: str | Path | dict[str, Any], overrides: list[str] | None = None,
-                  check_files: bool = True) -> JobSpec:
+def load_job_spec(
+    source: str | Path | dict[str, Any], overrides: list[str] | None = None, check_files: bool = True
+) -> JobSpec:
     """Load a spec from a YAML file (path or URI) or a dict, apply ``key.path=value`` overrides, validate."""
     label = "job spec"
     if isinstance(source, dict):
@@ -204,8 +210,10 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         last = depth == len(keys) - 1
         if isinstance(node, list):
             if not key.isdigit() or int(key) >= len(node):
-                raise JobSpecError(f"--set {path}: '{'.'.join(keys[:depth])}' is a list of {len(node)} items; "
-                                   f"'{key}' is not one of its indexes (0 to {len(node) - 1})")
+                raise JobSpecError(
+                    f"--set {path}: '{'.'.join(keys[:depth])}' is a list of {len(node)} items; "
+                    f"'{key}' is not one of its indexes (0 to {len(node) - 1})"
+                )
             if last:
                 node[int(key)] = yaml.safe_load(value)
             else:

@@ -45,20 +45,29 @@ def build_report(run: RunRecord) -> Report:
         _merge_nested(rejected, shard.rejected)
         _merge_nested(rejected, tok_removed)
         _merge_nested(rejected, unsampled)
-        n_rejected = sum(n for part in (shard.rejected, tok_removed, unsampled)
-                         for r in part.values() for n in r.values())
+        n_rejected = sum(
+            n for part in (shard.rejected, tok_removed, unsampled) for r in part.values() for n in r.values()
+        )
         n_unsampled = sum(n for r in unsampled.values() for n in r.values())
         n_quarantined = sum(shard.quarantined.values())
         for reason, n in shard.quarantined.items():
             quarantined[reason] = quarantined.get(reason, 0) + n
-        shard_rows.append({
-            "shard_key": shard.shard_key, "uri": shard.uri, "input_docs": shard.input_docs,
-            "kept_docs": kept_docs, "rejected_docs": n_rejected, "quarantined_docs": n_quarantined,
-            "balanced": (kept_docs + n_rejected + n_quarantined == shard.input_docs
-                         and (tok.annotated_docs if tok else 0) == shard.annotated_docs
-                         and (tok.tokenized_docs if tok else 0) == kept_docs + n_unsampled),
-            "shard_quarantined": shard.shard_quarantined,
-        })
+        shard_rows.append(
+            {
+                "shard_key": shard.shard_key,
+                "uri": shard.uri,
+                "input_docs": shard.input_docs,
+                "kept_docs": kept_docs,
+                "rejected_docs": n_rejected,
+                "quarantined_docs": n_quarantined,
+                "balanced": (
+                    kept_docs + n_rejected + n_quarantined == shard.input_docs
+                    and (tok.annotated_docs if tok else 0) == shard.annotated_docs
+                    and (tok.tokenized_docs if tok else 0) == kept_docs + n_unsampled
+                ),
+                "shard_quarantined": shard.shard_quarantined,
+            }
+        )
     pack, plan = run.pack, run.plan
     totals = {
         "input_docs": sum(s.input_docs for s in run.annotate),
@@ -97,26 +106,43 @@ def build_report(run: RunRecord) -> Report:
         and all(row["balanced"] for row in shard_rows)
     )
     mixture = {
-        d: {"available_tokens": plan["available_tokens"][d], "target_weight": plan["weights"].get(d, 0.0),
-            "target_tokens": plan["target_tokens"][d], "rate": plan["rates"][d],
+        d: {
+            "available_tokens": plan["available_tokens"][d],
+            "target_weight": plan["weights"].get(d, 0.0),
+            "target_tokens": plan["target_tokens"][d],
+            "rate": plan["rates"][d],
             "realized_tokens": packed_domain_tokens.get(d, 0),
-            "documents": plan["realized"].get(d, {}).get("docs", 0)}
+            "documents": plan["realized"].get(d, {}).get("docs", 0),
+        }
         for d in sorted(plan["available_tokens"])
     }
     shard_tokens = sorted(s.tokens for s in pack)
     data = {
-        "job": run.spec.name, "config_hash": run.spec.config_hash(), "totals": totals, "balance": balance,
-        "rejected": rejected, "quarantined": quarantined,
+        "job": run.spec.name,
+        "config_hash": run.spec.config_hash(),
+        "totals": totals,
+        "balance": balance,
+        "rejected": rejected,
+        "quarantined": quarantined,
         "quarantined_shards": [
             {"uri": row["uri"], **row["shard_quarantined"]} for row in shard_rows if row["shard_quarantined"]
         ],
-        "phases": run.phases, "peak_rss_bytes": run.peak_rss_bytes, "shards": shard_rows,
+        "phases": run.phases,
+        "peak_rss_bytes": run.peak_rss_bytes,
+        "shards": shard_rows,
         "dedup_index": run.dedup.index,
-        "mixture": {"domains": mixture, "budget_tokens": plan["budget_tokens"], "notes": plan["notes"],
-                    "max_epochs": plan["max_epochs"]},
-        "output_shards": {"count": len(pack), "min_tokens": shard_tokens[0] if shard_tokens else 0,
-                          "median_tokens": shard_tokens[len(shard_tokens) // 2] if shard_tokens else 0,
-                          "max_tokens": shard_tokens[-1] if shard_tokens else 0},
+        "mixture": {
+            "domains": mixture,
+            "budget_tokens": plan["budget_tokens"],
+            "notes": plan["notes"],
+            "max_epochs": plan["max_epochs"],
+        },
+        "output_shards": {
+            "count": len(pack),
+            "min_tokens": shard_tokens[0] if shard_tokens else 0,
+            "median_tokens": shard_tokens[len(shard_tokens) // 2] if shard_tokens else 0,
+            "max_tokens": shard_tokens[-1] if shard_tokens else 0,
+        },
         "snapshot": run.snapshot,
         "work_units": run.work_units,
     }
@@ -158,15 +184,25 @@ def render_markdown(built: Report) -> str:
         "",
     ]
     if report.get("snapshot"):
-        lines += [f"Snapshot `{report['snapshot']}`: `snapshots/{report['snapshot']}/`, named by `latest.json` once "
-                  "its manifest is committed.", ""]
+        lines += [
+            f"Snapshot `{report['snapshot']}`: `snapshots/{report['snapshot']}/`, named by `latest.json` once "
+            "its manifest is committed.",
+            "",
+        ]
     units = report.get("work_units")
     if units:
-        lines += ["## Work done and reused", "",
-                  "Units an earlier run committed with the same inputs and settings are reused, not redone.", "",
-                  "| phase | units | done in this run | reused |", "|---|---:|---:|---:|"]
-        lines += [f"| {phase} | {u['total']:,} | {u['total'] - u['reused']:,} | {u['reused']:,} |"
-                  for phase, u in units.items()]
+        lines += [
+            "## Work done and reused",
+            "",
+            "Units an earlier run committed with the same inputs and settings are reused, not redone.",
+            "",
+            "| phase | units | done in this run | reused |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {phase} | {u['total']:,} | {u['total'] - u['reused']:,} | {u['reused']:,} |"
+            for phase, u in units.items()
+        ]
         lines.append("")
     lines += [
         "## Totals",
@@ -180,8 +216,11 @@ def render_markdown(built: Report) -> str:
         "",
         f"Token shards: {t['tokens']:,} tokens in {t['sequences']:,} sequences of {t['document_copies']:,} "
         f"document copies, {t['output_shards']:,} shard{'s' if t['output_shards'] != 1 else ''}"
-        + (f"; padding {t['padding_tokens']:,} tokens ({t['padding_tokens'] / t['tokens']:.2%} of all)."
-           if t["padding_tokens"] else "."),
+        + (
+            f"; padding {t['padding_tokens']:,} tokens ({t['padding_tokens'] / t['tokens']:.2%} of all)."
+            if t["padding_tokens"]
+            else "."
+        ),
         "",
         "## Rejected, by stage and reason",
         "",
@@ -208,24 +247,37 @@ def render_markdown(built: Report) -> str:
             lines += ["", *section.markdown]
     index = report.get("dedup_index")
     if index and index["indexed_shards"]:
-        lines += ["", f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "
-                      f"index of shards kept by earlier runs ({index['indexed_shards']:,}), whose decisions stand."]
+        lines += [
+            "",
+            f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "
+            f"index of shards kept by earlier runs ({index['indexed_shards']:,}), whose decisions stand.",
+        ]
     mix = report.get("mixture")
     if mix and mix["domains"]:
         realized_total = sum(d["realized_tokens"] for d in mix["domains"].values()) or 1
-        lines += ["", "## Mixture (tokens)", "",
-                  f"Budget {mix['budget_tokens']:,.0f} tokens; at most {mix['max_epochs']:g} copies of a document.", "",
-                  "| domain | available | target share | target | copies per token | realized | realized share |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Mixture (tokens)",
+            "",
+            f"Budget {mix['budget_tokens']:,.0f} tokens; at most {mix['max_epochs']:g} copies of a document.",
+            "",
+            "| domain | available | target share | target | copies per token | realized | realized share |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, d in mix["domains"].items():
-            lines.append(f"| {name} | {d['available_tokens']:,} | {d['target_weight']:.2%} | {d['target_tokens']:,.0f} "
-                         f"| {d['rate']:.3f} | {d['realized_tokens']:,} | {d['realized_tokens'] / realized_total:.2%} |")
+            lines.append(
+                f"| {name} | {d['available_tokens']:,} | {d['target_weight']:.2%} | {d['target_tokens']:,.0f} "
+                f"| {d['rate']:.3f} | {d['realized_tokens']:,} | {d['realized_tokens'] / realized_total:.2%} |"
+            )
         for note in mix["notes"]:
             lines.append(f"\n**Note:** {note}.")
     shards = report.get("output_shards")
     if shards and shards["count"]:
-        lines += ["", f"Output shards: {shards['count']:,}, tokens per shard min {shards['min_tokens']:,}, "
-                      f"median {shards['median_tokens']:,}, max {shards['max_tokens']:,}."]
+        lines += [
+            "",
+            f"Output shards: {shards['count']:,}, tokens per shard min {shards['min_tokens']:,}, "
+            f"median {shards['median_tokens']:,}, max {shards['max_tokens']:,}.",
+        ]
     lines += ["", "## Phases", "", "| phase | wall s | documents | docs/s | MB/s |", "|---|---:|---:|---:|---:|"]
     for phase in report["phases"]:
         lines.append(

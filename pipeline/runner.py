@@ -112,7 +112,7 @@ class PeakMemory:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._sample()
         self._thread.start()
         return self
@@ -126,14 +126,21 @@ class PeakMemory:
 def _phase(name: str, started: float, docs: int, nbytes: int) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     return {
-        "name": name, "seconds": round(seconds, 3), "docs": docs,
+        "name": name,
+        "seconds": round(seconds, 3),
+        "docs": docs,
         "docs_per_s": round(docs / seconds, 1) if seconds > 0 else 0.0,
         "mb_per_s": round(nbytes / seconds / 1e6, 3) if seconds > 0 else 0.0,
     }
 
 
-def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str] | None = None,
-            address: str | None = None, progress: Progress | None = None) -> RunResult:
+def run_job(
+    spec: JobSpec | str | Path | dict[str, Any],
+    *,
+    overrides: list[str] | None = None,
+    address: str | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """Run a job spec (object, YAML path or dict) to completion and return where its outputs are."""
     if not isinstance(spec, JobSpec):
         spec = load_job_spec(spec, overrides)
@@ -155,8 +162,14 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
         started = time.perf_counter()
         prepared = {cap.key: cap.prepare_job(spec, config, progress) for cap, config in enabled(spec)}
         annotate_stats = run_annotate(spec, shards, progress, workers)
-        phases.append(_phase("annotate", started, sum(s.input_docs for s in annotate_stats),
-                             sum(s.input_bytes for s in annotate_stats)))
+        phases.append(
+            _phase(
+                "annotate",
+                started,
+                sum(s.input_docs for s in annotate_stats),
+                sum(s.input_bytes for s in annotate_stats),
+            )
+        )
         if all(s.shard_quarantined for s in annotate_stats):
             first = annotate_stats[0]
             raise InputError(
@@ -171,8 +184,14 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
 
         started = time.perf_counter()
         tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker.removals_version, progress, workers)
-        phases.append(_phase("tokenize", started, sum(s.tokenized_docs for s in tokenize_stats),
-                             sum(s.tokenized_bytes for s in tokenize_stats)))
+        phases.append(
+            _phase(
+                "tokenize",
+                started,
+                sum(s.tokenized_docs for s in tokenize_stats),
+                sum(s.tokenized_bytes for s in tokenize_stats),
+            )
+        )
 
         started = time.perf_counter()
         plan, sample_stats = run_mix(spec, tokenize_stats, progress, workers)
@@ -180,29 +199,48 @@ def run_job(spec: JobSpec | str | Path | dict[str, Any], *, overrides: list[str]
 
         started = time.perf_counter()
         snapshot, pack_stats = run_pack(spec, plan, progress, workers)
-        phases.append(_phase("pack", started, sum(s.documents for s in pack_stats),
-                             sum(s.kept_bytes for s in sample_stats)))
+        phases.append(
+            _phase("pack", started, sum(s.documents for s in pack_stats), sum(s.kept_bytes for s in sample_stats))
+        )
         stale = remove_stale_shards(spec, snapshot, pack_stats)
         if stale:
-            progress.log(f"removed {len(stale)} token files that an earlier attempt left in snapshot {snapshot} "
-                         f"(such as {stale[0].rsplit('/', 1)[-1]})")
+            progress.log(
+                f"removed {len(stale)} token files that an earlier attempt left in snapshot {snapshot} "
+                f"(such as {stale[0].rsplit('/', 1)[-1]})"
+            )
         # Every unit of work is done: no writer is left that could own a temporary file.
         partial = storage.remove_partial_writes(spec.output.uri, out_options)
         if partial:
-            progress.log(f"removed {len(partial)} partly written files that killed writers left "
-                         f"(such as {partial[0].rsplit('/', 1)[-1]})")
+            progress.log(
+                f"removed {len(partial)} partly written files that killed writers left "
+                f"(such as {partial[0].rsplit('/', 1)[-1]})"
+            )
 
-    built = build_report(RunRecord(
-        spec=spec, annotate=annotate_stats, dedup=dedup_marker, tokenize=tokenize_stats, sample=sample_stats,
-        plan=plan, pack=pack_stats, phases=phases, peak_rss_bytes=memory.peak, prepared=prepared,
-        snapshot=snapshot, work_units=progress.units))
+    built = build_report(
+        RunRecord(
+            spec=spec,
+            annotate=annotate_stats,
+            dedup=dedup_marker,
+            tokenize=tokenize_stats,
+            sample=sample_stats,
+            plan=plan,
+            pack=pack_stats,
+            phases=phases,
+            peak_rss_bytes=memory.peak,
+            prepared=prepared,
+            snapshot=snapshot,
+            work_units=progress.units,
+        )
+    )
     report = built.data
     for section in built.sections:
         if section.file:
             storage.write_json(layout.report_file(section.file), section.data, out_options)
     markdown = render_markdown(built).encode()
-    for json_uri, md_uri in ((layout.report_json, layout.report_md),
-                             (layout.snapshot_report(snapshot, "json"), layout.snapshot_report(snapshot, "md"))):
+    for json_uri, md_uri in (
+        (layout.report_json, layout.report_md),
+        (layout.snapshot_report(snapshot, "json"), layout.snapshot_report(snapshot, "md")),
+    ):
         storage.write_json(json_uri, report, out_options)
         storage.write_bytes(md_uri, markdown, out_options)
     check_balance(report)

@@ -21,6 +21,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # host (the switch Ray itself uses on macOS and Windows); tests stay on 127.0.0.1.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+
 @pytest.fixture(scope="session")
 def ray_local():
     """The same Ray set-up a job gets (run_job calls ensure_ray too), with 2 CPUs."""

@@ -64,8 +64,9 @@ def test_missing_tokenizer_file_named(make_job, sample_corpus, tmp_path):
 
 
 def test_overrides_apply_before_validation(make_job, sample_corpus, tmp_path):
-    spec = load_job_spec(make_job(sample_corpus, tmp_path / "out"),
-                         ["stages.pack.seq_len=4096", "output.write_rejects=false"])
+    spec = load_job_spec(
+        make_job(sample_corpus, tmp_path / "out"), ["stages.pack.seq_len=4096", "output.write_rejects=false"]
+    )
     assert spec.stages.pack.seq_len == 4096 and spec.output.write_rejects is False
     with pytest.raises(JobSpecError, match="stages.pack.nope: unknown key"):
         load_job_spec(make_job(sample_corpus, tmp_path / "out"), ["stages.pack.nope=1"])
@@ -76,8 +77,13 @@ def test_overrides_reach_list_items(make_job, sample_corpus, tmp_path):
     evals.write_text('{"question": "q", "answer": "a"}\n')
     moved = tmp_path / "moved.jsonl"
     moved.write_text(evals.read_text())
-    job = make_job(sample_corpus, tmp_path / "out", stages={"contamination": {
-        "enabled": True, "benchmarks": [{"name": "gsm8k", "uri": str(evals), "preset": "gsm8k"}]}})
+    job = make_job(
+        sample_corpus,
+        tmp_path / "out",
+        stages={
+            "contamination": {"enabled": True, "benchmarks": [{"name": "gsm8k", "uri": str(evals), "preset": "gsm8k"}]}
+        },
+    )
     spec = load_job_spec(job, [f"stages.contamination.benchmarks.0.uri={moved}"])
     assert spec.stages.contamination.benchmarks[0].uri == str(moved)
     with pytest.raises(JobSpecError, match=r"'stages.contamination.benchmarks' is a list of 1 items; '3' is not"):
@@ -125,10 +131,16 @@ def test_demo_job_spec_validates_through_the_cli(tokenizer_model, sample_corpus,
     arpa = tmp_path / "en.arpa"
     train_arpa([["a", "b", "c"], ["a", "c"]], arpa, order=2)
     root = Path(__file__).resolve().parents[1]
-    overrides = [f"input.uri={sample_corpus}", f"output.uri={tmp_path / 'out'}",
-                 f"stages.tokenize.model={tokenizer_model}", f"stages.perplexity.models.en.lm={arpa}",
-                 f"stages.perplexity.models.en.sp={tokenizer_model}"]
-    assert main(["validate", str(root / "jobs" / "quickstart.yaml"), *(a for o in overrides for a in ("--set", o))]) == 0
+    overrides = [
+        f"input.uri={sample_corpus}",
+        f"output.uri={tmp_path / 'out'}",
+        f"stages.tokenize.model={tokenizer_model}",
+        f"stages.perplexity.models.en.lm={arpa}",
+        f"stages.perplexity.models.en.sp={tokenizer_model}",
+    ]
+    assert (
+        main(["validate", str(root / "jobs" / "quickstart.yaml"), *(a for o in overrides for a in ("--set", o))]) == 0
+    )
     stages = yaml.safe_load(capsys.readouterr().out)["stages"]
     assert stages["language"]["keep"] == ["en"] and stages["quality"]["enabled"]
     assert stages["perplexity"]["keep_buckets"] == ["head", "middle"] and stages["near_dedup"]["enabled"]

@@ -11,30 +11,84 @@ from pipeline.report import AccountingError, build_report, check_balance, render
 
 
 def _run(spec, input_docs=10, annotated=8, rejected=2, kept=6, removed=1, unsampled=1, packed_copies=7):
-    annotate = [AnnotateMarker(shard_key="s", uri="u/s.parquet", fingerprint={}, config_hash="a",
-                               input_docs=input_docs, input_bytes=100, annotated_docs=annotated, annotated_bytes=80,
-                               rejected={"validate": {"empty_text": rejected}}, kept_counts={"language": {"en": 8}})]
-    tokenize = [TokenizeMarker(shard_key="s", uri="u/s.parquet", config_hash="t", annotated_docs=annotated,
-                               removed={"exact_dedup": {"exact_duplicate": removed}},
-                               tokenized_docs=annotated - removed)]
-    sample = [SampleMarker(shard_key="s", config_hash="m", kept_docs=kept, kept_bytes=60, copies=7, tokens=70,
-                           unsampled={"mix": {"not_sampled": unsampled}})]
-    plan = {"available_tokens": {"web": 80}, "weights": {"web": 1.0}, "target_tokens": {"web": 70.0},
-            "rates": {"web": 0.875}, "realized": {"web": {"docs": kept, "copies": 7, "tokens": 70}},
-            "budget_tokens": 70.0, "notes": [], "max_epochs": 4.0, "total_copies": 7}
-    pack = [PackMarker(index=0, config_hash="p", documents=packed_copies, tokens=70, sequences=1,
-                       domain_tokens={"web": 70})]
-    return RunRecord(spec=spec, annotate=annotate, dedup=DedupMarker(input_hash="d", removed_total=removed),
-                     tokenize=tokenize, sample=sample, plan=plan, pack=pack, snapshot="00001-abcdef12")
+    annotate = [
+        AnnotateMarker(
+            shard_key="s",
+            uri="u/s.parquet",
+            fingerprint={},
+            config_hash="a",
+            input_docs=input_docs,
+            input_bytes=100,
+            annotated_docs=annotated,
+            annotated_bytes=80,
+            rejected={"validate": {"empty_text": rejected}},
+            kept_counts={"language": {"en": 8}},
+        )
+    ]
+    tokenize = [
+        TokenizeMarker(
+            shard_key="s",
+            uri="u/s.parquet",
+            config_hash="t",
+            annotated_docs=annotated,
+            removed={"exact_dedup": {"exact_duplicate": removed}},
+            tokenized_docs=annotated - removed,
+        )
+    ]
+    sample = [
+        SampleMarker(
+            shard_key="s",
+            config_hash="m",
+            kept_docs=kept,
+            kept_bytes=60,
+            copies=7,
+            tokens=70,
+            unsampled={"mix": {"not_sampled": unsampled}},
+        )
+    ]
+    plan = {
+        "available_tokens": {"web": 80},
+        "weights": {"web": 1.0},
+        "target_tokens": {"web": 70.0},
+        "rates": {"web": 0.875},
+        "realized": {"web": {"docs": kept, "copies": 7, "tokens": 70}},
+        "budget_tokens": 70.0,
+        "notes": [],
+        "max_epochs": 4.0,
+        "total_copies": 7,
+    }
+    pack = [
+        PackMarker(index=0, config_hash="p", documents=packed_copies, tokens=70, sequences=1, domain_tokens={"web": 70})
+    ]
+    return RunRecord(
+        spec=spec,
+        annotate=annotate,
+        dedup=DedupMarker(input_hash="d", removed_total=removed),
+        tokenize=tokenize,
+        sample=sample,
+        plan=plan,
+        pack=pack,
+        snapshot="00001-abcdef12",
+    )
 
 
 def test_report_balances_and_shows_each_capability(tokenizer_model):
-    spec = load_job_spec({"name": "r", "input": {"uri": "in"}, "output": {"uri": "out"},
-                          "stages": {"tokenize": {"model": str(tokenizer_model)}}}, check_files=False)
+    spec = load_job_spec(
+        {
+            "name": "r",
+            "input": {"uri": "in"},
+            "output": {"uri": "out"},
+            "stages": {"tokenize": {"model": str(tokenizer_model)}},
+        },
+        check_files=False,
+    )
     report = build_report(_run(spec))
     assert report.data["balance"]["ok"] and report.data["totals"]["rejected_docs"] == 4
-    assert report.data["rejected"] == {"validate": {"empty_text": 2}, "exact_dedup": {"exact_duplicate": 1},
-                                       "mix": {"not_sampled": 1}}
+    assert report.data["rejected"] == {
+        "validate": {"empty_text": 2},
+        "exact_dedup": {"exact_duplicate": 1},
+        "mix": {"not_sampled": 1},
+    }
     # Enabled by default: language and both dedups; near dedup's section is computed from its config.
     assert report.data["languages_after_annotate"] == {"en": 8}
     assert report.data["near_dedup"]["bands"] * report.data["near_dedup"]["rows"] <= 128

@@ -46,15 +46,16 @@ class AnnotatedShards:
     ``indexed``: shard key -> index shard URI, the kept documents of shards deduplicated by
     earlier runs. Indexed shards get the smaller node ids, so their documents come first."""
 
-    def __init__(self, new: dict[str, str], options: storage.StorageOptions | None = None,
-                 indexed: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, new: dict[str, str], options: storage.StorageOptions | None = None, indexed: dict[str, str] | None = None
+    ) -> None:
         indexed = indexed or {}
         self.shard_keys = sorted(indexed) + sorted(new)
         self.uris = [indexed[key] for key in sorted(indexed)] + [new[key] for key in sorted(new)]
         self.options = options
         self.first_new_node = len(indexed) << _ROW_BITS
 
-    def read(self, columns: list[str]) -> "ray.data.Dataset":
+    def read(self, columns: list[str]) -> ray.data.Dataset:
         """``columns`` of every document, plus ``node``."""
         import ray.data
 
@@ -65,16 +66,29 @@ class AnnotatedShards:
             _with_nodes, fn_kwargs={"shard_keys": self.shard_keys, "columns": list(columns)}, batch_format="pyarrow"
         )
 
-    def attach(self, requests: "ray.data.Dataset", key: str, request_schema: pa.Schema,
-               columns: pa.Schema, names: list[str] | None = None) -> "ray.data.Dataset":
+    def attach(
+        self,
+        requests: ray.data.Dataset,
+        key: str,
+        request_schema: pa.Schema,
+        columns: pa.Schema,
+        names: list[str] | None = None,
+    ) -> ray.data.Dataset:
         """Rows of ``requests`` (``request_schema``) with the ``columns`` of the document
         whose node is ``requests[key]``, renamed to ``names`` if given."""
         names = names or columns.names
         out_schema = pa.schema([*request_schema, *(pa.field(n, f.type) for n, f in zip(names, columns))])
         return requests.sort(key).map_batches(
-            _attach_rows, batch_size=None, batch_format="pyarrow",
-            fn_kwargs={"uris": self.uris, "options": self.options, "key": key, "columns": columns,
-                       "out_schema": out_schema},
+            _attach_rows,
+            batch_size=None,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "uris": self.uris,
+                "options": self.options,
+                "key": key,
+                "columns": columns,
+                "out_schema": out_schema,
+            },
         )
 
 
@@ -83,8 +97,9 @@ def _with_nodes(block: pa.Table, shard_keys: list[str], columns: list[str]) -> p
     return pa.table({NODE: pa.array(nodes), **{c: block.column(c) for c in columns}})
 
 
-def _attach_rows(block: pa.Table, uris: list[str], options, key: str, columns: pa.Schema,
-                 out_schema: pa.Schema) -> pa.Table:
+def _attach_rows(
+    block: pa.Table, uris: list[str], options, key: str, columns: pa.Schema, out_schema: pa.Schema
+) -> pa.Table:
     if block.num_rows == 0:
         return out_schema.empty_table()
     nodes, inverse = np.unique(block.column(key).to_numpy(), return_inverse=True)
@@ -109,7 +124,9 @@ def _read_rows(uri: str, options, rows: np.ndarray, schema: pa.Schema) -> pa.Tab
         group_of = np.searchsorted(group_ends, positions, side="right")
         groups = np.unique(group_of)
         table = parquet.read_row_groups(groups.tolist(), columns=schema.names)
-    group_starts = group_ends - np.array([parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)])
+    group_starts = group_ends - np.array(
+        [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    )
     read_starts = np.r_[0, np.cumsum(group_ends[groups] - group_starts[groups])[:-1]]
     local = positions - group_starts[group_of] + read_starts[np.searchsorted(groups, group_of)]
     return table.take(pa.array(local)).cast(schema)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 TARGET_BLOCK_BYTES = 64 * 1024 * 1024
 
 
-def right_sized(dataset: "ray.data.Dataset") -> "ray.data.Dataset":
+def right_sized(dataset: ray.data.Dataset) -> ray.data.Dataset:
     """``dataset`` materialized, its blocks merged if they are many and small."""
     import ray
 

@@ -67,6 +67,7 @@ def with_rejection(docs: pa.Table, stage: str, reasons: pa.Array, duplicate_of: 
         duplicate_of = pa.nulls(n, pa.string())
     return table.append_column(REJECT_FIELDS[2], duplicate_of.cast(pa.string()))
 
+
 # Annotations that stages other than their own read.
 LANG = "lang"
 """The language stage's top label; perplexity picks its model by it."""

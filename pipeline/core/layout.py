@@ -18,7 +18,7 @@ def input_relative_path(input_root: str, shard_uri: str) -> str:
     """The shard's path relative to ``input.uri`` (its base name when outside it)."""
     root = storage.normalize_uri(input_root.split("*", 1)[0].rsplit("/", 1)[0] if "*" in input_root else input_root)
     uri = storage.normalize_uri(shard_uri)
-    return uri[len(root):].lstrip("/") if uri.startswith(root) and uri != root else posixpath.basename(uri)
+    return uri[len(root) :].lstrip("/") if uri.startswith(root) and uri != root else posixpath.basename(uri)
 
 
 def shard_key(input_root: str, shard_uri: str) -> str:

@@ -63,7 +63,7 @@ class AnnotateMarker(Marker):
     seconds: float = 0.0
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "AnnotateMarker":
+    def from_json(cls, data: dict[str, Any]) -> AnnotateMarker:
         marker = super().from_json(data)
         for old_key, stage in _TOP_LEVEL_KEPT_COUNTS.items():
             if data.get(old_key) and stage not in marker.kept_counts:
@@ -140,7 +140,7 @@ class PackMarker(Marker):
 class RunRecord:
     """Everything a finished run knows, for the report and the capabilities' sections."""
 
-    spec: "JobSpec"
+    spec: JobSpec
     annotate: list[AnnotateMarker]
     dedup: DedupMarker
     tokenize: list[TokenizeMarker] = field(default_factory=list)

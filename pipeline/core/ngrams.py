@@ -25,13 +25,16 @@ def unit_hashes(units: pa.ListArray) -> np.ndarray:
     flat = units.flatten()
     if len(flat) == 0:
         return np.zeros(0, np.uint64)
-    encoded = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else pc.dictionary_encode(flat)
+    encoded = (
+        pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else pc.dictionary_encode(flat)
+    )
     distinct = np.array([unit_hash(u) for u in encoded.dictionary.to_pylist()], dtype=np.uint64)
     return distinct[encoded.indices.to_numpy()]
 
 
-def ngram_hashes(units: pa.ListArray, n: int, hashes: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ngram_hashes(
+    units: pa.ListArray, n: int, hashes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every full n-gram of every document: its 64-bit hash (a polynomial over its units'
     hashes), its document and the position of its first unit. Documents with fewer than
     ``n`` units have none. ``hashes``: ``unit_hashes(units)``, if already computed."""

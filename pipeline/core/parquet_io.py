@@ -16,8 +16,9 @@ class LazyParquetWriter:
     If the stack unwinds with an exception, nothing is published.
     """
 
-    def __init__(self, stack: contextlib.ExitStack, uri: str, options: storage.StorageOptions,
-                 schema: pa.Schema | None = None) -> None:
+    def __init__(
+        self, stack: contextlib.ExitStack, uri: str, options: storage.StorageOptions, schema: pa.Schema | None = None
+    ) -> None:
         self.stack, self.uri, self.options, self.schema = stack, uri, options, schema
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0

@@ -15,7 +15,8 @@ import posixpath
 import re
 import tempfile
 import uuid
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 import fsspec
 import pyarrow.fs as pafs
@@ -60,7 +61,7 @@ def protocol_of(uri: str) -> str:
 def normalize_uri(uri: str) -> str:
     """Local paths become absolute ``file``-less paths so Ray workers resolve them alike."""
     if protocol_of(uri) == "file":
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        path = uri[len("file://") :] if uri.startswith("file://") else uri
         return os.path.abspath(os.path.expanduser(path))
     return uri.rstrip("/")
 
@@ -118,8 +119,11 @@ def list_dirs(uri: str, options: StorageOptions | None = None) -> list[str]:
     fs.invalidate_cache(path)
     if not fs.exists(path):
         return []
-    return sorted(posixpath.basename(entry["name"].rstrip("/")) for entry in fs.ls(path, detail=True)
-                  if entry["type"] == "directory")
+    return sorted(
+        posixpath.basename(entry["name"].rstrip("/"))
+        for entry in fs.ls(path, detail=True)
+        if entry["type"] == "directory"
+    )
 
 
 def _with_protocol(protocol: str, path: str) -> str:
@@ -169,8 +173,7 @@ PARTIAL_WRITE = re.compile(r".+\.tmp-[0-9a-f]{32}")
 
 
 @contextlib.contextmanager
-def atomic_writer(uri: str, options: StorageOptions | None = None,
-                  part_size: int | None = None) -> Iterator[IO[bytes]]:
+def atomic_writer(uri: str, options: StorageOptions | None = None, part_size: int | None = None) -> Iterator[IO[bytes]]:
     """Write a file so that readers see either nothing or the complete file.
 
     Locally the bytes go to a temporary sibling that is renamed into place. Object
@@ -222,8 +225,9 @@ class UploadConfig(BaseModel):
     """Wait before the first retry; doubled for each further one."""
 
 
-def write_bytes_retrying(uri: str, data: bytes, options: StorageOptions | None, upload: UploadConfig,
-                         sleep: Any = None) -> None:
+def write_bytes_retrying(
+    uri: str, data: bytes, options: StorageOptions | None, upload: UploadConfig, sleep: Any = None
+) -> None:
     """Write a file whole (never partially visible), retrying transient failures with
     exponential backoff. Errors that retrying cannot fix (permissions, a missing bucket)
     fail at once."""
@@ -239,7 +243,9 @@ def write_bytes_retrying(uri: str, data: bytes, options: StorageOptions | None, 
             raise
         except Exception as exc:
             if attempt == upload.attempts:
-                raise OSError(f"upload of {uri} failed {attempt} times; last error: {type(exc).__name__}: {exc}") from exc
+                raise OSError(
+                    f"upload of {uri} failed {attempt} times; last error: {type(exc).__name__}: {exc}"
+                ) from exc
             sleep(upload.backoff_s * 2 ** (attempt - 1))
 
 

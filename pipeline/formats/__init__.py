@@ -10,8 +10,10 @@ import numpy as np
 from pipeline.formats import datatrove, megatron
 from pipeline.phases.pack.packing import Packed
 
-FILE_ROLES = {"megatron": {"bin": ".bin", "idx": ".idx"},
-              "datatrove": {"ds": ".ds", "index": ".ds.index", "metadata": ".ds.metadata"}}
+FILE_ROLES = {
+    "megatron": {"bin": ".bin", "idx": ".idx"},
+    "datatrove": {"ds": ".ds", "index": ".ds.index", "metadata": ".ds.metadata"},
+}
 
 
 def token_dtype(fmt: str, vocab_size: int) -> np.dtype:
@@ -29,10 +31,15 @@ def encode_shard(fmt: str, packed: Packed, dtype: np.dtype, tokenizer_name: str)
     if fmt == "megatron":
         # Each packed sequence is one Megatron "document": the document index is 0..n.
         n = len(packed.sequence_lengths)
-        return {"bin": tokens,
-                "idx": megatron.encode_index(dtype, packed.sequence_lengths, np.arange(n + 1, dtype=np.int64))}
-    return {"ds": tokens, "index": datatrove.encode_index(packed.unit_ends),
-            "metadata": datatrove.encode_metadata(tokenizer_name, dtype.itemsize, len(packed.tokens))}
+        return {
+            "bin": tokens,
+            "idx": megatron.encode_index(dtype, packed.sequence_lengths, np.arange(n + 1, dtype=np.int64)),
+        }
+    return {
+        "ds": tokens,
+        "index": datatrove.encode_index(packed.unit_ends),
+        "metadata": datatrove.encode_metadata(tokenizer_name, dtype.itemsize, len(packed.tokens)),
+    }
 
 
 @dataclass

@@ -70,8 +70,12 @@ def combined_removals(stages: list[GlobalStage], shards: AnnotatedShards):
         for rank, stage in enumerate(stages)
     ]
     merged = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return merged.sort(NODE).map_batches(_first_stage_per_document, fn_kwargs={"first_new_node": shards.first_new_node},
-                                         batch_size=None, batch_format="pyarrow")
+    return merged.sort(NODE).map_batches(
+        _first_stage_per_document,
+        fn_kwargs={"first_new_node": shards.first_new_node},
+        batch_size=None,
+        batch_format="pyarrow",
+    )
 
 
 def dedup_input_hash(spec: JobSpec, annotate_stats: list[AnnotateMarker]) -> str:
@@ -90,16 +94,22 @@ def dedup_input_hash(spec: JobSpec, annotate_stats: list[AnnotateMarker]) -> str
 def count_removals(block):
     """Per-block counts by shard, stage and reason; summed on the driver (a few rows per shard)."""
     group = [cols.SHARD, cols.REJECT_STAGE, cols.REJECT_REASON]
-    return block.group_by(group).aggregate([(cols.ROW, "count")]).rename_columns(group + ["count"]).cast(
-        pa.schema([(c, pa.string()) for c in group] + [("count", pa.int64())])
+    return (
+        block.group_by(group)
+        .aggregate([(cols.ROW, "count")])
+        .rename_columns(group + ["count"])
+        .cast(pa.schema([(c, pa.string()) for c in group] + [("count", pa.int64())]))
     )
 
 
 def dedup_config_hash(spec: JobSpec) -> str:
     """What removals depend on besides the annotated shards themselves."""
-    payload = {"format": ANNOTATION_FORMAT, "index": INDEX_VERSION,
-               "stages": [s.name for s in global_stages(spec)],
-               "config": spec.capability_settings()}
+    payload = {
+        "format": ANNOTATION_FORMAT,
+        "index": INDEX_VERSION,
+        "stages": [s.name for s in global_stages(spec)],
+        "config": spec.capability_settings(),
+    }
     return short_hash(payload)
 
 
@@ -117,9 +127,14 @@ def _usable_index(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress:
     current = {s.shard_key: s for s in annotate_stats}
     for key, entry in index["shards"].items():
         shard = current.get(key)
-        if shard is None or (shard.fingerprint, shard.config_hash) != (entry["fingerprint"], entry["annotate_config_hash"]):
-            progress.log(f"dedup index: input shard {key} changed or disappeared since it was indexed; "
-                         "rebuilding the index from all shards")
+        if shard is None or (shard.fingerprint, shard.config_hash) != (
+            entry["fingerprint"],
+            entry["annotate_config_hash"],
+        ):
+            progress.log(
+                f"dedup index: input shard {key} changed or disappeared since it was indexed; "
+                "rebuilding the index from all shards"
+            )
             return {}
     return index
 
@@ -155,8 +170,11 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
     removed: dict[str, RemovedCounts] = {}
     if stages and with_docs:
         fs, removals_path = storage.pyarrow_filesystem(layout.dedup_removals, options)
-        shards = AnnotatedShards({key: layout.annotated(key) for key in with_docs}, options,
-                                 {key: layout.index_shard(key) for key, e in indexed.items() if e["kept_docs"]})
+        shards = AnnotatedShards(
+            {key: layout.annotated(key) for key in with_docs},
+            options,
+            {key: layout.index_shard(key) for key, e in indexed.items() if e["kept_docs"]},
+        )
         removals = combined_removals(stages, shards).materialize()
         counts = removals.map_batches(count_removals, batch_size=None, batch_format="pyarrow").take_all()
         if counts:
@@ -171,19 +189,29 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
 
     removed_by_shard = {key: e["removed"] for key, e in indexed.items() if e["removed"]} | removed
     marker = DedupMarker(
-        input_hash=input_hash, removed_by_shard=removed_by_shard,
-        removals_version={s.shard_key: indexed[s.shard_key]["removals_version"] if s.shard_key in indexed
-                          else input_hash for s in annotate_stats},
+        input_hash=input_hash,
+        removed_by_shard=removed_by_shard,
+        removals_version={
+            s.shard_key: indexed[s.shard_key]["removals_version"] if s.shard_key in indexed else input_hash
+            for s in annotate_stats
+        },
         index={"indexed_shards": len(indexed), "new_shards": len(new)},
         stage_state=stage_state,
-        removed_total=sum(n for s in removed_by_shard.values() for r in s.values() for n in r.values()))
+        removed_total=sum(n for s in removed_by_shard.values() for r in s.values() for n in r.values()),
+    )
     storage.write_json(layout.dedup_marker, marker.to_json(), options)
     return marker
 
 
-def _extend_index(spec: JobSpec, stages: list[GlobalStage], new: list[AnnotateMarker],
-                  removed: dict[str, RemovedCounts], indexed: dict[str, Any], input_hash: str,
-                  stage_state: dict[str, Any]) -> None:
+def _extend_index(
+    spec: JobSpec,
+    stages: list[GlobalStage],
+    new: list[AnnotateMarker],
+    removed: dict[str, RemovedCounts],
+    indexed: dict[str, Any],
+    input_hash: str,
+    stage_state: dict[str, Any],
+) -> None:
     """Index shards for this run's shards, then the index manifest naming old and new ones."""
     layout = OutputLayout(spec.output.uri)
     columns = sorted({cols.SHARD, cols.ROW, cols.ID, *(c for stage in stages for c in stage.index_columns)})
@@ -192,13 +220,22 @@ def _extend_index(spec: JobSpec, stages: list[GlobalStage], new: list[AnnotateMa
     shards = dict(indexed)
     for s in new:
         shards[s.shard_key] = {
-            "fingerprint": s.fingerprint, "annotate_config_hash": s.config_hash,
-            "kept_docs": kept.get(s.shard_key, 0), "removed": removed.get(s.shard_key, {}),
+            "fingerprint": s.fingerprint,
+            "annotate_config_hash": s.config_hash,
+            "kept_docs": kept.get(s.shard_key, 0),
+            "removed": removed.get(s.shard_key, {}),
             "removals_version": input_hash,
         }
-    storage.write_json(layout.index_manifest, {"version": INDEX_VERSION, "config_hash": dedup_config_hash(spec),
-                                               "shards": shards, "stage_state": stage_state},
-                       spec.output.storage_options)
+    storage.write_json(
+        layout.index_manifest,
+        {
+            "version": INDEX_VERSION,
+            "config_hash": dedup_config_hash(spec),
+            "shards": shards,
+            "stage_state": stage_state,
+        },
+        spec.output.storage_options,
+    )
 
 
 @dataclass
@@ -222,8 +259,9 @@ class ShardIndexer(ShardWorker):
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(layout.annotated(key), options))
             sink = LazyParquetWriter(stack, layout.index_shard(key), options)
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=self.spec.input.batch_rows,
-                                                             columns=item["columns"]):
+            for batch in pq.ParquetFile(source).iter_batches(
+                batch_size=self.spec.input.batch_rows, columns=item["columns"]
+            ):
                 docs = pa.Table.from_batches([batch])
                 docs = docs.filter(pc.invert(pc.is_in(docs.column(cols.ROW), value_set=removed_rows)))
                 sink.write(docs)

@@ -19,6 +19,7 @@ from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker, PackMarker
 from pipeline.core.progress import Progress
 from pipeline.phases.tokenize.tokenizer import Tokenize
+
 MANIFEST_VERSION = 3  # 3: token files under snapshots/<snapshot>/, a "snapshot" field
 SNAPSHOT_NAME = re.compile(r"^(\d{5})-([0-9a-f]{8})$")
 
@@ -51,17 +52,26 @@ def remove_stale_shards(spec: JobSpec, snapshot: str, pack_stats: list[PackMarke
     """Token files in the snapshot's tokens/ that this run did not write (left by an
     attempt that planned more shards)."""
     options = spec.output.storage_options
-    current = {storage.normalize_uri(storage.join(spec.output.uri, f["path"]))
-               for s in pack_stats for f in s.files.values()}
-    stale = [uri for uri in storage.list_files(OutputLayout(spec.output.uri).tokens_dir(snapshot), options)
-             if storage.normalize_uri(uri) not in current]
+    current = {
+        storage.normalize_uri(storage.join(spec.output.uri, f["path"])) for s in pack_stats for f in s.files.values()
+    }
+    stale = [
+        uri
+        for uri in storage.list_files(OutputLayout(spec.output.uri).tokens_dir(snapshot), options)
+        if storage.normalize_uri(uri) not in current
+    ]
     for uri in stale:
         storage.remove_tree(uri, options)
     return stale
 
 
-def write_manifest(spec: JobSpec, snapshot: str, plan: dict[str, Any], pack_stats: list[PackMarker],
-                   annotate_stats: list[AnnotateMarker]) -> dict[str, Any]:
+def write_manifest(
+    spec: JobSpec,
+    snapshot: str,
+    plan: dict[str, Any],
+    pack_stats: list[PackMarker],
+    annotate_stats: list[AnnotateMarker],
+) -> dict[str, Any]:
     """The commit point of a snapshot: written only after every shard it lists is complete,
     and never again once written."""
     layout = OutputLayout(spec.output.uri)
@@ -74,12 +84,16 @@ def write_manifest(spec: JobSpec, snapshot: str, plan: dict[str, Any], pack_stat
     realized = {d: sum(s.domain_tokens.get(d, 0) for s in pack_stats) for d in plan["available_tokens"]}
     total_doc_tokens = sum(realized.values())
     mixture = {
-        d: {"available_tokens": plan["available_tokens"][d], "target_weight": plan["weights"].get(d, 0.0),
-            "target_tokens": round(plan["target_tokens"][d]), "rate": plan["rates"][d],
+        d: {
+            "available_tokens": plan["available_tokens"][d],
+            "target_weight": plan["weights"].get(d, 0.0),
+            "target_tokens": round(plan["target_tokens"][d]),
+            "rate": plan["rates"][d],
             "realized_tokens": realized[d],
             "realized_weight": realized[d] / total_doc_tokens if total_doc_tokens else 0.0,
             "documents": plan["realized"].get(d, {}).get("docs", 0),
-            "copies": plan["realized"].get(d, {}).get("copies", 0)}
+            "copies": plan["realized"].get(d, {}).get("copies", 0),
+        }
         for d in sorted(plan["available_tokens"])
     }
     manifest = {
@@ -92,12 +106,17 @@ def write_manifest(spec: JobSpec, snapshot: str, plan: dict[str, Any], pack_stat
         "dtype": formats.token_dtype(config.format, tokenizer.vocab_size).name,
         "seq_len": config.seq_len,
         "pack_mode": config.mode,
-        "pad_id": config.check_pad_id(tokenizer.processor, spec.stages.tokenize.model) if config.mode == "bestfit" else None,
+        "pad_id": config.check_pad_id(tokenizer.processor, spec.stages.tokenize.model)
+        if config.mode == "bestfit"
+        else None,
         "tokenizer": {
             "uri": spec.stages.tokenize.model,
             "sha256": storage.sha256_of(spec.stages.tokenize.model, spec.stages.tokenize.storage_options),
-            "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
-            "pad_id": tokenizer.pad_id, "add_bos": spec.stages.tokenize.add_bos,
+            "vocab_size": tokenizer.vocab_size,
+            "bos_id": tokenizer.bos_id,
+            "eos_id": tokenizer.eos_id,
+            "pad_id": tokenizer.pad_id,
+            "add_bos": spec.stages.tokenize.add_bos,
             "add_eos": spec.stages.tokenize.add_eos,
         },
         "totals": {
@@ -107,12 +126,23 @@ def write_manifest(spec: JobSpec, snapshot: str, plan: dict[str, Any], pack_stat
             "padding_tokens": sum(s.padding_tokens for s in pack_stats),
             "sequences": sum(s.sequences for s in pack_stats),
         },
-        "mixture": {"domains": mixture, "budget_tokens": round(plan["budget_tokens"]),
-                    "max_epochs": plan["max_epochs"], "notes": plan["notes"]},
-        "shards": [{"name": layout.token_shard_stem(snapshot, s.index).rsplit("/", 1)[-1], "files": s.files,
-                    "tokens": s.tokens, "sequences": s.sequences, "documents": s.documents,
-                    "padding_tokens": s.padding_tokens}
-                   for s in pack_stats],
+        "mixture": {
+            "domains": mixture,
+            "budget_tokens": round(plan["budget_tokens"]),
+            "max_epochs": plan["max_epochs"],
+            "notes": plan["notes"],
+        },
+        "shards": [
+            {
+                "name": layout.token_shard_stem(snapshot, s.index).rsplit("/", 1)[-1],
+                "files": s.files,
+                "tokens": s.tokens,
+                "sequences": s.sequences,
+                "documents": s.documents,
+                "padding_tokens": s.padding_tokens,
+            }
+            for s in pack_stats
+        ],
         "inputs": [{"uri": s.uri, **s.fingerprint} for s in annotate_stats],
     }
     storage.write_json(layout.snapshot_manifest(snapshot), manifest, options)
@@ -123,6 +153,7 @@ def publish_latest(spec: JobSpec, snapshot: str, manifest: dict[str, Any]) -> No
     """Move ``latest.json`` to a committed snapshot, then refresh the root manifest.json copy."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
-    storage.write_json(layout.latest, {"snapshot": snapshot, "manifest": f"snapshots/{snapshot}/manifest.json"},
-                       options)
+    storage.write_json(
+        layout.latest, {"snapshot": snapshot, "manifest": f"snapshots/{snapshot}/manifest.json"}, options
+    )
     storage.write_json(layout.manifest, manifest, options)

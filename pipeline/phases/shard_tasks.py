@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -67,8 +68,9 @@ def _run_item(worker: type[ShardWorker], spec_json: str, item: dict[str, Any]) -
     return json.dumps(_worker(worker, spec_json).run_named(item).to_json())
 
 
-def run_shard_tasks(worker: type[ShardWorker], spec: JobSpec, items: list[dict[str, Any]],
-                    max_workers: int) -> Iterator[Any]:
+def run_shard_tasks(
+    worker: type[ShardWorker], spec: JobSpec, items: list[dict[str, Any]], max_workers: int
+) -> Iterator[Any]:
     """Each item's result (``worker.marker``), in the order they finish."""
     import ray
 

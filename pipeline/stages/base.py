@@ -91,7 +91,7 @@ class DocumentStage(ABC):
     def __init__(self, config: Any) -> None:
         self.config = config
 
-    def bind_job(self, spec: "JobSpec") -> None:
+    def bind_job(self, spec: JobSpec) -> None:
         """Take what the stage needs from the job beyond its own section (the output's
         location, the job's name and seed). Not called when a stage is used on its own."""
 
@@ -141,7 +141,7 @@ class GlobalStage(ABC):
         runs and shown in the run report."""
 
     @abstractmethod
-    def find_removals(self, shards: "AnnotatedShards") -> "ray.data.Dataset":
+    def find_removals(self, shards: AnnotatedShards) -> ray.data.Dataset:
         """Rows to remove, with REMOVAL_SCHEMA, found from the annotated shards' columns.
         Documents of indexed shards (kept by earlier runs) take precedence as survivors."""
 
@@ -185,12 +185,12 @@ class Capability:
     global_stage: ClassVar[type[GlobalStage] | None] = None
 
     @classmethod
-    def prepare_job(cls, spec: "JobSpec", config: StageConfig, progress: "Progress") -> Any:
+    def prepare_job(cls, spec: JobSpec, config: StageConfig, progress: Progress) -> Any:
         """Work done once per job before annotate (e.g. an index every worker loads).
         Its JSON result reaches ``report_section`` as ``run.prepared[key]``."""
         return None
 
     @classmethod
-    def report_section(cls, config: StageConfig, run: "RunRecord") -> ReportSection | None:
+    def report_section(cls, config: StageConfig, run: RunRecord) -> ReportSection | None:
         """This capability's part of the run report, when it is enabled."""
         return None

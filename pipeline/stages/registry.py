@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import pkgutil
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pipeline.stages.base import Capability, DocumentStage, GlobalStage, StageConfig
 
@@ -45,8 +46,9 @@ def register(capability: type[Capability]) -> type[Capability]:
             raise RegistryError(f"capability '{key}': its stage {stage.__qualname__} is named '{stage.name}'")
     existing = _REGISTERED.get(key)
     if existing is not None and existing.__qualname__ != capability.__qualname__:
-        raise RegistryError(f"capability '{key}' is registered twice: {existing.__qualname__} and "
-                            f"{capability.__qualname__}")
+        raise RegistryError(
+            f"capability '{key}' is registered twice: {existing.__qualname__} and {capability.__qualname__}"
+        )
     _REGISTERED[key] = capability
     return capability
 
@@ -64,8 +66,10 @@ def _discover() -> None:
         try:
             importlib.import_module(entry_point.value.split(":")[0])
         except ImportError as exc:
-            raise RegistryError(f"entry point '{entry_point.name}' ({ENTRY_POINT_GROUP}) names module "
-                                f"'{entry_point.value}', which cannot be imported: {exc}") from exc
+            raise RegistryError(
+                f"entry point '{entry_point.name}' ({ENTRY_POINT_GROUP}) names module "
+                f"'{entry_point.value}', which cannot be imported: {exc}"
+            ) from exc
     _discovered = True
 
 
@@ -83,7 +87,7 @@ def capability(key: str) -> type[Capability]:
         raise RegistryError(f"no capability '{key}'; registered: {', '.join(c.key for c in capabilities())}") from None
 
 
-def enabled(spec: "JobSpec") -> Iterator[tuple[type[Capability], StageConfig]]:
+def enabled(spec: JobSpec) -> Iterator[tuple[type[Capability], StageConfig]]:
     """The enabled capabilities of a job, in order, with their configs."""
     for cap in capabilities():
         config = getattr(spec.stages, cap.key)
@@ -91,12 +95,12 @@ def enabled(spec: "JobSpec") -> Iterator[tuple[type[Capability], StageConfig]]:
             yield cap, config
 
 
-def document_stages(spec: "JobSpec") -> list[DocumentStage]:
+def document_stages(spec: JobSpec) -> list[DocumentStage]:
     stages = [cap.document_stage(config) for cap, config in enabled(spec) if cap.document_stage]
     for stage in stages:
         stage.bind_job(spec)
     return stages
 
 
-def global_stages(spec: "JobSpec") -> list[GlobalStage]:
+def global_stages(spec: JobSpec) -> list[GlobalStage]:
     return [cap.global_stage(config) for cap, config in enabled(spec) if cap.global_stage]

@@ -9,14 +9,18 @@ from typing import TextIO
 import numpy as np
 
 from pipeline import formats
-
 from pipeline.core import storage
 from pipeline.core.layout import OutputLayout
 from pipeline.core.sentencepiece import load_sentencepiece
 
 
-def inspect_output(output_uri: str, samples: int = 2, out: TextIO | None = None,
-                   options: storage.StorageOptions | None = None, snapshot: str | None = None) -> bool:
+def inspect_output(
+    output_uri: str,
+    samples: int = 2,
+    out: TextIO | None = None,
+    options: storage.StorageOptions | None = None,
+    snapshot: str | None = None,
+) -> bool:
     """Check a snapshot (default: the one ``latest.json`` names) against its manifest."""
     layout = OutputLayout(output_uri)
     write = (lambda line: print(line, file=out)) if out else (lambda line: None)
@@ -27,23 +31,32 @@ def inspect_output(output_uri: str, samples: int = 2, out: TextIO | None = None,
         snapshot = storage.read_json(layout.latest, options)["snapshot"]
     manifest_uri = layout.snapshot_manifest(snapshot)
     if not storage.exists(manifest_uri, options):
-        committed = [name for name in storage.list_dirs(layout.snapshots_dir, options)
-                     if storage.exists(layout.snapshot_manifest(name), options)]
-        write(f"no manifest at {manifest_uri}: snapshot {snapshot} was never committed; committed snapshots: "
-              f"{', '.join(committed) or 'none'}")
+        committed = [
+            name
+            for name in storage.list_dirs(layout.snapshots_dir, options)
+            if storage.exists(layout.snapshot_manifest(name), options)
+        ]
+        write(
+            f"no manifest at {manifest_uri}: snapshot {snapshot} was never committed; committed snapshots: "
+            f"{', '.join(committed) or 'none'}"
+        )
         return False
     manifest = storage.read_json(manifest_uri, options)
     write(f"snapshot {snapshot}")
     fmt = "megatron" if manifest["format"].startswith("megatron") else "datatrove"
     totals = manifest["totals"]
-    write(f"job {manifest['job']} ({manifest['format']}, {manifest['dtype']}, {manifest['pack_mode']} packing, "
-          f"seq_len {manifest['seq_len']}): {totals['documents']:,} documents ({totals['document_copies']:,} copies), "
-          f"{totals['tokens']:,} tokens, {totals['sequences']:,} sequences, {len(manifest['shards'])} shards")
+    write(
+        f"job {manifest['job']} ({manifest['format']}, {manifest['dtype']}, {manifest['pack_mode']} packing, "
+        f"seq_len {manifest['seq_len']}): {totals['documents']:,} documents ({totals['document_copies']:,} copies), "
+        f"{totals['tokens']:,} tokens, {totals['sequences']:,} sequences, {len(manifest['shards'])} shards"
+    )
     if totals["padding_tokens"]:
         write(f"padding: {totals['padding_tokens']:,} tokens ({totals['padding_tokens'] / totals['tokens']:.2%})")
     for name, domain in manifest["mixture"]["domains"].items():
-        write(f"  domain {name}: target {domain['target_weight']:.2%}, realized {domain['realized_weight']:.2%} "
-              f"({domain['realized_tokens']:,} tokens, {domain['rate']:.3f} copies per token)")
+        write(
+            f"  domain {name}: target {domain['target_weight']:.2%}, realized {domain['realized_weight']:.2%} "
+            f"({domain['realized_tokens']:,} tokens, {domain['rate']:.3f} copies per token)"
+        )
     tokenizer = None
     try:
         tokenizer_uri = manifest["tokenizer"]["uri"]
@@ -78,15 +91,20 @@ def inspect_output(output_uri: str, samples: int = 2, out: TextIO | None = None,
         if decoded is not None:
             if len(decoded.tokens) != shard["tokens"]:
                 problems.append("token count differs from the manifest")
-            sequences = (len(decoded.sequence_lengths) if decoded.sequence_lengths is not None
-                         else -(-len(decoded.tokens) // seq_len))
+            sequences = (
+                len(decoded.sequence_lengths)
+                if decoded.sequence_lengths is not None
+                else -(-len(decoded.tokens) // seq_len)
+            )
             if sequences != shard["sequences"]:
                 problems.append("sequence count differs from the manifest")
         ok = ok and not problems
-        write(f"  {shard['name']}: {shard['tokens']:,} tokens, {shard['sequences']:,} sequences: "
-              + ("OK" if not problems else "BAD (" + "; ".join(problems) + ")"))
+        write(
+            f"  {shard['name']}: {shard['tokens']:,} tokens, {shard['sequences']:,} sequences: "
+            + ("OK" if not problems else "BAD (" + "; ".join(problems) + ")")
+        )
         if decoded is not None and shown < samples and len(decoded.tokens):
-            ids = np.asarray(decoded.tokens[:min(seq_len, 64)]).tolist()
+            ids = np.asarray(decoded.tokens[: min(seq_len, 64)]).tolist()
             text = tokenizer.Decode(ids) if tokenizer else str(ids)
             write(f"    sample: {text[:300]!r}")
             shown += 1

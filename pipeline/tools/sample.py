@@ -106,7 +106,14 @@ def _unique_texts(pool: list[tuple[str, str]], rng: random.Random):
             yield f"{pool[a][0]}+{pool[b][0]}", pool[a][1] + "\n\n" + pool[b][1]
 
 
-JUNK = ["", "   ", "\n\n\t ", "!!!! ???? #### $$$$ %%%%", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "0 0 0 0 0 0 0 0 0 0"]
+JUNK = [
+    "",
+    "   ",
+    "\n\n\t ",
+    "!!!! ???? #### $$$$ %%%%",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "0 0 0 0 0 0 0 0 0 0",
+]
 
 
 def build_sample_documents(num_docs: int, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -165,8 +172,13 @@ def build_sample_documents(num_docs: int, seed: int = 0) -> tuple[list[dict[str,
     return rows, plants
 
 
-def write_sample_corpus(out_uri: str, num_docs: int = 5000, num_shards: int = 8, seed: int = 0,
-                        options: storage.StorageOptions | None = None) -> dict[str, Any]:
+def write_sample_corpus(
+    out_uri: str,
+    num_docs: int = 5000,
+    num_shards: int = 8,
+    seed: int = 0,
+    options: storage.StorageOptions | None = None,
+) -> dict[str, Any]:
     rows, plants = build_sample_documents(num_docs, seed)
     order = list(range(len(rows)))
     random.Random(seed + 1).shuffle(order)
@@ -178,8 +190,12 @@ def write_sample_corpus(out_uri: str, num_docs: int = 5000, num_shards: int = 8,
         with storage.atomic_writer(uri, options) as sink:
             pq.write_table(pa.Table.from_pylist(chunk, schema=schema), sink, row_group_size=512)
         shards.append(uri)
-    summary = {"documents": len(rows), "shards": shards, "seed": seed,
-               "planted": {k: len(v) for k, v in plants.items()}}
+    summary = {
+        "documents": len(rows),
+        "shards": shards,
+        "seed": seed,
+        "planted": {k: len(v) for k, v in plants.items()},
+    }
     storage.write_json(storage.join(out_uri, "_plants.json"), plants, options)
     storage.write_json(storage.join(out_uri, "_SUCCESS"), summary, options)
     return summary

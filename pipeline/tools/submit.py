@@ -23,8 +23,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from pipeline.core import storage
 from pipeline.config import JobSpec, load_job_spec
+from pipeline.core import storage
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -42,6 +42,7 @@ def dashboard_address(address: str | None) -> str:
 
 # --- the spec, as it travels --------------------------------------------------------------------
 
+
 @dataclass
 class PreparedSpec:
     spec: JobSpec
@@ -54,9 +55,12 @@ class PreparedSpec:
 def _path_fields(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], str, bool]]:
     """(key path, the mapping that holds it, its key, whether the job uses it) of every path in a spec."""
     stages = data["stages"]
-    fields = [("input.uri", data["input"], "uri", True), ("output.uri", data["output"], "uri", True),
-              ("stages.tokenize.model", stages["tokenize"], "model", True),
-              ("stages.language.model", stages["language"], "model", stages["language"]["enabled"])]
+    fields = [
+        ("input.uri", data["input"], "uri", True),
+        ("output.uri", data["output"], "uri", True),
+        ("stages.tokenize.model", stages["tokenize"], "model", True),
+        ("stages.language.model", stages["language"], "model", stages["language"]["enabled"]),
+    ]
     perplexity = stages["perplexity"]
     for lang, pair in perplexity["models"].items():
         for key in ("lm", "sp"):
@@ -91,12 +95,15 @@ def local_path_warning(local_paths: dict[str, str]) -> str | None:
     if not local_paths:
         return None
     listed = "\n".join(f"  {key}: {path}" for key, path in local_paths.items())
-    return ("warning: these are paths on this machine's disk; the job opens them on the cluster's nodes, so "
-            "it works only where every node sees this filesystem at the same path (a shared mount). "
-            "Use s3:// URIs otherwise.\n" + listed)
+    return (
+        "warning: these are paths on this machine's disk; the job opens them on the cluster's nodes, so "
+        "it works only where every node sees this filesystem at the same path (a shared mount). "
+        "Use s3:// URIs otherwise.\n" + listed
+    )
 
 
 # --- the cluster's Jobs API ---------------------------------------------------------------------
+
 
 def entrypoint(spec_file: str) -> str:
     return f"python -m pipeline.cli run {spec_file} --address auto"
@@ -130,8 +137,10 @@ class JobsApi:
         import pipeline
 
         spec_file = f"{prepared.spec.name}.yaml"
-        header = (f"# submitted with `refinery submit {source or ''}` from {os.getcwd()}: "
-                  "defaults filled in, local paths absolute\n")
+        header = (
+            f"# submitted with `refinery submit {source or ''}` from {os.getcwd()}: "
+            "defaults filled in, local paths absolute\n"
+        )
         with tempfile.TemporaryDirectory(prefix="refinery-submit-") as working_dir:
             Path(working_dir, spec_file).write_text(header + yaml.safe_dump(prepared.data, sort_keys=False))
             runtime_env = {
@@ -142,8 +151,12 @@ class JobsApi:
             metadata = {"refinery_job": prepared.spec.name, "refinery_output": prepared.data["output"]["uri"]}
             try:
                 # Uploads both packages before it returns (content-addressed: an unchanged one is not sent again).
-                return self.client.submit_job(entrypoint=entrypoint(spec_file), runtime_env=runtime_env,
-                                              submission_id=submission_id, metadata=metadata)
+                return self.client.submit_job(
+                    entrypoint=entrypoint(spec_file),
+                    runtime_env=runtime_env,
+                    submission_id=submission_id,
+                    metadata=metadata,
+                )
             except Exception as exc:  # the server's answer, e.g. that the submission id is taken
                 raise SubmitError(f"the Ray Jobs API at {self.address} refused the job: {exc}") from None
 
@@ -196,29 +209,37 @@ class JobsApi:
             raise self._error(submission_id, exc) from None
         info = self.wait_for_end(submission_id, timeout_s)
         if status_name(info) not in TERMINAL:
-            raise SubmitError(f"job '{submission_id}' at {self.address} was asked to stop but is still "
-                              f"{status_name(info)} after {timeout_s:g} s")
+            raise SubmitError(
+                f"job '{submission_id}' at {self.address} was asked to stop but is still "
+                f"{status_name(info)} after {timeout_s:g} s"
+            )
         return info
 
     def _error(self, submission_id: str, exc: Exception) -> SubmitError:
         if "404" in str(exc) or "does not exist" in str(exc):
-            return SubmitError(f"no job with submission id '{submission_id}' at {self.address} "
-                               "(`ray job list --address ADDRESS` lists the cluster's jobs)")
+            return SubmitError(
+                f"no job with submission id '{submission_id}' at {self.address} "
+                "(`ray job list --address ADDRESS` lists the cluster's jobs)"
+            )
         return SubmitError(f"job '{submission_id}' at {self.address}: {exc}")
 
 
 def _when(ms: int | None) -> str:
     if not ms:
         return "-"
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def describe(info: Any) -> str:
     """``refinery status``: what the job is doing, since when, and why it failed."""
     status = status_name(info)
-    lines = [f"submission id: {info.submission_id}", f"status:        {status}",
-             f"entrypoint:    {info.entrypoint}", f"started:       {_when(info.start_time)}",
-             f"ended:         {_when(info.end_time)}"]
+    lines = [
+        f"submission id: {info.submission_id}",
+        f"status:        {status}",
+        f"entrypoint:    {info.entrypoint}",
+        f"started:       {_when(info.start_time)}",
+        f"ended:         {_when(info.end_time)}",
+    ]
     metadata = info.metadata or {}
     if "refinery_job" in metadata:
         lines.append(f"job:           {metadata['refinery_job']}, output {metadata.get('refinery_output', '?')}")

@@ -56,15 +56,16 @@ LOG10_ZERO = -99.0
 class LMStats:
     order: int
     sentences: int
-    tokens: int                                      # as read, before dropping special words
-    counts: tuple[int, ...]                          # n-grams in the ARPA file, per order
+    tokens: int  # as read, before dropping special words
+    counts: tuple[int, ...]  # n-grams in the ARPA file, per order
     discounts: tuple[tuple[float, float, float], ...]  # (D1, D2, D3+) per order; empty from lmplz
-    fallback_orders: tuple[int, ...]                 # orders that used FALLBACK_DISCOUNTS
-    backend: str                                     # "python" or "lmplz"
+    fallback_orders: tuple[int, ...]  # orders that used FALLBACK_DISCOUNTS
+    backend: str  # "python" or "lmplz"
 
 
-def train_arpa(sentences: Iterable[list[str]], output: str | Path, order: int = 5,
-               prefer_lmplz: bool = True) -> LMStats:
+def train_arpa(
+    sentences: Iterable[list[str]], output: str | Path, order: int = 5, prefer_lmplz: bool = True
+) -> LMStats:
     """Train on tokenized sentences (one list of tokens per sentence) and write ARPA to output.
 
     Tokens must be non-empty and free of whitespace. Uses ``lmplz`` when it is on PATH and
@@ -82,9 +83,13 @@ def train_arpa(sentences: Iterable[list[str]], output: str | Path, order: int = 
     logprobs, logbackoffs = _interpolate(levels, adjusted, discounts, corpus.bos)
     _write_arpa(Path(output), corpus.words, levels, logprobs, logbackoffs)
     return LMStats(
-        order=order, sentences=corpus.sentences, tokens=corpus.tokens,
-        counts=tuple(len(level.raw) for level in levels), discounts=discounts,
-        fallback_orders=tuple(n for n, fell in enumerate(fell_back, 1) if fell), backend="python",
+        order=order,
+        sentences=corpus.sentences,
+        tokens=corpus.tokens,
+        counts=tuple(len(level.raw) for level in levels),
+        discounts=discounts,
+        fallback_orders=tuple(n for n, fell in enumerate(fell_back, 1) if fell),
+        backend="python",
     )
 
 
@@ -102,24 +107,34 @@ def arpa_ngram_counts(path: str | Path) -> tuple[int, ...]:
 
 def _train_with_lmplz(lmplz: str, sentences: Iterable[list[str]], output: Path, order: int) -> LMStats:
     n_sentences = n_tokens = 0
-    with open(output, "wb") as arpa, subprocess.Popen(
-            [lmplz, "-o", str(order), "--discount_fallback", "--skip_symbols"],
-            stdin=subprocess.PIPE, stdout=arpa) as process:
+    with (
+        open(output, "wb") as arpa,
+        subprocess.Popen(
+            [lmplz, "-o", str(order), "--discount_fallback", "--skip_symbols"], stdin=subprocess.PIPE, stdout=arpa
+        ) as process,
+    ):
         for sentence in sentences:
             process.stdin.write((" ".join(sentence) + "\n").encode("utf-8"))
             n_sentences += 1
             n_tokens += len(sentence)
     if process.returncode != 0:
         raise RuntimeError(f"lmplz exited with status {process.returncode}")
-    return LMStats(order=order, sentences=n_sentences, tokens=n_tokens,
-                   counts=arpa_ngram_counts(output), discounts=(), fallback_orders=(), backend="lmplz")
+    return LMStats(
+        order=order,
+        sentences=n_sentences,
+        tokens=n_tokens,
+        counts=arpa_ngram_counts(output),
+        discounts=(),
+        fallback_orders=(),
+        backend="lmplz",
+    )
 
 
 @dataclass(frozen=True)
 class _Corpus:
-    words: list[str]           # the vocabulary, sorted; a word's id is its index
-    ids: np.ndarray            # every sentence as <s> w1 ... wk </s>, concatenated
-    sentence_end: np.ndarray   # per position: where its sentence ends (exclusive)
+    words: list[str]  # the vocabulary, sorted; a word's id is its index
+    ids: np.ndarray  # every sentence as <s> w1 ... wk </s>, concatenated
+    sentence_end: np.ndarray  # per position: where its sentence ends (exclusive)
     bos: int
     sentences: int
     tokens: int
@@ -135,13 +150,19 @@ class _Corpus:
         if not lengths:
             raise ValueError("no sentences to train on")
         words = list(index)
-        _check_words(words[len(SPECIAL_WORDS):])
+        _check_words(words[len(SPECIAL_WORDS) :])
         ids, sentence_end = _pad_sentences(np.asarray(flat, dtype=np.int64), lengths)
         by_text = sorted(range(len(words)), key=words.__getitem__)
         rank = np.empty(len(words), dtype=np.int64)
         rank[by_text] = np.arange(len(words))
-        return cls(words=[words[i] for i in by_text], ids=rank[ids], sentence_end=sentence_end,
-                   bos=int(rank[SPECIAL_WORDS.index(BOS)]), sentences=len(lengths), tokens=len(flat))
+        return cls(
+            words=[words[i] for i in by_text],
+            ids=rank[ids],
+            sentence_end=sentence_end,
+            bos=int(rank[SPECIAL_WORDS.index(BOS)]),
+            sentences=len(lengths),
+            tokens=len(flat),
+        )
 
 
 def _pad_sentences(tokens: np.ndarray, lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -168,19 +189,27 @@ def _check_words(words: list[str]) -> None:
 @dataclass(frozen=True)
 class _Ngrams:
     """The distinct n-grams of one order, by id. For unigrams the context is the empty 0-gram."""
-    prefix: np.ndarray      # id of the (n-1)-gram of the first n-1 words: the context
-    suffix: np.ndarray      # id of the (n-1)-gram of the last n-1 words: the backed-off n-gram
+
+    prefix: np.ndarray  # id of the (n-1)-gram of the first n-1 words: the context
+    suffix: np.ndarray  # id of the (n-1)-gram of the last n-1 words: the backed-off n-gram
     first_word: np.ndarray
     last_word: np.ndarray
-    raw: np.ndarray         # occurrences
+    raw: np.ndarray  # occurrences
 
 
 def _count_ngrams(corpus: _Corpus, order: int) -> list[_Ngrams]:
     vocab_size = len(corpus.words)
     empty_context = np.zeros(vocab_size, dtype=np.int64)
     every_word = np.arange(vocab_size)
-    levels = [_Ngrams(prefix=empty_context, suffix=empty_context, first_word=every_word, last_word=every_word,
-                      raw=np.bincount(corpus.ids, minlength=vocab_size))]
+    levels = [
+        _Ngrams(
+            prefix=empty_context,
+            suffix=empty_context,
+            first_word=every_word,
+            last_word=every_word,
+            raw=np.bincount(corpus.ids, minlength=vocab_size),
+        )
+    ]
     ids_at = corpus.ids  # id of the (n-1)-gram starting at each position
     positions = np.arange(len(corpus.ids))
     for n in range(2, order + 1):
@@ -188,8 +217,15 @@ def _count_ngrams(corpus: _Corpus, order: int) -> list[_Ngrams]:
         keys = ids_at[starts] * vocab_size + corpus.ids[starts + n - 1]
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         at = starts[first]
-        levels.append(_Ngrams(prefix=ids_at[at], suffix=ids_at[at + 1], first_word=corpus.ids[at],
-                              last_word=corpus.ids[at + n - 1], raw=np.bincount(inverse)))
+        levels.append(
+            _Ngrams(
+                prefix=ids_at[at],
+                suffix=ids_at[at + 1],
+                first_word=corpus.ids[at],
+                last_word=corpus.ids[at + n - 1],
+                raw=np.bincount(inverse),
+            )
+        )
         ids_at = np.full(len(corpus.ids), -1, dtype=np.int64)
         ids_at[starts] = inverse
     return levels
@@ -219,9 +255,9 @@ def _discounts(adjusted: np.ndarray) -> tuple[tuple[float, float, float], bool]:
     return FALLBACK_DISCOUNTS, True
 
 
-def _interpolate(levels: list[_Ngrams], adjusted: list[np.ndarray],
-                 discounts: tuple[tuple[float, float, float], ...],
-                 bos: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _interpolate(
+    levels: list[_Ngrams], adjusted: list[np.ndarray], discounts: tuple[tuple[float, float, float], ...], bos: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """log10 p(w | h) for every n-gram, and log10 backoff for every n-gram below the top order."""
     lower = np.array([1.0 / (len(levels[0].raw) - 1)])  # uniform over the vocabulary but <s>
     probs, backoffs = [], []
@@ -231,8 +267,7 @@ def _interpolate(levels: list[_Ngrams], adjusted: list[np.ndarray],
         denominator = np.bincount(ngrams.prefix, weights=counts, minlength=len(lower)).astype(float)
         freed = np.bincount(ngrams.prefix, weights=discount, minlength=len(lower)).astype(float)
         gamma = np.divide(freed, denominator, out=np.ones_like(freed), where=denominator > 0)
-        prob = ((counts - discount) / denominator[ngrams.prefix]
-                + gamma[ngrams.prefix] * lower[ngrams.suffix])
+        prob = (counts - discount) / denominator[ngrams.prefix] + gamma[ngrams.prefix] * lower[ngrams.suffix]
         backoffs.append(_log10(gamma))
         probs.append(prob)
         lower = prob
@@ -243,31 +278,39 @@ def _interpolate(levels: list[_Ngrams], adjusted: list[np.ndarray],
 
 
 def _log10(x: np.ndarray) -> np.ndarray:
-    return np.log10(np.maximum(x, 10.0 ** LOG10_ZERO))
+    return np.log10(np.maximum(x, 10.0**LOG10_ZERO))
 
 
-def _write_arpa(path: Path, words: list[str], levels: list[_Ngrams],
-                logprobs: list[np.ndarray], logbackoffs: list[np.ndarray]) -> None:
+def _write_arpa(
+    path: Path, words: list[str], levels: list[_Ngrams], logprobs: list[np.ndarray], logbackoffs: list[np.ndarray]
+) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("\\data\\\n")
         f.writelines(f"ngram {n}={len(p)}\n" for n, p in enumerate(logprobs, 1))
         texts = words
         for n, (ngrams, logprob) in enumerate(zip(levels, logprobs), 1):
             if n > 1:
-                texts = [f"{texts[p]} {words[w]}"
-                         for p, w in zip(ngrams.prefix.tolist(), ngrams.last_word.tolist())]
+                texts = [f"{texts[p]} {words[w]}" for p, w in zip(ngrams.prefix.tolist(), ngrams.last_word.tolist())]
             f.write(f"\n\\{n}-grams:\n")
             if n < len(levels):
-                f.writelines(map("{:.6f}\t{}\t{:.6f}\n".format, logprob.tolist(), texts,
-                                 logbackoffs[n - 1].tolist()))
+                f.writelines(map("{:.6f}\t{}\t{:.6f}\n".format, logprob.tolist(), texts, logbackoffs[n - 1].tolist()))
             else:
                 f.writelines(map("{:.6f}\t{}\n".format, logprob.tolist(), texts))
         f.write("\n\\end\\\n")
 
 
-def train_perplexity_model(corpus_uri: str, out_dir: str, lang: str, order: int = 5, vocab_size: int = 8000,
-                           sp_model: str | None = None, text_column: str = "text", max_documents: int = 20000,
-                           seed: int = 0, options=None) -> dict:
+def train_perplexity_model(
+    corpus_uri: str,
+    out_dir: str,
+    lang: str,
+    order: int = 5,
+    vocab_size: int = 8000,
+    sp_model: str | None = None,
+    text_column: str = "text",
+    max_documents: int = 20000,
+    seed: int = 0,
+    options=None,
+) -> dict:
     """The ``{lang}.arpa`` + ``{lang}.sp.model`` pair the perplexity stage uses, from a Parquet
     corpus: lines normalized as CCNet does, a sentencepiece model trained on them unless
     ``sp_model`` names one, then an n-gram model over their pieces."""

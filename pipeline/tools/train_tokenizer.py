@@ -17,8 +17,13 @@ import sentencepiece as spm
 from pipeline.core import storage
 
 
-def sample_texts(corpus_uri: str, text_column: str = "text", max_documents: int = 20000, seed: int = 0,
-                 options: storage.StorageOptions | None = None) -> list[str]:
+def sample_texts(
+    corpus_uri: str,
+    text_column: str = "text",
+    max_documents: int = 20000,
+    seed: int = 0,
+    options: storage.StorageOptions | None = None,
+) -> list[str]:
     """Up to ``max_documents`` non-blank texts of a Parquet corpus, chosen at random by seed."""
     shards = storage.list_files(corpus_uri, options, suffix=".parquet")
     if not shards:
@@ -43,20 +48,40 @@ def train_sentencepiece(lines: Iterable[str], vocab_size: int, seed: int = 0, mo
         prefix = os.path.join(tmp, "tokenizer")
         spm.set_random_generator_seed(seed)
         spm.SentencePieceTrainer.train(
-            input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
-            character_coverage=0.9995, byte_fallback=True, normalization_rule_name="identity",
-            remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
-            allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=3,
-            num_threads=os.cpu_count() or 1, input_sentence_size=2_000_000, shuffle_input_sentence=True,
+            input=corpus,
+            model_prefix=prefix,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=0.9995,
+            byte_fallback=True,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=False,
+            split_digits=True,
+            allow_whitespace_only_pieces=True,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=3,
+            num_threads=os.cpu_count() or 1,
+            input_sentence_size=2_000_000,
+            shuffle_input_sentence=True,
             minloglevel=2,
         )
         with open(prefix + ".model", "rb") as f:
             return f.read()
 
 
-def train_tokenizer(corpus_uri: str, out_uri: str, vocab_size: int = 8000, text_column: str = "text",
-                    max_documents: int = 20000, seed: int = 0, model_type: str = "bpe",
-                    options: storage.StorageOptions | None = None) -> dict:
+def train_tokenizer(
+    corpus_uri: str,
+    out_uri: str,
+    vocab_size: int = 8000,
+    text_column: str = "text",
+    max_documents: int = 20000,
+    seed: int = 0,
+    model_type: str = "bpe",
+    options: storage.StorageOptions | None = None,
+) -> dict:
     texts = sample_texts(corpus_uri, text_column, max_documents, seed, options)
     model = train_sentencepiece((line for text in texts for line in text.splitlines()), vocab_size, seed, model_type)
     storage.write_bytes(out_uri, model, options)

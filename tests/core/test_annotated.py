@@ -16,11 +16,14 @@ def shards(tmp_path) -> AnnotatedShards:
     """Three shards whose rows have gaps (as after annotate-phase rejects), in row groups of 3."""
     uris = {}
     for key, rows in {"b": [0, 2, 3, 7, 8, 9, 11], "a": [1, 4], "c": [5, 6, 10, 12, 13]}.items():
-        table = pa.table({
-            cols.SHARD: [key] * len(rows), cols.ROW: pa.array(rows, pa.int64()),
-            cols.ID: [f"{key}-{r}" for r in rows],
-            "sets": pa.array([list(range(r)) for r in rows], pa.list_(pa.uint32())),
-        })
+        table = pa.table(
+            {
+                cols.SHARD: [key] * len(rows),
+                cols.ROW: pa.array(rows, pa.int64()),
+                cols.ID: [f"{key}-{r}" for r in rows],
+                "sets": pa.array([list(range(r)) for r in rows], pa.list_(pa.uint32())),
+            }
+        )
         uris[key] = str(tmp_path / f"{key}.parquet")
         pq.write_table(table, uris[key], row_group_size=3)
     return AnnotatedShards(uris)
@@ -49,8 +52,11 @@ def test_attach_reads_the_requested_rows_across_shards_and_row_groups(shards):
     nodes = node_ids(np.array([ordinal[s] for s, _ in wanted]), np.array([r for _, r in wanted]))
     requests = pa.table({"tag": pa.array(range(len(wanted)), pa.int64()), "n": pa.array(nodes)})
     result = shards.attach(
-        ray.data.from_arrow([requests.slice(0, 3), requests.slice(3)]), "n", requests.schema,
-        pa.schema([(cols.ID, pa.string()), ("sets", pa.list_(pa.uint32()))]), ["doc_id", "values"],
+        ray.data.from_arrow([requests.slice(0, 3), requests.slice(3)]),
+        "n",
+        requests.schema,
+        pa.schema([(cols.ID, pa.string()), ("sets", pa.list_(pa.uint32()))]),
+        ["doc_id", "values"],
     ).take_all()
     got = sorted((r["tag"], r["doc_id"], list(r["values"])) for r in result)
     assert got == [(i, f"{s}-{r}", list(range(r))) for i, (s, r) in enumerate(wanted)]
@@ -61,5 +67,6 @@ def test_attach_names_the_file_when_a_row_is_missing(shards):
 
     requests = pa.table({"n": pa.array(node_ids(np.array([0]), np.array([2])))})  # shard "a" has no row 2
     with pytest.raises(Exception, match=r"a\.parquet has no annotated row 2"):
-        shards.attach(ray.data.from_arrow(requests), "n", requests.schema,
-                      pa.schema([(cols.ID, pa.string())])).take_all()
+        shards.attach(
+            ray.data.from_arrow(requests), "n", requests.schema, pa.schema([(cols.ID, pa.string())])
+        ).take_all()

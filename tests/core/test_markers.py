@@ -15,13 +15,26 @@ from pipeline.core.markers import AnnotateMarker, DedupMarker, PackMarker, RunRe
 # An annotate marker as the version before typed markers wrote it: two stages' counters at
 # the top level, contamination's stats under stage_stats.
 OLD_ANNOTATE_MARKER = {
-    "annotated_bytes": 80, "annotated_docs": 8, "config_hash": "3f0c2e41d6a7b9c5",
-    "fingerprint": {"size": 1234, "version": "1700000000.5"}, "input_bytes": 100, "input_docs": 10,
-    "languages": {"en": 7, "de": 1}, "node": None, "pii_replaced": {"EMAIL_ADDRESS": 3},
-    "quarantined": {}, "rejected": {"validate": {"empty_text": 2}}, "seconds": 0.5,
-    "shard_key": "part-00000-dd32721c", "shard_quarantined": None, "uri": "/data/part-00000.parquet",
-    "stage_stats": {"contamination": {"gsm8k": {"documents": 1, "items": ["7"], "examples": ["d1"],
-                                                "annotated": 1, "excised": 0, "dropped": 0}}},
+    "annotated_bytes": 80,
+    "annotated_docs": 8,
+    "config_hash": "3f0c2e41d6a7b9c5",
+    "fingerprint": {"size": 1234, "version": "1700000000.5"},
+    "input_bytes": 100,
+    "input_docs": 10,
+    "languages": {"en": 7, "de": 1},
+    "node": None,
+    "pii_replaced": {"EMAIL_ADDRESS": 3},
+    "quarantined": {},
+    "rejected": {"validate": {"empty_text": 2}},
+    "seconds": 0.5,
+    "shard_key": "part-00000-dd32721c",
+    "shard_quarantined": None,
+    "uri": "/data/part-00000.parquet",
+    "stage_stats": {
+        "contamination": {
+            "gsm8k": {"documents": 1, "items": ["7"], "examples": ["d1"], "annotated": 1, "excised": 0, "dropped": 0}
+        }
+    },
 }
 
 
@@ -35,18 +48,25 @@ def test_an_old_annotate_marker_reads_into_each_stages_counters():
 
 
 def test_an_old_dedup_marker_drops_what_the_report_now_computes():
-    old = {"input_hash": "a" * 16, "removed_by_shard": {"s": {"exact_dedup": {"exact_duplicate": 2}}},
-           "removals_version": {"s": "a" * 16}, "index": {"indexed_shards": 0, "new_shards": 1},
-           "stage_state": {"perplexity": {"cutoffs": {"en": [10.0, 20.0]}, "percentiles": [30, 60]}},
-           "near_dedup": {"threshold": 0.8}, "removed_total": 2}
+    old = {
+        "input_hash": "a" * 16,
+        "removed_by_shard": {"s": {"exact_dedup": {"exact_duplicate": 2}}},
+        "removals_version": {"s": "a" * 16},
+        "index": {"indexed_shards": 0, "new_shards": 1},
+        "stage_state": {"perplexity": {"cutoffs": {"en": [10.0, 20.0]}, "percentiles": [30, 60]}},
+        "near_dedup": {"threshold": 0.8},
+        "removed_total": 2,
+    }
     marker = DedupMarker.from_json(old)
     assert marker.removed_total == 2 and marker.stage_state["perplexity"]["cutoffs"]["en"] == [10.0, 20.0]
     assert "near_dedup" not in marker.to_json()
 
 
 def test_run_record_sums_counters_over_shards():
-    shards = [AnnotateMarker(shard_key=k, uri=k, fingerprint={}, config_hash="h", kept_counts={"language": c})
-              for k, c in (("a", {"en": 2}), ("b", {"en": 3, "fr": 1}), ("c", {}))]
+    shards = [
+        AnnotateMarker(shard_key=k, uri=k, fingerprint={}, config_hash="h", kept_counts={"language": c})
+        for k, c in (("a", {"en": 2}), ("b", {"en": 3, "fr": 1}), ("c", {}))
+    ]
     run = RunRecord(spec=None, annotate=shards, dedup=DedupMarker(input_hash="x"))
     assert run.kept_counts("language") == {"en": 5, "fr": 1} and run.kept_counts("pii") == {}
     assert run.stage_stats("contamination") == []
@@ -62,24 +82,36 @@ def fixed_job(tmp_path, monkeypatch):
     """A spec with every capability on, over files with fixed sizes and mtimes, named by
     relative paths: the hashes below depend on nothing else."""
     monkeypatch.chdir(tmp_path)
-    files = {"data/part-0.parquet": b"x" * 10, "evals/gsm8k.jsonl": b'{"question": "q", "answer": "a"}\n',
-             "models/en.arpa": b"a" * 40, "models/en.sp.model": b"s" * 50, "models/lid.bin": b"l" * 30,
-             "models/tok.model": b"t" * 20}
+    files = {
+        "data/part-0.parquet": b"x" * 10,
+        "evals/gsm8k.jsonl": b'{"question": "q", "answer": "a"}\n',
+        "models/en.arpa": b"a" * 40,
+        "models/en.sp.model": b"s" * 50,
+        "models/lid.bin": b"l" * 30,
+        "models/tok.model": b"t" * 20,
+    }
     for i, (name, data) in enumerate(sorted(files.items())):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
         os.utime(tmp_path / name, (1_700_000_000 + i, 1_700_000_000 + i))
     return {
-        "name": "golden", "seed": 7, "input": {"uri": "data", "text_column": "text"},
+        "name": "golden",
+        "seed": 7,
+        "input": {"uri": "data", "text_column": "text"},
         "output": {"uri": "out", "write_rejects": True},
         "stages": {
             "language": {"enabled": True, "model": "models/lid.bin", "keep": ["en"], "min_score": 0.3},
             "quality": {"enabled": True},
             "perplexity": {"enabled": True, "models": {"en": {"lm": "models/en.arpa", "sp": "models/en.sp.model"}}},
-            "contamination": {"enabled": True,
-                              "benchmarks": [{"name": "gsm8k", "uri": "evals/gsm8k.jsonl", "preset": "gsm8k"}]},
-            "pii": {"enabled": True}, "exact_dedup": {"enabled": True}, "near_dedup": {"enabled": True},
-            "tokenize": {"model": "models/tok.model"}, "mix": {"weights": {"a": 0.5, "b": 0.5}},
+            "contamination": {
+                "enabled": True,
+                "benchmarks": [{"name": "gsm8k", "uri": "evals/gsm8k.jsonl", "preset": "gsm8k"}],
+            },
+            "pii": {"enabled": True},
+            "exact_dedup": {"enabled": True},
+            "near_dedup": {"enabled": True},
+            "tokenize": {"model": "models/tok.model"},
+            "mix": {"weights": {"a": 0.5, "b": 0.5}},
             "pack": {"seq_len": 1024},
         },
     }
@@ -105,8 +137,15 @@ def test_hashes_of_committed_work_are_those_of_earlier_versions(fixed_job):
     # The dedup commit's hash now leaves out the mix settings, as the index's always did: a
     # new mixture no longer re-commits dedup. An old commit is redone once from the index,
     # without a global pass, and gives the same removals.
-    shards = [AnnotateMarker(shard_key="part-0-abc", uri="u", config_hash="h1",
-                             fingerprint={"size": 10, "version": "1"}, annotated_docs=5)]
+    shards = [
+        AnnotateMarker(
+            shard_key="part-0-abc",
+            uri="u",
+            config_hash="h1",
+            fingerprint={"size": 10, "version": "1"},
+            annotated_docs=5,
+        )
+    ]
     assert dedup_input_hash(spec, shards) == "af82f9daebe60dad"
     fixed_job["stages"]["mix"]["weights"] = {"a": 0.9, "b": 0.1}
     assert dedup_input_hash(load_job_spec(fixed_job, check_files=False), shards) == "af82f9daebe60dad"

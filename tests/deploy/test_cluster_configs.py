@@ -19,9 +19,10 @@ import json
 import re
 import shlex
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -33,7 +34,7 @@ from tests.helpers import REPO
 ROOT = REPO
 CLUSTER = ROOT / "cluster"
 JOBS = ROOT / "jobs"
-IMAGE_DIR = "/app/jobs/"   # where the Dockerfile puts jobs/
+IMAGE_DIR = "/app/jobs/"  # where the Dockerfile puts jobs/
 KUBECTL_IMAGE = re.compile(r"^registry\.k8s\.io/kubectl:v\d+\.\d+\.\d+$")
 # refinery:<tag>, from a registry or not (e.g. <account>.dkr.ecr.<region>.amazonaws.com/refinery:0.1.0).
 IMAGE = re.compile(r"^(?:[\w.-]+(?::\d+)?(?:/[\w.-]+)*/)?refinery:(?P<tag>[\w.+-]+)$")
@@ -44,15 +45,16 @@ INSTANCE_VCPUS = {"m6i.2xlarge": 8, "m6i.4xlarge": 16}
 # ---------------------------------------------------------------------------------------------
 # Loading
 
+
 @dataclass
 class Files:
     pyproject: dict[str, Any]
-    dockerfile: list[tuple[str, str]]       # (INSTRUCTION, arguments), continuation lines joined
+    dockerfile: list[tuple[str, str]]  # (INSTRUCTION, arguments), continuation lines joined
     dockerignore: list[str]
-    manifests: dict[str, list[dict]]        # Kubernetes documents per cluster/*.yaml file
+    manifests: dict[str, list[dict]]  # Kubernetes documents per cluster/*.yaml file
     aws: dict[str, Any]
     readme: str
-    texts: dict[str, str]                   # every file checked for secrets and addresses
+    texts: dict[str, str]  # every file checked for secrets and addresses
 
 
 def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
@@ -92,9 +94,13 @@ def load_files() -> Files:
     return Files(
         pyproject=tomllib.loads((ROOT / "pyproject.toml").read_text()),
         dockerfile=dockerfile_instructions(texts["Dockerfile"]),
-        dockerignore=[line.strip() for line in texts[".dockerignore"].splitlines()
-                      if line.strip() and not line.startswith("#")],
-        manifests=manifests, aws=aws, readme=texts["cluster/README.md"], texts=texts,
+        dockerignore=[
+            line.strip() for line in texts[".dockerignore"].splitlines() if line.strip() and not line.startswith("#")
+        ],
+        manifests=manifests,
+        aws=aws,
+        readme=texts["cluster/README.md"],
+        texts=texts,
     )
 
 
@@ -156,8 +162,21 @@ def dockerfile_arg(files: Files, name: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Kubernetes quantities
 
-_MEMORY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_MEMORY_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 
 
 def cpu_cores(quantity: Any) -> float:
@@ -177,19 +196,31 @@ def memory_bytes(quantity: Any) -> int:
 # ---------------------------------------------------------------------------------------------
 # The checks
 
+
 def refinery_images(files: Files) -> list[tuple[str, str]]:
-    found = [(f"{where} container {c['name']}", c.get("image", "")) for where, pod in pod_specs(files)
-             for c in containers(pod) if not KUBECTL_IMAGE.match(c.get("image", ""))]
+    found = [
+        (f"{where} container {c['name']}", c.get("image", ""))
+        for where, pod in pod_specs(files)
+        for c in containers(pod)
+        if not KUBECTL_IMAGE.match(c.get("image", ""))
+    ]
     docker = files.aws.get("docker", {})
-    found += [(f"cluster/aws.yaml docker.{key}", docker[key]) for key in ("image", "head_image", "worker_image")
-              if key in docker]
+    found += [
+        (f"cluster/aws.yaml docker.{key}", docker[key])
+        for key in ("image", "head_image", "worker_image")
+        if key in docker
+    ]
     return found
 
 
 def arn_accounts(files: Files) -> set[str]:
     """The AWS accounts that the IAM role and instance profile ARNs in cluster/ name."""
-    return set(re.findall(r"arn:aws:iam::(\d{12}):", "\n".join(files.texts[n] for n in files.texts
-                                                                  if n.startswith("cluster/") and n.endswith(".yaml"))))
+    return set(
+        re.findall(
+            r"arn:aws:iam::(\d{12}):",
+            "\n".join(files.texts[n] for n in files.texts if n.startswith("cluster/") and n.endswith(".yaml")),
+        )
+    )
 
 
 def check_images(files: Files) -> list[str]:
@@ -207,9 +238,13 @@ def check_images(files: Files) -> list[str]:
         problems.append(f"one image everywhere, found {distinct}")
     for image in distinct:
         ecr = re.match(r"(\d{12})\.dkr\.ecr\.([\w-]+)\.amazonaws\.com/", image)
-        if ecr and ({ecr.group(1)} != arn_accounts(files) or ecr.group(2) != files.aws.get("provider", {}).get("region")):
-            problems.append(f"image {image!r}: its ECR account and region should be those of the IAM ARNs "
-                            f"{sorted(arn_accounts(files))} and of aws.yaml's provider.region")
+        if ecr and (
+            {ecr.group(1)} != arn_accounts(files) or ecr.group(2) != files.aws.get("provider", {}).get("region")
+        ):
+            problems.append(
+                f"image {image!r}: its ECR account and region should be those of the IAM ARNs "
+                f"{sorted(arn_accounts(files))} and of aws.yaml's provider.region"
+            )
     for name, text in files.texts.items():
         for tag in re.findall(r"\brefinery:([0-9][\w.+-]*)", text):
             if tag != version(files):
@@ -228,22 +263,26 @@ def check_ray_version(files: Files) -> list[str]:
     specifier = SpecifierSet(re.sub(r"^ray(\[[^\]]*\])?", "", requirement).split(";")[0].strip())
     if ray_version not in specifier:
         problems.append(f"Dockerfile RAY_VERSION {ray_version} does not satisfy pyproject's {requirement!r}")
-    if not any(keyword == "RUN" and re.search(r'"ray(\[[\w,]+\])?==\$\{RAY_VERSION\}"', rest)
-               for keyword, rest in files.dockerfile):
+    if not any(
+        keyword == "RUN" and re.search(r'"ray(\[[\w,]+\])?==\$\{RAY_VERSION\}"', rest)
+        for keyword, rest in files.dockerfile
+    ):
         problems.append('Dockerfile: no RUN installs "ray==${RAY_VERSION}"')
     for where, spec in ray_cluster_specs(files):
         if str(spec.get("rayVersion")) != ray_version:
             problems.append(f"{where}: rayVersion {spec.get('rayVersion')!r}, the image has Ray {ray_version}")
     setup = " ".join(files.aws.get("setup_commands", []))
     if f"('{version(files)}', '{ray_version}')" not in setup:
-        problems.append(f"cluster/aws.yaml setup_commands: no check for refinery {version(files)} and ray {ray_version}")
+        problems.append(
+            f"cluster/aws.yaml setup_commands: no check for refinery {version(files)} and ray {ray_version}"
+        )
     return problems
 
 
 def spec_file(job: str) -> Path | None:
     """The file in jobs/ that a spec path in a command names (/app/jobs/X in the image)."""
     if job.startswith(IMAGE_DIR):
-        return JOBS / job[len(IMAGE_DIR):]
+        return JOBS / job[len(IMAGE_DIR) :]
     if job.startswith("jobs/"):
         return ROOT / job
     return None
@@ -282,7 +321,7 @@ def refinery_invocations(command: str) -> Iterator[list[str]]:
                 continue
             before = tokens[:i]
             if all(re.fullmatch(r"\w+=.*", t) for t in before) or before[-1] == "--" or IMAGE.match(before[-1]):
-                yield tokens[i + 1:]
+                yield tokens[i + 1 :]
                 break
 
 
@@ -333,7 +372,7 @@ def check_refinery_commands(files: Files) -> list[str]:
         problems += refinery_command_problems(argv, where)
     for where, doc in documents(files, "RayJob"):
         argv = next(refinery_invocations(doc["spec"]["entrypoint"]), [])
-        if argv[:1] != ["run"] or "--address" not in argv or argv[argv.index("--address") + 1:][:1] != ["auto"]:
+        if argv[:1] != ["run"] or "--address" not in argv or argv[argv.index("--address") + 1 :][:1] != ["auto"]:
             problems.append(f"{where}: entrypoint should be `refinery run {IMAGE_DIR}<spec>.yaml --address auto`")
     return problems
 
@@ -344,10 +383,16 @@ def check_resources(files: Files) -> list[str]:
     problems = []
     ray_containers = {id(group["template"]["spec"]["containers"][0]) for _, group, _ in ray_groups(files)}
     pods = list(pod_specs(files))
-    resources = [(f"{where} container {c['name']}", c.get("resources"), id(c) in ray_containers)
-                 for where, pod in pods for c in containers(pod)]
-    resources += [(f"{where} autoscaler", spec.get("autoscalerOptions", {}).get("resources"), False)
-                  for where, spec in ray_cluster_specs(files) if spec.get("enableInTreeAutoscaling")]
+    resources = [
+        (f"{where} container {c['name']}", c.get("resources"), id(c) in ray_containers)
+        for where, pod in pods
+        for c in containers(pod)
+    ]
+    resources += [
+        (f"{where} autoscaler", spec.get("autoscalerOptions", {}).get("resources"), False)
+        for where, spec in ray_cluster_specs(files)
+        if spec.get("enableInTreeAutoscaling")
+    ]
     for where, res, is_ray in resources:
         if not res or "requests" not in res or "limits" not in res:
             problems.append(f"{where}: set both resources.requests and resources.limits")
@@ -358,7 +403,9 @@ def check_resources(files: Files) -> list[str]:
                 continue
             request, limit = parse(res["requests"][name]), parse(res["limits"][name])
             if request > limit:
-                problems.append(f"{where}: {name} request {res['requests'][name]} exceeds its limit {res['limits'][name]}")
+                problems.append(
+                    f"{where}: {name} request {res['requests'][name]} exceeds its limit {res['limits'][name]}"
+                )
             elif is_ray and request != limit:
                 problems.append(f"{where}: a Ray container's {name} request should equal its limit")
     return problems
@@ -378,11 +425,16 @@ def check_ray_start_params(files: Files) -> list[str]:
         else:
             num_cpus = float(params["num-cpus"])
             if num_cpus != request and not (is_head and num_cpus == 0):
-                problems.append(f"{where}: rayStartParams num-cpus {params['num-cpus']} but the container "
-                                f"requests {ray_container['resources']['requests']['cpu']} CPUs")
+                problems.append(
+                    f"{where}: rayStartParams num-cpus {params['num-cpus']} but the container "
+                    f"requests {ray_container['resources']['requests']['cpu']} CPUs"
+                )
         mounts = {m["name"]: m["mountPath"] for m in ray_container.get("volumeMounts", [])}
-        shm = [v for v in pod.get("volumes", []) if mounts.get(v["name"]) == "/dev/shm"
-               and v.get("emptyDir", {}).get("medium") == "Memory"]
+        shm = [
+            v
+            for v in pod.get("volumes", [])
+            if mounts.get(v["name"]) == "/dev/shm" and v.get("emptyDir", {}).get("medium") == "Memory"
+        ]
         if not shm:
             problems.append(f"{where}: mount a memory-backed emptyDir at /dev/shm for the object store")
             continue
@@ -406,31 +458,42 @@ def check_scaling(files: Files) -> list[str]:
             continue
         low, start, high = group.get("minReplicas"), group.get("replicas"), group.get("maxReplicas")
         if None in (low, start, high) or not 0 <= low <= start <= high or high < 1:
-            problems.append(f"{where}: needs 0 <= minReplicas ({low}) <= replicas ({start}) <= maxReplicas ({high}), "
-                            "maxReplicas >= 1")
+            problems.append(
+                f"{where}: needs 0 <= minReplicas ({low}) <= replicas ({start}) <= maxReplicas ({high}), "
+                "maxReplicas >= 1"
+            )
     for where, doc in documents(files, "RayJob"):
         argv = next(refinery_invocations(doc["spec"]["entrypoint"]), [])
         sets = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv[:-1]) if arg == "--set")
-        most = sum(int(g["maxReplicas"]) * int(g["rayStartParams"]["num-cpus"])
-                   for g in doc["spec"]["rayClusterSpec"]["workerGroupSpecs"])
+        most = sum(
+            int(g["maxReplicas"]) * int(g["rayStartParams"]["num-cpus"])
+            for g in doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+        )
         if sets.get("ray.max_parallel_tasks") != str(most):
-            problems.append(f"{where}: the entrypoint should set ray.max_parallel_tasks={most} (maxReplicas x "
-                            f"num-cpus), so that queued tasks grow the cluster; it sets "
-                            f"{sets.get('ray.max_parallel_tasks')}")
+            problems.append(
+                f"{where}: the entrypoint should set ray.max_parallel_tasks={most} (maxReplicas x "
+                f"num-cpus), so that queued tasks grow the cluster; it sets "
+                f"{sets.get('ray.max_parallel_tasks')}"
+            )
     for name, node_type in files.aws.get("available_node_types", {}).items():
         if name == files.aws.get("head_node_type"):
             continue
         low, high = node_type.get("min_workers", 0), node_type.get("max_workers")
         if high is None or not 0 <= low <= high <= files.aws.get("max_workers", 0) or high < 1:
-            problems.append(f"cluster/aws.yaml {name}: needs 0 <= min_workers ({low}) <= max_workers ({high}) "
-                            f"<= the cluster's max_workers ({files.aws.get('max_workers')})")
+            problems.append(
+                f"cluster/aws.yaml {name}: needs 0 <= min_workers ({low}) <= max_workers ({high}) "
+                f"<= the cluster's max_workers ({files.aws.get('max_workers')})"
+            )
     return problems
 
 
-_CRON_FIELDS = [("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
-                ("month", 1, 12, {m: i + 1 for i, m in enumerate(
-                    "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}),
-                ("day of week", 0, 7, {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())})]
+_CRON_FIELDS = [
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}),
+]
 
 
 def cron_problems(expression: str) -> list[str]:
@@ -447,8 +510,12 @@ def cron_problems(expression: str) -> list[str]:
                 continue
             bounds = base.split("-")
             values = [names[b.upper()] if b.upper() in names else int(b) if b.isdigit() else None for b in bounds]
-            if len(bounds) > 2 or None in values or not all(low <= v <= high for v in values) \
-                    or (len(values) == 2 and values[0] > values[1]):
+            if (
+                len(bounds) > 2
+                or None in values
+                or not all(low <= v <= high for v in values)
+                or (len(values) == 2 and values[0] > values[1])
+            ):
                 problems.append(f"schedule {expression!r}: {part!r} is not a valid {name} ({low}-{high})")
     return problems
 
@@ -461,7 +528,7 @@ def check_cronjob(files: Files) -> list[str]:
     """The refresh CronJob: a valid 5-field schedule; no overlapping refreshes; its steps
     replace, create and wait for the RayJob that cluster/rayjob.yaml defines, from the
     ConfigMap the README creates, with exactly the RBAC they need."""
-    (rayjob_where, rayjob), = documents(files, "RayJob")
+    ((rayjob_where, rayjob),) = documents(files, "RayJob")
     name = rayjob["metadata"]["name"]
     cronjobs = list(documents(files, "CronJob"))
     if not cronjobs:
@@ -475,8 +542,9 @@ def check_cronjob(files: Files) -> list[str]:
         if spec.get("concurrencyPolicy") != "Forbid":
             problems.append(f"{where}: concurrencyPolicy must be Forbid (two refreshes would share one output)")
         if job.get("backoffLimit") != 0 or pod.get("restartPolicy") != "Never":
-            problems.append(f"{where}: backoffLimit 0 and restartPolicy Never: a retried pod would delete the "
-                            "refresh it started")
+            problems.append(
+                f"{where}: backoffLimit 0 and restartPolicy Never: a retried pod would delete the refresh it started"
+            )
         steps = [kubectl_argv(c) for c in pod.get("initContainers", [])] + [kubectl_argv(c) for c in pod["containers"]]
         verbs = [s[0] for s in steps if s]
         if verbs != ["delete", "create", "wait"]:
@@ -494,15 +562,16 @@ def check_cronjob(files: Files) -> list[str]:
             problems.append(f"{where}: create reads {filename!r}, which no ConfigMap volume provides")
         else:
             item_key = next(item["key"] for item in config_map["items"] if item["path"] == key)
-            command = (f"kubectl create configmap {config_map['name']} "
-                       f"--from-file={item_key}=cluster/rayjob.yaml")
+            command = f"kubectl create configmap {config_map['name']} --from-file={item_key}=cluster/rayjob.yaml"
             if command not in " ".join(files.readme.split()):
                 problems.append(f"{where}: cluster/README.md must show `{command}`")
         timeout = next((int(a.split("=", 1)[1].rstrip("s")) for a in wait if a.startswith("--timeout=")), 0)
         deadline = rayjob["spec"].get("activeDeadlineSeconds", 0)
         if not deadline < timeout < job.get("activeDeadlineSeconds", 0):
-            problems.append(f"{where}: need RayJob activeDeadlineSeconds ({deadline}) < wait --timeout ({timeout}) "
-                            f"< the Job's activeDeadlineSeconds ({job.get('activeDeadlineSeconds')})")
+            problems.append(
+                f"{where}: need RayJob activeDeadlineSeconds ({deadline}) < wait --timeout ({timeout}) "
+                f"< the Job's activeDeadlineSeconds ({job.get('activeDeadlineSeconds')})"
+            )
         images = {c["image"] for c in containers(pod)}
         if len(images) != 1 or not KUBECTL_IMAGE.match(images.pop()):
             problems.append(f"{where}: every step should run one pinned registry.k8s.io/kubectl image")
@@ -533,7 +602,9 @@ def check_irsa(files: Files) -> list[str]:
     for where, group, _ in ray_groups(files):
         account = group["template"]["spec"].get("serviceAccountName")
         annotations = accounts.get(account, {}).get("metadata", {}).get("annotations", {})
-        if not re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@/-]+", annotations.get("eks.amazonaws.com/role-arn", "")):
+        if not re.fullmatch(
+            r"arn:aws:iam::\d{12}:role/[\w+=,.@/-]+", annotations.get("eks.amazonaws.com/role-arn", "")
+        ):
             problems.append(f"{where}: service account {account!r} has no eks.amazonaws.com/role-arn annotation")
     for where, pod in pod_specs(files):
         for container in containers(pod):
@@ -630,22 +701,32 @@ def check_aws(files: Files) -> list[str]:
     for name, node_type in node_types.items():
         node = node_type.get("node_config", {})
         profile = node.get("IamInstanceProfile", {})
-        if not (re.fullmatch(r"arn:aws:iam::\d{12}:instance-profile/[\w+=,.@/-]+", profile.get("Arn", ""))
-                or profile.get("Name")):
+        if not (
+            re.fullmatch(r"arn:aws:iam::\d{12}:instance-profile/[\w+=,.@/-]+", profile.get("Arn", ""))
+            or profile.get("Name")
+        ):
             problems.append(f"cluster/aws.yaml {name}: no IamInstanceProfile (Arn or Name): nodes need it for S3")
         cpus = node_type.get("resources", {}).get("CPU")
         vcpus = INSTANCE_VCPUS.get(node.get("InstanceType"))
         if vcpus is None:
-            problems.append(f"cluster/aws.yaml {name}: instance type {node.get('InstanceType')!r} not in INSTANCE_VCPUS")
+            problems.append(
+                f"cluster/aws.yaml {name}: instance type {node.get('InstanceType')!r} not in INSTANCE_VCPUS"
+            )
         elif cpus is None or cpus > vcpus:
-            problems.append(f"cluster/aws.yaml {name}: resources.CPU {cpus} must be set, at most the {vcpus} vCPUs "
-                            f"of {node.get('InstanceType')}")
+            problems.append(
+                f"cluster/aws.yaml {name}: resources.CPU {cpus} must be set, at most the {vcpus} vCPUs "
+                f"of {node.get('InstanceType')}"
+            )
         key = "head_start_ray_commands" if name == config.get("head_node_type") else "worker_start_ray_commands"
         started = start_num_cpus(config.get(key, []))
         if cpus is not None and started != cpus:
-            problems.append(f"cluster/aws.yaml {name}: resources.CPU {cpus}, but {key} start Ray with --num-cpus {started}")
-    if len([n for n in node_types if n != config.get("head_node_type")]) > 1 and start_num_cpus(
-            config.get("worker_start_ray_commands", [])) is not None:
+            problems.append(
+                f"cluster/aws.yaml {name}: resources.CPU {cpus}, but {key} start Ray with --num-cpus {started}"
+            )
+    if (
+        len([n for n in node_types if n != config.get("head_node_type")]) > 1
+        and start_num_cpus(config.get("worker_start_ray_commands", [])) is not None
+    ):
         problems.append("cluster/aws.yaml: one --num-cpus in worker_start_ray_commands cannot fit several worker types")
     region = config.get("provider", {}).get("region")
     init = " ".join(config.get("initialization_commands", []))
@@ -667,7 +748,11 @@ def check_no_secrets_or_addresses(files: Files) -> list[str]:
         for match in _AWS_KEY_ID.finditer(text):
             problems.append(f"{name}: an AWS access key id ({match.group()[:4]}...)")
         for match in _AWS_SECRET.finditer(text):
-            if re.search(r"[A-Z]", match.group()) and re.search(r"[a-z]", match.group()) and re.search(r"\d", match.group()):
+            if (
+                re.search(r"[A-Z]", match.group())
+                and re.search(r"[a-z]", match.group())
+                and re.search(r"\d", match.group())
+            ):
                 problems.append(f"{name}: a 40-character secret-shaped string ({match.group()[:4]}...)")
         for match in _IPV4.finditer(text):
             if all(0 <= int(part) <= 255 for part in match.groups()):
@@ -680,24 +765,48 @@ def check_readme(files: Files) -> list[str]:
     """cluster/README.md documents every file here, the laptop commands and what it said before."""
     problems = []
     for name in sorted(files.texts):
-        if name.startswith("cluster/") and name != "cluster/README.md" and name.removeprefix("cluster/") not in files.readme:
+        if (
+            name.startswith("cluster/")
+            and name != "cluster/README.md"
+            and name.removeprefix("cluster/") not in files.readme
+        ):
             problems.append(f"cluster/README.md does not document {name}")
-    for phrase in ("Dockerfile", ".dockerignore", "tests/test_multinode.py", "--address auto",
-                   "refinery submit", "refinery status", "refinery logs", "refinery stop", "docker build -t"):
+    for phrase in (
+        "Dockerfile",
+        ".dockerignore",
+        "tests/test_multinode.py",
+        "--address auto",
+        "refinery submit",
+        "refinery status",
+        "refinery logs",
+        "refinery stop",
+        "docker build -t",
+    ):
         if phrase not in files.readme:
             problems.append(f"cluster/README.md does not mention {phrase!r}")
     return problems
 
 
 CHECKS: list[Callable[[Files], list[str]]] = [
-    check_images, check_ray_version, check_refinery_commands, check_resources, check_ray_start_params,
-    check_scaling, check_cronjob, check_irsa, check_dockerfile, check_dockerignore, check_aws,
-    check_no_secrets_or_addresses, check_readme,
+    check_images,
+    check_ray_version,
+    check_refinery_commands,
+    check_resources,
+    check_ray_start_params,
+    check_scaling,
+    check_cronjob,
+    check_irsa,
+    check_dockerfile,
+    check_dockerignore,
+    check_aws,
+    check_no_secrets_or_addresses,
+    check_readme,
 ]
 
 
 # ---------------------------------------------------------------------------------------------
 # The committed files pass every check
+
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_committed_files_pass(check, files):
@@ -712,12 +821,15 @@ def test_the_files_hold_what_the_checks_read(files):
     commands = refinery_commands(files)
     wheres = {where.split(" ")[0] for where, _ in commands}
     assert {"rayjob.yaml", "Dockerfile", "cluster/README.md"} <= wheres
-    assert ("rayjob.yaml RayJob refinery-cc-refresh entrypoint",
-            ["run", "/app/jobs/cc_refresh.yaml", "--address", "auto", "--set", "ray.max_parallel_tasks=224"]) in commands
+    assert (
+        "rayjob.yaml RayJob refinery-cc-refresh entrypoint",
+        ["run", "/app/jobs/cc_refresh.yaml", "--address", "auto", "--set", "ray.max_parallel_tasks=224"],
+    ) in commands
 
 
 # ---------------------------------------------------------------------------------------------
 # A file with one thing wrong fails the check that owns it
+
 
 def _rayjob(files: Files) -> dict:
     return next(doc for _, doc in documents(files, "RayJob"))
@@ -747,106 +859,278 @@ def _set(obj: dict, path: str, value: Any) -> None:
 
 
 BREAKAGES = [
-    ("worker image tag", check_images, "/refinery:0.0.9' is not refinery:0.1.0",
-     lambda f: _set(_worker(f), "template.spec.containers.0.image",
-                    _worker(f)["template"]["spec"]["containers"][0]["image"].replace(":0.1.0", ":0.0.9"))),
-    ("aws image", check_images, "cluster/aws.yaml docker.image: image 'rayproject/ray:2.59.0'",
-     lambda f: _set(f.aws, "docker.image", "rayproject/ray:2.59.0")),
-    ("two images", check_images, "one image everywhere",
-     lambda f: _set(_rayjob(f), "spec.submitterPodTemplate.spec.containers.0.image", "refinery:0.1.0")),
-    ("ECR account", check_images, "its ECR account and region",
-     lambda f: f.texts.__setitem__("cluster/serviceaccount.yaml",
-                                   f.texts["cluster/serviceaccount.yaml"].replace("111122223333", "444455556666"))),
-    ("README tag", check_images, "names image refinery:0.2.0",
-     lambda f: f.texts.__setitem__("cluster/README.md", f.texts["cluster/README.md"] + "\ndocker push refinery:0.2.0\n")),
-    ("rayVersion", check_ray_version, "rayVersion '2.58.0'",
-     lambda f: _set(_rayjob(f), "spec.rayClusterSpec.rayVersion", "2.58.0")),
-    ("Ray outside pyproject's range", check_ray_version, "does not satisfy",
-     lambda f: _set_dockerfile(f, "ARG", "RAY_VERSION=2.59.0", "RAY_VERSION=3.0.0")),
-    ("unknown subcommand", check_refinery_commands, "does not parse",
-     lambda f: _set(_rayjob(f), "spec.entrypoint", "refinery launch /app/jobs/cc_refresh.yaml --address auto")),
-    ("bad option", check_refinery_commands, "does not parse",
-     lambda f: _set(_rayjob(f), "spec.entrypoint", "refinery run /app/jobs/cc_refresh.yaml --adress auto")),
-    ("missing spec", check_refinery_commands, "no spec file in jobs/",
-     lambda f: _set(_rayjob(f), "spec.entrypoint", "refinery run /app/jobs/cc_nightly.yaml --address auto")),
-    ("no --address", check_refinery_commands, "--address auto",
-     lambda f: _set(_rayjob(f), "spec.entrypoint", "refinery run /app/jobs/cc_refresh.yaml")),
-    ("README command", check_refinery_commands, "cluster/README.md: `refinery validate jobs/nope.yaml`",
-     lambda f: setattr(f, "readme", f.readme + "\n```bash\nrefinery validate jobs/nope.yaml\n```\n")),
-    ("request over limit", check_resources, "cpu request 16 exceeds its limit 14",
-     lambda f: _set(_worker(f), "template.spec.containers.0.resources.requests.cpu", "16")),
-    ("submitter memory", check_resources, "memory request 2Gi exceeds its limit 1Gi",
-     lambda f: _set(_rayjob(f), "spec.submitterPodTemplate.spec.containers.0.resources.requests.memory", "2Gi")),
-    ("Ray request below limit", check_resources, "should equal its limit",
-     lambda f: _set(_worker(f), "template.spec.containers.0.resources.requests.memory", "50Gi")),
-    ("num-cpus", check_ray_start_params, "num-cpus 16 but the container requests 14",
-     lambda f: _set(_worker(f), "rayStartParams.num-cpus", "16")),
-    ("object store over /dev/shm", check_ray_start_params, "must be set and fit /dev/shm",
-     lambda f: _set(_worker(f), "rayStartParams.object-store-memory", str(32 * 2**30))),
-    ("no /dev/shm", check_ray_start_params, "memory-backed emptyDir at /dev/shm",
-     lambda f: _set(_worker(f), "template.spec.volumes", [])),
-    ("min over max", check_scaling, "minReplicas (20)",
-     lambda f: _set(_worker(f), "minReplicas", 20)),
-    ("task concurrency below the autoscaler's reach", check_scaling, "ray.max_parallel_tasks=224",
-     lambda f: _set(_worker(f), "maxReplicas", 16) or _set(_rayjob(f), "spec.entrypoint", _rayjob(f)["spec"][
-         "entrypoint"].replace("=224", "=112"))),
-    ("aws min over max", check_scaling, "min_workers (40)",
-     lambda f: f.aws["available_node_types"]["ray.worker.cpu"].__setitem__("min_workers", 40)),
-    ("cron minute", check_cronjob, "'61' is not a valid minute",
-     lambda f: _set(_cron(f), "spec.schedule", "61 3 * * 1")),
-    ("cron fields", check_cronjob, "has 6 fields",
-     lambda f: _set(_cron(f), "spec.schedule", "0 0 3 * * 1")),
-    ("cron overlap", check_cronjob, "concurrencyPolicy must be Forbid",
-     lambda f: _set(_cron(f), "spec.concurrencyPolicy", "Allow")),
-    ("cron retries", check_cronjob, "backoffLimit 0",
-     lambda f: _set(_cron(f), "spec.jobTemplate.spec.backoffLimit", 3)),
-    ("cron waits for another job", check_cronjob, "delete and wait for rayjob refinery-cc-refresh",
-     lambda f: _set(_cron_pod(f), "containers.0.args.1", "rayjob/other")),
-    ("cron RBAC", check_cronjob, "may not delete",
-     lambda f: next(d for _, d in documents(f, "Role"))["rules"][0]["verbs"].remove("delete")),
-    ("cron ConfigMap", check_cronjob, "cluster/README.md must show",
-     lambda f: _set(_cron_pod(f), "volumes.0.configMap.name", "another-configmap")),
-    ("cron wait too short", check_cronjob, "< wait --timeout (3600)",
-     lambda f: _set(_cron_pod(f), "containers.0.args.4", "--timeout=3600s")),
-    ("IRSA annotation", check_irsa, "no eks.amazonaws.com/role-arn",
-     lambda f: next(d for _, d in documents(f, "ServiceAccount") if d["metadata"]["name"] == "refinery")
-     ["metadata"].pop("annotations")),
-    ("key in env", check_irsa, "sets AWS_SECRET_ACCESS_KEY",
-     lambda f: _worker(f)["template"]["spec"]["containers"][0].setdefault("env", []).append(
-         {"name": "AWS_SECRET_ACCESS_KEY", "value": "x"})),
-    ("python version", check_dockerfile, "FROM python:3.12-slim",
-     lambda f: _set_dockerfile(f, "FROM", "python:3.11-slim", "python:3.12-slim")),
-    ("dev extras", check_dockerfile, "without extras",
-     lambda f: _set_dockerfile(f, "RUN", "pip install --no-cache-dir /src ", "pip install --no-cache-dir /src[dev] /src ")),
-    ("no wget", check_dockerfile, "install wget",
-     lambda f: _set_dockerfile(f, "RUN", "wget rsync", "rsync")),
-    ("jobs elsewhere", check_dockerfile, "COPY jobs /app/jobs",
-     lambda f: _set_dockerfile(f, "COPY", "/app/jobs", "/srv/jobs")),
-    ("model download", check_dockerfile, "fetches a URL",
-     lambda f: f.dockerfile.append(("RUN", "wget -q https://example.org/lid.176.bin -O /app/lid.176.bin"))),
-    ("entrypoint", check_dockerfile, "no ENTRYPOINT",
-     lambda f: f.dockerfile.append(("ENTRYPOINT", '["refinery"]'))),
-    (".dockerignore", check_dockerignore, "add models",
-     lambda f: f.dockerignore.remove("models")),
-    ("aws schema", check_aws, "not a valid Ray cluster config",
-     lambda f: f.aws.__setitem__("min_worker", 2)),
-    ("aws keys", check_aws, "contains aws_secret_access_key",
-     lambda f: _set(f.aws, "provider.aws_secret_access_key", "x")),
-    ("aws profile", check_aws, "no IamInstanceProfile",
-     lambda f: f.aws["available_node_types"]["ray.worker.cpu"]["node_config"].pop("IamInstanceProfile")),
-    ("aws CPUs", check_aws, "start Ray with --num-cpus 16.0",
-     lambda f: f.aws["available_node_types"]["ray.worker.cpu"].__setitem__("resources", {"CPU": 8})),
-    ("aws region", check_aws, "provider.region is eu-west-1",
-     lambda f: _set(f.aws, "provider.region", "eu-west-1")),
-    ("access key id", check_no_secrets_or_addresses, "an AWS access key id",
-     lambda f: f.texts.__setitem__("cluster/aws.yaml", f.texts["cluster/aws.yaml"] + "\n# AKIA" + "ABCDEFGHIJKLMNOP\n")),
-    ("secret key", check_no_secrets_or_addresses, "secret-shaped",
-     lambda f: f.texts.__setitem__("jobs/cc_refresh.yaml",
-                                   f.texts["jobs/cc_refresh.yaml"] + "\n# " + "wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "EXAMPLEKEY\n")),
-    ("private address", check_no_secrets_or_addresses, "non-loopback address 10.0.12.7",
-     lambda f: f.texts.__setitem__("cluster/README.md", f.texts["cluster/README.md"] + "\nray://10.0.12.7:10001\n")),
-    ("README coverage", check_readme, "does not document cluster/extra.yaml",
-     lambda f: f.texts.__setitem__("cluster/extra.yaml", "kind: ConfigMap\n")),
+    (
+        "worker image tag",
+        check_images,
+        "/refinery:0.0.9' is not refinery:0.1.0",
+        lambda f: _set(
+            _worker(f),
+            "template.spec.containers.0.image",
+            _worker(f)["template"]["spec"]["containers"][0]["image"].replace(":0.1.0", ":0.0.9"),
+        ),
+    ),
+    (
+        "aws image",
+        check_images,
+        "cluster/aws.yaml docker.image: image 'rayproject/ray:2.59.0'",
+        lambda f: _set(f.aws, "docker.image", "rayproject/ray:2.59.0"),
+    ),
+    (
+        "two images",
+        check_images,
+        "one image everywhere",
+        lambda f: _set(_rayjob(f), "spec.submitterPodTemplate.spec.containers.0.image", "refinery:0.1.0"),
+    ),
+    (
+        "ECR account",
+        check_images,
+        "its ECR account and region",
+        lambda f: f.texts.__setitem__(
+            "cluster/serviceaccount.yaml",
+            f.texts["cluster/serviceaccount.yaml"].replace("111122223333", "444455556666"),
+        ),
+    ),
+    (
+        "README tag",
+        check_images,
+        "names image refinery:0.2.0",
+        lambda f: f.texts.__setitem__(
+            "cluster/README.md", f.texts["cluster/README.md"] + "\ndocker push refinery:0.2.0\n"
+        ),
+    ),
+    (
+        "rayVersion",
+        check_ray_version,
+        "rayVersion '2.58.0'",
+        lambda f: _set(_rayjob(f), "spec.rayClusterSpec.rayVersion", "2.58.0"),
+    ),
+    (
+        "Ray outside pyproject's range",
+        check_ray_version,
+        "does not satisfy",
+        lambda f: _set_dockerfile(f, "ARG", "RAY_VERSION=2.59.0", "RAY_VERSION=3.0.0"),
+    ),
+    (
+        "unknown subcommand",
+        check_refinery_commands,
+        "does not parse",
+        lambda f: _set(_rayjob(f), "spec.entrypoint", "refinery launch /app/jobs/cc_refresh.yaml --address auto"),
+    ),
+    (
+        "bad option",
+        check_refinery_commands,
+        "does not parse",
+        lambda f: _set(_rayjob(f), "spec.entrypoint", "refinery run /app/jobs/cc_refresh.yaml --adress auto"),
+    ),
+    (
+        "missing spec",
+        check_refinery_commands,
+        "no spec file in jobs/",
+        lambda f: _set(_rayjob(f), "spec.entrypoint", "refinery run /app/jobs/cc_nightly.yaml --address auto"),
+    ),
+    (
+        "no --address",
+        check_refinery_commands,
+        "--address auto",
+        lambda f: _set(_rayjob(f), "spec.entrypoint", "refinery run /app/jobs/cc_refresh.yaml"),
+    ),
+    (
+        "README command",
+        check_refinery_commands,
+        "cluster/README.md: `refinery validate jobs/nope.yaml`",
+        lambda f: setattr(f, "readme", f.readme + "\n```bash\nrefinery validate jobs/nope.yaml\n```\n"),
+    ),
+    (
+        "request over limit",
+        check_resources,
+        "cpu request 16 exceeds its limit 14",
+        lambda f: _set(_worker(f), "template.spec.containers.0.resources.requests.cpu", "16"),
+    ),
+    (
+        "submitter memory",
+        check_resources,
+        "memory request 2Gi exceeds its limit 1Gi",
+        lambda f: _set(_rayjob(f), "spec.submitterPodTemplate.spec.containers.0.resources.requests.memory", "2Gi"),
+    ),
+    (
+        "Ray request below limit",
+        check_resources,
+        "should equal its limit",
+        lambda f: _set(_worker(f), "template.spec.containers.0.resources.requests.memory", "50Gi"),
+    ),
+    (
+        "num-cpus",
+        check_ray_start_params,
+        "num-cpus 16 but the container requests 14",
+        lambda f: _set(_worker(f), "rayStartParams.num-cpus", "16"),
+    ),
+    (
+        "object store over /dev/shm",
+        check_ray_start_params,
+        "must be set and fit /dev/shm",
+        lambda f: _set(_worker(f), "rayStartParams.object-store-memory", str(32 * 2**30)),
+    ),
+    (
+        "no /dev/shm",
+        check_ray_start_params,
+        "memory-backed emptyDir at /dev/shm",
+        lambda f: _set(_worker(f), "template.spec.volumes", []),
+    ),
+    ("min over max", check_scaling, "minReplicas (20)", lambda f: _set(_worker(f), "minReplicas", 20)),
+    (
+        "task concurrency below the autoscaler's reach",
+        check_scaling,
+        "ray.max_parallel_tasks=224",
+        lambda f: (
+            _set(_worker(f), "maxReplicas", 16)
+            or _set(_rayjob(f), "spec.entrypoint", _rayjob(f)["spec"]["entrypoint"].replace("=224", "=112"))
+        ),
+    ),
+    (
+        "aws min over max",
+        check_scaling,
+        "min_workers (40)",
+        lambda f: f.aws["available_node_types"]["ray.worker.cpu"].__setitem__("min_workers", 40),
+    ),
+    (
+        "cron minute",
+        check_cronjob,
+        "'61' is not a valid minute",
+        lambda f: _set(_cron(f), "spec.schedule", "61 3 * * 1"),
+    ),
+    ("cron fields", check_cronjob, "has 6 fields", lambda f: _set(_cron(f), "spec.schedule", "0 0 3 * * 1")),
+    (
+        "cron overlap",
+        check_cronjob,
+        "concurrencyPolicy must be Forbid",
+        lambda f: _set(_cron(f), "spec.concurrencyPolicy", "Allow"),
+    ),
+    (
+        "cron retries",
+        check_cronjob,
+        "backoffLimit 0",
+        lambda f: _set(_cron(f), "spec.jobTemplate.spec.backoffLimit", 3),
+    ),
+    (
+        "cron waits for another job",
+        check_cronjob,
+        "delete and wait for rayjob refinery-cc-refresh",
+        lambda f: _set(_cron_pod(f), "containers.0.args.1", "rayjob/other"),
+    ),
+    (
+        "cron RBAC",
+        check_cronjob,
+        "may not delete",
+        lambda f: next(d for _, d in documents(f, "Role"))["rules"][0]["verbs"].remove("delete"),
+    ),
+    (
+        "cron ConfigMap",
+        check_cronjob,
+        "cluster/README.md must show",
+        lambda f: _set(_cron_pod(f), "volumes.0.configMap.name", "another-configmap"),
+    ),
+    (
+        "cron wait too short",
+        check_cronjob,
+        "< wait --timeout (3600)",
+        lambda f: _set(_cron_pod(f), "containers.0.args.4", "--timeout=3600s"),
+    ),
+    (
+        "IRSA annotation",
+        check_irsa,
+        "no eks.amazonaws.com/role-arn",
+        lambda f: next(d for _, d in documents(f, "ServiceAccount") if d["metadata"]["name"] == "refinery")[
+            "metadata"
+        ].pop("annotations"),
+    ),
+    (
+        "key in env",
+        check_irsa,
+        "sets AWS_SECRET_ACCESS_KEY",
+        lambda f: (
+            _worker(f)["template"]["spec"]["containers"][0]
+            .setdefault("env", [])
+            .append({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"})
+        ),
+    ),
+    (
+        "python version",
+        check_dockerfile,
+        "FROM python:3.12-slim",
+        lambda f: _set_dockerfile(f, "FROM", "python:3.11-slim", "python:3.12-slim"),
+    ),
+    (
+        "dev extras",
+        check_dockerfile,
+        "without extras",
+        lambda f: _set_dockerfile(
+            f, "RUN", "pip install --no-cache-dir /src ", "pip install --no-cache-dir /src[dev] /src "
+        ),
+    ),
+    ("no wget", check_dockerfile, "install wget", lambda f: _set_dockerfile(f, "RUN", "wget rsync", "rsync")),
+    (
+        "jobs elsewhere",
+        check_dockerfile,
+        "COPY jobs /app/jobs",
+        lambda f: _set_dockerfile(f, "COPY", "/app/jobs", "/srv/jobs"),
+    ),
+    (
+        "model download",
+        check_dockerfile,
+        "fetches a URL",
+        lambda f: f.dockerfile.append(("RUN", "wget -q https://example.org/lid.176.bin -O /app/lid.176.bin")),
+    ),
+    ("entrypoint", check_dockerfile, "no ENTRYPOINT", lambda f: f.dockerfile.append(("ENTRYPOINT", '["refinery"]'))),
+    (".dockerignore", check_dockerignore, "add models", lambda f: f.dockerignore.remove("models")),
+    ("aws schema", check_aws, "not a valid Ray cluster config", lambda f: f.aws.__setitem__("min_worker", 2)),
+    (
+        "aws keys",
+        check_aws,
+        "contains aws_secret_access_key",
+        lambda f: _set(f.aws, "provider.aws_secret_access_key", "x"),
+    ),
+    (
+        "aws profile",
+        check_aws,
+        "no IamInstanceProfile",
+        lambda f: f.aws["available_node_types"]["ray.worker.cpu"]["node_config"].pop("IamInstanceProfile"),
+    ),
+    (
+        "aws CPUs",
+        check_aws,
+        "start Ray with --num-cpus 16.0",
+        lambda f: f.aws["available_node_types"]["ray.worker.cpu"].__setitem__("resources", {"CPU": 8}),
+    ),
+    ("aws region", check_aws, "provider.region is eu-west-1", lambda f: _set(f.aws, "provider.region", "eu-west-1")),
+    (
+        "access key id",
+        check_no_secrets_or_addresses,
+        "an AWS access key id",
+        lambda f: f.texts.__setitem__(
+            "cluster/aws.yaml", f.texts["cluster/aws.yaml"] + "\n# AKIA" + "ABCDEFGHIJKLMNOP\n"
+        ),
+    ),
+    (
+        "secret key",
+        check_no_secrets_or_addresses,
+        "secret-shaped",
+        lambda f: f.texts.__setitem__(
+            "jobs/cc_refresh.yaml",
+            f.texts["jobs/cc_refresh.yaml"] + "\n# " + "wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "EXAMPLEKEY\n",
+        ),
+    ),
+    (
+        "private address",
+        check_no_secrets_or_addresses,
+        "non-loopback address 10.0.12.7",
+        lambda f: f.texts.__setitem__("cluster/README.md", f.texts["cluster/README.md"] + "\nray://10.0.12.7:10001\n"),
+    ),
+    (
+        "README coverage",
+        check_readme,
+        "does not document cluster/extra.yaml",
+        lambda f: f.texts.__setitem__("cluster/extra.yaml", "kind: ConfigMap\n"),
+    ),
 ]
 
 
@@ -859,8 +1143,9 @@ def test_a_broken_copy_fails(check, expected, breakage, files):
 
 
 def test_loopback_addresses_and_versions_are_not_flagged(files):
-    files.texts["cluster/README.md"] += "\nrefinery submit jobs/cc_refresh.yaml --address http://127.0.0.1:8265\n" \
-                                        "ray 2.59.0, python 3.11.7\n"
+    files.texts["cluster/README.md"] += (
+        "\nrefinery submit jobs/cc_refresh.yaml --address http://127.0.0.1:8265\nray 2.59.0, python 3.11.7\n"
+    )
     assert check_no_secrets_or_addresses(files) == []
 
 

@@ -14,8 +14,9 @@ import json
 import random
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,11 +30,13 @@ from tests.helpers import REPO
 JOBS = REPO / "jobs"
 SPECS = sorted(JOBS.glob("*.yaml"))
 
-_WORDS = ("the of and to in is that it was for on are as with his they at be this from have or by one had not "
-          "but what all were when we there can an your which their said if do will each about how up out them "
-          "then she many some so these would other into has more her two like him see time could no make than "
-          "first been its who now people my made over did down only way find use may water long little very "
-          "after words called just where most know river garden village morning letter market winter").split()
+_WORDS = (
+    "the of and to in is that it was for on are as with his they at be this from have or by one had not "
+    "but what all were when we there can an your which their said if do will each about how up out them "
+    "then she many some so these would other into has more her two like him see time could no make than "
+    "first been its who now people my made over did down only way find use may water long little very "
+    "after words called just where most know river garden village morning letter market winter"
+).split()
 
 
 def _spec(path: Path) -> dict[str, Any]:
@@ -62,15 +65,23 @@ S3_SPECS = [p for p in SPECS if _is_remote(_spec(p))]
 # ---------------------------------------------------------------------------------------------
 # Real files for the specs to name
 
+
 def _documents(n: int, seed: int) -> list[dict[str, str]]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        sentences = [" ".join(rng.choices(_WORDS, k=rng.randint(8, 16))).capitalize() + "."
-                     for _ in range(rng.randint(3, 8))]
+        sentences = [
+            " ".join(rng.choices(_WORDS, k=rng.randint(8, 16))).capitalize() + "." for _ in range(rng.randint(3, 8))
+        ]
         domain = ("web", "docs", "code")[i % 3]
-        rows.append({"id": f"doc-{seed}-{i:05d}", "text": "\n".join(sentences), "domain": domain,
-                     "url": f"https://{domain}.example.org/{i}"})
+        rows.append(
+            {
+                "id": f"doc-{seed}-{i:05d}",
+                "text": "\n".join(sentences),
+                "domain": domain,
+                "url": f"https://{domain}.example.org/{i}",
+            }
+        )
     return rows
 
 
@@ -91,18 +102,41 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     train_tokenizer(str(corpus), str(tokenizer), vocab_size=500, seed=0)
     lm = train_perplexity_model(str(corpus), str(root / "lm"), "en", order=3, sp_model=str(tokenizer))
     gsm8k = root / "gsm8k_test.jsonl"
-    gsm8k.write_text("".join(json.dumps({"question": f"A garden has {n} rows of {n + 2} trees. How many trees?",
-                                         "answer": f"{n} * {n + 2} = {n * (n + 2)}\n#### {n * (n + 2)}"}) + "\n"
-                             for n in range(3, 13)))
+    gsm8k.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question": f"A garden has {n} rows of {n + 2} trees. How many trees?",
+                    "answer": f"{n} * {n + 2} = {n * (n + 2)}\n#### {n * (n + 2)}",
+                }
+            )
+            + "\n"
+            for n in range(3, 13)
+        )
+    )
     humaneval = root / "HumanEval.jsonl.gz"
     with gzip.open(humaneval, "wt") as f:
         for n in range(5):
-            f.write(json.dumps({"task_id": f"HumanEval/{n}", "entry_point": f"add_{n}",
-                                "prompt": f'def add_{n}(x: int) -> int:\n    """Return x plus {n}."""\n',
-                                "canonical_solution": f"    return x + {n}\n",
-                                "test": f"def check(f):\n    assert f(1) == {n + 1}\n"}) + "\n")
-    return {"corpus": corpus, "tokenizer": tokenizer, "lm": Path(lm["lm"]), "sp": Path(lm["sp"]),
-            "gsm8k": gsm8k, "humaneval": humaneval}
+            f.write(
+                json.dumps(
+                    {
+                        "task_id": f"HumanEval/{n}",
+                        "entry_point": f"add_{n}",
+                        "prompt": f'def add_{n}(x: int) -> int:\n    """Return x plus {n}."""\n',
+                        "canonical_solution": f"    return x + {n}\n",
+                        "test": f"def check(f):\n    assert f(1) == {n + 1}\n",
+                    }
+                )
+                + "\n"
+            )
+    return {
+        "corpus": corpus,
+        "tokenizer": tokenizer,
+        "lm": Path(lm["lm"]),
+        "sp": Path(lm["sp"]),
+        "gsm8k": gsm8k,
+        "humaneval": humaneval,
+    }
 
 
 def named_files(spec: dict[str, Any], assets: dict[str, Path]) -> Iterator[tuple[str, str, list[Path]]]:
@@ -161,6 +195,7 @@ def with_bogus_key(spec_path: Path, tmp_path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Local specs
 
+
 def _local_put(source: Path, target: str) -> None:
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
@@ -209,19 +244,26 @@ def test_benchmark_spec_runs_every_cpu_stage_on_what_make_demo_builds():
     lm_dir = made["DEMO_LM"].rsplit("/", 1)[0]  # `refinery train-lm ... models --lang en`: models/en.arpa + en.sp.model
     assert spec.input.uri == made["DEMO_CORPUS"]
     assert stages.tokenize.model == made["DEMO_TOKENIZER"]
-    assert (stages.perplexity.models["en"].lm, stages.perplexity.models["en"].sp) == (made["DEMO_LM"], f"{lm_dir}/en.sp.model")
+    assert (stages.perplexity.models["en"].lm, stages.perplexity.models["en"].sp) == (
+        made["DEMO_LM"],
+        f"{lm_dir}/en.sp.model",
+    )
     assert [b.uri for b in stages.contamination.benchmarks] == [f"{made['DEMO_LM_CORPUS']}/part-00000.parquet"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Specs on S3
 
+
 def s3_overrides(spec: dict[str, Any], endpoint: str) -> list[str]:
     """--set values pointing every storage_options at the local S3 server. The eval sets are
     a list, which --set cannot index into: the list is set whole, as the spec has it."""
     options = f"{{endpoint_url: '{endpoint}'}}"
-    overrides = [f"input.storage_options={options}", f"output.storage_options={options}",
-                 f"stages.tokenize.storage_options={options}"]
+    overrides = [
+        f"input.storage_options={options}",
+        f"output.storage_options={options}",
+        f"stages.tokenize.storage_options={options}",
+    ]
     stages = spec["stages"]
     for stage in ("language", "perplexity"):
         if stage in stages:
@@ -236,10 +278,16 @@ def s3_overrides(spec: dict[str, Any], endpoint: str) -> list[str]:
 def assert_every_s3_uri_has_the_endpoint(spec_path: Path, overrides: list[str], endpoint: str) -> None:
     """A guard: nothing in the resolved spec would reach a real S3 endpoint."""
     spec = load_job_spec(spec_path, overrides, check_files=False)
-    places = [(spec.input.uri, spec.input.storage_options), (spec.output.uri, spec.output.storage_options),
-              (spec.stages.tokenize.model, spec.stages.tokenize.storage_options)]
-    places += [(uri, spec.stages.perplexity.storage_options) for pair in spec.stages.perplexity.models.values()
-               for uri in (pair.lm, pair.sp)]
+    places = [
+        (spec.input.uri, spec.input.storage_options),
+        (spec.output.uri, spec.output.storage_options),
+        (spec.stages.tokenize.model, spec.stages.tokenize.storage_options),
+    ]
+    places += [
+        (uri, spec.stages.perplexity.storage_options)
+        for pair in spec.stages.perplexity.models.values()
+        for uri in (pair.lm, pair.sp)
+    ]
     places += [(b.uri, b.storage_options) for b in spec.stages.contamination.benchmarks]
     if spec.stages.language.model:
         places.append((spec.stages.language.model, spec.stages.language.storage_options))
@@ -301,8 +349,13 @@ def test_cc_refresh_runs_every_stage_on_s3():
         assert getattr(s, stage).enabled, stage
     assert all(getattr(s.quality, rules).enabled for rules in ("gopher_quality", "gopher_repetition", "c4", "fineweb"))
     assert {b.preset for b in s.contamination.benchmarks} >= {"gsm8k", "humaneval"}
-    uris = [spec.input.uri, spec.output.uri, s.tokenize.model, *(b.uri for b in s.contamination.benchmarks),
-            *(uri for pair in s.perplexity.models.values() for uri in (pair.lm, pair.sp))]
+    uris = [
+        spec.input.uri,
+        spec.output.uri,
+        s.tokenize.model,
+        *(b.uri for b in s.contamination.benchmarks),
+        *(uri for pair in s.perplexity.models.values() for uri in (pair.lm, pair.sp)),
+    ]
     assert all(uri.startswith("s3://") for uri in uris), uris
     # The refresh keeps earlier decisions: indexed documents survive near dedup.
     assert s.near_dedup.survivor in ("first", "longest")

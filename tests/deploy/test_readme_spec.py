@@ -13,7 +13,7 @@ README = REPO / "README.md"
 
 def _reference_block() -> str:
     text = README.read_text()
-    section = text[text.index("## The job spec"):]
+    section = text[text.index("## The job spec") :]
     return re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
 
 

@@ -35,7 +35,14 @@ def test_datatrove_files_read_back_by_the_spec_reader(tmp_path, vocab, mode):
 
 def test_metadata_count_is_humanized_as_datatrove_writes_it():
     # Values printed by humanize.metric(n, unit="T") (humanize 4.17, datatrove's dependency).
-    expected = {0: "0.00 T", 12: "12.0 T", 999: "999 T", 1000: "1.00 kT", 99999: "100 kT", 1234567: "1.23 MT",
-                5_000_000_000: "5.00 GT"}
+    expected = {
+        0: "0.00 T",
+        12: "12.0 T",
+        999: "999 T",
+        1000: "1.00 kT",
+        99999: "100 kT",
+        1234567: "1.23 MT",
+        5_000_000_000: "5.00 GT",
+    }
     assert {n: datatrove.humanized(n) for n in expected} == expected
     assert datatrove.encode_metadata("tok", 2, 1234567) == b"tok|2\n1234567\n1.23 MT"

@@ -54,5 +54,3 @@ def test_megatron_shard_read_back_by_the_spec_reader(tmp_path, mode):
     assert read["lengths"].tolist() == packed.sequence_lengths.tolist()
     assert read["documents"].tolist() == list(range(len(packed.sequence_lengths) + 1))
     assert formats.decode_shard("megatron", files).problems == []
-
-

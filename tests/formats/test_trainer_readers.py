@@ -82,9 +82,17 @@ def build_shards(root: Path) -> list[dict]:
     stream, sequences, _ = concat_expectation(documents)
     assert len(sequences[-1]) < SEQ_LEN  # the shorter last sequence is exercised
     write_shard(root, "megatron", "megatron_u16_concat", packed, dtype)
-    entries.append({"format": "megatron", "prefix": "megatron_u16_concat", "dtype": "uint16", "seq_len": SEQ_LEN,
-                    "mode": "concat", "sequences": [s.tolist() for s in sequences],
-                    "document_indices": list(range(len(sequences) + 1))})
+    entries.append(
+        {
+            "format": "megatron",
+            "prefix": "megatron_u16_concat",
+            "dtype": "uint16",
+            "seq_len": SEQ_LEN,
+            "mode": "concat",
+            "sequences": [s.tolist() for s in sequences],
+            "document_indices": list(range(len(sequences) + 1)),
+        }
+    )
 
     # Megatron, int32 (vocabulary 70000), bestfit.
     vocab = 70000
@@ -98,9 +106,18 @@ def build_shards(root: Path) -> list[dict]:
     tokens = np.asarray(packed.tokens, dtype=np.int64)
     sequences = np.split(tokens, np.cumsum(packed.sequence_lengths)[:-1])
     write_shard(root, "megatron", "megatron_i32_bestfit", packed, dtype)
-    entries.append({"format": "megatron", "prefix": "megatron_i32_bestfit", "dtype": "int32", "seq_len": SEQ_LEN,
-                    "mode": "bestfit", "pad_id": pad_id, "sequences": [s.tolist() for s in sequences],
-                    "document_indices": list(range(len(sequences) + 1))})
+    entries.append(
+        {
+            "format": "megatron",
+            "prefix": "megatron_i32_bestfit",
+            "dtype": "int32",
+            "seq_len": SEQ_LEN,
+            "mode": "bestfit",
+            "pad_id": pad_id,
+            "sequences": [s.tolist() for s in sequences],
+            "document_indices": list(range(len(sequences) + 1)),
+        }
+    )
 
     # datatrove, uint16, concat. The reader's seq_len is SEQ_LEN - 1: it reads seq_len + 1 tokens.
     vocab = 32000
@@ -111,9 +128,20 @@ def build_shards(root: Path) -> list[dict]:
     stream, _, ends = concat_expectation(documents)
     assert len(stream) % SEQ_LEN  # a tail shorter than one window is exercised
     write_shard(root, "datatrove", "datatrove_u16_concat", packed, dtype)
-    entries.append({"format": "datatrove", "path": "datatrove_u16_concat.ds", "dtype": "uint16", "token_size": 2,
-                    "seq_len": SEQ_LEN, "reader_seq_len": SEQ_LEN - 1, "mode": "concat", "tokenizer": TOKENIZER,
-                    "tokens": stream.tolist(), "doc_ends": ends.tolist()})
+    entries.append(
+        {
+            "format": "datatrove",
+            "path": "datatrove_u16_concat.ds",
+            "dtype": "uint16",
+            "token_size": 2,
+            "seq_len": SEQ_LEN,
+            "reader_seq_len": SEQ_LEN - 1,
+            "mode": "concat",
+            "tokenizer": TOKENIZER,
+            "tokens": stream.tolist(),
+            "doc_ends": ends.tolist(),
+        }
+    )
 
     # datatrove, uint32, bestfit.
     vocab = 70000
@@ -124,31 +152,51 @@ def build_shards(root: Path) -> list[dict]:
     packed = pack_bestfit(documents, SEQ_LEN, pad_id, dtype)
     check_bestfit(packed, documents, pad_id)
     write_shard(root, "datatrove", "datatrove_u32_bestfit", packed, dtype)
-    entries.append({"format": "datatrove", "path": "datatrove_u32_bestfit.ds", "dtype": "uint32", "token_size": 4,
-                    "seq_len": SEQ_LEN, "reader_seq_len": SEQ_LEN - 1, "mode": "bestfit", "pad_id": pad_id,
-                    "tokenizer": TOKENIZER, "tokens": np.asarray(packed.tokens, dtype=np.int64).tolist(),
-                    "doc_ends": np.asarray(packed.unit_ends, dtype=np.int64).tolist()})
+    entries.append(
+        {
+            "format": "datatrove",
+            "path": "datatrove_u32_bestfit.ds",
+            "dtype": "uint32",
+            "token_size": 4,
+            "seq_len": SEQ_LEN,
+            "reader_seq_len": SEQ_LEN - 1,
+            "mode": "bestfit",
+            "pad_id": pad_id,
+            "tokenizer": TOKENIZER,
+            "tokens": np.asarray(packed.tokens, dtype=np.int64).tolist(),
+            "doc_ends": np.asarray(packed.unit_ends, dtype=np.int64).tolist(),
+        }
+    )
     return entries
 
 
 def test_trainer_readers_read_refinery_shards(tmp_path):
     if not TRAINERS_PYTHON.exists():
-        pytest.skip(f"{TRAINERS_PYTHON.relative_to(ROOT)} not found: run `make trainer-readers` to install "
-                    "megatron-core + datatrove + torch (CPU) into benchmarks/.venv-trainers")
+        pytest.skip(
+            f"{TRAINERS_PYTHON.relative_to(ROOT)} not found: run `make trainer-readers` to install "
+            "megatron-core + datatrove + torch (CPU) into benchmarks/.venv-trainers"
+        )
     shards = tmp_path / "shards"
     shards.mkdir()
     entries = build_shards(shards)
     (shards / "expected.json").write_text(json.dumps({"files": entries}))
 
     result_path = tmp_path / "result.json"
-    proc = subprocess.run([str(TRAINERS_PYTHON), str(SCRIPT), str(shards), "--json", str(result_path)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(TRAINERS_PYTHON), str(SCRIPT), str(shards), "--json", str(result_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     sys.stdout.write(proc.stdout)
-    assert proc.returncode == 0, f"trainer readers failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"trainer readers failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    )
     result = json.loads(result_path.read_text())
     assert result["ok"]
     assert sorted(r["file"] for r in result["files"]) == sorted(
-        ["megatron_u16_concat", "megatron_i32_bestfit", "datatrove_u16_concat.ds", "datatrove_u32_bestfit.ds"])
+        ["megatron_u16_concat", "megatron_i32_bestfit", "datatrove_u16_concat.ds", "datatrove_u32_bestfit.ds"]
+    )
     for r in result["files"]:
         assert r["ok"], r
         assert r["problems"] == []

@@ -15,6 +15,12 @@ def read_datatrove(path: Path | str) -> dict:
     token_size = int(token_size)
     tokens = np.fromfile(path, dtype={2: "<u2", 4: "<u4"}[token_size])
     ends = np.fromfile(f"{path}.index", dtype="<u8")
-    return {"tokenizer": tokenizer, "token_size": token_size, "token_count": int(count), "humanized": humanized,
-            "tokens": tokens, "ends": ends,
-            "units": np.split(tokens, ends[:-1].astype(np.int64)) if len(ends) else []}
+    return {
+        "tokenizer": tokenizer,
+        "token_size": token_size,
+        "token_count": int(count),
+        "humanized": humanized,
+        "tokens": tokens,
+        "ends": ends,
+        "units": np.split(tokens, ends[:-1].astype(np.int64)) if len(ends) else [],
+    }

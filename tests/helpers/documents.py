@@ -10,11 +10,18 @@ from pipeline.core import columns as cols
 
 def docs_table(texts: list[str]) -> pa.Table:
     n = len(texts)
-    return pa.table({
-        cols.ID: [f"d{i}" for i in range(n)], cols.TEXT: texts, cols.DOMAIN: pa.nulls(n, pa.string()),
-        cols.URL: pa.nulls(n, pa.string()), cols.SHARD: ["s"] * n, cols.ROW: list(range(n)),
-        cols.TEXT_BYTES: [len(t.encode()) for t in texts],
-    }, schema=cols.BASE_SCHEMA)
+    return pa.table(
+        {
+            cols.ID: [f"d{i}" for i in range(n)],
+            cols.TEXT: texts,
+            cols.DOMAIN: pa.nulls(n, pa.string()),
+            cols.URL: pa.nulls(n, pa.string()),
+            cols.SHARD: ["s"] * n,
+            cols.ROW: list(range(n)),
+            cols.TEXT_BYTES: [len(t.encode()) for t in texts],
+        },
+        schema=cols.BASE_SCHEMA,
+    )
 
 
 def token_documents(vocab: int, seed: int = 0, longest: int = 40) -> list[np.ndarray]:

@@ -30,5 +30,12 @@ def read_indexed_dataset(prefix: Path | str) -> dict:
     assert offset == len(idx), "trailing bytes in the index"
     data = np.memmap(f"{prefix}.bin", dtype=dtype, mode="r")
     sequences = [np.array(data[p // dtype.itemsize : p // dtype.itemsize + n]) for p, n in zip(pointers, lengths)]
-    return {"version": version, "dtype": dtype, "lengths": lengths, "pointers": pointers,
-            "documents": documents, "sequences": sequences, "num_tokens": len(data)}
+    return {
+        "version": version,
+        "dtype": dtype,
+        "lengths": lengths,
+        "pointers": pointers,
+        "documents": documents,
+        "sequences": sequences,
+        "num_tokens": len(data),
+    }

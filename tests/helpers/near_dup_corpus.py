@@ -17,8 +17,10 @@ from pipeline.stages.near_dedup import dedup_units
 
 EDITS = ("substitute", "insert", "delete", "reorder", "boilerplate")
 FILLER = "the of and a new old small large early late first last major minor local national".split()
-BOILERPLATE = ("Share this article on social media . Subscribe to our newsletter for daily updates . "
-               "All rights reserved . Cookie policy and privacy notice apply to this page .").split()
+BOILERPLATE = (
+    "Share this article on social media . Subscribe to our newsletter for daily updates . "
+    "All rights reserved . Cookie policy and privacy notice apply to this page ."
+).split()
 
 
 def shingles(words: list[str], n: int = 5) -> set[tuple[str, ...]]:
@@ -62,13 +64,23 @@ def build(originals: list[str], out_dir: Path, seed: int = 0, copies: int | None
     for i in range(copies):
         kind = EDITS[i % len(EDITS)]
         text = edit(rng, originals[i], kind, strength=rng.uniform(0.0, 0.12))
-        planted.append({"id": f"copy-{i}", "of": f"orig-{i}", "edit": kind, "text": text,
-                        "jaccard": true_jaccard(originals[i], text)})
+        planted.append(
+            {
+                "id": f"copy-{i}",
+                "of": f"orig-{i}",
+                "edit": kind,
+                "text": text,
+                "jaccard": true_jaccard(originals[i], text),
+            }
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": [f"orig-{i}" for i in range(len(originals))], "text": originals}),
-                   out_dir / "a_originals.parquet")
-    pq.write_table(pa.table({"id": [p["id"] for p in planted], "text": [p["text"] for p in planted]}),
-                   out_dir / "b_copies.parquet")
+    pq.write_table(
+        pa.table({"id": [f"orig-{i}" for i in range(len(originals))], "text": originals}),
+        out_dir / "a_originals.parquet",
+    )
+    pq.write_table(
+        pa.table({"id": [p["id"] for p in planted], "text": [p["text"] for p in planted]}), out_dir / "b_copies.parquet"
+    )
     return planted
 
 
@@ -76,7 +88,9 @@ def precision_recall(removed_ids: set[str], planted: list[dict], threshold: floa
     truth = {p["id"] for p in planted if p["jaccard"] >= threshold}
     hits = len(removed_ids & truth)
     return {
-        "truth": len(truth), "removed": len(removed_ids), "hits": hits,
+        "truth": len(truth),
+        "removed": len(removed_ids),
+        "hits": hits,
         "precision": hits / len(removed_ids) if removed_ids else 1.0,
         "recall": hits / len(truth) if truth else 1.0,
     }

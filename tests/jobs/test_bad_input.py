@@ -1,7 +1,6 @@
 """Bad input never crashes a run silently or drops data: each case is quarantined with a
 reason naming the file and row, or fails with a message naming the file or key."""
 
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,12 +19,20 @@ def bad_corpus(tmp_path_factory):
     root.mkdir()
     good = [f"A perfectly ordinary document number {i} about rivers and hills." for i in range(20)]
     pq.write_table(pa.table({"id": [f"g{i}" for i in range(20)], "text": good}), root / "a_good.parquet")
-    pq.write_table(pa.table({"id": ["m1", "m2"], "body": ["no text column", "here"]}), root / "b_missing_column.parquet")
-    pq.write_table(pa.table({"id": ["n1", "n2", "n3"], "text": ["fine one", None, "fine three"]}), root / "c_null_text.parquet")
-    pq.write_table(pa.table({"id": ["u1", "u2"], "text": pa.array([b"valid bytes", b"\xc3\x28 broken"], pa.binary())}),
-                   root / "d_binary.parquet")
+    pq.write_table(
+        pa.table({"id": ["m1", "m2"], "body": ["no text column", "here"]}), root / "b_missing_column.parquet"
+    )
+    pq.write_table(
+        pa.table({"id": ["n1", "n2", "n3"], "text": ["fine one", None, "fine three"]}), root / "c_null_text.parquet"
+    )
+    pq.write_table(
+        pa.table({"id": ["u1", "u2"], "text": pa.array([b"valid bytes", b"\xc3\x28 broken"], pa.binary())}),
+        root / "d_binary.parquet",
+    )
     (root / "e_corrupt.parquet").write_bytes(b"PAR1 this is not really parquet at all" * 10)
-    pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), root / "f_empty.parquet")
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), root / "f_empty.parquet"
+    )
     pq.write_table(pa.table({"id": ["h1", "h2"], "text": ["y" * FIFTY_MB, "small neighbour"]}), root / "g_huge.parquet")
     return root
 

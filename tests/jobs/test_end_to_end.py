@@ -29,7 +29,7 @@ def expected_kept(corpus: Path) -> dict[str, list[str]]:
             if text is not None and text.strip():
                 rows.append((key, row, text))
     seen, kept = set(), {}
-    for key, row, text in sorted(rows):
+    for key, _row, text in sorted(rows):
         normalized = " ".join(unicodedata.normalize("NFKC", text).lower().split())
         if normalized not in seen:
             seen.add(normalized)
@@ -128,8 +128,9 @@ def _split(stream, eos):
 
 def test_rejects_sink_names_stage_reason_and_survivor(finished_run, sample_corpus):
     out, _ = finished_run
-    dedup_rejects = [r for p in sorted((out / "rejects" / "dedup").glob("*.parquet"))
-                     for r in pq.read_table(p).to_pylist()]
+    dedup_rejects = [
+        r for p in sorted((out / "rejects" / "dedup").glob("*.parquet")) for r in pq.read_table(p).to_pylist()
+    ]
     plants = json.loads((sample_corpus / "_plants.json").read_text())
     rejected_ids = {r["id"] for r in dedup_rejects}
     for planted in plants["exact_duplicates"]:
@@ -153,12 +154,14 @@ def test_same_seed_gives_byte_identical_shards(finished_run, sample_corpus, toke
     for shard in first_manifest["shards"]:
         for entry in shard["files"].values():
             assert (out / entry["path"]).read_bytes() == (second / entry["path"]).read_bytes()
-    reseeded = run_job({**job_dict(str(sample_corpus), str(tmp_path / "seed1"), str(tokenizer_model),
-                                   stages=EXACT_ONLY), "seed": 1})
+    reseeded = run_job(
+        {**job_dict(str(sample_corpus), str(tmp_path / "seed1"), str(tokenizer_model), stages=EXACT_ONLY), "seed": 1}
+    )
     reseeded_manifest = json.loads(Path(reseeded.manifest_uri).read_text())
     assert reseeded_manifest["totals"]["tokens"] == first_manifest["totals"]["tokens"]
     assert [s["files"]["bin"]["sha256"] for s in reseeded_manifest["shards"]] != [
-        s["files"]["bin"]["sha256"] for s in first_manifest["shards"]]
+        s["files"]["bin"]["sha256"] for s in first_manifest["shards"]
+    ]
 
 
 def test_rerun_skips_committed_work(finished_run, sample_corpus, tokenizer_model, capfd):

@@ -73,8 +73,17 @@ def test_weighted_budget_meets_targets_and_spaces_repeats(make_job, sample_corpu
 
 def test_strict_mixture_fails_naming_the_short_domain(make_job, sample_corpus, tmp_path):
     out = tmp_path / "out"
-    job = make_job(sample_corpus, out, stages={"mix": {"weights": {"code": 0.9, "docs": 0.05, "web": 0.05},
-                                                        "budget_tokens": 10_000_000, "on_shortfall": "fail"}})
+    job = make_job(
+        sample_corpus,
+        out,
+        stages={
+            "mix": {
+                "weights": {"code": 0.9, "docs": 0.05, "web": 0.05},
+                "budget_tokens": 10_000_000,
+                "on_shortfall": "fail",
+            }
+        },
+    )
     with pytest.raises(MixtureError, match=r"code needs [0-9.]+ epochs of its [0-9,]+ tokens"):
         run_job(job)
     assert not (out / "manifest.json").exists()
@@ -83,8 +92,13 @@ def test_strict_mixture_fails_naming_the_short_domain(make_job, sample_corpus, t
 def test_bestfit_datatrove_job(make_job, sample_corpus, tokenizer_model, tmp_path):
     out = tmp_path / "out"
     seq_len = 256
-    result = run_job(make_job(sample_corpus, out, stages={"pack": {"mode": "bestfit", "format": "datatrove",
-                                                                    "seq_len": seq_len, "shard_tokens": 40000}}))
+    result = run_job(
+        make_job(
+            sample_corpus,
+            out,
+            stages={"pack": {"mode": "bestfit", "format": "datatrove", "seq_len": seq_len, "shard_tokens": 40000}},
+        )
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     processor = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     pad = processor.pad_id()
@@ -131,7 +145,9 @@ def test_bestfit_needs_a_pad_id_when_the_tokenizer_has_none(make_job, sample_cor
     no_pad = _tokenizer_without_pad(Path(tokenizer_model), tmp_path / "nopad.model")
     job = make_job(sample_corpus, tmp_path / "out", stages={"pack": {"mode": "bestfit"}})
     job["stages"]["tokenize"]["model"] = str(no_pad)
-    with pytest.raises(JobSpecError, match=r"stages.pack.pad_id: the tokenizer .* has no pad piece; set pad_id .* EOS id, 2"):
+    with pytest.raises(
+        JobSpecError, match=r"stages.pack.pad_id: the tokenizer .* has no pad piece; set pad_id .* EOS id, 2"
+    ):
         load_job_spec(job)
     job["stages"]["pack"]["pad_id"] = 5000
     with pytest.raises(JobSpecError, match=r"stages.pack.pad_id: 5000 is not an id of the tokenizer \(1000 pieces\)"):
@@ -155,10 +171,22 @@ def _llama_style_tokenizer(corpus: Path, out: Path) -> Path:
                     if line.strip():
                         f.write(line + "\n")
     spm.SentencePieceTrainer.train(
-        input=str(lines), model_prefix=str(out.with_suffix("")), model_type="bpe", vocab_size=1200,
-        byte_fallback=True, split_digits=True, add_dummy_prefix=True, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2,
-        pad_id=-1, max_sentencepiece_length=16, minloglevel=2,
+        input=str(lines),
+        model_prefix=str(out.with_suffix("")),
+        model_type="bpe",
+        vocab_size=1200,
+        byte_fallback=True,
+        split_digits=True,
+        add_dummy_prefix=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        max_sentencepiece_length=16,
+        minloglevel=2,
     )
     return out
 
@@ -177,6 +205,9 @@ def test_llama_style_tokenizer_with_bos_and_eos(make_job, sample_corpus, tmp_pat
     assert len(documents) == result.report["totals"]["kept_docs"]
     assert all(doc[0] == 1 and doc[-1] == 2 and 1 not in doc[1:] for doc in documents)
     kept_texts = {processor.Decode(list(doc[1:-1])) for doc in documents}
-    corpus_texts = {t for p in sorted(sample_corpus.glob("*.parquet"))
-                    for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()}
+    corpus_texts = {
+        t
+        for p in sorted(sample_corpus.glob("*.parquet"))
+        for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()
+    }
     assert len(kept_texts - corpus_texts) < 0.02 * len(kept_texts)  # identity normalization: text round-trips

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+
 from tests.helpers import REPO
 
 
@@ -32,11 +33,12 @@ def test_job_runs_on_several_nodes_with_the_same_output(make_job, sample_corpus,
         ray.shutdown()
         cluster.shutdown()
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                          cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "NODES 3" in done.stdout and "BALANCED True" in done.stdout
-    markers = [json.loads(p.read_text()) for p in (tmp_path / "cluster" / "work" / "annotate" / "_markers").glob("*.json")]
+    markers = [
+        json.loads(p.read_text()) for p in (tmp_path / "cluster" / "work" / "annotate" / "_markers").glob("*.json")
+    ]
     assert len(markers) == 4
     assert len({m["node"] for m in markers}) >= 2  # shards were annotated on more than one node
     assert json.loads((tmp_path / "cluster" / "latest.json").read_text())["snapshot"] == snapshot

@@ -21,8 +21,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 import pyarrow as pa
@@ -52,13 +52,23 @@ def corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("resume") / "corpus"
     write_sample_corpus(str(out), num_docs=1500, num_shards=SAMPLE_SHARDS, seed=7)
     rows = 300
-    texts = [None if i % 9 == 4 else "" if i % 11 == 2 else
-             f"Extra page {i}. " + " ".join(f"Sentence {j} of page {i} says little." for j in range(3 + i % 5))
-             for i in range(rows)]
-    table = pa.table({"id": [None if i == 7 else f"extra-{i}" for i in range(rows)], "text": texts,
-                      "domain": ["web"] * rows, "url": [f"https://extra.example.com/{i}" for i in range(rows)]},
-                     schema=pa.schema([("id", pa.string()), ("text", pa.string()), ("domain", pa.string()),
-                                       ("url", pa.string())]))
+    texts = [
+        None
+        if i % 9 == 4
+        else ""
+        if i % 11 == 2
+        else f"Extra page {i}. " + " ".join(f"Sentence {j} of page {i} says little." for j in range(3 + i % 5))
+        for i in range(rows)
+    ]
+    table = pa.table(
+        {
+            "id": [None if i == 7 else f"extra-{i}" for i in range(rows)],
+            "text": texts,
+            "domain": ["web"] * rows,
+            "url": [f"https://extra.example.com/{i}" for i in range(rows)],
+        },
+        schema=pa.schema([("id", pa.string()), ("text", pa.string()), ("domain", pa.string()), ("url", pa.string())]),
+    )
     pq.write_table(table, out / f"part-{SAMPLE_SHARDS:05d}.parquet")
     return out
 
@@ -67,9 +77,17 @@ def _job(corpus: Path, output: Path, tokenizer: Path) -> dict:
     # Small row batches, so that a shard's sinks are open for most of its annotate task;
     # weights that downsample two domains, so that the mix phase writes rejects too; small
     # output shards, so that the pack phase has many units.
-    return job_dict(str(corpus), str(output), str(tokenizer), input={"batch_rows": 16}, output={"write_rejects": True},
-                    stages={"pack": {"seq_len": 64, "shard_tokens": 6000},
-                            "mix": {"weights": {"docs": 0.3, "code": 0.4, "web": 0.3}}})
+    return job_dict(
+        str(corpus),
+        str(output),
+        str(tokenizer),
+        input={"batch_rows": 16},
+        output={"write_rejects": True},
+        stages={
+            "pack": {"seq_len": 64, "shard_tokens": 6000},
+            "mix": {"weights": {"docs": 0.3, "code": 0.4, "web": 0.3}},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +124,32 @@ class Job:
     come."""
 
     def __init__(self, spec: Path, ray_tmp: str, *overrides: str) -> None:
-        env = {**os.environ, "RAY_TMPDIR": ray_tmp,
-               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        env = {
+            **os.environ,
+            "RAY_TMPDIR": ray_tmp,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        }
         env.pop("RAY_ADDRESS", None)  # its own local Ray, which the kill takes down with it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run", str(spec),
-             "--set", "ray.num_cpus=1", "--set", "ray.max_parallel_tasks=1", *overrides],
-            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "run",
+                str(spec),
+                "--set",
+                "ray.num_cpus=1",
+                "--set",
+                "ray.max_parallel_tasks=1",
+                *overrides,
+            ],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         self.eof = False
         self._changed = threading.Condition()
@@ -143,8 +180,9 @@ class Job:
                     if match:
                         return match
                 if self.eof or time.monotonic() > deadline:
-                    raise AssertionError(f"the job printed no line matching {pattern!r}:\n"
-                                         + "\n".join(self.lines[-40:]))
+                    raise AssertionError(
+                        f"the job printed no line matching {pattern!r}:\n" + "\n".join(self.lines[-40:])
+                    )
                 self._changed.wait(timeout=0.5)
 
     def wait_for_process(self, title: Callable[[str], bool]) -> str:
@@ -245,15 +283,19 @@ def _sink(out: Path, name: str, columns: list[str]) -> list[dict]:
         return []
     rows = [r for p in sorted(directory.glob("*.parquet")) for r in pq.read_table(p, columns=columns).to_pylist()]
     assert pads.dataset(directory, format="parquet").count_rows() == len(rows), (
-        f"{name}: files other than its committed ones: {sorted(p.name for p in directory.iterdir())}")
+        f"{name}: files other than its committed ones: {sorted(p.name for p in directory.iterdir())}"
+    )
     return rows
 
 
 def _check_sinks(out: Path, report: dict) -> tuple[set, set]:
     """Every reject and quarantined row is in its sink exactly once, and the sinks hold as many
     as the report counts, by stage and reason."""
-    rejects = [r for stage in ("annotate", "dedup", "mix")
-               for r in _sink(out, f"rejects/{stage}", ["id", "shard_key", "row", "reject_stage", "reject_reason"])]
+    rejects = [
+        r
+        for stage in ("annotate", "dedup", "mix")
+        for r in _sink(out, f"rejects/{stage}", ["id", "shard_key", "row", "reject_stage", "reject_reason"])
+    ]
     documents = [(r["shard_key"], r["row"]) for r in rejects]
     assert len(set(documents)) == len(documents), "a rejected document is in the rejects twice"
     assert len({r["id"] for r in rejects}) == len(rejects)
@@ -265,8 +307,10 @@ def _check_sinks(out: Path, report: dict) -> tuple[set, set]:
     quarantined = _sink(out, "quarantine", ["shard_key", "row", "id", "quarantine_reason"])
     rows = [(r["shard_key"], r["row"]) for r in quarantined]
     assert len(set(rows)) == len(rows) == report["totals"]["quarantined_docs"] > 0
-    return ({(r["shard_key"], r["row"], r["id"], r["reject_stage"], r["reject_reason"]) for r in rejects},
-            {(r["shard_key"], r["row"], r["id"], r["quarantine_reason"]) for r in quarantined})
+    return (
+        {(r["shard_key"], r["row"], r["id"], r["reject_stage"], r["reject_reason"]) for r in rejects},
+        {(r["shard_key"], r["row"], r["id"], r["quarantine_reason"]) for r in quarantined},
+    )
 
 
 def _check_same_output(out: Path, reference: tuple[Path, object]) -> dict:
@@ -280,8 +324,10 @@ def _check_same_output(out: Path, reference: tuple[Path, object]) -> dict:
     for key in ("totals", "rejected", "quarantined", "balance", "languages_after_annotate", "snapshot", "mixture"):
         assert report[key] == reference_result.report[key], key
     snapshot = report["snapshot"]
-    assert json.loads((out / "latest.json").read_text()) == {"snapshot": snapshot,
-                                                             "manifest": f"snapshots/{snapshot}/manifest.json"}
+    assert json.loads((out / "latest.json").read_text()) == {
+        "snapshot": snapshot,
+        "manifest": f"snapshots/{snapshot}/manifest.json",
+    }
     manifest = json.loads((out / "manifest.json").read_text())
     reference_manifest = json.loads((reference_out / "manifest.json").read_text())
     assert manifest == json.loads((out / "snapshots" / snapshot / "manifest.json").read_text())
@@ -388,8 +434,11 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
     assert 1 <= packed < output_shards
     nothing_committed()
     left_markers = {p.name: p.read_bytes() for p in markers.glob("*.json")}
-    left_tokens = {p.name: _sha256(p) for p in (out / "snapshots" / snapshot / "tokens").glob("shard-*")
-                   if re.fullmatch(r"shard-\d{5}\.(bin|idx)", p.name)}
+    left_tokens = {
+        p.name: _sha256(p)
+        for p in (out / "snapshots" / snapshot / "tokens").glob("shard-*")
+        if re.fullmatch(r"shard-\d{5}\.(bin|idx)", p.name)
+    }
     assert left_tokens
 
     # 6. the run that finishes

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from pipeline import run_job
-
 from pipeline.core import storage
 from tests.helpers.megatron_reader import read_indexed_dataset
 
@@ -20,8 +19,12 @@ def test_s3_round_trip(s3, s3_endpoint, sample_corpus, tokenizer_model, make_job
         s3.put(str(path), f"corpus-bucket/crawl/{path.name}")
     s3.put(str(tokenizer_model), "corpus-bucket/models/tok.model")
     options = {"endpoint_url": s3_endpoint}
-    job = make_job("s3://corpus-bucket/crawl", "s3://tokens-bucket/run1",
-                   input={"storage_options": options}, output={"storage_options": options})
+    job = make_job(
+        "s3://corpus-bucket/crawl",
+        "s3://tokens-bucket/run1",
+        input={"storage_options": options},
+        output={"storage_options": options},
+    )
     job["stages"]["tokenize"].update(model="s3://corpus-bucket/models/tok.model", storage_options=options)
 
     result = run_job(job)
@@ -47,8 +50,9 @@ def test_s3_input_with_local_output_matches_local_run(s3, s3_endpoint, sample_co
     s3.mkdir("mirror-bucket")
     for path in sorted(sample_corpus.glob("*.parquet")):
         s3.put(str(path), f"mirror-bucket/c/{path.name}")
-    remote = run_job(make_job("s3://mirror-bucket/c", tmp_path / "from_s3",
-                              input={"storage_options": {"endpoint_url": s3_endpoint}}))
+    remote = run_job(
+        make_job("s3://mirror-bucket/c", tmp_path / "from_s3", input={"storage_options": {"endpoint_url": s3_endpoint}})
+    )
     local = run_job(make_job(sample_corpus, tmp_path / "from_disk"))
     assert remote.report["totals"] == local.report["totals"]
     # The snapshots' names differ (they hash the inputs' fingerprints: ETags here, mtimes
@@ -57,8 +61,10 @@ def test_s3_input_with_local_output_matches_local_run(s3, s3_endpoint, sample_co
     local_manifest = json.loads((tmp_path / "from_disk" / "manifest.json").read_text())
 
     def content(manifest):
-        return [(s["name"], s["tokens"], {role: (e["bytes"], e["sha256"]) for role, e in s["files"].items()})
-                for s in manifest["shards"]]
+        return [
+            (s["name"], s["tokens"], {role: (e["bytes"], e["sha256"]) for role, e in s["files"].items()})
+            for s in manifest["shards"]
+        ]
 
     assert content(remote_manifest) == content(local_manifest) and content(local_manifest)
 
@@ -105,8 +111,9 @@ def test_upload_retries_a_transient_failure_without_leaving_a_partial_object(s3,
     monkeypatch.setattr(storage, "atomic_writer", flaky_writer)
     waits = []
     data = bytes(range(256)) * 40000
-    storage.write_bytes_retrying(uri, data, options, storage.UploadConfig(part_size_mb=5, attempts=4, backoff_s=0.5),
-                                 sleep=waits.append)
+    storage.write_bytes_retrying(
+        uri, data, options, storage.UploadConfig(part_size_mb=5, attempts=4, backoff_s=0.5), sleep=waits.append
+    )
     assert waits == [0.5, 1.0] and attempts == [5 << 20] * 3
     s3.invalidate_cache()
     assert storage.read_bytes(uri, options) == data
@@ -114,12 +121,14 @@ def test_upload_retries_a_transient_failure_without_leaving_a_partial_object(s3,
 
     monkeypatch.setattr(storage, "atomic_writer", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down")))
     with pytest.raises(OSError, match="upload of s3://retry-bucket/x failed 2 times; last error: ConnectionError"):
-        storage.write_bytes_retrying("s3://retry-bucket/x", b"x", options, storage.UploadConfig(attempts=2),
-                                     sleep=lambda s: None)
+        storage.write_bytes_retrying(
+            "s3://retry-bucket/x", b"x", options, storage.UploadConfig(attempts=2), sleep=lambda s: None
+        )
 
 
 def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
-        s3, s3_endpoint, sample_corpus, make_job, tmp_path):
+    s3, s3_endpoint, sample_corpus, make_job, tmp_path
+):
     """SIGKILL the whole job (driver and local Ray) while it uploads token shards; no manifest
     and no partial object may be visible, and a re-run finishes with the same bytes as an
     uninterrupted run."""
@@ -135,12 +144,20 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
 
     s3.mkdir("killed-bucket")
     options = {"endpoint_url": s3_endpoint}
-    job = make_job(sample_corpus, "s3://killed-bucket/run", output={"storage_options": options},
-                   stages={"pack": {"seq_len": 64, "shard_tokens": 4000}})
+    job = make_job(
+        sample_corpus,
+        "s3://killed-bucket/run",
+        output={"storage_options": options},
+        stages={"pack": {"seq_len": 64, "shard_tokens": 4000}},
+    )
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(job))
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(spec)], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(spec)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 240
     markers = None
     while time.time() < deadline and process.poll() is None:
@@ -179,8 +196,9 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
     final = {f"killed-bucket/run/{e['path']}": e["sha256"] for s in manifest["shards"] for e in s["files"].values()}
     assert all(final[path] == digest for path, digest in left.items())  # nothing partial was ever visible
     assert result.report["balance"]["ok"]
-    reference = run_job(make_job(sample_corpus, tmp_path / "uninterrupted",
-                                 stages={"pack": {"seq_len": 64, "shard_tokens": 4000}}))
+    reference = run_job(
+        make_job(sample_corpus, tmp_path / "uninterrupted", stages={"pack": {"seq_len": 64, "shard_tokens": 4000}})
+    )
     assert json.loads(Path(reference.manifest_uri).read_text())["shards"] == manifest["shards"]
 
 
@@ -192,8 +210,12 @@ def test_refresh_in_the_same_process_sees_shards_that_landed_since(s3, s3_endpoi
     for path in shards[:2]:
         s3.put(str(path), f"grow-bucket/c/{path.name}")
     options = {"endpoint_url": s3_endpoint}
-    job = make_job("s3://grow-bucket/c", "s3://grow-bucket/out", input={"storage_options": options},
-                   output={"storage_options": options})
+    job = make_job(
+        "s3://grow-bucket/c",
+        "s3://grow-bucket/out",
+        input={"storage_options": options},
+        output={"storage_options": options},
+    )
     first = run_job(job)
     for path in shards[2:]:
         s3.put(str(path), f"grow-bucket/c/{path.name}")

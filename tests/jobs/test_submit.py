@@ -61,22 +61,39 @@ def ray_head():
     temp_dir = tempfile.mkdtemp(prefix="rf-head-", dir="/tmp")  # short: Ray's unix socket paths live under it
     gcs_port, dashboard_port = _free_port(), _free_port()
     marker = uuid.uuid4().hex
-    env = {**os.environ, MARKER: marker, "RAY_AUTH_MODE": "disabled",
-           # The entrypoint's `python` is this environment's, as in a cluster image.
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-           # Ray swaps 127.0.0.1 for the machine's routable address unless multi-node clusters are
-           # off; a single-node head then stays on loopback.
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {
+        **os.environ,
+        MARKER: marker,
+        "RAY_AUTH_MODE": "disabled",
+        # The entrypoint's `python` is this environment's, as in a cluster image.
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+        # Ray swaps 127.0.0.1 for the machine's routable address unless multi-node clusters are
+        # off; a single-node head then stays on loopback.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
     env.pop("PYTHONPATH", None)
     env.pop("RAY_ADDRESS", None)
-    command = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
-               f"--port={gcs_port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-               f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={_free_port()}",
-               f"--dashboard-agent-listen-port={_free_port()}", "--num-cpus=2", "--include-dashboard=true",
-               "--object-store-memory=500000000", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={gcs_port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--object-store-memory=500000000",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
     log = open(Path(temp_dir) / "head.log", "w")
-    head = subprocess.Popen(command, env=env, cwd=temp_dir, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    head = subprocess.Popen(
+        command, env=env, cwd=temp_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
         deadline = time.monotonic() + 180
@@ -86,11 +103,17 @@ def ray_head():
                 break
             except Exception:
                 if head.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the Ray head did not come up:\n"
-                                       + (Path(temp_dir) / "head.log").read_text()[-3000:]) from None
+                    raise RuntimeError(
+                        "the Ray head did not come up:\n" + (Path(temp_dir) / "head.log").read_text()[-3000:]
+                    ) from None
                 time.sleep(0.5)
-        yield {"address": address, "gcs_address": f"127.0.0.1:{gcs_port}", "temp_dir": Path(temp_dir),
-               "env": env, "marker": marker}
+        yield {
+            "address": address,
+            "gcs_address": f"127.0.0.1:{gcs_port}",
+            "temp_dir": Path(temp_dir),
+            "env": env,
+            "marker": marker,
+        }
     finally:
         # Killed outright: a graceful `ray start` shutdown spends seconds on a head no one needs after this.
         seen: dict[int, psutil.Process] = {}
@@ -116,8 +139,9 @@ def refinery(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The command line as a user runs it, with this checkout's package."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -132,15 +156,30 @@ def write_spec(path: Path, spec: dict) -> Path:
     return path
 
 
-def test_submit_runs_a_job_to_success_and_status_and_logs_report_it(ray_head, sample_corpus, tokenizer_model,
-                                                                    tmp_path, capsys, monkeypatch):
+def test_submit_runs_a_job_to_success_and_status_and_logs_report_it(
+    ray_head, sample_corpus, tokenizer_model, tmp_path, capsys, monkeypatch
+):
     address = ray_head["address"]
     # Relative paths, resolved against the submitter's directory: the job itself runs in another one.
-    spec = job_dict(os.path.relpath(sample_corpus, tmp_path), "out/small", os.path.relpath(tokenizer_model, tmp_path),
-                    stages={"language": {"enabled": False}, "exact_dedup": {"enabled": False}})
+    spec = job_dict(
+        os.path.relpath(sample_corpus, tmp_path),
+        "out/small",
+        os.path.relpath(tokenizer_model, tmp_path),
+        stages={"language": {"enabled": False}, "exact_dedup": {"enabled": False}},
+    )
     write_spec(tmp_path / "job.yaml", spec)
-    done = refinery("submit", "job.yaml", "--address", address, "--set", "name=small",
-                    "--submission-id", "refinery-small", "--wait", cwd=tmp_path)
+    done = refinery(
+        "submit",
+        "job.yaml",
+        "--address",
+        address,
+        "--set",
+        "name=small",
+        "--submission-id",
+        "refinery-small",
+        "--wait",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"submitted job 'small' to {address} as refinery-small" in done.stdout
     assert "[refinery] job 'small': 4 input shards" in done.stdout  # --wait follows the driver's output
@@ -183,8 +222,7 @@ def test_submit_runs_a_job_to_success_and_status_and_logs_report_it(ray_head, sa
 
     # A submission id is the cluster's: a second job cannot take it.
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli(capsys, "submit", "job.yaml", "--address", address,
-                       "--submission-id", "refinery-small")
+    code, _, err = cli(capsys, "submit", "job.yaml", "--address", address, "--submission-id", "refinery-small")
     assert code == 1 and "refused the job" in err and "refinery-small" in err
 
 
@@ -195,8 +233,9 @@ def test_stop_ends_a_running_job(ray_head, sample_corpus, tokenizer_model, tmp_p
     for copy in range(8):  # 32 shards: far longer to run than to stop
         for shard in sorted(sample_corpus.glob("*.parquet")):
             shutil.copy(shard, corpus / f"copy{copy}-{shard.name}")
-    spec = write_spec(tmp_path / "long.yaml", {**job_dict(str(corpus), str(tmp_path / "out"), str(tokenizer_model)),
-                                                "name": "long"})
+    spec = write_spec(
+        tmp_path / "long.yaml", {**job_dict(str(corpus), str(tmp_path / "out"), str(tokenizer_model)), "name": "long"}
+    )
     code, out, _ = cli(capsys, "submit", str(spec), "--address", address, "--submission-id", "refinery-long")
     assert code == 0
     assert f"refinery status refinery-long --address {address}" in out
@@ -250,8 +289,15 @@ def test_bad_spec_fails_before_submitting_and_names_the_key(ray_head, make_job, 
     assert code == 2 and "submitted" not in out
     assert "stages.pack.seqlen: unknown key; did you mean 'seq_len'?" in err
     job = make_job(sample_corpus, tmp_path / "out")
-    code, _, err = cli(capsys, "submit", str(write_spec(tmp_path / "ok.yaml", job)), "--address", address,
-                       "--set", "stages.tokenize.model=missing.model")
+    code, _, err = cli(
+        capsys,
+        "submit",
+        str(write_spec(tmp_path / "ok.yaml", job)),
+        "--address",
+        address,
+        "--set",
+        "stages.tokenize.model=missing.model",
+    )
     assert code == 2 and "stages.tokenize.model: file not found: 'missing.model'" in err
     assert len(JobSubmissionClient(address).list_jobs()) == jobs_before
 
@@ -260,8 +306,19 @@ def test_a_job_that_fails_on_the_cluster_says_why(ray_head, make_job, sample_cor
     """A path that exists only "on the cluster" skips the local checks; there it does not exist either."""
     address = ray_head["address"]
     spec = write_spec(tmp_path / "job.yaml", make_job(sample_corpus, tmp_path / "out"))
-    code, out, _ = cli(capsys, "submit", str(spec), "--address", address, "--submission-id", "refinery-failing",
-                       "--set", "stages.tokenize.model=/nonexistent/tok.model", "--no-file-checks", "--wait")
+    code, out, _ = cli(
+        capsys,
+        "submit",
+        str(spec),
+        "--address",
+        address,
+        "--submission-id",
+        "refinery-failing",
+        "--set",
+        "stages.tokenize.model=/nonexistent/tok.model",
+        "--no-file-checks",
+        "--wait",
+    )
     assert code == 2  # --wait exits with the driver's code: 2, a spec that does not validate
     assert "stages.tokenize.model: file not found: '/nonexistent/tok.model'" in out
     assert out.rstrip().splitlines()[-1].startswith("job refinery-failing: FAILED: ")

@@ -46,16 +46,17 @@ def grown_input(tmp_path):
     old.append(("a-copy", old[3][1]))  # an exact duplicate inside the first delivery
     _write(corpus / "2026-01.parquet", old)
     new = [(f"b{i}", _doc(rng)) for i in range(20)] + [
-        ("b-exact", old[5][1]), ("b-near", _near_copy(rng, old[7][1])),
-        ("b-inner", _doc(rng)), ("b-inner-copy", None),
+        ("b-exact", old[5][1]),
+        ("b-near", _near_copy(rng, old[7][1])),
+        ("b-inner", _doc(rng)),
+        ("b-inner-copy", None),
     ]
     new[-1] = ("b-inner-copy", new[-2][1])
     return corpus, new
 
 
 def _spec(make_job, corpus, output, **near):
-    return make_job(corpus, output, output={"write_rejects": True},
-                    stages={"near_dedup": {"enabled": True, **near}})
+    return make_job(corpus, output, output={"write_rejects": True}, stages={"near_dedup": {"enabled": True, **near}})
 
 
 def test_refresh_dedups_new_shards_against_the_index(make_job, grown_input, tmp_path):
@@ -83,7 +84,8 @@ def test_refresh_dedups_new_shards_against_the_index(make_job, grown_input, tmp_
     assert Path(layout.annotate_marker(old_key)).read_text() == annotate_marker_before
     assert Path(layout.tokenize_marker(old_key)).read_text() == tokenize_marker_before
     assert "new shards (1) were deduplicated against the index of shards kept by earlier runs (1)" in (
-        Path(second.report_uri).read_text())
+        Path(second.report_uri).read_text()
+    )
     assert second.report["balance"]["ok"] and second.report["totals"]["kept_docs"] == 40 + 21
     index = json.loads(Path(layout.index_manifest).read_text())
     assert {e["kept_docs"] for e in index["shards"].values()} == {40, 21}
@@ -136,8 +138,10 @@ def test_refresh_commits_a_new_snapshot_and_leaves_the_old_one_readable(make_job
     second = run_job(_spec(make_job, corpus, output), progress=Progress(quiet=True))
     new = second.snapshot
     assert new.startswith("00002-") and new != old
-    assert json.loads((output / "latest.json").read_text()) == {"snapshot": new,
-                                                                "manifest": f"snapshots/{new}/manifest.json"}
+    assert json.loads((output / "latest.json").read_text()) == {
+        "snapshot": new,
+        "manifest": f"snapshots/{new}/manifest.json",
+    }
     new_manifest = json.loads((output / "snapshots" / new / "manifest.json").read_text())
     assert json.loads((output / "manifest.json").read_text()) == new_manifest
     # 40 + 24 new, less the exact copy, the near copy of a7 and the copy inside the delivery

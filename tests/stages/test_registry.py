@@ -61,8 +61,12 @@ def test_registration_rejects_incomplete_or_clashing_capabilities():
 
 
 def test_checks_across_sections_come_from_the_configs(tokenizer_model):
-    base = {"name": "x", "input": {"uri": "in"}, "output": {"uri": "out"},
-            "stages": {"tokenize": {"model": str(tokenizer_model)}}}
+    base = {
+        "name": "x",
+        "input": {"uri": "in"},
+        "output": {"uri": "out"},
+        "stages": {"tokenize": {"model": str(tokenizer_model)}},
+    }
     spec = json.loads(json.dumps(base))
     spec["stages"]["perplexity"] = {"enabled": True}
     with pytest.raises(JobSpecError, match=r"stages.perplexity.models: name at least one language"):
@@ -122,7 +126,7 @@ class WordFilterCapability(Capability):
         return ReportSection(cls.key, {"kept": kept}, ["## Word filter", "", f"{kept:,} documents passed."])
 '''
 
-DRIVER = '''
+DRIVER = """
 import json, sys
 from pipeline import run_job
 from pipeline.config import JobSpecError, load_job_spec
@@ -142,7 +146,7 @@ except JobSpecError as exc:
     print("ERROR", str(exc).replace("\\n", " "))
 result = run_job(spec)
 print("REPORT", json.dumps(result.report))
-'''
+"""
 
 
 def test_a_capability_added_from_outside_runs_in_a_real_job(tmp_path, tokenizer_model):
@@ -158,16 +162,32 @@ def test_a_capability_added_from_outside_runs_in_a_real_job(tmp_path, tokenizer_
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     pq.write_table(pa.table({"id": [f"d{i}" for i in range(40)], "text": texts}), corpus / "part-0.parquet")
-    spec = {"name": "plugin", "input": {"uri": str(corpus), "id_column": "id"},
-            "output": {"uri": str(tmp_path / "out")},
-            "ray": {"num_cpus": 2},
-            "stages": {"language": {"enabled": False}, "near_dedup": {"enabled": False},
-                       "word_filter": {"enabled": True, "word": "lantern"},
-                       "tokenize": {"model": str(tokenizer_model)}, "pack": {"seq_len": 64}}}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), *filter(None, [os.environ.get("PYTHONPATH")])]),
-           "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(spec)], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    spec = {
+        "name": "plugin",
+        "input": {"uri": str(corpus), "id_column": "id"},
+        "output": {"uri": str(tmp_path / "out")},
+        "ray": {"num_cpus": 2},
+        "stages": {
+            "language": {"enabled": False},
+            "near_dedup": {"enabled": False},
+            "word_filter": {"enabled": True, "word": "lantern"},
+            "tokenize": {"model": str(tokenizer_model)},
+            "pack": {"seq_len": 64},
+        },
+    }
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(plugin), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "RAY_AUTH_MODE": "disabled",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR")]
     assert "stages.word_filter.wrod: unknown key; did you mean 'word'?" in errors[0]

@@ -19,8 +19,7 @@ ADVERBIALS = ["in the park", "at home", "near the river", "after lunch", "every 
 
 def grammar_sentences(count: int, seed: int) -> list[list[str]]:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(part) for part in (SUBJECTS, VERBS, OBJECTS, ADVERBIALS)).split()
-            for _ in range(count)]
+    return [" ".join(rng.choice(part) for part in (SUBJECTS, VERBS, OBJECTS, ADVERBIALS)).split() for _ in range(count)]
 
 
 def markov_sentences(count: int, seed: int) -> list[list[str]]:
@@ -65,7 +64,7 @@ def sample_histories(sentences: list[list[str]], order: int) -> list[tuple[list[
     for sentence in sentences[:3]:
         for length in range(1, order):
             histories.append((sentence[:length], True))
-            histories.append((sentence[1:1 + length], False))
+            histories.append((sentence[1 : 1 + length], False))
             histories.append((sentence[::-1][:length], True))
             histories.append((sentence[::-1][:length], False))
     histories.append((["never-seen-word"], True))
@@ -100,7 +99,7 @@ def test_unigram_model_is_a_distribution(tmp_path):
     unigrams = read_arpa_unigrams(tmp_path / "lm.arpa")
     assert stats.counts == (len(unigrams),) == arpa_ngram_counts(tmp_path / "lm.arpa")
     assert unigrams.pop("<s>") == -99
-    assert sum(10 ** p for p in unigrams.values()) == pytest.approx(1.0, abs=1e-4)
+    assert sum(10**p for p in unigrams.values()) == pytest.approx(1.0, abs=1e-4)
     prob, _ = reference_model(sentences, order=1)
     assert all(p == pytest.approx(math.log10(prob(w, ())), abs=1e-4) for w, p in unigrams.items())
 
@@ -118,12 +117,12 @@ def test_tiny_corpus_matches_hand_computed_values(tmp_path):
     p_a, p_b, p_eos, p_unk = 0.5 / 4 + 0.125, 1 / 4 + 0.125, 0.5 / 4 + 0.125, 0.125
     assert p_a + p_b + p_eos + p_unk == pytest.approx(1.0)
     expected = {
-        (("<s>",), "a"): (2 - 1.7) / 3 + (1.9 / 3) * p_a,       # context <s>: a=2, b=1
+        (("<s>",), "a"): (2 - 1.7) / 3 + (1.9 / 3) * p_a,  # context <s>: a=2, b=1
         (("<s>",), "b"): (1 - 0.2) / 3 + (1.9 / 3) * p_b,
-        (("<s>", "a"), "b"): 0.3 / 2 + 0.85 * p_b,              # context a: b=2, gamma 1.7/2
-        (("<s>", "a"), "</s>"): 0.85 * p_eos,                   # unseen: backs off
+        (("<s>", "a"), "b"): 0.3 / 2 + 0.85 * p_b,  # context a: b=2, gamma 1.7/2
+        (("<s>", "a"), "</s>"): 0.85 * p_eos,  # unseen: backs off
         (("<s>", "a"), "<unk>"): 0.85 * p_unk,
-        (("b",), "</s>"): 0 / 3 + 1.0 * p_eos,                  # context b: </s>=3, D3+ = 3
+        (("b",), "</s>"): 0 / 3 + 1.0 * p_eos,  # context b: </s>=3, D3+ = 3
         ((), "b"): p_b,
     }
     for (history, word), p in expected.items():
@@ -135,7 +134,7 @@ def test_tiny_corpus_matches_hand_computed_values(tmp_path):
 def reference_model(sentences: list[list[str]], order: int):
     """Modified Kneser-Ney straight from its definition, with tuples and dicts: p(word | history)."""
     padded = [("<s>", *s, "</s>") for s in sentences]
-    raw = Counter(p[i:i + n] for p in padded for n in range(1, order + 1) for i in range(len(p) - n + 1))
+    raw = Counter(p[i : i + n] for p in padded for n in range(1, order + 1) for i in range(len(p) - n + 1))
     del raw[("<s>",)]
     left_words = defaultdict(set)
     for gram in raw:
@@ -153,7 +152,7 @@ def reference_model(sentences: list[list[str]], order: int):
     vocabulary_size = len(extensions[()]) + 1  # + <unk>
 
     def prob(word: str, history: tuple[str, ...]) -> float:
-        history = history[max(0, len(history) - order + 1):]
+        history = history[max(0, len(history) - order + 1) :]
         lower = prob(word, history[1:]) if history else 1 / vocabulary_size
         seen = extensions.get(history)
         if not seen:
@@ -182,7 +181,8 @@ def test_matches_an_independent_reference_implementation(tmp_path, order):
         context = tuple("<unk>" if w == "never-seen-word" else w for w in context)
         for word in vocabulary:
             assert log10_prob(model, history, from_start, word) == pytest.approx(
-                math.log10(prob(word, context)), abs=1e-4), (context, word)
+                math.log10(prob(word, context)), abs=1e-4
+            ), (context, word)
 
 
 def perplexity(model: kenlm.Model, words: list[str]) -> float:
@@ -205,7 +205,7 @@ def test_ordered_text_ranks_below_shuffled_on_generated_text(tmp_path):
     train(grammar_sentences(2000, seed=3), tmp_path / "lm.arpa", order=5)
     model = kenlm.Model(str(tmp_path / "lm.arpa"))
     held_out = grammar_sentences(800, seed=4)
-    paragraphs = [sum(held_out[i:i + 4], []) for i in range(0, len(held_out), 4)]
+    paragraphs = [sum(held_out[i : i + 4], []) for i in range(0, len(held_out), 4)]
     assert shuffled_auc(model, paragraphs) >= 0.95
 
 
@@ -217,8 +217,11 @@ def test_ordered_text_ranks_below_shuffled_on_wikitext(tmp_path):
     stats = train([words for line in lines if (words := line.lower().split())], tmp_path / "lm.arpa", order=5)
     assert stats.fallback_orders == ()
     model = kenlm.Model(str(tmp_path / "lm.arpa"))
-    paragraphs = [words for line in (data / "test.txt").read_text(encoding="utf-8").splitlines()
-                  if len(words := line.lower().split()) >= 30 and words[0] != "="]
+    paragraphs = [
+        words
+        for line in (data / "test.txt").read_text(encoding="utf-8").splitlines()
+        if len(words := line.lower().split()) >= 30 and words[0] != "="
+    ]
     assert len(paragraphs) >= 200
     assert shuffled_auc(model, paragraphs) >= 0.95
 

@@ -105,13 +105,21 @@ class ShardAnnotator(ShardWorker):
 
     def annotate(self, shard: InputShard) -> AnnotateMarker:
         started = time.perf_counter()
-        stats = AnnotateMarker(shard_key=shard.key, uri=shard.uri, fingerprint=shard.fingerprint,
-                               config_hash=self.config_hash, node=_node_id())
+        stats = AnnotateMarker(
+            shard_key=shard.key,
+            uri=shard.uri,
+            fingerprint=shard.fingerprint,
+            config_hash=self.config_hash,
+            node=_node_id(),
+        )
         options = self.spec.output.storage_options
         for stage in self.stages:  # a shard that failed earlier in this worker leaves nothing behind
             stage.take_stats()
-        for stale in (self.layout.annotated(shard.key), self.layout.annotate_rejects(shard.key),
-                      self.layout.quarantine(shard.key)):
+        for stale in (
+            self.layout.annotated(shard.key),
+            self.layout.annotate_rejects(shard.key),
+            self.layout.quarantine(shard.key),
+        ):
             storage.remove_tree(stale, options)
         try:
             self._annotate(shard, stats)
@@ -146,8 +154,12 @@ class ShardAnnotator(ShardWorker):
         kept_counts: dict[str, dict[str, int]] = {stage.name: {} for stage in self.stages}
         with source, contextlib.ExitStack() as stack:
             annotated = LazyParquetWriter(stack, self.layout.annotated(shard.key), out_options)
-            rejects = LazyParquetWriter(stack, self.layout.annotate_rejects(shard.key), out_options, cols.REJECTS_SCHEMA)
-            quarantine = LazyParquetWriter(stack, self.layout.quarantine(shard.key), out_options, cols.QUARANTINE_SCHEMA)
+            rejects = LazyParquetWriter(
+                stack, self.layout.annotate_rejects(shard.key), out_options, cols.REJECTS_SCHEMA
+            )
+            quarantine = LazyParquetWriter(
+                stack, self.layout.quarantine(shard.key), out_options, cols.QUARANTINE_SCHEMA
+            )
             batches = parquet.iter_batches(batch_size=self.spec.input.batch_rows, columns=columns)
             first_row = 0
             while True:
@@ -161,7 +173,9 @@ class ShardAnnotator(ShardWorker):
                     ) from None
                 raw = pa.Table.from_batches([batch])
                 counts["input_docs"] += raw.num_rows
-                counts["input_bytes"] += int(pc.sum(pc.binary_length(raw.column(self.spec.input.text_column))).as_py() or 0)
+                counts["input_bytes"] += int(
+                    pc.sum(pc.binary_length(raw.column(self.spec.input.text_column))).as_py() or 0
+                )
                 result = self.validation.validate(raw, shard.uri, shard.key, first_row)
                 first_row += raw.num_rows
                 docs, batch_rejects = self._run_stages(result.docs, [result.rejected])
@@ -201,9 +215,13 @@ class ShardAnnotator(ShardWorker):
     def _quarantine_shard(self, shard: InputShard, stats: AnnotateMarker, problem: ShardRejected) -> None:
         record = pa.table(
             {
-                cols.SOURCE_URI: [shard.uri], cols.SHARD: [shard.key], cols.ROW: pa.nulls(1, pa.int64()),
-                cols.ID: pa.nulls(1, pa.string()), cols.TEXT_BYTES: pa.nulls(1, pa.int64()),
-                cols.QUARANTINE_REASON: [problem.reason], cols.QUARANTINE_DETAIL: [problem.detail],
+                cols.SOURCE_URI: [shard.uri],
+                cols.SHARD: [shard.key],
+                cols.ROW: pa.nulls(1, pa.int64()),
+                cols.ID: pa.nulls(1, pa.string()),
+                cols.TEXT_BYTES: pa.nulls(1, pa.int64()),
+                cols.QUARANTINE_REASON: [problem.reason],
+                cols.QUARANTINE_DETAIL: [problem.detail],
             },
             schema=cols.QUARANTINE_SCHEMA,
         )
@@ -222,13 +240,10 @@ def _value_counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
 
 def _group_counts(rejects: pa.Table) -> dict[tuple[str, str], int]:
     grouped = rejects.group_by([cols.REJECT_STAGE, cols.REJECT_REASON]).aggregate([(cols.ROW, "count")])
-    return {
-        (row[cols.REJECT_STAGE], row[cols.REJECT_REASON]): row[f"{cols.ROW}_count"] for row in grouped.to_pylist()
-    }
+    return {(row[cols.REJECT_STAGE], row[cols.REJECT_REASON]): row[f"{cols.ROW}_count"] for row in grouped.to_pylist()}
 
 
-def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress,
-                 max_workers: int) -> list[AnnotateMarker]:
+def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, max_workers: int) -> list[AnnotateMarker]:
     """Annotate every shard without a current marker; return every shard's marker."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options

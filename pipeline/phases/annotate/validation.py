@@ -76,8 +76,12 @@ class InputValidation:
                 num_rows,
             )
         text_type = schema.field(text).type
-        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)
-                or pa.types.is_binary(text_type) or pa.types.is_large_binary(text_type)):
+        if not (
+            pa.types.is_string(text_type)
+            or pa.types.is_large_string(text_type)
+            or pa.types.is_binary(text_type)
+            or pa.types.is_large_binary(text_type)
+        ):
             raise ShardRejected("bad_text_type", f"column '{text}' has type {text_type}, expected string", num_rows)
         if self.config.id_column and self.config.id_column not in schema.names:
             raise ShardRejected(
@@ -95,7 +99,9 @@ class InputValidation:
         for i in _indices(too_large):
             if reasons[i] is None:
                 reasons[i] = "document_too_large"
-                details[i] = f"text is {text_bytes[i].as_py()} bytes; input.max_document_bytes is {self.config.max_document_bytes}"
+                details[i] = (
+                    f"text is {text_bytes[i].as_py()} bytes; input.max_document_bytes is {self.config.max_document_bytes}"
+                )
         for i in _indices(pc.is_null(ids)):
             if reasons[i] is None:
                 reasons[i] = "null_id"

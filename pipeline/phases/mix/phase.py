@@ -68,19 +68,28 @@ class ShardSampler(ShardWorker):
         per_domain: dict[str, dict[str, int]] = {}
         for name in np.unique(names).tolist() if len(names) else []:
             mask = names == name
-            per_domain[name] = {"docs": int(np.count_nonzero(copies[mask])), "copies": int(copies[mask].sum()),
-                                "tokens": int((copies[mask] * tokens[mask]).sum())}
+            per_domain[name] = {
+                "docs": int(np.count_nonzero(copies[mask])),
+                "copies": int(copies[mask].sum()),
+                "tokens": int((copies[mask] * tokens[mask]).sum()),
+            }
         dropped = copies == 0
         reasons = np.where(row_rates[dropped] > 0, NOT_SAMPLED, ZERO_WEIGHT)
         unsampled = {r: int(n) for r, n in zip(*np.unique(reasons, return_counts=True))} if len(reasons) else {}
         storage.remove_tree(self.layout.mix_rejects(key), options)
         if self.spec.output.write_rejects and dropped.any():
             self._write_rejects(key, table.column(cols.ROW).to_numpy()[dropped], reasons)
-        stats = SampleMarker(shard_key=key, config_hash=config_hash, kept_docs=int(np.count_nonzero(copies)),
-                             copies=int(copies.sum()), tokens=int((copies * tokens).sum()),
-                             kept_bytes=int(text_bytes[copies > 0].sum()),
-                             unsampled={STAGE_NAME: unsampled} if unsampled else {}, domains=per_domain,
-                             seconds=round(time.perf_counter() - started, 3))
+        stats = SampleMarker(
+            shard_key=key,
+            config_hash=config_hash,
+            kept_docs=int(np.count_nonzero(copies)),
+            copies=int(copies.sum()),
+            tokens=int((copies * tokens).sum()),
+            kept_bytes=int(text_bytes[copies > 0].sum()),
+            unsampled={STAGE_NAME: unsampled} if unsampled else {},
+            domains=per_domain,
+            seconds=round(time.perf_counter() - started, 3),
+        )
         storage.write_json(self.layout.mix_marker(key), stats.to_json(), options)
         return stats
 
@@ -91,8 +100,9 @@ class ShardSampler(ShardWorker):
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
             writer = LazyParquetWriter(stack, self.layout.mix_rejects(key), options, cols.REJECTS_SCHEMA)
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=self.spec.input.batch_rows,
-                                                              columns=cols.BASE_SCHEMA.names):
+            for batch in pq.ParquetFile(source).iter_batches(
+                batch_size=self.spec.input.batch_rows, columns=cols.BASE_SCHEMA.names
+            ):
                 docs = pa.Table.from_batches([batch])
                 picked = docs.filter(pc.is_in(docs.column(cols.ROW), value_set=rows))
                 if picked.num_rows:
@@ -100,8 +110,9 @@ class ShardSampler(ShardWorker):
                     writer.write(cols.with_rejection(picked, STAGE_NAME, labels))
 
 
-def run_mix(spec: JobSpec, tokenize_stats: list[TokenizeMarker], progress: Progress,
-            max_workers: int) -> tuple[dict[str, Any], list[SampleMarker]]:
+def run_mix(
+    spec: JobSpec, tokenize_stats: list[TokenizeMarker], progress: Progress, max_workers: int
+) -> tuple[dict[str, Any], list[SampleMarker]]:
     """The mixture plan (rates, realized tokens, output shard count) and per-shard sampling stats."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
@@ -116,15 +127,17 @@ def run_mix(spec: JobSpec, tokenize_stats: list[TokenizeMarker], progress: Progr
     for note in plan.notes:
         progress.log(f"mix: {note}")
     plan.rates = {d: effective_rate(r, plan.available_tokens[d], histograms[d]) for d, r in plan.rates.items()}
-    shards = [{"key": s.shard_key, "tokenized": s.config_hash}
-              for s in sorted(tokenize_stats, key=lambda s: s.shard_key)]
+    shards = [
+        {"key": s.shard_key, "tokenized": s.config_hash} for s in sorted(tokenize_stats, key=lambda s: s.shard_key)
+    ]
     plan_hash = short_hash({"format": MIX_FORMAT, "plan": plan.to_json(), "shards": shards})
     rates_json = json.dumps(plan.rates, sort_keys=True)
     finished: dict[str, SampleMarker] = {}
     items = []
     for shard in shards:
-        config_hash = short_hash({"plan": plan_hash, "tokenized": shard["tokenized"],
-                                  "write_rejects": spec.output.write_rejects})
+        config_hash = short_hash(
+            {"plan": plan_hash, "tokenized": shard["tokenized"], "write_rejects": spec.output.write_rejects}
+        )
         stats = committed(SampleMarker, layout.mix_marker(shard["key"]), options, config_hash)
         if stats is not None:
             finished[shard["key"]] = stats
@@ -144,9 +157,16 @@ def run_mix(spec: JobSpec, tokenize_stats: list[TokenizeMarker], progress: Progr
     total_tokens = sum(s.tokens for s in sample_stats)
     num_output_shards = max(1, math.ceil(total_tokens / spec.stages.pack.shard_tokens))
     boundaries = shard_boundaries(plan.rates, histograms, num_output_shards)
-    plan_doc = {"hash": plan_hash, **plan.to_json(), "realized": realized, "total_tokens": total_tokens,
-                "total_copies": sum(s.copies for s in sample_stats), "num_output_shards": num_output_shards,
-                "shard_boundaries": boundaries.tolist(),
-                "max_epochs": spec.stages.mix.max_epochs, "shards": shards}
+    plan_doc = {
+        "hash": plan_hash,
+        **plan.to_json(),
+        "realized": realized,
+        "total_tokens": total_tokens,
+        "total_copies": sum(s.copies for s in sample_stats),
+        "num_output_shards": num_output_shards,
+        "shard_boundaries": boundaries.tolist(),
+        "max_epochs": spec.stages.mix.max_epochs,
+        "shards": shards,
+    }
     storage.write_json(layout.mix_plan, plan_doc, options)
     return plan_doc, sample_stats

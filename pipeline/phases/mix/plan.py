@@ -43,7 +43,7 @@ class DomainRule(BaseModel):
     """Glob matched against the input shard's path relative to ``input.uri``, e.g. ``github/*.parquet``."""
 
     @model_validator(mode="after")
-    def _one_matcher(self) -> "DomainRule":
+    def _one_matcher(self) -> DomainRule:
         if (self.url_regex is None) == (self.files is None):
             raise ValueError("give exactly one of url_regex or files")
         if self.url_regex is not None:
@@ -96,8 +96,10 @@ class MixtureError(RuntimeError):
 
 # --- domains -----------------------------------------------------------------------------
 
-def assign_domains(config: MixConfig, urls: pa.Array | None, column: pa.Array | None, shard_path: str,
-                   num_rows: int) -> pa.Array:
+
+def assign_domains(
+    config: MixConfig, urls: pa.Array | None, column: pa.Array | None, shard_path: str, num_rows: int
+) -> pa.Array:
     """Domain per document: first matching rule, else the domain column, else the default."""
     result = pa.nulls(num_rows, pa.string())
     for rule in config.domain_rules:
@@ -127,6 +129,7 @@ def uniform_keys(seed: int, shard_key: str, rows: np.ndarray) -> np.ndarray:
 
 # --- the plan ----------------------------------------------------------------------------
 
+
 @dataclass
 class MixPlan:
     rates: dict[str, float]
@@ -139,8 +142,14 @@ class MixPlan:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rates": self.rates, "target_tokens": self.target_tokens, "available_tokens": self.available_tokens,
-                "weights": self.weights, "budget_tokens": self.budget_tokens, "notes": self.notes}
+        return {
+            "rates": self.rates,
+            "target_tokens": self.target_tokens,
+            "available_tokens": self.available_tokens,
+            "weights": self.weights,
+            "budget_tokens": self.budget_tokens,
+            "notes": self.notes,
+        }
 
 
 def _fmt(tokens: float) -> str:
@@ -157,21 +166,31 @@ def plan_mixture(config: MixConfig, available: dict[str, int]) -> MixPlan:
         weights = {d: n / total for d, n in available.items()} if total else {}
         rate = 1.0 if config.budget_tokens is None or not total else config.budget_tokens / total
         if rate > cap:
-            message = (f"the budget of {_fmt(config.budget_tokens)} tokens needs {rate:.2f} epochs of the "
-                       f"{_fmt(total)} tokens kept, more than max_epochs {cap:g}")
+            message = (
+                f"the budget of {_fmt(config.budget_tokens)} tokens needs {rate:.2f} epochs of the "
+                f"{_fmt(total)} tokens kept, more than max_epochs {cap:g}"
+            )
             if config.on_shortfall == "fail":
                 raise MixtureError(message + "; lower stages.mix.budget_tokens or raise max_epochs")
             notes.append(message + f"; every domain is repeated {cap:g} times instead")
             rate = cap
         rates = {d: rate for d in available}
-        return MixPlan(rates, {d: n * rate for d, n in available.items()}, available, weights,
-                       sum(n * rate for n in available.values()), notes)
+        return MixPlan(
+            rates,
+            {d: n * rate for d, n in available.items()},
+            available,
+            weights,
+            sum(n * rate for n in available.values()),
+            notes,
+        )
 
     unweighted = sorted(set(available) - set(config.weights))
     if unweighted:
         listing = ", ".join(f"{d} ({_fmt(available[d])} tokens)" for d in unweighted)
-        raise MixtureError(f"stages.mix.weights has no weight for domains present in the data: {listing}. "
-                           "Give each a weight (0 drops a domain).")
+        raise MixtureError(
+            f"stages.mix.weights has no weight for domains present in the data: {listing}. "
+            "Give each a weight (0 drops a domain)."
+        )
     wanted = {d: w for d, w in config.weights.items() if w > 0}
     missing = sorted(d for d in wanted if d not in available)
     if missing:
@@ -192,29 +211,38 @@ def plan_mixture(config: MixConfig, available: dict[str, int]) -> MixPlan:
     targets = {d: budget * w for d, w in weights.items()}
     short = {d: t / available[d] for d, t in targets.items() if t / available[d] > cap * (1 + 1e-12)}
     if short:
-        listing = "; ".join(f"{d} needs {r:.2f} epochs of its {_fmt(available[d])} tokens to supply "
-                            f"{_fmt(targets[d])}" for d, r in sorted(short.items()))
+        listing = "; ".join(
+            f"{d} needs {r:.2f} epochs of its {_fmt(available[d])} tokens to supply {_fmt(targets[d])}"
+            for d, r in sorted(short.items())
+        )
         if config.on_shortfall == "fail":
-            raise MixtureError(f"the mixture cannot be met within max_epochs {cap:g}: {listing}. "
-                               "Lower budget_tokens, change weights, raise max_epochs, or set on_shortfall.")
+            raise MixtureError(
+                f"the mixture cannot be met within max_epochs {cap:g}: {listing}. "
+                "Lower budget_tokens, change weights, raise max_epochs, or set on_shortfall."
+            )
         if config.on_shortfall == "keep_mixture":
             budget = min(available[d] * cap / w for d, w in weights.items())
             targets = {d: budget * w for d, w in weights.items()}
-            notes.append(f"short of data within max_epochs {cap:g}: {listing}. Kept the mixture: the budget was "
-                         f"reduced to {_fmt(budget)} tokens")
+            notes.append(
+                f"short of data within max_epochs {cap:g}: {listing}. Kept the mixture: the budget was "
+                f"reduced to {_fmt(budget)} tokens"
+            )
         else:
             targets = _fill_budget(budget, weights, available, cap)
-            notes.append(f"short of data within max_epochs {cap:g}: {listing}. Kept the budget: short domains are "
-                         f"repeated {cap:g} times and the others take their share by weight")
+            notes.append(
+                f"short of data within max_epochs {cap:g}: {listing}. Kept the budget: short domains are "
+                f"repeated {cap:g} times and the others take their share by weight"
+            )
             if sum(targets.values()) < budget * (1 - 1e-9):
-                notes.append(f"every domain is at max_epochs: {_fmt(sum(targets.values()))} tokens, "
-                             f"short of the {_fmt(budget)} asked for")
+                notes.append(
+                    f"every domain is at max_epochs: {_fmt(sum(targets.values()))} tokens, "
+                    f"short of the {_fmt(budget)} asked for"
+                )
     rates = {d: targets.get(d, 0.0) / n for d, n in available.items()}
     dropped = sorted(d for d in available if d not in targets)
     if dropped:
         notes.append(f"weight 0: {', '.join(dropped)} left out")
-    return MixPlan(rates, {d: targets.get(d, 0.0) for d in available}, available, weights,
-                   sum(targets.values()), notes)
+    return MixPlan(rates, {d: targets.get(d, 0.0) for d in available}, available, weights, sum(targets.values()), notes)
 
 
 def _fill_budget(budget: float, weights: dict[str, float], available: dict[str, int], cap: float) -> dict[str, float]:
@@ -223,8 +251,11 @@ def _fill_budget(budget: float, weights: dict[str, float], available: dict[str, 
     while True:
         open_weight = sum(w for d, w in weights.items() if d not in capped)
         remaining = budget - sum(capped.values())
-        newly = {d: available[d] * cap for d, w in weights.items()
-                 if d not in capped and remaining * w / open_weight > available[d] * cap}
+        newly = {
+            d: available[d] * cap
+            for d, w in weights.items()
+            if d not in capped and remaining * w / open_weight > available[d] * cap
+        }
         if not newly:
             return {**capped, **{d: remaining * w / open_weight for d, w in weights.items() if d not in capped}}
         capped.update(newly)
@@ -257,6 +288,7 @@ def effective_rate(rate: float, available: int, histogram: np.ndarray) -> float:
 
 
 # --- copies and positions ----------------------------------------------------------------
+
 
 def copy_counts(u: np.ndarray, rates: np.ndarray) -> np.ndarray:
     """Copies of each document: the number of c >= 0 with u + c < rate."""

@@ -40,16 +40,20 @@ class PackConfig(BaseModel):
     """Target tokens per output shard. Each pack worker holds about 10 bytes per token of
     one shard in memory."""
 
-    def check_pad_id(self, tokenizer: "spm.SentencePieceProcessor", tokenizer_uri: str) -> int:
+    def check_pad_id(self, tokenizer: spm.SentencePieceProcessor, tokenizer_uri: str) -> int:
         """The padding id for this tokenizer, or a ``ValueError`` naming the key to set."""
         if self.pad_id is not None:
             if self.pad_id >= tokenizer.GetPieceSize():
-                raise ValueError(f"stages.pack.pad_id: {self.pad_id} is not an id of the tokenizer "
-                                 f"({tokenizer.GetPieceSize()} pieces)")
+                raise ValueError(
+                    f"stages.pack.pad_id: {self.pad_id} is not an id of the tokenizer "
+                    f"({tokenizer.GetPieceSize()} pieces)"
+                )
             return self.pad_id
         if self.mode == "bestfit" and tokenizer.pad_id() < 0:
-            raise ValueError(f"stages.pack.pad_id: the tokenizer '{tokenizer_uri}' has no pad piece; set "
-                             f"pad_id for bestfit packing (for example to its EOS id, {tokenizer.eos_id()})")
+            raise ValueError(
+                f"stages.pack.pad_id: the tokenizer '{tokenizer_uri}' has no pad piece; set "
+                f"pad_id for bestfit packing (for example to its EOS id, {tokenizer.eos_id()})"
+            )
         return max(tokenizer.pad_id(), 0)
 
 
@@ -85,8 +89,8 @@ def bestfit_bins(lengths: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndar
     piece_doc: list[int] = []
     piece_start: list[int] = []
     piece_len: list[int] = []
-    room_values: list[int] = []          # sorted distinct room left among open sequences
-    by_room: dict[int, list[int]] = {}   # room -> heap of open sequences with that room
+    room_values: list[int] = []  # sorted distinct room left among open sequences
+    by_room: dict[int, list[int]] = {}  # room -> heap of open sequences with that room
     sequences = 0
     for doc, length in enumerate(lengths.tolist()):
         start = 0
@@ -117,8 +121,12 @@ def bestfit_bins(lengths: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndar
             heapq.heappush(by_room[left], seq)
     seq_arr = np.asarray(piece_seq, dtype=np.int64)
     order = np.argsort(seq_arr, kind="stable")
-    return (seq_arr[order], np.asarray(piece_doc, dtype=np.int64)[order],
-            np.asarray(piece_start, dtype=np.int64)[order], np.asarray(piece_len, dtype=np.int64)[order])
+    return (
+        seq_arr[order],
+        np.asarray(piece_doc, dtype=np.int64)[order],
+        np.asarray(piece_start, dtype=np.int64)[order],
+        np.asarray(piece_len, dtype=np.int64)[order],
+    )
 
 
 def pack_bestfit(documents: list[np.ndarray], seq_len: int, pad_id: int, dtype: np.dtype) -> Packed:
@@ -132,7 +140,7 @@ def pack_bestfit(documents: list[np.ndarray], seq_len: int, pad_id: int, dtype: 
     pad_cache: dict[int, np.ndarray] = {}
     last = len(seqs) - 1
     for i, (seq, doc, start, size) in enumerate(zip(seqs.tolist(), docs.tolist(), starts.tolist(), sizes.tolist())):
-        parts.append(documents[doc][start:start + size])
+        parts.append(documents[doc][start : start + size])
         unit_lengths.append(size)
         if i == last or seqs[i + 1] != seq:
             pad = int(pads[seq])
@@ -142,5 +150,9 @@ def pack_bestfit(documents: list[np.ndarray], seq_len: int, pad_id: int, dtype: 
                 parts.append(pad_cache[pad])
                 unit_lengths.append(pad)
     tokens = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
-    return Packed(tokens, np.full(num_sequences, seq_len, dtype=np.int64),
-                  np.cumsum(unit_lengths, dtype=np.int64), int(pads.sum()))
+    return Packed(
+        tokens,
+        np.full(num_sequences, seq_len, dtype=np.int64),
+        np.cumsum(unit_lengths, dtype=np.int64),
+        int(pads.sum()),
+    )

@@ -32,10 +32,10 @@ from pipeline.core.markers import PackMarker
 from pipeline.core.progress import Progress
 from pipeline.phases.mix.phase import domain_rates
 from pipeline.phases.mix.plan import expand_copies, pile_of
+from pipeline.phases.pack.packing import pack_bestfit, pack_concat
 from pipeline.phases.publish import open_snapshot
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 from pipeline.phases.tokenize.phase import storage_dtype
-from pipeline.phases.pack.packing import pack_bestfit, pack_concat
 from pipeline.phases.tokenize.tokenizer import Tokenize
 
 PACK_FORMAT = 2
@@ -45,8 +45,13 @@ EDGE = 1e-9
 
 
 def pack_config_hash(spec: JobSpec, plan_hash: str, boundaries: list[float], tokenizer_info: dict[str, Any]) -> str:
-    payload = {"format": PACK_FORMAT, "plan": plan_hash, "boundaries": boundaries,
-               "pack": spec.stages.pack.model_dump(mode="json"), "tokenizer_file": tokenizer_info}
+    payload = {
+        "format": PACK_FORMAT,
+        "plan": plan_hash,
+        "boundaries": boundaries,
+        "pack": spec.stages.pack.model_dump(mode="json"),
+        "tokenizer_file": tokenizer_info,
+    }
     return short_hash(payload)
 
 
@@ -151,8 +156,9 @@ class ShardPacker(ShardWorker):
             documents.extend(self._compact(table.column(TOKENS), doc))
             del table
         if positions:
-            order = np.lexsort((np.concatenate(copies), np.concatenate(rows), np.concatenate(ordinals),
-                                np.concatenate(positions)))
+            order = np.lexsort(
+                (np.concatenate(copies), np.concatenate(rows), np.concatenate(ordinals), np.concatenate(positions))
+            )
         else:
             order = np.zeros(0, dtype=np.int64)
         ordered = [documents[i] for i in order.tolist()]
@@ -169,13 +175,20 @@ class ShardPacker(ShardWorker):
         files = {}
         for role, relative in formats.shard_files(self.config.format, stem).items():
             data = encoded.pop(role)
-            storage.write_bytes_retrying(storage.join(self.spec.output.uri, relative), data, self.options,
-                                         self.spec.output.upload)
+            storage.write_bytes_retrying(
+                storage.join(self.spec.output.uri, relative), data, self.options, self.spec.output.upload
+            )
             files[role] = {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         stats = PackMarker(
-            index=index, config_hash=config_hash, files=files, tokens=int(len(packed.tokens)),
-            sequences=int(len(packed.sequence_lengths)), padding_tokens=packed.padding_tokens,
-            documents=int(len(order)), domain_tokens=domain_tokens, bytes_read=int(bytes_read),
+            index=index,
+            config_hash=config_hash,
+            files=files,
+            tokens=int(len(packed.tokens)),
+            sequences=int(len(packed.sequence_lengths)),
+            padding_tokens=packed.padding_tokens,
+            documents=int(len(order)),
+            domain_tokens=domain_tokens,
+            bytes_read=int(bytes_read),
             seconds=round(time.perf_counter() - started, 3),
         )
         storage.write_json(self.layout.pack_marker(snapshot, index), stats.to_json(), self.options)
@@ -187,12 +200,13 @@ class ShardPacker(ShardWorker):
         views = []
         base = 0
         for chunk in column.chunks:
-            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
             data = np.frombuffer(chunk.buffers()[2], dtype=self.storage_dtype) if len(chunk) else None
             lo, hi = np.searchsorted(picked, [base, base + len(chunk)])
             for row in (picked[lo:hi] - base).tolist():
-                views.append(data[offsets[row] // self.storage_dtype.itemsize:
-                                  offsets[row + 1] // self.storage_dtype.itemsize])
+                views.append(
+                    data[offsets[row] // self.storage_dtype.itemsize : offsets[row + 1] // self.storage_dtype.itemsize]
+                )
             base += len(chunk)
         if not views:
             return []
@@ -201,8 +215,7 @@ class ShardPacker(ShardWorker):
         return np.split(flat, ends[:-1])
 
 
-def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress,
-             max_workers: int) -> tuple[str, list[PackMarker]]:
+def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress, max_workers: int) -> tuple[str, list[PackMarker]]:
     """Packs every output shard of the plan; returns the snapshot and each shard's stats."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
@@ -217,13 +230,18 @@ def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress,
         if stats is not None:
             finished[index] = stats
         else:
-            items.append({"key": f"shard-{index:05d}", "index": index, "config_hash": config_hash,
-                          "plan_hash": plan["hash"], "snapshot": snapshot})
+            items.append(
+                {
+                    "key": f"shard-{index:05d}",
+                    "index": index,
+                    "config_hash": config_hash,
+                    "plan_hash": plan["hash"],
+                    "snapshot": snapshot,
+                }
+            )
     progress.start("pack", total=num_shards, unit="output shards", skipped=len(finished))
     progress.log(f"pack: snapshot {snapshot}")
     for stats in run_shard_tasks(ShardPacker, spec, items, max_workers):
         finished[stats.index] = stats
         progress.advance(1, docs=stats.documents)
     return snapshot, [finished[i] for i in range(num_shards)]
-
-

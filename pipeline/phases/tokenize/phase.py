@@ -33,14 +33,16 @@ from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 from pipeline.phases.tokenize.tokenizer import Tokenize
 
 TOKENIZED_FORMAT = 3
-TOKENIZED_SCHEMA = pa.schema([
-    pa.field(cols.ROW, pa.int64(), nullable=False),
-    pa.field(DOMAIN, pa.string(), nullable=False),
-    pa.field(SHUFFLE_KEY, pa.float64(), nullable=False),
-    pa.field(NUM_TOKENS, pa.int64(), nullable=False),
-    pa.field(cols.TEXT_BYTES, pa.int64(), nullable=False),
-    pa.field(TOKENS, pa.large_binary(), nullable=False),
-])
+TOKENIZED_SCHEMA = pa.schema(
+    [
+        pa.field(cols.ROW, pa.int64(), nullable=False),
+        pa.field(DOMAIN, pa.string(), nullable=False),
+        pa.field(SHUFFLE_KEY, pa.float64(), nullable=False),
+        pa.field(NUM_TOKENS, pa.int64(), nullable=False),
+        pa.field(cols.TEXT_BYTES, pa.int64(), nullable=False),
+        pa.field(TOKENS, pa.large_binary(), nullable=False),
+    ]
+)
 # Tokens per 1/HISTOGRAM_BINS of the shuffle key, per domain: lets the mix phase choose
 # how many documents to take so that a domain's realized tokens meet its target.
 HISTOGRAM_BINS = 1024
@@ -54,11 +56,17 @@ def storage_dtype(vocab_size: int) -> np.dtype:
 
 
 def tokenize_config_hash(spec: JobSpec, annotate_hash: str, removals_version: str, tokenizer_info: dict) -> str:
-    payload = {"format": TOKENIZED_FORMAT, "annotate": annotate_hash, "removals": removals_version,
-               "seed": spec.seed, "tokenize": spec.stages.tokenize.model_dump(mode="json"),
-               "tokenizer_file": tokenizer_info, "domains": spec.stages.mix.domain_config(),
-               "input": spec.input.model_dump(mode="json", include={"domain_column", "url_column"}),
-               "write_rejects": spec.output.write_rejects}
+    payload = {
+        "format": TOKENIZED_FORMAT,
+        "annotate": annotate_hash,
+        "removals": removals_version,
+        "seed": spec.seed,
+        "tokenize": spec.stages.tokenize.model_dump(mode="json"),
+        "tokenizer_file": tokenizer_info,
+        "domains": spec.stages.mix.domain_config(),
+        "input": spec.input.model_dump(mode="json", include={"domain_column", "url_column"}),
+        "write_rejects": spec.output.write_rejects,
+    }
     return short_hash(payload)
 
 
@@ -99,16 +107,18 @@ class ShardTokenizer(ShardWorker):
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
             rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, cols.REJECTS_SCHEMA)
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=self.spec.input.batch_rows,
-                                                              columns=cols.BASE_SCHEMA.names):
+            for batch in pq.ParquetFile(source).iter_batches(
+                batch_size=self.spec.input.batch_rows, columns=cols.BASE_SCHEMA.names
+            ):
                 docs = pa.Table.from_batches([batch])
                 annotated_docs += docs.num_rows
                 is_removed = pc.is_in(docs.column(cols.ROW), value_set=removed_rows)
                 dropped = docs.filter(is_removed)
                 if dropped.num_rows:
                     labels = removals.take(pc.index_in(dropped.column(cols.ROW), value_set=removed_rows))
-                    for stage, reason in zip(labels.column(cols.REJECT_STAGE).to_pylist(),
-                                             labels.column(cols.REJECT_REASON).to_pylist()):
+                    for stage, reason in zip(
+                        labels.column(cols.REJECT_STAGE).to_pylist(), labels.column(cols.REJECT_REASON).to_pylist()
+                    ):
                         per_stage = removed.setdefault(stage, {})
                         per_stage[reason] = per_stage.get(reason, 0) + 1
                     if self.spec.output.write_rejects:
@@ -123,10 +133,15 @@ class ShardTokenizer(ShardWorker):
         table = table.sort_by([(DOMAIN, "ascending"), (SHUFFLE_KEY, "ascending"), (cols.ROW, "ascending")])
         domains = self._write(key, table)
         stats = TokenizeMarker(
-            shard_key=key, uri=uri, config_hash=config_hash, annotated_docs=annotated_docs,
-            removed=removed, tokenized_docs=table.num_rows,
+            shard_key=key,
+            uri=uri,
+            config_hash=config_hash,
+            annotated_docs=annotated_docs,
+            removed=removed,
+            tokenized_docs=table.num_rows,
             tokenized_bytes=sum(d["bytes"] for d in domains.values()),
-            tokens=int(pc.sum(table.column(NUM_TOKENS)).as_py() or 0), domains=domains,
+            tokens=int(pc.sum(table.column(NUM_TOKENS)).as_py() or 0),
+            domains=domains,
             seconds=round(time.perf_counter() - started, 3),
         )
         storage.write_json(self.layout.tokenize_marker(key), stats.to_json(), options)
@@ -134,21 +149,34 @@ class ShardTokenizer(ShardWorker):
 
     def _tokenize(self, kept: pa.Table, key: str, shard_path: str) -> pa.Table:
         urls = kept.column(cols.URL).combine_chunks()
-        domains = assign_domains(self.spec.stages.mix, urls, kept.column(cols.DOMAIN).combine_chunks(), shard_path,
-                                 kept.num_rows)
+        domains = assign_domains(
+            self.spec.stages.mix, urls, kept.column(cols.DOMAIN).combine_chunks(), shard_path, kept.num_rows
+        )
         rows = kept.column(cols.ROW).to_numpy()
         encoded = self.tokenizer.encode(kept.column(cols.TEXT).to_pylist())
         tokens, lengths = tokens_binary(encoded, self.dtype)
-        return pa.table({cols.ROW: rows, DOMAIN: domains, SHUFFLE_KEY: uniform_keys(self.spec.seed, key, rows),
-                         NUM_TOKENS: lengths, cols.TEXT_BYTES: kept.column(cols.TEXT_BYTES), TOKENS: tokens})
+        return pa.table(
+            {
+                cols.ROW: rows,
+                DOMAIN: domains,
+                SHUFFLE_KEY: uniform_keys(self.spec.seed, key, rows),
+                NUM_TOKENS: lengths,
+                cols.TEXT_BYTES: kept.column(cols.TEXT_BYTES),
+                TOKENS: tokens,
+            }
+        )
 
     def _write(self, key: str, table: pa.Table) -> dict[str, dict[str, int]]:
         """One domain per row group (at least), in (domain, shuffle key) order."""
         domains: dict[str, dict[str, int]] = {}
         options = self.spec.output.storage_options
         with storage.atomic_writer(self.layout.tokenized(key), options) as sink:
-            with pq.ParquetWriter(sink, TOKENIZED_SCHEMA, compression="none",
-                                  write_statistics=[c for c in TOKENIZED_SCHEMA.names if c != TOKENS]) as writer:
+            with pq.ParquetWriter(
+                sink,
+                TOKENIZED_SCHEMA,
+                compression="none",
+                write_statistics=[c for c in TOKENIZED_SCHEMA.names if c != TOKENS],
+            ) as writer:
                 if table.num_rows == 0:
                     writer.write_table(TOKENIZED_SCHEMA.empty_table())
                 names = table.column(DOMAIN).to_numpy(zero_copy_only=False)
@@ -159,21 +187,27 @@ class ShardTokenizer(ShardWorker):
                     part = table.slice(int(start), int(end - start))
                     token_bytes = int(pc.sum(pc.binary_length(part.column(TOKENS))).as_py())
                     rows_per_group = max(16, int(part.num_rows * ROW_GROUP_BYTES / max(token_bytes, 1)))
-                    writer.write_table(part.select(TOKENIZED_SCHEMA.names).cast(TOKENIZED_SCHEMA),
-                                       row_group_size=rows_per_group)
+                    writer.write_table(
+                        part.select(TOKENIZED_SCHEMA.names).cast(TOKENIZED_SCHEMA), row_group_size=rows_per_group
+                    )
                     bins = (part.column(SHUFFLE_KEY).to_numpy() * HISTOGRAM_BINS).astype(np.int64)
-                    histogram = np.bincount(bins, weights=part.column(NUM_TOKENS).to_numpy(),
-                                            minlength=HISTOGRAM_BINS)
+                    histogram = np.bincount(bins, weights=part.column(NUM_TOKENS).to_numpy(), minlength=HISTOGRAM_BINS)
                     domains[str(names[start])] = {
-                        "docs": part.num_rows, "tokens": int(pc.sum(part.column(NUM_TOKENS)).as_py()),
+                        "docs": part.num_rows,
+                        "tokens": int(pc.sum(part.column(NUM_TOKENS)).as_py()),
                         "bytes": int(pc.sum(part.column(cols.TEXT_BYTES)).as_py()),
                         "token_histogram": histogram.astype(np.int64).tolist(),
                     }
         return domains
 
 
-def run_tokenize(spec: JobSpec, annotate_stats: list[AnnotateMarker], removals_version: dict[str, str],
-                 progress: Progress, max_workers: int) -> list[TokenizeMarker]:
+def run_tokenize(
+    spec: JobSpec,
+    annotate_stats: list[AnnotateMarker],
+    removals_version: dict[str, str],
+    progress: Progress,
+    max_workers: int,
+) -> list[TokenizeMarker]:
     """Tokenize every non-quarantined shard without a current marker; return every shard's stats."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options

@@ -12,7 +12,6 @@ from pipeline.core.sentencepiece import load_sentencepiece
 from pipeline.stages.base import DocumentStage, Resources, StageOutput
 
 
-
 class TokenizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

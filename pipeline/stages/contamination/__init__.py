@@ -12,8 +12,17 @@ from pipeline.stages.contamination.report import contamination_report, render_ma
 from pipeline.stages.contamination.stage import CONTAMINATION, ContaminationCheck
 from pipeline.stages.registry import register
 
-__all__ = ["CONTAMINATION", "ContaminationCheck", "ContaminationConfig", "EvalSetConfig", "EvalSetError",
-           "build_index", "contamination_report", "prepare_index", "words"]
+__all__ = [
+    "CONTAMINATION",
+    "ContaminationCheck",
+    "ContaminationConfig",
+    "EvalSetConfig",
+    "EvalSetError",
+    "build_index",
+    "contamination_report",
+    "prepare_index",
+    "words",
+]
 
 
 @register

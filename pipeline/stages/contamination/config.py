@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.core import storage
 from pipeline.stages.base import ModelFiles, StageConfig
+
 # Fields whose text counts, for common eval set shapes.
 PRESETS: dict[str, list[str]] = {
     "gsm8k": ["question", "answer"],
@@ -36,7 +37,7 @@ class EvalSetConfig(BaseModel):
     storage_options: storage.StorageOptions = storage.StorageOptions()
 
     @model_validator(mode="after")
-    def _fields_known(self) -> "EvalSetConfig":
+    def _fields_known(self) -> EvalSetConfig:
         if not self.fields and not self.preset:
             raise ValueError(f"benchmark '{self.name}': name its text fields or a preset ({', '.join(PRESETS)})")
         return self
@@ -62,7 +63,7 @@ class ContaminationConfig(StageConfig):
     max_pieces: int = Field(10, ge=1)
 
     @model_validator(mode="after")
-    def _benchmarks_named(self) -> "ContaminationConfig":
+    def _benchmarks_named(self) -> ContaminationConfig:
         if self.enabled and not self.benchmarks:
             raise ValueError("stages.contamination.benchmarks: name at least one eval set")
         names = [b.name for b in self.benchmarks]

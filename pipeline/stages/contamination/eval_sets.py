@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from pipeline.core import storage
 from pipeline.stages.contamination.config import EvalSetConfig
+
 # Fields that name an item in the report, when the eval file has one.
 _ID_FIELDS = ("task_id", "id", "idx", "question_id")
 
@@ -53,8 +54,9 @@ def iter_eval_set(config: EvalSetConfig):
             if count == 0:
                 missing = [f for f in fields if f not in row]
                 if missing:
-                    raise EvalSetError(f"{label}: missing field(s) {', '.join(missing)}; it has "
-                                       f"{', '.join(map(str, row))}")
+                    raise EvalSetError(
+                        f"{label}: missing field(s) {', '.join(missing)}; it has {', '.join(map(str, row))}"
+                    )
             count += 1
             yield row
     except EvalSetError:

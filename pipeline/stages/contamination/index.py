@@ -43,12 +43,12 @@ def _whole_hash(unit_values: np.ndarray) -> np.uint64:
 @dataclass
 class ContaminationIndex:
     ngram: int
-    hashes: np.ndarray           # uint64, sorted: every item's n-grams, each once per item
-    items: np.ndarray            # int32, the item of each hash
-    short_hashes: np.ndarray     # uint64, sorted: one hash per item shorter than ngram words
-    short_items: np.ndarray      # int32
-    short_lengths: np.ndarray    # int32, that item's word count
-    item_ngrams: np.ndarray      # int32, distinct n-grams per item (1 for a short item)
+    hashes: np.ndarray  # uint64, sorted: every item's n-grams, each once per item
+    items: np.ndarray  # int32, the item of each hash
+    short_hashes: np.ndarray  # uint64, sorted: one hash per item shorter than ngram words
+    short_items: np.ndarray  # int32
+    short_lengths: np.ndarray  # int32, that item's word count
+    item_ngrams: np.ndarray  # int32, distinct n-grams per item (1 for a short item)
     item_names: list[str]
     item_benchmarks: np.ndarray  # int16, index into benchmarks
     benchmarks: list[str]
@@ -62,16 +62,22 @@ class ContaminationIndex:
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ContaminationIndex":
+    def from_bytes(cls, data: bytes) -> ContaminationIndex:
         arrays = np.load(io.BytesIO(data))
         meta = json.loads(arrays["meta"].tobytes())
-        return cls(ngram=meta["ngram"], item_names=meta["names"], benchmarks=meta["benchmarks"],
-                   **{k: arrays[k] for k in cls._ARRAYS})
+        return cls(
+            ngram=meta["ngram"],
+            item_names=meta["names"],
+            benchmarks=meta["benchmarks"],
+            **{k: arrays[k] for k in cls._ARRAYS},
+        )
 
     def summary(self) -> dict[str, Any]:
-        return {"benchmarks": {b: int(np.sum(self.item_benchmarks == i)) for i, b in enumerate(self.benchmarks)},
-                "ngrams": int(len(self.hashes) + len(self.short_hashes)),
-                "bytes": int(sum(getattr(self, k).nbytes for k in self._ARRAYS))}
+        return {
+            "benchmarks": {b: int(np.sum(self.item_benchmarks == i)) for i, b in enumerate(self.benchmarks)},
+            "ngrams": int(len(self.hashes) + len(self.short_hashes)),
+            "bytes": int(sum(getattr(self, k).nbytes for k in self._ARRAYS)),
+        }
 
 
 def bloom_bitmap(hashes: np.ndarray) -> tuple[int, np.ndarray]:
@@ -112,7 +118,7 @@ def build_index(config: ContaminationConfig, batch_items: int = 5_000) -> Contam
             names.append(item_name(row, number))
         for start in range(0, len(texts), batch_items):
             first_item = len(benchmark_of)
-            chunk = texts[start:start + batch_items]
+            chunk = texts[start : start + batch_items]
             benchmark_of += [b] * len(chunk)
             units = words(pa.array(chunk, pa.string()))
             unit_values = unit_hashes(units)
@@ -124,7 +130,7 @@ def build_index(config: ContaminationConfig, batch_items: int = 5_000) -> Contam
             offsets = units.offsets.to_numpy()
             lengths = np.diff(offsets)
             for d in np.flatnonzero((lengths > 0) & (lengths < n)):
-                short_hashes.append(_whole_hash(unit_values[offsets[d]:offsets[d + 1]]))
+                short_hashes.append(_whole_hash(unit_values[offsets[d] : offsets[d + 1]]))
                 short_items.append(first_item + d)
                 short_lengths.append(lengths[d])
                 counts[d] = 1
@@ -141,22 +147,31 @@ def build_index(config: ContaminationConfig, batch_items: int = 5_000) -> Contam
     short = np.array(short_hashes, np.uint64)
     short_order = np.argsort(short, kind="stable")
     return ContaminationIndex(
-        ngram=n, hashes=hashes, items=items, short_hashes=short[short_order],
+        ngram=n,
+        hashes=hashes,
+        items=items,
+        short_hashes=short[short_order],
         short_items=np.array(short_items, np.int32)[short_order],
         short_lengths=np.array(short_lengths, np.int32)[short_order],
-        item_ngrams=np.concatenate(item_ngrams) if item_ngrams else np.zeros(0, np.int32), item_names=names,
-        item_benchmarks=np.array(benchmark_of, np.int16), benchmarks=[b.name for b in config.benchmarks])
+        item_ngrams=np.concatenate(item_ngrams) if item_ngrams else np.zeros(0, np.int32),
+        item_names=names,
+        item_benchmarks=np.array(benchmark_of, np.int16),
+        benchmarks=[b.name for b in config.benchmarks],
+    )
 
 
 def index_key(config: ContaminationConfig) -> str:
     """Names the index by what it is built from: n, the eval sets and their files' state."""
-    payload = {"format": 1, "ngram": config.ngram,
-               "benchmarks": [b.model_dump(mode="json", exclude={"storage_options"}) for b in config.benchmarks],
-               "files": [storage.file_info(b.uri, b.storage_options) for b in config.benchmarks]}
+    payload = {
+        "format": 1,
+        "ngram": config.ngram,
+        "benchmarks": [b.model_dump(mode="json", exclude={"storage_options"}) for b in config.benchmarks],
+        "files": [storage.file_info(b.uri, b.storage_options) for b in config.benchmarks],
+    }
     return short_hash(payload)
 
 
-def prepare_index(spec: "JobSpec", progress: "Progress | None" = None) -> dict[str, Any] | None:
+def prepare_index(spec: JobSpec, progress: Progress | None = None) -> dict[str, Any] | None:
     """Builds the job's index once and writes it to the work directory (kept for re-runs
     with the same eval sets); returns its summary."""
     import time
@@ -176,6 +191,8 @@ def prepare_index(spec: "JobSpec", progress: "Progress | None" = None) -> dict[s
     summary = index.summary()
     if progress is not None:
         items = sum(summary["benchmarks"].values())
-        progress.log(f"contamination index: {items:,} eval items, {summary['ngrams']:,} n-grams, "
-                     f"{summary['bytes'] / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f} s")
+        progress.log(
+            f"contamination index: {items:,} eval items, {summary['ngrams']:,} n-grams, "
+            f"{summary['bytes'] / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f} s"
+        )
     return summary

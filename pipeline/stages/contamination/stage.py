@@ -32,14 +32,22 @@ from pipeline.core import columns as cols
 from pipeline.core import storage
 from pipeline.core.ngrams import ngram_hashes, unit_hash, unit_hashes
 from pipeline.stages.base import DocumentStage, StageOutput
-from pipeline.stages.contamination.index import ContaminationIndex, bloom_bitmap, distinct_pairs, build_index, index_key, words
+from pipeline.stages.contamination.index import (
+    ContaminationIndex,
+    bloom_bitmap,
+    build_index,
+    distinct_pairs,
+    index_key,
+    words,
+)
 
 if TYPE_CHECKING:
     from pipeline.config import JobSpec
 
 CONTAMINATION = "contamination"
-CONTAMINATION_TYPE = pa.list_(pa.struct([("benchmark", pa.string()), ("item", pa.string()),
-                                         ("ngrams", pa.int32()), ("fraction", pa.float32())]))
+CONTAMINATION_TYPE = pa.list_(
+    pa.struct([("benchmark", pa.string()), ("item", pa.string()), ("ngrams", pa.int32()), ("fraction", pa.float32())])
+)
 
 
 class ContaminationCheck(DocumentStage):
@@ -50,11 +58,13 @@ class ContaminationCheck(DocumentStage):
     index_uri: str | None = None
     index_options: storage.StorageOptions = storage.StorageOptions()
 
-    def bind_job(self, spec: "JobSpec") -> None:
+    def bind_job(self, spec: JobSpec) -> None:
         """Load the job's index, which the runner builds once (``prepare_index``)."""
         from pipeline.core.layout import OutputLayout
 
-        self.index_uri = OutputLayout(spec.output.uri).stage_work("contamination", f"index-{index_key(self.config)}.npz")
+        self.index_uri = OutputLayout(spec.output.uri).stage_work(
+            "contamination", f"index-{index_key(self.config)}.npz"
+        )
         self.index_options = spec.output.storage_options
 
     def setup(self) -> None:
@@ -81,8 +91,10 @@ class ContaminationCheck(DocumentStage):
         index = self.index
         for row, found in enumerate(overlaps):
             for benchmark in sorted({index.benchmarks[index.item_benchmarks[item]] for item, _, _ in found}):
-                entry = self.stats.setdefault(benchmark, {"documents": 0, "items": set(), "examples": [],
-                                                          "annotated": 0, "excised": 0, "dropped": 0})
+                entry = self.stats.setdefault(
+                    benchmark,
+                    {"documents": 0, "items": set(), "examples": [], "annotated": 0, "excised": 0, "dropped": 0},
+                )
                 entry["documents"] += 1
                 entry[outcome[row]] += 1
                 if len(entry["examples"]) < 5:
@@ -143,9 +155,18 @@ class ContaminationCheck(DocumentStage):
         column = docs.column(cols.TEXT)
         overlaps = self.overlaps(self.matches(column))
         index = self.index
-        annotations = [[{"benchmark": index.benchmarks[index.item_benchmarks[item]], "item": index.item_names[item],
-                         "ngrams": count, "fraction": round(fraction, 4)} for item, count, fraction in found]
-                       for found in overlaps]
+        annotations = [
+            [
+                {
+                    "benchmark": index.benchmarks[index.item_benchmarks[item]],
+                    "item": index.item_names[item],
+                    "ngrams": count,
+                    "fraction": round(fraction, 4),
+                }
+                for item, count, fraction in found
+            ]
+            for found in overlaps
+        ]
         table = docs.append_column(CONTAMINATION, pa.array(annotations, CONTAMINATION_TYPE))
         action = self.config.action
         if action == "annotate" or not any(overlaps):
@@ -173,11 +194,15 @@ class ContaminationCheck(DocumentStage):
         self._record(docs, overlaps, ["excised" if row in excised else "dropped" for row in range(docs.num_rows)])
         if excised:
             mask = pa.array([row in excised for row in range(docs.num_rows)])
-            text_array = pc.replace_with_mask(column.combine_chunks(), mask,
-                                              pa.array([excised[r] for r in sorted(excised)], column.type))
+            text_array = pc.replace_with_mask(
+                column.combine_chunks(), mask, pa.array([excised[r] for r in sorted(excised)], column.type)
+            )
             table = table.set_column(table.schema.get_field_index(cols.TEXT), cols.TEXT, text_array)
-            table = table.set_column(table.schema.get_field_index(cols.TEXT_BYTES), cols.TEXT_BYTES,
-                                     pc.binary_length(text_array).cast(pa.int64()))
+            table = table.set_column(
+                table.schema.get_field_index(cols.TEXT_BYTES),
+                cols.TEXT_BYTES,
+                pc.binary_length(text_array).cast(pa.int64()),
+            )
         return StageOutput(table, pa.array(reasons, pa.string()) if any(reasons) else None)
 
     def excise(self, text: str, items: set[int]) -> list[str]:
@@ -185,8 +210,7 @@ class ContaminationCheck(DocumentStage):
         ``items``, widened by ``margin_chars`` on each side; pieces of only whitespace go."""
         import regex
 
-        spans = [(m.start(), m.end(), m.group().lower())
-                 for m in regex.finditer(r"[\p{L}\p{N}\p{M}]+", text)]
+        spans = [(m.start(), m.end(), m.group().lower()) for m in regex.finditer(r"[\p{L}\p{N}\p{M}]+", text)]
         if not spans:
             return [text] if text.strip() else []
         unit_values = np.array([unit_hash(w) for _, _, w in spans], np.uint64)

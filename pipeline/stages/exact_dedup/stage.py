@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
 from pipeline.core.annotated import NODE
-from pipeline.stages.exact_dedup.normalize import normalize_for_dedup
 from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, StageOutput
 from pipeline.stages.exact_dedup.config import ExactDedupConfig
+from pipeline.stages.exact_dedup.normalize import normalize_for_dedup
 
 EXACT_HASH = "exact_hash"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from pipeline.core import columns as cols
 from pipeline.core import storage
 from pipeline.core.columns import LANG, LANG_SCORE
@@ -46,8 +47,10 @@ class LanguageId(DocumentStage):
 
     def predict(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
         labels, scores = self.model.predict(texts, k=1)
-        return ([label[0][len(_LABEL_PREFIX):] for label in labels],
-                np.fromiter((s[0] for s in scores), np.float32, len(scores)))
+        return (
+            [label[0][len(_LABEL_PREFIX) :] for label in labels],
+            np.fromiter((s[0] for s in scores), np.float32, len(scores)),
+        )
 
     def process(self, docs: pa.Table) -> StageOutput:
         c = self.config

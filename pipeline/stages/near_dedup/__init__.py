@@ -22,8 +22,13 @@ class NearDedup(Capability):
     def report_section(cls, config: NearDedupConfig, run: RunRecord) -> ReportSection:
         bands, rows = config.banding()
         curve = config.s_curve()
-        settings = {"threshold": config.threshold, "num_perm": config.num_perm, "bands": bands, "rows": rows,
-                    "candidate_probability": curve}
+        settings = {
+            "threshold": config.threshold,
+            "num_perm": config.num_perm,
+            "bands": bands,
+            "rows": rows,
+            "candidate_probability": curve,
+        }
         lines = [
             "## Near-duplicate LSH",
             "",

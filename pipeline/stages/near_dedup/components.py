@@ -58,11 +58,14 @@ def _large_star(block: pa.Table) -> pa.Table:
     centre = np.minimum.reduceat(dst, starts) > src[starts]
     leaf = (sizes == 1) & ~centre
     unsettled = src[starts][~(centre | leaf)]
-    return pa.table({
-        SRC: pa.array(np.r_[dst[keep], unsettled], pa.int64()),
-        DST: pa.array(np.r_[low[keep], unsettled], pa.int64()),
-        _UNSETTLED: pa.array(np.r_[np.zeros(keep.sum(), np.int64), np.ones(len(unsettled), np.int64)]),
-    }, schema=_FLAGGED_SCHEMA)
+    return pa.table(
+        {
+            SRC: pa.array(np.r_[dst[keep], unsettled], pa.int64()),
+            DST: pa.array(np.r_[low[keep], unsettled], pa.int64()),
+            _UNSETTLED: pa.array(np.r_[np.zeros(keep.sum(), np.int64), np.ones(len(unsettled), np.int64)]),
+        },
+        schema=_FLAGGED_SCHEMA,
+    )
 
 
 def _small_star(block: pa.Table) -> pa.Table:
@@ -89,11 +92,11 @@ def _larger_first(block: pa.Table) -> pa.Table:
     return _edges(np.maximum(src, dst)[keep], np.minimum(src, dst)[keep])
 
 
-def _by_source(edges: "ray.data.Dataset", fn) -> "ray.data.Dataset":
+def _by_source(edges: ray.data.Dataset, fn) -> ray.data.Dataset:
     return edges.sort(SRC).map_batches(fn, batch_size=None, batch_format="pyarrow")
 
 
-def connected_components(edges: "ray.data.Dataset") -> "ray.data.Dataset":
+def connected_components(edges: ray.data.Dataset) -> ray.data.Dataset:
     """(node, component) for every node that is not the smallest of its component.
 
     ``edges`` has int64 columns ``src`` and ``dst``; direction and duplicates don't matter.

@@ -37,7 +37,7 @@ class NearDedupConfig(StageConfig):
     perplexity stage; documents without a perplexity rank last). Ties go to the first."""
 
     @model_validator(mode="after")
-    def _bands_and_rows(self) -> "NearDedupConfig":
+    def _bands_and_rows(self) -> NearDedupConfig:
         if (self.bands is None) != (self.rows is None):
             raise ValueError("set both bands and rows, or neither")
         if self.bands is not None and self.bands * self.rows > self.num_perm:

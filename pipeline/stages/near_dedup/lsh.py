@@ -44,15 +44,21 @@ class NearDuplicates(GlobalStage):
         """Each candidate edge gets both ends' signature or shingle set, then is kept only if
         similar enough."""
         signature = self.config.verify == "signature"
-        column = pa.schema([(MINHASH, pa.list_(pa.uint32(), self.config.num_perm))] if signature
-                           else [(SHINGLES, pa.list_(pa.uint32()))])
+        column = pa.schema(
+            [(MINHASH, pa.list_(pa.uint32(), self.config.num_perm))]
+            if signature
+            else [(SHINGLES, pa.list_(pa.uint32()))]
+        )
         with_src = shards.attach(edges, SRC, EDGE_SCHEMA, column, ["src_set"])
         src_schema = pa.schema([*EDGE_SCHEMA, ("src_set", column[0].type)])
         with_both = shards.attach(with_src, DST, src_schema, column, ["dst_set"])
         return with_both.map_batches(
-            _similar_enough, fn_kwargs={"threshold": self.config.threshold, "signature": signature},
+            _similar_enough,
+            fn_kwargs={"threshold": self.config.threshold, "signature": signature},
             batch_format="pyarrow",
         )
+
+
 # survivor -> (column ranked, best first when sorted ascending by this key)
 _SURVIVOR_RANKING = {
     "longest": (UNIT_COUNT, pa.int32(), lambda values: -values.astype(np.float64)),
@@ -66,14 +72,22 @@ def _ranked_survivors(components, shards: AnnotatedShards, survivor: str):
     members = components.map_batches(_members_with_root, batch_format="pyarrow")
     with_value = shards.attach(members, SRC, EDGE_SCHEMA, pa.schema([(column, value_type)]))
     return with_value.sort(DST).map_batches(
-        _point_at_best, fn_kwargs={"first_new": shards.first_new_node, "survivor": survivor},
-        batch_size=None, batch_format="pyarrow")
+        _point_at_best,
+        fn_kwargs={"first_new": shards.first_new_node, "survivor": survivor},
+        batch_size=None,
+        batch_format="pyarrow",
+    )
 
 
 def _members_with_root(block: pa.Table) -> pa.Table:
     roots = np.unique(block.column(DST).to_numpy())
-    return pa.table({SRC: pa.array(np.r_[block.column(SRC).to_numpy(), roots]),
-                     DST: pa.array(np.r_[block.column(DST).to_numpy(), roots])}, schema=EDGE_SCHEMA)
+    return pa.table(
+        {
+            SRC: pa.array(np.r_[block.column(SRC).to_numpy(), roots]),
+            DST: pa.array(np.r_[block.column(DST).to_numpy(), roots]),
+        },
+        schema=EDGE_SCHEMA,
+    )
 
 
 def _point_at_best(block: pa.Table, first_new: int, survivor: str) -> pa.Table:
@@ -98,7 +112,9 @@ def _similar_enough(block: pa.Table, threshold: float, signature: bool) -> pa.Ta
         return EDGE_SCHEMA.empty_table()
     if signature:
         width = a.type.list_size
-        agreement = np.mean(a.flatten().to_numpy().reshape(-1, width) == b.flatten().to_numpy().reshape(-1, width), axis=1)
+        agreement = np.mean(
+            a.flatten().to_numpy().reshape(-1, width) == b.flatten().to_numpy().reshape(-1, width), axis=1
+        )
         keep = agreement >= threshold
     else:
         a_offsets, a_flat = a.offsets.to_numpy(), a.flatten().to_numpy()
@@ -135,9 +151,14 @@ def _star_edges(block: pa.Table) -> pa.Table:
 def _removals(block: pa.Table, shard_keys: list[str]) -> pa.Table:
     shards, rows = shards_and_rows(block.column(SRC).to_numpy(), shard_keys)
     n = block.num_rows
-    return pa.table({
-        cols.SHARD: shards, cols.ROW: rows, cols.ID: pa.nulls(n, pa.string()),
-        cols.REJECT_STAGE: pa.array(["near_dedup"] * n, pa.string()),
-        cols.REJECT_REASON: pa.array(["near_duplicate"] * n, pa.string()),
-        cols.DUPLICATE_OF: block.column(cols.ID),
-    }, schema=REMOVAL_SCHEMA)
+    return pa.table(
+        {
+            cols.SHARD: shards,
+            cols.ROW: rows,
+            cols.ID: pa.nulls(n, pa.string()),
+            cols.REJECT_STAGE: pa.array(["near_dedup"] * n, pa.string()),
+            cols.REJECT_REASON: pa.array(["near_duplicate"] * n, pa.string()),
+            cols.DUPLICATE_OF: block.column(cols.ID),
+        },
+        schema=REMOVAL_SCHEMA,
+    )

@@ -10,8 +10,8 @@ numpy operations, and the permutations and minimum run as uint32 matrix operatio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -77,8 +77,10 @@ def shingle_hashes(units: pa.ListArray, shingling: Shingling) -> tuple[np.ndarra
     short = np.flatnonzero((counts > 0) & (counts < n))
     if len(short):
         with np.errstate(over="ignore"):
-            short_values = [np.sum(hashes[offsets[d] : offsets[d] + counts[d]] * MULTIPLIERS[: counts[d]], dtype=np.uint64)
-                            for d in short]
+            short_values = [
+                np.sum(hashes[offsets[d] : offsets[d] + counts[d]] * MULTIPLIERS[: counts[d]], dtype=np.uint64)
+                for d in short
+            ]
         docs.append(short)
         values.append(np.array(short_values, dtype=np.uint64))
     all_docs = np.concatenate(docs)

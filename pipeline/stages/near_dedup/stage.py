@@ -58,12 +58,18 @@ class MinHashSignatures(DocumentStage):
         no_shingles = pa.array(counts == 0)
         bands, rows = c.banding()
         keys = band_keys(values, bands, rows)
-        docs = docs.append_column(LSH_BANDS, pa.ListArray.from_arrays(
-            pa.array(np.arange(len(counts) + 1, dtype=np.int32) * bands), pa.array(keys.ravel()), mask=no_shingles))
+        docs = docs.append_column(
+            LSH_BANDS,
+            pa.ListArray.from_arrays(
+                pa.array(np.arange(len(counts) + 1, dtype=np.int32) * bands), pa.array(keys.ravel()), mask=no_shingles
+            ),
+        )
         docs = docs.append_column(UNIT_COUNT, pa.array(pc.list_value_length(units).fill_null(0), pa.int32()))
         if c.verify == "signature":
-            docs = docs.append_column(MINHASH, pa.FixedSizeListArray.from_arrays(
-                pa.array(values.ravel(), pa.uint32()), c.num_perm, mask=no_shingles))
+            docs = docs.append_column(
+                MINHASH,
+                pa.FixedSizeListArray.from_arrays(pa.array(values.ravel(), pa.uint32()), c.num_perm, mask=no_shingles),
+            )
         if c.verify == "shingles":
             docs = docs.append_column(SHINGLES, _distinct_per_document(hashes, counts))
         return StageOutput(docs)
@@ -90,5 +96,3 @@ def _distinct_per_document(hashes: np.ndarray, counts: np.ndarray) -> pa.ListArr
     keep = np.r_[True, (doc[1:] != doc[:-1]) | (hashes[1:] != hashes[:-1])] if len(doc) else np.zeros(0, bool)
     offsets = np.r_[0, np.cumsum(np.bincount(doc[keep], minlength=len(counts)))].astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(hashes[keep], pa.uint32()))
-
-

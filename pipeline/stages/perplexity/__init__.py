@@ -27,10 +27,15 @@ class PerplexityCapability(Capability):
         lines = []
         if buckets:
             low, high = buckets["percentiles"]
-            lines += ["## Perplexity buckets", "",
-                      f"Cut points per language at the {low:g}th and {high:g}th percentiles of perplexity "
-                      "(log-bucket sketch, 0.1% relative accuracy); "
-                      "cut points found by an earlier run on this output are kept.", "",
-                      "| language | head: below | tail: from |", "|---|---:|---:|"]
+            lines += [
+                "## Perplexity buckets",
+                "",
+                f"Cut points per language at the {low:g}th and {high:g}th percentiles of perplexity "
+                "(log-bucket sketch, 0.1% relative accuracy); "
+                "cut points found by an earlier run on this output are kept.",
+                "",
+                "| language | head: below | tail: from |",
+                "|---|---:|---:|",
+            ]
             lines += [f"| {lang} | {a:,.1f} | {b:,.1f} |" for lang, (a, b) in buckets["cutoffs"].items()]
         return ReportSection("perplexity_buckets", buckets, lines)

@@ -35,13 +35,17 @@ class PerplexityBuckets(GlobalStage):
         documents = shards.read([cols.SHARD, cols.ROW, cols.ID, LANG, PERPLEXITY])
         gamma = log_bucket_base(self.config.relative_accuracy)
         counts = documents.map_batches(
-            bucket_counts, fn_kwargs={"gamma": gamma, "first_new": shards.first_new_node, "skip": list(known)},
-            batch_size=None, batch_format="pyarrow").take_all()
+            bucket_counts,
+            fn_kwargs={"gamma": gamma, "first_new": shards.first_new_node, "skip": list(known)},
+            batch_size=None,
+            batch_format="pyarrow",
+        ).take_all()
         cutoffs = dict(known) | percentile_cutoffs(counts, gamma, self.config.bucket_percentiles)
         self.state = {"cutoffs": cutoffs, "percentiles": list(self.config.bucket_percentiles)}
         dropped = [b for b in ("head", "middle", "tail") if b not in self.config.keep_buckets]
-        return documents.map_batches(_bucket_removals, fn_kwargs={"cutoffs": cutoffs, "dropped": dropped},
-                                     batch_format="pyarrow")
+        return documents.map_batches(
+            _bucket_removals, fn_kwargs={"cutoffs": cutoffs, "dropped": dropped}, batch_format="pyarrow"
+        )
 
 
 def log_bucket_base(relative_accuracy: float) -> float:
@@ -74,7 +78,7 @@ def percentile_cutoffs(rows: list[dict], gamma: float, percentiles: tuple[float,
         cumulative = np.cumsum([per_bucket[b] for b in buckets])
         ranks = [p / 100 * (cumulative[-1] - 1) for p in percentiles]
         at = np.searchsorted(cumulative, np.array(ranks), side="right")
-        cutoffs[lang] = [float(2 * gamma ** b / (gamma + 1)) for b in buckets[at]]
+        cutoffs[lang] = [float(2 * gamma**b / (gamma + 1)) for b in buckets[at]]
     return cutoffs
 
 
@@ -90,9 +94,14 @@ def _bucket_removals(block: pa.Table, cutoffs: dict[str, list[float]], dropped: 
     remove = np.isin(bucket, dropped) if dropped else np.zeros(block.num_rows, bool)
     removed = block.filter(pa.array(remove))
     n = removed.num_rows
-    return pa.table({
-        cols.SHARD: removed.column(cols.SHARD), cols.ROW: removed.column(cols.ROW), cols.ID: removed.column(cols.ID),
-        cols.REJECT_STAGE: pa.array(["perplexity"] * n, pa.string()),
-        cols.REJECT_REASON: pa.array([f"perplexity_{b}" for b in bucket[remove]], pa.string()),
-        cols.DUPLICATE_OF: pa.nulls(n, pa.string()),
-    }, schema=REMOVAL_SCHEMA)
+    return pa.table(
+        {
+            cols.SHARD: removed.column(cols.SHARD),
+            cols.ROW: removed.column(cols.ROW),
+            cols.ID: removed.column(cols.ID),
+            cols.REJECT_STAGE: pa.array(["perplexity"] * n, pa.string()),
+            cols.REJECT_REASON: pa.array([f"perplexity_{b}" for b in bucket[remove]], pa.string()),
+            cols.DUPLICATE_OF: pa.nulls(n, pa.string()),
+        },
+        schema=REMOVAL_SCHEMA,
+    )

@@ -40,15 +40,18 @@ class PerplexityConfig(StageConfig):
     percentile's value."""
 
     @model_validator(mode="after")
-    def _percentiles_in_order(self) -> "PerplexityConfig":
+    def _percentiles_in_order(self) -> PerplexityConfig:
         low, high = self.bucket_percentiles
         if not 0 < low < high < 100:
             raise ValueError("bucket_percentiles must be two increasing percentiles between 0 and 100")
         return self
 
     def model_files(self, key: str) -> ModelFiles:
-        return {f"{key}.models.{lang}.{part}": (getattr(pair, part), self.storage_options)
-                for lang, pair in self.models.items() for part in ("lm", "sp")}
+        return {
+            f"{key}.models.{lang}.{part}": (getattr(pair, part), self.storage_options)
+            for lang, pair in self.models.items()
+            for part in ("lm", "sp")
+        }
 
     def missing_file_hint(self, path: str) -> str:
         return " (`refinery train-lm` makes both)"

@@ -94,5 +94,3 @@ def document_perplexity(text: pa.Array, lm, sp, per_line: bool) -> np.ndarray:
     length_sum = np.bincount(owner, weights=lengths, minlength=len(text))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(length_sum > 0, 10.0 ** (-log_sum / length_sum), np.nan)
-
-

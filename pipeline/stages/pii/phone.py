@@ -98,8 +98,17 @@ def _typed_in_country(country_code: int) -> re.Pattern:
         general = None if metadata is None else _desc_pattern(metadata.general_desc)
         if general is None:
             continue
-        descs = [metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip,
-                 metadata.personal_number, metadata.pager, metadata.uan, metadata.voicemail, metadata.fixed_line]
+        descs = [
+            metadata.premium_rate,
+            metadata.toll_free,
+            metadata.shared_cost,
+            metadata.voip,
+            metadata.personal_number,
+            metadata.pager,
+            metadata.uan,
+            metadata.voicemail,
+            metadata.fixed_line,
+        ]
         if not metadata.same_mobile_and_fixed_line_pattern:
             descs.append(metadata.mobile)
         types = [f"(?:{t})" for t in map(_desc_pattern, descs) if t is not None]
@@ -112,9 +121,12 @@ def _national_prefix_may_be_missing(national_number: str, metadata) -> bool:
     """phonenumbers' ``_is_national_prefix_present_if_required`` for a number read in the
     region's own country without its national prefix: whether that is allowed."""
     rule = pu._choose_formatting_pattern_for_number(metadata.number_format, national_number)
-    return (rule is None or not rule.national_prefix_formatting_rule
-            or rule.national_prefix_optional_when_formatting
-            or bool(pm._formatting_rule_has_first_group_only(rule.national_prefix_formatting_rule)))
+    return (
+        rule is None
+        or not rule.national_prefix_formatting_rule
+        or rule.national_prefix_optional_when_formatting
+        or bool(pm._formatting_rule_has_first_group_only(rule.national_prefix_formatting_rule))
+    )
 
 
 def _never_verifies(candidate: str, region: str) -> bool:
@@ -146,7 +158,7 @@ def _never_verifies(candidate: str, region: str) -> bool:
             if prefix_written or _national_prefix_may_be_missing(national, main):
                 return False
     if digits.startswith(code):
-        rest = strip(digits[len(code):], metadata)[1]
+        rest = strip(digits[len(code) :], metadata)[1]
         if typed(rest) or typed(strip(rest, metadata)[1]) or typed(strip(rest, main)[1]):
             return False
     return True
@@ -168,7 +180,8 @@ def _region_facts(region: str):
 def _may_parse(candidate: str) -> bool:
     """parse() raises at once, whatever the region, unless this holds."""
     return len(candidate) > _MAX_INPUT_STRING_LENGTH or _is_viable_phone_number(
-        _build_national_number_for_parsing(candidate))
+        _build_national_number_for_parsing(candidate)
+    )
 
 
 class _Recorder(pm.PhoneNumberMatcher):
@@ -195,13 +208,15 @@ class _Recorder(pm.PhoneNumberMatcher):
         end = offset + len(candidate)
         # All that phonenumbers looks at besides the candidate: the character before it, the
         # one after it, and the timestamp suffix check (":" and two digits) after it.
-        key = (candidate, self.text[offset - 1] if offset else None, self.text[end:end + 3], self.leniency)
+        key = (candidate, self.text[offset - 1] if offset else None, self.text[end : end + 3], self.leniency)
         plan = self.plans.get(key)
         if plan is None:
             self.attempts, self._max_tries = [], _UNLIMITED
             self._extract_match(candidate, offset)
-            plan = (tuple((group, at - offset, tries) for group, at, tries in self.attempts),
-                    _UNLIMITED - self._max_tries)
+            plan = (
+                tuple((group, at - offset, tries) for group, at, tries in self.attempts),
+                _UNLIMITED - self._max_tries,
+            )
             if len(self.plans) >= _VERIFIED_CAPACITY:
                 self.plans.clear()
             self.plans[key] = plan
@@ -296,8 +311,14 @@ class _MemoMatcher(pm.PhoneNumberMatcher):
         return None if numobj is None else pm.PhoneNumberMatch(offset, candidate, numobj)
 
 
-def _region_matches(text: str, region: str, leniency: int, visited: list[tuple[str, int, tuple]],
-                    recorder: _Recorder, max_tries: int = _MAX_TRIES) -> list[pm.PhoneNumberMatch]:
+def _region_matches(
+    text: str,
+    region: str,
+    leniency: int,
+    visited: list[tuple[str, int, tuple]],
+    recorder: _Recorder,
+    max_tries: int = _MAX_TRIES,
+) -> list[pm.PhoneNumberMatch]:
     """What ``PhoneNumberMatcher(text, region)`` finds. Every region's matcher visits the
     same candidates (``visited``) as long as its matches end where their candidates end.
     After an inner match, this region's own matcher walks on to the end of that line, where
@@ -373,8 +394,9 @@ class PhoneRecognizer(PresidioPhoneRecognizer):
             return []
         for region in self.supported_regions:
             for match in _region_matches(text, region, self.leniency, visited, recorder):
-                results.append(self._get_recognizer_result(match, text, self._region_of(match.raw_string, region),
-                                                           nlp_artifacts))
+                results.append(
+                    self._get_recognizer_result(match, text, self._region_of(match.raw_string, region), nlp_artifacts)
+                )
         return EntityRecognizer.remove_duplicates(results)
 
     def _region_of(self, number: str, matcher_region: str) -> str:

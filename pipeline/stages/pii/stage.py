@@ -55,7 +55,6 @@ def build_analyzer(nlp_model: str | None = None, tokenize: bool = True):
     """
     import spacy
     import tldextract.tldextract
-
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
     from presidio_analyzer.nlp_engine import NoOpNlpEngine, SpacyNlpEngine
@@ -82,15 +81,18 @@ def build_analyzer(nlp_model: str | None = None, tokenize: bool = True):
         # Same results as Presidio's phone recognizer, far fewer parses (pipeline/stages/pii/phone.py).
         stock = [r for r in analyzer.registry.recognizers if r.name == "PhoneRecognizer"]
         analyzer.registry.remove_recognizer("PhoneRecognizer")
-        analyzer.registry.add_recognizer(PhoneRecognizer(supported_regions=stock[0].supported_regions,
-                                                         leniency=stock[0].leniency))
+        analyzer.registry.add_recognizer(
+            PhoneRecognizer(supported_regions=stock[0].supported_regions, leniency=stock[0].leniency)
+        )
         return analyzer
     if nlp_model:
         try:
             nlp = spacy.load(nlp_model)
         except OSError as exc:
-            raise ValueError(f"stages.pii.nlp_model: cannot load spaCy pipeline '{nlp_model}' (install the "
-                             f"package or give a path; nothing is downloaded): {exc}") from None
+            raise ValueError(
+                f"stages.pii.nlp_model: cannot load spaCy pipeline '{nlp_model}' (install the "
+                f"package or give a path; nothing is downloaded): {exc}"
+            ) from None
     else:
         nlp = spacy.blank("en")
     engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": nlp_model or "blank:en"}])
@@ -168,8 +170,9 @@ class PiiScrub(DocumentStage):
     # --- finding ---------------------------------------------------------------------------
 
     def _analyze(self, text: str, entities: list[str] | None = None) -> list[Span]:
-        results = self.analyzer.analyze(text, language="en", entities=entities or self.config.entities,
-                                        score_threshold=self.config.score_threshold)
+        results = self.analyzer.analyze(
+            text, language="en", entities=entities or self.config.entities, score_threshold=self.config.score_threshold
+        )
         return [Span(r.start, r.end, r.entity_type, r.score) for r in results]
 
     def find(self, texts: list[str], prefiltered: bool = False, array: pa.Array | None = None) -> list[list[Span]]:
@@ -183,8 +186,9 @@ class PiiScrub(DocumentStage):
             for i, text in enumerate(texts):
                 try:
                     for start, piece in _pieces(text):
-                        found[i] += [Span(s.start + start, s.end + start, s.entity, s.score)
-                                     for s in self._analyze(piece)]
+                        found[i] += [
+                            Span(s.start + start, s.end + start, s.entity, s.score) for s in self._analyze(piece)
+                        ]
                 except Exception:
                     self.failed.add(i)
             return found
@@ -223,8 +227,9 @@ class PiiScrub(DocumentStage):
             self._analyze_windows(waiting, entities, found)
         return found
 
-    def _analyze_windows(self, waiting: dict[str, list[tuple[int, int]]], entities: frozenset[str],
-                         found: list[list[Span]]) -> None:
+    def _analyze_windows(
+        self, waiting: dict[str, list[tuple[int, int]]], entities: frozenset[str], found: list[list[Span]]
+    ) -> None:
         pieces = list(waiting)
         starts, position = [], 0
         for piece in pieces:
@@ -264,8 +269,8 @@ class PiiScrub(DocumentStage):
         counts: dict[str, int] = {}
         pieces, last = [], len(text)
         for span in reversed(merged):
-            pieces.append(text[span.end:last])
-            pieces.append(self.replacement(span, text[span.start:span.end]))
+            pieces.append(text[span.end : last])
+            pieces.append(self.replacement(span, text[span.start : span.end]))
             last = span.start
             counts[span.entity] = counts.get(span.entity, 0) + 1
         pieces.append(text[:last])
@@ -284,8 +289,7 @@ class PiiScrub(DocumentStage):
         column = docs.column(cols.TEXT)
         n = docs.num_rows
         # Only documents the prefilter passes become Python strings (windowed mode).
-        rows = ([i for i, flag in enumerate(may_hold_pii(column)) if flag] if self.windowed
-                else list(range(n)))
+        rows = [i for i, flag in enumerate(may_hold_pii(column)) if flag] if self.windowed else list(range(n))
         subset = column.take(pa.array(rows, pa.int64()))
         texts = subset.to_pylist()
         found = self.find(texts, prefiltered=True, array=subset)
@@ -298,17 +302,24 @@ class PiiScrub(DocumentStage):
         table = docs
         if scrubbed:
             mask = pa.array([i in scrubbed for i in range(n)])
-            text_array = pc.replace_with_mask(column.combine_chunks(), mask,
-                                              pa.array([scrubbed[i] for i in sorted(scrubbed)], column.type))
+            text_array = pc.replace_with_mask(
+                column.combine_chunks(), mask, pa.array([scrubbed[i] for i in sorted(scrubbed)], column.type)
+            )
             table = table.set_column(table.schema.get_field_index(cols.TEXT), cols.TEXT, text_array)
-            table = table.set_column(table.schema.get_field_index(cols.TEXT_BYTES), cols.TEXT_BYTES,
-                                     pc.binary_length(text_array).cast(pa.int64()))
+            table = table.set_column(
+                table.schema.get_field_index(cols.TEXT_BYTES),
+                cols.TEXT_BYTES,
+                pc.binary_length(text_array).cast(pa.int64()),
+            )
         table = table.append_column(PII_COUNTS, pa.array(counts, pa.map_(pa.string(), pa.int32())))
         failed = {rows[k] for k in self.failed}
         limit = self.config.max_entities
         reasons = [
-            "pii_unscannable" if i in failed
-            else "pii_too_many_entities" if limit is not None and sum(n for _, n in c) > limit else None
+            "pii_unscannable"
+            if i in failed
+            else "pii_too_many_entities"
+            if limit is not None and sum(n for _, n in c) > limit
+            else None
             for i, c in enumerate(counts)
         ]
         return StageOutput(table, pa.array(reasons, pa.string()) if any(reasons) else None)

@@ -33,22 +33,28 @@ from pipeline.stages.pii.phone import reaches_parse
 WINDOWED_ENTITIES = frozenset({"EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN"})
 
 # phonenumbers' valid punctuation (9.0.43) plus X: the gap allowed between a phone's digit blocks.
-_PUNCT = ("\\-xX\u2010-\u2015\u2212\u30fc\uff0d-\uff0f \u00a0\u00ad\u200b\u2060\u3000()\uff08\uff09\uff3b\uff3d"
-          ".\\[\\]/~\u2053\u223c\uff5e")
+_PUNCT = (
+    "\\-xX\u2010-\u2015\u2212\u30fc\uff0d-\uff0f \u00a0\u00ad\u200b\u2060\u3000()\uff08\uff09\uff3b\uff3d"
+    ".\\[\\]/~\u2053\u223c\uff5e"
+)
 _GAP = "[" + _PUNCT + "]{0,4}"
 _HEX = "[0-9a-fA-F]"
 # One anchor per entity: every span a recognizer returns contains a match of its entity's anchor.
 _ENTITY_ANCHORS = {
-    "EMAIL_ADDRESS": r"@(?<=[^\s@]@)[^\s@.]+\.[^\s.]",                     # local char, @, label, dot
-    "IP_ADDRESS": (r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]"             # IPv4, IPv4-mapped, -embedded
-                   r"|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX),               # IPv6: compressed '::' or 7 colons
-    "CREDIT_CARD": r"\d(?:[\- ]?\d){12}",                                    # 13+ digits
-    "US_SSN": r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",                      # every SSN pattern
-    "IBAN_CODE": r"[0-9](?<=[^\W\d_]{2}[0-9])[0-9](?:[ \-]?[^\W_]{4}){2}",   # 2 letters, 2 digits, 2 groups of 4
-    "PHONE_NUMBER": (r"\d(?:" + _GAP + r"\d){5}"                             # 6+ digits,
-                     r"|0(?:" + _GAP + r"\d){3}"                              # or 4-5 with trunk prefix 0,
-                     r"|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + r"\d"      # or German 164x/168x/169x,
-                     r"|\d(?<![0-9])"),                                        # or any non-ASCII digit
+    "EMAIL_ADDRESS": r"@(?<=[^\s@]@)[^\s@.]+\.[^\s.]",  # local char, @, label, dot
+    "IP_ADDRESS": (
+        r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]"  # IPv4, IPv4-mapped, -embedded
+        r"|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX
+    ),  # IPv6: compressed '::' or 7 colons
+    "CREDIT_CARD": r"\d(?:[\- ]?\d){12}",  # 13+ digits
+    "US_SSN": r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",  # every SSN pattern
+    "IBAN_CODE": r"[0-9](?<=[^\W\d_]{2}[0-9])[0-9](?:[ \-]?[^\W_]{4}){2}",  # 2 letters, 2 digits, 2 groups of 4
+    "PHONE_NUMBER": (
+        r"\d(?:" + _GAP + r"\d){5}"  # 6+ digits,
+        r"|0(?:" + _GAP + r"\d){3}"  # or 4-5 with trunk prefix 0,
+        r"|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + r"\d"  # or German 164x/168x/169x,
+        r"|\d(?<![0-9])"
+    ),  # or any non-ASCII digit
 }
 # The lookahead guard makes CPython's scan about 10x faster.
 ANCHOR = re.compile(r"(?=[\d@:])(?:" + "|".join(f"(?:{b})" for b in _ENTITY_ANCHORS.values()) + ")")
@@ -65,12 +71,13 @@ def entities_in(text: str, start: int, end: int) -> frozenset[str]:
         found.remove("PHONE_NUMBER")
     return frozenset(found)
 
+
 # RE2 forms (pyarrow.compute) of the anchors whose Python form has no lookbehind; [0-9]
 # stands for Python's \d (documents with other digits are handled apart, below).
 _RE2_SHARED = [
-    r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,   # IP
-    r"[0-9](?:[\- ]?[0-9]){12}",                                                          # card
-    r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",                                            # SSN
+    r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,  # IP
+    r"[0-9](?:[\- ]?[0-9]){12}",  # card
+    r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",  # SSN
     r"[0-9](?:" + _GAP + r"[0-9]){5}|0(?:" + _GAP + r"[0-9]){3}|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + "[0-9]",
 ]
 
@@ -79,15 +86,17 @@ _RE2_SHARED = [
 # have no candidate. pyarrow compiles the pattern on every call, so it is written to
 # compile fast: negated classes instead of Unicode letter classes. The last branch takes
 # every document with a non-ASCII digit.
-PREFILTER_RE2 = "|".join([
-    r"[^\s@]@[^\s@.]+\.[^\s.]",                        # email, with the local character before @
-    *_RE2_SHARED,
-    r"[^\s0-9]{2}[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",      # IBAN, with its two letters
-    r"[^\P{Nd}0-9]",
-])
+PREFILTER_RE2 = "|".join(
+    [
+        r"[^\s@]@[^\s@.]+\.[^\s.]",  # email, with the local character before @
+        *_RE2_SHARED,
+        r"[^\s0-9]{2}[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",  # IBAN, with its two letters
+        r"[^\P{Nd}0-9]",
+    ]
+)
 
 
-def may_hold_pii(texts) -> "list[bool]":
+def may_hold_pii(texts) -> list[bool]:
     """Per document, whether ANCHOR can match anywhere in it (RE2, vectorized); a superset."""
     import pyarrow.compute as pc
 
@@ -104,15 +113,17 @@ def may_hold_pii(texts) -> "list[bool]":
 # and IPv6 branches end in one character after "." or ":"; an IBAN group ends in any four),
 # unless that match ends where the hit starts. Documents with a non-ASCII digit, or with the
 # marker character (NUL), are scanned in Python instead.
-HITS_RE2 = "|".join([
-    r"@[^\s@.]+\.[^\s.]",
-    *_RE2_SHARED,
-    r"[^\s0-9]{1,2}[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",
-])
+HITS_RE2 = "|".join(
+    [
+        r"@[^\s@.]+\.[^\s.]",
+        *_RE2_SHARED,
+        r"[^\s0-9]{1,2}[0-9]{2}(?:[ \-]?[^\s\-]{4}){2}",
+    ]
+)
 _SCAN_IN_PYTHON_RE2 = r"[^\P{Nd}0-9]|\x00"
 
 
-def anchor_hits(texts) -> "list[list[tuple[int, int]] | None]":
+def anchor_hits(texts) -> list[list[tuple[int, int]] | None]:
     """Per document of a pyarrow string array: [start, end) spans such that every ANCHOR hit
     starts inside one or where one ends; None where only the Python scan is exact.
 
@@ -184,7 +195,7 @@ def _cut_after(text: str, pos: int) -> int:
     return len(text)
 
 
-def windows(text: str, hits: "list[tuple[int, int]] | None" = None) -> list[tuple[int, int]]:
+def windows(text: str, hits: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
     """Disjoint [start, end) spans, between safe cuts, holding every anchor hit. ``hits``:
     from ``anchor_hits``; without them ANCHOR scans the text. No anchor hit crosses a safe
     cut, and no safe cut falls at a hit's first character (a digit, "@" or ":"), so a window

@@ -49,4 +49,3 @@ def c4(batch: Batch, c: C4Config) -> dict[str, np.ndarray]:
         sentences = np.maximum(pc.count_substring_regex(cleaned, _SENTENCE_END).to_numpy(), 1)
         fired[C4_TOO_FEW_SENTENCES] = lines.total(sentences, counted) < c.min_num_sentences
     return fired
-

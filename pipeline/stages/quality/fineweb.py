@@ -26,8 +26,9 @@ def fineweb(batch: Batch, c: FineWebConfig) -> dict[str, np.ndarray]:
         punct = ratio(lines.count(lines.matches(_FINEWEB_STOP)), n_lines)
         fired[FINEWEB_LINE_PUNCT] = (punct <= c.line_punct_thr) & ~(c.line_punct_exclude_zero & (punct == 0))
     if c.short_line_thr is not None:
-        fired[FINEWEB_SHORT_LINES] = ratio(lines.count(lines.lengths <= c.short_line_length),
-                                           n_lines) >= c.short_line_thr
+        fired[FINEWEB_SHORT_LINES] = (
+            ratio(lines.count(lines.lengths <= c.short_line_length), n_lines) >= c.short_line_thr
+        )
     newlines = batch.count("\n")
     if c.char_duplicates_ratio is not None:
         repeated_chars = lines.total(lines.lengths, lines.repeats())
@@ -35,4 +36,3 @@ def fineweb(batch: Batch, c: FineWebConfig) -> dict[str, np.ndarray]:
     if c.new_line_ratio is not None:
         fired[FINEWEB_LIST_RATIO] = ratio(newlines, batch.token_count()) > c.new_line_ratio
     return fired
-

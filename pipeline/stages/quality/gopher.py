@@ -77,7 +77,8 @@ def gopher_quality(batch: Batch, c: GopherQualityConfig) -> dict[str, np.ndarray
     if c.max_symbol_word_ratio is not None:
         ellipses = batch.count("...") + batch.count("…")
         fired[GOPHER_SYMBOL_RATIO] = (ratio(batch.count("#"), n_tokens) > c.max_symbol_word_ratio) | (
-            ratio(ellipses, n_tokens) > c.max_symbol_word_ratio)
+            ratio(ellipses, n_tokens) > c.max_symbol_word_ratio
+        )
     if c.max_bullet_lines_ratio is not None:
         bullets = lines.count(lines.matches(_BULLET_LINE))
         fired[GOPHER_BULLET_LINES] = ratio(bullets, lines.count()) > c.max_bullet_lines_ratio
@@ -111,10 +112,14 @@ def gopher_repetition(batch: Batch, c: GopherRepetitionConfig) -> dict[str, np.n
     """Per ``GOPHER_REPETITION_REASONS`` reason whose rule is on, which documents it rejects."""
     fired = {}
     for pieces_of, frac, char_frac, frac_reason, char_frac_reason in (
-        ("paragraphs", c.dup_para_frac, c.dup_para_char_frac,
-         GOPHER_DUP_PARA_FRACTION, GOPHER_DUP_PARA_CHAR_FRACTION),
-        ("nonempty_lines", c.dup_line_frac, c.dup_line_char_frac,
-         GOPHER_DUP_LINE_FRACTION, GOPHER_DUP_LINE_CHAR_FRACTION),
+        ("paragraphs", c.dup_para_frac, c.dup_para_char_frac, GOPHER_DUP_PARA_FRACTION, GOPHER_DUP_PARA_CHAR_FRACTION),
+        (
+            "nonempty_lines",
+            c.dup_line_frac,
+            c.dup_line_char_frac,
+            GOPHER_DUP_LINE_FRACTION,
+            GOPHER_DUP_LINE_CHAR_FRACTION,
+        ),
     ):
         if frac is None and char_frac is None:
             continue
@@ -151,8 +156,8 @@ def _ngram_chars(tokens: Pieces, top: dict[int, float], dup: dict[int, float]) -
     result = {}
     for n in range(2, largest + 1):
         with np.errstate(over="ignore"):
-            ngram = ngram[:-1] * _NGRAM_BASE + unigram[n - 1:]
-        within_doc = tokens.doc[:len(ngram)] == tokens.doc[n - 1:]
+            ngram = ngram[:-1] * _NGRAM_BASE + unigram[n - 1 :]
+        within_doc = tokens.doc[: len(ngram)] == tokens.doc[n - 1 :]
         candidates = np.flatnonzero(within_doc & repeated[:-1] & repeated[1:])
         keys = mix(ngram[candidates] ^ doc_salt[candidates])
         twice = _occurs_twice(keys)
@@ -165,14 +170,17 @@ def _ngram_chars(tokens: Pieces, top: dict[int, float], dup: dict[int, float]) -
                 result[n] = _top_ngram_chars(tokens, at, distinct, first, start_chars, n)
             else:
                 repeats = at[~first]
-                depth = np.cumsum(np.bincount(repeats, minlength=len(unigram) + 1)
-                                  - np.bincount(repeats + n, minlength=len(unigram) + 1))[:-1]
+                depth = np.cumsum(
+                    np.bincount(repeats, minlength=len(unigram) + 1)
+                    - np.bincount(repeats + n, minlength=len(unigram) + 1)
+                )[:-1]
                 result[n] = tokens.total(tokens.lengths, depth > 0)
     return result
 
 
-def _top_ngram_chars(tokens: Pieces, at: np.ndarray, distinct: np.ndarray, first: np.ndarray,
-                     start_chars: np.ndarray, n: int) -> np.ndarray:
+def _top_ngram_chars(
+    tokens: Pieces, at: np.ndarray, distinct: np.ndarray, first: np.ndarray, start_chars: np.ndarray, n: int
+) -> np.ndarray:
     """``at``: where the n-grams occurring twice start; ``distinct``/``first``: which they are."""
     # A document without a repeated n-gram: its first n-gram, once.
     chars = np.zeros(tokens.num_docs)

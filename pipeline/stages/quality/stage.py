@@ -4,6 +4,7 @@ reason, the first in ``REJECT_REASONS`` order; empty or whitespace-only text is 
 as ``empty_text`` before any rule. Where each rule comes from, its thresholds and how
 text is tokenized: ``docs/quality-rules.md``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,7 +44,8 @@ def reject_reasons(texts: pa.Array | pa.ChunkedArray, config: QualityRulesConfig
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0), True).to_numpy(
-        zero_copy_only=False)
+        zero_copy_only=False
+    )
     codes = np.where(empty, REJECT_REASONS.index(EMPTY_TEXT), -1)
     # Each family looks only at the documents the families before it kept.
     undecided = np.flatnonzero(~empty)

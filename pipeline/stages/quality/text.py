@@ -53,8 +53,7 @@ class Pieces:
     def of_docs(self, kept: np.ndarray) -> Pieces:
         """The pieces of the documents where ``kept``, numbered among those."""
         inside = kept[self.doc]
-        pieces = Pieces(self.values.filter(pa.array(inside)), (np.cumsum(kept) - 1)[self.doc[inside]],
-                        int(kept.sum()))
+        pieces = Pieces(self.values.filter(pa.array(inside)), (np.cumsum(kept) - 1)[self.doc[inside]], int(kept.sum()))
         if "lengths" in self.__dict__:
             pieces.lengths = self.lengths[inside]
         return pieces

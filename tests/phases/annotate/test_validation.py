@@ -12,16 +12,21 @@ def _validation(**kwargs):
 
 
 def test_validation_quarantines_rows_and_rejects_empty():
-    raw = pa.table({
-        "id": ["a", "b", "c", "d", None],
-        "text": ["good text", None, "x" * 101, "   \n", "fine"],
-    })
+    raw = pa.table(
+        {
+            "id": ["a", "b", "c", "d", None],
+            "text": ["good text", None, "x" * 101, "   \n", "fine"],
+        }
+    )
     result = _validation(max_document_bytes=100).validate(raw, "file.parquet", "shard-1", first_row=10)
     assert result.docs.column(cols.ID).to_pylist() == ["a"]
     assert result.docs.column(cols.ROW).to_pylist() == [10]
     q = result.quarantined.to_pylist()
     assert [(r[cols.ROW], r[cols.QUARANTINE_REASON]) for r in q] == [
-        (11, "null_text"), (12, "document_too_large"), (14, "null_id")]
+        (11, "null_text"),
+        (12, "document_too_large"),
+        (14, "null_id"),
+    ]
     assert "101 bytes; input.max_document_bytes is 100" in q[1][cols.QUARANTINE_DETAIL]
     assert all(r[cols.SOURCE_URI] == "file.parquet" for r in q)
     assert result.rejected.column(cols.REJECT_REASON).to_pylist() == ["empty_text"]

@@ -6,18 +6,35 @@ import pyarrow as pa
 import pytest
 
 from pipeline.phases.mix.plan import (
-    MixConfig, MixtureError, assign_domains, copy_counts, effective_rate, expand_copies, pile_of, plan_mixture,
-    shard_boundaries, uniform_keys,
+    MixConfig,
+    MixtureError,
+    assign_domains,
+    copy_counts,
+    effective_rate,
+    expand_copies,
+    pile_of,
+    plan_mixture,
+    shard_boundaries,
+    uniform_keys,
 )
 
 
 def test_domains_from_rules_then_column_then_default():
-    config = MixConfig(domain_rules=[{"domain": "wiki", "url_regex": r"^https?://[a-z]+\.wikipedia\.org/"},
-                                     {"domain": "forum", "files": "forums/*.parquet"}])
+    config = MixConfig(
+        domain_rules=[
+            {"domain": "wiki", "url_regex": r"^https?://[a-z]+\.wikipedia\.org/"},
+            {"domain": "forum", "files": "forums/*.parquet"},
+        ]
+    )
     urls = pa.array(["https://en.wikipedia.org/wiki/X", "https://example.com", None, "http://wikipedia.org.evil/"])
     column = pa.array(["web", None, "books", "  "])
     assert assign_domains(config, urls, column, "crawl/a.parquet", 4).to_pylist() == ["wiki", "other", "books", "other"]
-    assert assign_domains(config, urls, column, "forums/b.parquet", 4).to_pylist() == ["wiki", "forum", "forum", "forum"]
+    assert assign_domains(config, urls, column, "forums/b.parquet", 4).to_pylist() == [
+        "wiki",
+        "forum",
+        "forum",
+        "forum",
+    ]
     assert assign_domains(MixConfig(), None, None, "x.parquet", 2).to_pylist() == ["other", "other"]
 
 
@@ -116,8 +133,10 @@ def test_copies_are_evenly_spaced_and_each_lands_in_exactly_one_shard():
 @pytest.mark.parametrize("num_shards", [5, 13, 29])
 def test_shard_boundaries_give_shards_of_equal_tokens(num_shards):
     rng = np.random.default_rng(num_shards)
-    domains = {"a": (uniform_keys(0, "a", np.arange(3000)), rng.integers(10, 3000, 3000), 2.37),
-               "b": (uniform_keys(0, "b", np.arange(800)), rng.integers(10, 300, 800), 0.41)}
+    domains = {
+        "a": (uniform_keys(0, "a", np.arange(3000)), rng.integers(10, 3000, 3000), 2.37),
+        "b": (uniform_keys(0, "b", np.arange(800)), rng.integers(10, 300, 800), 0.41),
+    }
     histograms = {d: np.bincount((u * 1024).astype(int), weights=t, minlength=1024) for d, (u, t, _) in domains.items()}
     rates = {d: r for d, (_, _, r) in domains.items()}
     boundaries = shard_boundaries(rates, histograms, num_shards)

@@ -31,18 +31,22 @@ def _eval_items(n: int, seed: int = 0) -> list[dict]:
     for i in range(n):
         a, b = rng.randrange(2, 90), rng.randrange(2, 90)
         topic = rng.choice(TOPICS)
-        items.append({
-            "question": f"Problem {i}: the {topic} keeper counts {a} lanterns on Monday and {b} lanterns on "
-                        f"Tuesday, then gives away a third of them to the {rng.choice(TOPICS)} guild. "
-                        f"How many lanterns does the keeper still hold at the end of week {i}?",
-            "answer": f"The keeper holds {a}+{b}={a + b} lanterns, gives away {(a + b) // 3}, "
-                      f"so {a + b - (a + b) // 3} remain.\n#### {a + b - (a + b) // 3}",
-        })
+        items.append(
+            {
+                "question": f"Problem {i}: the {topic} keeper counts {a} lanterns on Monday and {b} lanterns on "
+                f"Tuesday, then gives away a third of them to the {rng.choice(TOPICS)} guild. "
+                f"How many lanterns does the keeper still hold at the end of week {i}?",
+                "answer": f"The keeper holds {a}+{b}={a + b} lanterns, gives away {(a + b) // 3}, "
+                f"so {a + b - (a + b) // 3} remain.\n#### {a + b - (a + b) // 3}",
+            }
+        )
     return items
 
 
-FILLER = ("The committee met in the old hall to review the plans for the new bridge over the valley. "
-          "Several members raised questions about the cost of the stone and the time the work would take. ")
+FILLER = (
+    "The committee met in the old hall to review the plans for the new bridge over the valley. "
+    "Several members raised questions about the cost of the stone and the time the work would take. "
+)
 
 
 def _write_jsonl(path, rows, compress=False):
@@ -53,17 +57,27 @@ def _write_jsonl(path, rows, compress=False):
 
 def _stage(tmp_path, rows, **config) -> ContaminationCheck:
     uri = _write_jsonl(tmp_path / "eval.jsonl", rows)
-    stage = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[
-        {"name": "lanterns", "uri": uri, "preset": "gsm8k"}], **config))
+    stage = ContaminationCheck(
+        ContaminationConfig(enabled=True, benchmarks=[{"name": "lanterns", "uri": uri, "preset": "gsm8k"}], **config)
+    )
     stage.setup()
     return stage
 
 
 def _docs(texts):
     n = len(texts)
-    return pa.table({cols.ID: [f"d{i}" for i in range(n)], cols.TEXT: texts, cols.DOMAIN: pa.nulls(n, pa.string()),
-                     cols.URL: pa.nulls(n, pa.string()), cols.SHARD: ["s"] * n, cols.ROW: list(range(n)),
-                     cols.TEXT_BYTES: [len(t.encode()) for t in texts]}, schema=cols.BASE_SCHEMA)
+    return pa.table(
+        {
+            cols.ID: [f"d{i}" for i in range(n)],
+            cols.TEXT: texts,
+            cols.DOMAIN: pa.nulls(n, pa.string()),
+            cols.URL: pa.nulls(n, pa.string()),
+            cols.SHARD: ["s"] * n,
+            cols.ROW: list(range(n)),
+            cols.TEXT_BYTES: [len(t.encode()) for t in texts],
+        },
+        schema=cols.BASE_SCHEMA,
+    )
 
 
 def _change_surface(text: str, rng: random.Random) -> str:
@@ -80,7 +94,7 @@ def _fragment(text: str, share: float, rng: random.Random) -> str:
     words = text.split()
     length = max(1, int(len(words) * share))
     start = rng.randrange(len(words) - length + 1)
-    return " ".join(words[start:start + length])
+    return " ".join(words[start : start + length])
 
 
 def _embed(piece: str, rng: random.Random, paragraphs: list[str]) -> str:
@@ -140,7 +154,7 @@ def test_drop_and_excise_with_margin_and_piece_limit(tmp_path):
     assert "lanterns" not in excised and excised.startswith("HEAD") and excised.endswith("TAIL")
     start = doc_one.index(item_text[0])
     # the cut reaches 50 characters beyond the matched words on each side, no further
-    assert excised == doc_one[:start - 50] + "\n" + doc_one[start + len(item_text[0]) + 50:]
+    assert excised == doc_one[: start - 50] + "\n" + doc_one[start + len(item_text[0]) + 50 :]
     assert out.table.column(cols.TEXT_BYTES)[0].as_py() == len(excised.encode())
     stats = stage.take_stats()["lanterns"]
     assert stats["documents"] == 3 and stats["excised"] == 1 and stats["dropped"] == 2
@@ -161,8 +175,15 @@ def test_bitmap_never_drops_an_indexed_ngram(tmp_path):
 def test_items_shorter_than_n_are_matched_whole(tmp_path):
     rows = [{"question": "What is the capital of Peru", "answer": "Lima"}] + _eval_items(3)
     stage = _stage(tmp_path, rows)
-    found = stage.matches(pa.array(["Quiz: what is the CAPITAL of Peru? Lima, of course.",
-                                    "What is the capital of France? Paris.", "so what is the capital of peru lima"]))
+    found = stage.matches(
+        pa.array(
+            [
+                "Quiz: what is the CAPITAL of Peru? Lima, of course.",
+                "What is the capital of France? Paris.",
+                "so what is the capital of peru lima",
+            ]
+        )
+    )
     assert 0 in found[0] and 0 not in found[1] and 0 in found[2]
     assert stage.index.item_ngrams[0] == 1
 
@@ -182,8 +203,11 @@ def test_eval_set_formats(tmp_path, fmt):
             writer = csv.DictWriter(handle, ["question", "answer"])
             writer.writeheader()
             writer.writerows(rows)
-    index = build_index(ContaminationConfig(enabled=True, benchmarks=[
-        {"name": "lanterns", "uri": str(path), "fields": ["question", "answer"]}]))
+    index = build_index(
+        ContaminationConfig(
+            enabled=True, benchmarks=[{"name": "lanterns", "uri": str(path), "fields": ["question", "answer"]}]
+        )
+    )
     assert index.summary()["benchmarks"] == {"lanterns": 20} and len(index.hashes) > 20 * 30
 
 
@@ -217,8 +241,19 @@ def test_job_drops_contaminated_documents_and_reports_them(make_job, sample_corp
     rows = [{"question": " ".join(t.split()[10:60]), "answer": ""} for t in texts[:4]]
     eval_uri = _write_jsonl(tmp_path / "eval.jsonl", rows)
     out = tmp_path / "out"
-    result = run_job(make_job(sample_corpus, out, stages={"contamination": {
-        "enabled": True, "action": "drop", "benchmarks": [{"name": "planted", "uri": eval_uri, "preset": "gsm8k"}]}}))
+    result = run_job(
+        make_job(
+            sample_corpus,
+            out,
+            stages={
+                "contamination": {
+                    "enabled": True,
+                    "action": "drop",
+                    "benchmarks": [{"name": "planted", "uri": eval_uri, "preset": "gsm8k"}],
+                }
+            },
+        )
+    )
     report = result.report
     assert report["balance"]["ok"]
     entry = report["contamination"]["benchmarks"]["planted"]
@@ -233,22 +268,35 @@ def test_job_drops_contaminated_documents_and_reports_them(make_job, sample_corp
         assert row["question"][:40] not in json.dumps(saved) and row["question"][:40] not in markdown
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "benchmarks").exists() or not (SHARED_DATA / "wikitext2").exists(),
-                    reason="../shared/data/benchmarks or wikitext2 absent")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "benchmarks").exists() or not (SHARED_DATA / "wikitext2").exists(),
+    reason="../shared/data/benchmarks or wikitext2 absent",
+)
 def test_gsm8k_and_humaneval_recall_and_false_positives_on_wikipedia():
-    config = ContaminationConfig(enabled=True, benchmarks=[
-        {"name": "gsm8k", "uri": str(SHARED_DATA / "benchmarks" / "gsm8k_test.jsonl"), "preset": "gsm8k"},
-        {"name": "humaneval", "uri": str(SHARED_DATA / "benchmarks" / "HumanEval.jsonl.gz"), "preset": "humaneval"}])
+    config = ContaminationConfig(
+        enabled=True,
+        benchmarks=[
+            {"name": "gsm8k", "uri": str(SHARED_DATA / "benchmarks" / "gsm8k_test.jsonl"), "preset": "gsm8k"},
+            {"name": "humaneval", "uri": str(SHARED_DATA / "benchmarks" / "HumanEval.jsonl.gz"), "preset": "humaneval"},
+        ],
+    )
     stage = ContaminationCheck(config)
     stage.setup()
     items = [json.loads(line) for line in (SHARED_DATA / "benchmarks" / "gsm8k_test.jsonl").read_text().splitlines()]
     items_text = [f"{r['question']}\n{r['answer']}" for r in items]
-    humaneval = [json.loads(line) for line in gzip.decompress(
-        (SHARED_DATA / "benchmarks" / "HumanEval.jsonl.gz").read_bytes()).decode().splitlines()]
+    humaneval = [
+        json.loads(line)
+        for line in gzip.decompress((SHARED_DATA / "benchmarks" / "HumanEval.jsonl.gz").read_bytes())
+        .decode()
+        .splitlines()
+    ]
     items_text += [r["prompt"] + r["canonical_solution"] for r in humaneval]
-    paragraphs = [line.strip() for name in ("valid.txt", "test.txt")
-                  for line in (SHARED_DATA / "wikitext2" / name).read_text().splitlines()
-                  if len(line.strip()) > 300 and not line.strip().startswith("=")]
+    paragraphs = [
+        line.strip()
+        for name in ("valid.txt", "test.txt")
+        for line in (SHARED_DATA / "wikitext2" / name).read_text().splitlines()
+        if len(line.strip()) > 300 and not line.strip().startswith("=")
+    ]
     rng = random.Random(7)
     for form, change in FORMS.items():
         texts = [_embed(change(text, rng), rng, paragraphs) for text in items_text]
@@ -264,15 +312,33 @@ def test_eval_set_read_from_s3(s3, s3_endpoint, tmp_path):
     items = _eval_items(10)
     s3.mkdir("evals")
     s3.put(_write_jsonl(tmp_path / "eval.jsonl.gz", items, compress=True), "evals/lanterns.jsonl.gz")
-    stage = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[
-        {"name": "lanterns", "uri": "s3://evals/lanterns.jsonl.gz", "preset": "gsm8k",
-         "storage_options": {"endpoint_url": s3_endpoint}}]))
+    stage = ContaminationCheck(
+        ContaminationConfig(
+            enabled=True,
+            benchmarks=[
+                {
+                    "name": "lanterns",
+                    "uri": "s3://evals/lanterns.jsonl.gz",
+                    "preset": "gsm8k",
+                    "storage_options": {"endpoint_url": s3_endpoint},
+                }
+            ],
+        )
+    )
     stage.setup()
     found = stage.matches(pa.array([FILLER + items[4]["question"], FILLER]))
     assert 4 in found[0] and found[1] == {}
-    missing = ContaminationConfig(enabled=True, benchmarks=[
-        {"name": "gone", "uri": "s3://evals/nope.jsonl", "preset": "gsm8k",
-         "storage_options": {"endpoint_url": s3_endpoint}}])
+    missing = ContaminationConfig(
+        enabled=True,
+        benchmarks=[
+            {
+                "name": "gone",
+                "uri": "s3://evals/nope.jsonl",
+                "preset": "gsm8k",
+                "storage_options": {"endpoint_url": s3_endpoint},
+            }
+        ],
+    )
     with pytest.raises(EvalSetError, match="benchmark 'gone'.*cannot read the file"):
         build_index(missing)
 
@@ -280,8 +346,16 @@ def test_eval_set_read_from_s3(s3, s3_endpoint, tmp_path):
 def test_spec_names_a_missing_eval_file_by_key(make_job, sample_corpus, tmp_path):
     from pipeline.config import JobSpecError, load_job_spec
 
-    spec = make_job(sample_corpus, tmp_path / "out", stages={"contamination": {
-        "enabled": True, "benchmarks": [{"name": "gsm8k", "uri": str(tmp_path / "absent.jsonl"), "preset": "gsm8k"}]}})
+    spec = make_job(
+        sample_corpus,
+        tmp_path / "out",
+        stages={
+            "contamination": {
+                "enabled": True,
+                "benchmarks": [{"name": "gsm8k", "uri": str(tmp_path / "absent.jsonl"), "preset": "gsm8k"}],
+            }
+        },
+    )
     with pytest.raises(JobSpecError, match=r"stages.contamination.benchmarks.0 \('gsm8k'\): file not found"):
         load_job_spec(spec)
     spec["stages"]["contamination"]["benchmarks"][0]["preset"] = "gsm9k"

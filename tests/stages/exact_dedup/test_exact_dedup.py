@@ -33,8 +33,14 @@ def _reference_duplicates(rows):
 def test_duplicates_in_block_matches_reference():
     rng = np.random.default_rng(3)
     rows = [(f"s{rng.integers(3)}", int(i), f"id{i}", int(rng.integers(40))) for i in range(300)]
-    block = pa.table({cols.SHARD: [r[0] for r in rows], cols.ROW: [r[1] for r in rows],
-                      cols.ID: [r[2] for r in rows], EXACT_HASH: pa.array([r[3] for r in rows], pa.int64())})
+    block = pa.table(
+        {
+            cols.SHARD: [r[0] for r in rows],
+            cols.ROW: [r[1] for r in rows],
+            cols.ID: [r[2] for r in rows],
+            EXACT_HASH: pa.array([r[3] for r in rows], pa.int64()),
+        }
+    )
     nodes = node_ids(shard_ordinals(block.column(cols.SHARD), ["s0", "s1", "s2"]), block.column(cols.ROW).to_numpy())
     out = duplicates_in_block(block.append_column(NODE, pa.array(nodes)))
     got = {(r[cols.SHARD], r[cols.ROW]): r[cols.DUPLICATE_OF] for r in out.to_pylist()}
@@ -53,10 +59,18 @@ def test_exact_duplicates_across_many_blocks_keep_one_per_hash(ray_local, tmp_pa
     for shard in ("a", "b", "c"):
         n = 2000
         uris[shard] = str(tmp_path / f"{shard}.parquet")
-        pq.write_table(pa.table({cols.SHARD: [shard] * n, cols.ROW: pa.array(range(n), pa.int64()),
-                                 cols.ID: [f"{shard}{i}" for i in range(n)],
-                                 EXACT_HASH: pa.array([i % 2 for i in range(n)], pa.int64())}),
-                       uris[shard], row_group_size=100)
+        pq.write_table(
+            pa.table(
+                {
+                    cols.SHARD: [shard] * n,
+                    cols.ROW: pa.array(range(n), pa.int64()),
+                    cols.ID: [f"{shard}{i}" for i in range(n)],
+                    EXACT_HASH: pa.array([i % 2 for i in range(n)], pa.int64()),
+                }
+            ),
+            uris[shard],
+            row_group_size=100,
+        )
     removed = ExactDuplicates(ExactDedupConfig()).find_removals(AnnotatedShards(uris)).take_all()
     assert len(removed) == 6000 - 2
     assert {r[cols.DUPLICATE_OF] for r in removed} == {"a0", "a1"}

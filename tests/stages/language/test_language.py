@@ -6,9 +6,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.core import columns as cols
-from pipeline.tools.sample import build_sample_documents
 from pipeline.stages.language import LANG, LANG_SCORE, LanguageConfig, LanguageId, bundled_model, prepare_text
-
+from pipeline.tools.sample import build_sample_documents
 from tests.helpers import SHARED_DATA
 
 
@@ -41,9 +40,11 @@ def test_prepared_text_is_one_line_and_bounded():
 
 
 def test_keep_list_and_min_score_reject_with_reasons():
-    texts = ["The committee published its annual report on regional water supplies today.",
-             "Le comité a publié aujourd'hui son rapport annuel sur l'approvisionnement en eau.",
-             "zzkq vvx"]
+    texts = [
+        "The committee published its annual report on regional water supplies today.",
+        "Le comité a publié aujourd'hui son rapport annuel sur l'approvisionnement en eau.",
+        "zzkq vvx",
+    ]
     only_annotate = _stage().process(_docs(texts))
     assert only_annotate.reject_reasons is None
     assert only_annotate.table.column(LANG).to_pylist()[:2] == ["en", "fr"]
@@ -53,7 +54,8 @@ def test_keep_list_and_min_score_reject_with_reasons():
     assert reasons[2] in ("language_not_kept", "language_low_score")
     low = out.table.column(LANG_SCORE).to_pylist()[2] < 0.5
     assert _stage(min_score=0.5).process(_docs(texts)).reject_reasons.to_pylist()[2] == (
-        "language_low_score" if low else None)
+        "language_low_score" if low else None
+    )
 
 
 def test_model_loads_from_s3(s3, s3_endpoint):

@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.helpers.graphs import union_find_components
 from pipeline.stages.near_dedup.components import DST, SRC, connected_components
+from tests.helpers.graphs import union_find_components
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -10,8 +10,11 @@ from pipeline.tools.sample import build_sample_documents
 
 
 def reference(units, n, num_perm, seed):
-    shingles = [tuple(units[i : i + n]) for i in range(len(units) - n + 1)] if len(units) >= n else (
-        [tuple(units)] if units else [])
+    shingles = (
+        [tuple(units[i : i + n]) for i in range(len(units) - n + 1)]
+        if len(units) >= n
+        else ([tuple(units)] if units else [])
+    )
     m = datasketch.MinHash(num_perm=num_perm, seed=seed, hashfunc=shingle_hash, scheme="affine32")
     m.update_batch(shingles)
     return m.hashvalues

@@ -11,9 +11,9 @@ import pytest
 
 from pipeline import run_job
 from pipeline.core.layout import shard_key
-from pipeline.stages.near_dedup.minhash import shingle_hash
 from pipeline.stages.exact_dedup.normalize import normalize_for_dedup
 from pipeline.stages.near_dedup import NearDedupConfig, dedup_units
+from pipeline.stages.near_dedup.minhash import shingle_hash
 from tests.helpers.graphs import union_find_components
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -44,7 +44,9 @@ def reference_removed(corpus: Path, config: NearDedupConfig) -> set[tuple[str, i
         shingles = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)] if len(words) >= n else [tuple(words)]
         if not words:
             continue
-        minhash = datasketch.MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=shingle_hash, scheme="affine32")
+        minhash = datasketch.MinHash(
+            num_perm=config.num_perm, seed=config.seed, hashfunc=shingle_hash, scheme="affine32"
+        )
         minhash.update_batch(shingles)
         hashes[locator] = minhash
         lsh.insert(locator, minhash)
@@ -120,8 +122,11 @@ def test_survivor_choice(survivor, make_job, tmp_path):
     pq.write_table(pa.table({"id": ["long", "copy"], "text": [longer, base.upper()]}), corpus / "b.parquet")
     out = tmp_path / "out"
     run_job(make_job(corpus, out, stages={"near_dedup": {"survivor": survivor}}))
-    rejects = {r["id"]: (r["reject_reason"], r["duplicate_of"])
-               for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    rejects = {
+        r["id"]: (r["reject_reason"], r["duplicate_of"])
+        for p in (out / "rejects" / "dedup").glob("*.parquet")
+        for r in pq.read_table(p).to_pylist()
+    }
     if survivor == "first":
         assert rejects == {"long": ("near_duplicate", "short"), "copy": ("exact_duplicate", "short")}
     else:
@@ -131,9 +136,9 @@ def test_survivor_choice(survivor, make_job, tmp_path):
 def test_survivor_lowest_perplexity(make_job, tokenizer_model, tmp_path):
     import sentencepiece as spm
 
-    from pipeline.tools.train_lm import train_arpa
     from pipeline.stages.language import LanguageConfig, LanguageId
     from pipeline.stages.perplexity import ccnet_normalize
+    from pipeline.tools.train_lm import train_arpa
 
     words = [f"w{i}" for i in range(300)]
     fluent = " ".join(words)
@@ -148,9 +153,22 @@ def test_survivor_lowest_perplexity(make_job, tokenizer_model, tmp_path):
     language.setup()
     labels = set(language.predict([fluent, noisy])[0])  # "w0 w1 ..." is no language; use what lid.176 says
     out = tmp_path / "out"
-    run_job(make_job(corpus, out, stages={"perplexity": {"enabled": True, "models": {
-        lang: {"lm": str(tmp_path / "en.arpa"), "sp": str(tokenizer_model)} for lang in labels}},
-        "near_dedup": {"survivor": "lowest_perplexity"}}))
-    rejects = {r["id"]: (r["reject_reason"], r["duplicate_of"])
-               for p in (out / "rejects" / "dedup").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    run_job(
+        make_job(
+            corpus,
+            out,
+            stages={
+                "perplexity": {
+                    "enabled": True,
+                    "models": {lang: {"lm": str(tmp_path / "en.arpa"), "sp": str(tokenizer_model)} for lang in labels},
+                },
+                "near_dedup": {"survivor": "lowest_perplexity"},
+            },
+        )
+    )
+    rejects = {
+        r["id"]: (r["reject_reason"], r["duplicate_of"])
+        for p in (out / "rejects" / "dedup").glob("*.parquet")
+        for r in pq.read_table(p).to_pylist()
+    }
     assert rejects == {"noisy": ("near_duplicate", "fluent")}

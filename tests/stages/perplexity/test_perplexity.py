@@ -8,16 +8,23 @@ import pyarrow as pa
 import pytest
 import sentencepiece as spm
 
-from pipeline.core import columns as cols
 from pipeline.config import JobSpecError, load_job_spec
-from pipeline.tools.train_lm import train_arpa
-from pipeline.tools.sample import build_sample_documents
+from pipeline.core import columns as cols
 from pipeline.stages.language import LANG
 from pipeline.stages.perplexity import PERPLEXITY, Perplexity, PerplexityConfig, ccnet_normalize, normalize_lines
+from pipeline.tools.sample import build_sample_documents
+from pipeline.tools.train_lm import train_arpa
 
 EDGE_LINES = [
-    "  Café Zürich — 1999 “quotes” «guillemets» …  ", "ΟΔΟΣ ΣΑΣ", "İstanbul ß ﬁ", "\x1c\tcontrol\x07 chars\x85 ",
-    "Ｆｕｌｌ　ｗｉｄｔｈ １２３ ，。！？（）", "٣ arabic digit ٤٥", "", "   ", "naïve résumé — ✓ ► 【x】",
+    "  Café Zürich — 1999 “quotes” «guillemets» …  ",
+    "ΟΔΟΣ ΣΑΣ",
+    "İstanbul ß ﬁ",
+    "\x1c\tcontrol\x07 chars\x85 ",
+    "Ｆｕｌｌ　ｗｉｄｔｈ １２３ ，。！？（）",
+    "٣ arabic digit ٤٥",
+    "",
+    "   ",
+    "naïve résumé — ✓ ► 【x】",
 ]
 
 
@@ -72,7 +79,9 @@ def test_stage_equals_direct_kenlm(texts, lm_pair, per_line):
 
 
 def test_other_languages_get_null_and_max_perplexity_rejects(texts, lm_pair):
-    docs = pa.table({cols.TEXT: texts[:3] + ["Ein deutscher Satz.", "\x07\x08\n \t \x1f"], LANG: ["en"] * 3 + ["de", "en"]})
+    docs = pa.table(
+        {cols.TEXT: texts[:3] + ["Ein deutscher Satz.", "\x07\x08\n \t \x1f"], LANG: ["en"] * 3 + ["de", "en"]}
+    )
     out = _stage(lm_pair).process(docs)
     values = out.table.column(PERPLEXITY).to_pylist()
     assert values[3] is None and values[4] is None  # no model for de; nothing scorable after normalization
@@ -87,11 +96,21 @@ def test_spec_requires_models_and_language(make_job, sample_corpus, tmp_path, lm
         load_job_spec(make_job(sample_corpus, tmp_path / "o", stages={"perplexity": {"enabled": True}}))
     pair = {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}}
     with pytest.raises(JobSpecError, match="needs stages.language"):
-        load_job_spec(make_job(sample_corpus, tmp_path / "o", stages={
-            "perplexity": {"enabled": True, "models": pair}, "language": {"enabled": False}}))
+        load_job_spec(
+            make_job(
+                sample_corpus,
+                tmp_path / "o",
+                stages={"perplexity": {"enabled": True, "models": pair}, "language": {"enabled": False}},
+            )
+        )
     with pytest.raises(JobSpecError, match=r"stages.perplexity.models.en.lm: file not found"):
-        load_job_spec(make_job(sample_corpus, tmp_path / "o", stages={
-            "perplexity": {"enabled": True, "models": {"en": {"lm": "missing.arpa", "sp": lm_pair[1]}}}}))
+        load_job_spec(
+            make_job(
+                sample_corpus,
+                tmp_path / "o",
+                stages={"perplexity": {"enabled": True, "models": {"en": {"lm": "missing.arpa", "sp": lm_pair[1]}}}},
+            )
+        )
 
 
 def test_bucket_cut_points_are_within_one_percent_rank_and_independent_of_blocks():
@@ -131,8 +150,17 @@ def test_job_buckets_perplexity_and_keeps_cut_points_on_refresh(make_job, lm_pai
     corpus = tmp_path / "in"
     corpus.mkdir()
     pq.write_table(pa.table({"id": [f"a{i}" for i in range(len(texts))], "text": texts}), corpus / "a.parquet")
-    spec = make_job(corpus, tmp_path / "out", stages={"perplexity": {
-        "enabled": True, "models": {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}}, "keep_buckets": ["head", "middle"]}})
+    spec = make_job(
+        corpus,
+        tmp_path / "out",
+        stages={
+            "perplexity": {
+                "enabled": True,
+                "models": {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}},
+                "keep_buckets": ["head", "middle"],
+            }
+        },
+    )
     first = run_job(spec, progress=Progress(quiet=True))
     cutoffs = first.report["perplexity_buckets"]["cutoffs"]
     assert list(cutoffs) == ["en"] and cutoffs["en"][0] < cutoffs["en"][1]
@@ -141,8 +169,10 @@ def test_job_buckets_perplexity_and_keeps_cut_points_on_refresh(make_job, lm_pai
     assert abs(tail / english - 0.4) < 0.05
     assert "## Perplexity buckets" in (tmp_path / "out" / "report.md").read_text()
 
-    pq.write_table(pa.table({"id": ["b0", "b1"], "text": [texts[0] + " extra", "Another new English document."]}),
-                   corpus / "b.parquet")
+    pq.write_table(
+        pa.table({"id": ["b0", "b1"], "text": [texts[0] + " extra", "Another new English document."]}),
+        corpus / "b.parquet",
+    )
     second = run_job(spec, progress=Progress(quiet=True))
     assert second.report["perplexity_buckets"]["cutoffs"] == cutoffs
     index = json.loads((tmp_path / "out" / "index" / "_INDEX.json").read_text())
@@ -152,8 +182,22 @@ def test_job_buckets_perplexity_and_keeps_cut_points_on_refresh(make_job, lm_pai
 def test_train_lm_cli_writes_a_pair_the_stage_loads(sample_corpus, tmp_path, capsys):
     from pipeline.cli import main
 
-    assert main(["train-lm", str(sample_corpus), str(tmp_path / "models"), "--lang", "en", "--order", "4",
-                 "--vocab-size", "600"]) == 0
+    assert (
+        main(
+            [
+                "train-lm",
+                str(sample_corpus),
+                str(tmp_path / "models"),
+                "--lang",
+                "en",
+                "--order",
+                "4",
+                "--vocab-size",
+                "600",
+            ]
+        )
+        == 0
+    )
     assert "stages.perplexity.models.en" in capsys.readouterr().out
     pair = (str(tmp_path / "models" / "en.arpa"), str(tmp_path / "models" / "en.sp.model"))
     assert kenlm.Model(pair[0]).order == 4
@@ -164,15 +208,25 @@ def test_train_lm_cli_writes_a_pair_the_stage_loads(sample_corpus, tmp_path, cap
     assert ordered < scrambled
 
 
-def test_retrained_models_invalidate_annotation_and_packing(make_job, sample_corpus, lm_pair, tokenizer_model, tmp_path):
+def test_retrained_models_invalidate_annotation_and_packing(
+    make_job, sample_corpus, lm_pair, tokenizer_model, tmp_path
+):
     import shutil
 
     from pipeline.phases.annotate.phase import annotate_config_hash
 
-    lm, sp, tokenizer = (str(shutil.copy(source, tmp_path / name)) for source, name in (
-        (lm_pair[0], "en.arpa"), (lm_pair[1], "en.sp.model"), (tokenizer_model, "tok.model")))
-    spec_dict = make_job(sample_corpus, tmp_path / "o", stages={
-        "perplexity": {"enabled": True, "models": {"en": {"lm": lm, "sp": sp}}}, "tokenize": {"model": tokenizer}})
+    lm, sp, tokenizer = (
+        str(shutil.copy(source, tmp_path / name))
+        for source, name in ((lm_pair[0], "en.arpa"), (lm_pair[1], "en.sp.model"), (tokenizer_model, "tok.model"))
+    )
+    spec_dict = make_job(
+        sample_corpus,
+        tmp_path / "o",
+        stages={
+            "perplexity": {"enabled": True, "models": {"en": {"lm": lm, "sp": sp}}},
+            "tokenize": {"model": tokenizer},
+        },
+    )
     spec = load_job_spec(spec_dict)
     before = annotate_config_hash(spec), spec.config_hash()
     with open(lm, "a") as f:

@@ -9,8 +9,16 @@ import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberMatcher, PhoneNumberType
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer as PresidioPhoneRecognizer
 
-from pipeline.stages.pii.phone import (PhoneRecognizer, _MemoMatcher, _never_verifies, _Recorder, _region_matches, _Walker,
-                                 clear_caches, reaches_parse)
+from pipeline.stages.pii.phone import (
+    PhoneRecognizer,
+    _MemoMatcher,
+    _never_verifies,
+    _Recorder,
+    _region_matches,
+    _Walker,
+    clear_caches,
+    reaches_parse,
+)
 from tests.helpers.pii_corpus import EDGE_CASES, SENTENCES, planted_documents
 
 REGIONS = PresidioPhoneRecognizer.DEFAULT_SUPPORTED_REGIONS
@@ -33,8 +41,38 @@ def _numbers() -> list[str]:
     return out
 
 
-NOISE = ["", " ", "  ", "-", ".", "/", ":", "(", ")", "+", "x", "ext. ", "#", "$", "%", "€", "a", "Z", "é", "\n",
-         "\u00a0", "1", "12", "2024", "12/31/2025", "9:30", "10:45:12", "1.5", "p. 12-14", "No. 7"]
+NOISE = [
+    "",
+    " ",
+    "  ",
+    "-",
+    ".",
+    "/",
+    ":",
+    "(",
+    ")",
+    "+",
+    "x",
+    "ext. ",
+    "#",
+    "$",
+    "%",
+    "€",
+    "a",
+    "Z",
+    "é",
+    "\n",
+    "\u00a0",
+    "1",
+    "12",
+    "2024",
+    "12/31/2025",
+    "9:30",
+    "10:45:12",
+    "1.5",
+    "p. 12-14",
+    "No. 7",
+]
 
 
 def _fuzzed(rng: random.Random, numbers: list[str]) -> str:
@@ -173,8 +211,19 @@ def test_never_verifies_skips_only_candidates_that_fail_parse_and_verify():
     for region in regions:
         code = str(phonenumbers.country_code_for_region(region))
         metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        prefixes = ["", "", code, "0", "1", "00", "011", "9", "8", metadata.national_prefix or "",
-                    (metadata.preferred_international_prefix or "") + code]
+        prefixes = [
+            "",
+            "",
+            code,
+            "0",
+            "1",
+            "00",
+            "011",
+            "9",
+            "8",
+            metadata.national_prefix or "",
+            (metadata.preferred_international_prefix or "") + code,
+        ]
         candidates = []
         for number_type in PhoneNumberType.values():
             example = phonenumbers.example_number_for_type(region, number_type)
@@ -182,16 +231,24 @@ def test_never_verifies_skips_only_candidates_that_fail_parse_and_verify():
                 continue
             national = phonenumbers.format_number(example, PhoneNumberFormat.NATIONAL)
             nsn = phonenumbers.national_significant_number(example)
-            for text in (national, nsn, code + nsn, code + " " + national, national.lstrip("0"),
-                         nsn[:-1], nsn + "7", (metadata.national_prefix or "") + nsn):
+            for text in (
+                national,
+                nsn,
+                code + nsn,
+                code + " " + national,
+                national.lstrip("0"),
+                nsn[:-1],
+                nsn + "7",
+                (metadata.national_prefix or "") + nsn,
+            ):
                 candidates += [text, text.replace(" ", "-"), text.replace(" ", "")]
         for _ in range(1500):
             digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(4, 13)))
             digits = rng.choice(prefixes) + digits
             cuts = sorted(rng.sample(range(1, len(digits)), min(2, len(digits) - 1)))
-            candidate = digits[:cuts[0]] + rng.choice(separators) + digits[cuts[0]:]
+            candidate = digits[: cuts[0]] + rng.choice(separators) + digits[cuts[0] :]
             if len(cuts) > 1 and rng.random() < 0.5:
-                candidate = digits[:cuts[1]] + rng.choice(separators) + digits[cuts[1]:]
+                candidate = digits[: cuts[1]] + rng.choice(separators) + digits[cuts[1] :]
             candidate = rng.choice(["", "", "(", "FLOW", "+", "1-800-"]) + candidate
             candidates.append(candidate + rng.choice(["", "", "", " ext. 12", " x9", "#", ";ext=4"]))
         for candidate in candidates:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.core import columns as cols
-from pipeline.stages.pii import PII_COUNTS, PiiConfig, PiiScrub, merge_spans, Span
+from pipeline.stages.pii import PII_COUNTS, PiiConfig, PiiScrub, Span, merge_spans
 from tests.helpers import SHARED_DATA
 from tests.helpers.pii_corpus import PII, planted_documents
 
@@ -33,9 +33,18 @@ def _spans(found):
 
 def _docs(texts):
     n = len(texts)
-    return pa.table({cols.ID: [str(i) for i in range(n)], cols.TEXT: texts, cols.DOMAIN: pa.nulls(n, pa.string()),
-                     cols.URL: pa.nulls(n, pa.string()), cols.SHARD: ["s"] * n, cols.ROW: list(range(n)),
-                     cols.TEXT_BYTES: [len(t.encode()) for t in texts]}, schema=cols.BASE_SCHEMA)
+    return pa.table(
+        {
+            cols.ID: [str(i) for i in range(n)],
+            cols.TEXT: texts,
+            cols.DOMAIN: pa.nulls(n, pa.string()),
+            cols.URL: pa.nulls(n, pa.string()),
+            cols.SHARD: ["s"] * n,
+            cols.ROW: list(range(n)),
+            cols.TEXT_BYTES: [len(t.encode()) for t in texts],
+        },
+        schema=cols.BASE_SCHEMA,
+    )
 
 
 def test_windowed_finds_exactly_what_whole_document_presidio_finds(windowed, whole):
@@ -61,8 +70,12 @@ def test_windowed_parity_on_presidio_generated_records(windowed, whole):
 
 @pytest.mark.skipif(not (SHARED_DATA / "cc_samples").exists(), reason="../shared/data/cc_samples absent")
 def test_windowed_parity_on_common_crawl_documents(windowed, whole):
-    texts = [json.loads(line)["text"] for path in sorted((SHARED_DATA / "cc_samples").glob("*.jsonl"))
-             for line in path.read_text().splitlines() if line.strip()]
+    texts = [
+        json.loads(line)["text"]
+        for path in sorted((SHARED_DATA / "cc_samples").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
     assert len(texts) >= 20
     # Real crawl text has few matches of its own; plant values at random word boundaries
     # so that they sit inside real web context (dates, prices, navigation, punctuation).
@@ -85,9 +98,10 @@ def test_placeholder_replacement_and_counts(windowed):
     text = "Mail jane.doe@example.com or call (212) 555-0147; card 4111 1111 1111 1111."
     out = windowed.process(_docs([text, "nothing here at all"])).table
     assert out.column(cols.TEXT).to_pylist() == [
-        "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>; card <CREDIT_CARD>.", "nothing here at all"]
-    assert out.column(PII_COUNTS).to_pylist() == [
-        [("CREDIT_CARD", 1), ("EMAIL_ADDRESS", 1), ("PHONE_NUMBER", 1)], []]
+        "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>; card <CREDIT_CARD>.",
+        "nothing here at all",
+    ]
+    assert out.column(PII_COUNTS).to_pylist() == [[("CREDIT_CARD", 1), ("EMAIL_ADDRESS", 1), ("PHONE_NUMBER", 1)], []]
     assert out.column(cols.TEXT_BYTES).to_pylist()[0] == len(out.column(cols.TEXT)[0].as_py().encode())
 
 
@@ -118,7 +132,9 @@ def test_mask_hash_and_max_entities():
 
 
 def test_overlapping_results_merge_under_the_best_label():
-    merged = merge_spans([Span(0, 12, "PHONE_NUMBER", 0.4), Span(0, 12, "IP_ADDRESS", 0.6), Span(20, 25, "US_SSN", 0.05)])
+    merged = merge_spans(
+        [Span(0, 12, "PHONE_NUMBER", 0.4), Span(0, 12, "IP_ADDRESS", 0.6), Span(20, 25, "US_SSN", 0.05)]
+    )
     assert [(s.start, s.end, s.entity) for s in merged] == [(0, 12, "IP_ADDRESS"), (20, 25, "US_SSN")]
 
 
@@ -141,7 +157,7 @@ def test_other_languages_long_documents_and_unreadable_text(windowed, whole):
     # Presidio raises on a card-like number with digits newer than Python's Unicode tables
     # (Garay digits, U+10D40: the regex module matches them as \d, int() cannot read them);
     # that document is rejected as unscannable, and its neighbours are still scrubbed.
-    odd = "card 4111 1111 1111 11\U00010D41\U00010D41 here"
+    odd = "card 4111 1111 1111 11\U00010d41\U00010d41 here"
     with pytest.raises(ValueError):
         whole.analyzer.analyze(odd, language="en")
     for stage in (windowed, whole):
@@ -171,8 +187,10 @@ def test_job_scrubs_pii_and_never_reports_values(make_job, sample_corpus, tokeni
     manifest = json.loads((out / "manifest.json").read_text())
     processor = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     output_text = "".join(
-        processor.Decode(seq.tolist()) for shard in manifest["shards"]
-        for seq in read_indexed_dataset(out / shard["files"]["bin"]["path"][:-4])["sequences"])
+        processor.Decode(seq.tolist())
+        for shard in manifest["shards"]
+        for seq in read_indexed_dataset(out / shard["files"]["bin"]["path"][:-4])["sequences"]
+    )
     assert "<EMAIL_ADDRESS>" in output_text
     logs = capfd.readouterr()
     for value in PLANTED:
@@ -194,9 +212,22 @@ def test_vectorized_prefilter_is_a_superset_of_the_anchor():
     digits = [c for c in map(chr, range(0x110000)) if unicodedata.category(c) == "Nd"]
     assert all(pc.match_substring_regex(pa.array(digits), r"^\p{Nd}$").to_pylist())
     rng = random.Random(0)
-    alphabet = list("0123456789 -./()@:+xXabcDEF\n\t") + ["\u00a0", "\u3000", "\u0661", "\uff10", "\u2013",
-                                                           "\U00010D41", "é", "ß", "Ж", "中", "_",
-                                                           "\u2028", "\v", "#"]
+    alphabet = list("0123456789 -./()@:+xXabcDEF\n\t") + [
+        "\u00a0",
+        "\u3000",
+        "\u0661",
+        "\uff10",
+        "\u2013",
+        "\U00010d41",
+        "é",
+        "ß",
+        "Ж",
+        "中",
+        "_",
+        "\u2028",
+        "\v",
+        "#",
+    ]
     fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(3, 40))) for _ in range(50000)]
     texts = fuzz + planted_documents(300) + EDGE_CASES + [d + "" for d in digits]
     flags = may_hold_pii(pa.array(texts))
@@ -216,15 +247,41 @@ def test_vectorized_hits_cover_every_anchor_hit():
     from tests.helpers.pii_corpus import EDGE_CASES
 
     rng = random.Random(1)
-    alphabet = list("0123456789" * 4 + " -./()@:+xXabcDEFGHz\n\t") + ["\u00a0", "\u3000", "\u2013", "é", "Ж", "_",
-                                                                      "#", "\u2028"]
+    alphabet = list("0123456789" * 4 + " -./()@:+xXabcDEFGHz\n\t") + [
+        "\u00a0",
+        "\u3000",
+        "\u2013",
+        "é",
+        "Ж",
+        "_",
+        "#",
+        "\u2028",
+    ]
     fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(3, 60))) for _ in range(40000)]
-    fuzz += ["".join(rng.choice(alphabet + ["\x00", "\x01", "\u0661"]) for _ in range(rng.randint(3, 60)))
-             for _ in range(3000)]
+    fuzz += [
+        "".join(rng.choice(alphabet + ["\x00", "\x01", "\u0661"]) for _ in range(rng.randint(3, 60)))
+        for _ in range(3000)
+    ]
     # IBAN-like runs after emails, IPv6 groups and other IBANs, where the match before may
     # take the letters an IBAN hit wants in front of its digits
-    pieces = ["DE89", "AB12", "44AB", "12", "3704", "0044", " ", "-", "x@y.", "a@b.c", ":1:2:3:4:5:", "a", "Zé",
-              "12 February", "(", "9"]
+    pieces = [
+        "DE89",
+        "AB12",
+        "44AB",
+        "12",
+        "3704",
+        "0044",
+        " ",
+        "-",
+        "x@y.",
+        "a@b.c",
+        ":1:2:3:4:5:",
+        "a",
+        "Zé",
+        "12 February",
+        "(",
+        "9",
+    ]
     fuzz += ["".join(rng.choice(pieces) for _ in range(rng.randint(2, 12))) for _ in range(20000)]
     texts = fuzz + planted_documents(300) + EDGE_CASES
     in_python = covered = at_end = 0
@@ -255,13 +312,17 @@ def test_safe_cuts_are_the_nearest_by_their_definition():
 
     from pipeline.stages.pii.windows import _cut_after, _cut_before
 
-    hard = set("\n\r\v\f\x1c\x1d\x1e\x1f\x85\u1680\u2028\u2029\u202f\u205f") | {chr(c) for c in range(0x2000, 0x200b)}
+    hard = set("\n\r\v\f\x1c\x1d\x1e\x1f\x85\u1680\u2028\u2029\u202f\u205f") | {chr(c) for c in range(0x2000, 0x200B)}
     soft = set("bcdfghjklmnopqrstuvwyzBCDFGHJKLMNOPQRSTUVWYZ")
     iban_start = re.compile(r"[^\W\d_]{2}[0-9]{2}")
 
     def soft_cut(text: str, p: int) -> bool:
-        return (0 < p < len(text) and text[p] in soft and text[p - 1].isspace()
-                and iban_start.search(text, max(0, p - 46), p) is None)
+        return (
+            0 < p < len(text)
+            and text[p] in soft
+            and text[p - 1].isspace()
+            and iban_start.search(text, max(0, p - 46), p) is None
+        )
 
     def starts(text: str, p: int) -> bool:
         return (p > 0 and text[p - 1] in hard) or soft_cut(text, p)

@@ -31,16 +31,37 @@ from pipeline.stages.quality import (
 
 FAMILIES = {
     "gopher_quality": dict.fromkeys(
-        ["min_doc_words", "max_doc_words", "min_avg_word_length", "max_avg_word_length", "max_symbol_word_ratio",
-         "max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "min_alpha_words_ratio", "min_stop_words"]),
+        [
+            "min_doc_words",
+            "max_doc_words",
+            "min_avg_word_length",
+            "max_avg_word_length",
+            "max_symbol_word_ratio",
+            "max_bullet_lines_ratio",
+            "max_ellipsis_lines_ratio",
+            "min_alpha_words_ratio",
+            "min_stop_words",
+        ]
+    ),
     "gopher_repetition": dict.fromkeys(
-        ["dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac",
-         *(f"top_{n}gram_char_frac" for n in TOP_NGRAMS), *(f"dup_{n}gram_char_frac" for n in DUP_NGRAMS)]),
+        [
+            "dup_para_frac",
+            "dup_para_char_frac",
+            "dup_line_frac",
+            "dup_line_char_frac",
+            *(f"top_{n}gram_char_frac" for n in TOP_NGRAMS),
+            *(f"dup_{n}gram_char_frac" for n in DUP_NGRAMS),
+        ]
+    ),
     "c4": {"filter_lorem_ipsum": False, "filter_curly_bracket": False, "min_num_sentences": None},
     "fineweb": dict.fromkeys(["line_punct_thr", "short_line_thr", "char_duplicates_ratio", "new_line_ratio"]),
 }
-DEFAULTS = {"gopher_quality": GopherQualityConfig(), "gopher_repetition": GopherRepetitionConfig(),
-            "c4": C4Config(), "fineweb": FineWebConfig()}
+DEFAULTS = {
+    "gopher_quality": GopherQualityConfig(),
+    "gopher_repetition": GopherRepetitionConfig(),
+    "c4": C4Config(),
+    "fineweb": FineWebConfig(),
+}
 
 
 def only(family: str, field: str, **extra) -> QualityRulesConfig:
@@ -82,51 +103,122 @@ def words(n: int, word: str = "word") -> str:
 CASES = [
     ("gopher_word_count", "gopher_quality", "min_doc_words", words(50), words(49)),
     ("gopher_word_count", "gopher_quality", "max_doc_words", words(100_000, "ab"), words(100_001, "ab")),
-    ("gopher_mean_word_length", "gopher_quality", "min_avg_word_length",
-     " ".join(["ab", "abcd"] * 25), " ".join(["ab", "abcd"] * 25 + ["ab"])),
-    ("gopher_mean_word_length", "gopher_quality", "max_avg_word_length",
-     words(50, "abcdefghij"), words(49, "abcdefghij") + " abcdefghijk"),
+    (
+        "gopher_mean_word_length",
+        "gopher_quality",
+        "min_avg_word_length",
+        " ".join(["ab", "abcd"] * 25),
+        " ".join(["ab", "abcd"] * 25 + ["ab"]),
+    ),
+    (
+        "gopher_mean_word_length",
+        "gopher_quality",
+        "max_avg_word_length",
+        words(50, "abcdefghij"),
+        words(49, "abcdefghij") + " abcdefghijk",
+    ),
     # 5 of 50 tokens, 6 of 51
-    ("gopher_symbol_ratio", "gopher_quality", "max_symbol_word_ratio",
-     words(45) + " #" * 5, words(45) + " #" * 6),
-    ("gopher_symbol_ratio", "gopher_quality", "max_symbol_word_ratio",
-     words(45) + " ..." * 3 + " …" * 2, words(45) + " ..." * 3 + " …" * 3),
-    ("gopher_bullet_lines", "gopher_quality", "max_bullet_lines_ratio",
-     lines_text(["• an item"] * 45 + ["  - an item"] * 45 + ["plain text"] * 10) + "\n",
-     lines_text(["• an item"] * 45 + ["  - an item"] * 46 + ["plain text"] * 9) + "\n"),
-    ("gopher_ellipsis_lines", "gopher_quality", "max_ellipsis_lines_ratio",
-     lines_text(["and so on..."] * 2 + ["and so on… "] + ["a full stop."] * 7),
-     lines_text(["and so on..."] * 2 + ["and so on… "] * 2 + ["a full stop."] * 6)),
-    ("gopher_alpha_words", "gopher_quality", "min_alpha_words_ratio",
-     words(80) + " 123" * 20, words(79) + " 123" * 21),
-    ("gopher_stop_words", "gopher_quality", "min_stop_words",
-     "The cat sat on the mat and slept.", "The cat sat on the mat, then slept."),
-    ("gopher_dup_para_fraction", "gopher_repetition", "dup_para_frac",
-     "\n\n".join([f"paragraph {i}" for i in range(6)] + ["same again"] * 4),
-     "\n\n".join([f"paragraph {i}" for i in range(5)] + ["same again"] * 5)),
-    ("gopher_dup_para_char_fraction", "gopher_repetition", "dup_para_char_frac",
-     "p" * 20 + "\n\n" + "q" * 56 + "\n\n" + "p" * 20, "p" * 20 + "\n\n" + "q" * 55 + "\n\n" + "p" * 20),
-    ("gopher_dup_line_fraction", "gopher_repetition", "dup_line_frac",
-     lines_text([f"line {i}" for i in range(6)] + ["same line"] * 4),
-     lines_text([f"line {i}" for i in range(5)] + ["same line"] * 5)),
-    ("gopher_dup_line_char_fraction", "gopher_repetition", "dup_line_char_frac",
-     "p" * 20 + "\n" + "q" * 58 + "\n" + "p" * 20, "p" * 20 + "\n" + "q" * 57 + "\n" + "p" * 20),
-    ("c4_lorem_ipsum", "c4", "filter_lorem_ipsum",
-     "Lorem ipsum dolor sit amet", "Lorem ipsum dolor sit amet."),
-    ("c4_curly_bracket", "c4", "filter_curly_bracket",
-     "if (x) { return y; }\nTurn on JavaScript {now}.", "The set {1, 2, 3} has three members."),
-    ("c4_too_few_sentences", "c4", "min_num_sentences",
-     "This is sentence one. It has a friend.\nThis is line two.\nThis is line three!\nIs this line four?",
-     "This is sentence one.\nThis is line two.\nThis is line three!\nIs this line four?"),
-    ("fineweb_line_punct", "fineweb", "line_punct_thr",
-     lines_text([f"line {i}." for i in range(13)] + [f"line {i}" for i in range(87)]),
-     lines_text([f"line {i}." for i in range(12)] + [f"line {i}" for i in range(88)])),
-    ("fineweb_short_lines", "fineweb", "short_line_thr",
-     lines_text(["s" * 30] * 66 + ["l" * 31] * 34), lines_text(["s" * 30] * 67 + ["l" * 31] * 33)),
-    ("fineweb_char_dup", "fineweb", "char_duplicates_ratio",
-     lines_text(["r" * 10, "u" * 981, "r" * 10]), lines_text(["r" * 10, "u" * 980, "r" * 10])),
-    ("fineweb_list_ratio", "fineweb", "new_line_ratio",
-     lines_text(["alpha beta gamma"] * 10), lines_text(["alpha beta gamma"] * 10) + "\n"),
+    ("gopher_symbol_ratio", "gopher_quality", "max_symbol_word_ratio", words(45) + " #" * 5, words(45) + " #" * 6),
+    (
+        "gopher_symbol_ratio",
+        "gopher_quality",
+        "max_symbol_word_ratio",
+        words(45) + " ..." * 3 + " …" * 2,
+        words(45) + " ..." * 3 + " …" * 3,
+    ),
+    (
+        "gopher_bullet_lines",
+        "gopher_quality",
+        "max_bullet_lines_ratio",
+        lines_text(["• an item"] * 45 + ["  - an item"] * 45 + ["plain text"] * 10) + "\n",
+        lines_text(["• an item"] * 45 + ["  - an item"] * 46 + ["plain text"] * 9) + "\n",
+    ),
+    (
+        "gopher_ellipsis_lines",
+        "gopher_quality",
+        "max_ellipsis_lines_ratio",
+        lines_text(["and so on..."] * 2 + ["and so on… "] + ["a full stop."] * 7),
+        lines_text(["and so on..."] * 2 + ["and so on… "] * 2 + ["a full stop."] * 6),
+    ),
+    ("gopher_alpha_words", "gopher_quality", "min_alpha_words_ratio", words(80) + " 123" * 20, words(79) + " 123" * 21),
+    (
+        "gopher_stop_words",
+        "gopher_quality",
+        "min_stop_words",
+        "The cat sat on the mat and slept.",
+        "The cat sat on the mat, then slept.",
+    ),
+    (
+        "gopher_dup_para_fraction",
+        "gopher_repetition",
+        "dup_para_frac",
+        "\n\n".join([f"paragraph {i}" for i in range(6)] + ["same again"] * 4),
+        "\n\n".join([f"paragraph {i}" for i in range(5)] + ["same again"] * 5),
+    ),
+    (
+        "gopher_dup_para_char_fraction",
+        "gopher_repetition",
+        "dup_para_char_frac",
+        "p" * 20 + "\n\n" + "q" * 56 + "\n\n" + "p" * 20,
+        "p" * 20 + "\n\n" + "q" * 55 + "\n\n" + "p" * 20,
+    ),
+    (
+        "gopher_dup_line_fraction",
+        "gopher_repetition",
+        "dup_line_frac",
+        lines_text([f"line {i}" for i in range(6)] + ["same line"] * 4),
+        lines_text([f"line {i}" for i in range(5)] + ["same line"] * 5),
+    ),
+    (
+        "gopher_dup_line_char_fraction",
+        "gopher_repetition",
+        "dup_line_char_frac",
+        "p" * 20 + "\n" + "q" * 58 + "\n" + "p" * 20,
+        "p" * 20 + "\n" + "q" * 57 + "\n" + "p" * 20,
+    ),
+    ("c4_lorem_ipsum", "c4", "filter_lorem_ipsum", "Lorem ipsum dolor sit amet", "Lorem ipsum dolor sit amet."),
+    (
+        "c4_curly_bracket",
+        "c4",
+        "filter_curly_bracket",
+        "if (x) { return y; }\nTurn on JavaScript {now}.",
+        "The set {1, 2, 3} has three members.",
+    ),
+    (
+        "c4_too_few_sentences",
+        "c4",
+        "min_num_sentences",
+        "This is sentence one. It has a friend.\nThis is line two.\nThis is line three!\nIs this line four?",
+        "This is sentence one.\nThis is line two.\nThis is line three!\nIs this line four?",
+    ),
+    (
+        "fineweb_line_punct",
+        "fineweb",
+        "line_punct_thr",
+        lines_text([f"line {i}." for i in range(13)] + [f"line {i}" for i in range(87)]),
+        lines_text([f"line {i}." for i in range(12)] + [f"line {i}" for i in range(88)]),
+    ),
+    (
+        "fineweb_short_lines",
+        "fineweb",
+        "short_line_thr",
+        lines_text(["s" * 30] * 66 + ["l" * 31] * 34),
+        lines_text(["s" * 30] * 67 + ["l" * 31] * 33),
+    ),
+    (
+        "fineweb_char_dup",
+        "fineweb",
+        "char_duplicates_ratio",
+        lines_text(["r" * 10, "u" * 981, "r" * 10]),
+        lines_text(["r" * 10, "u" * 980, "r" * 10]),
+    ),
+    (
+        "fineweb_list_ratio",
+        "fineweb",
+        "new_line_ratio",
+        lines_text(["alpha beta gamma"] * 10),
+        lines_text(["alpha beta gamma"] * 10) + "\n",
+    ),
 ]
 
 # n: (the n-gram, how often, document length); (chars + spaces) * count / length == threshold
@@ -150,16 +242,33 @@ def top_gram_text(gram: list[str], count: int, total: int) -> str:
 
 for n, (gram, count, total) in TOP_GRAMS.items():
     # (len(gram) + spaces) * count / total is exactly the threshold inside, above it outside
-    CASES.append((f"gopher_top_{n}gram", "gopher_repetition", f"top_{n}gram_char_frac",
-                  top_gram_text(gram, count, total), top_gram_text(gram, count, total - 1)))
+    CASES.append(
+        (
+            f"gopher_top_{n}gram",
+            "gopher_repetition",
+            f"top_{n}gram_char_frac",
+            top_gram_text(gram, count, total),
+            top_gram_text(gram, count, total - 1),
+        )
+    )
 for n, gram in DUP_GRAMS.items():
     # the second copy of ``gram`` covers len("".join(gram)) == 100 * threshold characters
-    CASES.append((f"gopher_dup_{n}gram", "gopher_repetition", f"dup_{n}gram_char_frac",
-                  padded([*gram, "qq", *gram], 100), padded([*gram, "qq", *gram], 99)))
+    CASES.append(
+        (
+            f"gopher_dup_{n}gram",
+            "gopher_repetition",
+            f"dup_{n}gram_char_frac",
+            padded([*gram, "qq", *gram], 100),
+            padded([*gram, "qq", *gram], 99),
+        )
+    )
 
 
-@pytest.mark.parametrize(("expected", "family", "field", "inside", "outside"), CASES,
-                         ids=[f"{case[0]}-{case[2]}-{i}" for i, case in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("expected", "family", "field", "inside", "outside"),
+    CASES,
+    ids=[f"{case[0]}-{case[2]}-{i}" for i, case in enumerate(CASES)],
+)
 def test_rule_threshold(expected, family, field, inside, outside):
     config = only(family, field)
     assert reason(inside, config) is None
@@ -173,8 +282,12 @@ def test_every_rule_has_a_threshold_case():
 def test_reasons_are_unique_and_prefixed_by_family():
     assert len(REJECT_REASONS) == len(set(REJECT_REASONS))
     assert REJECT_REASONS[0] == "empty_text"
-    for reasons, prefix in ((GOPHER_QUALITY_REASONS, "gopher_"), (GOPHER_REPETITION_REASONS, "gopher_"),
-                            (C4_REASONS, "c4_"), (FINEWEB_REASONS, "fineweb_")):
+    for reasons, prefix in (
+        (GOPHER_QUALITY_REASONS, "gopher_"),
+        (GOPHER_REPETITION_REASONS, "gopher_"),
+        (C4_REASONS, "c4_"),
+        (FINEWEB_REASONS, "fineweb_"),
+    ):
         assert all(r.startswith(prefix) for r in reasons)
 
 
@@ -185,10 +298,23 @@ def test_empty_text_is_rejected_first_whatever_is_enabled(text):
     assert reason(text, nothing) == "empty_text"
 
 
-@pytest.mark.parametrize("text", [
-    "\x00\x01\x02\x03", "!!!! ???? #### $$$$ %%%%", "0 0 0 0 0 0 0 0 0 0", "😀😀😀 🎉", "\ufffd" * 40,
-    "a", "...", "{", "\r\n\r\n.", "-\n-\n-", "• " * 500, "x" * 5000,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\x00\x01\x02\x03",
+        "!!!! ???? #### $$$$ %%%%",
+        "0 0 0 0 0 0 0 0 0 0",
+        "😀😀😀 🎉",
+        "\ufffd" * 40,
+        "a",
+        "...",
+        "{",
+        "\r\n\r\n.",
+        "-\n-\n-",
+        "• " * 500,
+        "x" * 5000,
+    ],
+)
 def test_non_text_documents_get_a_reason_not_an_exception(text):
     assert reason(text) in REJECT_REASONS
 
@@ -250,10 +376,20 @@ def test_ngrams_do_not_cross_documents():
 
 def test_c4_sentences_count_only_lines_c4_would_keep():
     config = only("c4", "min_num_sentences")
-    kept_lines = ["One line here. Two sentences here.", "A third one is here.", "The fourth one is here.",
-                  "The fifth [1] one is here.[2]"]
-    dropped = ["Too short.", "No terminal punctuation here", "Ends in an ellipsis here...",
-               "Please enable JavaScript to see this.", "Read our privacy policy before use.", "x" * 1001 + " a b."]
+    kept_lines = [
+        "One line here. Two sentences here.",
+        "A third one is here.",
+        "The fourth one is here.",
+        "The fifth [1] one is here.[2]",
+    ]
+    dropped = [
+        "Too short.",
+        "No terminal punctuation here",
+        "Ends in an ellipsis here...",
+        "Please enable JavaScript to see this.",
+        "Read our privacy policy before use.",
+        "x" * 1001 + " a b.",
+    ]
     assert reason(lines_text(kept_lines + dropped), config) is None
     assert reason(lines_text(kept_lines[1:] + dropped), config) == "c4_too_few_sentences"
     no_citations = only("c4", "min_num_sentences", remove_citations=False)
@@ -324,8 +460,12 @@ def test_rule_order_picks_the_first_failing_rule():
     assert reason(BAD["gopher_repetition"]) == "gopher_dup_line_fraction"
 
 
-FAMILY_REASONS = {"gopher_quality": GOPHER_QUALITY_REASONS, "gopher_repetition": GOPHER_REPETITION_REASONS,
-                  "c4": C4_REASONS, "fineweb": FINEWEB_REASONS}
+FAMILY_REASONS = {
+    "gopher_quality": GOPHER_QUALITY_REASONS,
+    "gopher_repetition": GOPHER_REPETITION_REASONS,
+    "c4": C4_REASONS,
+    "fineweb": FINEWEB_REASONS,
+}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -366,9 +506,11 @@ def _web_text(rng: random.Random, size: int) -> str:
 @pytest.mark.parametrize("kind", ["web", "one_line", "repetitive"])
 def test_one_megabyte_document_is_fast(kind):
     rng = random.Random(1)
-    text = {"web": lambda: _web_text(rng, 1_000_000),
-            "one_line": lambda: _web_text(rng, 1_000_000).replace("\n", " "),
-            "repetitive": lambda: ("The same few words again and again. " * 30_000)[:1_000_000]}[kind]()
+    text = {
+        "web": lambda: _web_text(rng, 1_000_000),
+        "one_line": lambda: _web_text(rng, 1_000_000).replace("\n", " "),
+        "repetitive": lambda: ("The same few words again and again. " * 30_000)[:1_000_000],
+    }[kind]()
     texts = pa.array([text])
     # Each family alone, so that none is skipped for a document an earlier one rejected.
     for family in FAMILIES:
@@ -382,8 +524,10 @@ def test_one_megabyte_document_is_fast(kind):
 
 def test_a_batch_gives_each_document_the_reason_it_gets_alone():
     texts = [GOOD, "", *BAD.values(), *(text for case in CASES for text in case[3:] if len(text) < 5000)]
-    for config in [QualityRulesConfig(), *(QualityRulesConfig(**{name: {"enabled": name == family}
-                                                                 for name in FAMILIES}) for family in FAMILIES)]:
+    for config in [
+        QualityRulesConfig(),
+        *(QualityRulesConfig(**{name: {"enabled": name == family} for name in FAMILIES}) for family in FAMILIES),
+    ]:
         together = reject_reasons(pa.array(texts), config).to_pylist()
         assert together == [reason(text, config) for text in texts]
 
@@ -391,10 +535,18 @@ def test_a_batch_gives_each_document_the_reason_it_gets_alone():
 def test_stage_rejects_by_name_and_keeps_row_count():
     texts = [GOOD, "", words(10), GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit."]
     n = len(texts)
-    docs = pa.table({
-        cols.ID: [f"d{i}" for i in range(n)], cols.TEXT: texts, cols.DOMAIN: [None] * n, cols.URL: [None] * n,
-        cols.SHARD: ["s"] * n, cols.ROW: list(range(n)), cols.TEXT_BYTES: [len(t.encode()) for t in texts],
-    }, schema=cols.BASE_SCHEMA)
+    docs = pa.table(
+        {
+            cols.ID: [f"d{i}" for i in range(n)],
+            cols.TEXT: texts,
+            cols.DOMAIN: [None] * n,
+            cols.URL: [None] * n,
+            cols.SHARD: ["s"] * n,
+            cols.ROW: list(range(n)),
+            cols.TEXT_BYTES: [len(t.encode()) for t in texts],
+        },
+        schema=cols.BASE_SCHEMA,
+    )
     stage = QualityRules(QualityRulesConfig())
     out = stage.process(docs)
     assert out.table.num_rows == n
