@@ -4,7 +4,7 @@
 A ``DocumentStage`` is built from its validated config, loads what it needs once per
 worker in ``setup``, and maps a ``pyarrow.Table`` of documents to the same rows with
 columns added and, optionally, a reject reason per row. It never sees Ray, so a unit
-test can call it on a plain table; the runner wraps it in a Ray actor.
+test can call it on a plain table; annotate runs it inside per-shard Ray tasks.
 
 A ``GlobalStage`` reads the key columns of every annotated document as a
 ``ray.data.Dataset`` and returns a Dataset of the rows it removes (``shard_key``,
@@ -194,3 +194,26 @@ class Capability:
     def report_section(cls, config: StageConfig, run: RunRecord) -> ReportSection | None:
         """This capability's part of the run report, when it is enabled."""
         return None
+
+
+def removal_table(
+    shards: pa.Array | pa.ChunkedArray,
+    rows: pa.Array | pa.ChunkedArray,
+    ids: pa.Array | pa.ChunkedArray | None,
+    stage: str,
+    reasons: str | pa.Array,
+    duplicate_of: pa.Array | pa.ChunkedArray | None = None,
+) -> pa.Table:
+    """Rows a global stage removes, with REMOVAL_SCHEMA: one reason for all, or one per row."""
+    n = len(rows)
+    return pa.table(
+        {
+            cols.SHARD: shards,
+            cols.ROW: rows,
+            cols.ID: ids if ids is not None else pa.nulls(n, pa.string()),
+            cols.REJECT_STAGE: pa.array([stage] * n, pa.string()),
+            cols.REJECT_REASON: pa.array([reasons] * n, pa.string()) if isinstance(reasons, str) else reasons,
+            cols.DUPLICATE_OF: duplicate_of if duplicate_of is not None else pa.nulls(n, pa.string()),
+        },
+        schema=REMOVAL_SCHEMA,
+    )

@@ -8,11 +8,11 @@ import pyarrow as pa
 from pipeline.core import columns as cols
 
 
-def docs_table(texts: list[str]) -> pa.Table:
+def docs_table(texts: list[str], id_prefix: str = "d") -> pa.Table:
     n = len(texts)
     return pa.table(
         {
-            cols.ID: [f"d{i}" for i in range(n)],
+            cols.ID: [f"{id_prefix}{i}" for i in range(n)],
             cols.TEXT: texts,
             cols.DOMAIN: pa.nulls(n, pa.string()),
             cols.URL: pa.nulls(n, pa.string()),

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
 from pipeline.core.annotated import NODE
-from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, StageOutput
+from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, StageOutput, removal_table
 from pipeline.stages.exact_dedup.config import ExactDedupConfig
 from pipeline.stages.exact_dedup.normalize import normalize_for_dedup
 
@@ -69,15 +69,11 @@ def duplicates_in_block(block: pa.Table) -> pa.Table:
     is_duplicate = ~starts_group
     duplicates = block.filter(pa.array(is_duplicate))
     survivor_ids = pc.take(block.column(cols.ID), pa.array(survivor_position[is_duplicate]))
-    n = duplicates.num_rows
-    return pa.table(
-        {
-            cols.SHARD: duplicates.column(cols.SHARD),
-            cols.ROW: duplicates.column(cols.ROW),
-            cols.ID: duplicates.column(cols.ID),
-            cols.REJECT_STAGE: pa.array(["exact_dedup"] * n, pa.string()),
-            cols.REJECT_REASON: pa.array(["exact_duplicate"] * n, pa.string()),
-            cols.DUPLICATE_OF: survivor_ids,
-        },
-        schema=REMOVAL_SCHEMA,
+    return removal_table(
+        duplicates.column(cols.SHARD),
+        duplicates.column(cols.ROW),
+        duplicates.column(cols.ID),
+        "exact_dedup",
+        "exact_duplicate",
+        survivor_ids,
     )

@@ -11,7 +11,7 @@ from pipeline.core import columns as cols
 from pipeline.core.annotated import NODE, AnnotatedShards, shards_and_rows
 from pipeline.core.blocks import right_sized
 from pipeline.core.columns import PERPLEXITY
-from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
+from pipeline.stages.base import GlobalStage, removal_table
 from pipeline.stages.near_dedup.components import DST, EDGE_SCHEMA, SRC, connected_components, distinct_edges
 from pipeline.stages.near_dedup.stage import LSH_BANDS, MINHASH, SHINGLES, UNIT_COUNT
 
@@ -150,15 +150,4 @@ def _star_edges(block: pa.Table) -> pa.Table:
 
 def _removals(block: pa.Table, shard_keys: list[str]) -> pa.Table:
     shards, rows = shards_and_rows(block.column(SRC).to_numpy(), shard_keys)
-    n = block.num_rows
-    return pa.table(
-        {
-            cols.SHARD: shards,
-            cols.ROW: rows,
-            cols.ID: pa.nulls(n, pa.string()),
-            cols.REJECT_STAGE: pa.array(["near_dedup"] * n, pa.string()),
-            cols.REJECT_REASON: pa.array(["near_duplicate"] * n, pa.string()),
-            cols.DUPLICATE_OF: block.column(cols.ID),
-        },
-        schema=REMOVAL_SCHEMA,
-    )
+    return removal_table(shards, rows, None, "near_dedup", "near_duplicate", block.column(cols.ID))

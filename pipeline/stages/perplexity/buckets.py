@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from pipeline.core import columns as cols
 from pipeline.core.annotated import NODE, AnnotatedShards
 from pipeline.core.columns import LANG, PERPLEXITY
-from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
+from pipeline.stages.base import GlobalStage, removal_table
 
 
 class PerplexityBuckets(GlobalStage):
@@ -93,15 +93,7 @@ def _bucket_removals(block: pa.Table, cutoffs: dict[str, list[float]], dropped: 
         bucket[mine & (values >= tail_from)] = "tail"
     remove = np.isin(bucket, dropped) if dropped else np.zeros(block.num_rows, bool)
     removed = block.filter(pa.array(remove))
-    n = removed.num_rows
-    return pa.table(
-        {
-            cols.SHARD: removed.column(cols.SHARD),
-            cols.ROW: removed.column(cols.ROW),
-            cols.ID: removed.column(cols.ID),
-            cols.REJECT_STAGE: pa.array(["perplexity"] * n, pa.string()),
-            cols.REJECT_REASON: pa.array([f"perplexity_{b}" for b in bucket[remove]], pa.string()),
-            cols.DUPLICATE_OF: pa.nulls(n, pa.string()),
-        },
-        schema=REMOVAL_SCHEMA,
+    reasons = pa.array([f"perplexity_{b}" for b in bucket[remove]], pa.string())
+    return removal_table(
+        removed.column(cols.SHARD), removed.column(cols.ROW), removed.column(cols.ID), "perplexity", reasons
     )

@@ -20,6 +20,7 @@ from pipeline.stages.contamination import (
     build_index,
 )
 from tests.helpers import SHARED_DATA
+from tests.helpers.documents import docs_table
 
 TOPICS = ["river", "castle", "engine", "harvest", "library", "comet", "orchard", "harbour", "violin", "glacier"]
 
@@ -62,22 +63,6 @@ def _stage(tmp_path, rows, **config) -> ContaminationCheck:
     )
     stage.setup()
     return stage
-
-
-def _docs(texts):
-    n = len(texts)
-    return pa.table(
-        {
-            cols.ID: [f"d{i}" for i in range(n)],
-            cols.TEXT: texts,
-            cols.DOMAIN: pa.nulls(n, pa.string()),
-            cols.URL: pa.nulls(n, pa.string()),
-            cols.SHARD: ["s"] * n,
-            cols.ROW: list(range(n)),
-            cols.TEXT_BYTES: [len(t.encode()) for t in texts],
-        },
-        schema=cols.BASE_SCHEMA,
-    )
 
 
 def _change_surface(text: str, rng: random.Random) -> str:
@@ -128,7 +113,7 @@ def test_thresholds_and_annotation(tmp_path):
     whole = items[0]["question"] + " " + items[0]["answer"]
     words = whole.split()
     part = " ".join(words[: len(words) // 4])  # a quarter of the item: below the 50% threshold
-    out = stage.process(_docs([FILLER + whole, FILLER + part, FILLER]))
+    out = stage.process(docs_table([FILLER + whole, FILLER + part, FILLER]))
     annotations = out.table.column(CONTAMINATION).to_pylist()
     assert [a["item"] for a in annotations[0]] == ["0"] and annotations[0][0]["fraction"] == 1.0
     assert annotations[0][0]["benchmark"] == "lanterns" and annotations[0][0]["ngrams"] > 20
@@ -142,7 +127,7 @@ def test_drop_and_excise_with_margin_and_piece_limit(tmp_path):
     head, tail = "HEAD " * 100, " TAIL" * 100  # 500 characters each side
     doc_one = head + FILLER + item_text[0] + "\n" + FILLER + tail
     doc_many = FILLER.join([""] + item_text[:12] + [""])  # 12 separate regions: 13 pieces
-    docs = _docs([doc_one, doc_many, FILLER, item_text[3]])
+    docs = docs_table([doc_one, doc_many, FILLER, item_text[3]])
 
     dropped = _stage(tmp_path, items, action="drop").process(docs)
     assert dropped.reject_reasons.to_pylist() == ["contaminated", "contaminated", None, "contaminated"]

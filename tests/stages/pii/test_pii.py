@@ -10,6 +10,7 @@ import pytest
 from pipeline.core import columns as cols
 from pipeline.stages.pii import PII_COUNTS, PiiConfig, PiiScrub, Span, merge_spans
 from tests.helpers import SHARED_DATA
+from tests.helpers.documents import docs_table
 from tests.helpers.pii_corpus import PII, planted_documents
 
 
@@ -29,22 +30,6 @@ def whole():
 
 def _spans(found):
     return [sorted((s.start, s.end, s.entity, round(s.score, 6)) for s in doc) for doc in found]
-
-
-def _docs(texts):
-    n = len(texts)
-    return pa.table(
-        {
-            cols.ID: [str(i) for i in range(n)],
-            cols.TEXT: texts,
-            cols.DOMAIN: pa.nulls(n, pa.string()),
-            cols.URL: pa.nulls(n, pa.string()),
-            cols.SHARD: ["s"] * n,
-            cols.ROW: list(range(n)),
-            cols.TEXT_BYTES: [len(t.encode()) for t in texts],
-        },
-        schema=cols.BASE_SCHEMA,
-    )
 
 
 def test_windowed_finds_exactly_what_whole_document_presidio_finds(windowed, whole):
@@ -96,7 +81,7 @@ def test_windowed_parity_on_common_crawl_documents(windowed, whole):
 
 def test_placeholder_replacement_and_counts(windowed):
     text = "Mail jane.doe@example.com or call (212) 555-0147; card 4111 1111 1111 1111."
-    out = windowed.process(_docs([text, "nothing here at all"])).table
+    out = windowed.process(docs_table([text, "nothing here at all"], id_prefix="")).table
     assert out.column(cols.TEXT).to_pylist() == [
         "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>; card <CREDIT_CARD>.",
         "nothing here at all",
@@ -109,23 +94,23 @@ def test_mask_hash_and_max_entities():
     text = "a jane.doe@example.com b jane.doe@example.com c 10.0.0.1"
     mask = PiiScrub(PiiConfig(enabled=True, replace_with="mask", mask="[X]"))
     mask.setup()
-    assert mask.process(_docs([text])).table.column(cols.TEXT)[0].as_py() == "a [X] b [X] c [X]"
+    assert mask.process(docs_table([text], id_prefix="")).table.column(cols.TEXT)[0].as_py() == "a [X] b [X] c [X]"
 
     hashed = PiiScrub(PiiConfig(enabled=True, replace_with="hash"))
     hashed.bind_job(SimpleNamespace(name="job", seed=1))
     hashed.setup()
-    out = hashed.process(_docs([text])).table.column(cols.TEXT)[0].as_py()
+    out = hashed.process(docs_table([text], id_prefix="")).table.column(cols.TEXT)[0].as_py()
     first, second = out.split(" ")[1], out.split(" ")[3]
     assert first == second and first.startswith("<EMAIL_ADDRESS:") and len(first) == len("<EMAIL_ADDRESS:>") + 12
     assert "jane" not in out
     other_run = PiiScrub(PiiConfig(enabled=True, replace_with="hash"))
     other_run.bind_job(SimpleNamespace(name="job", seed=2))
     other_run.setup()
-    assert other_run.process(_docs([text])).table.column(cols.TEXT)[0].as_py().split(" ")[1] != first
+    assert other_run.process(docs_table([text], id_prefix="")).table.column(cols.TEXT)[0].as_py().split(" ")[1] != first
 
     strict = PiiScrub(PiiConfig(enabled=True, max_entities=2))
     strict.setup()
-    kept, rejected = strict(_docs([text, "one: 10.0.0.1"]))
+    kept, rejected = strict(docs_table([text, "one: 10.0.0.1"], id_prefix=""))
     assert kept.column(cols.ID).to_pylist() == ["1"]
     assert rejected.column(cols.REJECT_REASON).to_pylist() == ["pii_too_many_entities"]
     assert "jane" not in rejected.column(cols.TEXT)[0].as_py()  # rejects keep the scrubbed text
@@ -144,7 +129,7 @@ def test_other_languages_long_documents_and_unreadable_text(windowed, whole):
     filler = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n" * 40000  # 2.3 M characters
     long_doc = "start 078-05-1121\n" + filler + "middle jane.doe@example.com\n" + filler + "end 10.0.0.1"
     assert len(long_doc) > 2_000_000
-    out = windowed.process(_docs([german, chinese, long_doc])).table
+    out = windowed.process(docs_table([german, chinese, long_doc], id_prefix="")).table
     texts = out.column(cols.TEXT).to_pylist()
     assert texts[0] == "Kontakt: <EMAIL_ADDRESS>, Telefon <PHONE_NUMBER>. Vielen Dank!"
     assert "<EMAIL_ADDRESS>" in texts[1] and "wang.li" not in texts[1]
@@ -161,7 +146,7 @@ def test_other_languages_long_documents_and_unreadable_text(windowed, whole):
     with pytest.raises(ValueError):
         whole.analyzer.analyze(odd, language="en")
     for stage in (windowed, whole):
-        kept, rejected = stage(_docs(["mail a@example.com", odd, "ip 10.0.0.1"]))
+        kept, rejected = stage(docs_table(["mail a@example.com", odd, "ip 10.0.0.1"], id_prefix=""))
         assert kept.column(cols.TEXT).to_pylist() == ["mail <EMAIL_ADDRESS>", "ip <IP_ADDRESS>"]
         assert rejected.column(cols.REJECT_REASON).to_pylist() == ["pii_unscannable"]
 
