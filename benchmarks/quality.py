@@ -1,6 +1,8 @@
 """Heuristic quality rules: the QualityRules stage with every family on (Gopher quality,
-Gopher repetition, C4, FineWeb) on 1,024-row batches, one core. No baseline in the run:
-RESULTS.md compares its keep/reject decisions with datatrove's filters.
+Gopher repetition, C4, FineWeb) on 1,024-row batches, one core; and each family alone on one
+1 MB document of three shapes (web text, one line, one sentence repeated), the case whose
+cost could grow faster than linearly. No baseline in the run: RESULTS.md compares its
+keep/reject decisions with datatrove's filters.
 
     python -m benchmarks quality --docs 20000
 """
@@ -24,7 +26,46 @@ def bench_quality(docs: int, repeats: int) -> dict:
         "refinery_s": seconds,
         "mb_per_s_per_core": nbytes / seconds / 1e6,
         "docs_per_s_per_core": table.num_rows / seconds,
+        "one_megabyte_document_s": bench_large_documents(repeats),
     }
+
+
+def _web_text(rng, size: int) -> str:
+    vocabulary = ["".join(rng.choices("etaoinshrdlucmfwyp", k=rng.randint(1, 9))) for _ in range(5000)]
+    vocabulary += ["the", "of", "and", "to", "with"] * 200
+    parts, length = [], 0
+    while length < size:
+        sentence = " ".join(rng.choices(vocabulary, k=rng.randint(5, 25))).capitalize() + rng.choice(".!?,;")
+        sentence += "\n" if rng.random() < 0.15 else " "
+        parts.append(sentence)
+        length += len(sentence)
+    return "".join(parts)[:size]
+
+
+def bench_large_documents(repeats: int) -> dict[str, dict[str, float]]:
+    """Seconds per family for one 1 MB document of each shape (median of ``repeats``)."""
+    import random
+
+    import pyarrow as pa
+
+    from pipeline.stages.quality import QualityRulesConfig, reject_reasons
+
+    families = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
+    shapes = {
+        "web": _web_text(random.Random(1), 1_000_000),
+        "one_line": _web_text(random.Random(1), 1_000_000).replace("\n", " "),
+        "repetitive": ("The same few words again and again. " * 30_000)[:1_000_000],
+    }
+    seconds: dict[str, dict[str, float]] = {}
+    for shape, text in shapes.items():
+        texts = pa.array([text])
+        for family in families:
+            config = QualityRulesConfig(**{name: {"enabled": name == family} for name in families})
+            reject_reasons(texts, config)  # compiles the regular expressions
+            seconds.setdefault(shape, {})[family] = common.median_seconds(
+                lambda texts=texts, config=config: reject_reasons(texts, config), repeats
+            )
+    return seconds
 
 
 def main(argv: list[str]) -> None:

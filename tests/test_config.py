@@ -1,10 +1,9 @@
-from pathlib import Path
-
 import pytest
 import yaml
 
 from pipeline.cli import main
 from pipeline.config import JobSpecError, load_job_spec
+from tests.helpers import REPO
 
 
 def spec_errors(job) -> str:
@@ -117,11 +116,30 @@ def test_bad_yaml_names_file(tmp_path, capsys):
     assert f"{path}: not valid YAML" in capsys.readouterr().err
 
 
-def test_shipped_jobs_validate_structurally():
-    from pathlib import Path
+def _leaves(node, path=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(node, list) and node and all(isinstance(item, dict) for item in node):
+        for index, item in enumerate(node):
+            yield from _leaves(item, (*path, index))
+    else:
+        yield path, node
 
-    for job in sorted(Path(__file__).resolve().parents[1].joinpath("jobs").glob("*.yaml")):
-        load_job_spec(job, check_files=False)
+
+def test_shipped_jobs_load_with_every_value_they_set():
+    """Every value a shipped spec sets is the value the loaded spec holds (a loader that
+    dropped, renamed or coerced a key would fail here)."""
+    jobs = sorted((REPO / "jobs").glob("*.yaml"))
+    assert [job.name for job in jobs] == ["benchmark.yaml", "cc_refresh.yaml", "quickstart.yaml"]
+    for job in jobs:
+        loaded = load_job_spec(job, check_files=False).model_dump(mode="json")
+        for path, value in _leaves(yaml.safe_load(job.read_text())):
+            held = loaded
+            for key in path:
+                held = held[key]
+            expected = list(value) if isinstance(value, tuple) else value
+            assert held == expected or (isinstance(held, list) and held == list(expected)), (job.name, path)
 
 
 def test_demo_job_spec_validates_through_the_cli(tokenizer_model, sample_corpus, tmp_path, capsys):
@@ -130,7 +148,7 @@ def test_demo_job_spec_validates_through_the_cli(tokenizer_model, sample_corpus,
 
     arpa = tmp_path / "en.arpa"
     train_arpa([["a", "b", "c"], ["a", "c"]], arpa, order=2)
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     overrides = [
         f"input.uri={sample_corpus}",
         f"output.uri={tmp_path / 'out'}",

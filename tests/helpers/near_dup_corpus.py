@@ -8,12 +8,11 @@ true Jaccard similarity to their original reaches the threshold.
 from __future__ import annotations
 
 import random
+import unicodedata
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from pipeline.stages.near_dedup import dedup_units
 
 EDITS = ("substitute", "insert", "delete", "reorder", "boilerplate")
 FILLER = "the of and a new old small large early late first last major minor local national".split()
@@ -27,9 +26,15 @@ def shingles(words: list[str], n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)} if len(words) >= n else {tuple(words)}
 
 
+def words_of(text: str) -> list[str]:
+    """The documented normalization, written independently of the pipeline's: NFKC, lower
+    case, anything but letters, digits, marks and whitespace becomes a space, then words."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return "".join(c if unicodedata.category(c)[0] in "LNM" or c.isspace() else " " for c in text).split()
+
+
 def true_jaccard(a: str, b: str, n: int = 5) -> float:
-    wa, wb = dedup_units(pa.array([a, b]), "word").to_pylist()
-    sa, sb = shingles(wa, n), shingles(wb, n)
+    sa, sb = shingles(words_of(a), n), shingles(words_of(b), n)
     return len(sa & sb) / len(sa | sb)
 
 

@@ -1,5 +1,5 @@
-"""Benchmark contamination: eval items found inside documents in every form the issue
-names, few false positives on clean text, the three actions, eval set reading errors, and
+"""Benchmark contamination: eval items found inside documents in every form (verbatim,
+surface changes, fragments), none in clean text, the three actions, eval set reading errors, and
 a job's report."""
 
 import gzip
@@ -7,6 +7,7 @@ import json
 import random
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +20,7 @@ from pipeline.stages.contamination import (
     EvalSetError,
     build_index,
 )
+from pipeline.stages.contamination.index import ContaminationIndex
 from tests.helpers import SHARED_DATA
 from tests.helpers.documents import docs_table
 
@@ -97,12 +99,22 @@ FORMS = {
 def test_items_found_in_every_form_and_not_in_clean_text(tmp_path):
     items = _eval_items(200)
     stage = _stage(tmp_path, items)
+    strict = _stage(tmp_path, items, min_item_fraction=0.5)
     rng = random.Random(1)
     paragraphs = [FILLER * rng.randint(1, 3) for _ in range(10)]
     for form, change in FORMS.items():
         texts = [_embed(change(f"{it['question']}\n{it['answer']}", rng), rng, paragraphs) for it in items]
         found = stage.matches(pa.array(texts))
         assert all(i in doc for i, doc in enumerate(found)), form
+        if form == "fragment_60":
+            continue
+        # The items share template 13-grams ("... a third of them to the river guild"): a
+        # document also matches its neighbours, by up to 48% of their n-grams. With half of
+        # an item required, each whole item overlaps its own document and no other.
+        assert sum(len(doc) > 1 for doc in found) > len(items) // 2, form
+        assert [sorted(item for item, _, _ in overlap) for overlap in strict.overlaps(found)] == [
+            [i] for i in range(len(items))
+        ], form
     clean = [FILLER * 3, "Problem solving needs lanterns, keepers and a guild.", ""]
     assert stage.matches(pa.array(clean)) == [{}, {}, {}]
 
@@ -188,12 +200,18 @@ def test_eval_set_formats(tmp_path, fmt):
             writer = csv.DictWriter(handle, ["question", "answer"])
             writer.writeheader()
             writer.writerows(rows)
-    index = build_index(
-        ContaminationConfig(
-            enabled=True, benchmarks=[{"name": "lanterns", "uri": str(path), "fields": ["question", "answer"]}]
-        )
-    )
+
+    def index_of(uri):
+        config = {"name": "lanterns", "uri": str(uri), "fields": ["question", "answer"]}
+        return build_index(ContaminationConfig(enabled=True, benchmarks=[config]))
+
+    index = index_of(path)
+    reference = index_of(_write_jsonl(tmp_path / "reference.jsonl", rows))
     assert index.summary()["benchmarks"] == {"lanterns": 20} and len(index.hashes) > 20 * 30
+    # The same items, n-grams and names as the same rows read from plain JSONL.
+    for array in ContaminationIndex._ARRAYS:
+        assert np.array_equal(getattr(index, array), getattr(reference, array)), array
+    assert index.item_names == reference.item_names == [str(i) for i in range(20)]
 
 
 def test_eval_set_errors_name_the_benchmark(tmp_path):

@@ -1,4 +1,7 @@
-"""Vectorized signatures equal datasketch.MinHash fed the same shingles, bit for bit."""
+"""Vectorized signatures equal datasketch.MinHash fed the same shingles, bit for bit, and
+the shingle hash is the documented polynomial, computed here independently."""
+
+import hashlib
 
 import datasketch
 import numpy as np
@@ -18,6 +21,27 @@ def reference(units, n, num_perm, seed):
     m = datasketch.MinHash(num_perm=num_perm, seed=seed, hashfunc=shingle_hash, scheme="affine32")
     m.update_batch(shingles)
     return m.hashvalues
+
+
+def independent_shingle_hash(shingle) -> int:
+    """blake2b-64 of each unit (little-endian), sum of unit j's hash times P**j mod 2**64, the
+    two halves XORed: written from the module's description, in Python integers."""
+    p, modulus = 0x9E3779B97F4A7C15, 1 << 64
+    units = [int.from_bytes(hashlib.blake2b(u.encode("utf-8"), digest_size=8).digest(), "little") for u in shingle]
+    total = sum(h * pow(p, j, modulus) for j, h in enumerate(units)) % modulus
+    return (total ^ (total >> 32)) & 0xFFFFFFFF
+
+
+def test_shingle_hashes_are_the_documented_polynomial():
+    rows, _ = build_sample_documents(30, seed=5)
+    docs = [r["text"].lower().split() for r in rows] + [["solo"], ["two", "words"], ["ünï", "日本", "🙂", "x"]]
+    hashes, counts = shingle_hashes(pa.array(docs, pa.list_(pa.string())), Shingling(4))
+    expected = []
+    for units in docs:
+        shingles = [units[i : i + 4] for i in range(len(units) - 3)] if len(units) >= 4 else [units]
+        expected += [independent_shingle_hash(s) for s in shingles]
+        assert all(shingle_hash(s) == independent_shingle_hash(s) for s in shingles[:5])
+    assert hashes.tolist() == expected and counts.sum() == len(expected)
 
 
 @pytest.mark.parametrize("n,num_perm,seed", [(5, 128, 1), (3, 64, 42), (1, 16, 7)])

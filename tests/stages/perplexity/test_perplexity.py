@@ -68,6 +68,29 @@ def test_vectorized_normalization_equals_ccnet(texts):
     assert ccnet_normalize("  Café 1999 “x” —  ") == 'cafe 0000 "x"  - '
 
 
+# One case per step of CCNet's text_normalizer.normalize (defaults: accent, case, numbers,
+# punct=1), each written out by hand from what that step does.
+CCNET_CASES = [
+    ("   \t  ", ""),  # strip, then an empty line stays empty
+    ("MiXeD CASE Ünïcödé", "mixed case unicode"),  # lower case, then Mn marks removed after NFD
+    ("ﬁ ligature stays", "ﬁ ligature stays"),  # NFD is not NFKC: compatibility forms stay
+    ("क्षत्रिय", "कषतरिय"),  # virama (Mn) removed; the vowel sign ि is Mc and stays
+    ("2024 ٣٤ ५६ ²", "0000 00 00 ²"),  # every decimal digit (Nd) is 0; superscripts are not Nd
+    # Digits go first, so CCNet's table entry for the full-width one never applies.
+    ("a，b。c、d„e”f“g«h»i１j」k「l《m》n", 'a,b.c,d"e"f"g"h"i0j"k"l"m"n'),
+    ("a´b∶c：d？e！f（g）h；i", "a'b:c:d?e!f(g)h;i"),
+    ("a–b—c．d～e’f…g━h〈i〉j【k】l％m►n", "a-b - c. d~e'f...g-h<i>j[k]l%m-n"),
+    ("tab\there\x07bell\x1fus\x7fdel\x85nel\x9fapc", "tabherebellusdelnelapc"),  # C0, DEL, C1 removed
+    ("\u00a0nbsp and \u200b zero width", "nbsp and \u200b zero width"),  # strip takes NBSP; ZWSP is no control
+]
+
+
+@pytest.mark.parametrize(("line", "normalized"), CCNET_CASES)
+def test_ccnet_normalization_step_by_step(line, normalized):
+    assert ccnet_normalize(line) == normalized
+    assert normalize_lines([line]).to_pylist() == [normalized]
+
+
 @pytest.mark.parametrize("per_line", [True, False])
 def test_stage_equals_direct_kenlm(texts, lm_pair, per_line):
     docs = pa.table({cols.TEXT: texts + ["Zeile eins\n\nZeile zwei"], LANG: ["en"] * (len(texts) + 1)})
