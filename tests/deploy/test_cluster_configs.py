@@ -774,7 +774,7 @@ def check_readme(files: Files) -> list[str]:
     for phrase in (
         "Dockerfile",
         ".dockerignore",
-        "tests/test_multinode.py",
+        "tests/jobs/test_multinode.py",
         "--address auto",
         "refinery submit",
         "refinery status",

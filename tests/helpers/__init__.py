@@ -18,12 +18,8 @@ def job_dict(input_uri: str, output_uri: str, tokenizer: str, **sections: Any) -
         "name": "test",
         "input": {"uri": input_uri, "id_column": "id"},
         "output": {"uri": output_uri},
-        # Near dedup has its own tests; elsewhere it would only add shuffles to every job.
-        "stages": {
-            "tokenize": {"model": tokenizer},
-            "pack": {"seq_len": 256, "shard_tokens": 40000},
-            "near_dedup": {"enabled": False},
-        },
+        # Every stage at its default (near dedup included), as users run them.
+        "stages": {"tokenize": {"model": tokenizer}, "pack": {"seq_len": 256, "shard_tokens": 40000}},
     }
     for key, value in sections.items():
         spec[key] = {**spec.get(key, {}), **value}
