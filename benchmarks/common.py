@@ -4,8 +4,10 @@ the JSON each one writes to benchmarks/results/<name>.json."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import resource
@@ -28,6 +30,21 @@ from pipeline.tools.sample import build_sample_documents
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA") or ROOT.parent / "shared" / "data")
+
+
+class MissingSharedData(SystemExit):
+    """A benchmark's real data is absent: it stops rather than measure something else."""
+
+
+def shared_data(name: str) -> Path:
+    """A folder or file of ../shared/data; its absence is an error naming the override."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        raise MissingSharedData(
+            f"error: {path} is absent; this benchmark reads real data from ../shared/data. "
+            "Set REFINERY_SHARED_DATA to the folder that holds it."
+        )
+    return path
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -102,6 +119,45 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def _time_round(factory: str, kwargs: dict, order: list[str]) -> dict[str, float]:
+    module, name = factory.split(":")
+    sides = getattr(importlib.import_module(module), name)(**kwargs)
+    for side in order:  # warm-up: lazy imports, compiled patterns, allocator pools
+        sides[side]()
+    seconds = {}
+    for side in order:
+        started = time.perf_counter()
+        sides[side]()
+        seconds[side] = time.perf_counter() - started
+    return seconds
+
+
+def interleaved(factory: str, kwargs: dict, rounds: int, reference: str, candidate: str) -> dict:
+    """Times two sides of one comparison round by round, each round in a fresh process
+    (``factory``, ``module:function``, builds ``{side: callable}`` there from ``kwargs``),
+    the order of the sides alternating, so that machine drift falls on both. The ratio is
+    reference seconds / candidate seconds: above 1 the candidate is faster."""
+    context = multiprocessing.get_context("spawn")
+    timings = []
+    for number in range(rounds):
+        order = [candidate, reference] if number % 2 == 0 else [reference, candidate]
+        with context.Pool(1) as pool:
+            timings.append(pool.apply(_time_round, (factory, kwargs, order)))
+    ratios = [t[reference] / t[candidate] for t in timings]
+    return {
+        "rounds": rounds,
+        "seconds": {side: [t[side] for t in timings] for side in (reference, candidate)},
+        "median_seconds": {side: statistics.median(t[side] for t in timings) for side in (reference, candidate)},
+        "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+    }
+
+
+def add_rounds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, each in a fresh process")
 
 
 def peak_rss_bytes() -> int:

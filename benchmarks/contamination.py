@@ -38,15 +38,12 @@ def build_index_in_child(eval_uri: str, ngram: int) -> dict:
 
 
 def bench_contamination(docs: int, repeats: int, tmp: Path, items: int = 100_000) -> dict:
+    from benchmarks.web_like import web_like_documents
     from pipeline.core.ngrams import ngram_hashes, unit_hashes
     from pipeline.stages.contamination import ContaminationCheck, ContaminationConfig, words
 
-    if (common.SHARED_DATA / "nltk").exists():
-        from benchmarks.web_like import web_like_documents
-
-        texts = web_like_documents(common.SHARED_DATA, docs, 0.0, seed=3)
-    else:
-        texts = common.docs_table(docs).column(cols.TEXT).to_pylist()
+    common.shared_data("nltk")
+    texts = web_like_documents(common.SHARED_DATA, docs, 0.0, seed=3)
     # Items are word sequences drawn from the documents' own word stream: real word
     # frequencies, items as long as GSM8K's, and (as in a clean corpus) no item text in the
     # documents.

@@ -26,16 +26,14 @@ PII_RATES = (0.02, 0.1, 0.3)  # shares of web-like documents with a planted cont
 
 
 def pii_corpora(docs: int) -> dict[str, list[str]]:
-    """Web-like documents with PII planted in 2%, 10% and 30% of them (when ../shared/data is
-    there), and the code-heavy sample corpus."""
-    corpora = {}
-    if (common.SHARED_DATA / "nltk").exists():
-        from benchmarks.web_like import web_like_documents
+    """Web-like documents with PII planted in 2%, 10% and 30% of them (from ../shared/data),
+    and the code-heavy sample corpus."""
+    from benchmarks.web_like import web_like_documents
 
-        for rate in PII_RATES:
-            corpora[f"web, {rate:.0%} of documents with PII"] = web_like_documents(
-                common.SHARED_DATA, docs, rate, seed=5
-            )
+    common.shared_data("nltk")
+    corpora = {}
+    for rate in PII_RATES:
+        corpora[f"web, {rate:.0%} of documents with PII"] = web_like_documents(common.SHARED_DATA, docs, rate, seed=5)
     corpora["sample corpus (Python docs and code)"] = common.docs_table(docs).column(cols.TEXT).to_pylist()
     return corpora
 
@@ -161,17 +159,12 @@ def bench_pii(docs: int, processes: int) -> dict:
             f"spans identical to full Presidio: {full == mine} ({total} spans)",
             flush=True,
         )
-    records_path = common.SHARED_DATA / "pii" / "presidio_generated_large.json"
-    if records_path.exists():
-        records = json.loads(records_path.read_text())
-        figures["gold"] = gold_scores(stage, records)
-        whole_found = [
-            sorted((s.start, s.end, s.entity) for s in d) for d in whole.find([r["full_text"] for r in records])
-        ]
-        ours_found = [
-            sorted((s.start, s.end, s.entity) for s in d) for d in stage.find([r["full_text"] for r in records])
-        ]
-        figures["gold_records_identical_to_full_presidio"] = whole_found == ours_found
+    records_path = common.shared_data("pii/presidio_generated_large.json")
+    records = json.loads(records_path.read_text())
+    figures["gold"] = gold_scores(stage, records)
+    whole_found = [sorted((s.start, s.end, s.entity) for s in d) for d in whole.find([r["full_text"] for r in records])]
+    ours_found = [sorted((s.start, s.end, s.entity) for s in d) for d in stage.find([r["full_text"] for r in records])]
+    figures["gold_records_identical_to_full_presidio"] = whole_found == ours_found
     return figures
 
 

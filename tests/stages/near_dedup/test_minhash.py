@@ -96,3 +96,16 @@ def test_punctuation_and_spaces_are_not_words():
     bands = stage.process(pa.table({cols.TEXT: texts})).table.column(LSH_BANDS).to_pylist()
     assert [b is None for b in bands] == [False, True, True, False]
     assert len(bands[0]) == NearDedupConfig(ngram=2).banding()[0]
+
+
+def test_distinct_shingles_per_document_are_each_documents_sorted_set():
+    from pipeline.stages.near_dedup.stage import _distinct_per_document
+
+    rng = np.random.default_rng(4)
+    for trial in range(20):
+        counts = rng.integers(0, 40, rng.integers(0, 60))
+        high = 2**32 if trial % 2 else 12  # wide hashes, or many repeats within a document
+        hashes = rng.integers(0, high, counts.sum(), dtype=np.uint64).astype(np.uint32)
+        got = _distinct_per_document(hashes, counts).to_pylist()
+        starts = np.r_[0, np.cumsum(counts)]
+        assert got == [sorted(set(hashes[a:b].tolist())) for a, b in zip(starts[:-1], starts[1:])]
