@@ -194,17 +194,18 @@ def atomic_writer(uri: str, options: StorageOptions | None = None, part_size: in
             if os.path.exists(tmp):
                 os.remove(tmp)
     else:
-        # Streams as a multipart upload (parts of ``part_size``); on error the upload is
-        # aborted (discard), never completed, so no partial object appears.
+        # Streams as a multipart upload (parts of ``part_size``); on error, completing the
+        # upload included, it is aborted (discard), so no partial object appears and no
+        # uploaded parts are left behind to be billed.
         f = fs.open(path, "wb", **({"block_size": part_size} if part_size else {}))
         try:
             yield f
+            f.close()
         except BaseException:
             if hasattr(f, "discard"):
                 f.discard()
                 f.closed = True  # or the file's finalizer would try to complete the upload
             raise
-        f.close()
 
 
 def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> None:

@@ -1,12 +1,16 @@
 """s3:// input and output through s3fs against a real S3 API (moto) on 127.0.0.1."""
 
 import json
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from pipeline import run_job
 from pipeline.core import storage
+from tests.helpers import REPO
 from tests.helpers.megatron_reader import read_indexed_dataset
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -89,41 +93,91 @@ def test_interrupted_write_publishes_nothing(where, s3, s3_endpoint, tmp_path):
     assert storage.read_bytes(uri, options) == b"complete"
 
 
-def test_upload_retries_a_transient_failure_without_leaving_a_partial_object(s3, s3_endpoint, monkeypatch):
-    from pipeline.core import storage
+@pytest.fixture
+def fault_proxy(s3_endpoint):
+    """Starts tests/helpers/s3_faults.py, a proxy process in front of the moto server, with a
+    schedule of transport faults; returns its endpoint and a reader of what it injected."""
+    processes = []
 
-    s3.mkdir("retry-bucket")
-    uri, options = "s3://retry-bucket/tokens/shard.bin", storage.StorageOptions(endpoint_url=s3_endpoint)
-    real_writer = storage.atomic_writer
-    attempts = []
-
-    import contextlib
-
-    @contextlib.contextmanager
-    def flaky_writer(*args, **kwargs):
-        attempts.append(kwargs.get("part_size"))
-        with real_writer(*args, **kwargs) as f:
-            if len(attempts) < 3:
-                f.write(b"y" * (6 * 1024 * 1024))  # a first multipart part goes up, then the link drops
-                raise ConnectionResetError("connection reset by peer")
-            yield f
-
-    monkeypatch.setattr(storage, "atomic_writer", flaky_writer)
-    waits = []
-    data = bytes(range(256)) * 40000
-    storage.write_bytes_retrying(
-        uri, data, options, storage.UploadConfig(part_size_mb=5, attempts=4, backoff_s=0.5), sleep=waits.append
-    )
-    assert waits == [0.5, 1.0] and attempts == [5 << 20] * 3
-    s3.invalidate_cache()
-    assert storage.read_bytes(uri, options) == data
-    assert s3.ls("retry-bucket/tokens") == ["retry-bucket/tokens/shard.bin"]
-
-    monkeypatch.setattr(storage, "atomic_writer", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down")))
-    with pytest.raises(OSError, match="upload of s3://retry-bucket/x failed 2 times; last error: ConnectionError"):
-        storage.write_bytes_retrying(
-            "s3://retry-bucket/x", b"x", options, storage.UploadConfig(attempts=2), sleep=lambda s: None
+    def start(schedule: list[dict]):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.s3_faults", s3_endpoint.rsplit(":", 1)[1], json.dumps(schedule)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
         )
+        processes.append(process)
+        endpoint = f"http://127.0.0.1:{int(process.stdout.readline())}"
+        return endpoint, lambda: json.loads(urllib.request.urlopen(f"{endpoint}/__faults__").read())
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def _open_uploads(s3, bucket: str) -> list:
+    return s3.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])
+
+
+DATA = bytes(range(256)) * 50_000  # 12.8 MB: three 5 MB parts of a multipart upload
+
+
+def test_transport_faults_the_client_retries_cost_no_upload_retry(s3, fault_proxy):
+    """A dropped connection and a 503 SlowDown on parts, and a read cut short: the S3 client's
+    own retries absorb them, and the bytes are exact."""
+    s3.mkdir("faults-bucket")
+    endpoint, injected = fault_proxy(
+        [
+            {"method": "PUT", "query": "partNumber", "nth": [1], "fault": "drop"},
+            {"method": "PUT", "query": "partNumber", "nth": [2], "fault": "503"},  # the retry of the first
+            {"method": "GET", "query": "shard.bin", "nth": [1], "fault": "truncate"},
+        ]
+    )
+    uri, options = "s3://faults-bucket/tokens/shard.bin", storage.StorageOptions(endpoint_url=endpoint)
+    waits = []
+    storage.write_bytes_retrying(uri, DATA, options, storage.UploadConfig(part_size_mb=5), sleep=waits.append)
+    assert storage.read_bytes(uri, options) == DATA
+    assert waits == [] and [f["fault"] for f in injected()] == ["drop", "503", "truncate"]
+    s3.invalidate_cache()
+    assert s3.ls("faults-bucket/tokens") == ["faults-bucket/tokens/shard.bin"]
+    assert _open_uploads(s3, "faults-bucket") == []
+
+
+def test_upload_retried_after_the_client_gives_up_aborts_what_it_started(s3, fault_proxy, monkeypatch):
+    """Completing the multipart upload fails (500) past the client's retries: the upload is
+    retried whole, after a backoff, and the failed attempt's parts are aborted, not left
+    behind (they were, before the writer aborted a failed completion)."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    s3.mkdir("retry-bucket")
+    endpoint, injected = fault_proxy([{"method": "POST", "query": "uploadId", "nth": [1, 2], "fault": "500"}])
+    uri, options = "s3://retry-bucket/tokens/shard.bin", storage.StorageOptions(endpoint_url=endpoint)
+    waits = []
+    upload = storage.UploadConfig(part_size_mb=5, attempts=4, backoff_s=0.5)
+    storage.write_bytes_retrying(uri, DATA, options, upload, sleep=waits.append)
+    assert waits == [0.5] and len(injected()) == 2
+    s3.invalidate_cache()
+    assert s3.cat("retry-bucket/tokens/shard.bin") == DATA
+    assert s3.ls("retry-bucket/tokens") == ["retry-bucket/tokens/shard.bin"]
+    assert _open_uploads(s3, "retry-bucket") == []
+
+
+def test_an_upload_that_keeps_failing_names_the_file(s3, fault_proxy, monkeypatch):
+    import s3fs
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off; s3fs's stay
+    s3.mkdir("down-bucket")
+    endpoint, injected = fault_proxy([{"method": "PUT", "nth": list(range(1, 100)), "fault": "503"}])
+    options = storage.StorageOptions(endpoint_url=endpoint)
+    waits = []
+    with pytest.raises(OSError, match=r"upload of s3://down-bucket/x failed 2 times; last error: "):
+        storage.write_bytes_retrying(
+            "s3://down-bucket/x", b"x", options, storage.UploadConfig(attempts=2), waits.append
+        )
+    # s3fs retries SlowDown itself (S3FileSystem.retries times), then the upload is retried once.
+    assert waits == [1.0] and len(injected()) == 2 * s3fs.S3FileSystem.retries
+    s3.invalidate_cache()
+    assert s3.ls("down-bucket") == []
 
 
 def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(

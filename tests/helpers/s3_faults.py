@@ -1,0 +1,120 @@
+"""An HTTP proxy process on 127.0.0.1 in front of the moto S3 server that injects faults at
+the transport, on a schedule: a dropped connection, an error status (503 SlowDown, 500), or
+a response cut short. Requests it does not fault pass through unchanged.
+
+Run as ``python -m tests.helpers.s3_faults UPSTREAM_PORT SCHEDULE_JSON``; it prints its port.
+A schedule is a list of rules ``{"method": "PUT", "query": "partNumber", "nth": [1, 2],
+"fault": "drop" | "503" | "500" | "truncate"}``: the rule's ``nth`` requests (counted from 1)
+that match the method and contain ``query`` in the URL get the fault. ``GET /__faults__``
+returns what was injected.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Lock
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+INTERNAL = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+    b"<Message>We encountered an internal error. Please try again.</Message></Error>"
+)
+
+
+class FaultProxy(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream_port: int, schedule: list[dict]) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.upstream_port = upstream_port
+        self.schedule = schedule
+        self.seen = [0] * len(schedule)
+        self.injected: list[dict] = []
+        self.lock = Lock()
+
+    def fault_for(self, method: str, path: str) -> str | None:
+        """Every rule counts the requests it matches; the first rule due injects its fault."""
+        fault = None
+        with self.lock:
+            for number, rule in enumerate(self.schedule):
+                if rule.get("method", method) == method and rule.get("query", "") in path:
+                    self.seen[number] += 1
+                    if fault is None and self.seen[number] in rule["nth"]:
+                        fault = rule["fault"]
+            if fault is not None:
+                self.injected.append({"method": method, "path": path, "fault": fault})
+        return fault
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FaultProxy
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _handle(self) -> None:
+        if self.path == "/__faults__":
+            body = json.dumps(self.server.injected).encode()
+            self._reply(200, {"Content-Type": "application/json"}, body)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        fault = self.server.fault_for(self.command, self.path)
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
+        if fault in ("503", "500"):
+            self._reply(int(fault), {"Content-Type": "application/xml"}, SLOW_DOWN if fault == "503" else INTERNAL)
+            return
+        upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        upstream.close()
+        out = {k: v for k, v in response.getheaders() if k.lower() not in ("transfer-encoding", "connection")}
+        if self.command != "HEAD":
+            out["Content-Length"] = str(len(data))
+        if fault == "truncate" and len(data) > 1:
+            self.send_response(response.status)
+            for key, value in out.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.close()
+            return
+        self._reply(response.status, out, data, head=self.command == "HEAD")
+
+    def _reply(self, status: int, headers: dict, body: bytes, head: bool = False) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            if key.lower() != "content-length":
+                self.send_header(key, value)
+        # A HEAD reply carries the object's length and no body.
+        length = next((v for k, v in headers.items() if k.lower() == "content-length"), None) if head else None
+        self.send_header("Content-Length", length if length is not None else str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+def main() -> None:
+    proxy = FaultProxy(int(sys.argv[1]), json.loads(sys.argv[2]))
+    print(proxy.server_address[1], flush=True)
+    proxy.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
