@@ -30,18 +30,6 @@ def bench_quality(docs: int, repeats: int) -> dict:
     }
 
 
-def _web_text(rng, size: int) -> str:
-    vocabulary = ["".join(rng.choices("etaoinshrdlucmfwyp", k=rng.randint(1, 9))) for _ in range(5000)]
-    vocabulary += ["the", "of", "and", "to", "with"] * 200
-    parts, length = [], 0
-    while length < size:
-        sentence = " ".join(rng.choices(vocabulary, k=rng.randint(5, 25))).capitalize() + rng.choice(".!?,;")
-        sentence += "\n" if rng.random() < 0.15 else " "
-        parts.append(sentence)
-        length += len(sentence)
-    return "".join(parts)[:size]
-
-
 def bench_large_documents(repeats: int) -> dict[str, dict[str, float]]:
     """Seconds per family for one 1 MB document of each shape (median of ``repeats``)."""
     import random
@@ -49,11 +37,12 @@ def bench_large_documents(repeats: int) -> dict[str, dict[str, float]]:
     import pyarrow as pa
 
     from pipeline.stages.quality import QualityRulesConfig, reject_reasons
+    from pipeline.tools.sample import random_prose
 
     families = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
     shapes = {
-        "web": _web_text(random.Random(1), 1_000_000),
-        "one_line": _web_text(random.Random(1), 1_000_000).replace("\n", " "),
+        "web": random_prose(random.Random(1), 1_000_000),
+        "one_line": random_prose(random.Random(1), 1_000_000).replace("\n", " "),
         "repetitive": ("The same few words again and again. " * 30_000)[:1_000_000],
     }
     seconds: dict[str, dict[str, float]] = {}

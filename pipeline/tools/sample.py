@@ -116,6 +116,20 @@ JUNK = [
 ]
 
 
+def random_prose(rng: random.Random, size: int) -> str:
+    """``size`` characters of sentences over a random 5,000-word vocabulary plus common
+    function words, about 15% of them ending a line: long documents of a realistic shape."""
+    vocabulary = ["".join(rng.choices("etaoinshrdlucmfwyp", k=rng.randint(1, 9))) for _ in range(5000)]
+    vocabulary += ["the", "of", "and", "to", "with"] * 200
+    parts, length = [], 0
+    while length < size:
+        sentence = " ".join(rng.choices(vocabulary, k=rng.randint(5, 25))).capitalize() + rng.choice(".!?,;")
+        sentence += "\n" if rng.random() < 0.15 else " "
+        parts.append(sentence)
+        length += len(sentence)
+    return "".join(parts)[:size]
+
+
 def build_sample_documents(num_docs: int, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rng = random.Random(seed)
     plants: dict[str, Any] = {"exact_duplicates": [], "near_duplicates": [], "non_english": [], "pii": [], "junk": []}

@@ -27,6 +27,7 @@ from pipeline.stages.quality import (
     QualityRulesConfig,
     reject_reasons,
 )
+from pipeline.tools.sample import random_prose
 
 FAMILIES = {
     "gopher_quality": dict.fromkeys(
@@ -528,18 +529,6 @@ def test_non_english_documents_are_handled():
     assert reject_reasons(pa.array(texts), QualityRulesConfig()).to_pylist() == expected["gopher_quality"]
 
 
-def _web_text(rng: random.Random, size: int) -> str:
-    vocabulary = [f"{''.join(rng.choices('etaoinshrdlucmfwyp', k=rng.randint(1, 9)))}" for _ in range(5000)]
-    vocabulary += ["the", "of", "and", "to", "with"] * 200
-    parts, length = [], 0
-    while length < size:
-        sentence = " ".join(rng.choices(vocabulary, k=rng.randint(5, 25))).capitalize() + rng.choice(".!?,;")
-        sentence += "\n" if rng.random() < 0.15 else " "
-        parts.append(sentence)
-        length += len(sentence)
-    return "".join(parts)[:size]
-
-
 # Per family alone, so that none is skipped for a document an earlier one rejected. Speed on
 # these documents is measured by `python -m benchmarks quality`, not here.
 ONE_MEGABYTE_REASONS = {
@@ -563,8 +552,8 @@ ONE_MEGABYTE_REASONS = {
 def test_one_megabyte_document_gets_each_familys_reason(kind):
     rng = random.Random(1)
     text = {
-        "web": lambda: _web_text(rng, 1_000_000),
-        "one_line": lambda: _web_text(rng, 1_000_000).replace("\n", " "),
+        "web": lambda: random_prose(rng, 1_000_000),
+        "one_line": lambda: random_prose(rng, 1_000_000).replace("\n", " "),
         "repetitive": lambda: ("The same few words again and again. " * 30_000)[:1_000_000],
     }[kind]()
     found = {}
