@@ -134,25 +134,28 @@ def _time_round(factory: str, kwargs: dict, order: list[str]) -> dict[str, float
     return seconds
 
 
-def interleaved(factory: str, kwargs: dict, rounds: int, reference: str, candidate: str) -> dict:
-    """Times two sides of one comparison round by round, each round in a fresh process
+def interleaved(factory: str, kwargs: dict, rounds: int, reference: str, candidates: list[str]) -> dict:
+    """Times the sides of one comparison round by round, each round in a fresh process
     (``factory``, ``module:function``, builds ``{side: callable}`` there from ``kwargs``),
-    the order of the sides alternating, so that machine drift falls on both. The ratio is
-    reference seconds / candidate seconds: above 1 the candidate is faster."""
+    the order of the sides rotating, so that machine drift and the cost of running later in
+    a process fall on every side. A ratio is reference seconds / candidate seconds: above 1
+    the candidate is faster."""
     context = multiprocessing.get_context("spawn")
+    sides = [reference, *candidates]
     timings = []
     for number in range(rounds):
-        order = [candidate, reference] if number % 2 == 0 else [reference, candidate]
+        order = sides[number % len(sides) :] + sides[: number % len(sides)]
         with context.Pool(1) as pool:
             timings.append(pool.apply(_time_round, (factory, kwargs, order)))
-    ratios = [t[reference] / t[candidate] for t in timings]
+    ratios = {side: [t[reference] / t[side] for t in timings] for side in candidates}
     return {
         "rounds": rounds,
-        "seconds": {side: [t[side] for t in timings] for side in (reference, candidate)},
-        "median_seconds": {side: statistics.median(t[side] for t in timings) for side in (reference, candidate)},
-        "ratios": ratios,
-        "ratio_median": statistics.median(ratios),
-        "ratio_range": [min(ratios), max(ratios)],
+        "seconds": {side: [t[side] for t in timings] for side in sides},
+        "median_seconds": {side: statistics.median(t[side] for t in timings) for side in sides},
+        "ratio": {
+            side: {"median": statistics.median(r), "range": [min(r), max(r)], "per_round": r}
+            for side, r in ratios.items()
+        },
     }
 
 

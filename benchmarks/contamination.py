@@ -2,7 +2,8 @@
 answer, about 120 words; time and peak RSS, in a fresh process), and the scan (the stage's
 ``matches``: normalize, hash every 13-gram, look it up) against a loop that only normalizes
 and hashes (``words`` + ``ngram_hashes``), on web-like documents (benchmarks/web_like.py,
-from ../shared/data, required); both in 1,024-row batches on one core, interleaved.
+from ../shared/data, required); both in 1,024-row batches on one core, each round in a
+fresh process, the order alternating over ``--rounds``.
 
 Two cases. The best case: the 100,000 items are random draws of the documents' own words,
 so almost no document n-gram passes the index's bitmap (a clean corpus). The realistic case:
@@ -10,7 +11,7 @@ the real GSM8K test set and HumanEval as the eval sets, and ``--planted`` of the
 (default 1%) carrying one of their items verbatim inside the page; the stage as a job runs
 it (``process``, action annotate), with the documents it finds scored against the plants.
 
-    python -m benchmarks contamination --docs 20000 --repeats 5
+    python -m benchmarks contamination --docs 20000 --rounds 5
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import concurrent.futures
 import json
 import multiprocessing
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -42,89 +42,39 @@ def build_index_in_child(eval_uri: str, ngram: int) -> dict:
     return {"seconds": time.perf_counter() - started, "peak_rss_bytes": common.peak_rss_bytes(), **index.summary()}
 
 
-def bench_contamination(docs: int, repeats: int, tmp: Path, items: int = 100_000) -> dict:
-    from benchmarks.web_like import web_like_documents
+def _hash_only(batches) -> None:
     from pipeline.core.ngrams import ngram_hashes, unit_hashes
-    from pipeline.stages.contamination import ContaminationCheck, ContaminationConfig, words
+    from pipeline.stages.contamination import words
 
-    common.shared_data("nltk")
-    texts = web_like_documents(common.SHARED_DATA, docs, 0.0, seed=3)
-    # Items are word sequences drawn from the documents' own word stream: real word
-    # frequencies, items as long as GSM8K's, and (as in a clean corpus) no item text in the
-    # documents.
-    rng = random.Random(0)
-    stream = [w for t in texts[:2000] for w in t.split()]
-    eval_path = tmp / "eval.jsonl"
-    with eval_path.open("w") as handle:
-        for i in range(items):
-            handle.write(
-                json.dumps(
-                    {
-                        "question": f"item {i}: " + " ".join(rng.choices(stream, k=80)),
-                        "answer": " ".join(rng.choices(stream, k=40)),
-                    }
-                )
-                + "\n"
-            )
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        built = pool.submit(build_index_in_child, str(eval_path), 13).result()
-    print(
-        f"index of {items:,} items: {built['seconds']:.1f} s, peak RSS {built['peak_rss_bytes'] / 2**30:.2f} GiB, "
-        f"{built['ngrams']:,} n-grams",
-        flush=True,
-    )
+    for batch in batches:
+        units = words(batch.column(cols.TEXT))
+        ngram_hashes(units, 13, unit_hashes(units))
 
-    stage = ContaminationCheck(
-        ContaminationConfig(
-            enabled=True, benchmarks=[{"name": "synthetic", "uri": str(eval_path), "fields": ["question", "answer"]}]
-        )
-    )
+
+def best_case_sides(docs: int, eval_uri: str) -> dict:
+    """The stage's ``matches`` against normalize-and-hash, over a clean corpus."""
+    from benchmarks.web_like import web_like_documents
+    from pipeline.stages.contamination import ContaminationCheck, ContaminationConfig
+
+    batches = common.batches(common.text_table(web_like_documents(common.SHARED_DATA, docs, 0.0, seed=3)))
+    benchmark = {"name": "synthetic", "uri": eval_uri, "fields": ["question", "answer"]}
+    stage = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[benchmark]))
     stage.setup()
-    table = common.text_table(texts)
-    batches = [b.column(cols.TEXT) for b in common.batches(table)]
-    nbytes = common.text_bytes(table)
-
-    def hash_only():
-        for column in batches:
-            units = words(column)
-            ngram_hashes(units, 13, unit_hashes(units))
 
     def scan():
-        for column in batches:
-            stage.matches(column)
+        for batch in batches:
+            stage.matches(batch.column(cols.TEXT))
 
-    hash_s, scan_s = [], []
-    for _ in range(repeats):  # interleaved, so both sides see the same machine
-        hash_s.append(common.median_seconds(hash_only, 1))
-        scan_s.append(common.median_seconds(scan, 1))
-    figures = {
-        "items": items,
-        "index_build_s": built["seconds"],
-        "index_peak_rss_bytes": built["peak_rss_bytes"],
-        "index_ngrams": built["ngrams"],
-        "index_bytes": built["bytes"],
-        "documents": len(texts),
-        "bytes": nbytes,
-        "normalize_and_hash_mb_per_s": nbytes / statistics.median(hash_s) / 1e6,
-        "scan_mb_per_s": nbytes / statistics.median(scan_s) / 1e6,
-        "scan_vs_normalize_and_hash": statistics.median(hash_s) / statistics.median(scan_s),
-    }
-    print(
-        f"scan {figures['scan_mb_per_s']:.2f} MB/s/core, normalize+hash only {figures['normalize_and_hash_mb_per_s']:.2f} "
-        f"MB/s/core: ratio {figures['scan_vs_normalize_and_hash']:.2f}",
-        flush=True,
-    )
-    return figures
+    return {"normalize_and_hash": lambda: _hash_only(batches), "scan": scan}
 
 
-def bench_real_benchmarks(docs: int, repeats: int, planted: float) -> dict:
-    """GSM8K and HumanEval items planted verbatim in ``planted`` of web-like documents."""
+def real_benchmarks(docs: int, planted: float):
+    """Web-like documents, ``planted`` of them given a GSM8K or HumanEval item verbatim
+    inside the page (seeded), and the stage over both eval sets; the planted rows."""
     import gzip
 
     from benchmarks.web_like import web_like_documents
-    from pipeline.core.ngrams import ngram_hashes, unit_hashes
-    from pipeline.stages.contamination import CONTAMINATION, ContaminationCheck, ContaminationConfig, words
+    from pipeline.stages.contamination import ContaminationCheck, ContaminationConfig
 
     folder = common.shared_data("benchmarks")
     gsm8k = [json.loads(line) for line in (folder / "gsm8k_test.jsonl").read_text().splitlines() if line.strip()]
@@ -137,7 +87,7 @@ def bench_real_benchmarks(docs: int, repeats: int, planted: float) -> dict:
     rng = random.Random(11)
     texts = web_like_documents(common.SHARED_DATA, docs, 0.0, seed=4)
     plants = set(rng.sample(range(len(texts)), int(len(texts) * planted)))
-    for row in plants:
+    for row in sorted(plants):
         paragraphs = texts[row].split("\n")
         paragraphs.insert(rng.randrange(len(paragraphs) + 1), rng.choice(items))
         texts[row] = "\n".join(paragraphs)
@@ -151,48 +101,106 @@ def bench_real_benchmarks(docs: int, repeats: int, planted: float) -> dict:
         )
     )
     stage.setup()
-    table = common.text_table(texts)
-    batches = common.batches(table)
+    return common.batches(common.text_table(texts)), stage, plants, len(items)
 
-    def hash_only():
-        for batch in batches:
-            units = words(batch.column(cols.TEXT))
-            ngram_hashes(units, 13, unit_hashes(units))
 
-    def scan():
-        return [stage.process(batch).table for batch in batches]
+def real_benchmark_sides(docs: int, planted: float) -> dict:
+    """The stage as a job runs it (``process``, action annotate) against normalize-and-hash."""
+    batches, stage, _, _ = real_benchmarks(docs, planted)
+    return {"normalize_and_hash": lambda: _hash_only(batches), "scan": lambda: [stage.process(b) for b in batches]}
 
-    hash_s, scan_s = [], []
-    for _ in range(repeats):
-        hash_s.append(common.median_seconds(hash_only, 1))
-        scan_s.append(common.median_seconds(scan, 1))
-    found = {
-        row
-        for row, overlaps in enumerate(c for out in scan() for c in out.column(CONTAMINATION).to_pylist())
-        if overlaps
-    }
-    nbytes = common.text_bytes(table)
+
+def _scan_figures(comparison: dict, nbytes: int) -> dict:
+    seconds = comparison["median_seconds"]
     return {
-        "items": len(items),
+        "normalize_and_hash_mb_per_s": nbytes / seconds["normalize_and_hash"] / 1e6,
+        "scan_mb_per_s": nbytes / seconds["scan"] / 1e6,
+        "scan_vs_normalize_and_hash": comparison["ratio"]["scan"],
+        "rounds": comparison,
+    }
+
+
+def bench_contamination(docs: int, rounds: int, tmp: Path, items: int = 100_000) -> dict:
+    from benchmarks.web_like import web_like_documents
+
+    common.shared_data("nltk")
+    texts = web_like_documents(common.SHARED_DATA, docs, 0.0, seed=3)
+    # Items are word sequences drawn from the documents' own word stream: real word
+    # frequencies, items as long as GSM8K's, and (as in a clean corpus) no item text in the
+    # documents.
+    rng = random.Random(0)
+    stream = [w for t in texts[:2000] for w in t.split()]
+    eval_path = tmp / "eval.jsonl"
+    with eval_path.open("w") as handle:
+        for i in range(items):
+            question = f"item {i}: " + " ".join(rng.choices(stream, k=80))
+            handle.write(json.dumps({"question": question, "answer": " ".join(rng.choices(stream, k=40))}) + "\n")
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        built = pool.submit(build_index_in_child, str(eval_path), 13).result()
+    print(
+        f"index of {items:,} items: {built['seconds']:.1f} s, peak RSS {built['peak_rss_bytes'] / 2**30:.2f} GiB, "
+        f"{built['ngrams']:,} n-grams",
+        flush=True,
+    )
+    comparison = common.interleaved(
+        "benchmarks.contamination:best_case_sides",
+        {"docs": docs, "eval_uri": str(eval_path)},
+        rounds,
+        reference="normalize_and_hash",
+        candidates=["scan"],
+    )
+    return {
+        "items": items,
+        "index_build_s": built["seconds"],
+        "index_peak_rss_bytes": built["peak_rss_bytes"],
+        "index_ngrams": built["ngrams"],
+        "index_bytes": built["bytes"],
         "documents": len(texts),
+        "bytes": common.text_bytes(common.text_table(texts)),
+        **_scan_figures(comparison, common.text_bytes(common.text_table(texts))),
+    }
+
+
+def bench_real_benchmarks(docs: int, rounds: int, planted: float) -> dict:
+    """GSM8K and HumanEval items planted verbatim in ``planted`` of web-like documents."""
+    from pipeline.stages.contamination import CONTAMINATION
+
+    batches, stage, plants, items = real_benchmarks(docs, planted)
+    overlaps = [c for batch in batches for c in stage.process(batch).table.column(CONTAMINATION).to_pylist()]
+    found = {row for row, overlap in enumerate(overlaps) if overlap}
+    comparison = common.interleaved(
+        "benchmarks.contamination:real_benchmark_sides",
+        {"docs": docs, "planted": planted},
+        rounds,
+        reference="normalize_and_hash",
+        candidates=["scan"],
+    )
+    return {
+        "items": items,
+        "documents": len(overlaps),
         "planted_documents": len(plants),
         "found_documents": len(found),
         "recall": len(found & plants) / len(plants) if plants else None,
         "found_without_a_plant": len(found - plants),
-        "normalize_and_hash_mb_per_s": nbytes / statistics.median(hash_s) / 1e6,
-        "scan_mb_per_s": nbytes / statistics.median(scan_s) / 1e6,
-        "scan_vs_normalize_and_hash": statistics.median(hash_s) / statistics.median(scan_s),
+        **_scan_figures(comparison, sum(common.text_bytes(b) for b in batches)),
     }
 
 
 def main(argv: list[str]) -> None:
     parser = common.parser("contamination", __doc__)
     common.add_docs(parser)
-    common.add_repeats(parser)
+    common.add_rounds(parser)
     parser.add_argument("--planted", type=float, default=0.01, help="share of documents given an eval item")
     args = parser.parse_args(argv)
     with common.scratch() as tmp:
-        figures = bench_contamination(args.docs, args.repeats, tmp)
-    figures["real_benchmarks"] = bench_real_benchmarks(args.docs, args.repeats, args.planted)
-    print(f"real benchmarks: {json.dumps(figures['real_benchmarks'])}", flush=True)
+        figures = bench_contamination(args.docs, args.rounds, tmp)
+    figures["real_benchmarks"] = bench_real_benchmarks(args.docs, args.rounds, args.planted)
+    for case, numbers in (("best case", figures), ("real benchmarks", figures["real_benchmarks"])):
+        ratio = numbers["scan_vs_normalize_and_hash"]
+        print(
+            f"{case}: scan {numbers['scan_mb_per_s']:.2f} MB/s/core, ratio {ratio['median']:.2f} "
+            f"({ratio['range'][0]:.2f}-{ratio['range'][1]:.2f})",
+            flush=True,
+        )
     common.write_result("contamination", argv, figures)

@@ -49,7 +49,7 @@ def bench_language(docs: int, rounds: int) -> dict:
     stage = LanguageId(LanguageConfig())
     stage.setup()
     comparison = common.interleaved(
-        "benchmarks.language:sides", {"docs": docs}, rounds, reference="fasttext_predict", candidate="refinery"
+        "benchmarks.language:sides", {"docs": docs}, rounds, reference="fasttext_predict", candidates=["refinery"]
     )
     nbytes = common.text_bytes(table)
     figures = {

@@ -62,7 +62,7 @@ def bench_perplexity(docs: int, rounds: int, tmp: Path) -> dict:
         {"docs": docs, "lm": pair["lm"], "sp": pair["sp"]},
         rounds,
         reference="kenlm_loop",
-        candidate="refinery",
+        candidates=["refinery"],
     )
     nbytes = common.text_bytes(table)
     return {

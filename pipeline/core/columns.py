@@ -7,6 +7,7 @@ unique within a run even when user-supplied ids are not.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 ID = "id"
 TEXT = "text"
@@ -80,3 +81,17 @@ SHUFFLE_KEY = "u"
 """A document's seeded uniform key in [0, 1): its place in the global order."""
 NUM_TOKENS = "num_tokens"
 TOKENS = "tokens"
+
+
+def with_texts_replaced(docs: pa.Table, replacements: dict[int, str]) -> pa.Table:
+    """``docs`` with the text of the given rows replaced, and their ``text_bytes`` recounted."""
+    if not replacements:
+        return docs
+    column = docs.column(TEXT)
+    mask = pa.array([row in replacements for row in range(docs.num_rows)])
+    texts = pc.replace_with_mask(
+        column.combine_chunks(), mask, pa.array([replacements[r] for r in sorted(replacements)], column.type)
+    )
+    docs = docs.set_column(docs.schema.get_field_index(TEXT), TEXT, texts)
+    lengths = pc.binary_length(texts).cast(pa.int64())
+    return docs.set_column(docs.schema.get_field_index(TEXT_BYTES), TEXT_BYTES, lengths)

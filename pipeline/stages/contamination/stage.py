@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
 from pipeline.core import storage
@@ -192,17 +191,7 @@ class ContaminationCheck(DocumentStage):
             else:
                 excised[row] = "\n".join(pieces)
         self._record(docs, overlaps, ["excised" if row in excised else "dropped" for row in range(docs.num_rows)])
-        if excised:
-            mask = pa.array([row in excised for row in range(docs.num_rows)])
-            text_array = pc.replace_with_mask(
-                column.combine_chunks(), mask, pa.array([excised[r] for r in sorted(excised)], column.type)
-            )
-            table = table.set_column(table.schema.get_field_index(cols.TEXT), cols.TEXT, text_array)
-            table = table.set_column(
-                table.schema.get_field_index(cols.TEXT_BYTES),
-                cols.TEXT_BYTES,
-                pc.binary_length(text_array).cast(pa.int64()),
-            )
+        table = cols.with_texts_replaced(table, excised)
         return StageOutput(table, pa.array(reasons, pa.string()) if any(reasons) else None)
 
     def excise(self, text: str, items: set[int]) -> list[str]:

@@ -25,7 +25,6 @@ import re
 from collections import OrderedDict
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
 from pipeline.stages.base import DocumentStage, StageOutput
@@ -299,18 +298,7 @@ class PiiScrub(DocumentStage):
             if spans:
                 scrubbed[row], per_entity = self.scrub(text, spans)
                 counts[row] = sorted(per_entity.items())
-        table = docs
-        if scrubbed:
-            mask = pa.array([i in scrubbed for i in range(n)])
-            text_array = pc.replace_with_mask(
-                column.combine_chunks(), mask, pa.array([scrubbed[i] for i in sorted(scrubbed)], column.type)
-            )
-            table = table.set_column(table.schema.get_field_index(cols.TEXT), cols.TEXT, text_array)
-            table = table.set_column(
-                table.schema.get_field_index(cols.TEXT_BYTES),
-                cols.TEXT_BYTES,
-                pc.binary_length(text_array).cast(pa.int64()),
-            )
+        table = cols.with_texts_replaced(docs, scrubbed)
         table = table.append_column(PII_COUNTS, pa.array(counts, pa.map_(pa.string(), pa.int32())))
         failed = {rows[k] for k in self.failed}
         limit = self.config.max_entities
