@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -121,32 +122,39 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _time_round(factory: str, kwargs: dict, order: list[str]) -> dict[str, float]:
+def _time_round(factory: str, kwargs: dict, order: list[str], warmup: bool) -> dict[str, float]:
     module, name = factory.split(":")
     sides = getattr(importlib.import_module(module), name)(**kwargs)
-    for side in order:  # warm-up: lazy imports, compiled patterns, allocator pools
-        sides[side]()
+    if warmup:  # lazy imports, compiled patterns, allocator pools
+        for side in order:
+            sides[side]()
     seconds = {}
     for side in order:
         started = time.perf_counter()
-        sides[side]()
-        seconds[side] = time.perf_counter() - started
+        measured = sides[side]()
+        seconds[side] = measured if isinstance(measured, float) else time.perf_counter() - started
     return seconds
 
 
-def interleaved(factory: str, kwargs: dict, rounds: int, reference: str, candidates: list[str]) -> dict:
+def interleaved(
+    factory: str, kwargs: dict, rounds: int, reference: str, candidates: list[str], warmup: bool = True
+) -> dict:
     """Times the sides of one comparison round by round, each round in a fresh process
     (``factory``, ``module:function``, builds ``{side: callable}`` there from ``kwargs``),
     the order of the sides rotating, so that machine drift and the cost of running later in
-    a process fall on every side. A ratio is reference seconds / candidate seconds: above 1
-    the candidate is faster."""
+    a process fall on every side. Each side runs once untimed first unless ``warmup`` is
+    off (for sides of many seconds). A side that must set up before its timed part returns
+    the seconds it measured itself, a float. A ratio is reference seconds / candidate
+    seconds: above 1 the candidate is faster."""
     context = multiprocessing.get_context("spawn")
     sides = [reference, *candidates]
     timings = []
     for number in range(rounds):
         order = sides[number % len(sides) :] + sides[: number % len(sides)]
-        with context.Pool(1) as pool:
-            timings.append(pool.apply(_time_round, (factory, kwargs, order)))
+        # an executor's worker exits normally when it shuts down, so a Ray it started stops too
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            timings.append(pool.submit(_time_round, factory, kwargs, order, warmup).result())
+        print(f"round {number + 1}/{rounds}: " + ", ".join(f"{s} {timings[-1][s]:.2f} s" for s in order), flush=True)
     ratios = {side: [t[reference] / t[side] for t in timings] for side in candidates}
     return {
         "rounds": rounds,

@@ -4,7 +4,9 @@
     python -m benchmarks datatrove_compare --corpus DIR    # existing Parquet shards (id, text)
 
 Run with Refinery's venv; the first run creates benchmarks/.venv-datatrove from
-requirements-datatrove.txt. Each side runs in its own process (this module with --side) while
+requirements-datatrove.txt. ``--rounds`` rounds each run every side once, in rotating order;
+times are medians over rounds, the ratio is the median of each round's ratio, and every round
+must remove the same documents. Each side runs in its own process (this module with --side) while
 the parent samples that process tree every 0.2 s: peak RSS of the largest process and of the
 tree's sum (which counts shared pages, e.g. Ray's object store, once per process).
 
@@ -45,6 +47,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -255,17 +258,36 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
                 pc.sum(pc.binary_length(pq.read_table(f, columns=["text"])["text"])).as_py() or 0 for f in files
             ),
         }
-        results = {}
-        for side in SIDES:
-            print(f"running {SIDES[side]} ...", flush=True)
-            results[side] = run_side(
-                side, python if side == "datatrove" else Path(sys.executable), args, corpus, tokenizer, Path(tmp) / side
-            )
+        rounds: list[dict] = []
+        sides = list(SIDES)
+        for number in range(args.rounds):
+            # each side in a fresh process; the order rotates, so drift falls on every side
+            order = sides[number % len(sides) :] + sides[: number % len(sides)]
+            rounds.append({})
+            for side in order:
+                print(f"round {number + 1}/{args.rounds}: running {SIDES[side]} ...", flush=True)
+                python_of_side = python if side == "datatrove" else Path(sys.executable)
+                work = Path(tmp) / f"{side}-{number}"
+                rounds[-1][side] = run_side(side, python_of_side, args, corpus, tokenizer, work)
+    results = rounds[0]
     removed = {side: set(r.pop("removed_ids")) for side, r in results.items()}
+    for later in rounds[1:]:
+        for side, r in later.items():
+            assert set(r.pop("removed_ids")) == removed[side], f"{side} removed other documents in another round"
     for side, r in results.items():
         r["removed"] = len(removed[side])
+        totals = [one[side]["seconds_total"] for one in rounds]
+        r["seconds_total_each_round"] = totals
+        r["seconds_total"] = statistics.median(totals)
+        r["seconds_by_stage"] = {
+            stage: round(statistics.median(one[side]["seconds_by_stage"][stage] for one in rounds), 3)
+            for stage in r["seconds_by_stage"]
+        }
+        r["peak_rss_mb"] = {kind: max(one[side]["peak_rss_mb"][kind] for one in rounds) for kind in r["peak_rss_mb"]}
         if side != "datatrove":
-            r["ratio_datatrove_over_refinery"] = round(results["datatrove"]["seconds_total"] / r["seconds_total"], 3)
+            ratios = [one["datatrove"]["seconds_total"] / one[side]["seconds_total"] for one in rounds]
+            r["ratio_datatrove_over_refinery"] = round(statistics.median(ratios), 3)
+            r["ratio_each_round"] = [round(x, 3) for x in ratios]
             a, b = removed["datatrove"], removed[side]
             r["overlap_with_datatrove"] = {
                 "both": len(a & b),
@@ -283,6 +305,7 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
         },
         "corpus": corpus_stats,
         "workers": args.workers,
+        "rounds": args.rounds,
         **results,
     }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
@@ -296,19 +319,22 @@ def print_table(report: dict) -> None:
     print(
         f"\n{c['docs']} docs, {c['text_bytes'] / 1e6:.1f} MB text, {c['shards']} shards; {report['machine']['cores']}"
         f" cores, {report['workers']} workers; datatrove {report['datatrove']['version']}; Refinery's total is"
-        " annotate + dedup (not ray_start)"
+        f" annotate + dedup (not ray_start); medians of {report['rounds']} rounds, ratios per round"
     )
     print(
-        f"{'side':<20} {'total s':>8} {'dt/ref':>7} {'RSS max MB':>11} {'RSS sum MB':>11} {'removed':>8}"
+        f"{'side':<20} {'total s':>8} {'dt/ref (range)':>18} {'RSS max MB':>11} {'RSS sum MB':>11} {'removed':>8}"
         f" {'both':>6} {'dt only':>8} {'ref only':>8} {'Jaccard':>8}  stages (s)"
     )
     for side, label in SIDES.items():
         r = report[side]
         o = r.get("overlap_with_datatrove", {})
-        ratio = f"{r['ratio_datatrove_over_refinery']:.2f}" if "ratio_datatrove_over_refinery" in r else ""
+        ratio = ""
+        if "ratio_datatrove_over_refinery" in r:
+            each = r["ratio_each_round"]
+            ratio = f"{r['ratio_datatrove_over_refinery']:.2f} ({min(each):.2f}-{max(each):.2f})"
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["seconds_by_stage"].items())
         print(
-            f"{label:<20} {r['seconds_total']:>8.1f} {ratio:>7} {r['peak_rss_mb']['largest_process']:>11.0f}"
+            f"{label:<20} {r['seconds_total']:>8.1f} {ratio:>18} {r['peak_rss_mb']['largest_process']:>11.0f}"
             f" {r['peak_rss_mb']['process_tree_sum']:>11.0f} {r['removed']:>8} {o.get('both', ''):>6}"
             f" {o.get('only_datatrove', ''):>8} {o.get('only_refinery', ''):>8} {o.get('jaccard', ''):>8}  {stages}"
         )
@@ -319,6 +345,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--docs", type=int, default=20000, help="size of the generated corpus")
     parser.add_argument("--shards", type=int, default=8, help="shards of the generated corpus")
     parser.add_argument("--corpus", help="directory of Parquet shards with id and text columns, instead of --docs")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each runs every side once, order rotating")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes on each side")
     parser.add_argument(
         "--tokenizer",

@@ -36,6 +36,8 @@ from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.progress import Progress
 from tests.helpers import REPO, job_dict
 
+STOP_IN = REPO / "tests" / "helpers" / "stop_in"  # sitecustomize.py, see there
+
 ROOT = REPO
 SAMPLE_SHARDS = 10
 INPUT_SHARDS = SAMPLE_SHARDS + 1  # and one shard with rows that are quarantined
@@ -107,8 +109,8 @@ def start_job():
     ray_tmp = tempfile.mkdtemp(prefix="rr-", dir="/tmp")
     jobs: list[Job] = []
 
-    def start(spec: Path, *overrides: str) -> Job:
-        jobs.append(Job(spec, ray_tmp, *overrides))
+    def start(spec: Path, *overrides: str, stop_in: str | None = None) -> Job:
+        jobs.append(Job(spec, ray_tmp, *overrides, stop_in=stop_in))
         return jobs[-1]
 
     yield start
@@ -123,12 +125,15 @@ class Job:
     flight, so that units of work run one at a time; its output lines are collected as they
     come."""
 
-    def __init__(self, spec: Path, ray_tmp: str, *overrides: str) -> None:
-        env = {
-            **os.environ,
-            "RAY_TMPDIR": ray_tmp,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-        }
+    def __init__(self, spec: Path, ray_tmp: str, *overrides: str, stop_in: str | None = None) -> None:
+        paths = [str(ROOT), os.environ.get("PYTHONPATH")]
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+        self.stop_file = Path(tempfile.mkdtemp(prefix="stop-", dir=ray_tmp)) / "stopped"
+        if stop_in:
+            # the first call of this function, in whichever process of the job, stops there
+            paths.insert(0, str(STOP_IN))
+            env |= {"REFINERY_STOP_IN": stop_in, "REFINERY_STOP_FILE": str(self.stop_file)}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env.pop("RAY_ADDRESS", None)  # its own local Ray, which the kill takes down with it
         self.process = subprocess.Popen(
             [
@@ -185,15 +190,17 @@ class Job:
                     )
                 self._changed.wait(timeout=0.5)
 
-    def wait_for_process(self, title: Callable[[str], bool]) -> str:
-        """Waits until a process of the job's local Ray has a title for which ``title`` holds."""
+    def wait_until_stopped(self) -> str:
+        """Waits until a process of the job is held inside the ``stop_in`` function; returns
+        that function's name."""
         deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline and self.process.poll() is None:
-            for name in _titles(self.process.pid):
-                if title(name):
-                    return name
-            time.sleep(0.02)
-        raise AssertionError("no such Ray process was seen:\n" + self.tail())
+        while not self.stop_file.exists():
+            assert time.monotonic() < deadline, "the job never reached its stop:\n" + self.tail()
+            assert self.process.poll() is None, "the job ended before its stop:\n" + self.tail()
+            time.sleep(0.05)
+        pid, function = self.stop_file.read_text().split()
+        assert int(pid) in {p.pid for p in psutil.Process(self.process.pid).children(recursive=True)}
+        return function
 
     def kill_after_first_unit(self, committed: Callable[[], int]) -> None:
         """SIGKILL the job as soon as one unit of the running phase has committed.
@@ -251,20 +258,6 @@ def _running(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def _titles(pid: int) -> list[str]:
-    titles = []
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return titles
-    for child in children:
-        try:
-            titles.append(" ".join(child.cmdline()).strip())
-        except psutil.Error:
-            continue
-    return titles
 
 
 def _count(directory: Path, pattern: str = "*.json") -> int:
@@ -346,6 +339,17 @@ def _check_same_output(out: Path, reference: tuple[Path, object]) -> dict:
     return report
 
 
+# Where the dedup phase is killed: each step of near dedup's global pass (one Ray Data plan
+# with no commits of its own), then while index shards are written after the removals.
+DEDUP_STEPS = [
+    ("bands", "pipeline.stages.near_dedup.lsh:_band_rows"),
+    ("edges", "pipeline.stages.near_dedup.lsh:_star_edges"),
+    ("verification", "pipeline.stages.near_dedup.lsh:_similar_enough"),
+    ("components", "pipeline.stages.near_dedup.components:_large_star"),
+    ("index", "pipeline.phases.dedup:ShardIndexer.run"),
+]
+
+
 def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_model, reference, tmp_path, start_job):
     """One job, SIGKILLed (driver and local Ray) once in each phase, each re-run resuming the
     last; then it finishes. Each kill is checked to have landed inside its phase:
@@ -354,10 +358,12 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
       start line and at least one of its units committed, before all of them did
       (``1 <= markers < units``); the re-run reports exactly those as already committed,
       and (pack) leaves the killed run's markers and token files as they were.
-    - dedup, one global pass: after its start line, while a Ray Data task of the pass runs
-      (seen in a worker's process title), with every annotate marker and no dedup commit
-      marker, index manifest or tokenize work written. The pass has no
-      finer units to count; the re-run does it again from scratch.
+    - dedup, one global pass with no finer units to commit: five times, with a process of
+      the job held inside one step (tests/helpers/stop_in): near dedup's band rows, star
+      edges, verification and connected components, then the writing of index shards
+      after the removals. Each time every annotate marker is there, no dedup commit
+      marker, index manifest or tokenize work, and removals only in the last; each re-run
+      does the pass again from scratch.
 
     To land inside phases whose units take tens of milliseconds (mix), the driver is held
     stopped between short slices while the first unit runs (Job.kill_after_first_unit).
@@ -386,16 +392,22 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
     assert not (work / "dedup").exists()
     nothing_committed()
 
-    # 2. dedup
-    job = start_job(spec)
-    job.wait_for_line(rf"annotate: {INPUT_SHARDS} shards \({annotated} already committed, skipped\)$")
-    job.wait_for_line(r"\[refinery\] dedup: 1 global passes$")
-    job.wait_for_process(lambda title: "MapBatches(" in title or title in ("ray::map", "ray::reduce"))
-    job.kill()
-    assert _count(work / "annotate" / "_markers") == INPUT_SHARDS
-    assert not Path(layout.dedup_marker).exists() and not Path(layout.index_manifest).exists()
-    assert not (work / "tokenize").exists()
-    nothing_committed()
+    # 2. dedup, killed in each step of near dedup's global pass, then while indexing
+    for step, function in DEDUP_STEPS:
+        job = start_job(spec, stop_in=function)
+        if step == "bands":
+            job.wait_for_line(rf"annotate: {INPUT_SHARDS} shards \({annotated} already committed, skipped\)$")
+        else:
+            job.wait_for_line(rf"annotate: {INPUT_SHARDS} shards \({INPUT_SHARDS} already committed, skipped\)$")
+        job.wait_for_line(r"\[refinery\] dedup: 1 global passes$")
+        assert job.wait_until_stopped() == function, step
+        job.kill()
+        assert _count(work / "annotate" / "_markers") == INPUT_SHARDS
+        assert not Path(layout.dedup_marker).exists() and not Path(layout.index_manifest).exists(), step
+        # the removals are written before the index, and only then
+        assert any((work / "dedup").rglob("*.parquet")) == (step == "index"), step
+        assert not (work / "tokenize").exists()
+        nothing_committed()
 
     # 3. tokenize
     job = start_job(spec)
