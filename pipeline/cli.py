@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 import yaml
 
-from pipeline.core import storage
-
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -83,6 +84,8 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.tools.inspect import inspect_output
 
+    from pipeline.core import storage
+
     options = storage.StorageOptions(endpoint_url=args.endpoint_url) if args.endpoint_url else None
     ok = inspect_output(args.output, samples=args.samples, out=sys.stdout, options=options, snapshot=args.snapshot)
     return 0 if ok else EXIT_FAILED
@@ -149,7 +152,13 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline import __version__
+
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"refinery {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="on failure, print the traceback (and a Ray worker's) after the error"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser("validate", help="check a job spec and print it with defaults filled in")
@@ -243,20 +252,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # `refinery validate ... | head`: the reader left; say nothing more to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        code = _expected_failure(exc)
+        if code is None:
+            raise  # a bug: its traceback is what a report of it needs
+        print(f"error: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exception(exc)
+            if getattr(exc, "worker_traceback", None):
+                print(exc.worker_traceback, file=sys.stderr)
+        elif getattr(exc, "worker_traceback", None) and not getattr(exc, "expected", False):
+            print("(refinery --debug ... prints the worker's traceback)", file=sys.stderr)
+        return code
+
+
+def _expected_failure(exc: Exception) -> int | None:
+    """The exit code of a failure the tool foresees (one ``error:`` line, no traceback)."""
     from pipeline.config import JobSpecError
+    from pipeline.core import storage
+    from pipeline.phases.shard_tasks import ShardTaskError
     from pipeline.report import AccountingError
     from pipeline.runner import InputError
     from pipeline.tools.submit import SubmitError
 
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except JobSpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if isinstance(exc, JobSpecError):
         return EXIT_USAGE
-    except (InputError, AccountingError, storage.OutputNotWritable, FileNotFoundError, SubmitError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if isinstance(
+        exc, (InputError, AccountingError, storage.OutputNotWritable, FileNotFoundError, SubmitError, ShardTaskError)
+    ):
         return EXIT_FAILED
+    return None
 
 
 if __name__ == "__main__":

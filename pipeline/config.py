@@ -20,19 +20,17 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     create_model,
-    field_validator,
     model_validator,
 )
 
 from pipeline.core import storage
 from pipeline.core.hashing import short_hash
-from pipeline.core.sentencepiece import load_sentencepiece
 from pipeline.phases.annotate.validation import InputConfig
 from pipeline.phases.mix.plan import MixConfig
 from pipeline.phases.pack.packing import PackConfig
 from pipeline.phases.tokenize.tokenizer import TokenizeConfig
+from pipeline.stages.base import StageConfig
 from pipeline.stages.registry import capabilities
 
 
@@ -103,31 +101,10 @@ class JobSpec(BaseModel):
     ray: RayConfig = RayConfig()
     stages: StagesConfig
 
-    @field_validator("input")
-    @classmethod
-    def _input_exists(cls, value: InputConfig, info: ValidationInfo) -> InputConfig:
-        if _checking_files(info) and not storage.list_files(value.uri, value.storage_options, suffix=".parquet"):
-            raise ValueError(f"no Parquet files found at input.uri '{value.uri}'")
-        return value
-
-    @model_validator(mode="after")
-    def _models_exist(self, info: ValidationInfo) -> JobSpec:
-        if not _checking_files(info):
-            return self
-        tokenizer = self.stages.tokenize
-        if not storage.exists(tokenizer.model, tokenizer.storage_options):
-            raise ValueError(
-                f"stages.tokenize.model: file not found: '{tokenizer.model}' "
-                "(train one with `refinery train-tokenizer CORPUS OUT.model`)"
-            )
-        pack = self.stages.pack
-        if pack.mode == "bestfit" or pack.pad_id is not None:
-            pack.check_pad_id(load_sentencepiece(tokenizer.model, tokenizer.storage_options), tokenizer.model)
-        for cap in capabilities():
-            config = getattr(self.stages, cap.key)
-            if config.enabled:
-                config.check_files(f"stages.{cap.key}")
-        return self
+    def file_problems(self) -> list[str]:
+        """Every problem with the files the spec names, each starting with its key path."""
+        sections = {cap.key: getattr(self.stages, cap.key) for cap in capabilities()}
+        return _file_problems(self.input, self.stages.tokenize, self.stages.pack, sections)
 
     def config_hash(self) -> str:
         """Hash of everything that changes the output: the spec (``ray`` settings aside) and
@@ -163,8 +140,50 @@ class JobSpec(BaseModel):
         }
 
 
-def _checking_files(info: ValidationInfo) -> bool:
-    return bool(info.context and info.context.get("check_files"))
+def _file_problems(
+    input: InputConfig | None,
+    tokenize: TokenizeConfig | None,
+    pack: PackConfig | None,
+    sections: dict[str, StageConfig],
+) -> list[str]:
+    """Problems with the files named by these sections (None: a section that is itself
+    invalid): an input with no Parquet files, a model or eval set that is missing or not
+    usable as what it is (opened as cheaply as tells: ``pipeline.core.model_files``)."""
+    problems = []
+    if input is not None and not storage.list_files(input.uri, input.storage_options, suffix=".parquet"):
+        problems.append(f"input.uri: no Parquet files found at '{input.uri}'")
+    if tokenize is not None:
+        problems += tokenize.check_files("stages.tokenize", pack or PackConfig())
+    for key, config in sections.items():
+        if config.enabled:
+            problems += config.check_files(f"stages.{key}")
+    return problems
+
+
+def _file_problems_of_valid_sections(data: Any) -> list[str]:
+    """File problems of the sections that are valid on their own, for a spec that is not:
+    so that one ``validate`` shows the spec's errors and its files' together."""
+
+    def valid(model: type[BaseModel], value: Any) -> Any:
+        try:
+            return model.model_validate(value if value is not None else {})
+        except ValidationError:
+            return None
+
+    if not isinstance(data, dict):
+        return []
+    stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
+    sections = {}
+    for cap in capabilities():
+        config = valid(cap.config, stages.get(cap.key))
+        if config is not None:
+            sections[cap.key] = config
+    input = valid(InputConfig, data.get("input")) if "input" in data else None
+    tokenize = valid(TokenizeConfig, stages.get("tokenize")) if "tokenize" in stages else None
+    try:
+        return _file_problems(input, tokenize, valid(PackConfig, stages.get("pack")), sections)
+    except Exception:  # noqa: BLE001 - a best effort beside errors already found
+        return []
 
 
 class JobSpecError(ValueError):
@@ -193,9 +212,16 @@ def load_job_spec(
     for override in overrides or []:
         apply_override(data, override)
     try:
-        return JobSpec.model_validate(data, context={"check_files": check_files})
+        spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise JobSpecError(f"{label}: invalid job spec\n" + describe_errors(exc)) from None
+        problems = _file_problems_of_valid_sections(data) if check_files else []
+        raise JobSpecError(
+            f"{label}: invalid job spec\n" + describe_errors(exc) + "".join(f"\n  {p}" for p in problems)
+        ) from None
+    problems = spec.file_problems() if check_files else []
+    if problems:
+        raise JobSpecError(f"{label}: invalid job spec\n" + "\n".join(f"  {p}" for p in problems))
+    return spec
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
@@ -215,16 +241,27 @@ def apply_override(data: dict[str, Any], override: str) -> None:
                     f"'{key}' is not one of its indexes (0 to {len(node) - 1})"
                 )
             if last:
-                node[int(key)] = yaml.safe_load(value)
+                node[int(key)] = _override_value(override, value)
             else:
                 node = node[int(key)]
             continue
         if not isinstance(node, dict):
             raise JobSpecError(f"--set {path}: '{'.'.join(keys[:depth])}' is not a section")
         if last:
-            node[key] = yaml.safe_load(value)
+            node[key] = _override_value(override, value)
         else:
             node = node.setdefault(key, {})
+
+
+def _override_value(override: str, value: str) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise JobSpecError(
+            f"--set {override!r}: the value is not valid YAML ({problem}); quote it to pass a string, "
+            "e.g. --set 'key.path=\"[a, b\"'"
+        ) from None
 
 
 def describe_errors(exc: ValidationError) -> str:

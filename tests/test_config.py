@@ -51,7 +51,7 @@ def test_missing_required_and_missing_files(make_job, tmp_path):
     del job["output"]
     message = spec_errors(job)
     assert "output: required key is missing" in message
-    assert "no Parquet files found at input.uri" in message
+    assert "input.uri: no Parquet files found at" in message
 
 
 def test_missing_tokenizer_file_named(make_job, sample_corpus, tmp_path):
@@ -60,6 +60,74 @@ def test_missing_tokenizer_file_named(make_job, sample_corpus, tmp_path):
     with pytest.raises(JobSpecError, match=r"\n  stages.tokenize.model: file not found") as error:
         load_job_spec(job)
     assert "Value error" not in str(error.value) and "(top level)" not in str(error.value)
+
+
+def test_every_file_problem_in_one_pass(make_job, tmp_path):
+    """A missing input, tokenizer, LM and eval set are all reported at once, not one per
+    attempt. Mutation that fails it: stop at the first problem (return problems[:1])."""
+    job = make_job(tmp_path / "no-input", tmp_path / "out")
+    job["stages"]["tokenize"]["model"] = str(tmp_path / "absent.model")
+    job["stages"]["perplexity"] = {"enabled": True, "models": {"en": {"lm": "gone.arpa", "sp": "gone.sp.model"}}}
+    job["stages"]["contamination"] = {
+        "enabled": True,
+        "benchmarks": [{"name": "gsm8k", "uri": str(tmp_path / "gone.jsonl"), "preset": "gsm8k"}],
+    }
+    lines = spec_errors(job).splitlines()[1:]
+    assert lines == [
+        f"  input.uri: no Parquet files found at '{tmp_path / 'no-input'}'",
+        f"  stages.tokenize.model: file not found: '{tmp_path / 'absent.model'}' "
+        "(train one with `refinery train-tokenizer CORPUS OUT.model`)",
+        "  stages.perplexity.models.en.lm: file not found: 'gone.arpa' (`refinery train-lm` makes both)",
+        "  stages.perplexity.models.en.sp: file not found: 'gone.sp.model' (`refinery train-lm` makes both)",
+        f"  stages.contamination.benchmarks.0.uri ('gsm8k'): file not found: '{tmp_path / 'gone.jsonl'}'",
+    ]
+
+
+def test_a_tokenizer_that_is_not_one_fails_validate_with_its_key(make_job, sample_corpus, tmp_path, capsys):
+    """A corrupt sentencepiece model fails ``refinery validate`` (exit 2, key path named), not
+    a worker after annotate and dedup. Mutation that fails it: TokenizeConfig.check_files
+    checks existence only."""
+    for name, data in [("garbage.model", b"\x00not a model" * 50), ("empty.model", b"")]:
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        job = make_job(sample_corpus, tmp_path / "out")
+        job["stages"]["tokenize"]["model"] = str(bad)
+        spec = tmp_path / "job.yaml"
+        spec.write_text(yaml.safe_dump(job))
+        assert main(["validate", str(spec)]) == 2
+        err = capsys.readouterr().err
+        assert f"stages.tokenize.model: '{bad}' is not a sentencepiece model" in err, err
+        assert "Traceback" not in err
+
+
+def test_tokenizer_without_the_pieces_asked_for(make_job, sample_corpus, tmp_path):
+    """add_eos (the default) and add_bos on a model with neither piece are spec errors, found
+    when the spec is loaded, not in the first tokenize worker."""
+    import io
+
+    import sentencepiece as spm
+
+    from pipeline.tools.sample import build_sample_documents
+
+    rows, _ = build_sample_documents(300, seed=3)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([r["text"] for r in rows if r["text"].strip()]),
+        model_writer=model,
+        vocab_size=300,
+        bos_id=-1,
+        eos_id=-1,
+    )
+    path = tmp_path / "no-bos-eos.model"
+    path.write_bytes(model.getvalue())
+    job = make_job(sample_corpus, tmp_path / "out")
+    job["stages"]["tokenize"] |= {"model": str(path), "add_bos": True}
+    message = spec_errors(job)
+    for flag, piece in (("add_eos", "EOS"), ("add_bos", "BOS")):
+        assert (
+            f"stages.tokenize.{flag}: the tokenizer '{path}' has no {piece} piece; set stages.tokenize.{flag}: false"
+            in message
+        )
 
 
 def test_overrides_apply_before_validation(make_job, sample_corpus, tmp_path):

@@ -39,6 +39,8 @@ class ShardWorker(ABC):
     def run_named(self, item: dict[str, Any]) -> Marker:
         try:
             return self.run(item)
+        except UnitFailed as exc:
+            raise ShardTaskError(str(exc), expected=True) from exc
         except Exception as exc:
             raise ShardTaskError(
                 f"{self.phase} failed on {item.get('uri') or item['key']}: {type(exc).__name__}: {exc}"
@@ -49,8 +51,23 @@ class ShardWorker(ABC):
             pa.default_memory_pool().release_unused()
 
 
+class UnitFailed(Exception):
+    """Raised by a unit of work for a failure the job foresees (``input.on_bad_shard:
+    fail``); its message names the unit and says what to do, and no traceback is shown."""
+
+
 class ShardTaskError(RuntimeError):
-    """A unit of work failed; the message names the phase and the shard."""
+    """A unit of work failed; the message names the phase and the shard. ``expected``: the
+    unit raised ``UnitFailed``; otherwise ``worker_traceback`` holds the worker's traceback
+    (``refinery --debug`` prints it)."""
+
+    def __init__(self, message: str, expected: bool = False, worker_traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.worker_traceback = worker_traceback
+
+    def __reduce__(self):  # raised in a Ray worker, unpickled on the driver
+        return (ShardTaskError, (str(self), self.expected, self.worker_traceback))
 
 
 _WORKERS: dict[str, ShardWorker] = {}
@@ -89,7 +106,10 @@ def run_shard_tasks(
                 text = ray.get(done[0])
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-                raise ShardTaskError(str(cause) if cause else str(exc)) from cause
+                expected = isinstance(cause, ShardTaskError) and cause.expected
+                raise ShardTaskError(
+                    str(cause) if cause else str(exc), expected=expected, worker_traceback=str(exc)
+                ) from None
             yield worker.marker.from_json(json.loads(text))
     finally:
         for ref in pending:

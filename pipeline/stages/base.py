@@ -48,12 +48,25 @@ class StageConfig(BaseModel):
         ``stages.<name>``): a file's size and change token are part of the work that used it."""
         return {}
 
-    def check_files(self, key: str) -> None:
-        """Raise ``ValueError`` naming the key path of a named file that does not exist.
-        Runs at load time when files are checked (``refinery validate``, ``run``)."""
+    def check_files(self, key: str) -> list[str]:
+        """Every problem with the files this section names, each starting with its key path:
+        missing, or not usable as what it is (``open_file``). Runs when the spec is loaded
+        with file checks (``refinery validate``, the start of ``run``)."""
+        problems = []
         for path, (uri, options) in self.model_files(key).items():
             if not storage.exists(uri, options):
-                raise ValueError(f"{path}: file not found: '{uri}'{self.missing_file_hint(path)}")
+                problems.append(f"{path}: file not found: '{uri}'{self.missing_file_hint(path)}")
+                continue
+            try:
+                self.open_file(path, uri, options)
+            except (ValueError, OSError, RuntimeError) as exc:
+                problems.append(f"{path}: {exc}")
+        return problems
+
+    def open_file(self, path: str, uri: str, options: storage.StorageOptions) -> None:
+        """Open the existing file named at key path ``path`` as cheaply as tells whether the
+        stage can use it (a header, a vocabulary, a first record: ``pipeline.core.model_files``)
+        and raise ``ValueError`` saying what is wrong with it."""
 
     def missing_file_hint(self, path: str) -> str:
         """Appended to the file-not-found error of ``path``: how to make or get the file."""

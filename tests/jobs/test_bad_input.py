@@ -1,13 +1,16 @@
 """Bad input never crashes a run silently or drops data: each case is quarantined with a
 reason naming the file and row, or fails with a message naming the file or key."""
 
+import re
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from pipeline import run_job
+from pipeline.cli import main
 from pipeline.core.storage import OutputNotWritable
-from pipeline.phases.shard_tasks import ShardTaskError
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -121,19 +124,29 @@ def test_no_raw_text_in_quarantine_records(bad_run):
             assert not any(fragment in str(value) for fragment in fragments), record
 
 
-def test_on_bad_shard_fail_names_the_file_and_the_reason(make_job, tmp_path):
+def test_on_bad_shard_fail_names_the_file_and_the_reason(make_job, tmp_path, capsys):
+    """``refinery run`` with ``on_bad_shard: fail`` ends with one ``error:`` line that names
+    the file, the reason and what to do, exit 1, and no traceback; ``--debug`` adds one.
+    Mutation that fails it: run_named wraps UnitFailed like any other exception."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     pq.write_table(pa.table({"id": ["g1"], "text": ["An ordinary document."]}), corpus / "a_good.parquet")
     pq.write_table(pa.table({"id": ["m1"], "body": ["no text column"]}), corpus / "b_missing_column.parquet")
-    job = make_job(corpus, tmp_path / "out", input={"on_bad_shard": "fail"})
-    with pytest.raises(
-        ShardTaskError,
-        match=r"input shard .*b_missing_column.parquet: missing_text_column: .*"
-        r"\(input.on_bad_shard is 'fail'\)",
-    ):
-        run_job(job)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(make_job(corpus, tmp_path / "out", input={"on_bad_shard": "fail"})))
+    assert main(["run", str(spec)]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert re.fullmatch(
+        r"error: input shard \S*b_missing_column.parquet cannot be read: missing_text_column: .*"
+        r"input.on_bad_shard is 'fail'; fix or remove the file \(committed work is kept\), or set it to 'quarantine'",
+        errors[0],
+    ), errors[0]
+    assert "Traceback" not in err and err.count("b_missing_column.parquet") == 1
     assert not (tmp_path / "out" / "manifest.json").exists()
+    assert main(["--debug", "run", str(spec)]) == 1
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_unwritable_output_fails_before_work(make_job, sample_corpus, tmp_path):

@@ -27,7 +27,7 @@ from pipeline.core.markers import AnnotateMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected
-from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
+from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 from pipeline.stages.registry import document_stages
 
 
@@ -125,7 +125,10 @@ class ShardAnnotator(ShardWorker):
             self._annotate(shard, stats)
         except ShardRejected as problem:
             if self.spec.input.on_bad_shard == "fail":
-                raise RuntimeError(f"input shard {shard.uri}: {problem} (input.on_bad_shard is 'fail')") from None
+                raise UnitFailed(
+                    f"input shard {shard.uri} cannot be read: {problem}. input.on_bad_shard is 'fail'; "
+                    "fix or remove the file (committed work is kept), or set it to 'quarantine'"
+                ) from None
             self._quarantine_shard(shard, stats, problem)
         stats.seconds = round(time.perf_counter() - started, 3)
         storage.write_json(self.layout.annotate_marker(shard.key), stats.to_json(), self.spec.output.storage_options)

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.core import columns as cols
 from pipeline.core import storage
 from pipeline.core.columns import NUM_TOKENS, TOKENS
+from pipeline.core.model_files import check_sentencepiece
 from pipeline.core.sentencepiece import load_sentencepiece
+from pipeline.phases.pack.packing import PackConfig
 from pipeline.stages.base import DocumentStage, Resources, StageOutput
 
 
@@ -23,6 +25,33 @@ class TokenizeConfig(BaseModel):
     """Append the end-of-sequence id after every document; packing joins documents on it."""
     num_threads: int = Field(0, ge=0)
     """sentencepiece encode threads per worker; 0 uses the worker's CPU allotment."""
+
+    def check_files(self, key: str, pack: PackConfig) -> list[str]:
+        """The model's problems, each starting with its key path: missing, not a
+        sentencepiece model, without the BOS or EOS piece asked for, or without the padding
+        id ``pack`` needs."""
+        if not storage.exists(self.model, self.storage_options):
+            return [
+                f"{key}.model: file not found: '{self.model}' (train one with `refinery train-tokenizer CORPUS OUT.model`)"
+            ]
+        try:
+            processor = check_sentencepiece(self.model, self.storage_options)
+        except ValueError as exc:
+            return [f"{key}.model: {exc}"]
+        problems = [
+            f"{key}.{flag}: the tokenizer '{self.model}' has no {piece} piece; set {key}.{flag}: false"
+            for flag, piece, piece_id in (
+                ("add_eos", "EOS", processor.eos_id()),
+                ("add_bos", "BOS", processor.bos_id()),
+            )
+            if getattr(self, flag) and piece_id < 0
+        ]
+        if pack.mode == "bestfit" or pack.pad_id is not None:
+            try:
+                pack.check_pad_id(processor, self.model)
+            except ValueError as exc:
+                problems.append(str(exc))
+        return problems
 
 
 class Tokenize(DocumentStage):

@@ -74,7 +74,17 @@ class ContaminationConfig(StageConfig):
     def model_files(self, key: str) -> ModelFiles:
         return {f"{key}.benchmarks.{b.name}": (b.uri, b.storage_options) for b in self.benchmarks}
 
-    def check_files(self, key: str) -> None:
+    def check_files(self, key: str) -> list[str]:
+        from pipeline.stages.contamination.eval_sets import iter_eval_set
+
+        problems = []
         for number, eval_set in enumerate(self.benchmarks):
+            path = f"{key}.benchmarks.{number}.uri ('{eval_set.name}')"
             if not storage.exists(eval_set.uri, eval_set.storage_options):
-                raise ValueError(f"{key}.benchmarks.{number} ('{eval_set.name}'): file not found: '{eval_set.uri}'")
+                problems.append(f"{path}: file not found: '{eval_set.uri}'")
+                continue
+            try:  # the format, and the text fields in the first item
+                next(iter_eval_set(eval_set))
+            except ValueError as exc:
+                problems.append(f"{path}: {exc}")
+        return problems

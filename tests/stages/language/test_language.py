@@ -70,6 +70,23 @@ def test_model_loads_from_s3(s3, s3_endpoint):
     assert out.column(LANG).to_pylist() == ["de"]
 
 
+def test_spec_rejects_a_file_that_is_not_a_fasttext_model(make_job, sample_corpus, tmp_path):
+    """Garbage at stages.language.model fails when the spec is loaded, by key; the bundled
+    lid.176.ftz copied elsewhere passes. Mutation that fails it: LanguageConfig.open_file
+    does nothing."""
+    from pipeline.config import JobSpecError, load_job_spec
+
+    garbage = tmp_path / "lid.bin"
+    garbage.write_bytes(b"<html>404 Not Found</html>\n" * 10)
+    job = make_job(sample_corpus, tmp_path / "o", stages={"language": {"model": str(garbage)}})
+    with pytest.raises(JobSpecError, match=rf"stages.language.model: '{garbage}' is not a fastText model"):
+        load_job_spec(job)
+    copy = tmp_path / "lid.176.ftz"
+    copy.write_bytes(open(bundled_model(), "rb").read())
+    job["stages"]["language"]["model"] = str(copy)
+    assert load_job_spec(job).stages.language.model == str(copy)
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "lingua_sentences").is_dir(), reason="../shared/data/lingua_sentences absent")
 def test_accuracy_on_lingua_sentences_for_major_languages():
     stage = _stage()

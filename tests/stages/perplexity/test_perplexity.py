@@ -2,6 +2,7 @@
 number a direct kenlm computation gives on the same normalized text."""
 
 import math
+from pathlib import Path
 
 import kenlm
 import pyarrow as pa
@@ -134,6 +135,34 @@ def test_spec_requires_models_and_language(make_job, sample_corpus, tmp_path, lm
                 stages={"perplexity": {"enabled": True, "models": {"en": {"lm": "missing.arpa", "sp": lm_pair[1]}}}},
             )
         )
+
+
+def test_spec_opens_the_models_it_names(make_job, sample_corpus, tmp_path, lm_pair):
+    """A file that is not a KenLM model or not a sentencepiece model fails when the spec is
+    loaded, by key; an ARPA file gzipped is accepted (KenLM reads it, checked here). Mutation
+    that fails it: PerplexityConfig.open_file does nothing."""
+    import gzip
+
+    from pipeline.stages.perplexity.stage import _native_stderr_silenced
+
+    lm, sp = lm_pair
+    garbage = tmp_path / "garbage.arpa.bin"
+    garbage.write_bytes(b"PK\x03\x04 a zip file, not a language model" * 20)
+
+    def spec(lm_file, sp_file):
+        models = {"en": {"lm": str(lm_file), "sp": str(sp_file)}}
+        return make_job(sample_corpus, tmp_path / "o", stages={"perplexity": {"enabled": True, "models": models}})
+
+    with pytest.raises(JobSpecError) as error:
+        load_job_spec(spec(garbage, garbage))
+    message = str(error.value)
+    assert f"stages.perplexity.models.en.lm: '{garbage}' is neither a KenLM binary nor an ARPA file" in message
+    assert f"stages.perplexity.models.en.sp: '{garbage}' is not a sentencepiece model" in message
+    zipped = tmp_path / "en.arpa.gz"
+    zipped.write_bytes(gzip.compress(Path(lm).read_bytes()))
+    load_job_spec(spec(zipped, sp))
+    with _native_stderr_silenced():
+        assert kenlm.Model(str(zipped)).order == 3
 
 
 def test_bucket_cut_points_are_within_one_percent_rank_and_independent_of_blocks():
