@@ -82,9 +82,8 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from pipeline.tools.inspect import inspect_output
-
     from pipeline.core import storage
+    from pipeline.tools.inspect import inspect_output
 
     options = storage.StorageOptions(endpoint_url=args.endpoint_url) if args.endpoint_url else None
     ok = inspect_output(args.output, samples=args.samples, out=sys.stdout, options=options, snapshot=args.snapshot)

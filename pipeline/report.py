@@ -81,6 +81,13 @@ def build_report(run: RunRecord) -> Report:
         "padding_tokens": sum(s.padding_tokens for s in pack),
         "sequences": sum(s.sequences for s in pack),
         "output_shards": len(pack),
+        # shards quarantined whole: their documents count as quarantined where the row count
+        # could be read, and in no count where it could not
+        "unreadable_shards": sum(1 for s in run.annotate if s.shard_quarantined),
+        "unreadable_bytes": sum(int(s.fingerprint.get("size") or 0) for s in run.annotate if s.shard_quarantined),
+        "unreadable_shards_documents_unknown": sum(
+            1 for s in run.annotate if s.shard_quarantined and s.shard_quarantined.get("documents") is None
+        ),
     }
     removed_applied = sum(n for s in run.tokenize for r in s.removed.values() for n in r.values())
     packed_domain_tokens: dict[str, int] = {}
@@ -97,6 +104,8 @@ def build_report(run: RunRecord) -> Report:
         "dedup_removed_applied": removed_applied,
         "copies_planned": plan["total_copies"],
         "copies_packed": totals["document_copies"],
+        "unreadable_shards": totals["unreadable_shards"],
+        "unreadable_shards_documents_unknown": totals["unreadable_shards_documents_unknown"],
     }
     balance["ok"] = (
         balance["input"] == balance["kept"] + balance["rejected"] + balance["quarantined"]
@@ -125,7 +134,9 @@ def build_report(run: RunRecord) -> Report:
         "rejected": rejected,
         "quarantined": quarantined,
         "quarantined_shards": [
-            {"uri": row["uri"], **row["shard_quarantined"]} for row in shard_rows if row["shard_quarantined"]
+            {"uri": shard.uri, "bytes": int(shard.fingerprint.get("size") or 0), **shard.shard_quarantined}
+            for shard in run.annotate
+            if shard.shard_quarantined
         ],
         "phases": run.phases,
         "peak_rss_bytes": run.peak_rss_bytes,
@@ -169,6 +180,20 @@ def check_balance(report: dict[str, Any]) -> None:
     )
 
 
+def unreadable_summary(totals: dict[str, Any]) -> str:
+    """``2 input shards (3.4 MB) could not be read, 1 with documents unknown: ...``, or ''."""
+    n, unknown = totals["unreadable_shards"], totals["unreadable_shards_documents_unknown"]
+    if not n:
+        return ""
+    text = f"{n:,} input shard{'s' if n != 1 else ''} ({_mb(totals['unreadable_bytes'])}) could not be read"
+    if unknown:
+        text += (
+            f", {'all' if unknown == n else unknown} with documents unknown"
+            " (not in the counts above; quarantine/ and report.json name them)"
+        )
+    return text
+
+
 def _mb(nbytes: int | None) -> str:
     return "n/a" if nbytes is None else f"{nbytes / 1e6:,.1f} MB"
 
@@ -183,6 +208,8 @@ def render_markdown(built: Report) -> str:
         f"(input {b['input']:,} = kept {b['kept']:,} + rejected {b['rejected']:,} + quarantined {b['quarantined']:,}).",
         "",
     ]
+    if t.get("unreadable_shards"):
+        lines += [f"**{unreadable_summary(t)}.**", ""]
     if report.get("snapshot"):
         lines += [
             f"Snapshot `{report['snapshot']}`: `snapshots/{report['snapshot']}/`, named by `latest.json` once "
@@ -235,13 +262,19 @@ def render_markdown(built: Report) -> str:
     lines += ["", "## Quarantined, by reason", "", "| reason | documents |", "|---|---:|"]
     for reason, n in sorted(report["quarantined"].items()):
         lines.append(f"| {reason} | {n:,} |")
-    if not report["quarantined"]:
+    unknown = [s for s in report["quarantined_shards"] if s["documents"] is None]
+    for reason in sorted({s["reason"] for s in unknown}):
+        shards = sum(1 for s in unknown if s["reason"] == reason)
+        lines.append(f"| {reason} | unknown ({shards:,} shard{'s' if shards != 1 else ''}) |")
+    if not report["quarantined"] and not unknown:
         lines.append("| (none) | 0 |")
     if report["quarantined_shards"]:
         lines += ["", "Whole shards quarantined (see `quarantine/`):", ""]
         for shard in report["quarantined_shards"]:
             docs = "unknown" if shard["documents"] is None else f"{shard['documents']:,}"
-            lines.append(f"- `{shard['uri']}`: {shard['reason']}: {shard['detail']} (documents: {docs})")
+            lines.append(
+                f"- `{shard['uri']}` ({_mb(shard['bytes'])}): {shard['reason']}: {shard['detail']} (documents: {docs})"
+            )
     for section in built.sections:
         if section.markdown:
             lines += ["", *section.markdown]

@@ -20,7 +20,7 @@ import psutil
 from pipeline.config import JobSpec, RayConfig, load_job_spec
 from pipeline.core import storage
 from pipeline.core.layout import OutputLayout
-from pipeline.core.markers import RunRecord
+from pipeline.core.markers import AnnotateMarker, RunRecord
 from pipeline.core.progress import Progress
 from pipeline.phases.annotate.phase import discover_shards, run_annotate
 from pipeline.phases.dedup import run_dedup
@@ -28,7 +28,7 @@ from pipeline.phases.mix.phase import run_mix
 from pipeline.phases.pack.phase import run_pack
 from pipeline.phases.publish import publish_latest, remove_stale_shards, write_manifest
 from pipeline.phases.tokenize.phase import run_tokenize
-from pipeline.report import build_report, check_balance, render_markdown
+from pipeline.report import build_report, check_balance, render_markdown, unreadable_summary
 from pipeline.stages.registry import enabled
 
 
@@ -134,6 +134,26 @@ def _phase(name: str, started: float, docs: int, nbytes: int) -> dict[str, Any]:
     }
 
 
+def _check_unreadable(spec: JobSpec, annotate_stats: list[AnnotateMarker]) -> None:
+    """Fail when more input shards were quarantined whole than ``input.max_unreadable_shards``
+    allows, or all of them were: naming them, and what to do."""
+    unreadable = [s for s in annotate_stats if s.shard_quarantined]
+    limit = spec.input.max_unreadable_shards
+    if not unreadable or (len(unreadable) <= limit and len(unreadable) < len(annotate_stats)):
+        return
+    listed = "; ".join(
+        f"{s.uri}: {s.shard_quarantined['reason']}: {s.shard_quarantined['detail']}" for s in unreadable[:5]
+    )
+    more = f"; and {len(unreadable) - 5} more (report.json lists them)" if len(unreadable) > 5 else ""
+    if len(unreadable) == len(annotate_stats):
+        raise InputError(f"no input shard could be read ({len(unreadable)} of {len(unreadable)}): {listed}{more}")
+    raise InputError(
+        f"{len(unreadable)} of {len(annotate_stats)} input shards could not be read, more than "
+        f"input.max_unreadable_shards ({limit}): {listed}{more}. Fix or remove them and run again (annotated "
+        f"shards are kept), or set input.max_unreadable_shards: {len(unreadable)} to go on without them"
+    )
+
+
 def run_job(
     spec: JobSpec | str | Path | dict[str, Any],
     *,
@@ -170,12 +190,7 @@ def run_job(
                 sum(s.input_bytes for s in annotate_stats),
             )
         )
-        if all(s.shard_quarantined for s in annotate_stats):
-            first = annotate_stats[0]
-            raise InputError(
-                f"every input shard was quarantined; the first, {first.uri}: "
-                f"{first.shard_quarantined['reason']}: {first.shard_quarantined['detail']}"
-            )
+        _check_unreadable(spec, annotate_stats)
 
         started = time.perf_counter()
         dedup_marker = run_dedup(spec, annotate_stats, progress)
@@ -250,6 +265,7 @@ def run_job(
     progress.log(
         f"done: {t['input_docs']:,} in, {t['kept_docs']:,} kept, {t['rejected_docs']:,} rejected, "
         f"{t['quarantined_docs']:,} quarantined; {t['tokens']:,} tokens in {len(pack_stats)} shards; counts balance"
+        + (f"; {unreadable_summary(t)}" if t["unreadable_shards"] else "")
     )
     progress.log(f"snapshot {snapshot} committed; latest.json names it")
     return RunResult(spec.output.uri, layout.snapshot_manifest(snapshot), layout.report_md, report, snapshot)

@@ -1,6 +1,7 @@
 """Bad input never crashes a run silently or drops data: each case is quarantined with a
 reason naming the file and row, or fails with a message naming the file or key."""
 
+import io
 import re
 
 import pyarrow as pa
@@ -10,7 +11,9 @@ import yaml
 
 from pipeline import run_job
 from pipeline.cli import main
+from pipeline.core.progress import Progress
 from pipeline.core.storage import OutputNotWritable
+from pipeline.runner import InputError
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -46,7 +49,26 @@ def bad_run(bad_corpus, tokenizer_model, tmp_path_factory):
     from tests.helpers import job_dict
 
     out = tmp_path_factory.mktemp("bad_out") / "out"
-    result = run_job(job_dict(str(bad_corpus), str(out), str(tokenizer_model)))
+    job = job_dict(str(bad_corpus), str(out), str(tokenizer_model))
+    # By default an unreadable shard fails the run after annotate, naming every one...
+    with pytest.raises(InputError) as error:
+        run_job(job)
+    message = str(error.value)
+    assert message.startswith("2 of 7 input shards could not be read, more than input.max_unreadable_shards (0): ")
+    assert (
+        "b_missing_column.parquet: missing_text_column" in message
+        and "e_corrupt.parquet: unreadable_parquet" in message
+    )
+    assert message.endswith("or set input.max_unreadable_shards: 2 to go on without them")
+    assert not (out / "manifest.json").exists() and len(list((out / "work" / "annotate" / "_markers").iterdir())) == 7
+    # ... and a re-run that allows them resumes: annotate is not redone.
+    job["input"]["max_unreadable_shards"] = 2
+    console = io.StringIO()
+    result = run_job(job, progress=Progress(console))
+    [done] = [line for line in console.getvalue().splitlines() if "] done: " in line]
+    assert done.endswith("counts balance; 2 input shards (" + done.split("counts balance; 2 input shards (")[1])
+    assert "could not be read, 1 with documents unknown" in done
+    assert result.report["work_units"]["annotate"] == {"total": 7, "reused": 7}
     quarantine = [r for p in sorted((out / "quarantine").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
     return out, result.report, quarantine
 
@@ -55,12 +77,23 @@ def _records(quarantine, name):
     return [r for r in quarantine if r["source_uri"].endswith(name)]
 
 
-def test_counts_balance_with_every_kind_of_bad_input(bad_run):
-    _, report, _ = bad_run
+def test_counts_balance_with_every_kind_of_bad_input(bad_run, bad_corpus):
+    out, report, _ = bad_run
     assert report["balance"]["ok"]
     # 20 + 2 + 3 + 2 + 0 + 2 readable rows; the corrupt file's rows are unknowable
     assert report["totals"]["input_docs"] == 29
     assert report["totals"]["kept_docs"] == 20 + 2 + 1 + 1
+    # The unreadable shards are counted, with their bytes, where the counts are read.
+    sizes = sum((bad_corpus / name).stat().st_size for name in ("b_missing_column.parquet", "e_corrupt.parquet"))
+    totals = report["totals"]
+    assert (totals["unreadable_shards"], totals["unreadable_bytes"]) == (2, sizes)
+    assert totals["unreadable_shards_documents_unknown"] == 1
+    assert report["balance"]["unreadable_shards"] == 2
+    summary = f"2 input shards ({sizes / 1e6:,.1f} MB) could not be read, 1 with documents unknown"
+    markdown = (out / "report.md").read_text()
+    assert f"**{summary}" in markdown
+    quarantine_table = markdown.split("## Quarantined, by reason")[1].split("\n\n")[1]
+    assert "| unreadable_parquet | unknown (1 shard) |" in quarantine_table and "(none)" not in quarantine_table
 
 
 def test_missing_text_column_quarantines_shard_with_row_count(bad_run):
@@ -81,6 +114,7 @@ def test_non_utf8_row_named(bad_run):
     _, _, quarantine = bad_run
     [record] = _records(quarantine, "d_binary.parquet")
     assert (record["row"], record["id"], record["quarantine_reason"]) == (1, "u2", "invalid_utf8")
+    assert record["text_bytes"] == len(b"\xc3\x28 broken")
 
 
 def test_corrupt_parquet_listed_in_report(bad_run):
@@ -160,7 +194,5 @@ def test_all_shards_bad_is_an_error(tmp_path, make_job):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "x.parquet").write_bytes(b"garbage")
-    from pipeline.runner import InputError
-
-    with pytest.raises(InputError, match="every input shard was quarantined.*x.parquet"):
-        run_job(make_job(corpus, tmp_path / "out"))
+    with pytest.raises(InputError, match=r"no input shard could be read \(1 of 1\): .*x.parquet: unreadable_parquet"):
+        run_job(make_job(corpus, tmp_path / "out", input={"max_unreadable_shards": 5}))

@@ -52,7 +52,7 @@ def annotate_config_hash(spec: JobSpec) -> str:
     """What annotated shards depend on: input reading and the annotate-phase stages."""
     payload = {
         "format": ANNOTATION_FORMAT,
-        "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
+        "input": spec.input.model_dump(mode="json", exclude={"storage_options", "max_unreadable_shards"}),
         "stages": spec.capability_settings(),
         "write_rejects": spec.output.write_rejects,
         "models": spec.model_fingerprints(exclude=("stages.tokenize.model",)),

@@ -36,7 +36,13 @@ class InputConfig(BaseModel):
     batch_rows: int = Field(1024, gt=0)
     """Rows read from a shard per batch; bounds worker memory."""
     on_bad_shard: Literal["quarantine", "fail"] = "quarantine"
-    """What an unreadable shard does: quarantine it and go on, or fail the run."""
+    """What an unreadable shard does when annotate meets it: quarantine it and go on, or fail
+    the run at once."""
+    max_unreadable_shards: int = Field(0, ge=0)
+    """Shards quarantined whole (corrupt, truncated or zero-byte file; text column missing
+    or not text) that a run accepts. More fail the run after annotate, naming them; the
+    annotated shards are kept, so a re-run after fixing or removing them resumes. Either
+    way the report and the console count them, with their bytes."""
 
 
 class ShardRejected(Exception):
@@ -93,6 +99,8 @@ class InputValidation:
         rows = pa.array(range(first_row, first_row + n), pa.int64())
         text, reasons, details = self._decode_text(raw.column(self.config.text_column), rows)
         text_bytes = pc.binary_length(text).cast(pa.int64()).fill_null(0)
+        # as stored: a row whose bytes are not UTF-8 has no decoded text, but it has a size
+        stored_bytes = pc.binary_length(raw.column(self.config.text_column)).cast(pa.int64()).fill_null(0)
         ids = self._ids(raw, shard_key, rows)
 
         too_large = pc.fill_null(pc.greater(text_bytes, self.config.max_document_bytes), False)
@@ -114,7 +122,7 @@ class InputValidation:
                 cols.SHARD: pa.array([shard_key] * n, pa.string()),
                 cols.ROW: rows,
                 cols.ID: ids,
-                cols.TEXT_BYTES: text_bytes,
+                cols.TEXT_BYTES: stored_bytes,
                 cols.QUARANTINE_REASON: pa.array(reasons, pa.string()),
                 cols.QUARANTINE_DETAIL: pa.array(details, pa.string()),
             },
