@@ -194,6 +194,26 @@ def unreadable_summary(totals: dict[str, Any]) -> str:
     return text
 
 
+def _pipeline_order(stages: dict[str, Any]) -> list[str]:
+    """Reject stages in the order documents meet them: input validation, the capabilities by
+    their order (document stage, then global stage), the mixture; any other name last."""
+    from pipeline.stages.registry import capabilities
+
+    order = ["validate"]
+    for cap in capabilities():
+        for stage in (cap.document_stage, cap.global_stage):
+            if stage is not None:
+                order.append(stage.name)
+        order.append(cap.key)
+    order.append("mix")
+    rank = {name: i for i, name in reversed(list(enumerate(order)))}
+    return sorted(stages, key=lambda name: (rank.get(name, len(order)), name))
+
+
+def _share(n: int, total: int) -> str:
+    return f"{n / total:.1%}" if total else ""
+
+
 def _mb(nbytes: int | None) -> str:
     return "n/a" if nbytes is None else f"{nbytes / 1e6:,.1f} MB"
 
@@ -251,14 +271,19 @@ def render_markdown(built: Report) -> str:
         "",
         "## Rejected, by stage and reason",
         "",
-        "| stage | reason | documents |",
-        "|---|---|---:|",
+        "Stages in the order they run; in each, the largest loss first.",
+        "",
+        "| stage | reason | documents | share of input |",
+        "|---|---|---:|---:|",
     ]
-    for stage, reasons in sorted(report["rejected"].items()):
-        for reason, n in sorted(reasons.items()):
-            lines.append(f"| {stage} | {reason} | {n:,} |")
+    for stage in _pipeline_order(report["rejected"]):
+        reasons = report["rejected"][stage]
+        subtotal = sum(reasons.values())
+        lines.append(f"| **{stage}** | all reasons | **{subtotal:,}** | **{_share(subtotal, t['input_docs'])}** |")
+        for reason, n in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+            lines.append(f"| {stage} | {reason} | {n:,} | {_share(n, t['input_docs'])} |")
     if not report["rejected"]:
-        lines.append("| | (none) | 0 |")
+        lines.append("| | (none) | 0 | |")
     lines += ["", "## Quarantined, by reason", "", "| reason | documents |", "|---|---:|"]
     for reason, n in sorted(report["quarantined"].items()):
         lines.append(f"| {reason} | {n:,} |")
@@ -313,10 +338,11 @@ def render_markdown(built: Report) -> str:
         ]
     lines += ["", "## Phases", "", "| phase | wall s | documents | docs/s | MB/s |", "|---|---:|---:|---:|---:|"]
     for phase in report["phases"]:
-        lines.append(
-            f"| {phase['name']} | {phase['seconds']:.1f} | {phase['docs']:,} | {phase['docs_per_s']:,.0f} "
-            f"| {phase['mb_per_s']:.2f} |"
-        )
+        if phase["docs_per_s"] is None:
+            rates = "reused | reused"
+        else:
+            rates = f"{phase['docs_per_s']:,.0f} | {phase['mb_per_s']:.2f}"
+        lines.append(f"| {phase['name']} | {phase['seconds']:.1f} | {phase['docs']:,} | {rates} |")
     lines += ["", f"Peak RSS of any Refinery or Ray process on this machine: {_mb(report['peak_rss_bytes'])}.", ""]
     unbalanced = [row for row in report["shards"] if not row["balanced"]]
     if unbalanced:

@@ -123,14 +123,20 @@ class PeakMemory:
         self._sample()
 
 
-def _phase(name: str, started: float, docs: int, nbytes: int) -> dict[str, Any]:
+def _phase(name: str, started: float, docs: int, progress: Progress) -> dict[str, Any]:
+    """A phase's line in the report: the documents it covered, and rates over the work done
+    in this run only (None when an earlier run's committed work was all reused)."""
     seconds = time.perf_counter() - started
+    done = progress.processed.get(name, {"docs": 0, "bytes": 0})
+    units = progress.units.get(name, {"total": 0, "reused": 0})
+    all_reused = units["total"] > 0 and units["reused"] == units["total"]
     return {
         "name": name,
         "seconds": round(seconds, 3),
         "docs": docs,
-        "docs_per_s": round(docs / seconds, 1) if seconds > 0 else 0.0,
-        "mb_per_s": round(nbytes / seconds / 1e6, 3) if seconds > 0 else 0.0,
+        "docs_processed": done["docs"],
+        "docs_per_s": None if all_reused else round(done["docs"] / seconds, 1) if seconds > 0 else 0.0,
+        "mb_per_s": None if all_reused else round(done["bytes"] / seconds / 1e6, 3) if seconds > 0 else 0.0,
     }
 
 
@@ -165,6 +171,13 @@ def run_job(
     if not isinstance(spec, JobSpec):
         spec = load_job_spec(spec, overrides)
     progress = progress or Progress()
+    try:
+        return _run(spec, address, progress)
+    finally:
+        progress.close()
+
+
+def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
     layout = OutputLayout(spec.output.uri)
     out_options = spec.output.storage_options
     storage.check_writable(spec.output.uri, out_options)
@@ -182,41 +195,25 @@ def run_job(
         started = time.perf_counter()
         prepared = {cap.key: cap.prepare_job(spec, config, progress) for cap, config in enabled(spec)}
         annotate_stats = run_annotate(spec, shards, progress, workers)
-        phases.append(
-            _phase(
-                "annotate",
-                started,
-                sum(s.input_docs for s in annotate_stats),
-                sum(s.input_bytes for s in annotate_stats),
-            )
-        )
+        phases.append(_phase("annotate", started, sum(s.input_docs for s in annotate_stats), progress))
         _check_unreadable(spec, annotate_stats)
 
         started = time.perf_counter()
         dedup_marker = run_dedup(spec, annotate_stats, progress)
         annotated_docs = sum(s.annotated_docs for s in annotate_stats)
-        phases.append(_phase("dedup", started, annotated_docs, sum(s.annotated_bytes for s in annotate_stats)))
+        phases.append(_phase("dedup", started, annotated_docs, progress))
 
         started = time.perf_counter()
         tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker.removals_version, progress, workers)
-        phases.append(
-            _phase(
-                "tokenize",
-                started,
-                sum(s.tokenized_docs for s in tokenize_stats),
-                sum(s.tokenized_bytes for s in tokenize_stats),
-            )
-        )
+        phases.append(_phase("tokenize", started, sum(s.tokenized_docs for s in tokenize_stats), progress))
 
         started = time.perf_counter()
         plan, sample_stats = run_mix(spec, tokenize_stats, progress, workers)
-        phases.append(_phase("mix", started, sum(s.tokenized_docs for s in tokenize_stats), 0))
+        phases.append(_phase("mix", started, sum(s.tokenized_docs for s in tokenize_stats), progress))
 
         started = time.perf_counter()
         snapshot, pack_stats = run_pack(spec, plan, progress, workers)
-        phases.append(
-            _phase("pack", started, sum(s.documents for s in pack_stats), sum(s.kept_bytes for s in sample_stats))
-        )
+        phases.append(_phase("pack", started, sum(s.documents for s in pack_stats), progress))
         stale = remove_stale_shards(spec, snapshot, pack_stats)
         if stale:
             progress.log(

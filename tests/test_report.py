@@ -97,6 +97,17 @@ def test_report_balances_and_shows_each_capability(tokenizer_model):
     markdown = render_markdown(report)
     assert "Counts balance: **yes**" in markdown and "## Languages after annotate" in markdown
     assert markdown.index("## Languages after annotate") < markdown.index("## Near-duplicate LSH")
+    # Rejects in the order stages run (not alphabetical), each with a subtotal and its share.
+    section = markdown.split("## Rejected, by stage and reason")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| **validate** | all reasons | **2** | **20.0%** |",
+        "| validate | empty_text | 2 | 20.0% |",
+        "| **exact_dedup** | all reasons | **1** | **10.0%** |",
+        "| exact_dedup | exact_duplicate | 1 | 10.0% |",
+        "| **mix** | all reasons | **1** | **10.0%** |",
+        "| mix | not_sampled | 1 | 10.0% |",
+    ]
 
     lost = build_report(_run(spec, packed_copies=6))
     assert not lost.data["balance"]["ok"] and "Counts balance: **NO**" in render_markdown(lost)

@@ -31,7 +31,7 @@ from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker, DedupMarker, Marker, RemovedCounts
 from pipeline.core.parquet_io import LazyParquetWriter
-from pipeline.core.progress import Progress
+from pipeline.core.progress import Progress, plural
 from pipeline.phases.annotate.phase import ANNOTATION_FORMAT
 from pipeline.phases.shard_tasks import ShardWorker, run_shard_tasks
 from pipeline.stages.base import REMOVAL_SCHEMA, GlobalStage
@@ -146,7 +146,7 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
     if storage.exists(layout.dedup_marker, options):
         marker = DedupMarker.from_json(storage.read_json(layout.dedup_marker, options))
         if marker.input_hash == input_hash:
-            progress.log("dedup: already committed for these annotated shards, skipped")
+            progress.reused("dedup", 1, "already committed for these annotated shards, skipped")
             return marker
 
     stages = global_stages(spec)
@@ -165,8 +165,11 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
 
     with_docs = [s.shard_key for s in new if s.annotated_docs > 0]
     if indexed:
-        progress.log(f"dedup: {len(new)} new shards against the index of {len(indexed)} shards kept by earlier runs")
-    progress.start("dedup", total=1, unit="global passes")
+        progress.log(
+            f"dedup: {plural(len(new), 'new shard')} against the index of {plural(len(indexed), 'shard')} "
+            "kept by earlier runs"
+        )
+    progress.start("dedup", total=1, unit="global pass")
     removed: dict[str, RemovedCounts] = {}
     if stages and with_docs:
         fs, removals_path = storage.pyarrow_filesystem(layout.dedup_removals, options)
@@ -182,7 +185,8 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
         for row in counts:
             per_stage = removed.setdefault(row[cols.SHARD], {}).setdefault(row[cols.REJECT_STAGE], {})
             per_stage[row[cols.REJECT_REASON]] = per_stage.get(row[cols.REJECT_REASON], 0) + int(row["count"])
-        progress.advance(1, docs=sum(int(r["count"]) for r in counts))
+    # what the pass read: the new shards' documents (the index's are read as well, but were counted before)
+    progress.advance(1, docs=sum(s.annotated_docs for s in new), nbytes=sum(s.annotated_bytes for s in new))
     stage_state = {s.name: s.state or s.previous_state for s in stages if s.state or s.previous_state}
     if stages:
         _extend_index(spec, stages, new, removed, indexed, input_hash, stage_state)

@@ -74,6 +74,10 @@ def test_counts_balance_and_report_written(finished_run, sample_corpus):
     assert balance["ok"] and balance["input"] == 500
     assert balance["input"] == balance["kept"] + balance["rejected"] + balance["quarantined"]
     assert [p["name"] for p in report["phases"]] == ["annotate", "dedup", "tokenize", "mix", "pack"]
+    for phase in report["phases"]:  # rates over the work done, the dedup pass counting what it read
+        assert phase["docs_processed"] > 0 and phase["docs_per_s"] > 0 and phase["mb_per_s"] > 0, phase
+    dedup = report["phases"][1]
+    assert dedup["docs_processed"] == dedup["docs"]  # every annotated document, not the ones it removed
     markdown = (out / "report.md").read_text()
     assert "Counts balance: **yes**" in markdown and "exact_duplicate" in markdown
     plants = json.loads((sample_corpus / "_plants.json").read_text())
@@ -177,6 +181,14 @@ def test_rerun_skips_committed_work(finished_run, sample_corpus, tokenizer_model
     n = first.report["output_shards"]["count"]
     assert f"pack: {n} output shards ({n} already committed, skipped)" in err
     assert again.report["totals"] == first.report["totals"]
+    # Reused phases report no rate (there was no work to time), and every phase has its row.
+    assert again.report["work_units"]["dedup"] == {"total": 1, "reused": 1}
+    assert set(again.report["work_units"]) == {"annotate", "dedup", "tokenize", "mix", "pack"}
+    for phase in again.report["phases"]:
+        assert phase["docs_per_s"] is None and phase["mb_per_s"] is None and phase["docs_processed"] == 0, phase
+    markdown = (out / "report.md").read_text()
+    assert "| annotate |" in markdown and "| reused | reused |" in markdown
+    assert "| dedup | 1 | 0 | 1 |" in markdown
 
 
 def test_cli_inspect_verifies_manifest(finished_run, capsys):

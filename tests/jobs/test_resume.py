@@ -399,7 +399,7 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
             job.wait_for_line(rf"annotate: {INPUT_SHARDS} shards \({annotated} already committed, skipped\)$")
         else:
             job.wait_for_line(rf"annotate: {INPUT_SHARDS} shards \({INPUT_SHARDS} already committed, skipped\)$")
-        job.wait_for_line(r"\[refinery\] dedup: 1 global passes$")
+        job.wait_for_line(r"\[refinery\] dedup: 1 global pass$")
         assert job.wait_until_stopped() == function, step
         job.kill()
         assert _count(work / "annotate" / "_markers") == INPUT_SHARDS
@@ -412,7 +412,7 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
     # 3. tokenize
     job = start_job(spec)
     job.wait_for_line(rf"annotate: {INPUT_SHARDS} shards \({INPUT_SHARDS} already committed, skipped\)$")
-    job.wait_for_line(r"\[refinery\] dedup: 1 global passes$")  # not "already committed"
+    job.wait_for_line(r"\[refinery\] dedup: 1 global pass$")  # not "already committed"
     job.wait_for_line(rf"\[refinery\] tokenize: {INPUT_SHARDS} shards$")
     # dedup ran its Ray Data executions in this process: none of Ray Data's false alarms
     # (progress bars off, "no available CPUs" between back-to-back executions) was printed

@@ -261,7 +261,7 @@ def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, ma
                 finished[shard.key] = stats
                 continue
         todo.append(shard)
-    progress.start("annotate", total=len(shards), unit="shards", skipped=len(finished))
+    progress.start("annotate", total=len(shards), unit="shard", skipped=len(finished))
     items = [{"uri": s.uri, "key": s.key, "fingerprint": json.dumps(s.fingerprint)} for s in todo]
     for stats in run_shard_tasks(ShardAnnotator, spec, items, max_workers):
         finished[stats.shard_key] = stats

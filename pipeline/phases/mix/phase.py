@@ -143,10 +143,10 @@ def run_mix(
             finished[shard["key"]] = stats
         else:
             items.append({"key": shard["key"], "config_hash": config_hash, "rates": rates_json})
-    progress.start("mix", total=len(shards), unit="shards", skipped=len(finished))
+    progress.start("mix", total=len(shards), unit="shard", skipped=len(finished))
     for stats in run_shard_tasks(ShardSampler, spec, items, max_workers):
         finished[stats.shard_key] = stats
-        progress.advance(1, docs=stats.kept_docs)
+        progress.advance(1, docs=stats.kept_docs, nbytes=stats.kept_bytes)
     sample_stats = [finished[s["key"]] for s in shards]
     realized: dict[str, dict[str, int]] = {}
     for stats in sample_stats:

@@ -239,9 +239,9 @@ def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress, max_worker
                     "snapshot": snapshot,
                 }
             )
-    progress.start("pack", total=num_shards, unit="output shards", skipped=len(finished))
+    progress.start("pack", total=num_shards, unit="output shard", skipped=len(finished))
     progress.log(f"pack: snapshot {snapshot}")
     for stats in run_shard_tasks(ShardPacker, spec, items, max_workers):
         finished[stats.index] = stats
-        progress.advance(1, docs=stats.documents)
+        progress.advance(1, docs=stats.documents, nbytes=stats.bytes_read)
     return snapshot, [finished[i] for i in range(num_shards)]

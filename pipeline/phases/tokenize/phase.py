@@ -223,7 +223,7 @@ def run_tokenize(
             finished[key] = stats
         else:
             items.append({"key": key, "uri": shard.uri, "config_hash": config_hash})
-    progress.start("tokenize", total=len(shards), unit="shards", skipped=len(finished))
+    progress.start("tokenize", total=len(shards), unit="shard", skipped=len(finished))
     for stats in run_shard_tasks(ShardTokenizer, spec, items, max_workers):
         finished[stats.shard_key] = stats
         progress.advance(1, docs=stats.tokenized_docs, nbytes=stats.tokenized_bytes)
