@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import yaml
@@ -12,6 +14,8 @@ import yaml
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+EXIT_SIGINT = 130  # 128 + the signal, as shells and Kubernetes report a process stopped by it
+EXIT_SIGTERM = 143
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -29,6 +33,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_job_spec(args.job, args.set)
     result = run_job(spec, address=args.address)
+    # Done and committed: a Ctrl-C now must not cut short the shutdown of the local Ray.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_local_ray(args)
+    signal.signal(signal.SIGINT, previous)
     print(f"snapshot {result.snapshot} (now latest): {result.manifest_uri}")
     print(f"run report:                {result.report_uri}")
     return 0
@@ -250,10 +258,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Kubernetes, ``kill``, systemd, a scheduler) arrived: handled as an interrupt
+    everywhere (not an ``Exception``, so no library's error handler logs it as a failure)."""
+
+
+_terminated = threading.Event()
+
+
+def _raise_terminated(signum, frame) -> None:
+    # Remembered as well as raised: a library may turn any exception from a signal handler
+    # into a plain KeyboardInterrupt (Ray's blocking calls do).
+    _terminated.set()
+    raise Terminated()
+
+
+def _interrupted(args: argparse.Namespace, code: int) -> int:
+    """After Ctrl-C or SIGTERM: say what was kept, stop the Ray this process started and
+    leave no process of it behind."""
+    # a second Ctrl-C does not cut the cleanup short
+    interrupt, terminate = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.command == "run":
+        print("\ninterrupted; committed work is kept: run the same command again to resume", file=sys.stderr)
+    else:
+        print("\ninterrupted", file=sys.stderr)
+    _stop_local_ray(args)
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, terminate)
+    return code
+
+
+def _ray_running() -> bool:
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized()
+
+
+def _stop_local_ray(args: argparse.Namespace) -> None:
+    """Shut down the Ray this command started (none when it found one running, as a caller
+    in Python may have), and end any of its processes that outlive the shutdown."""
+    if not args.owns_ray or not _ray_running():
+        return
+    import psutil
+    import ray
+
+    descendants = psutil.Process().children(recursive=True)  # before Ray's own processes are reparented
+    ray.shutdown()
+    _, alive = psutil.wait_procs(descendants, timeout=5)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    _terminated.clear()
+    try:
+        return _main(args)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
+    args.owns_ray = not _ray_running()
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Terminated too
+        return _interrupted(args, EXIT_SIGTERM if _terminated.is_set() else EXIT_SIGINT)
     except BrokenPipeError:
         # `refinery validate ... | head`: the reader left; say nothing more to it.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ class RunResult:
     snapshot: str
 
 
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _quiet_auth_default(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
 def ensure_ray(config: RayConfig, address: str | None = None) -> None:
     import ray
     import ray.data
@@ -62,13 +70,23 @@ def ensure_ray(config: RayConfig, address: str | None = None) -> None:
             kwargs = {"num_cpus": config.num_cpus or os.cpu_count(), "include_dashboard": False}
             if config.object_store_memory_mb:
                 kwargs["object_store_memory"] = config.object_store_memory_mb * 1024 * 1024
+            # Ray's default for a new local cluster is token authentication (other users of
+            # the machine cannot run code on it); Refinery keeps it, without Ray's warning
+            # that it chose it. RAY_AUTH_MODE=disabled in the environment opts out.
+            logging.getLogger(_RAY_AUTH_LOGGER).addFilter(_quiet_auth_default)
         if dashboard:
             del os.environ["RAY_ADDRESS"]
+        # ray.init replaces the SIGTERM handler with one that prints a C++ stack and exits;
+        # the caller's (refinery run: stop cleanly, exit 143) is put back.
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if on_main_thread else None
         try:
             ray.init(logging_level=logging.WARNING, **kwargs)
         finally:
             if dashboard:
                 os.environ["RAY_ADDRESS"] = from_env
+            if on_main_thread and sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.progress_bars
     context.shuffle_strategy = ShuffleStrategy(config.shuffle_strategy)

@@ -97,6 +97,7 @@ def run_shard_tasks(
     spec_json = ray.put(spec.model_dump_json())
     queue = list(reversed(items))
     pending: list[Any] = []
+    interrupted = False
     try:
         while queue or pending:
             while queue and len(pending) < max(1, max_workers):
@@ -111,9 +112,13 @@ def run_shard_tasks(
                     str(cause) if cause else str(exc), expected=expected, worker_traceback=str(exc)
                 ) from None
             yield worker.marker.from_json(json.loads(text))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run stops and shuts Ray down, which ends
+        interrupted = True  # the tasks; a cancel could wait on a control plane already gone
+        raise
     finally:
-        for ref in pending:
-            ray.cancel(ref)
+        if not interrupted:
+            for ref in pending:
+                ray.cancel(ref)
 
 
 M = TypeVar("M", bound=Marker)

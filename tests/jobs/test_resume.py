@@ -14,14 +14,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -34,14 +28,11 @@ import yaml
 from pipeline import run_job
 from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.progress import Progress
-from tests.helpers import REPO, job_dict
+from tests.helpers import job_dict
+from tests.helpers.jobs import WAIT_S, running
 
-STOP_IN = REPO / "tests" / "helpers" / "stop_in"  # sitecustomize.py, see there
-
-ROOT = REPO
 SAMPLE_SHARDS = 10
 INPUT_SHARDS = SAMPLE_SHARDS + 1  # and one shard with rows that are quarantined
-WAIT_S = 240  # for any one condition; generous, the machine is shared and slow at times
 
 
 @pytest.fixture(scope="module")
@@ -99,165 +90,6 @@ def reference(ray_local, corpus, tokenizer_model, tmp_path_factory):
     result = run_job(_job(corpus, out, tokenizer_model), progress=Progress(quiet=True))
     assert result.report["balance"]["ok"]
     return out, result
-
-
-@pytest.fixture
-def start_job():
-    """Starts ``refinery run`` jobs (see Job) and, whatever the test did, leaves none running.
-    Their Ray gets a temp dir of its own, so that a cluster someone else on this machine
-    started (ray start, ray.cluster_utils) is never joined; a short one, for Ray's sockets."""
-    ray_tmp = tempfile.mkdtemp(prefix="rr-", dir="/tmp")
-    jobs: list[Job] = []
-
-    def start(spec: Path, *overrides: str, stop_in: str | None = None) -> Job:
-        jobs.append(Job(spec, ray_tmp, *overrides, stop_in=stop_in))
-        return jobs[-1]
-
-    yield start
-    for job in jobs:
-        if job.process.poll() is None:
-            job.kill()
-    shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-class Job:
-    """``refinery run`` in a session of its own, on a local Ray of one CPU with one task in
-    flight, so that units of work run one at a time; its output lines are collected as they
-    come."""
-
-    def __init__(self, spec: Path, ray_tmp: str, *overrides: str, stop_in: str | None = None) -> None:
-        paths = [str(ROOT), os.environ.get("PYTHONPATH")]
-        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-        self.stop_file = Path(tempfile.mkdtemp(prefix="stop-", dir=ray_tmp)) / "stopped"
-        if stop_in:
-            # the first call of this function, in whichever process of the job, stops there
-            paths.insert(0, str(STOP_IN))
-            env |= {"REFINERY_STOP_IN": stop_in, "REFINERY_STOP_FILE": str(self.stop_file)}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-        env.pop("RAY_ADDRESS", None)  # its own local Ray, which the kill takes down with it
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "run",
-                str(spec),
-                "--set",
-                "ray.num_cpus=1",
-                "--set",
-                "ray.max_parallel_tasks=1",
-                *overrides,
-            ],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.eof = False
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self.eof = True
-            self._changed.notify_all()
-
-    def tail(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines[-40:])
-
-    def wait_for_line(self, pattern: str) -> re.Match:
-        """The first output line matching ``pattern``, waiting for it if need be."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + WAIT_S
-        with self._changed:
-            while True:
-                for line in self.lines:
-                    match = regex.search(line)
-                    if match:
-                        return match
-                if self.eof or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"the job printed no line matching {pattern!r}:\n" + "\n".join(self.lines[-40:])
-                    )
-                self._changed.wait(timeout=0.5)
-
-    def wait_until_stopped(self) -> str:
-        """Waits until a process of the job is held inside the ``stop_in`` function; returns
-        that function's name."""
-        deadline = time.monotonic() + WAIT_S
-        while not self.stop_file.exists():
-            assert time.monotonic() < deadline, "the job never reached its stop:\n" + self.tail()
-            assert self.process.poll() is None, "the job ended before its stop:\n" + self.tail()
-            time.sleep(0.05)
-        pid, function = self.stop_file.read_text().split()
-        assert int(pid) in {p.pid for p in psutil.Process(self.process.pid).children(recursive=True)}
-        return function
-
-    def kill_after_first_unit(self, committed: Callable[[], int]) -> None:
-        """SIGKILL the job as soon as one unit of the running phase has committed.
-
-        The driver is held stopped (SIGSTOP) and let run in 20 ms slices; its workers run on.
-        The driver starts the next unit only when one finishes and keeps one in flight
-        (one CPU), so however slow this watcher is, the phase cannot get far beyond its
-        first unit before the kill."""
-        pid = self.process.pid
-        deadline = time.monotonic() + WAIT_S
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            while committed() == 0:
-                assert time.monotonic() < deadline, "no unit committed:\n" + self.tail()
-                assert self.process.poll() is None, "the job ended:\n" + self.tail()
-                os.kill(pid, signal.SIGCONT)
-                time.sleep(0.02)
-                os.kill(pid, signal.SIGSTOP)
-                time.sleep(0.02)
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL the process group (driver and local Ray) and wait until all of it is gone."""
-        pid = self.process.pid
-        try:
-            tree = psutil.Process(pid).children(recursive=True)
-        except psutil.Error:
-            tree = []
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=60)
-        _, alive = psutil.wait_procs(tree, timeout=60)
-        alive = [p for p in alive if _running(p)]
-        for process in alive:  # descendants of our job only; not expected
-            process.kill()
-        assert not alive, f"processes outside the job's process group survived: {alive}"
-        self._reader.join(timeout=30)
-
-    def finish(self) -> str:
-        try:
-            self.process.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("the job did not finish:\n" + self.tail()) from None
-        self._reader.join(timeout=30)
-        assert self.process.returncode == 0, self.tail()
-        return "\n".join(self.lines)
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _count(directory: Path, pattern: str = "*.json") -> int:
@@ -539,7 +371,7 @@ def test_worker_killed_while_annotating_is_retried(ray_local, corpus, tokenizer_
     assert "error" not in outcome, outcome.get("error")
     assert victim is not None, "no worker was caught writing an annotated shard's sinks"
     pid, key, writing, killed_at = victim
-    assert not psutil.pid_exists(pid) or not _running(psutil.Process(pid))
+    assert not psutil.pid_exists(pid) or not running(psutil.Process(pid))
     # The shard was annotated again after the kill, by Ray's retry of the task.
     assert (markers / f"{key}.json").stat().st_mtime_ns > killed_at, f"killed while writing {writing}"
     assert _count(markers) == INPUT_SHARDS
