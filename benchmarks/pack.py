@@ -64,7 +64,7 @@ def packing_phases(spec, annotate_stats, marker) -> dict:
     from pipeline.core.progress import Progress
     from pipeline.phases.mix.phase import run_mix
     from pipeline.phases.pack.phase import run_pack
-    from pipeline.phases.publish import write_manifest
+    from pipeline.phases.publish import move_into_snapshot, write_manifest
     from pipeline.phases.tokenize.phase import run_tokenize
     from pipeline.runner import PeakMemory
 
@@ -91,6 +91,7 @@ def packing_phases(spec, annotate_stats, marker) -> dict:
         started = time.perf_counter()
         with PeakMemory(interval_s=0.2) as phase:
             snapshot, pack_stats = run_pack(spec, plan, quiet, cores)
+            move_into_snapshot(spec, snapshot, pack_stats, quiet)
             write_manifest(spec, snapshot, plan, pack_stats, annotate_stats)
         seconds["pack"], peaks["pack"] = time.perf_counter() - started, phase.peak
     total = sum(seconds.values())

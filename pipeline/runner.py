@@ -27,7 +27,7 @@ from pipeline.phases.annotate.phase import discover_shards, run_annotate
 from pipeline.phases.dedup import run_dedup
 from pipeline.phases.mix.phase import run_mix
 from pipeline.phases.pack.phase import run_pack
-from pipeline.phases.publish import publish_latest, remove_stale_shards, write_manifest
+from pipeline.phases.publish import move_into_snapshot, publish_latest, remove_stale_shards, write_manifest
 from pipeline.phases.tokenize.phase import run_tokenize
 from pipeline.report import build_report, check_balance, render_markdown, unreadable_summary
 from pipeline.stages.registry import enabled
@@ -274,6 +274,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
         storage.write_json(json_uri, report, out_options)
         storage.write_bytes(md_uri, markdown, out_options)
     check_balance(report)
+    move_into_snapshot(spec, snapshot, pack_stats, progress)
     manifest = write_manifest(spec, snapshot, plan, pack_stats, annotate_stats)
     publish_latest(spec, snapshot, manifest)
     t = report["totals"]

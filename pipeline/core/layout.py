@@ -114,6 +114,19 @@ class OutputLayout:
     def pack_marker(self, snapshot: str, index: int) -> str:
         return self._path("work", "pack", snapshot, "_markers", f"shard-{index:05d}.json")
 
+    def pack_work(self, snapshot: str) -> str:
+        return self._path("work", "pack", snapshot)
+
+    @staticmethod
+    def staged(relative: str) -> str:
+        """Where a snapshot's file (``snapshots/<snapshot>/...``, relative to the output root)
+        is written until the snapshot commits: ``work/pack/<snapshot>/...``. So nothing under
+        ``snapshots/`` is ever a partial set that a reader globbing it could take for data."""
+        parts = relative.split("/")
+        if len(parts) < 3 or parts[0] != "snapshots":
+            raise ValueError(f"not a snapshot file: {relative}")
+        return "/".join(["work", "pack", *parts[1:]])
+
     # snapshots: each packed result in its own directory, never changed once committed
     @property
     def snapshots_dir(self) -> str:

@@ -260,6 +260,19 @@ def remove_tree(uri: str, options: StorageOptions | None = None) -> None:
         fs.rm(path, recursive=True)
 
 
+def move(source: str, target: str, options: StorageOptions | None = None) -> None:
+    """Move a file: a rename on local disk; on S3, which has no rename, a server-side copy
+    (no data through this machine) and then the delete of the source."""
+    fs, source_path = filesystem(source, options)
+    _, target_path = filesystem(target, options)
+    if is_local(source):
+        os.makedirs(os.path.dirname(target_path), exist_ok=True)
+        os.replace(source_path, target_path)
+    else:
+        fs.copy(source_path, target_path)
+        fs.rm(source_path)
+
+
 def remove_partial_writes(uri: str, options: StorageOptions | None = None) -> list[str]:
     """Remove the temporary files that local writers killed mid-file left under ``uri``, and
     return their paths. A writer that dies by SIGKILL (a killed job, a lost Ray worker whose

@@ -10,6 +10,7 @@ is never disturbed by the next refresh.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pipeline import formats
@@ -33,7 +34,9 @@ def open_snapshot(spec: JobSpec, config_hash: str, progress: Progress) -> str:
     options = spec.output.storage_options
     suffix = config_hash[:8]
     numbers, own = [], None
-    for name in storage.list_dirs(layout.snapshots_dir, options):
+    pack_work = storage.join(spec.output.uri, "work", "pack")
+    started = set(storage.list_dirs(layout.snapshots_dir, options)) | set(storage.list_dirs(pack_work, options))
+    for name in sorted(started):
         match = SNAPSHOT_NAME.match(name)
         if match is None:
             continue
@@ -44,25 +47,57 @@ def open_snapshot(spec: JobSpec, config_hash: str, progress: Progress) -> str:
         else:
             progress.log(f"removing snapshot {name}: it was never committed (a run stopped before its manifest)")
             storage.remove_tree(layout.snapshot_dir(name), options)
-            storage.remove_tree(storage.join(spec.output.uri, "work", "pack", name), options)
+            storage.remove_tree(layout.pack_work(name), options)
     return own or f"{max(numbers, default=0) + 1:05d}-{suffix}"
 
 
 def remove_stale_shards(spec: JobSpec, snapshot: str, pack_stats: list[PackMarker]) -> list[str]:
-    """Token files in the snapshot's tokens/ that this run did not write (left by an
+    """Token files of the snapshot, staged or moved, that this run did not write (left by an
     attempt that planned more shards)."""
     options = spec.output.storage_options
-    current = {
-        storage.normalize_uri(storage.join(spec.output.uri, f["path"])) for s in pack_stats for f in s.files.values()
-    }
+    layout = OutputLayout(spec.output.uri)
+    current = set()
+    for s in pack_stats:
+        for f in s.files.values():
+            current.add(storage.normalize_uri(storage.join(spec.output.uri, f["path"])))
+            current.add(storage.normalize_uri(storage.join(spec.output.uri, layout.staged(f["path"]))))
+    staged_tokens = storage.join(spec.output.uri, layout.staged(f"snapshots/{snapshot}/tokens"))
     stale = [
         uri
-        for uri in storage.list_files(OutputLayout(spec.output.uri).tokens_dir(snapshot), options)
+        for directory in (layout.tokens_dir(snapshot), staged_tokens)
+        for uri in storage.list_files(directory, options)
         if storage.normalize_uri(uri) not in current
     ]
     for uri in stale:
         storage.remove_tree(uri, options)
     return stale
+
+
+def move_into_snapshot(spec: JobSpec, snapshot: str, pack_stats: list[PackMarker], progress: Progress) -> None:
+    """Move the snapshot's token files from where they were staged (``work/pack/``) to
+    ``snapshots/<snapshot>/tokens/``, just before the manifest commits them. A move that a
+    killed run left half done is finished: a file already moved is not staged any more.
+
+    On local disk each move is a rename. S3 has no rename: each file is copied server-side
+    and then deleted, so for those seconds ``snapshots/<snapshot>/`` holds some of the files
+    and no ``manifest.json``; ``latest.json`` and a snapshot's manifest remain the contract."""
+    options = spec.output.storage_options
+    layout = OutputLayout(spec.output.uri)
+    moves = []
+    for s in pack_stats:
+        for f in s.files.values():
+            final = storage.join(spec.output.uri, f["path"])
+            staged = storage.join(spec.output.uri, layout.staged(f["path"]))
+            if storage.exists(staged, options):
+                moves.append((staged, final))
+            elif not storage.exists(final, options):
+                raise RuntimeError(f"token file {f['path']} is neither staged nor in its snapshot; re-run to pack it")
+    if not moves:
+        return
+    if not storage.is_local(spec.output.uri):
+        progress.log(f"pack: moving {len(moves):,} files into snapshots/{snapshot}/ (server-side copies)")
+    with ThreadPoolExecutor(max_workers=1 if storage.is_local(spec.output.uri) else 16) as pool:
+        list(pool.map(lambda move: storage.move(*move, options), moves))
 
 
 def write_manifest(

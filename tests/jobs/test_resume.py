@@ -189,7 +189,8 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
     - annotate, tokenize, mix, pack (one unit per input or output shard): after the phase's
       start line and at least one of its units committed, before all of them did
       (``1 <= markers < units``); the re-run reports exactly those as already committed,
-      and (pack) leaves the killed run's markers and token files as they were.
+      and (pack) leaves the killed run's markers and token files as they were; those files
+      are staged under work/pack/, and snapshots/ has nothing until the commit.
     - dedup, one global pass with no finer units to commit: five times, with a process of
       the job held inside one step (tests/helpers/stop_in): near dedup's band rows, star
       edges, verification and connected components, then the writing of index shards
@@ -280,10 +281,13 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
     left_markers = {p.name: p.read_bytes() for p in markers.glob("*.json")}
     left_tokens = {
         p.name: _sha256(p)
-        for p in (out / "snapshots" / snapshot / "tokens").glob("shard-*")
+        for p in (work / "pack" / snapshot / "tokens").glob("shard-*")
         if re.fullmatch(r"shard-\d{5}\.(bin|idx)", p.name)
     }
     assert left_tokens
+    # Uncommitted token files are staged under work/: nothing under snapshots/ for a reader
+    # that globs it or takes the highest number to mistake for data.
+    assert not (out / "snapshots").exists()
 
     # 6. the run that finishes
     job = start_job(spec)
@@ -313,9 +317,10 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
     assert refresh.startswith("00002-")
     job.kill_after_first_unit(lambda: _count(work / "pack" / refresh / "_markers"))
     assert 1 <= _count(work / "pack" / refresh / "_markers") < refresh_shards
-    assert not (out / "snapshots" / refresh / "manifest.json").exists()
+    assert not (out / "snapshots" / refresh).exists() and any((work / "pack" / refresh / "tokens").iterdir())
     assert {name: (out / name).read_bytes() for name in pointers} == pointers
     assert snapshot_files() == committed
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [snapshot]
 
 
 def test_worker_killed_while_annotating_is_retried(ray_local, corpus, tokenizer_model, reference, tmp_path):

@@ -175,8 +175,11 @@ class ShardPacker(ShardWorker):
         files = {}
         for role, relative in formats.shard_files(self.config.format, stem).items():
             data = encoded.pop(role)
-            storage.write_bytes_retrying(
-                storage.join(self.spec.output.uri, relative), data, self.options, self.spec.output.upload
+            storage.write_bytes_retrying(  # staged in work/pack/ until the snapshot commits
+                storage.join(self.spec.output.uri, OutputLayout.staged(relative)),
+                data,
+                self.options,
+                self.spec.output.upload,
             )
             files[role] = {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         stats = PackMarker(
