@@ -169,12 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser("validate", help="check a job spec and print it with defaults filled in")
-    validate.add_argument("job")
-    validate.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    validate.add_argument("job", help="the job spec: a YAML file (path or s3:// URI)")
+    validate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a spec value before validating, as for run; repeatable",
+    )
     validate.set_defaults(func=_cmd_validate)
 
     run = commands.add_parser("run", help="run a job spec")
-    run.add_argument("job")
+    run.add_argument("job", help="the job spec: a YAML file (path or s3:// URI)")
     run.add_argument(
         "--set",
         action="append",
@@ -187,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     address_help = "the cluster's Ray dashboard (Jobs API); default: $RAY_ADDRESS, else http://127.0.0.1:8265"
     submit = commands.add_parser("submit", help="run a job spec on a Ray cluster through the Ray Jobs API")
-    submit.add_argument("job")
+    submit.add_argument("job", help="the job spec: a YAML file; it is validated here, then sent")
     submit.add_argument(
         "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a spec value, as for run"
     )
@@ -220,19 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=func)
 
     sample = commands.add_parser("sample", help="write the multi-domain sample corpus used by the demo")
-    sample.add_argument("out")
-    sample.add_argument("--docs", type=int, default=5000)
-    sample.add_argument("--shards", type=int, default=8)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("out", help="directory to write Parquet shards to (and _plants.json, what was planted)")
+    sample.add_argument("--docs", type=int, default=5000, help="documents in all (default: 5000)")
+    sample.add_argument("--shards", type=int, default=8, help="Parquet files to split them into (default: 8)")
+    sample.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: 0)")
     sample.set_defaults(func=_cmd_sample)
 
     train = commands.add_parser("train-tokenizer", help="train a sentencepiece model on a Parquet corpus")
-    train.add_argument("corpus")
-    train.add_argument("out")
-    train.add_argument("--vocab-size", type=int, default=8000)
-    train.add_argument("--text-column", default="text")
-    train.add_argument("--max-documents", type=int, default=20000)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("corpus", help="Parquet corpus: directory, prefix or glob (s3:// works)")
+    train.add_argument("out", help="where to write the .model file (path or s3:// URI)")
+    train.add_argument("--vocab-size", type=int, default=8000, help="pieces in the model (default: 8000)")
+    train.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    train.add_argument(
+        "--max-documents",
+        type=int,
+        default=20000,
+        help="train on at most this many documents, drawn at random by --seed (default: 20000); "
+        "sentencepiece holds every training sentence in memory",
+    )
+    train.add_argument("--seed", type=int, default=0, help="seed of the document draw and of training (default: 0)")
     train.set_defaults(func=_cmd_train_tokenizer)
 
     train_lm = commands.add_parser(
@@ -241,17 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     train_lm.add_argument("corpus", help="Parquet corpus (directory, prefix or glob; s3:// works)")
     train_lm.add_argument("out_dir", help="writes OUT_DIR/LANG.arpa and OUT_DIR/LANG.sp.model")
     train_lm.add_argument("--lang", required=True, help="the language label the models are for, e.g. en")
-    train_lm.add_argument("--order", type=int, default=5)
+    train_lm.add_argument("--order", type=int, default=5, help="n-gram order (default: 5, as CCNet)")
     train_lm.add_argument("--vocab-size", type=int, default=8000, help="for the sentencepiece model it trains")
     train_lm.add_argument("--sp-model", help="use this sentencepiece model instead of training one")
-    train_lm.add_argument("--text-column", default="text")
-    train_lm.add_argument("--max-documents", type=int, default=20000)
-    train_lm.add_argument("--seed", type=int, default=0)
+    train_lm.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    train_lm.add_argument(
+        "--max-documents",
+        type=int,
+        default=20000,
+        help="train on at most this many documents, drawn at random by --seed (default: 20000)",
+    )
+    train_lm.add_argument("--seed", type=int, default=0, help="seed of the document draw (default: 0)")
     train_lm.set_defaults(func=_cmd_train_lm)
 
     inspect = commands.add_parser("inspect", help="verify an output's manifest against its shards and show samples")
-    inspect.add_argument("output")
-    inspect.add_argument("--samples", type=int, default=2)
+    inspect.add_argument("output", help="a run's output.uri (path or s3:// URI)")
+    inspect.add_argument("--samples", type=int, default=2, help="documents of each shard to print (default: 2)")
     inspect.add_argument("--snapshot", help="a snapshot under OUTPUT/snapshots/ (default: the one latest.json names)")
     inspect.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// output (e.g. MinIO)")
     inspect.set_defaults(func=_cmd_inspect)

@@ -66,3 +66,39 @@ def test_help_and_version_load_no_stage_library():
 def _refinery_python(code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, text=True, capture_output=True, check=True)
+
+
+def test_validate_loads_no_library_the_spec_does_not_use(make_job, sample_corpus, tmp_path):
+    """``refinery validate`` of a spec without PII imports neither Presidio nor spaCy, nor
+    datasketch (scipy) or Ray: the spec and its files are checked with what they need.
+    Mutation that fails it: pii/windows.py imports pii.phone (and so Presidio) at module level."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(make_job(sample_corpus, tmp_path / "out")))
+    probe = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        f"assert main(['validate', {str(spec)!r}]) == 0\n"
+        "heavy = ['ray', 'presidio_analyzer', 'spacy', 'datasketch', 'scipy', 'torch']\n"
+        "print('LOADED', [m for m in heavy if m in sys.modules])\n"
+    )
+    result = _refinery_python(probe)
+    assert "LOADED []" in result.stdout, result.stdout[-500:]
+
+
+def test_every_flag_and_argument_has_help():
+    """Each command's --help says what every argument does. Mutation that fails it: drop the
+    help of train-tokenizer's --max-documents."""
+    import argparse
+
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, command in commands.choices.items()
+        for action in command._actions
+        if not action.help and not isinstance(action, argparse._HelpAction)
+    ]
+    assert not missing, missing
+    assert "20000" in commands.choices["train-tokenizer"].format_help()

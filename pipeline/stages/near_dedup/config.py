@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from datasketch.lsh import _optimal_param
 from pydantic import Field, model_validator
 
 from pipeline.stages.base import StageConfig
@@ -47,6 +46,8 @@ class NearDedupConfig(StageConfig):
     def banding(self) -> tuple[int, int]:
         if self.bands is not None:
             return self.bands, self.rows
+        from datasketch.lsh import _optimal_param  # datasketch loads scipy: not for every spec load
+
         return _optimal_param(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
 
     def s_curve(self) -> dict[str, float]:
