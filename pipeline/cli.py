@@ -374,14 +374,21 @@ def _expected_failure(exc: Exception) -> int | None:
     from pipeline.core import storage
     from pipeline.phases.shard_tasks import ShardTaskError
     from pipeline.report import AccountingError
-    from pipeline.runner import InputError
+    from pipeline.runner import ClusterUnreachable, InputError
     from pipeline.tools.submit import SubmitError
 
     if isinstance(exc, JobSpecError):
         return EXIT_USAGE
-    if isinstance(
-        exc, (InputError, AccountingError, storage.OutputNotWritable, FileNotFoundError, SubmitError, ShardTaskError)
-    ):
+    expected = (
+        InputError,
+        AccountingError,
+        storage.OutputNotWritable,
+        FileNotFoundError,
+        SubmitError,
+        ShardTaskError,
+        ClusterUnreachable,
+    )
+    if isinstance(exc, expected):
         return EXIT_FAILED
     return None
 

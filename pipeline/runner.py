@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -53,6 +54,28 @@ def _quiet_auth_default(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
+class ClusterUnreachable(RuntimeError):
+    """The Ray cluster a run was told to join does not answer."""
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, in one line, when nothing listens at a cluster address (``host:port``
+    of the head's GCS, or ``ray://host:port``); Ray itself would retry for minutes. ``auto``
+    is Ray's to resolve."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterUnreachable(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}). Is its head running "
+            "(`ray start --head` prints the address)? Check ray.address or --address; unset both to "
+            "run on a local Ray"
+        ) from None
+
+
 def ensure_ray(config: RayConfig, address: str | None = None) -> None:
     import ray
     import ray.data
@@ -66,6 +89,8 @@ def ensure_ray(config: RayConfig, address: str | None = None) -> None:
         dashboard = from_env.startswith(("http://", "https://"))
         address = address or config.address or (None if dashboard else from_env or None)
         kwargs: dict[str, Any] = {"address": address}
+        if address:
+            _check_reachable(address)
         if not address:
             kwargs = {"num_cpus": config.num_cpus or os.cpu_count(), "include_dashboard": False}
             if config.object_store_memory_mb:

@@ -102,3 +102,20 @@ def test_every_flag_and_argument_has_help():
     ]
     assert not missing, missing
     assert "20000" in commands.choices["train-tokenizer"].format_help()
+
+
+def test_an_unreachable_cluster_address_is_one_line(make_job, sample_corpus, tmp_path):
+    """``run --address`` to a port where nothing listens fails with one line naming it, exit 1,
+    instead of Ray's minutes of retries behind its warnings. Mutation that fails it:
+    ensure_ray does not call _check_reachable."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed when the block ends: nothing listens there
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(make_job(sample_corpus, tmp_path / "out")))
+    result = _refinery("run", str(spec), "--address", f"127.0.0.1:{port}", capture_output=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot reach the Ray cluster at 127.0.0.1:{port} ("), lines
