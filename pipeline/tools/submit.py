@@ -113,6 +113,40 @@ def status_name(info: Any) -> str:
     return str(getattr(info.status, "value", info.status))
 
 
+TOKEN_HINT = (
+    "set RAY_AUTH_TOKEN to the cluster's token, or RAY_AUTH_TOKEN_PATH to a file holding it, or put it in "
+    "~/.ray/auth_token (`ray get-auth-token` on the head prints it; KubeRay keeps it in a Secret)"
+)
+
+
+def auth_token() -> str | None:
+    """The Ray cluster token, from where Ray's own clients look for it: ``RAY_AUTH_TOKEN``,
+    the file ``RAY_AUTH_TOKEN_PATH`` names, ``~/.ray/auth_token``. Sent whenever found,
+    whatever ``RAY_AUTH_MODE`` says here: the head, not this machine, decides whether it is
+    needed, and a head without token authentication ignores it."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _auth_problem(address: str, exc: Exception) -> SubmitError | None:
+    """The one-line error for a head that wants a token (401) or refused the one sent (403)."""
+    text = str(exc)
+    if "Authentication required" in text or "401" in text.split("\n", 1)[0]:
+        return SubmitError(f"the Ray cluster at {address} requires a token (token authentication is on): {TOKEN_HINT}")
+    if "Authentication failed" in text or "403" in text.split("\n", 1)[0]:
+        return SubmitError(
+            f"the Ray cluster at {address} refused the token sent from this machine: it is not that cluster's; "
+            + TOKEN_HINT
+        )
+    return None
+
+
 class JobsApi:
     """The Ray Jobs API of one cluster (``ray.job_submission.JobSubmissionClient``), with
     errors that say what to do instead of tracebacks."""
@@ -121,9 +155,14 @@ class JobsApi:
         from ray.job_submission import JobSubmissionClient
 
         self.address = dashboard_address(address)
+        token = auth_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            self.client = JobSubmissionClient(self.address)
+            self.client = JobSubmissionClient(self.address, headers=headers)
         except Exception as exc:  # refused, a server that is not Ray's, an unparsable address: the same advice
+            problem = _auth_problem(self.address, exc)
+            if problem:
+                raise problem from None
             raise SubmitError(
                 f"cannot reach the Ray Jobs API at {self.address} ({exc}). The head node's dashboard serves it, "
                 "on port 8265 by default: start the head with `ray start --head --dashboard-host=0.0.0.0` "
@@ -158,7 +197,9 @@ class JobsApi:
                     metadata=metadata,
                 )
             except Exception as exc:  # the server's answer, e.g. that the submission id is taken
-                raise SubmitError(f"the Ray Jobs API at {self.address} refused the job: {exc}") from None
+                raise _auth_problem(self.address, exc) or SubmitError(
+                    f"the Ray Jobs API at {self.address} refused the job: {exc}"
+                ) from None
 
     def info(self, submission_id: str) -> Any:
         """The job's ``JobDetails``: status, times, entrypoint, message, driver exit code, metadata."""
@@ -216,6 +257,9 @@ class JobsApi:
         return info
 
     def _error(self, submission_id: str, exc: Exception) -> SubmitError:
+        problem = _auth_problem(self.address, exc)
+        if problem:
+            return problem
         if "404" in str(exc) or "does not exist" in str(exc):
             return SubmitError(
                 f"no job with submission id '{submission_id}' at {self.address} "

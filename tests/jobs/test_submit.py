@@ -8,6 +8,7 @@ package reaches the job through the runtime environment, as on a real cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -54,8 +55,10 @@ def _head_processes(head: subprocess.Popen, marker: str) -> list[psutil.Process]
     return list(found.values())
 
 
-@pytest.fixture(scope="module")
-def ray_head():
+@contextlib.contextmanager
+def _head(token: str | None):
+    """A Ray head on 127.0.0.1, with token authentication when ``token`` is given (Ray's
+    default for ``ray start --head`` of this version; its token file is the test's own)."""
     from ray.job_submission import JobSubmissionClient
 
     temp_dir = tempfile.mkdtemp(prefix="rf-head-", dir="/tmp")  # short: Ray's unix socket paths live under it
@@ -64,15 +67,19 @@ def ray_head():
     env = {
         **os.environ,
         MARKER: marker,
-        "RAY_AUTH_MODE": "disabled",
+        "RAY_AUTH_MODE": "token" if token else "disabled",
         # The entrypoint's `python` is this environment's, as in a cluster image.
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         # Ray swaps 127.0.0.1 for the machine's routable address unless multi-node clusters are
         # off; a single-node head then stays on loopback.
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     }
-    env.pop("PYTHONPATH", None)
-    env.pop("RAY_ADDRESS", None)
+    token_file = Path(temp_dir) / "auth_token"
+    if token:
+        token_file.write_text(token)
+        env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    for name in ("PYTHONPATH", "RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(name, None)
     command = [
         os.path.join(os.path.dirname(sys.executable), "ray"),
         "start",
@@ -95,11 +102,12 @@ def ray_head():
         command, env=env, cwd=temp_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     address = f"http://127.0.0.1:{dashboard_port}"
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         deadline = time.monotonic() + 180
         while True:
             try:
-                JobSubmissionClient(address).list_jobs()
+                JobSubmissionClient(address, headers=headers).list_jobs()
                 break
             except Exception:
                 if head.poll() is not None or time.monotonic() > deadline:
@@ -113,6 +121,7 @@ def ray_head():
             "temp_dir": Path(temp_dir),
             "env": env,
             "marker": marker,
+            "token_file": token_file if token else None,
         }
     finally:
         # Killed outright: a graceful `ray start` shutdown spends seconds on a head no one needs after this.
@@ -135,9 +144,25 @@ def ray_head():
         assert not alive, f"processes of the test's Ray head still running: {alive}"
 
 
-def refinery(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The command line as a user runs it, with this checkout's package."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+@pytest.fixture(scope="module")
+def ray_head():
+    """The head most tests use: token authentication on, as `ray start --head` has it by default."""
+    with _head(token=uuid.uuid4().hex + uuid.uuid4().hex) as head:
+        yield head
+
+
+@pytest.fixture(autouse=True)
+def submitter_token(request, monkeypatch):
+    """The submitter finds the head's token where a user would point Ray to it."""
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    if "ray_head" in request.fixturenames:
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(request.getfixturevalue("ray_head")["token_file"]))
+
+
+def refinery(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The command line as a user runs it, with this checkout's package; ``env`` adds to or
+    replaces variables of this test run's environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     env.pop("RAY_ADDRESS", None)
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
@@ -279,10 +304,10 @@ def test_unknown_id_is_an_error_naming_id_and_address(ray_head, capsys):
 
 
 def test_bad_spec_fails_before_submitting_and_names_the_key(ray_head, make_job, sample_corpus, tmp_path, capsys):
-    from ray.job_submission import JobSubmissionClient
+    from pipeline.tools.submit import JobsApi
 
     address = ray_head["address"]
-    jobs_before = len(JobSubmissionClient(address).list_jobs())
+    jobs_before = len(JobsApi(address).client.list_jobs())
     job = make_job(sample_corpus, tmp_path / "out")
     job["stages"]["pack"]["seqlen"] = 128
     code, out, err = cli(capsys, "submit", str(write_spec(tmp_path / "typo.yaml", job)), "--address", address)
@@ -299,7 +324,7 @@ def test_bad_spec_fails_before_submitting_and_names_the_key(ray_head, make_job, 
         "stages.tokenize.model=missing.model",
     )
     assert code == 2 and "stages.tokenize.model: file not found: 'missing.model'" in err
-    assert len(JobSubmissionClient(address).list_jobs()) == jobs_before
+    assert len(JobsApi(address).client.list_jobs()) == jobs_before
 
 
 def test_a_job_that_fails_on_the_cluster_says_why(ray_head, make_job, sample_corpus, tmp_path, capsys):
@@ -364,3 +389,38 @@ def test_ensure_ray_joins_the_cluster_named_by_ray_address(ray_head):
     assert f"JOINED {ray_head['gcs_address']} 2.0" in done.stdout
     local = next(line for line in done.stdout.splitlines() if line.startswith("LOCAL"))
     assert ray_head["gcs_address"] not in local and local.endswith(f" 1.0 {ray_head['address']}")
+
+
+def test_a_head_with_token_auth_asks_for_the_token_in_one_line(ray_head, tmp_path):
+    """No token on the submitter's side (none in the environment, none in ~/.ray): one line
+    saying where to put it, exit 1; a wrong one: one line saying it was refused. Mutation
+    that fails it: JobsApi sends no Authorization header (or _auth_problem returns None)."""
+    address = ray_head["address"]
+    nowhere = {"HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": "", "RAY_AUTH_TOKEN": ""}  # no ~/.ray/auth_token there
+    for token, expected in (("", "requires a token"), ("not-the-token", "refused the token")):
+        done = refinery(
+            "status", "raysubmit_x", "--address", address, cwd=tmp_path, env=nowhere | {"RAY_AUTH_TOKEN": token}
+        )
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: the Ray cluster at {address} {expected}"), lines
+        assert "RAY_AUTH_TOKEN" in lines[0] and "RAY_AUTH_TOKEN_PATH" in lines[0]
+    token = ray_head["token_file"].read_text()
+    done = refinery(
+        "status", "raysubmit_x", "--address", address, cwd=tmp_path, env=nowhere | {"RAY_AUTH_TOKEN": token}
+    )
+    assert done.returncode == 1 and "no job with submission id 'raysubmit_x'" in done.stderr, done.stderr
+
+
+def test_submit_to_a_head_without_token_auth(sample_corpus, tokenizer_model, tmp_path):
+    """A head started with RAY_AUTH_MODE=disabled takes the same submission, the token this
+    machine has (if any) notwithstanding."""
+    with _head(token=None) as head:
+        spec = write_spec(
+            tmp_path / "job.yaml",
+            {**job_dict(str(sample_corpus), str(tmp_path / "out"), str(tokenizer_model)), "name": "open"},
+        )
+        done = refinery("submit", str(spec), "--address", head["address"], "--wait", cwd=tmp_path)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert done.stdout.rstrip().splitlines()[-1].endswith(": SUCCEEDED")
+        assert json.loads((tmp_path / "out" / "report.json").read_text())["balance"]["ok"]
