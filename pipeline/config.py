@@ -107,10 +107,13 @@ class JobSpec(BaseModel):
         return _file_problems(self.input, self.stages.tokenize, self.stages.pack, sections)
 
     def config_hash(self) -> str:
-        """Hash of everything that changes the output: the spec (``ray`` settings aside) and
+        """Hash of everything that changes the output: the spec (``ray``, upload settings and
+        ``input.max_unreadable_shards`` aside) and
         the model files it names, by size and change token."""
         payload = {
-            "spec": self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}}),
+            "spec": self.model_dump(
+                mode="json", exclude={"ray": True, "output": {"upload"}, "input": {"max_unreadable_shards"}}
+            ),
             "models": self.model_fingerprints(),
         }
         return short_hash(payload)
