@@ -28,9 +28,20 @@ class Job:
     flight, so that units of work run one at a time; its output lines are collected as they
     come."""
 
-    def __init__(self, spec: Path, ray_tmp: str, *overrides: str, stop_in: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: Path,
+        ray_tmp: str,
+        *overrides: str,
+        stop_in: str | None = None,
+        env_changes: dict[str, str | None] | None = None,
+    ) -> None:
         paths = [str(ROOT), os.environ.get("PYTHONPATH")]
         env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+        for name, value in (env_changes or {}).items():  # None removes the variable
+            env.pop(name, None)
+            if value is not None:
+                env[name] = value
         self.stop_file = Path(tempfile.mkdtemp(prefix="stop-", dir=ray_tmp)) / "stopped"
         if stop_in:
             # the first call of this function, in whichever process of the job, stops there

@@ -17,8 +17,10 @@ def start_job():
     ray_tmp = tempfile.mkdtemp(prefix="rr-", dir="/tmp")
     jobs: list[Job] = []
 
-    def start(spec: Path, *overrides: str, stop_in: str | None = None) -> Job:
-        jobs.append(Job(spec, ray_tmp, *overrides, stop_in=stop_in))
+    def start(
+        spec: Path, *overrides: str, stop_in: str | None = None, env_changes: dict[str, str | None] | None = None
+    ) -> Job:
+        jobs.append(Job(spec, ray_tmp, *overrides, stop_in=stop_in, env_changes=env_changes))
         return jobs[-1]
 
     yield start

@@ -51,6 +51,13 @@ def test_interrupt_in_every_phase_stops_cleanly_and_resumes(spec_file, start_job
             assert noise not in output, f"{phase}: {noise}\n{output[-3000:]}"
         assert not left, f"{phase}: processes of the run left behind: {left}"
         assert not (out / "latest.json").exists()
-    printed = start_job(spec).finish()
+    # The run that finishes starts its local Ray with Ray's default, token authentication
+    # (the tests' environment turns it off): Refinery keeps it, and Ray's notice that it chose it
+    # is not printed. Ray writes the token it makes under a HOME of the test's own.
+    home = out.parent / "home"
+    home.mkdir()
+    printed = start_job(spec, env_changes={"RAY_AUTH_MODE": None, "HOME": str(home)}).finish()
     assert "annotate: 4 shards (4 already committed, skipped)" in printed
     assert "snapshot 00001-" in printed and (out / "latest.json").exists()
+    assert (home / ".ray" / "auth_token").exists()
+    assert not [line for line in printed.splitlines() if "Token authentication" in line or "WARNING" in line], printed
