@@ -112,7 +112,13 @@ class JobSpec(BaseModel):
         the model files it names, by size and change token."""
         payload = {
             "spec": self.model_dump(
-                mode="json", exclude={"ray": True, "output": {"upload"}, "input": {"max_unreadable_shards"}}
+                mode="json",
+                exclude={
+                    "ray": True,
+                    "output": {"upload"},
+                    # format auto reads what was read before formats existed: the same bytes out
+                    "input": {"max_unreadable_shards"} | ({"format"} if self.input.format == "auto" else set()),
+                },
             ),
             "models": self.model_fingerprints(),
         }
@@ -153,8 +159,8 @@ def _file_problems(
     invalid): an input with no Parquet files, a model or eval set that is missing or not
     usable as what it is (opened as cheaply as tells: ``pipeline.core.model_files``)."""
     problems = []
-    if input is not None and not storage.list_files(input.uri, input.storage_options, suffix=".parquet"):
-        problems.append(f"input.uri: no Parquet files found at '{input.uri}'")
+    if input is not None and not storage.list_files(input.uri, input.storage_options):
+        problems.append(f"input.uri: no input files found at '{input.uri}'")
     if tokenize is not None:
         problems += tokenize.check_files("stages.tokenize", pack or PackConfig())
     for key, config in sections.items():

@@ -232,7 +232,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
     with PeakMemory() as memory:
         shards = discover_shards(spec)
         if not shards:
-            raise InputError(f"no Parquet files found at input.uri '{spec.input.uri}'")
+            raise InputError(f"no input files found at input.uri '{spec.input.uri}'")
         progress.log(f"job '{spec.name}': {len(shards)} input shards, output {spec.output.uri}")
 
         started = time.perf_counter()

@@ -51,7 +51,7 @@ def test_missing_required_and_missing_files(make_job, tmp_path):
     del job["output"]
     message = spec_errors(job)
     assert "output: required key is missing" in message
-    assert "input.uri: no Parquet files found at" in message
+    assert "input.uri: no input files found at" in message
 
 
 def test_missing_tokenizer_file_named(make_job, sample_corpus, tmp_path):
@@ -74,7 +74,7 @@ def test_every_file_problem_in_one_pass(make_job, tmp_path):
     }
     lines = spec_errors(job).splitlines()[1:]
     assert lines == [
-        f"  input.uri: no Parquet files found at '{tmp_path / 'no-input'}'",
+        f"  input.uri: no input files found at '{tmp_path / 'no-input'}'",
         f"  stages.tokenize.model: file not found: '{tmp_path / 'absent.model'}' "
         "(train one with `refinery train-tokenizer CORPUS OUT.model`)",
         "  stages.perplexity.models.en.lm: file not found: 'gone.arpa' (`refinery train-lm` makes both)",

@@ -207,7 +207,7 @@ def test_local_spec_validates_with_its_files(spec_path, assets, tmp_path, monkey
     spec = _spec(spec_path)
 
     code, _, err = validate(spec_path, [], capsys)
-    assert code == 2 and f"input.uri: no Parquet files found at '{spec['input']['uri']}'" in err
+    assert code == 2 and f"input.uri: no input files found at '{spec['input']['uri']}'" in err
 
     placed = put_all(spec, assets, _local_put)
     code, out, err = validate(spec_path, [], capsys)
@@ -317,7 +317,7 @@ def test_s3_spec_validates_against_a_local_s3_server(spec_path, assets, s3, s3_p
             s3.mkdir(bucket)  # every bucket the spec names, the output's too
 
     code, _, err = validate(spec_path, overrides, capsys)
-    assert code == 2 and f"input.uri: no Parquet files found at '{spec['input']['uri']}'" in err
+    assert code == 2 and f"input.uri: no input files found at '{spec['input']['uri']}'" in err
 
     placed = put_all(spec, assets, s3_put)
     code, out, err = validate(spec_path, overrides, capsys)

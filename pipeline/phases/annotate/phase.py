@@ -26,6 +26,7 @@ from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.markers import AnnotateMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress
+from pipeline.phases.annotate.readers import open_source
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 from pipeline.stages.registry import document_stages
@@ -40,7 +41,7 @@ class InputShard:
 
 def discover_shards(spec: JobSpec) -> list[InputShard]:
     options = spec.input.storage_options
-    uris = storage.list_files(spec.input.uri, options, suffix=".parquet")
+    uris = storage.list_files(spec.input.uri, options)
     return [InputShard(uri, shard_key(spec.input.uri, uri), storage.file_info(uri, options)) for uri in uris]
 
 
@@ -48,11 +49,21 @@ def discover_shards(spec: JobSpec) -> list[InputShard]:
 ANNOTATION_FORMAT = 3
 
 
+# Input settings that do not change what annotate writes.
+_NOT_IN_WORK_HASHES = {"storage_options", "max_unreadable_shards"}
+
+
+def _auto_format(spec: JobSpec) -> set[str]:
+    # Reading a file by its content is what reading Parquet was before formats existed:
+    # work committed then stays valid.
+    return {"format"} if spec.input.format == "auto" else set()
+
+
 def annotate_config_hash(spec: JobSpec) -> str:
     """What annotated shards depend on: input reading and the annotate-phase stages."""
     payload = {
         "format": ANNOTATION_FORMAT,
-        "input": spec.input.model_dump(mode="json", exclude={"storage_options", "max_unreadable_shards"}),
+        "input": spec.input.model_dump(mode="json", exclude=_NOT_IN_WORK_HASHES | _auto_format(spec)),
         "stages": spec.capability_settings(),
         "write_rejects": spec.output.write_rejects,
         "models": spec.model_fingerprints(exclude=("stages.tokenize.model",)),
@@ -136,21 +147,9 @@ class ShardAnnotator(ShardWorker):
 
     def _annotate(self, shard: InputShard, stats: AnnotateMarker) -> None:
         out_options = self.spec.output.storage_options
-        try:
-            source = storage.open_read(shard.uri, self.spec.input.storage_options)
-        except OSError as exc:
-            raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
-        try:
-            parquet = pq.ParquetFile(source)
-            num_rows = parquet.metadata.num_rows
-            self.validation.check_schema(parquet.schema_arrow, num_rows)
-        except (pa.ArrowException, OSError) as exc:
-            source.close()
-            raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
-        except ShardRejected:
-            source.close()
-            raise
-        columns = self.validation.columns_to_read(parquet.schema_arrow)
+        source = open_source(
+            shard.uri, shard.key, self.spec.input.storage_options, self.validation, self.spec.input.batch_rows
+        )
         counts = {"input_docs": 0, "input_bytes": 0, "annotated_docs": 0, "annotated_bytes": 0}
         rejected: dict[str, dict[str, int]] = {}
         quarantined: dict[str, int] = {}
@@ -163,24 +162,13 @@ class ShardAnnotator(ShardWorker):
             quarantine = LazyParquetWriter(
                 stack, self.layout.quarantine(shard.key), out_options, cols.QUARANTINE_SCHEMA
             )
-            batches = parquet.iter_batches(batch_size=self.spec.input.batch_rows, columns=columns)
-            first_row = 0
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                except (pa.ArrowException, OSError) as exc:
-                    raise ShardRejected(
-                        "unreadable_parquet", f"after row {first_row}: {type(exc).__name__}: {exc}", num_rows
-                    ) from None
-                raw = pa.Table.from_batches([batch])
-                counts["input_docs"] += raw.num_rows
+            for batch in source.batches():
+                raw = batch.raw
+                counts["input_docs"] += raw.num_rows + batch.bad.num_rows
                 counts["input_bytes"] += int(
                     pc.sum(pc.binary_length(raw.column(self.spec.input.text_column))).as_py() or 0
                 )
-                result = self.validation.validate(raw, shard.uri, shard.key, first_row)
-                first_row += raw.num_rows
+                result = self.validation.validate(raw, shard.uri, shard.key, batch.rows)
                 docs, batch_rejects = self._run_stages(result.docs, [result.rejected])
                 annotated.write(docs)
                 for stage in self.stages:
@@ -193,10 +181,11 @@ class ShardAnnotator(ShardWorker):
                             _count(rejected.setdefault(stage, {}), reason, n)
                         if self.spec.output.write_rejects:
                             rejects.write(table)
-                if result.quarantined.num_rows:
-                    quarantine.write(result.quarantined)
-                    for reason, n in _value_counts(result.quarantined.column(cols.QUARANTINE_REASON)).items():
-                        _count(quarantined, reason, n)
+                for bad in (result.quarantined, batch.bad):
+                    if bad.num_rows:
+                        quarantine.write(bad)
+                        for reason, n in _value_counts(bad.column(cols.QUARANTINE_REASON)).items():
+                            _count(quarantined, reason, n)
             if annotated.writer is None:
                 empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
                 annotated.write(empty)

@@ -24,9 +24,16 @@ class InputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uri: str
-    """Directory, prefix or glob of Parquet shards (local path, file:// or s3://)."""
+    """Directory, prefix or glob of input shards (local path, file:// or s3://). Files whose
+    names start with ``_`` or ``.`` are skipped (``_SUCCESS``, ``.crc``)."""
     storage_options: StorageOptions = StorageOptions()
+    format: Literal["auto", "parquet", "jsonl"] = "auto"
+    """``auto`` tells each file's format by its first bytes: Parquet, or JSON lines plain,
+    gzip or zstd (dolma's ``.json.zst`` included); ``jsonl`` still reads the compression from
+    the content."""
     text_column: str = "text"
+    """The column (Parquet) or field (JSON lines; a dotted path such as ``metadata.text``
+    reaches into nested objects) that holds the text. The same goes for the other columns."""
     id_column: str | None = None
     """Column holding a stable document id; when unset ids are ``<shard_key>:<row>``."""
     domain_column: str | None = "domain"
@@ -94,9 +101,11 @@ class InputValidation:
                 "missing_id_column", f"no column '{self.config.id_column}' named by input.id_column", num_rows
             )
 
-    def validate(self, raw: pa.Table, source_uri: str, shard_key: str, first_row: int) -> ValidationResult:
+    def validate(self, raw: pa.Table, source_uri: str, shard_key: str, rows: int | pa.Array) -> ValidationResult:
+        """``rows``: each row's number in the shard, or the first one's when they follow on."""
         n = raw.num_rows
-        rows = pa.array(range(first_row, first_row + n), pa.int64())
+        if isinstance(rows, int):
+            rows = pa.array(range(rows, rows + n), pa.int64())
         text, reasons, details = self._decode_text(raw.column(self.config.text_column), rows)
         text_bytes = pc.binary_length(text).cast(pa.int64()).fill_null(0)
         # as stored: a row whose bytes are not UTF-8 has no decoded text, but it has a size

@@ -18,7 +18,7 @@ def test_validation_quarantines_rows_and_rejects_empty():
             "text": ["good text", None, "x" * 101, "   \n", "fine"],
         }
     )
-    result = _validation(max_document_bytes=100).validate(raw, "file.parquet", "shard-1", first_row=10)
+    result = _validation(max_document_bytes=100).validate(raw, "file.parquet", "shard-1", rows=10)
     assert result.docs.column(cols.ID).to_pylist() == ["a"]
     assert result.docs.column(cols.ROW).to_pylist() == [10]
     q = result.quarantined.to_pylist()

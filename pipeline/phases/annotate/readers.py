@@ -1,0 +1,245 @@
+"""An input shard as batches of rows, whatever its format.
+
+Parquet, or JSON lines: plain, gzip or zstd (``.jsonl``, ``.jsonl.gz``, ``.json.zst``, dolma's
+``id``/``text``/``metadata`` records or flat ones). ``input.format: auto`` tells them apart by
+the first bytes (Parquet's ``PAR1``, gzip's and zstd's magic numbers, a ``{``), and by the
+file name only when the content says nothing (an empty file), so a Parquet file without
+``.parquet`` is read as Parquet.
+
+Every batch has the columns the input config names (``text_column``, ``id_column``, ...),
+under those names, and the row number of each row: Parquet's row index, or the line index
+of a JSON lines file (0-based; blank lines are skipped and are not documents). In JSON
+lines a name may be a dotted path into nested objects (``metadata.url``). A line that is
+not a JSON object, or not UTF-8, or whose text is not a string, is quarantined with its line
+number; the rest of the file is read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.core import columns as cols
+from pipeline.core import storage
+from pipeline.phases.annotate.validation import InputValidation, ShardRejected
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
+
+
+def sniff(head: bytes, uri: str) -> str | None:
+    """``parquet``, ``jsonl``, ``jsonl.gz`` or ``jsonl.zst`` from a file's first bytes, then
+    from its name; None when neither tells."""
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(GZIP_MAGIC):
+        return "jsonl.gz"
+    if head.startswith(ZSTD_MAGIC):
+        return "jsonl.zst"
+    if head.lstrip().startswith(b"{"):
+        return "jsonl"
+    name = uri.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl" + (".gz" if name.endswith(".gz") else ".zst" if name.endswith(".zst") else "")
+    return None
+
+
+@dataclass
+class Batch:
+    raw: pa.Table
+    """The configured columns, under their configured names."""
+    rows: pa.Array
+    """Row number of each row of ``raw`` in the shard."""
+    bad: pa.Table
+    """Quarantine records (``cols.QUARANTINE_SCHEMA``) of lines that hold no document."""
+
+
+class ShardSource:
+    """A shard opened for reading; ``num_rows`` when the format knows it up front."""
+
+    kind: str
+    num_rows: int | None = None
+
+    def batches(self) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> ShardSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source(
+    uri: str, key: str, options: storage.StorageOptions, validation: InputValidation, batch_rows: int
+) -> ShardSource:
+    """The shard at ``uri`` ready to read; ``ShardRejected`` when it cannot be read at all."""
+    config = validation.config
+    try:
+        file = storage.open_read(uri, options)
+    except OSError as exc:
+        raise ShardRejected("unreadable_file", f"{type(exc).__name__}: {exc}") from None
+    try:
+        head = file.read(4)
+        file.seek(0)
+        kind = config.format if config.format != "auto" else sniff(head, uri)
+        if kind == "jsonl":  # named by input.format: the compression still comes from the content
+            kind = sniff(head, uri) if sniff(head, uri) in ("jsonl.gz", "jsonl.zst") else "jsonl"
+        if kind == "parquet":
+            return ParquetSource(file, validation, batch_rows)
+        if kind in ("jsonl", "jsonl.gz", "jsonl.zst"):
+            return JsonLinesSource(file, kind, uri, key, validation, batch_rows)
+        raise ShardRejected(
+            "unknown_format",
+            f"neither Parquet nor JSON lines (first bytes {head!r}); set input.format, or keep other "
+            "files out of input.uri (names starting with _ or . are skipped)",
+        )
+    except BaseException:
+        file.close()
+        raise
+
+
+class ParquetSource(ShardSource):
+    kind = "parquet"
+
+    def __init__(self, file: IO[bytes], validation: InputValidation, batch_rows: int) -> None:
+        self.file, self.batch_rows = file, batch_rows
+        try:
+            self.parquet = pq.ParquetFile(file)
+            self.num_rows = self.parquet.metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
+        validation.check_schema(self.parquet.schema_arrow, self.num_rows)
+        self.columns = validation.columns_to_read(self.parquet.schema_arrow)
+
+    def batches(self) -> Iterator[Batch]:
+        stream = self.parquet.iter_batches(batch_size=self.batch_rows, columns=self.columns)
+        first_row = 0
+        while True:
+            try:
+                batch = next(stream)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:
+                raise ShardRejected(
+                    "unreadable_parquet", f"after row {first_row}: {type(exc).__name__}: {exc}", self.num_rows
+                ) from None
+            raw = pa.Table.from_batches([batch])
+            rows = pa.array(range(first_row, first_row + raw.num_rows), pa.int64())
+            first_row += raw.num_rows
+            yield Batch(raw, rows, cols.QUARANTINE_SCHEMA.empty_table())
+
+
+class JsonLinesSource(ShardSource):
+    def __init__(
+        self, file: IO[bytes], kind: str, uri: str, key: str, validation: InputValidation, batch_rows: int
+    ) -> None:
+        self.file, self.kind, self.uri, self.key, self.batch_rows = file, kind, uri, key, batch_rows
+        config = validation.config
+        self.text = config.text_column
+        self.fields = [name for name in (config.id_column, config.domain_column, config.url_column) if name]
+
+    def _lines(self) -> IO[bytes]:
+        if self.kind == "jsonl.gz":
+            return gzip.GzipFile(fileobj=self.file)
+        if self.kind == "jsonl.zst":
+            import zstandard
+
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(self.file, closefd=False))
+        return self.file
+
+    def batches(self) -> Iterator[Batch]:
+        lines = self._lines()
+        records: list[tuple[int, dict[str, Any]]] = []
+        bad: list[tuple[int, int, str, str]] = []
+        number = -1
+        while True:
+            try:
+                line = lines.readline()
+            except (OSError, EOFError, ValueError) as exc:  # a corrupt or cut-off gzip/zstd stream
+                raise ShardRejected(
+                    "unreadable_jsonl", f"after line {number + 1}: {type(exc).__name__}: {exc}"
+                ) from None
+            if not line:
+                break
+            number += 1
+            if not line.strip():
+                continue
+            record = self._record(number, line, bad)
+            if record is not None:
+                records.append((number, record))
+            if len(records) + len(bad) >= self.batch_rows:
+                yield self._batch(records, bad)
+                records, bad = [], []
+        if records or bad:
+            yield self._batch(records, bad)
+
+    def _record(self, number: int, line: bytes, bad: list) -> dict[str, Any] | None:
+        where = f"line {number + 1}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad.append((number, len(line), "invalid_utf8", f"{where}: byte {exc.start} of the line is not valid UTF-8"))
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            bad.append((number, len(line), "invalid_json", f"{where}: {exc}"))
+            return None
+        if not isinstance(record, dict):
+            bad.append((number, len(line), "not_a_json_object", f"{where}: a JSON {type(record).__name__}"))
+            return None
+        value = _field(record, self.text)
+        if value is not None and not isinstance(value, str):
+            bad.append((number, len(line), "bad_text_type", f"{where}: '{self.text}' is a JSON {type(value).__name__}"))
+            return None
+        return record
+
+    def _batch(self, records: list[tuple[int, dict[str, Any]]], bad: list[tuple[int, int, str, str]]) -> Batch:
+        columns = {self.text: pa.array([_field(r, self.text) for _, r in records], pa.string())}
+        for name in self.fields:
+            columns[name] = pa.array([_as_text(_field(r, name)) for _, r in records], pa.string())
+        quarantined = pa.table(
+            {
+                cols.SOURCE_URI: [self.uri] * len(bad),
+                cols.SHARD: [self.key] * len(bad),
+                cols.ROW: pa.array([b[0] for b in bad], pa.int64()),
+                cols.ID: pa.nulls(len(bad), pa.string()),
+                cols.TEXT_BYTES: pa.array([b[1] for b in bad], pa.int64()),
+                cols.QUARANTINE_REASON: [b[2] for b in bad],
+                cols.QUARANTINE_DETAIL: [b[3] for b in bad],
+            },
+            schema=cols.QUARANTINE_SCHEMA,
+        )
+        return Batch(pa.table(columns), pa.array([n for n, _ in records], pa.int64()), quarantined)
+
+
+def _field(record: dict[str, Any], path: str) -> Any:
+    """``record[path]``, or the value at a dotted path (``metadata.url``); None when absent."""
+    if path in record:
+        return record[path]
+    value: Any = record
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
