@@ -26,7 +26,7 @@ from pydantic import (
 
 from pipeline.core import storage
 from pipeline.core.hashing import short_hash
-from pipeline.phases.annotate.validation import InputConfig
+from pipeline.phases.annotate.validation import InputConfig, settings_for_hash
 from pipeline.phases.mix.plan import MixConfig
 from pipeline.phases.pack.packing import PackConfig
 from pipeline.phases.tokenize.tokenizer import TokenizeConfig
@@ -111,15 +111,10 @@ class JobSpec(BaseModel):
         ``input.max_unreadable_shards`` aside) and
         the model files it names, by size and change token."""
         payload = {
-            "spec": self.model_dump(
-                mode="json",
-                exclude={
-                    "ray": True,
-                    "output": {"upload"},
-                    # format auto reads what was read before formats existed: the same bytes out
-                    "input": {"max_unreadable_shards"} | ({"format"} if self.input.format == "auto" else set()),
-                },
-            ),
+            "spec": {
+                **self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}}),
+                "input": settings_for_hash(self.input, {"max_unreadable_shards"}),
+            },
             "models": self.model_fingerprints(),
         }
         return short_hash(payload)

@@ -47,6 +47,11 @@ class AnnotateMarker(Marker):
     fingerprint: dict[str, Any]
     config_hash: str
     node: str | None = None
+    rows: list[int] | None = None
+    """``[start, end)`` of the file's rows this unit read, when a large file was split."""
+    worker_pid: int | None = None
+    started_at: float | None = None
+    """Wall clock (epoch seconds) when the unit started: with ``worker_pid``, shows which units ran at once."""
     input_docs: int = 0
     input_bytes: int = 0
     annotated_docs: int = 0

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,45 +27,75 @@ from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.markers import AnnotateMarker
 from pipeline.core.parquet_io import LazyParquetWriter
-from pipeline.core.progress import Progress
+from pipeline.core.progress import Progress, plural
 from pipeline.phases.annotate.readers import open_source
-from pipeline.phases.annotate.validation import InputValidation, ShardRejected
+from pipeline.phases.annotate.validation import InputValidation, ShardRejected, settings_for_hash
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 from pipeline.stages.registry import document_stages
 
 
 @dataclass(frozen=True)
 class InputShard:
+    """A unit of annotate work: a whole input file, or rows ``[start, end)`` of a large one."""
+
     uri: str
     key: str
     fingerprint: dict[str, Any]
+    rows: tuple[int, int] | None = None
 
 
 def discover_shards(spec: JobSpec) -> list[InputShard]:
+    """The input's files, each one work unit, except Parquet files of more than
+    ``input.unit_rows`` rows: those become consecutive row ranges, keyed
+    ``<shard key>.r<first row, 12 digits>`` so that units sort in row order (a key names
+    files and a Hive partition of the dedup removals: letters, digits, . _ - only)."""
     options = spec.input.storage_options
     uris = storage.list_files(spec.input.uri, options)
-    return [InputShard(uri, shard_key(spec.input.uri, uri), storage.file_info(uri, options)) for uri in uris]
+    infos = [storage.file_info(uri, options) for uri in uris]
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one footer read per large file, on S3 a request each
+        row_counts = list(pool.map(lambda uri_info: _parquet_rows(spec, *uri_info), zip(uris, infos)))
+    units = []
+    for uri, info, num_rows in zip(uris, infos, row_counts):
+        key = shard_key(spec.input.uri, uri)
+        limit = spec.input.unit_rows
+        if num_rows is None or num_rows <= limit:
+            units.append(InputShard(uri, key, info))
+            continue
+        parts = -(-num_rows // limit)
+        bounds = [num_rows * i // parts for i in range(parts + 1)]
+        units += [InputShard(uri, f"{key}.r{a:012d}", info, (a, b)) for a, b in zip(bounds, bounds[1:])]
+    return units
+
+
+def _parquet_rows(spec: JobSpec, uri: str, info: dict[str, Any]) -> int | None:
+    """The row count of a Parquet file that may need splitting; None for a file too small to
+    hold more than ``input.unit_rows`` rows (at least a byte each), or one whose footer
+    cannot be read (annotate then quarantines it as a whole)."""
+    if info["size"] <= spec.input.unit_rows or spec.input.format == "jsonl":
+        return None
+    try:
+        with storage.open_read(uri, spec.input.storage_options) as f:
+            if f.read(4) != b"PAR1":
+                return None
+            f.seek(0)
+            return pq.ParquetFile(f).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return None
 
 
 # Bump when the columns annotate writes change, so that older annotated shards are redone.
 ANNOTATION_FORMAT = 3
 
 
-# Input settings that do not change what annotate writes.
-_NOT_IN_WORK_HASHES = {"storage_options", "max_unreadable_shards"}
-
-
-def _auto_format(spec: JobSpec) -> set[str]:
-    # Reading a file by its content is what reading Parquet was before formats existed:
-    # work committed then stays valid.
-    return {"format"} if spec.input.format == "auto" else set()
+# Input settings that do not change what annotate writes (a unit's row range is in its key).
+_NOT_IN_WORK_HASHES = {"storage_options", "max_unreadable_shards", "unit_rows"}
 
 
 def annotate_config_hash(spec: JobSpec) -> str:
     """What annotated shards depend on: input reading and the annotate-phase stages."""
     payload = {
         "format": ANNOTATION_FORMAT,
-        "input": spec.input.model_dump(mode="json", exclude=_NOT_IN_WORK_HASHES | _auto_format(spec)),
+        "input": settings_for_hash(spec.input, _NOT_IN_WORK_HASHES),
         "stages": spec.capability_settings(),
         "write_rejects": spec.output.write_rejects,
         "models": spec.model_fingerprints(exclude=("stages.tokenize.model",)),
@@ -112,7 +144,8 @@ class ShardAnnotator(ShardWorker):
             stage.setup()
 
     def run(self, item: dict[str, Any]) -> AnnotateMarker:
-        return self.annotate(InputShard(item["uri"], item["key"], json.loads(item["fingerprint"])))
+        rows = tuple(item["rows"]) if item.get("rows") else None
+        return self.annotate(InputShard(item["uri"], item["key"], json.loads(item["fingerprint"]), rows))
 
     def annotate(self, shard: InputShard) -> AnnotateMarker:
         started = time.perf_counter()
@@ -122,6 +155,9 @@ class ShardAnnotator(ShardWorker):
             fingerprint=shard.fingerprint,
             config_hash=self.config_hash,
             node=_node_id(),
+            rows=list(shard.rows) if shard.rows else None,
+            worker_pid=os.getpid(),
+            started_at=round(time.time(), 3),
         )
         options = self.spec.output.storage_options
         for stage in self.stages:  # a shard that failed earlier in this worker leaves nothing behind
@@ -148,7 +184,12 @@ class ShardAnnotator(ShardWorker):
     def _annotate(self, shard: InputShard, stats: AnnotateMarker) -> None:
         out_options = self.spec.output.storage_options
         source = open_source(
-            shard.uri, shard.key, self.spec.input.storage_options, self.validation, self.spec.input.batch_rows
+            shard.uri,
+            shard.key,
+            self.spec.input.storage_options,
+            self.validation,
+            self.spec.input.batch_rows,
+            shard.rows,
         )
         counts = {"input_docs": 0, "input_bytes": 0, "annotated_docs": 0, "annotated_bytes": 0}
         rejected: dict[str, dict[str, int]] = {}
@@ -251,7 +292,13 @@ def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, ma
                 continue
         todo.append(shard)
     progress.start("annotate", total=len(shards), unit="shard", skipped=len(finished))
-    items = [{"uri": s.uri, "key": s.key, "fingerprint": json.dumps(s.fingerprint)} for s in todo]
+    split = len({s.uri for s in shards if s.rows})
+    if split:
+        progress.log(
+            f"annotate: {plural(split, 'large file')} split into units of about {spec.input.unit_rows:,} rows "
+            "(input.unit_rows)"
+        )
+    items = [{"uri": s.uri, "key": s.key, "fingerprint": json.dumps(s.fingerprint), "rows": s.rows} for s in todo]
     for stats in run_shard_tasks(ShardAnnotator, spec, items, max_workers):
         finished[stats.shard_key] = stats
         progress.advance(1, docs=stats.input_docs, nbytes=stats.input_bytes)

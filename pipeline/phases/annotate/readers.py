@@ -84,9 +84,15 @@ class ShardSource:
 
 
 def open_source(
-    uri: str, key: str, options: storage.StorageOptions, validation: InputValidation, batch_rows: int
+    uri: str,
+    key: str,
+    options: storage.StorageOptions,
+    validation: InputValidation,
+    batch_rows: int,
+    rows: tuple[int, int] | None = None,
 ) -> ShardSource:
-    """The shard at ``uri`` ready to read; ``ShardRejected`` when it cannot be read at all."""
+    """The shard at ``uri`` ready to read (only rows ``[start, end)`` of a Parquet file split
+    into units); ``ShardRejected`` when it cannot be read at all."""
     config = validation.config
     try:
         file = storage.open_read(uri, options)
@@ -99,7 +105,7 @@ def open_source(
         if kind == "jsonl":  # named by input.format: the compression still comes from the content
             kind = sniff(head, uri) if sniff(head, uri) in ("jsonl.gz", "jsonl.zst") else "jsonl"
         if kind == "parquet":
-            return ParquetSource(file, validation, batch_rows)
+            return ParquetSource(file, validation, batch_rows, rows)
         if kind in ("jsonl", "jsonl.gz", "jsonl.zst"):
             return JsonLinesSource(file, kind, uri, key, validation, batch_rows)
         raise ShardRejected(
@@ -115,32 +121,51 @@ def open_source(
 class ParquetSource(ShardSource):
     kind = "parquet"
 
-    def __init__(self, file: IO[bytes], validation: InputValidation, batch_rows: int) -> None:
+    def __init__(
+        self, file: IO[bytes], validation: InputValidation, batch_rows: int, rows: tuple[int, int] | None = None
+    ) -> None:
         self.file, self.batch_rows = file, batch_rows
         try:
             self.parquet = pq.ParquetFile(file)
-            self.num_rows = self.parquet.metadata.num_rows
+            total = self.parquet.metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
             raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
+        self.start, self.end = rows if rows is not None else (0, total)
+        self.num_rows = self.end - self.start
         validation.check_schema(self.parquet.schema_arrow, self.num_rows)
         self.columns = validation.columns_to_read(self.parquet.schema_arrow)
+        # the row groups that hold rows of [start, end), and the file row each begins at
+        self.groups, self.first_row = [], None
+        begin = 0
+        for group in range(self.parquet.metadata.num_row_groups):
+            size = self.parquet.metadata.row_group(group).num_rows
+            if begin < self.end and begin + size > self.start:
+                self.groups.append(group)
+                self.first_row = begin if self.first_row is None else self.first_row
+            begin += size
 
     def batches(self) -> Iterator[Batch]:
-        stream = self.parquet.iter_batches(batch_size=self.batch_rows, columns=self.columns)
-        first_row = 0
-        while True:
+        if not self.groups:
+            return
+        stream = self.parquet.iter_batches(batch_size=self.batch_rows, columns=self.columns, row_groups=self.groups)
+        row = self.first_row
+        while row < self.end:
             try:
                 batch = next(stream)
             except StopIteration:
                 return
             except (pa.ArrowException, OSError) as exc:
                 raise ShardRejected(
-                    "unreadable_parquet", f"after row {first_row}: {type(exc).__name__}: {exc}", self.num_rows
+                    "unreadable_parquet",
+                    f"after row {max(row, self.start)}: {type(exc).__name__}: {exc}",
+                    self.num_rows,
                 ) from None
-            raw = pa.Table.from_batches([batch])
-            rows = pa.array(range(first_row, first_row + raw.num_rows), pa.int64())
-            first_row += raw.num_rows
-            yield Batch(raw, rows, cols.QUARANTINE_SCHEMA.empty_table())
+            lo, hi = max(self.start - row, 0), min(self.end - row, batch.num_rows)
+            if hi > lo:
+                raw = pa.Table.from_batches([batch.slice(lo, hi - lo)])
+                rows = pa.array(range(row + lo, row + hi), pa.int64())
+                yield Batch(raw, rows, cols.QUARANTINE_SCHEMA.empty_table())
+            row += batch.num_rows
 
 
 class JsonLinesSource(ShardSource):

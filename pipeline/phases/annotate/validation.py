@@ -45,11 +45,28 @@ class InputConfig(BaseModel):
     on_bad_shard: Literal["quarantine", "fail"] = "quarantine"
     """What an unreadable shard does when annotate meets it: quarantine it and go on, or fail
     the run at once."""
+    unit_rows: int = Field(10_000, ge=1)
+    """A Parquet file of more rows is annotated as several work units, consecutive row ranges
+    of about this many rows, so that one big file keeps every core busy (a unit reads the
+    row groups its range overlaps). Each unit has its own marker, so resume and refresh work
+    per unit. A JSON lines file is one unit."""
     max_unreadable_shards: int = Field(0, ge=0)
     """Shards quarantined whole (corrupt, truncated or zero-byte file; text column missing
     or not text) that a run accepts. More fail the run after annotate, naming them; the
     annotated shards are kept, so a re-run after fixing or removing them resumes. Either
     way the report and the console count them, with their bytes."""
+
+
+# Fields added after work was first committed, with their defaults: at the default they stay
+# out of the work hashes, so that upgrading does not redo committed work.
+ADDED_WITH_DEFAULTS = {"format": "auto", "unit_rows": 10_000}
+
+
+def settings_for_hash(config: InputConfig, leave_out: set[str]) -> dict:
+    """The input settings a work hash covers: all but ``leave_out``, and fields added later only
+    when they differ from their defaults."""
+    at_default = {name for name, default in ADDED_WITH_DEFAULTS.items() if getattr(config, name) == default}
+    return config.model_dump(mode="json", exclude=leave_out | at_default)
 
 
 class ShardRejected(Exception):

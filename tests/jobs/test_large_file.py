@@ -1,0 +1,62 @@
+"""One big Parquet file keeps every core busy: it is annotated as several work units (row
+ranges that cross its row groups), and the run's result is that of the one-unit run."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import run_job
+from pipeline.core.progress import Progress
+from pipeline.tools.sample import write_sample_corpus
+from tests.helpers import job_dict
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+DOCS = 2000
+
+
+@pytest.fixture(scope="module")
+def one_big_file(tmp_path_factory):
+    root = tmp_path_factory.mktemp("big")
+    write_sample_corpus(str(root / "sample"), num_docs=DOCS, num_shards=1, seed=5)
+    [shard] = sorted((root / "sample").glob("*.parquet"))
+    corpus = root / "corpus"
+    corpus.mkdir()
+    # row groups of 300 rows: unit boundaries (every 500 rows) fall inside them
+    pq.write_table(pq.read_table(shard), corpus / "everything.parquet", row_group_size=300)
+    return corpus
+
+
+def _rows(out, sink: str) -> set[tuple]:
+    return {
+        (r["id"], r.get("reject_stage"), r.get("reject_reason") or r.get("quarantine_reason"))
+        for p in sorted((out / sink).glob("*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    }
+
+
+def test_a_big_file_is_annotated_in_units_on_both_cores_with_the_same_result(one_big_file, tokenizer_model, tmp_path):
+    """Mutation that fails it: ParquetSource ignores its row range (every unit reads the whole
+    file: rows counted four times)."""
+    runs = {}
+    for name, unit_rows in (("whole", 100_000), ("units", 500)):
+        out = tmp_path / name
+        job = job_dict(str(one_big_file), str(out), str(tokenizer_model), input={"unit_rows": unit_rows})
+        runs[name] = (out, run_job(job, progress=Progress(quiet=True)).report)
+    (whole_out, whole), (units_out, units) = runs["whole"], runs["units"]
+
+    markers = [json.loads(p.read_text()) for p in sorted((units_out / "work" / "annotate" / "_markers").glob("*.json"))]
+    assert [m["rows"] for m in markers] == [[0, 500], [500, 1000], [1000, 1500], [1500, 2000]]
+    assert all(m["shard_key"].startswith("everything-") and ".r000000" in m["shard_key"] for m in markers)
+    assert sum(m["input_docs"] for m in markers) == DOCS
+    # Both cores: units of two worker processes ran at the same time.
+    spans = [(m["worker_pid"], m["started_at"], m["started_at"] + m["seconds"]) for m in markers]
+    assert any(p != q and a < d and c < b for p, a, b in spans for q, c, d in spans), spans
+    assert len([m for m in json.loads((whole_out / "report.json").read_text())["shards"]]) == 1
+
+    assert units["balance"]["ok"] and whole["balance"]["ok"]
+    for key in ("input_docs", "kept_docs", "rejected_docs", "quarantined_docs", "tokens"):
+        assert units["totals"][key] == whole["totals"][key], key
+    assert units["rejected"] == whole["rejected"] and units["quarantined"] == whole["quarantined"]
+    for sink in ("rejects/annotate", "rejects/dedup", "quarantine"):
+        assert _rows(units_out, sink) == _rows(whole_out, sink), sink
