@@ -235,10 +235,14 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
     process.wait()
     s3.invalidate_cache()
     assert not s3.exists("killed-bucket/run/manifest.json") and not s3.exists("killed-bucket/run/latest.json")
-    assert not s3.glob("killed-bucket/run/snapshots/*/manifest.json")
-    started = storage.list_dirs("s3://killed-bucket/run/snapshots", storage.StorageOptions(endpoint_url=s3_endpoint))
+    # Token files are staged under work/pack/ until their snapshot commits: snapshots/ holds
+    # nothing a reader could take for data.
+    assert not s3.find("killed-bucket/run/snapshots")
+    started = storage.list_dirs("s3://killed-bucket/run/work/pack", storage.StorageOptions(endpoint_url=s3_endpoint))
     assert len(started) == 1 and markers.split("/")[-2] == started[0]  # the re-run will find and resume it
-    left = {path: hashlib.sha256(s3.cat(path)).hexdigest() for path in s3.find("killed-bucket/run/snapshots")}
+    staged = s3.find(f"killed-bucket/run/work/pack/{started[0]}/tokens")
+    left = {path.rsplit("/", 1)[-1]: hashlib.sha256(s3.cat(path)).hexdigest() for path in staged}
+    assert left
     done = len(s3.ls(markers))
 
     result = run_job(job)
@@ -247,8 +251,11 @@ def test_job_killed_while_packing_to_s3_leaves_no_manifest_and_rerun_completes(
     manifest = json.loads(s3.cat("killed-bucket/run/manifest.json"))
     assert 0 < done < len(manifest["shards"])  # the kill landed mid-pack
     assert result.snapshot == started[0] and result.report["work_units"]["pack"]["reused"] == done
-    final = {f"killed-bucket/run/{e['path']}": e["sha256"] for s in manifest["shards"] for e in s["files"].values()}
-    assert all(final[path] == digest for path, digest in left.items())  # nothing partial was ever visible
+    final = {Path(e["path"]).name: e["sha256"] for s in manifest["shards"] for e in s["files"].values()}
+    assert all(final[name] == digest for name, digest in left.items())  # staged files were complete, kept as they were
+    s3.invalidate_cache()
+    assert not s3.find(f"killed-bucket/run/work/pack/{started[0]}/tokens")  # all moved into the snapshot
+    assert all(s3.exists(f"killed-bucket/run/{e['path']}") for s in manifest["shards"] for e in s["files"].values())
     assert result.report["balance"]["ok"]
     reference = run_job(
         make_job(sample_corpus, tmp_path / "uninterrupted", stages={"pack": {"seq_len": 64, "shard_tokens": 4000}})
