@@ -233,10 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(func=_cmd_sample)
 
     train = commands.add_parser("train-tokenizer", help="train a sentencepiece model on a Parquet corpus")
-    train.add_argument("corpus", help="Parquet corpus: directory, prefix or glob (s3:// works)")
+    train.add_argument("corpus", help="corpus of Parquet or JSON lines files: directory, prefix or glob (s3:// works)")
     train.add_argument("out", help="where to write the .model file (path or s3:// URI)")
     train.add_argument("--vocab-size", type=int, default=8000, help="pieces in the model (default: 8000)")
-    train.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    train.add_argument(
+        "--text-column", default="text", help="column or JSON field (a dotted path) holding the text (default: text)"
+    )
     train.add_argument(
         "--max-documents",
         type=int,
@@ -250,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_lm = commands.add_parser(
         "train-lm", help="train a KenLM-loadable n-gram model (ARPA) and its sentencepiece model for perplexity"
     )
-    train_lm.add_argument("corpus", help="Parquet corpus (directory, prefix or glob; s3:// works)")
+    train_lm.add_argument(
+        "corpus", help="corpus of Parquet or JSON lines files (directory, prefix or glob; s3:// works)"
+    )
     train_lm.add_argument("out_dir", help="writes OUT_DIR/LANG.arpa and OUT_DIR/LANG.sp.model")
     train_lm.add_argument("--lang", required=True, help="the language label the models are for, e.g. en")
     train_lm.add_argument("--order", type=int, default=5, help="n-gram order (default: 5, as CCNet)")
@@ -376,6 +380,7 @@ def _expected_failure(exc: Exception) -> int | None:
     from pipeline.report import AccountingError
     from pipeline.runner import ClusterUnreachable, InputError
     from pipeline.tools.submit import SubmitError
+    from pipeline.tools.train_tokenizer import CorpusError
 
     if isinstance(exc, JobSpecError):
         return EXIT_USAGE
@@ -387,6 +392,7 @@ def _expected_failure(exc: Exception) -> int | None:
         SubmitError,
         ShardTaskError,
         ClusterUnreachable,
+        CorpusError,
     )
     if isinstance(exc, expected):
         return EXIT_FAILED

@@ -11,10 +11,13 @@ import random
 import tempfile
 from collections.abc import Iterable
 
-import pyarrow.parquet as pq
 import sentencepiece as spm
 
 from pipeline.core import storage
+
+
+class CorpusError(ValueError):
+    """A file of the training corpus cannot be read; the message names it."""
 
 
 def sample_texts(
@@ -24,15 +27,25 @@ def sample_texts(
     seed: int = 0,
     options: storage.StorageOptions | None = None,
 ) -> list[str]:
-    """Up to ``max_documents`` non-blank texts of a Parquet corpus, chosen at random by seed."""
-    shards = storage.list_files(corpus_uri, options, suffix=".parquet")
+    """Up to ``max_documents`` non-blank texts of a corpus, chosen at random by seed. The
+    corpus is read as ``refinery run`` reads its input: Parquet or JSON lines (plain, gzip,
+    zstd) by content, ``text_column`` a column or a dotted path into nested JSON."""
+    from pipeline.phases.annotate.readers import open_source
+    from pipeline.phases.annotate.validation import InputConfig, InputValidation, ShardRejected
+
+    shards = storage.list_files(corpus_uri, options)
     if not shards:
-        raise FileNotFoundError(f"no Parquet files found at '{corpus_uri}'")
+        raise FileNotFoundError(f"no input files found at '{corpus_uri}'")
+    config = InputConfig(uri=corpus_uri, text_column=text_column, domain_column=None, url_column=None)
+    validation = InputValidation(config)
     texts: list[str] = []
     for uri in shards:
-        with storage.open_read(uri, options) as f:
-            column = pq.read_table(f, columns=[text_column]).column(text_column)
-        texts.extend(t for t in column.to_pylist() if t and t.strip())
+        try:
+            with open_source(uri, "sample", options, validation, 8192) as source:
+                for batch in source.batches():
+                    texts.extend(t for t in batch.raw.column(text_column).to_pylist() if t and t.strip())
+        except ShardRejected as problem:
+            raise CorpusError(f"{uri}: {problem}") from None
     random.Random(seed).shuffle(texts)
     return texts[:max_documents]
 
