@@ -44,19 +44,13 @@ def as_json_lines(sample_corpus, tmp_path_factory):
     return root
 
 
-def test_json_lines_give_the_same_result_as_parquet(sample_corpus, as_json_lines, tokenizer_model, tmp_path):
-    """Mutation that fails it: readers._field ignores dotted paths (no domains: the mixture
-    and its rejects differ)."""
-    from_parquet = run_job(
-        job_dict(str(sample_corpus), str(tmp_path / "parquet"), str(tokenizer_model)), progress=Progress(quiet=True)
-    ).report
-    job = job_dict(
-        str(as_json_lines),
-        str(tmp_path / "jsonl"),
-        str(tokenizer_model),
-        input={"domain_column": "metadata.domain", "url_column": "metadata.url"},
-    )
-    from_jsonl = run_job(job, progress=Progress(quiet=True)).report
+@pytest.fixture(scope="module")
+def from_parquet(sample_corpus, tokenizer_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("parquet") / "out"
+    return run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model)), progress=Progress(quiet=True)).report
+
+
+def _same_as_parquet(from_jsonl: dict, from_parquet: dict) -> None:
     assert from_jsonl["balance"]["ok"]
     assert from_jsonl["rejected"] == from_parquet["rejected"]
     assert from_jsonl["mixture"] == from_parquet["mixture"]
@@ -65,6 +59,35 @@ def test_json_lines_give_the_same_result_as_parquet(sample_corpus, as_json_lines
     for key in ("kept_docs", "tokens", "document_copies", "rejected_docs"):
         assert from_jsonl["totals"][key] == from_parquet["totals"][key], key
     assert from_jsonl["totals"]["input_docs"] == from_parquet["totals"]["input_docs"] + 3
+
+
+def test_json_lines_from_s3_give_the_same_result(
+    as_json_lines, from_parquet, tokenizer_model, s3, s3_endpoint, tmp_path
+):
+    s3.mkdir("jsonl-bucket")
+    for path in sorted(as_json_lines.iterdir()):
+        s3.put(str(path), f"jsonl-bucket/in/{path.name}")
+    options = {"endpoint_url": s3_endpoint}
+    job = job_dict(
+        "s3://jsonl-bucket/in",
+        str(tmp_path / "out"),
+        str(tokenizer_model),
+        input={"domain_column": "metadata.domain", "url_column": "metadata.url", "storage_options": options},
+    )
+    _same_as_parquet(run_job(job, progress=Progress(quiet=True)).report, from_parquet)
+
+
+def test_json_lines_give_the_same_result_as_parquet(as_json_lines, from_parquet, tokenizer_model, tmp_path):
+    """Mutation that fails it: readers._field ignores dotted paths (no domains: the mixture
+    and its rejects differ)."""
+    job = job_dict(
+        str(as_json_lines),
+        str(tmp_path / "jsonl"),
+        str(tokenizer_model),
+        input={"domain_column": "metadata.domain", "url_column": "metadata.url"},
+    )
+    from_jsonl = run_job(job, progress=Progress(quiet=True)).report
+    _same_as_parquet(from_jsonl, from_parquet)
 
     quarantine = [
         r for p in sorted((tmp_path / "jsonl" / "quarantine").glob("*.parquet")) for r in pq.read_table(p).to_pylist()
