@@ -156,6 +156,7 @@ def build_report(run: RunRecord) -> Report:
         },
         "snapshot": run.snapshot,
         "work_units": run.work_units,
+        "annotate_steps": _annotate_steps(run),
     }
     sections = []
     for cap, config in enabled(run.spec):
@@ -164,6 +165,17 @@ def build_report(run: RunRecord) -> Report:
             data[section.key] = section.data
             sections.append(section)
     return Report(data, sections)
+
+
+def _annotate_steps(run: RunRecord) -> list[dict[str, Any]]:
+    """Worker seconds by annotate step, summed over every unit's marker, in pipeline order
+    (a list: report.json is written with sorted keys)."""
+    steps: dict[str, float] = {}
+    for marker in run.annotate:
+        for step, seconds in marker.step_seconds.items():
+            steps[step] = steps.get(step, 0.0) + seconds
+    order = ["read", "validate", *_pipeline_order(steps), "write"]
+    return [{"step": step, "seconds": round(steps[step], 3)} for step in dict.fromkeys(order) if step in steps]
 
 
 def check_balance(report: dict[str, Any]) -> None:
@@ -343,6 +355,22 @@ def render_markdown(built: Report) -> str:
         else:
             rates = f"{phase['docs_per_s']:,.0f} | {phase['mb_per_s']:.2f}"
         lines.append(f"| {phase['name']} | {phase['seconds']:.1f} | {phase['docs']:,} | {rates} |")
+    steps = report.get("annotate_steps")
+    if steps:
+        total = sum(s["seconds"] for s in steps) or 1e-9
+        lines += [
+            "",
+            "### Annotate, by step",
+            "",
+            "Worker seconds summed over every unit (reused units count what they took then); MB/s is the "
+            "input's text over the step's seconds, per worker. The slowest step is where cores go.",
+            "",
+            "| step | worker s | share | MB/s per worker |",
+            "|---|---:|---:|---:|",
+        ]
+        for step, seconds in ((s["step"], s["seconds"]) for s in steps):
+            rate = t["input_bytes"] / seconds / 1e6 if seconds else 0.0
+            lines.append(f"| {step} | {seconds:,.2f} | {seconds / total:.1%} | {rate:,.1f} |")
     lines += ["", f"Peak RSS of any Refinery or Ray process on this machine: {_mb(report['peak_rss_bytes'])}.", ""]
     unbalanced = [row for row in report["shards"] if not row["balanced"]]
     if unbalanced:

@@ -65,6 +65,8 @@ class AnnotateMarker(Marker):
     """Each document stage's ``count_kept`` counters over the documents annotate kept."""
     stage_stats: dict[str, Any] = field(default_factory=dict)
     """Each document stage's ``take_stats``."""
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    """Worker seconds by step: ``read``, ``validate``, each document stage, ``write``."""
     seconds: float = 0.0
 
     @classmethod

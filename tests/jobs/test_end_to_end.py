@@ -98,7 +98,15 @@ def test_counts_balance_and_report_written(finished_run, sample_corpus):
         assert phase["docs_processed"] > 0 and phase["docs_per_s"] > 0 and phase["mb_per_s"] > 0, phase
     dedup = report["phases"][1]
     assert dedup["docs_processed"] == dedup["docs"]  # every annotated document, not the ones it removed
+    # Where annotate's time went, by step in pipeline order; within each unit's own time.
+    steps = report["annotate_steps"]
+    assert [s["step"] for s in steps] == ["read", "validate", "language", "exact_dedup", "near_dedup", "write"]
+    assert all(s["seconds"] > 0 for s in steps)
+    for path in (out / "work" / "annotate" / "_markers").glob("*.json"):
+        marker = json.loads(path.read_text())
+        assert sum(marker["step_seconds"].values()) <= marker["seconds"] + 0.01, marker
     markdown = (out / "report.md").read_text()
+    assert "### Annotate, by step" in markdown and "| language |" in markdown
     assert "Counts balance: **yes**" in markdown and "exact_duplicate" in markdown
     plants = json.loads((sample_corpus / "_plants.json").read_text())
     assert report["rejected"]["exact_dedup"]["exact_duplicate"] >= len(plants["exact_duplicates"])

@@ -203,15 +203,18 @@ class ShardAnnotator(ShardWorker):
             quarantine = LazyParquetWriter(
                 stack, self.layout.quarantine(shard.key), out_options, cols.QUARANTINE_SCHEMA
             )
-            for batch in source.batches():
+            timer = _StepTimer(stats.step_seconds)
+            for batch in timer.timed_iter("read", source.batches()):
                 raw = batch.raw
                 counts["input_docs"] += raw.num_rows + batch.bad.num_rows
                 counts["input_bytes"] += int(
                     pc.sum(pc.binary_length(raw.column(self.spec.input.text_column))).as_py() or 0
                 )
-                result = self.validation.validate(raw, shard.uri, shard.key, batch.rows)
-                docs, batch_rejects = self._run_stages(result.docs, [result.rejected])
-                annotated.write(docs)
+                with timer.step("validate"):
+                    result = self.validation.validate(raw, shard.uri, shard.key, batch.rows)
+                docs, batch_rejects = self._run_stages(result.docs, [result.rejected], timer)
+                with timer.step("write"):
+                    annotated.write(docs)
                 for stage in self.stages:
                     _add_counts(kept_counts[stage.name], stage.count_kept(docs))
                 counts["annotated_docs"] += docs.num_rows
@@ -221,10 +224,12 @@ class ShardAnnotator(ShardWorker):
                         for (stage, reason), n in _group_counts(table).items():
                             _count(rejected.setdefault(stage, {}), reason, n)
                         if self.spec.output.write_rejects:
-                            rejects.write(table)
+                            with timer.step("write"):
+                                rejects.write(table)
                 for bad in (result.quarantined, batch.bad):
                     if bad.num_rows:
-                        quarantine.write(bad)
+                        with timer.step("write"):
+                            quarantine.write(bad)
                         for reason, n in _value_counts(bad.column(cols.QUARANTINE_REASON)).items():
                             _count(quarantined, reason, n)
             if annotated.writer is None:
@@ -239,9 +244,12 @@ class ShardAnnotator(ShardWorker):
             if taken is not None:
                 stats.stage_stats[stage.name] = _jsonable(taken)
 
-    def _run_stages(self, docs: pa.Table, rejects: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
+    def _run_stages(
+        self, docs: pa.Table, rejects: list[pa.Table], timer: _StepTimer | None = None
+    ) -> tuple[pa.Table, list[pa.Table]]:
         for stage in self.stages:
-            docs, stage_rejects = stage(docs)
+            with timer.step(stage.name) if timer else contextlib.nullcontext():
+                docs, stage_rejects = stage(docs)
             rejects.append(stage_rejects)
         return docs, rejects
 
@@ -265,6 +273,31 @@ class ShardAnnotator(ShardWorker):
         stats.rejected, stats.quarantined = {}, {problem.reason: docs} if docs else {}
         stats.shard_quarantined = {"reason": problem.reason, "detail": problem.detail, "documents": problem.num_rows}
         stats.kept_counts, stats.stage_stats = {}, {}
+
+
+class _StepTimer:
+    """Adds each step's wall-clock seconds in this worker into ``seconds``, by step name."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 6)
+
+    def timed_iter(self, name: str, items):
+        iterator = iter(items)
+        while True:
+            with self.step(name):
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+            yield item
 
 
 def _value_counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
