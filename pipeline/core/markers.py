@@ -48,7 +48,9 @@ class AnnotateMarker(Marker):
     config_hash: str
     node: str | None = None
     rows: list[int] | None = None
-    """``[start, end)`` of the file's rows this unit read, when a large file was split."""
+    """``[start, end)`` of the file's rows this unit read, when a large Parquet file was split."""
+    byte_range: list[int] | None = None
+    """``[start, end)`` of the file's bytes whose lines this unit read, for a split JSON lines file."""
     worker_pid: int | None = None
     started_at: float | None = None
     """Wall clock (epoch seconds) when the unit started: with ``worker_pid``, shows which units ran at once."""

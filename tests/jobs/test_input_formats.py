@@ -99,7 +99,7 @@ def test_json_lines_give_the_same_result_as_parquet(as_json_lines, from_parquet,
     )
     assert [(row, reason) for row, reason, _ in bad] == [
         (0, "invalid_json"),
-        (2, "not_a_json_object"),
-        (3, "invalid_utf8"),
-    ]
-    assert [detail.split(":")[0] for *_, detail in bad] == ["line 1", "line 3", "line 4"]
+        (27, "not_a_json_object"),
+        (34, "invalid_utf8"),
+    ]  # rows are the lines' byte offsets
+    assert [detail.split(":")[0] for *_, detail in bad] == ["line 1 (byte 0)", "line 3 (byte 27)", "line 4 (byte 34)"]

@@ -1,5 +1,6 @@
-"""One big Parquet file keeps every core busy: it is annotated as several work units (row
-ranges that cross its row groups), and the run's result is that of the one-unit run."""
+"""One big file keeps every core busy: a Parquet file is annotated as several work units (row
+ranges that cross its row groups), an uncompressed JSON lines file as byte ranges at line
+boundaries, and the run's result is that of the one-unit run."""
 
 import json
 
@@ -15,16 +16,23 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 DOCS = 2000
 
 
-@pytest.fixture(scope="module")
-def one_big_file(tmp_path_factory):
+@pytest.fixture(scope="module", params=["parquet", "jsonl"])
+def one_big_file(request, tmp_path_factory):
+    """The corpus as one file: Parquet in row groups of 300 rows (unit boundaries, every 500
+    rows, fall inside them), or uncompressed JSON lines (split into four byte ranges)."""
     root = tmp_path_factory.mktemp("big")
     write_sample_corpus(str(root / "sample"), num_docs=DOCS, num_shards=1, seed=5)
     [shard] = sorted((root / "sample").glob("*.parquet"))
     corpus = root / "corpus"
     corpus.mkdir()
-    # row groups of 300 rows: unit boundaries (every 500 rows) fall inside them
-    pq.write_table(pq.read_table(shard), corpus / "everything.parquet", row_group_size=300)
-    return corpus
+    table = pq.read_table(shard)
+    if request.param == "parquet":
+        pq.write_table(table, corpus / "everything.parquet", row_group_size=300)
+        return corpus, {"unit_rows": 500}, {"unit_rows": 100_000}
+    path = corpus / "everything.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()))
+    quarter = path.stat().st_size // 4 + 1
+    return corpus, {"unit_bytes": quarter}, {"unit_bytes": 10 * quarter}
 
 
 def _rows(out, sink: str) -> set[tuple]:
@@ -36,18 +44,25 @@ def _rows(out, sink: str) -> set[tuple]:
 
 
 def test_a_big_file_is_annotated_in_units_on_both_cores_with_the_same_result(one_big_file, tokenizer_model, tmp_path):
-    """Mutation that fails it: ParquetSource ignores its row range (every unit reads the whole
-    file: rows counted four times)."""
+    """Mutations that fail it: ParquetSource ignores its row range, or JsonLinesSource its byte
+    range (every unit reads the whole file: documents counted four times)."""
+    corpus, split, whole_file = one_big_file
     runs = {}
-    for name, unit_rows in (("whole", 100_000), ("units", 500)):
+    for name, settings in (("whole", whole_file), ("units", split)):
         out = tmp_path / name
-        job = job_dict(str(one_big_file), str(out), str(tokenizer_model), input={"unit_rows": unit_rows})
+        job = job_dict(str(corpus), str(out), str(tokenizer_model), input=settings)
         runs[name] = (out, run_job(job, progress=Progress(quiet=True)).report)
     (whole_out, whole), (units_out, units) = runs["whole"], runs["units"]
 
     markers = [json.loads(p.read_text()) for p in sorted((units_out / "work" / "annotate" / "_markers").glob("*.json"))]
-    assert [m["rows"] for m in markers] == [[0, 500], [500, 1000], [1000, 1500], [1500, 2000]]
-    assert all(m["shard_key"].startswith("everything-") and ".r000000" in m["shard_key"] for m in markers)
+    if "unit_rows" in split:
+        assert [m["rows"] for m in markers] == [[0, 500], [500, 1000], [1000, 1500], [1500, 2000]]
+        assert all(".r000000" in m["shard_key"] for m in markers)
+    else:
+        ranges = [m["byte_range"] for m in markers]
+        assert len(ranges) == 4 and ranges[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        assert all(".b000000" in m["shard_key"] for m in markers)
+    assert all(m["shard_key"].startswith("everything") for m in markers)
     assert sum(m["input_docs"] for m in markers) == DOCS
     # Both cores: units of two worker processes ran at the same time.
     spans = [(m["worker_pid"], m["started_at"], m["started_at"] + m["seconds"]) for m in markers]

@@ -28,7 +28,7 @@ from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.markers import AnnotateMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress, plural
-from pipeline.phases.annotate.readers import open_source
+from pipeline.phases.annotate.readers import open_source, sniff
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected, settings_for_hash
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 from pipeline.stages.registry import document_stages
@@ -42,45 +42,56 @@ class InputShard:
     key: str
     fingerprint: dict[str, Any]
     rows: tuple[int, int] | None = None
+    byte_range: tuple[int, int] | None = None
 
 
 def discover_shards(spec: JobSpec) -> list[InputShard]:
-    """The input's files, each one work unit, except Parquet files of more than
-    ``input.unit_rows`` rows: those become consecutive row ranges, keyed
-    ``<shard key>.r<first row, 12 digits>`` so that units sort in row order (a key names
-    files and a Hive partition of the dedup removals: letters, digits, . _ - only)."""
+    """The input's files, each one work unit, except large ones: Parquet files of more than
+    ``input.unit_rows`` rows become consecutive row ranges, keyed ``<shard key>.r<first row>``,
+    and uncompressed JSON lines files of more than ``input.unit_bytes`` become byte ranges,
+    keyed ``<shard key>.b<first byte>`` (zero-padded: units sort in file order; a key names
+    files and a Hive partition of the dedup removals, so letters, digits, . _ - only)."""
     options = spec.input.storage_options
     uris = storage.list_files(spec.input.uri, options)
     infos = [storage.file_info(uri, options) for uri in uris]
-    with ThreadPoolExecutor(max_workers=16) as pool:  # one footer read per large file, on S3 a request each
-        row_counts = list(pool.map(lambda uri_info: _parquet_rows(spec, *uri_info), zip(uris, infos)))
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one footer or head read per large file, on S3 a request each
+        sizes = list(pool.map(lambda uri_info: _split_size(spec, *uri_info), zip(uris, infos)))
     units = []
-    for uri, info, num_rows in zip(uris, infos, row_counts):
+    for uri, info, (kind, size) in zip(uris, infos, sizes):
         key = shard_key(spec.input.uri, uri)
-        limit = spec.input.unit_rows
-        if num_rows is None or num_rows <= limit:
+        limit = spec.input.unit_rows if kind == "rows" else spec.input.unit_bytes
+        if kind is None or size <= limit:
             units.append(InputShard(uri, key, info))
             continue
-        parts = -(-num_rows // limit)
-        bounds = [num_rows * i // parts for i in range(parts + 1)]
-        units += [InputShard(uri, f"{key}.r{a:012d}", info, (a, b)) for a, b in zip(bounds, bounds[1:])]
+        parts = -(-size // limit)
+        bounds = [size * i // parts for i in range(parts + 1)]
+        for a, b in zip(bounds, bounds[1:]):
+            if kind == "rows":
+                units.append(InputShard(uri, f"{key}.r{a:012d}", info, rows=(a, b)))
+            else:
+                units.append(InputShard(uri, f"{key}.b{a:015d}", info, byte_range=(a, b)))
     return units
 
 
-def _parquet_rows(spec: JobSpec, uri: str, info: dict[str, Any]) -> int | None:
-    """The row count of a Parquet file that may need splitting; None for a file too small to
-    hold more than ``input.unit_rows`` rows (at least a byte each), or one whose footer
-    cannot be read (annotate then quarantines it as a whole)."""
-    if info["size"] <= spec.input.unit_rows or spec.input.format == "jsonl":
-        return None
+def _split_size(spec: JobSpec, uri: str, info: dict[str, Any]) -> tuple[str | None, int]:
+    """``("rows", row count)`` of a Parquet file, ``("bytes", size)`` of an uncompressed JSON
+    lines file, when it may need splitting; ``(None, 0)`` for a file too small to split or
+    one that cannot be read (annotate then quarantines it as a whole)."""
+    size = int(info["size"])
+    if size <= min(spec.input.unit_rows, spec.input.unit_bytes):
+        return None, 0
     try:
         with storage.open_read(uri, spec.input.storage_options) as f:
-            if f.read(4) != b"PAR1":
-                return None
-            f.seek(0)
-            return pq.ParquetFile(f).metadata.num_rows
+            head = f.read(4)
+            kind = sniff(head, uri) if spec.input.format == "auto" else spec.input.format
+            if kind == "parquet":
+                f.seek(0)
+                return "rows", pq.ParquetFile(f).metadata.num_rows
+            if kind == "jsonl" and sniff(head, uri) == "jsonl":
+                return "bytes", size
     except (pa.ArrowException, OSError):
-        return None
+        pass
+    return None, 0
 
 
 # Bump when the columns annotate writes change, so that older annotated shards are redone.
@@ -88,7 +99,7 @@ ANNOTATION_FORMAT = 3
 
 
 # Input settings that do not change what annotate writes (a unit's row range is in its key).
-_NOT_IN_WORK_HASHES = {"storage_options", "max_unreadable_shards", "unit_rows"}
+_NOT_IN_WORK_HASHES = {"storage_options", "max_unreadable_shards", "unit_rows", "unit_bytes"}
 
 
 def annotate_config_hash(spec: JobSpec) -> str:
@@ -145,7 +156,8 @@ class ShardAnnotator(ShardWorker):
 
     def run(self, item: dict[str, Any]) -> AnnotateMarker:
         rows = tuple(item["rows"]) if item.get("rows") else None
-        return self.annotate(InputShard(item["uri"], item["key"], json.loads(item["fingerprint"]), rows))
+        byte_range = tuple(item["byte_range"]) if item.get("byte_range") else None
+        return self.annotate(InputShard(item["uri"], item["key"], json.loads(item["fingerprint"]), rows, byte_range))
 
     def annotate(self, shard: InputShard) -> AnnotateMarker:
         started = time.perf_counter()
@@ -156,6 +168,7 @@ class ShardAnnotator(ShardWorker):
             config_hash=self.config_hash,
             node=_node_id(),
             rows=list(shard.rows) if shard.rows else None,
+            byte_range=list(shard.byte_range) if shard.byte_range else None,
             worker_pid=os.getpid(),
             started_at=round(time.time(), 3),
         )
@@ -190,6 +203,7 @@ class ShardAnnotator(ShardWorker):
             self.validation,
             self.spec.input.batch_rows,
             shard.rows,
+            shard.byte_range,
         )
         counts = {"input_docs": 0, "input_bytes": 0, "annotated_docs": 0, "annotated_bytes": 0}
         rejected: dict[str, dict[str, int]] = {}
@@ -325,13 +339,22 @@ def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, ma
                 continue
         todo.append(shard)
     progress.start("annotate", total=len(shards), unit="shard", skipped=len(finished))
-    split = len({s.uri for s in shards if s.rows})
+    split = len({s.uri for s in shards if s.rows or s.byte_range})
     if split:
         progress.log(
-            f"annotate: {plural(split, 'large file')} split into units of about {spec.input.unit_rows:,} rows "
-            "(input.unit_rows)"
+            f"annotate: {plural(split, 'large file')} split into {plural(len(shards), 'unit')} in all "
+            "(input.unit_rows, input.unit_bytes)"
         )
-    items = [{"uri": s.uri, "key": s.key, "fingerprint": json.dumps(s.fingerprint), "rows": s.rows} for s in todo]
+    items = [
+        {
+            "uri": s.uri,
+            "key": s.key,
+            "fingerprint": json.dumps(s.fingerprint),
+            "rows": s.rows,
+            "byte_range": s.byte_range,
+        }
+        for s in todo
+    ]
     for stats in run_shard_tasks(ShardAnnotator, spec, items, max_workers):
         finished[stats.shard_key] = stats
         progress.advance(1, docs=stats.input_docs, nbytes=stats.input_bytes)

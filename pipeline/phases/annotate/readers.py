@@ -7,9 +7,9 @@ file name only when the content says nothing (an empty file), so a Parquet file 
 ``.parquet`` is read as Parquet.
 
 Every batch has the columns the input config names (``text_column``, ``id_column``, ...),
-under those names, and the row number of each row: Parquet's row index, or the line index
-of a JSON lines file (0-based; blank lines are skipped and are not documents). In JSON
-lines a name may be a dotted path into nested objects (``metadata.url``). A line that is
+under those names, and the row number of each row: Parquet's row index, or for JSON lines
+the byte offset of the row's line in the uncompressed file (blank lines are skipped and are
+not documents). In JSON lines a name may be a dotted path into nested objects (``metadata.url``). A line that is
 not a JSON object, or not UTF-8, or whose text is not a string, is quarantined with its line
 number; the rest of the file is read.
 """
@@ -90,9 +90,11 @@ def open_source(
     validation: InputValidation,
     batch_rows: int,
     rows: tuple[int, int] | None = None,
+    byte_range: tuple[int, int] | None = None,
 ) -> ShardSource:
     """The shard at ``uri`` ready to read (only rows ``[start, end)`` of a Parquet file split
-    into units); ``ShardRejected`` when it cannot be read at all."""
+    into units, or the lines beginning in ``byte_range`` of an uncompressed JSON lines file);
+    ``ShardRejected`` when it cannot be read at all."""
     config = validation.config
     try:
         file = storage.open_read(uri, options)
@@ -107,7 +109,9 @@ def open_source(
         if kind == "parquet":
             return ParquetSource(file, validation, batch_rows, rows)
         if kind in ("jsonl", "jsonl.gz", "jsonl.zst"):
-            return JsonLinesSource(file, kind, uri, key, validation, batch_rows)
+            if byte_range and kind != "jsonl":
+                raise ShardRejected("unsplittable", f"a {kind} file cannot be read from an offset")
+            return JsonLinesSource(file, kind, uri, key, validation, batch_rows, byte_range)
         raise ShardRejected(
             "unknown_format",
             f"neither Parquet nor JSON lines (first bytes {head!r}); set input.format, or keep other "
@@ -169,10 +173,23 @@ class ParquetSource(ShardSource):
 
 
 class JsonLinesSource(ShardSource):
+    """Rows are the byte offset of each line in the (uncompressed) file, so that a unit of a
+    file split into byte ranges numbers its lines as the whole file's reading would; a
+    quarantine record also gives the line's number when the unit starts at the file's start.
+    A byte range ``[start, end)`` holds the lines that begin inside it."""
+
     def __init__(
-        self, file: IO[bytes], kind: str, uri: str, key: str, validation: InputValidation, batch_rows: int
+        self,
+        file: IO[bytes],
+        kind: str,
+        uri: str,
+        key: str,
+        validation: InputValidation,
+        batch_rows: int,
+        byte_range: tuple[int, int] | None = None,
     ) -> None:
         self.file, self.kind, self.uri, self.key, self.batch_rows = file, kind, uri, key, batch_rows
+        self.start, self.end = byte_range if byte_range else (0, None)
         config = validation.config
         self.text = config.text_column
         self.fields = [name for name in (config.id_column, config.domain_column, config.url_column) if name]
@@ -186,34 +203,43 @@ class JsonLinesSource(ShardSource):
             return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(self.file, closefd=False))
         return self.file
 
+    def _first_line(self, lines: IO[bytes]) -> int:
+        """Position ``lines`` at the first line that begins at or after ``start``; its offset."""
+        if not self.start:
+            return 0
+        lines.seek(self.start - 1)
+        if lines.read(1) == b"\n":
+            return self.start
+        return self.start + len(lines.readline())
+
     def batches(self) -> Iterator[Batch]:
         lines = self._lines()
+        offset = self._first_line(lines)
         records: list[tuple[int, dict[str, Any]]] = []
         bad: list[tuple[int, int, str, str]] = []
-        number = -1
-        while True:
+        number = -1  # the line's index, known when reading from the file's start
+        while self.end is None or offset < self.end:
             try:
                 line = lines.readline()
             except (OSError, EOFError, ValueError) as exc:  # a corrupt or cut-off gzip/zstd stream
-                raise ShardRejected(
-                    "unreadable_jsonl", f"after line {number + 1}: {type(exc).__name__}: {exc}"
-                ) from None
+                raise ShardRejected("unreadable_jsonl", f"after byte {offset}: {type(exc).__name__}: {exc}") from None
             if not line:
                 break
             number += 1
+            line_offset, offset = offset, offset + len(line)
             if not line.strip():
                 continue
-            record = self._record(number, line, bad)
+            where = f"line {number + 1} (byte {line_offset})" if not self.start else f"line at byte {line_offset}"
+            record = self._record(line_offset, where, line, bad)
             if record is not None:
-                records.append((number, record))
+                records.append((line_offset, record))
             if len(records) + len(bad) >= self.batch_rows:
                 yield self._batch(records, bad)
                 records, bad = [], []
         if records or bad:
             yield self._batch(records, bad)
 
-    def _record(self, number: int, line: bytes, bad: list) -> dict[str, Any] | None:
-        where = f"line {number + 1}"
+    def _record(self, number: int, where: str, line: bytes, bad: list) -> dict[str, Any] | None:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -49,7 +49,11 @@ class InputConfig(BaseModel):
     """A Parquet file of more rows is annotated as several work units, consecutive row ranges
     of about this many rows, so that one big file keeps every core busy (a unit reads the
     row groups its range overlaps). Each unit has its own marker, so resume and refresh work
-    per unit. A JSON lines file is one unit."""
+    per unit."""
+    unit_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """An uncompressed JSON lines file larger than this is annotated as several work units,
+    byte ranges of about this size (a unit holds the lines that begin in its range). A gzip
+    or zstd file is one unit, whatever its size: split such files before a run."""
     max_unreadable_shards: int = Field(0, ge=0)
     """Shards quarantined whole (corrupt, truncated or zero-byte file; text column missing
     or not text) that a run accepts. More fail the run after annotate, naming them; the
@@ -59,7 +63,7 @@ class InputConfig(BaseModel):
 
 # Fields added after work was first committed, with their defaults: at the default they stay
 # out of the work hashes, so that upgrading does not redo committed work.
-ADDED_WITH_DEFAULTS = {"format": "auto", "unit_rows": 10_000}
+ADDED_WITH_DEFAULTS = {"format": "auto", "unit_rows": 10_000, "unit_bytes": 64 * 1024 * 1024}
 
 
 def settings_for_hash(config: InputConfig, leave_out: set[str]) -> dict:

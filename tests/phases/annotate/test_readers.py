@@ -56,17 +56,19 @@ def test_json_lines_rows_fields_and_bad_lines(tmp_path, name, encode):
     raw = pa.concat_tables([b.raw for b in batches])
     rows = [r for b in batches for r in b.rows.to_pylist()]
     bad = pa.concat_tables([b.bad for b in batches]).to_pylist()
-    assert rows == [0, 2, 6, 7]  # line indexes; the blank line 1 is skipped
+    offsets = [sum(len(line.encode()) + 1 for line in LINES[:i]) for i in range(len(LINES))]
+    assert rows == [offsets[i] for i in (0, 2, 6, 7)]  # each line's byte offset; the blank line 1 is skipped
     assert raw.column("text").to_pylist() == ["First document.", "Second, with an integer id.", None, "Seventh, flat."]
     assert raw.column("id").to_pylist() == ["d1", "2", "d6", "d7"]
     assert raw.column("metadata.url").to_pylist() == ["https://a.example/1", "https://a.example/2", None, None]
     assert [(b[cols.ROW], b[cols.QUARANTINE_REASON]) for b in bad] == [
-        (3, "invalid_json"),
-        (4, "not_a_json_object"),
-        (5, "bad_text_type"),
+        (offsets[3], "invalid_json"),
+        (offsets[4], "not_a_json_object"),
+        (offsets[5], "bad_text_type"),
     ]
-    assert all(b[cols.QUARANTINE_DETAIL].startswith(f"line {b[cols.ROW] + 1}: ") for b in bad)
-    assert bad[2][cols.QUARANTINE_DETAIL] == "line 6: 'text' is a JSON int"
+    for b, line in zip(bad, (3, 4, 5)):
+        assert b[cols.QUARANTINE_DETAIL].startswith(f"line {line + 1} (byte {offsets[line]}): ")
+    assert bad[2][cols.QUARANTINE_DETAIL] == f"line 6 (byte {offsets[5]}): 'text' is a JSON int"
     assert all(b[cols.SOURCE_URI] == str(tmp_path / name) and b[cols.TEXT_BYTES] > 0 for b in bad)
     # batches of at most batch_rows lines that count (documents or bad lines)
     assert [b.raw.num_rows + b.bad.num_rows for b in batches] == [3, 3, 1]
@@ -78,8 +80,8 @@ def test_invalid_utf8_line_is_quarantined_and_the_rest_read(tmp_path):
     _, batches = _read(tmp_path, "x.jsonl", data)
     assert batches[0].raw.column("text").to_pylist() == ["good one", "good two"]
     [bad] = batches[0].bad.to_pylist()
-    assert (bad[cols.ROW], bad[cols.QUARANTINE_REASON]) == (1, "invalid_utf8")
-    assert bad[cols.QUARANTINE_DETAIL] == "line 2: byte 14 of the line is not valid UTF-8"
+    assert (bad[cols.ROW], bad[cols.QUARANTINE_REASON]) == (21, "invalid_utf8")
+    assert bad[cols.QUARANTINE_DETAIL] == "line 2 (byte 21): byte 14 of the line is not valid UTF-8"
 
 
 def test_parquet_is_read_by_content_whatever_its_name(tmp_path):
@@ -104,4 +106,35 @@ def test_a_cut_off_gzip_stream_rejects_the_shard(tmp_path):
     data = gzip.compress(_bytes(LINES * 200))
     with pytest.raises(ShardRejected) as rejected:
         _read(tmp_path, "cut.jsonl.gz", data[: len(data) // 2])
-    assert rejected.value.reason == "unreadable_jsonl" and rejected.value.detail.startswith("after line ")
+    assert rejected.value.reason == "unreadable_jsonl" and rejected.value.detail.startswith("after byte ")
+
+
+def test_byte_ranges_hold_the_lines_that_begin_in_them(tmp_path):
+    """Every line read once over the units of any split, a unit holding the lines that begin
+    in its range; rows are the same byte offsets as the whole file's. Mutation that fails it:
+    _first_line does not skip the line that began in the previous range."""
+    lines = [json.dumps({"id": str(i), "text": "word " * (i % 7 + 1)}) for i in range(40)]
+    data = _bytes(lines)
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(data)
+    validation = InputValidation(InputConfig(uri=str(tmp_path), id_column="id"))
+
+    def ids_and_rows(byte_range):
+        with open_source(str(path), "k", None, validation, 7, byte_range=byte_range) as source:
+            batches = list(source.batches())
+        return [(i, r) for b in batches for i, r in zip(b.raw.column("id").to_pylist(), b.rows.to_pylist())]
+
+    whole = ids_and_rows(None)
+    assert [i for i, _ in whole] == [str(i) for i in range(40)]
+    for cuts in (
+        [0, len(data)],
+        [0, 1, len(data)],
+        [0, 50, 51, 300, 301, len(data)],
+        list(range(0, len(data), 97)) + [len(data)],
+    ):
+        parts = [ids_and_rows((a, b)) for a, b in zip(cuts, cuts[1:])]
+        assert [x for part in parts for x in part] == whole, cuts
+    with pytest.raises(ShardRejected, match="cannot be read from an offset"):
+        gz = tmp_path / "x.jsonl.gz"
+        gz.write_bytes(gzip.compress(data))
+        open_source(str(gz), "k", None, validation, 7, byte_range=(10, 20))
