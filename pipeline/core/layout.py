@@ -47,6 +47,14 @@ class OutputLayout:
     def annotate_marker(self, key: str) -> str:
         return self._path("work", "annotate", "_markers", f"{key}.json")
 
+    def annotate_progress(self, key: str) -> str:
+        """How far a running unit has read; written by its worker now and then, for the console."""
+        return self._path("work", "annotate", "_progress", f"{key}.json")
+
+    @property
+    def annotate_progress_dir(self) -> str:
+        return self._path("work", "annotate", "_progress")
+
     def annotate_rejects(self, key: str) -> str:
         return self._path("rejects", "annotate", f"{key}.parquet")
 

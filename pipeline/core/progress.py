@@ -30,6 +30,7 @@ class Progress:
         self.total = 0
         self.done = 0
         self.docs = self.nbytes = 0
+        self.probe = None
         self.started = self.last = time.perf_counter()
         # per phase: units of work, and how many were committed by an earlier run and reused
         self.units: dict[str, dict[str, int]] = {}
@@ -45,9 +46,11 @@ class Progress:
                 print(f"[refinery] {message}", file=self.stream, flush=True)
                 self.last = time.perf_counter()
 
-    def start(self, phase: str, total: int, unit: str, skipped: int = 0) -> None:
-        """A phase of ``total`` units (``unit`` in the singular), ``skipped`` of them reused."""
+    def start(self, phase: str, total: int, unit: str, skipped: int = 0, probe=None) -> None:
+        """A phase of ``total`` units (``unit`` in the singular), ``skipped`` of them reused.
+        ``probe``, if given, returns what the heartbeat adds about the units in flight."""
         self.phase, self.total, self.unit = phase, total, unit
+        self.probe = probe
         self.units[phase] = {"total": total, "reused": skipped}
         self.processed[phase] = {"docs": 0, "bytes": 0}
         self.done, self.docs, self.nbytes = skipped, 0, 0
@@ -60,7 +63,7 @@ class Progress:
         """A phase whose every unit an earlier run committed."""
         self.units[phase] = {"total": total, "reused": total}
         self.processed[phase] = {"docs": 0, "bytes": 0}
-        self.phase, self.total, self.done = phase, total, total
+        self.phase, self.total, self.done, self.probe = phase, total, total, None
         self.log(f"{phase}: {message}")
 
     def advance(self, n: int = 1, docs: int = 0, nbytes: int = 0) -> None:
@@ -91,7 +94,14 @@ class Progress:
         while not self._stopped.wait(min(1.0, self.heartbeat_s)):
             now = time.perf_counter()
             if self.done < self.total and now - self.last >= self.heartbeat_s:
-                self.log(
-                    f"{self.phase}: {self.done:,}/{plural(self.total, self.unit)} done, "
-                    f"{now - self.started:,.0f} s elapsed"
-                )
+                line = f"{self.phase}: {self.done:,}/{plural(self.total, self.unit)} done, {now - self.started:,.0f} s elapsed"
+                extra = self._probe()
+                self.log(line + (f"; {extra}" if extra else ""))
+
+    def _probe(self) -> str:
+        if self.probe is None:
+            return ""
+        try:
+            return self.probe()
+        except Exception:  # noqa: BLE001 - a progress line never fails a run
+            return ""

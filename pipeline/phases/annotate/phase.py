@@ -192,6 +192,7 @@ class ShardAnnotator(ShardWorker):
             self._quarantine_shard(shard, stats, problem)
         stats.seconds = round(time.perf_counter() - started, 3)
         storage.write_json(self.layout.annotate_marker(shard.key), stats.to_json(), self.spec.output.storage_options)
+        storage.remove_tree(self.layout.annotate_progress(shard.key), self.spec.output.storage_options)
         return stats
 
     def _annotate(self, shard: InputShard, stats: AnnotateMarker) -> None:
@@ -218,6 +219,7 @@ class ShardAnnotator(ShardWorker):
                 stack, self.layout.quarantine(shard.key), out_options, cols.QUARANTINE_SCHEMA
             )
             timer = _StepTimer(stats.step_seconds)
+            reported = None
             for batch in timer.timed_iter("read", source.batches()):
                 raw = batch.raw
                 counts["input_docs"] += raw.num_rows + batch.bad.num_rows
@@ -246,6 +248,12 @@ class ShardAnnotator(ShardWorker):
                             quarantine.write(bad)
                         for reason, n in _value_counts(bad.column(cols.QUARANTINE_REASON)).items():
                             _count(quarantined, reason, n)
+                if reported is None or time.monotonic() - reported >= PROGRESS_EVERY_S:
+                    # how far this unit has read, for the driver's heartbeat: after its first batch,
+                    # then every few seconds (a small object on S3)
+                    progress = {"docs": counts["input_docs"]}
+                    storage.write_json(self.layout.annotate_progress(shard.key), progress, out_options)
+                    reported = time.monotonic()
             if annotated.writer is None:
                 empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
                 annotated.write(empty)
@@ -287,6 +295,20 @@ class ShardAnnotator(ShardWorker):
         stats.rejected, stats.quarantined = {}, {problem.reason: docs} if docs else {}
         stats.shard_quarantined = {"reason": problem.reason, "detail": problem.detail, "documents": problem.num_rows}
         stats.kept_counts, stats.stage_stats = {}, {}
+
+
+PROGRESS_EVERY_S = 3.0
+
+
+def _documents_read(layout: OutputLayout, running: set[str], options: storage.StorageOptions) -> str:
+    """The heartbeat's addition: documents the unfinished units have read so far."""
+    docs = 0
+    for uri in storage.list_files(layout.annotate_progress_dir, options, suffix=".json"):
+        key = uri.rsplit("/", 1)[-1][: -len(".json")]
+        if key in running:
+            with contextlib.suppress(FileNotFoundError, ValueError):  # a unit that just finished
+                docs += int(storage.read_json(uri, options)["docs"])
+    return f"{docs:,} documents read by the units running" if docs else ""
 
 
 class _StepTimer:
@@ -338,7 +360,14 @@ def run_annotate(spec: JobSpec, shards: list[InputShard], progress: Progress, ma
                 finished[shard.key] = stats
                 continue
         todo.append(shard)
-    progress.start("annotate", total=len(shards), unit="shard", skipped=len(finished))
+    running = {s.key for s in todo}
+    progress.start(
+        "annotate",
+        total=len(shards),
+        unit="shard",
+        skipped=len(finished),
+        probe=lambda: _documents_read(layout, running - finished.keys(), options),
+    )
     split = len({s.uri for s in shards if s.rows or s.byte_range})
     if split:
         progress.log(

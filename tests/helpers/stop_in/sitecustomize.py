@@ -1,8 +1,9 @@
 """Holds a process inside one function of the pipeline, for tests that kill a job there.
 
 A test puts this directory first on ``PYTHONPATH`` of a job it starts, with
-``REFINERY_STOP_IN=<module>:<function>`` (or ``<module>:<Class>.<method>``) and ``REFINERY_STOP_FILE=<path>``. Every Python
-process of the job imports this file at start-up (Ray's workers inherit the driver's
+``REFINERY_STOP_IN=<module>:<function>`` (or ``<module>:<Class>.<method>``) and
+``REFINERY_STOP_FILE=<path>`` (``REFINERY_STOP_AFTER=N`` lets each process's first N calls
+run). Every Python process of the job imports this file at start-up (Ray's workers inherit the driver's
 environment); when the module is imported, its function is replaced by one that writes
 ``<path>`` (its pid and the function's name) and then sleeps until the test kills the job.
 So the kill lands inside that function deterministically, however short its real work is,
@@ -21,11 +22,17 @@ import time
 
 _TARGET = os.environ.get("REFINERY_STOP_IN", "")
 _STOP_FILE = os.environ.get("REFINERY_STOP_FILE", "")
+_LET_THROUGH = int(os.environ.get("REFINERY_STOP_AFTER", "0"))  # calls that run before the stop
 
 
 def _stopped(function):
+    calls = [0]
+
     @functools.wraps(function)
     def stop(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] <= _LET_THROUGH:
+            return function(*args, **kwargs)
         partial = f"{_STOP_FILE}.{os.getpid()}"
         with open(partial, "w") as f:
             f.write(f"{os.getpid()} {function.__module__}:{function.__qualname__}\n")
