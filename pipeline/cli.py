@@ -158,6 +158,10 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_overrides(command: argparse.ArgumentParser, help_text: str) -> None:
+    command.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pipeline import __version__
 
@@ -170,33 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a job spec and print it with defaults filled in")
     validate.add_argument("job", help="the job spec: a YAML file (path or s3:// URI)")
-    validate.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a spec value before validating, as for run; repeatable",
-    )
+    _add_overrides(validate, "override a spec value before validating, as for run; repeatable")
     validate.set_defaults(func=_cmd_validate)
 
     run = commands.add_parser("run", help="run a job spec")
     run.add_argument("job", help="the job spec: a YAML file (path or s3:// URI)")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a spec value, e.g. --set stages.pack.seq_len=4096",
-    )
+    _add_overrides(run, "override a spec value, e.g. --set stages.pack.seq_len=4096; repeatable")
     run.add_argument("--address", help="existing Ray cluster (overrides ray.address)")
     run.set_defaults(func=_cmd_run)
 
     address_help = "the cluster's Ray dashboard (Jobs API); default: $RAY_ADDRESS, else http://127.0.0.1:8265"
     submit = commands.add_parser("submit", help="run a job spec on a Ray cluster through the Ray Jobs API")
     submit.add_argument("job", help="the job spec: a YAML file; it is validated here, then sent")
-    submit.add_argument(
-        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a spec value, as for run"
-    )
+    _add_overrides(submit, "override a spec value, as for run")
     submit.add_argument("--address", help=address_help)
     submit.add_argument("--submission-id", help="the job's id on the cluster (default: one Ray makes up)")
     submit.add_argument(

@@ -28,7 +28,7 @@ from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.markers import AnnotateMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress, plural
-from pipeline.phases.annotate.readers import open_source, sniff
+from pipeline.phases.annotate.readers import file_kind, open_source
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected, settings_for_hash
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 from pipeline.stages.registry import document_stages
@@ -83,11 +83,11 @@ def _split_size(spec: JobSpec, uri: str, info: dict[str, Any]) -> tuple[str | No
     try:
         with storage.open_read(uri, spec.input.storage_options) as f:
             head = f.read(4)
-            kind = sniff(head, uri) if spec.input.format == "auto" else spec.input.format
+            kind = file_kind(head, uri, spec.input.format)
             if kind == "parquet":
                 f.seek(0)
                 return "rows", pq.ParquetFile(f).metadata.num_rows
-            if kind == "jsonl" and sniff(head, uri) == "jsonl":
+            if kind == "jsonl":  # uncompressed: it can be entered at any byte
                 return "bytes", size
     except (pa.ArrowException, OSError):
         pass

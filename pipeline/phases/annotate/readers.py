@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -54,6 +55,17 @@ def sniff(head: bytes, uri: str) -> str | None:
     return None
 
 
+def file_kind(head: bytes, uri: str, configured: str) -> str | None:
+    """What a file is read as: ``input.format`` when it names one (for ``jsonl`` the
+    compression still comes from the content), else what ``sniff`` tells."""
+    found = sniff(head, uri)
+    if configured == "auto":
+        return found
+    if configured == "jsonl":
+        return found if found in ("jsonl.gz", "jsonl.zst") else "jsonl"
+    return configured
+
+
 @dataclass
 class Batch:
     raw: pa.Table
@@ -64,14 +76,16 @@ class Batch:
     """Quarantine records (``cols.QUARANTINE_SCHEMA``) of lines that hold no document."""
 
 
-class ShardSource:
+class ShardSource(ABC):
     """A shard opened for reading; ``num_rows`` when the format knows it up front."""
 
     kind: str
+    file: IO[bytes]
     num_rows: int | None = None
 
+    @abstractmethod
     def batches(self) -> Iterator[Batch]:
-        raise NotImplementedError
+        """The shard's rows in order, a batch at a time."""
 
     def close(self) -> None:
         self.file.close()
@@ -103,9 +117,7 @@ def open_source(
     try:
         head = file.read(4)
         file.seek(0)
-        kind = config.format if config.format != "auto" else sniff(head, uri)
-        if kind == "jsonl":  # named by input.format: the compression still comes from the content
-            kind = sniff(head, uri) if sniff(head, uri) in ("jsonl.gz", "jsonl.zst") else "jsonl"
+        kind = file_kind(head, uri, config.format)
         if kind == "parquet":
             return ParquetSource(file, validation, batch_rows, rows)
         if kind in ("jsonl", "jsonl.gz", "jsonl.zst"):
@@ -239,23 +251,23 @@ class JsonLinesSource(ShardSource):
         if records or bad:
             yield self._batch(records, bad)
 
-    def _record(self, number: int, where: str, line: bytes, bad: list) -> dict[str, Any] | None:
+    def _record(self, row: int, where: str, line: bytes, bad: list) -> dict[str, Any] | None:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            bad.append((number, len(line), "invalid_utf8", f"{where}: byte {exc.start} of the line is not valid UTF-8"))
+            bad.append((row, len(line), "invalid_utf8", f"{where}: byte {exc.start} of the line is not valid UTF-8"))
             return None
         try:
             record = json.loads(text)
         except ValueError as exc:
-            bad.append((number, len(line), "invalid_json", f"{where}: {exc}"))
+            bad.append((row, len(line), "invalid_json", f"{where}: {exc}"))
             return None
         if not isinstance(record, dict):
-            bad.append((number, len(line), "not_a_json_object", f"{where}: a JSON {type(record).__name__}"))
+            bad.append((row, len(line), "not_a_json_object", f"{where}: a JSON {type(record).__name__}"))
             return None
         value = _field(record, self.text)
         if value is not None and not isinstance(value, str):
-            bad.append((number, len(line), "bad_text_type", f"{where}: '{self.text}' is a JSON {type(value).__name__}"))
+            bad.append((row, len(line), "bad_text_type", f"{where}: '{self.text}' is a JSON {type(value).__name__}"))
             return None
         return record
 

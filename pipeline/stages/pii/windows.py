@@ -26,6 +26,7 @@ when presidio-analyzer or phonenumbers is upgraded.
 
 from __future__ import annotations
 
+import functools
 import re
 
 WINDOWED_ENTITIES = frozenset({"EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN"})
@@ -59,15 +60,21 @@ ANCHOR = re.compile(r"(?=[\d@:])(?:" + "|".join(f"(?:{b})" for b in _ENTITY_ANCH
 ENTITY_ANCHORS = {entity: re.compile(pattern) for entity, pattern in _ENTITY_ANCHORS.items()}
 
 
+@functools.cache
+def _reaches_parse():
+    # pii.phone imports Presidio: loaded on first use, where PII runs, not with the spec
+    from pipeline.stages.pii.phone import reaches_parse
+
+    return reaches_parse
+
+
 def entities_in(text: str, start: int, end: int) -> frozenset[str]:
     """The entities whose anchor matches in text[start:end]: the only ones Presidio can find
     in that window (each entity's recognizers are independent of the others'). Phone
     numbers also need a candidate that phonenumbers would parse (most dates and times
     have none)."""
     found = [e for e, anchor in ENTITY_ANCHORS.items() if anchor.search(text, start, end)]
-    from pipeline.stages.pii.phone import reaches_parse  # with Presidio: loaded where PII runs only
-
-    if "PHONE_NUMBER" in found and not reaches_parse(text[start:end]):
+    if "PHONE_NUMBER" in found and not _reaches_parse()(text[start:end]):
         found.remove("PHONE_NUMBER")
     return frozenset(found)
 

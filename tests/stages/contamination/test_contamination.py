@@ -346,18 +346,15 @@ def test_eval_set_read_from_s3(s3, s3_endpoint, tmp_path):
         build_index(missing)
 
 
+def _spec_with_eval_sets(make_job, corpus, tmp_path, benchmarks: list[dict]) -> dict:
+    return make_job(corpus, tmp_path / "out", stages={"contamination": {"enabled": True, "benchmarks": benchmarks}})
+
+
 def test_spec_names_a_missing_eval_file_by_key(make_job, sample_corpus, tmp_path):
     from pipeline.config import JobSpecError, load_job_spec
 
-    spec = make_job(
-        sample_corpus,
-        tmp_path / "out",
-        stages={
-            "contamination": {
-                "enabled": True,
-                "benchmarks": [{"name": "gsm8k", "uri": str(tmp_path / "absent.jsonl"), "preset": "gsm8k"}],
-            }
-        },
+    spec = _spec_with_eval_sets(
+        make_job, sample_corpus, tmp_path, [{"name": "gsm8k", "uri": str(tmp_path / "absent.jsonl"), "preset": "gsm8k"}]
     )
     with pytest.raises(JobSpecError, match=r"stages.contamination.benchmarks.0.uri \('gsm8k'\): file not found"):
         load_job_spec(spec)
@@ -376,18 +373,14 @@ def test_spec_rejects_an_eval_file_without_its_presets_fields(make_job, sample_c
     eval_file.write_text(json.dumps({"query": "Which gas do plants take in?", "choices": ["CO2", "O2"]}) + "\n")
     not_json = tmp_path / "notes.jsonl"
     not_json.write_text("these are notes, not items\n")
-    spec = make_job(
+    spec = _spec_with_eval_sets(
+        make_job,
         sample_corpus,
-        tmp_path / "out",
-        stages={
-            "contamination": {
-                "enabled": True,
-                "benchmarks": [
-                    {"name": "arc", "uri": str(eval_file), "preset": "arc"},
-                    {"name": "notes", "uri": str(not_json), "fields": ["text"]},
-                ],
-            }
-        },
+        tmp_path,
+        [
+            {"name": "arc", "uri": str(eval_file), "preset": "arc"},
+            {"name": "notes", "uri": str(not_json), "fields": ["text"]},
+        ],
     )
     with pytest.raises(JobSpecError) as error:
         load_job_spec(spec)
