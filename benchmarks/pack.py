@@ -90,7 +90,7 @@ def packing_phases(spec, annotate_stats, marker) -> dict:
         seconds["mix"], peaks["mix"] = time.perf_counter() - started, phase.peak
         started = time.perf_counter()
         with PeakMemory(interval_s=0.2) as phase:
-            snapshot, pack_stats = run_pack(spec, plan, quiet, cores)
+            snapshot, pack_stats = run_pack(spec, plan, annotate_stats, quiet, cores)
             move_into_snapshot(spec, snapshot, pack_stats, quiet)
             write_manifest(spec, snapshot, plan, pack_stats, annotate_stats)
         seconds["pack"], peaks["pack"] = time.perf_counter() - started, phase.peak

@@ -34,11 +34,42 @@ from pipeline.stages.base import StageConfig
 from pipeline.stages.registry import capabilities
 
 
+class DocumentsOutputConfig(BaseModel):
+    """The curated document shards of ``output.kind: documents`` or ``both``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["parquet", "jsonl.gz"] = "parquet"
+    """``parquet`` (zstd-compressed), or gzip-compressed JSON lines (one object per document;
+    non-string values as JSON)."""
+    shard_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    """Target text bytes per document shard (uncompressed UTF-8) when the output has no
+    tokens; with tokens, document shard ``j`` holds exactly the documents of token shard ``j``."""
+    row_group_rows: int = Field(8192, gt=0)
+    """Rows per Parquet row group: what a reader fetches at a time."""
+
+
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uri: str
-    """Where token shards, rejects, quarantine, the manifest and the report go."""
+    """Where the snapshots (token and/or document shards), rejects, quarantine, the manifest
+    and the report go."""
+    kind: Literal["tokens", "documents", "both"] = "tokens"
+    """``tokens``: packed token shards for pretraining (needs ``stages.tokenize``).
+    ``documents``: the kept documents with their annotations, as Parquet or JSON lines shards,
+    to tokenize later with any tokenizer (no tokenizer needed). ``both``: both, from one mix:
+    document shard ``j`` holds the documents of token shard ``j``, in the same order."""
+    documents: DocumentsOutputConfig = DocumentsOutputConfig()
+
+    @property
+    def writes_tokens(self) -> bool:
+        return self.kind in ("tokens", "both")
+
+    @property
+    def writes_documents(self) -> bool:
+        return self.kind in ("documents", "both")
+
     storage_options: storage.StorageOptions = storage.StorageOptions()
     write_rejects: bool = True
     """Write rejected documents (with text and reason) under ``rejects/``; when false only counts are kept."""
@@ -84,11 +115,24 @@ class _StagesBase(BaseModel):
 def _stages_model() -> type[BaseModel]:
     """``stages:``: one section per registered capability, then the packing phases'."""
     fields: dict[str, Any] = {cap.key: (cap.config, cap.config()) for cap in capabilities()}
-    fields |= {"tokenize": (TokenizeConfig, ...), "mix": (MixConfig, MixConfig()), "pack": (PackConfig, PackConfig())}
+    fields |= {
+        "tokenize": (TokenizeConfig | None, None),
+        "mix": (MixConfig, MixConfig()),
+        "pack": (PackConfig, PackConfig()),
+    }
     return create_model("StagesConfig", __base__=_StagesBase, **fields)
 
 
 StagesConfig = _stages_model()
+
+
+# Spec keys added after outputs were first committed, with their defaults: at the default
+# they stay out of ``config_hash``, so that upgrading does not redo committed work.
+_ADDED_WITH_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("output", "kind"): "tokens",
+    ("output", "documents"): DocumentsOutputConfig().model_dump(mode="json"),
+    ("stages", "mix", "budget_bytes"): None,
+}
 
 
 class JobSpec(BaseModel):
@@ -101,28 +145,59 @@ class JobSpec(BaseModel):
     ray: RayConfig = RayConfig()
     stages: StagesConfig
 
+    @model_validator(mode="after")
+    def _output_needs(self) -> JobSpec:
+        mix = self.stages.mix
+        if self.output.writes_tokens:
+            if self.stages.tokenize is None:
+                raise ValueError(
+                    f"stages.tokenize: required for output.kind '{self.output.kind}' (it names the "
+                    "tokenizer of the token shards); set output.kind: documents to write documents only"
+                )
+            if mix.budget_bytes is not None:
+                raise ValueError(
+                    "stages.mix.budget_bytes: a token output is mixed in tokens; set budget_tokens instead"
+                )
+        elif mix.budget_tokens is not None:
+            raise ValueError(
+                "stages.mix.budget_tokens: output.kind 'documents' has no tokens; its mix is measured in "
+                "text bytes: set budget_bytes instead"
+            )
+        return self
+
+    @property
+    def mix_unit(self) -> str:
+        """What the mix's weights, budget and shard sizes count: tokens when the output has
+        any, else the documents' UTF-8 text bytes."""
+        return "tokens" if self.output.writes_tokens else "bytes"
+
     def file_problems(self) -> list[str]:
         """Every problem with the files the spec names, each starting with its key path."""
         sections = {cap.key: getattr(self.stages, cap.key) for cap in capabilities()}
-        return _file_problems(self.input, self.stages.tokenize, self.stages.pack, sections)
+        tokenize = self.stages.tokenize if self.output.writes_tokens else None
+        return _file_problems(self.input, tokenize, self.stages.pack, sections)
 
     def config_hash(self) -> str:
         """Hash of everything that changes the output: the spec (``ray``, upload settings and
         ``input.max_unreadable_shards`` aside) and
         the model files it names, by size and change token."""
-        payload = {
-            "spec": {
-                **self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}}),
-                "input": settings_for_hash(self.input, {"max_unreadable_shards"}),
-            },
-            "models": self.model_fingerprints(),
-        }
-        return short_hash(payload)
+        spec = self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}})
+        spec["input"] = settings_for_hash(self.input, {"max_unreadable_shards"})
+        for path, default in _ADDED_WITH_DEFAULTS.items():
+            *parents, name = path
+            section = spec
+            for parent in parents:
+                section = section[parent]
+            if section.get(name) == default:
+                del section[name]
+        return short_hash({"spec": spec, "models": self.model_fingerprints()})
 
     def model_files(self) -> dict[str, tuple[str, storage.StorageOptions]]:
         """Every model file the enabled stages read, by key path."""
         tokenize = self.stages.tokenize
-        files = {"stages.tokenize.model": (tokenize.model, tokenize.storage_options)}
+        files = {}
+        if tokenize is not None and self.output.writes_tokens:
+            files["stages.tokenize.model"] = (tokenize.model, tokenize.storage_options)
         for cap in capabilities():
             config = getattr(self.stages, cap.key)
             if config.enabled:
@@ -183,7 +258,9 @@ def _file_problems_of_valid_sections(data: Any) -> list[str]:
         if config is not None:
             sections[cap.key] = config
     input = valid(InputConfig, data.get("input")) if "input" in data else None
-    tokenize = valid(TokenizeConfig, stages.get("tokenize")) if "tokenize" in stages else None
+    output = data.get("output") if isinstance(data.get("output"), dict) else {}
+    writes_tokens = output.get("kind", "tokens") != "documents"
+    tokenize = valid(TokenizeConfig, stages.get("tokenize")) if "tokenize" in stages and writes_tokens else None
     try:
         return _file_problems(input, tokenize, valid(PackConfig, stages.get("pack")), sections)
     except Exception:  # noqa: BLE001 - a best effort beside errors already found

@@ -77,6 +77,8 @@ def build_report(run: RunRecord) -> Report:
         "rejected_docs": sum(n for r in rejected.values() for n in r.values()),
         "quarantined_docs": sum(quarantined.values()),
         "document_copies": sum(s.documents for s in pack),
+        "output_documents": sum(s.documents for s in pack) if run.spec.output.writes_documents else 0,
+        "output_text_bytes": sum(s.document_bytes for s in pack),
         "tokens": sum(s.tokens for s in pack),
         "padding_tokens": sum(s.padding_tokens for s in pack),
         "sequences": sum(s.sequences for s in pack),
@@ -90,11 +92,12 @@ def build_report(run: RunRecord) -> Report:
         ),
     }
     removed_applied = sum(n for s in run.tokenize for r in s.removed.values() for n in r.values())
-    packed_domain_tokens: dict[str, int] = {}
+    unit = plan["unit"]
+    packed_per_domain: dict[str, int] = {}
     for s in pack:
-        for domain, n in s.domain_tokens.items():
-            packed_domain_tokens[domain] = packed_domain_tokens.get(domain, 0) + n
-    planned_domain_tokens = {d: v["tokens"] for d, v in plan["realized"].items() if v["tokens"]}
+        for domain, n in (s.domain_tokens if unit == "tokens" else s.domain_bytes).items():
+            packed_per_domain[domain] = packed_per_domain.get(domain, 0) + n
+    planned_per_domain = {d: v[unit] for d, v in plan["realized"].items() if v[unit]}
     balance = {
         "input": totals["input_docs"],
         "kept": totals["kept_docs"],
@@ -111,21 +114,21 @@ def build_report(run: RunRecord) -> Report:
         balance["input"] == balance["kept"] + balance["rejected"] + balance["quarantined"]
         and balance["dedup_removed_committed"] == balance["dedup_removed_applied"]
         and balance["copies_planned"] == balance["copies_packed"]
-        and planned_domain_tokens == packed_domain_tokens
+        and planned_per_domain == {d: n for d, n in packed_per_domain.items() if n}
         and all(row["balanced"] for row in shard_rows)
     )
     mixture = {
         d: {
-            "available_tokens": plan["available_tokens"][d],
+            f"available_{unit}": plan["available"][d],
             "target_weight": plan["weights"].get(d, 0.0),
-            "target_tokens": plan["target_tokens"][d],
+            f"target_{unit}": plan["target"][d],
             "rate": plan["rates"][d],
-            "realized_tokens": packed_domain_tokens.get(d, 0),
+            f"realized_{unit}": packed_per_domain.get(d, 0),
             "documents": plan["realized"].get(d, {}).get("docs", 0),
         }
-        for d in sorted(plan["available_tokens"])
+        for d in sorted(plan["available"])
     }
-    shard_tokens = sorted(s.tokens for s in pack)
+    shard_sizes = sorted(s.tokens if unit == "tokens" else s.document_bytes for s in pack)
     data = {
         "job": run.spec.name,
         "config_hash": run.spec.config_hash(),
@@ -142,17 +145,19 @@ def build_report(run: RunRecord) -> Report:
         "peak_rss_bytes": run.peak_rss_bytes,
         "shards": shard_rows,
         "dedup_index": run.dedup.index,
+        "output_kind": run.spec.output.kind,
         "mixture": {
+            "unit": unit,
             "domains": mixture,
-            "budget_tokens": plan["budget_tokens"],
+            f"budget_{unit}": plan["budget"],
             "notes": plan["notes"],
             "max_epochs": plan["max_epochs"],
         },
         "output_shards": {
             "count": len(pack),
-            "min_tokens": shard_tokens[0] if shard_tokens else 0,
-            "median_tokens": shard_tokens[len(shard_tokens) // 2] if shard_tokens else 0,
-            "max_tokens": shard_tokens[-1] if shard_tokens else 0,
+            f"min_{unit}": shard_sizes[0] if shard_sizes else 0,
+            f"median_{unit}": shard_sizes[len(shard_sizes) // 2] if shard_sizes else 0,
+            f"max_{unit}": shard_sizes[-1] if shard_sizes else 0,
         },
         "snapshot": run.snapshot,
         "work_units": run.work_units,
@@ -165,6 +170,27 @@ def build_report(run: RunRecord) -> Report:
             data[section.key] = section.data
             sections.append(section)
     return Report(data, sections)
+
+
+def _output_lines(report: dict[str, Any]) -> list[str]:
+    t, kind = report["totals"], report.get("output_kind", "tokens")
+    shards = f"{t['output_shards']:,} shard{'s' if t['output_shards'] != 1 else ''}"
+    lines = []
+    if kind in ("tokens", "both"):
+        lines.append(
+            f"Token shards: {t['tokens']:,} tokens in {t['sequences']:,} sequences of {t['document_copies']:,} "
+            f"document copies, {shards}"
+            + (
+                f"; padding {t['padding_tokens']:,} tokens ({t['padding_tokens'] / t['tokens']:.2%} of all)."
+                if t["padding_tokens"]
+                else "."
+            )
+        )
+    if kind in ("documents", "both"):
+        lines.append(
+            f"Document shards: {t['output_documents']:,} document copies, {_mb(t['output_text_bytes'])} of text, {shards}."
+        )
+    return lines
 
 
 def _annotate_steps(run: RunRecord) -> list[dict[str, Any]]:
@@ -273,13 +299,7 @@ def render_markdown(built: Report) -> str:
         f"| rejected | {t['rejected_docs']:,} | |",
         f"| quarantined | {t['quarantined_docs']:,} | |",
         "",
-        f"Token shards: {t['tokens']:,} tokens in {t['sequences']:,} sequences of {t['document_copies']:,} "
-        f"document copies, {t['output_shards']:,} shard{'s' if t['output_shards'] != 1 else ''}"
-        + (
-            f"; padding {t['padding_tokens']:,} tokens ({t['padding_tokens'] / t['tokens']:.2%} of all)."
-            if t["padding_tokens"]
-            else "."
-        ),
+        *_output_lines(report),
         "",
         "## Rejected, by stage and reason",
         "",
@@ -324,29 +344,32 @@ def render_markdown(built: Report) -> str:
         ]
     mix = report.get("mixture")
     if mix and mix["domains"]:
-        realized_total = sum(d["realized_tokens"] for d in mix["domains"].values()) or 1
+        unit = mix["unit"]
+        realized_total = sum(d[f"realized_{unit}"] for d in mix["domains"].values()) or 1
         lines += [
             "",
-            "## Mixture (tokens)",
+            f"## Mixture ({'tokens' if unit == 'tokens' else 'text bytes'})",
             "",
-            f"Budget {mix['budget_tokens']:,.0f} tokens; at most {mix['max_epochs']:g} copies of a document.",
+            f"Budget {mix[f'budget_{unit}']:,.0f} {unit}; at most {mix['max_epochs']:g} copies of a document.",
             "",
-            "| domain | available | target share | target | copies per token | realized | realized share |",
+            "| domain | available | target share | target | copies per document | realized | realized share |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, d in mix["domains"].items():
+            realized = d[f"realized_{unit}"]
             lines.append(
-                f"| {name} | {d['available_tokens']:,} | {d['target_weight']:.2%} | {d['target_tokens']:,.0f} "
-                f"| {d['rate']:.3f} | {d['realized_tokens']:,} | {d['realized_tokens'] / realized_total:.2%} |"
+                f"| {name} | {d[f'available_{unit}']:,} | {d['target_weight']:.2%} | {d[f'target_{unit}']:,.0f} "
+                f"| {d['rate']:.3f} | {realized:,} | {realized / realized_total:.2%} |"
             )
         for note in mix["notes"]:
             lines.append(f"\n**Note:** {note}.")
     shards = report.get("output_shards")
     if shards and shards["count"]:
+        unit = report["mixture"]["unit"]
         lines += [
             "",
-            f"Output shards: {shards['count']:,}, tokens per shard min {shards['min_tokens']:,}, "
-            f"median {shards['median_tokens']:,}, max {shards['max_tokens']:,}.",
+            f"Output shards: {shards['count']:,}, {unit} per shard min {shards[f'min_{unit}']:,}, "
+            f"median {shards[f'median_{unit}']:,}, max {shards[f'max_{unit}']:,}.",
         ]
     lines += ["", "## Phases", "", "| phase | wall s | documents | docs/s | MB/s |", "|---|---:|---:|---:|---:|"]
     for phase in report["phases"]:

@@ -1,4 +1,5 @@
-"""Runs a job: annotate → dedup → tokenize → mix → pack → report → manifest → latest.json,
+"""Runs a job: annotate → dedup → tokenize (or prepare) → mix → pack → report → manifest →
+latest.json,
 on local Ray or a cluster.
 
 The same code path serves both: locally Ray starts in-process sized to the machine;
@@ -29,7 +30,7 @@ from pipeline.phases.dedup import run_dedup
 from pipeline.phases.mix.phase import run_mix
 from pipeline.phases.pack.phase import run_pack
 from pipeline.phases.publish import move_into_snapshot, publish_latest, remove_stale_shards, write_manifest
-from pipeline.phases.tokenize.phase import run_tokenize
+from pipeline.phases.tokenize.phase import phase_name, run_tokenize
 from pipeline.report import build_report, check_balance, render_markdown, unreadable_summary
 from pipeline.stages.registry import enabled
 
@@ -248,19 +249,19 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
 
         started = time.perf_counter()
         tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker.removals_version, progress, workers)
-        phases.append(_phase("tokenize", started, sum(s.tokenized_docs for s in tokenize_stats), progress))
+        phases.append(_phase(phase_name(spec), started, sum(s.tokenized_docs for s in tokenize_stats), progress))
 
         started = time.perf_counter()
         plan, sample_stats = run_mix(spec, tokenize_stats, progress, workers)
         phases.append(_phase("mix", started, sum(s.tokenized_docs for s in tokenize_stats), progress))
 
         started = time.perf_counter()
-        snapshot, pack_stats = run_pack(spec, plan, progress, workers)
+        snapshot, pack_stats = run_pack(spec, plan, annotate_stats, progress, workers)
         phases.append(_phase("pack", started, sum(s.documents for s in pack_stats), progress))
         stale = remove_stale_shards(spec, snapshot, pack_stats)
         if stale:
             progress.log(
-                f"removed {len(stale)} token files that an earlier attempt left in snapshot {snapshot} "
+                f"removed {len(stale)} files that an earlier attempt left in snapshot {snapshot} "
                 f"(such as {stale[0].rsplit('/', 1)[-1]})"
             )
         # Every unit of work is done: no writer is left that could own a temporary file.
@@ -303,9 +304,14 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
     manifest = write_manifest(spec, snapshot, plan, pack_stats, annotate_stats)
     publish_latest(spec, snapshot, manifest)
     t = report["totals"]
+    written = {
+        "tokens": f"{t['tokens']:,} tokens",
+        "documents": f"{t['output_documents']:,} documents",
+        "both": f"{t['tokens']:,} tokens and {t['output_documents']:,} documents",
+    }[spec.output.kind]
     progress.log(
         f"done: {t['input_docs']:,} in, {t['kept_docs']:,} kept, {t['rejected_docs']:,} rejected, "
-        f"{t['quarantined_docs']:,} quarantined; {t['tokens']:,} tokens in {len(pack_stats)} shards; counts balance"
+        f"{t['quarantined_docs']:,} quarantined; {written} in {len(pack_stats)} shards; counts balance"
         + (f"; {unreadable_summary(t)}" if t["unreadable_shards"] else "")
     )
     progress.log(f"snapshot {snapshot} committed; latest.json names it")

@@ -47,12 +47,13 @@ def _run(spec, input_docs=10, annotated=8, rejected=2, kept=6, removed=1, unsamp
         )
     ]
     plan = {
-        "available_tokens": {"web": 80},
+        "unit": "tokens",
+        "available": {"web": 80},
         "weights": {"web": 1.0},
-        "target_tokens": {"web": 70.0},
+        "target": {"web": 70.0},
         "rates": {"web": 0.875},
         "realized": {"web": {"docs": kept, "copies": 7, "tokens": 70}},
-        "budget_tokens": 70.0,
+        "budget": 70.0,
         "notes": [],
         "max_epochs": 4.0,
         "total_copies": 7,

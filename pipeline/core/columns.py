@@ -69,6 +69,24 @@ def with_rejection(docs: pa.Table, stage: str, reasons: pa.Array, duplicate_of: 
     return table.append_column(REJECT_FIELDS[2], duplicate_of.cast(pa.string()))
 
 
+INPUT_FIELDS = "input_fields"
+"""JSON lines inputs: the fields carried to document outputs (``input.carry_columns``), as
+one JSON object per document; document shards spread them into columns."""
+COPY = "copy"
+"""In document shards: 0 for a document's first copy in the mix, 1 for its second, ..."""
+CLUSTER_ID = "duplicate_cluster"
+"""In document shards: the id of the duplicate cluster a kept document stands for (its own
+id when dedup removed no copy of it)."""
+CLUSTER_SIZE = "duplicate_count"
+"""In document shards: the documents of that cluster in the input, the survivor included."""
+
+
+def carried_name(name: str, taken: set[str] | list[str]) -> str:
+    """An input column's name in annotated and document shards: its own, or ``input_<name>``
+    when a Refinery column has it."""
+    return f"input_{name}" if name in taken else name
+
+
 # Annotations that stages other than their own read.
 LANG = "lang"
 """The language stage's top label; perplexity picks its model by it."""

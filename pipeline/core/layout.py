@@ -157,6 +157,15 @@ class OutputLayout:
         """Relative to the output root, as manifests name files."""
         return f"snapshots/{snapshot}/tokens/shard-{index:05d}"
 
+    @staticmethod
+    def document_shard(snapshot: str, index: int, suffix: str) -> str:
+        """Relative to the output root, as manifests name files."""
+        return f"snapshots/{snapshot}/documents/shard-{index:05d}{suffix}"
+
+    def document_schema(self, snapshot: str) -> str:
+        """The one schema of a snapshot's document shards, for its pack workers."""
+        return self._path("work", "pack", snapshot, "_DOCUMENT_SCHEMA.json")
+
     @property
     def latest(self) -> str:
         """Names the newest committed snapshot; moved only after its manifest is written."""

@@ -67,6 +67,8 @@ class AnnotateMarker(Marker):
     """Each document stage's ``count_kept`` counters over the documents annotate kept."""
     stage_stats: dict[str, Any] = field(default_factory=dict)
     """Each document stage's ``take_stats``."""
+    carried_fields: list[str] = field(default_factory=list)
+    """JSON lines: the input fields carried to document outputs, as met in this unit."""
     step_seconds: dict[str, float] = field(default_factory=dict)
     """Worker seconds by step: ``read``, ``validate``, each document stage, ``write``."""
     seconds: float = 0.0
@@ -122,6 +124,8 @@ class SampleMarker(Marker):
     kept_docs: int = 0
     copies: int = 0
     tokens: int = 0
+    copy_bytes: int = 0
+    """Text bytes of every copy."""
     kept_bytes: int = 0
     unsampled: RemovedCounts = field(default_factory=dict)
     domains: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -140,7 +144,11 @@ class PackMarker(Marker):
     sequences: int = 0
     padding_tokens: int = 0
     documents: int = 0
+    """Document copies in the shard."""
+    document_bytes: int = 0
+    """Their text bytes."""
     domain_tokens: dict[str, int] = field(default_factory=dict)
+    domain_bytes: dict[str, int] = field(default_factory=dict)
     bytes_read: int = 0
     seconds: float = 0.0
 

@@ -19,9 +19,10 @@ from pipeline.core import storage
 from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker, PackMarker
 from pipeline.core.progress import Progress
+from pipeline.phases.pack.documents import DocumentSchema
 from pipeline.phases.tokenize.tokenizer import Tokenize
 
-MANIFEST_VERSION = 3  # 3: token files under snapshots/<snapshot>/, a "snapshot" field
+MANIFEST_VERSION = 4  # 4: "kind", document shards; 3: token files under snapshots/<snapshot>/, a "snapshot" field
 SNAPSHOT_NAME = re.compile(r"^(\d{5})-([0-9a-f]{8})$")
 
 
@@ -52,8 +53,8 @@ def open_snapshot(spec: JobSpec, config_hash: str, progress: Progress) -> str:
 
 
 def remove_stale_shards(spec: JobSpec, snapshot: str, pack_stats: list[PackMarker]) -> list[str]:
-    """Token files of the snapshot, staged or moved, that this run did not write (left by an
-    attempt that planned more shards)."""
+    """Token and document files of the snapshot, staged or moved, that this run did not write
+    (left by an attempt that planned more shards)."""
     options = spec.output.storage_options
     layout = OutputLayout(spec.output.uri)
     current = set()
@@ -61,10 +62,13 @@ def remove_stale_shards(spec: JobSpec, snapshot: str, pack_stats: list[PackMarke
         for f in s.files.values():
             current.add(storage.normalize_uri(storage.join(spec.output.uri, f["path"])))
             current.add(storage.normalize_uri(storage.join(spec.output.uri, layout.staged(f["path"]))))
-    staged_tokens = storage.join(spec.output.uri, layout.staged(f"snapshots/{snapshot}/tokens"))
+    directories = []
+    for kind in ("tokens", "documents"):
+        directories.append(storage.join(spec.output.uri, f"snapshots/{snapshot}/{kind}"))
+        directories.append(storage.join(spec.output.uri, layout.staged(f"snapshots/{snapshot}/{kind}")))
     stale = [
         uri
-        for directory in (layout.tokens_dir(snapshot), staged_tokens)
+        for directory in directories
         for uri in storage.list_files(directory, options)
         if storage.normalize_uri(uri) not in current
     ]
@@ -74,8 +78,8 @@ def remove_stale_shards(spec: JobSpec, snapshot: str, pack_stats: list[PackMarke
 
 
 def move_into_snapshot(spec: JobSpec, snapshot: str, pack_stats: list[PackMarker], progress: Progress) -> None:
-    """Move the snapshot's token files from where they were staged (``work/pack/``) to
-    ``snapshots/<snapshot>/tokens/``, just before the manifest commits them. A move that a
+    """Move the snapshot's token and document files from where they were staged
+    (``work/pack/``) to ``snapshots/<snapshot>/tokens/`` and ``documents/``, just before the manifest commits them. A move that a
     killed run left half done is finished: a file already moved is not staged any more.
 
     On local disk each move is a rename. S3 has no rename: each file is copied server-side
@@ -91,7 +95,7 @@ def move_into_snapshot(spec: JobSpec, snapshot: str, pack_stats: list[PackMarker
             if storage.exists(staged, options):
                 moves.append((staged, final))
             elif not storage.exists(final, options):
-                raise RuntimeError(f"token file {f['path']} is neither staged nor in its snapshot; re-run to pack it")
+                raise RuntimeError(f"file {f['path']} is neither staged nor in its snapshot; re-run to pack it")
     if not moves:
         return
     if not storage.is_local(spec.output.uri):
@@ -113,75 +117,100 @@ def write_manifest(
     options = spec.output.storage_options
     if storage.exists(layout.snapshot_manifest(snapshot), options):
         return storage.read_json(layout.snapshot_manifest(snapshot), options)
-    tokenizer = Tokenize(spec.stages.tokenize)
-    tokenizer.setup()
-    config = spec.stages.pack
-    realized = {d: sum(s.domain_tokens.get(d, 0) for s in pack_stats) for d in plan["available_tokens"]}
-    total_doc_tokens = sum(realized.values())
+    unit = plan["unit"]
+    realized = {
+        d: sum((s.domain_tokens if unit == "tokens" else s.domain_bytes).get(d, 0) for s in pack_stats)
+        for d in plan["available"]
+    }
+    total_realized = sum(realized.values())
     mixture = {
         d: {
-            "available_tokens": plan["available_tokens"][d],
+            f"available_{unit}": plan["available"][d],
             "target_weight": plan["weights"].get(d, 0.0),
-            "target_tokens": round(plan["target_tokens"][d]),
+            f"target_{unit}": round(plan["target"][d]),
             "rate": plan["rates"][d],
-            "realized_tokens": realized[d],
-            "realized_weight": realized[d] / total_doc_tokens if total_doc_tokens else 0.0,
+            f"realized_{unit}": realized[d],
+            "realized_weight": realized[d] / total_realized if total_realized else 0.0,
             "documents": plan["realized"].get(d, {}).get("docs", 0),
             "copies": plan["realized"].get(d, {}).get("copies", 0),
         }
-        for d in sorted(plan["available_tokens"])
+        for d in sorted(plan["available"])
     }
-    manifest = {
+    manifest: dict[str, Any] = {
         "manifest_version": MANIFEST_VERSION,
         "job": spec.name,
         "snapshot": snapshot,
+        "kind": spec.output.kind,
         "config_hash": spec.config_hash(),
         "seed": spec.seed,
+    }
+    if spec.output.writes_tokens:
+        manifest |= _token_fields(spec)
+    if spec.output.writes_documents:
+        schema = DocumentSchema.from_json(storage.read_json(layout.document_schema(snapshot), options))
+        manifest["documents"] = {
+            "format": spec.output.documents.format,
+            "columns": [{"name": f.name, "type": str(f.type)} for f in schema.output],
+        }
+    manifest["totals"] = {
+        "documents": sum(v["docs"] for v in plan["realized"].values()),
+        "document_copies": sum(s.documents for s in pack_stats),
+        "text_bytes": sum(s.document_bytes for s in pack_stats),
+    }
+    if spec.output.writes_tokens:
+        manifest["totals"] |= {
+            "tokens": sum(s.tokens for s in pack_stats),
+            "padding_tokens": sum(s.padding_tokens for s in pack_stats),
+            "sequences": sum(s.sequences for s in pack_stats),
+        }
+    manifest["mixture"] = {
+        "unit": unit,
+        "domains": mixture,
+        f"budget_{unit}": round(plan["budget"]),
+        "max_epochs": plan["max_epochs"],
+        "notes": plan["notes"],
+    }
+    manifest["shards"] = [
+        {
+            "name": f"shard-{s.index:05d}",
+            "files": s.files,
+            "documents": s.documents,
+            "text_bytes": s.document_bytes,
+            **(
+                {"tokens": s.tokens, "sequences": s.sequences, "padding_tokens": s.padding_tokens}
+                if spec.output.writes_tokens
+                else {}
+            ),
+        }
+        for s in pack_stats
+    ]
+    manifest["inputs"] = [{"uri": s.uri, **s.fingerprint} for s in annotate_stats]
+    storage.write_json(layout.snapshot_manifest(snapshot), manifest, options)
+    return manifest
+
+
+def _token_fields(spec: JobSpec) -> dict[str, Any]:
+    """What a trainer needs to read the token shards."""
+    tokenize, config = spec.stages.tokenize, spec.stages.pack
+    tokenizer = Tokenize(tokenize)
+    tokenizer.setup()
+    return {
         "format": {"megatron": "megatron-indexed-dataset", "datatrove": "datatrove-tokenized"}[config.format],
         "dtype": formats.token_dtype(config.format, tokenizer.vocab_size).name,
         "seq_len": config.seq_len,
         "pack_mode": config.mode,
-        "pad_id": config.check_pad_id(tokenizer.processor, spec.stages.tokenize.model)
-        if config.mode == "bestfit"
-        else None,
+        "pad_id": config.check_pad_id(tokenizer.processor, tokenize.model) if config.mode == "bestfit" else None,
         "tokenizer": {
-            "uri": spec.stages.tokenize.model,
-            "sha256": storage.sha256_of(spec.stages.tokenize.model, spec.stages.tokenize.storage_options),
+            "uri": tokenize.model,
+            "sha256": storage.sha256_of(tokenize.model, tokenize.storage_options),
             "vocab_size": tokenizer.vocab_size,
             "bos_id": tokenizer.bos_id,
             "eos_id": tokenizer.eos_id,
             "pad_id": tokenizer.pad_id,
-            "add_bos": spec.stages.tokenize.add_bos,
-            "add_eos": spec.stages.tokenize.add_eos,
+            "add_bos": tokenize.add_bos,
+            "add_eos": tokenize.add_eos,
         },
-        "totals": {
-            "documents": sum(v["docs"] for v in plan["realized"].values()),
-            "document_copies": sum(s.documents for s in pack_stats),
-            "tokens": sum(s.tokens for s in pack_stats),
-            "padding_tokens": sum(s.padding_tokens for s in pack_stats),
-            "sequences": sum(s.sequences for s in pack_stats),
-        },
-        "mixture": {
-            "domains": mixture,
-            "budget_tokens": round(plan["budget_tokens"]),
-            "max_epochs": plan["max_epochs"],
-            "notes": plan["notes"],
-        },
-        "shards": [
-            {
-                "name": layout.token_shard_stem(snapshot, s.index).rsplit("/", 1)[-1],
-                "files": s.files,
-                "tokens": s.tokens,
-                "sequences": s.sequences,
-                "documents": s.documents,
-                "padding_tokens": s.padding_tokens,
-            }
-            for s in pack_stats
-        ],
-        "inputs": [{"uri": s.uri, **s.fingerprint} for s in annotate_stats],
     }
-    storage.write_json(layout.snapshot_manifest(snapshot), manifest, options)
-    return manifest
 
 
 def publish_latest(spec: JobSpec, snapshot: str, manifest: dict[str, Any]) -> None:

@@ -100,6 +100,9 @@ class StageOutput:
 class DocumentStage(ABC):
     name: ClassVar[str]
     resources: ClassVar[Resources] = Resources()
+    internal_columns: ClassVar[tuple[str, ...]] = ()
+    """Columns the stage adds only for its global stage (hashes, signatures): left out of
+    document outputs, where every other column it adds is an annotation."""
 
     def __init__(self, config: Any) -> None:
         self.config = config

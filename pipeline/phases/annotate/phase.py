@@ -98,8 +98,15 @@ def _split_size(spec: JobSpec, uri: str, info: dict[str, Any]) -> tuple[str | No
 ANNOTATION_FORMAT = 3
 
 
-# Input settings that do not change what annotate writes (a unit's row range is in its key).
-_NOT_IN_WORK_HASHES = {"storage_options", "max_unreadable_shards", "unit_rows", "unit_bytes"}
+# Input settings that do not change what annotate writes (a unit's row range is in its key;
+# input columns are carried only for document outputs).
+_NOT_IN_WORK_HASHES = {"storage_options", "max_unreadable_shards", "unit_rows", "unit_bytes", "carry_columns"}
+
+
+def carries_columns(spec: JobSpec) -> bool:
+    """Input columns go through annotate only for a document output: a token output never
+    reads them."""
+    return spec.output.writes_documents and spec.input.carry_columns != "none"
 
 
 def annotate_config_hash(spec: JobSpec) -> str:
@@ -111,6 +118,8 @@ def annotate_config_hash(spec: JobSpec) -> str:
         "write_rejects": spec.output.write_rejects,
         "models": spec.model_fingerprints(exclude=("stages.tokenize.model",)),
     }
+    if carries_columns(spec):
+        payload["carry_columns"] = spec.input.carry_columns
     return short_hash(payload)
 
 
@@ -149,7 +158,9 @@ class ShardAnnotator(ShardWorker):
         super().__init__(spec)
         self.layout = OutputLayout(spec.output.uri)
         self.config_hash = annotate_config_hash(spec)  # reads model files' metadata: once per worker
-        self.validation = InputValidation(spec.input)
+        self.validation = InputValidation(
+            spec.input if carries_columns(spec) else spec.input.model_copy(update={"carry_columns": "none"})
+        )
         self.stages = document_stages(spec)
         for stage in self.stages:
             stage.setup()
@@ -230,7 +241,7 @@ class ShardAnnotator(ShardWorker):
                     result = self.validation.validate(raw, shard.uri, shard.key, batch.rows)
                 docs, batch_rejects = self._run_stages(result.docs, [result.rejected], timer)
                 with timer.step("write"):
-                    annotated.write(docs)
+                    annotated.write(self._with_carried(docs, raw, batch.rows))
                 for stage in self.stages:
                     _add_counts(kept_counts[stage.name], stage.count_kept(docs))
                 counts["annotated_docs"] += docs.num_rows
@@ -257,6 +268,7 @@ class ShardAnnotator(ShardWorker):
             if annotated.writer is None:
                 empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
                 annotated.write(empty)
+        stats.carried_fields = source.carried_fields
         stats.input_docs, stats.input_bytes = counts["input_docs"], counts["input_bytes"]
         stats.annotated_docs, stats.annotated_bytes = counts["annotated_docs"], counts["annotated_bytes"]
         stats.rejected, stats.quarantined = rejected, quarantined
@@ -265,6 +277,19 @@ class ShardAnnotator(ShardWorker):
             taken = stage.take_stats()
             if taken is not None:
                 stats.stage_stats[stage.name] = _jsonable(taken)
+
+    def _with_carried(self, docs: pa.Table, raw: pa.Table, rows: pa.Array) -> pa.Table:
+        """The kept documents with the input columns carried for document outputs (joined by
+        row, after the stages, so that no stage sees them)."""
+        named = set(self.validation.named_columns)
+        carried = [name for name in raw.column_names if name not in named]
+        if not carried:
+            return docs
+        take = pc.index_in(docs.column(cols.ROW), value_set=rows)
+        taken = set(docs.column_names)
+        for name in carried:
+            docs = docs.append_column(cols.carried_name(name, taken), raw.column(name).take(take))
+        return docs
 
     def _run_stages(
         self, docs: pa.Table, rejects: list[pa.Table], timer: _StepTimer | None = None

@@ -83,6 +83,12 @@ class ShardSource(ABC):
     file: IO[bytes]
     num_rows: int | None = None
 
+    @property
+    def carried_fields(self) -> list[str]:
+        """JSON lines: the carried fields met so far (``cols.INPUT_FIELDS`` holds them), in
+        order of first appearance."""
+        return []
+
     @abstractmethod
     def batches(self) -> Iterator[Batch]:
         """The shard's rows in order, a batch at a time."""
@@ -203,8 +209,11 @@ class JsonLinesSource(ShardSource):
         self.file, self.kind, self.uri, self.key, self.batch_rows = file, kind, uri, key, batch_rows
         self.start, self.end = byte_range if byte_range else (0, None)
         config = validation.config
+        self.validation = validation
         self.text = config.text_column
         self.fields = [name for name in (config.id_column, config.domain_column, config.url_column) if name]
+        self.carry = config.carry_columns != "none"
+        self.seen: dict[str, None] = {}
 
     def _lines(self) -> IO[bytes]:
         if self.kind == "jsonl.gz":
@@ -275,6 +284,8 @@ class JsonLinesSource(ShardSource):
         columns = {self.text: pa.array([_field(r, self.text) for _, r in records], pa.string())}
         for name in self.fields:
             columns[name] = pa.array([_as_text(_field(r, name)) for _, r in records], pa.string())
+        if self.carry:
+            columns[cols.INPUT_FIELDS] = pa.array([self._carried(r) for _, r in records], pa.string())
         quarantined = pa.table(
             {
                 cols.SOURCE_URI: [self.uri] * len(bad),
@@ -288,6 +299,30 @@ class JsonLinesSource(ShardSource):
             schema=cols.QUARANTINE_SCHEMA,
         )
         return Batch(pa.table(columns), pa.array([n for n, _ in records], pa.int64()), quarantined)
+
+    @property
+    def carried_fields(self) -> list[str]:
+        return list(self.seen)
+
+    def _carried(self, record: dict[str, Any]) -> str | None:
+        carry = self.validation.config.carry_columns
+        names = self.validation.carried(list(record) if carry == "all" else [n for n in carry if _has(record, n)])
+        if not names:
+            return None
+        for name in names:
+            self.seen.setdefault(name, None)
+        return json.dumps({name: _field(record, name) for name in names}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _has(record: dict[str, Any], path: str) -> bool:
+    if path in record:
+        return True
+    value: Any = record
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
 
 
 def _field(record: dict[str, Any], path: str) -> Any:

@@ -54,6 +54,12 @@ class InputConfig(BaseModel):
     """An uncompressed JSON lines file larger than this is annotated as several work units,
     byte ranges of about this size (a unit holds the lines that begin in its range). A gzip
     or zstd file is one unit, whatever its size: split such files before a run."""
+    carry_columns: Literal["all", "none"] | list[str] = "all"
+    """Input columns, besides text, id, domain and url, that document outputs keep (``output.kind:
+    documents`` or ``both``): ``all``, ``none``, or a list of names (JSON lines: dotted paths
+    allowed). Parquet columns keep their types; JSON lines fields are kept as strings (other
+    values as their JSON text) and a field absent from a line is null. A name a Refinery
+    column already has (``lang``, ``perplexity``, ...) is kept as ``input_<name>``."""
     max_unreadable_shards: int = Field(0, ge=0)
     """Shards quarantined whole (corrupt, truncated or zero-byte file; text column missing
     or not text) that a run accepts. More fail the run after annotate, naming them; the
@@ -63,7 +69,7 @@ class InputConfig(BaseModel):
 
 # Fields added after work was first committed, with their defaults: at the default they stay
 # out of the work hashes, so that upgrading does not redo committed work.
-ADDED_WITH_DEFAULTS = {"format": "auto", "unit_rows": 10_000, "unit_bytes": 64 * 1024 * 1024}
+ADDED_WITH_DEFAULTS = {"format": "auto", "unit_rows": 10_000, "unit_bytes": 64 * 1024 * 1024, "carry_columns": "all"}
 
 
 def settings_for_hash(config: InputConfig, leave_out: set[str]) -> dict:
@@ -96,9 +102,24 @@ class InputValidation:
     def __init__(self, config: InputConfig) -> None:
         self.config = config
 
+    @property
+    def named_columns(self) -> list[str]:
+        """The input columns the config names: text, id, domain, url."""
+        names = [self.config.text_column, self.config.id_column, self.config.domain_column, self.config.url_column]
+        return [c for c in names if c]
+
+    def carried(self, names: list[str]) -> list[str]:
+        """Which of an input's columns (or a JSON record's fields) are carried to document outputs."""
+        carry = self.config.carry_columns
+        if carry == "none":
+            return []
+        if carry == "all":
+            return [n for n in names if n not in self.named_columns]
+        return [n for n in carry if n in names and n not in self.named_columns]
+
     def columns_to_read(self, schema: pa.Schema) -> list[str]:
-        wanted = [self.config.text_column, self.config.id_column, self.config.domain_column, self.config.url_column]
-        return [c for c in wanted if c and c in schema.names]
+        named = [c for c in self.named_columns if c in schema.names]
+        return named + [c for c in self.carried(schema.names) if c not in named]
 
     def check_schema(self, schema: pa.Schema, num_rows: int) -> None:
         text = self.config.text_column

@@ -31,7 +31,7 @@ from pipeline.core.progress import Progress
 from pipeline.phases.mix.plan import STAGE_NAME, copy_counts, effective_rate, plan_mixture, shard_boundaries
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 
-MIX_FORMAT = 2
+MIX_FORMAT = 3  # 3: amounts in the plan's unit (tokens or text bytes)
 NOT_SAMPLED = "not_sampled"
 ZERO_WEIGHT = "domain_weight_zero"
 
@@ -57,13 +57,14 @@ class ShardSampler(ShardWorker):
     def sample(self, key: str, config_hash: str, rates: dict[str, float]) -> SampleMarker:
         started = time.perf_counter()
         options = self.spec.output.storage_options
+        columns = [cols.ROW, DOMAIN, SHUFFLE_KEY, cols.TEXT_BYTES]
         with storage.open_read(self.layout.tokenized(key), options) as f:
-            table = pq.read_table(f, columns=[cols.ROW, DOMAIN, SHUFFLE_KEY, NUM_TOKENS, cols.TEXT_BYTES])
+            table = pq.read_table(f, columns=columns + ([NUM_TOKENS] if self.spec.output.writes_tokens else []))
         domain = table.column(DOMAIN).combine_chunks()
         row_rates = domain_rates(domain, rates)
         copies = copy_counts(table.column(SHUFFLE_KEY).to_numpy(), row_rates)
-        tokens = table.column(NUM_TOKENS).to_numpy()
         text_bytes = table.column(cols.TEXT_BYTES).to_numpy()
+        tokens = table.column(NUM_TOKENS).to_numpy() if NUM_TOKENS in table.column_names else np.zeros_like(text_bytes)
         names = domain.to_numpy(zero_copy_only=False)
         per_domain: dict[str, dict[str, int]] = {}
         for name in np.unique(names).tolist() if len(names) else []:
@@ -72,6 +73,7 @@ class ShardSampler(ShardWorker):
                 "docs": int(np.count_nonzero(copies[mask])),
                 "copies": int(copies[mask].sum()),
                 "tokens": int((copies[mask] * tokens[mask]).sum()),
+                "bytes": int((copies[mask] * text_bytes[mask]).sum()),
             }
         dropped = copies == 0
         reasons = np.where(row_rates[dropped] > 0, NOT_SAMPLED, ZERO_WEIGHT)
@@ -85,6 +87,7 @@ class ShardSampler(ShardWorker):
             kept_docs=int(np.count_nonzero(copies)),
             copies=int(copies.sum()),
             tokens=int((copies * tokens).sum()),
+            copy_bytes=int((copies * text_bytes).sum()),
             kept_bytes=int(text_bytes[copies > 0].sum()),
             unsampled={STAGE_NAME: unsampled} if unsampled else {},
             domains=per_domain,
@@ -116,17 +119,18 @@ def run_mix(
     """The mixture plan (rates, realized tokens, output shard count) and per-shard sampling stats."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
+    unit = spec.mix_unit
     available: dict[str, int] = {}
     histograms: dict[str, np.ndarray] = {}
     for shard in tokenize_stats:
         for domain, counts in shard.domains.items():
-            available[domain] = available.get(domain, 0) + counts["tokens"]
-            histogram = np.asarray(counts["token_histogram"], dtype=np.int64)
+            available[domain] = available.get(domain, 0) + counts[unit]
+            histogram = np.asarray(counts["histogram"], dtype=np.int64)
             histograms[domain] = histograms[domain] + histogram if domain in histograms else histogram
-    plan = plan_mixture(spec.stages.mix, available)
+    plan = plan_mixture(spec.stages.mix, available, unit)
     for note in plan.notes:
         progress.log(f"mix: {note}")
-    plan.rates = {d: effective_rate(r, plan.available_tokens[d], histograms[d]) for d, r in plan.rates.items()}
+    plan.rates = {d: effective_rate(r, plan.available[d], histograms[d]) for d, r in plan.rates.items()}
     shards = [
         {"key": s.shard_key, "tokenized": s.config_hash} for s in sorted(tokenize_stats, key=lambda s: s.shard_key)
     ]
@@ -151,17 +155,22 @@ def run_mix(
     realized: dict[str, dict[str, int]] = {}
     for stats in sample_stats:
         for domain, counts in stats.domains.items():
-            into = realized.setdefault(domain, {"docs": 0, "copies": 0, "tokens": 0})
+            into = realized.setdefault(domain, {"docs": 0, "copies": 0, "tokens": 0, "bytes": 0})
             for k, v in counts.items():
-                into[k] += v
+                into[k] = into.get(k, 0) + v
     total_tokens = sum(s.tokens for s in sample_stats)
-    num_output_shards = max(1, math.ceil(total_tokens / spec.stages.pack.shard_tokens))
+    total_bytes = sum(s.copy_bytes for s in sample_stats)
+    if unit == "tokens":
+        num_output_shards = max(1, math.ceil(total_tokens / spec.stages.pack.shard_tokens))
+    else:
+        num_output_shards = max(1, math.ceil(total_bytes / spec.output.documents.shard_bytes))
     boundaries = shard_boundaries(plan.rates, histograms, num_output_shards)
     plan_doc = {
         "hash": plan_hash,
         **plan.to_json(),
         "realized": realized,
         "total_tokens": total_tokens,
+        "total_bytes": total_bytes,
         "total_copies": sum(s.copies for s in sample_stats),
         "num_output_shards": num_output_shards,
         "shard_boundaries": boundaries.tolist(),

@@ -11,6 +11,9 @@ least ``1 / max_epochs``): repeats are as far apart as they can be, and every co
 still uniformly placed. Positions define the global shuffle: output shard ``j`` takes the
 copies with position in ``[b_j, b_(j+1))``, in position order, where the boundaries ``b``
 cut the order into ranges of equal tokens.
+
+A documents-only output has no tokens: there every amount above (weights, budget, shard
+sizes) counts the documents' UTF-8 text bytes instead, the plan's ``unit``.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ class MixConfig(BaseModel):
     budget_tokens: int | None = Field(None, gt=0)
     """Total tokens wanted. Unset: with ``weights``, the largest budget no domain has to
     repeat for; without, every kept token once."""
+    budget_bytes: int | None = Field(None, gt=0)
+    """For ``output.kind: documents`` (no tokens; the mix counts UTF-8 text bytes): total
+    text bytes wanted, as ``budget_tokens`` is for tokens."""
     max_epochs: float = Field(4.0, ge=1.0)
     """Most copies of any document (4: Muennighoff et al. 2023, repeated data is nearly as
     good as new up to about 4 epochs)."""
@@ -132,46 +138,53 @@ def uniform_keys(seed: int, shard_key: str, rows: np.ndarray) -> np.ndarray:
 
 @dataclass
 class MixPlan:
+    """Amounts are in ``unit``: ``tokens``, or ``bytes`` (UTF-8 text) for a documents-only output."""
+
     rates: dict[str, float]
-    """Copies per token, per domain (0 drops the domain)."""
-    target_tokens: dict[str, float]
-    available_tokens: dict[str, int]
+    """Copies per document, per domain (0 drops the domain)."""
+    target: dict[str, float]
+    available: dict[str, int]
     weights: dict[str, float]
     """The shares aimed for (normalized), or the natural shares."""
-    budget_tokens: float
+    budget: float
+    unit: str = "tokens"
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "unit": self.unit,
             "rates": self.rates,
-            "target_tokens": self.target_tokens,
-            "available_tokens": self.available_tokens,
+            "target": self.target,
+            "available": self.available,
             "weights": self.weights,
-            "budget_tokens": self.budget_tokens,
+            "budget": self.budget,
             "notes": self.notes,
         }
 
 
-def _fmt(tokens: float) -> str:
-    return f"{tokens:,.0f}"
+def plan_mixture(config: MixConfig, available: dict[str, int], unit: str = "tokens") -> MixPlan:
+    """Sampling rates per domain from the tokens (or text bytes) each domain has after
+    filtering and dedup."""
 
+    def _fmt(amount: float) -> str:
+        return f"{amount:,.0f} {unit}"
 
-def plan_mixture(config: MixConfig, available: dict[str, int]) -> MixPlan:
-    """Sampling rates per domain from the tokens each domain has after filtering and dedup."""
+    budget_key = f"budget_{unit}"
+    budget_given = getattr(config, budget_key)
     available = {d: int(n) for d, n in sorted(available.items()) if n > 0}
     notes: list[str] = []
     cap = config.max_epochs
     if not config.weights:
         total = sum(available.values())
         weights = {d: n / total for d, n in available.items()} if total else {}
-        rate = 1.0 if config.budget_tokens is None or not total else config.budget_tokens / total
+        rate = 1.0 if budget_given is None or not total else budget_given / total
         if rate > cap:
             message = (
-                f"the budget of {_fmt(config.budget_tokens)} tokens needs {rate:.2f} epochs of the "
-                f"{_fmt(total)} tokens kept, more than max_epochs {cap:g}"
+                f"the budget of {_fmt(budget_given)} needs {rate:.2f} epochs of the "
+                f"{_fmt(total)} kept, more than max_epochs {cap:g}"
             )
             if config.on_shortfall == "fail":
-                raise MixtureError(message + "; lower stages.mix.budget_tokens or raise max_epochs")
+                raise MixtureError(message + f"; lower stages.mix.{budget_key} or raise max_epochs")
             notes.append(message + f"; every domain is repeated {cap:g} times instead")
             rate = cap
         rates = {d: rate for d in available}
@@ -181,12 +194,13 @@ def plan_mixture(config: MixConfig, available: dict[str, int]) -> MixPlan:
             available,
             weights,
             sum(n * rate for n in available.values()),
+            unit,
             notes,
         )
 
     unweighted = sorted(set(available) - set(config.weights))
     if unweighted:
-        listing = ", ".join(f"{d} ({_fmt(available[d])} tokens)" for d in unweighted)
+        listing = ", ".join(f"{d} ({_fmt(available[d])})" for d in unweighted)
         raise MixtureError(
             f"stages.mix.weights has no weight for domains present in the data: {listing}. "
             "Give each a weight (0 drops a domain)."
@@ -203,29 +217,29 @@ def plan_mixture(config: MixConfig, available: dict[str, int]) -> MixPlan:
             raise MixtureError("no domain with a weight above 0 has any kept documents")
     total_weight = sum(wanted.values())
     weights = {d: w / total_weight for d, w in sorted(wanted.items())}
-    if config.budget_tokens is not None:
-        budget = float(config.budget_tokens)
+    if budget_given is not None:
+        budget = float(budget_given)
     else:
         budget = min(available[d] / w for d, w in weights.items())
-        notes.append(f"no budget given: {_fmt(budget)} tokens, the most with no domain repeated")
+        notes.append(f"no budget given: {_fmt(budget)}, the most with no domain repeated")
     targets = {d: budget * w for d, w in weights.items()}
     short = {d: t / available[d] for d, t in targets.items() if t / available[d] > cap * (1 + 1e-12)}
     if short:
         listing = "; ".join(
-            f"{d} needs {r:.2f} epochs of its {_fmt(available[d])} tokens to supply {_fmt(targets[d])}"
+            f"{d} needs {r:.2f} epochs of its {_fmt(available[d])} to supply {_fmt(targets[d])}"
             for d, r in sorted(short.items())
         )
         if config.on_shortfall == "fail":
             raise MixtureError(
                 f"the mixture cannot be met within max_epochs {cap:g}: {listing}. "
-                "Lower budget_tokens, change weights, raise max_epochs, or set on_shortfall."
+                f"Lower {budget_key}, change weights, raise max_epochs, or set on_shortfall."
             )
         if config.on_shortfall == "keep_mixture":
             budget = min(available[d] * cap / w for d, w in weights.items())
             targets = {d: budget * w for d, w in weights.items()}
             notes.append(
                 f"short of data within max_epochs {cap:g}: {listing}. Kept the mixture: the budget was "
-                f"reduced to {_fmt(budget)} tokens"
+                f"reduced to {_fmt(budget)}"
             )
         else:
             targets = _fill_budget(budget, weights, available, cap)
@@ -235,14 +249,16 @@ def plan_mixture(config: MixConfig, available: dict[str, int]) -> MixPlan:
             )
             if sum(targets.values()) < budget * (1 - 1e-9):
                 notes.append(
-                    f"every domain is at max_epochs: {_fmt(sum(targets.values()))} tokens, "
+                    f"every domain is at max_epochs: {_fmt(sum(targets.values()))}, "
                     f"short of the {_fmt(budget)} asked for"
                 )
     rates = {d: targets.get(d, 0.0) / n for d, n in available.items()}
     dropped = sorted(d for d in available if d not in targets)
     if dropped:
         notes.append(f"weight 0: {', '.join(dropped)} left out")
-    return MixPlan(rates, {d: targets.get(d, 0.0) for d in available}, available, weights, sum(targets.values()), notes)
+    return MixPlan(
+        rates, {d: targets.get(d, 0.0) for d in available}, available, weights, sum(targets.values()), unit, notes
+    )
 
 
 def _fill_budget(budget: float, weights: dict[str, float], available: dict[str, int], cap: float) -> dict[str, float]:

@@ -1,13 +1,15 @@
 """Phase 5, pack: one task per output shard of a snapshot (``pipeline.phases.publish``
 names it from the hash of the mix plan, shard boundaries, pack settings and tokenizer, and
-commits it afterwards).
+commits it afterwards). An output shard is a token shard, a document shard, or both (the
+same copies in the same order), as ``output.kind`` says.
 
 Output shard ``j`` holds the document copies whose mix position falls in its range of
 the plan's boundaries (see ``pipeline.phases.mix.plan``), in position order: a seeded
 global shuffle across every input shard. The task reads, from each tokenized shard, only
 the row groups whose (domain, shuffle key) range can hold such copies, packs them
-(``concat`` or ``bestfit``), and writes the shard's files (Megatron or datatrove), each
-uploaded whole or not at all, with retries. Its marker, written after the files, lists
+(``concat`` or ``bestfit``), and writes the shard's files (Megatron or datatrove; Parquet or
+JSON lines for documents: ``pipeline.phases.pack.documents``), each uploaded whole or not at
+all, with retries. Its marker, written after the files, lists
 their sizes and sha256.
 """
 
@@ -28,30 +30,37 @@ from pipeline.core import storage
 from pipeline.core.columns import DOMAIN, SHUFFLE_KEY, TOKENS
 from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout
-from pipeline.core.markers import PackMarker
+from pipeline.core.markers import AnnotateMarker, PackMarker
 from pipeline.core.progress import Progress
 from pipeline.phases.mix.phase import domain_rates
 from pipeline.phases.mix.plan import expand_copies, pile_of
+from pipeline.phases.pack.documents import SUFFIXES, DocumentSchema, document_schema, document_table, encode_documents
 from pipeline.phases.pack.packing import pack_bestfit, pack_concat
 from pipeline.phases.publish import open_snapshot
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
-from pipeline.phases.tokenize.phase import storage_dtype
+from pipeline.phases.tokenize.phase import storage_dtype, tokenizer_file_info
 from pipeline.phases.tokenize.tokenizer import Tokenize
 
 PACK_FORMAT = 2
+DOCUMENTS_FORMAT = 1
 # Row-group pruning widens each key range by this much, so that a copy on a range edge is
 # never missed to rounding; the exact assignment is then recomputed per row.
 EDGE = 1e-9
 
 
-def pack_config_hash(spec: JobSpec, plan_hash: str, boundaries: list[float], tokenizer_info: dict[str, Any]) -> str:
+def pack_config_hash(
+    spec: JobSpec, plan_hash: str, boundaries: list[float], tokenizer_info: dict[str, Any] | None
+) -> str:
     payload = {
         "format": PACK_FORMAT,
         "plan": plan_hash,
         "boundaries": boundaries,
-        "pack": spec.stages.pack.model_dump(mode="json"),
+        "pack": spec.stages.pack.model_dump(mode="json") if spec.output.writes_tokens else None,
         "tokenizer_file": tokenizer_info,
     }
+    if spec.output.writes_documents:
+        payload["documents"] = {"format": DOCUMENTS_FORMAT, **spec.output.documents.model_dump(mode="json")}
+        payload["kind"] = spec.output.kind
     return short_hash(payload)
 
 
@@ -76,13 +85,17 @@ class ShardPacker(ShardWorker):
         self.config = spec.stages.pack
         self.layout = OutputLayout(spec.output.uri)
         self.options = spec.output.storage_options
-        tokenizer = Tokenize(spec.stages.tokenize)
-        tokenizer.setup()
-        self.vocab_size = tokenizer.vocab_size
-        self.pad_id = self.config.check_pad_id(tokenizer.processor, spec.stages.tokenize.model)
-        self.dtype = formats.token_dtype(self.config.format, tokenizer.vocab_size)
-        self.storage_dtype = storage_dtype(tokenizer.vocab_size)
-        self.tokenizer_name = spec.stages.tokenize.model.rsplit("/", 1)[-1]
+        self.tokens = spec.output.writes_tokens
+        self.documents = spec.output.writes_documents
+        if self.tokens:
+            tokenizer = Tokenize(spec.stages.tokenize)
+            tokenizer.setup()
+            self.vocab_size = tokenizer.vocab_size
+            self.pad_id = self.config.check_pad_id(tokenizer.processor, spec.stages.tokenize.model)
+            self.dtype = formats.token_dtype(self.config.format, tokenizer.vocab_size)
+            self.storage_dtype = storage_dtype(tokenizer.vocab_size)
+            self.tokenizer_name = spec.stages.tokenize.model.rsplit("/", 1)[-1]
+        self._schema: tuple[str, DocumentSchema] | None = None
         self._plan: dict[str, Any] | None = None
         self._row_groups: dict[str, list[tuple[str | None, str | None, float, float]]] = {}
 
@@ -121,6 +134,12 @@ class ShardPacker(ShardWorker):
                 chosen.append(i)
         return chosen
 
+    def schema(self, snapshot: str) -> DocumentSchema:
+        if self._schema is None or self._schema[0] != snapshot:
+            data = storage.read_json(self.layout.document_schema(snapshot), self.options)
+            self._schema = (snapshot, DocumentSchema.from_json(data))
+        return self._schema[1]
+
     def run(self, item: dict[str, Any]) -> PackMarker:
         return self.pack(item["snapshot"], item["index"], item["config_hash"], item["plan_hash"])
 
@@ -130,7 +149,9 @@ class ShardPacker(ShardWorker):
         boundaries = np.asarray(plan["shard_boundaries"])
         rates = {d: r for d, r in plan["rates"].items() if r > 0}
         ranges = {d: key_ranges(r, boundaries[index], boundaries[index + 1]) for d, r in rates.items()}
-        positions, ordinals, rows, copies, documents, domain_of = [], [], [], [], [], []
+        schema = self.schema(snapshot) if self.documents else None
+        read = [cols.ROW, DOMAIN, SHUFFLE_KEY, cols.TEXT_BYTES] + ([TOKENS] if self.tokens else [])
+        positions, ordinals, rows, copies, documents, domain_of, text_bytes, pieces = [], [], [], [], [], [], [], []
         bytes_read = 0
         for ordinal, shard in enumerate(plan["shards"]):
             with storage.open_read(self.layout.tokenized(shard["key"]), self.options) as f:
@@ -138,7 +159,9 @@ class ShardPacker(ShardWorker):
                 groups = self._select(shard["key"], parquet, ranges)
                 if not groups:
                     continue
-                table = parquet.read_row_groups(groups, columns=[cols.ROW, DOMAIN, SHUFFLE_KEY, TOKENS])
+                present = set(parquet.schema_arrow.names)
+                wanted = read + [c for c in (schema.prepared.names if schema else []) if c in present]
+                table = parquet.read_row_groups(groups, columns=wanted)
             bytes_read += table.nbytes
             domain = table.column(DOMAIN).combine_chunks()
             u = table.column(SHUFFLE_KEY).to_numpy()
@@ -152,8 +175,13 @@ class ShardPacker(ShardWorker):
             ordinals.append(np.full(len(doc), ordinal, dtype=np.int64))
             rows.append(table.column(cols.ROW).to_numpy()[doc])
             copies.append(copy)
+            text_bytes.append(table.column(cols.TEXT_BYTES).to_numpy()[doc])
             domain_of.extend(domain.take(pa.array(doc)).to_pylist())
-            documents.extend(self._compact(table.column(TOKENS), doc))
+            if self.tokens:
+                documents.extend(self._compact(table.column(TOKENS), doc))
+            if schema is not None:
+                piece = table.drop_columns([c for c in read if c not in (DOMAIN,)]).take(pa.array(doc))
+                pieces.append(piece.append_column(cols.COPY, pa.array(copy, pa.int32())))
             del table
         if positions:
             order = np.lexsort(
@@ -161,41 +189,70 @@ class ShardPacker(ShardWorker):
             )
         else:
             order = np.zeros(0, dtype=np.int64)
-        ordered = [documents[i] for i in order.tolist()]
-        domain_tokens: dict[str, int] = {}
-        for i in order.tolist():
-            domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(documents[i])
-        if self.config.mode == "bestfit":
-            packed = pack_bestfit(ordered, self.config.seq_len, self.pad_id, self.dtype)
-        else:
-            packed = pack_concat(ordered, self.config.seq_len, self.dtype)
-        del ordered, documents
-        stem = self.layout.token_shard_stem(snapshot, index)
-        encoded = formats.encode_shard(self.config.format, packed, self.dtype, self.tokenizer_name)
-        files = {}
-        for role, relative in formats.shard_files(self.config.format, stem).items():
-            data = encoded.pop(role)
-            storage.write_bytes_retrying(  # staged in work/pack/ until the snapshot commits
-                storage.join(self.spec.output.uri, OutputLayout.staged(relative)),
-                data,
-                self.options,
-                self.spec.output.upload,
-            )
-            files[role] = {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        sizes = np.concatenate(text_bytes)[order] if text_bytes else np.zeros(0, dtype=np.int64)
+        domain_bytes: dict[str, int] = {}
+        for i, size in zip(order.tolist(), sizes.tolist()):
+            domain_bytes[domain_of[i]] = domain_bytes.get(domain_of[i], 0) + size
+        files: dict[str, dict[str, Any]] = {}
+        if schema is not None:
+            table = document_table(pieces, schema)
+            del pieces
+            if table.num_rows:
+                table = table.take(pa.array(order))
+            fmt = self.spec.output.documents
+            data = encode_documents(table, fmt.format, fmt.row_group_rows)
+            del table
+            files["documents"] = self._write(self.layout.document_shard(snapshot, index, SUFFIXES[fmt.format]), data)
         stats = PackMarker(
             index=index,
             config_hash=config_hash,
             files=files,
-            tokens=int(len(packed.tokens)),
-            sequences=int(len(packed.sequence_lengths)),
-            padding_tokens=packed.padding_tokens,
             documents=int(len(order)),
-            domain_tokens=domain_tokens,
+            document_bytes=int(sizes.sum()),
+            domain_bytes=domain_bytes,
             bytes_read=int(bytes_read),
-            seconds=round(time.perf_counter() - started, 3),
         )
+        if self.tokens:
+            self._pack_tokens(snapshot, index, [documents[i] for i in order.tolist()], order, domain_of, stats)
+        stats.seconds = round(time.perf_counter() - started, 3)
         storage.write_json(self.layout.pack_marker(snapshot, index), stats.to_json(), self.options)
         return stats
+
+    def _write(self, relative: str, data: bytes | memoryview) -> dict[str, Any]:
+        """Stages a file of the snapshot in ``work/pack/`` (moved in when the snapshot commits)."""
+        storage.write_bytes_retrying(
+            storage.join(self.spec.output.uri, OutputLayout.staged(relative)),
+            data,
+            self.options,
+            self.spec.output.upload,
+        )
+        return {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def _pack_tokens(
+        self,
+        snapshot: str,
+        index: int,
+        ordered: list[np.ndarray],
+        order: np.ndarray,
+        domain_of: list[str],
+        stats: PackMarker,
+    ) -> None:
+        domain_tokens: dict[str, int] = {}
+        for i, document in zip(order.tolist(), ordered):
+            domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(document)
+        if self.config.mode == "bestfit":
+            packed = pack_bestfit(ordered, self.config.seq_len, self.pad_id, self.dtype)
+        else:
+            packed = pack_concat(ordered, self.config.seq_len, self.dtype)
+        del ordered
+        stem = self.layout.token_shard_stem(snapshot, index)
+        encoded = formats.encode_shard(self.config.format, packed, self.dtype, self.tokenizer_name)
+        for role, relative in formats.shard_files(self.config.format, stem).items():
+            stats.files[role] = self._write(relative, encoded.pop(role))
+        stats.tokens = int(len(packed.tokens))
+        stats.sequences = int(len(packed.sequence_lengths))
+        stats.padding_tokens = packed.padding_tokens
+        stats.domain_tokens = domain_tokens
 
     def _compact(self, column: pa.ChunkedArray, picked: np.ndarray) -> list[np.ndarray]:
         """The picked rows' tokens (``picked`` ascending), copied out of the row groups so
@@ -218,14 +275,18 @@ class ShardPacker(ShardWorker):
         return np.split(flat, ends[:-1])
 
 
-def run_pack(spec: JobSpec, plan: dict[str, Any], progress: Progress, max_workers: int) -> tuple[str, list[PackMarker]]:
+def run_pack(
+    spec: JobSpec, plan: dict[str, Any], annotate_stats: list[AnnotateMarker], progress: Progress, max_workers: int
+) -> tuple[str, list[PackMarker]]:
     """Packs every output shard of the plan; returns the snapshot and each shard's stats."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
-    tokenizer_info = storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
     num_shards = plan["num_output_shards"]
-    config_hash = pack_config_hash(spec, plan["hash"], plan["shard_boundaries"], tokenizer_info)
+    config_hash = pack_config_hash(spec, plan["hash"], plan["shard_boundaries"], tokenizer_file_info(spec))
     snapshot = open_snapshot(spec, config_hash, progress)
+    if spec.output.writes_documents:
+        schema = document_schema(spec, [s["key"] for s in plan["shards"]], annotate_stats)
+        storage.write_json(layout.document_schema(snapshot), schema.to_json(), options)
     finished: dict[int, PackMarker] = {}
     items = []
     for index in range(num_shards):

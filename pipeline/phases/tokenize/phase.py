@@ -1,9 +1,10 @@
-"""Phase 3, tokenize: per annotated shard, drop what dedup removed, give each kept document
-its domain and seeded shuffle key, and tokenize it.
+"""Phase 3, tokenize (``prepare`` for a documents-only output): per annotated shard, drop
+what dedup removed, give each kept document its domain and seeded shuffle key, and tokenize
+it (token outputs) and/or keep its text, input columns and annotations (document outputs).
 
 Writes ``work/tokenize/<key>.parquet`` sorted by (domain, shuffle key), one domain per
 row group, so that pack workers read only the row groups their output shard needs; and a
-marker with the shard's token counts per domain, from which the mix phase plans.
+marker with the shard's tokens and text bytes per domain, from which the mix phase plans.
 """
 
 from __future__ import annotations
@@ -31,20 +32,18 @@ from pipeline.phases.dedup import read_removals
 from pipeline.phases.mix.plan import assign_domains, uniform_keys
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 from pipeline.phases.tokenize.tokenizer import Tokenize
+from pipeline.stages.registry import enabled
 
-TOKENIZED_FORMAT = 3
-TOKENIZED_SCHEMA = pa.schema(
-    [
-        pa.field(cols.ROW, pa.int64(), nullable=False),
-        pa.field(DOMAIN, pa.string(), nullable=False),
-        pa.field(SHUFFLE_KEY, pa.float64(), nullable=False),
-        pa.field(NUM_TOKENS, pa.int64(), nullable=False),
-        pa.field(cols.TEXT_BYTES, pa.int64(), nullable=False),
-        pa.field(TOKENS, pa.large_binary(), nullable=False),
-    ]
-)
-# Tokens per 1/HISTOGRAM_BINS of the shuffle key, per domain: lets the mix phase choose
-# how many documents to take so that a domain's realized tokens meet its target.
+TOKENIZED_FORMAT = 4  # 4: document columns for document outputs; "histogram" of the mix unit
+PLACEMENT_FIELDS = [
+    pa.field(cols.ROW, pa.int64(), nullable=False),
+    pa.field(DOMAIN, pa.string(), nullable=False),
+    pa.field(SHUFFLE_KEY, pa.float64(), nullable=False),
+    pa.field(cols.TEXT_BYTES, pa.int64(), nullable=False),
+]
+TOKEN_FIELDS = [pa.field(NUM_TOKENS, pa.int64(), nullable=False), pa.field(TOKENS, pa.large_binary(), nullable=False)]
+# Tokens (or text bytes) per 1/HISTOGRAM_BINS of the shuffle key, per domain: lets the mix
+# phase choose how many documents to take so that a domain's realized amount meets its target.
 HISTOGRAM_BINS = 1024
 # Small row groups keep the pack phase's reads close to what it needs.
 ROW_GROUP_BYTES = 4 << 20
@@ -55,18 +54,36 @@ def storage_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size < 65536 else np.dtype("<u4")
 
 
-def tokenize_config_hash(spec: JobSpec, annotate_hash: str, removals_version: str, tokenizer_info: dict) -> str:
+def phase_name(spec: JobSpec) -> str:
+    return "tokenize" if spec.output.writes_tokens else "prepare"
+
+
+def document_columns(spec: JobSpec, annotated: pa.Schema) -> list[str]:
+    """The annotated columns a document output keeps: id, text, url, the carried input
+    columns and every stage's annotations, not the placement columns nor stage internals."""
+    if not spec.output.writes_documents:
+        return []
+    internal = {cols.SHARD, cols.ROW, cols.TEXT_BYTES, DOMAIN}
+    for capability, _ in enabled(spec):
+        if capability.document_stage is not None:
+            internal.update(capability.document_stage.internal_columns)
+    return [name for name in annotated.names if name not in internal]
+
+
+def tokenize_config_hash(spec: JobSpec, annotate_hash: str, removals_version: str, tokenizer_info: dict | None) -> str:
     payload = {
         "format": TOKENIZED_FORMAT,
         "annotate": annotate_hash,
         "removals": removals_version,
         "seed": spec.seed,
-        "tokenize": spec.stages.tokenize.model_dump(mode="json"),
+        "tokenize": spec.stages.tokenize.model_dump(mode="json") if spec.output.writes_tokens else None,
         "tokenizer_file": tokenizer_info,
         "domains": spec.stages.mix.domain_config(),
         "input": spec.input.model_dump(mode="json", include={"domain_column", "url_column"}),
         "write_rejects": spec.output.write_rejects,
     }
+    if spec.output.kind != "tokens":
+        payload["output_kind"] = spec.output.kind
     return short_hash(payload)
 
 
@@ -86,10 +103,14 @@ class ShardTokenizer(ShardWorker):
 
     def __init__(self, spec: JobSpec) -> None:
         super().__init__(spec)
+        self.phase = phase_name(spec)
         self.layout = OutputLayout(spec.output.uri)
-        self.tokenizer = Tokenize(spec.stages.tokenize)
-        self.tokenizer.setup()
-        self.dtype = storage_dtype(self.tokenizer.vocab_size)
+        self.tokenizer: Tokenize | None = None
+        if spec.output.writes_tokens:
+            self.tokenizer = Tokenize(spec.stages.tokenize)
+            self.tokenizer.setup()
+            self.dtype = storage_dtype(self.tokenizer.vocab_size)
+        self.unit = spec.mix_unit
 
     def run(self, item: dict[str, Any]) -> TokenizeMarker:
         return self.tokenize(item["key"], item["uri"], item["config_hash"])
@@ -107,9 +128,10 @@ class ShardTokenizer(ShardWorker):
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
             rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, cols.REJECTS_SCHEMA)
-            for batch in pq.ParquetFile(source).iter_batches(
-                batch_size=self.spec.input.batch_rows, columns=cols.BASE_SCHEMA.names
-            ):
+            annotated = pq.ParquetFile(source)
+            kept_columns = document_columns(self.spec, annotated.schema_arrow)
+            read = list(dict.fromkeys(cols.BASE_SCHEMA.names + kept_columns))
+            for batch in annotated.iter_batches(batch_size=self.spec.input.batch_rows, columns=read):
                 docs = pa.Table.from_batches([batch])
                 annotated_docs += docs.num_rows
                 is_removed = pc.is_in(docs.column(cols.ROW), value_set=removed_rows)
@@ -122,14 +144,16 @@ class ShardTokenizer(ShardWorker):
                         per_stage = removed.setdefault(stage, {})
                         per_stage[reason] = per_stage.get(reason, 0) + 1
                     if self.spec.output.write_rejects:
-                        table = dropped
+                        table = dropped.select(cols.BASE_SCHEMA.names)
                         for name in (cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF):
                             table = table.append_column(name, labels.column(name))
                         rejects.write(table)
                 kept = docs.filter(pc.invert(is_removed))
                 if kept.num_rows:
-                    parts.append(self._tokenize(kept, key, shard_path))
-        table = pa.concat_tables(parts) if parts else TOKENIZED_SCHEMA.empty_table()
+                    parts.append(self._prepare(kept, key, shard_path, kept_columns))
+            if not parts:
+                parts.append(self._prepare(annotated.schema_arrow.empty_table(), key, shard_path, kept_columns))
+        table = pa.concat_tables(parts)
         table = table.sort_by([(DOMAIN, "ascending"), (SHUFFLE_KEY, "ascending"), (cols.ROW, "ascending")])
         domains = self._write(key, table)
         stats = TokenizeMarker(
@@ -140,65 +164,74 @@ class ShardTokenizer(ShardWorker):
             removed=removed,
             tokenized_docs=table.num_rows,
             tokenized_bytes=sum(d["bytes"] for d in domains.values()),
-            tokens=int(pc.sum(table.column(NUM_TOKENS)).as_py() or 0),
+            tokens=int(pc.sum(table.column(NUM_TOKENS)).as_py() or 0) if self.tokenizer else 0,
             domains=domains,
             seconds=round(time.perf_counter() - started, 3),
         )
         storage.write_json(self.layout.tokenize_marker(key), stats.to_json(), options)
         return stats
 
-    def _tokenize(self, kept: pa.Table, key: str, shard_path: str) -> pa.Table:
+    def _prepare(self, kept: pa.Table, key: str, shard_path: str, kept_columns: list[str]) -> pa.Table:
         urls = kept.column(cols.URL).combine_chunks()
         domains = assign_domains(
             self.spec.stages.mix, urls, kept.column(cols.DOMAIN).combine_chunks(), shard_path, kept.num_rows
         )
         rows = kept.column(cols.ROW).to_numpy()
-        encoded = self.tokenizer.encode(kept.column(cols.TEXT).to_pylist())
-        tokens, lengths = tokens_binary(encoded, self.dtype)
-        return pa.table(
-            {
-                cols.ROW: rows,
-                DOMAIN: domains,
-                SHUFFLE_KEY: uniform_keys(self.spec.seed, key, rows),
-                NUM_TOKENS: lengths,
-                cols.TEXT_BYTES: kept.column(cols.TEXT_BYTES),
-                TOKENS: tokens,
-            }
-        )
+        columns = {
+            cols.ROW: rows,
+            DOMAIN: domains,
+            SHUFFLE_KEY: uniform_keys(self.spec.seed, key, rows),
+            cols.TEXT_BYTES: kept.column(cols.TEXT_BYTES),
+        }
+        fields = list(PLACEMENT_FIELDS)
+        if self.tokenizer is not None:
+            encoded = self.tokenizer.encode(kept.column(cols.TEXT).to_pylist())
+            columns[TOKENS], columns[NUM_TOKENS] = tokens_binary(encoded, self.dtype)
+            fields += TOKEN_FIELDS
+        for name in kept_columns:
+            columns[name] = kept.column(name)
+            fields.append(kept.schema.field(name))
+        return pa.table(columns, schema=pa.schema(fields))
 
     def _write(self, key: str, table: pa.Table) -> dict[str, dict[str, int]]:
         """One domain per row group (at least), in (domain, shuffle key) order."""
         domains: dict[str, dict[str, int]] = {}
         options = self.spec.output.storage_options
+        size = NUM_TOKENS if self.unit == "tokens" else cols.TEXT_BYTES
         with storage.atomic_writer(self.layout.tokenized(key), options) as sink:
             with pq.ParquetWriter(
                 sink,
-                TOKENIZED_SCHEMA,
-                compression="none",
-                write_statistics=[c for c in TOKENIZED_SCHEMA.names if c != TOKENS],
+                table.schema,
+                compression="none" if self.spec.output.kind == "tokens" else "zstd",
+                write_statistics=[f.name for f in PLACEMENT_FIELDS],
             ) as writer:
                 if table.num_rows == 0:
-                    writer.write_table(TOKENIZED_SCHEMA.empty_table())
+                    writer.write_table(table)
                 names = table.column(DOMAIN).to_numpy(zero_copy_only=False)
                 bounds = np.flatnonzero(names[1:] != names[:-1]) + 1 if len(names) else np.zeros(0, np.int64)
                 for start, end in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(names)]])):
                     if end <= start:
                         continue
                     part = table.slice(int(start), int(end - start))
-                    token_bytes = int(pc.sum(pc.binary_length(part.column(TOKENS))).as_py())
-                    rows_per_group = max(16, int(part.num_rows * ROW_GROUP_BYTES / max(token_bytes, 1)))
-                    writer.write_table(
-                        part.select(TOKENIZED_SCHEMA.names).cast(TOKENIZED_SCHEMA), row_group_size=rows_per_group
-                    )
+                    payload = part.nbytes - part.num_rows * 8 * len(PLACEMENT_FIELDS)
+                    rows_per_group = max(16, int(part.num_rows * ROW_GROUP_BYTES / max(payload, 1)))
+                    writer.write_table(part, row_group_size=rows_per_group)
                     bins = (part.column(SHUFFLE_KEY).to_numpy() * HISTOGRAM_BINS).astype(np.int64)
-                    histogram = np.bincount(bins, weights=part.column(NUM_TOKENS).to_numpy(), minlength=HISTOGRAM_BINS)
+                    histogram = np.bincount(bins, weights=part.column(size).to_numpy(), minlength=HISTOGRAM_BINS)
                     domains[str(names[start])] = {
                         "docs": part.num_rows,
-                        "tokens": int(pc.sum(part.column(NUM_TOKENS)).as_py()),
+                        "tokens": int(pc.sum(part.column(NUM_TOKENS)).as_py()) if self.tokenizer else 0,
                         "bytes": int(pc.sum(part.column(cols.TEXT_BYTES)).as_py()),
-                        "token_histogram": histogram.astype(np.int64).tolist(),
+                        "histogram": histogram.astype(np.int64).tolist(),
                     }
         return domains
+
+
+def tokenizer_file_info(spec: JobSpec) -> dict[str, Any] | None:
+    """Size and change token of the tokenizer file, when the output has tokens."""
+    if not spec.output.writes_tokens:
+        return None
+    return storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
 
 
 def run_tokenize(
@@ -211,7 +244,7 @@ def run_tokenize(
     """Tokenize every non-quarantined shard without a current marker; return every shard's stats."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
-    tokenizer_info = storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
+    tokenizer_info = tokenizer_file_info(spec)
     finished: dict[str, TokenizeMarker] = {}
     items = []
     shards = [s for s in annotate_stats if not s.shard_quarantined]
@@ -223,7 +256,7 @@ def run_tokenize(
             finished[key] = stats
         else:
             items.append({"key": key, "uri": shard.uri, "config_hash": config_hash})
-    progress.start("tokenize", total=len(shards), unit="shard", skipped=len(finished))
+    progress.start(phase_name(spec), total=len(shards), unit="shard", skipped=len(finished))
     for stats in run_shard_tasks(ShardTokenizer, spec, items, max_workers):
         finished[stats.shard_key] = stats
         progress.advance(1, docs=stats.tokenized_docs, nbytes=stats.tokenized_bytes)

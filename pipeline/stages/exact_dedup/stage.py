@@ -38,6 +38,7 @@ class ExactDedupKeys(DocumentStage):
     """Adds ``exact_hash``: blake2b-64 of the normalized text."""
 
     name = "exact_dedup"
+    internal_columns = (EXACT_HASH,)
 
     def process(self, docs: pa.Table) -> StageOutput:
         hashes = [text_hash(t, self.config) for t in docs.column(cols.TEXT).to_pylist()]

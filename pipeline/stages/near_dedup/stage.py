@@ -49,6 +49,7 @@ class MinHashSignatures(DocumentStage):
     what verification needs: ``minhash`` (the signature) or ``shingle_hashes``."""
 
     name = "near_dedup"
+    internal_columns = (MINHASH, LSH_BANDS, SHINGLES, UNIT_COUNT)
 
     def process(self, docs: pa.Table) -> StageOutput:
         c = self.config

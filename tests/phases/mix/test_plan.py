@@ -52,7 +52,7 @@ AVAILABLE = {"web": 1000, "code": 100, "books": 300}
 
 def test_natural_ratio_and_natural_with_budget():
     plan = plan_mixture(MixConfig(), AVAILABLE)
-    assert plan.rates == {"books": 1.0, "code": 1.0, "web": 1.0} and plan.budget_tokens == 1400
+    assert plan.rates == {"books": 1.0, "code": 1.0, "web": 1.0} and plan.budget == 1400
     plan = plan_mixture(MixConfig(budget_tokens=700), AVAILABLE)
     assert all(r == 0.5 for r in plan.rates.values())
     plan = plan_mixture(MixConfig(budget_tokens=14000, max_epochs=4), AVAILABLE)
@@ -64,14 +64,14 @@ def test_natural_ratio_and_natural_with_budget():
 def test_weights_with_budget_up_and_down_sample():
     plan = plan_mixture(MixConfig(weights={"web": 2, "code": 1, "books": 1}, budget_tokens=800), AVAILABLE)
     assert plan.weights == {"books": 0.25, "code": 0.25, "web": 0.5}
-    assert plan.target_tokens == {"books": 200, "code": 200, "web": 400}
+    assert plan.target == {"books": 200, "code": 200, "web": 400}
     assert plan.rates == pytest.approx({"books": 200 / 300, "code": 2.0, "web": 0.4})
     assert plan.notes == []
 
 
 def test_weights_without_budget_take_the_most_with_no_repeats():
     plan = plan_mixture(MixConfig(weights={"web": 0.5, "code": 0.25, "books": 0.25}), AVAILABLE)
-    assert plan.budget_tokens == pytest.approx(400)  # code: 100 tokens is a quarter
+    assert plan.budget == pytest.approx(400)  # code: 100 tokens is a quarter
     assert plan.rates["code"] == pytest.approx(1.0) and max(plan.rates.values()) <= 1
 
 
@@ -81,11 +81,11 @@ def test_shortfall_policies():
     with pytest.raises(MixtureError, match="code needs 5.00 epochs of its 100 tokens"):
         plan_mixture(MixConfig(**config, on_shortfall="fail"), available)
     keep = plan_mixture(MixConfig(**config), available)
-    assert keep.target_tokens == pytest.approx({"code": 400, "web": 400})  # mixture 50/50 kept, budget 800
+    assert keep.target == pytest.approx({"code": 400, "web": 400})  # mixture 50/50 kept, budget 800
     assert keep.rates["code"] == pytest.approx(4.0) and "reduced to 800" in keep.notes[0]
     fill = plan_mixture(MixConfig(**config, on_shortfall="keep_budget"), available)
-    assert fill.target_tokens == pytest.approx({"code": 400, "web": 600})  # budget 1000 kept
-    assert sum(fill.target_tokens.values()) == pytest.approx(1000)
+    assert fill.target == pytest.approx({"code": 400, "web": 600})  # budget 1000 kept
+    assert sum(fill.target.values()) == pytest.approx(1000)
 
 
 def test_unweighted_and_missing_domains():
