@@ -1,5 +1,6 @@
 """s3:// input and output through s3fs against a real S3 API (moto) on 127.0.0.1."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -283,3 +284,35 @@ def test_refresh_in_the_same_process_sees_shards_that_landed_since(s3, s3_endpoi
     second = run_job(job)
     assert second.report["work_units"]["annotate"] == {"total": len(shards), "reused": 2}
     assert second.snapshot != first.snapshot and second.report["balance"]["ok"]
+
+
+def test_s3_documents_output(s3, s3_endpoint, sample_corpus, tmp_path):
+    """A documents job on S3 writes the same document shards as on local disk, committed the
+    same way (staged, then moved in server-side before the manifest)."""
+    from tests.jobs.test_documents_output import documents_job, snapshot_files
+
+    s3.mkdir("docs-bucket")
+    for path in sorted(sample_corpus.glob("*.parquet")):
+        s3.put(str(path), f"docs-bucket/in/{path.name}")
+    options = {"endpoint_url": s3_endpoint}
+    job = documents_job("s3://docs-bucket/in", "s3://docs-bucket/out", documents={"shard_bytes": 80_000})
+    job["input"]["storage_options"] = options
+    job["output"]["storage_options"] = options
+    remote = run_job(job)
+    local = run_job(documents_job(sample_corpus, tmp_path / "local", documents={"shard_bytes": 80_000}))
+    assert remote.report["totals"]["kept_docs"] == local.report["totals"]["kept_docs"]
+    s3.invalidate_cache()
+    manifest = json.loads(s3.cat("docs-bucket/out/manifest.json"))
+    assert manifest["kind"] == "documents" and len(manifest["shards"]) >= 2
+    remote_hashes = {}
+    for shard in manifest["shards"]:
+        entry = shard["files"]["documents"]
+        data = s3.cat(f"docs-bucket/out/{entry['path']}")
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        remote_hashes[entry["path"].rsplit("/", 1)[-1]] = entry["sha256"]
+    local_hashes = {name.rsplit("/", 1)[-1]: sha for name, sha in snapshot_files(tmp_path / "local").items()}
+    assert remote_hashes == local_hashes
+    assert not [p for p in s3.find("docs-bucket/out/work/pack") if "/documents/" in p]
+    from pipeline.cli import main
+
+    assert main(["inspect", "s3://docs-bucket/out", "--endpoint-url", s3_endpoint]) == 0
