@@ -82,7 +82,7 @@ def packing_phases(spec, annotate_stats, marker) -> dict:
     with PeakMemory(interval_s=0.2) as memory:
         started = time.perf_counter()
         with PeakMemory(interval_s=0.2) as phase:
-            tokenize_stats = run_tokenize(spec, annotate_stats, marker.removals_version, quiet, cores)
+            tokenize_stats = run_tokenize(spec, annotate_stats, marker, quiet, cores)
         seconds["tokenize"], peaks["tokenize"] = time.perf_counter() - started, phase.peak
         started = time.perf_counter()
         with PeakMemory(interval_s=0.2) as phase:

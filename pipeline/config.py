@@ -132,6 +132,7 @@ _ADDED_WITH_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("output", "kind"): "tokens",
     ("output", "documents"): DocumentsOutputConfig().model_dump(mode="json"),
     ("stages", "mix", "budget_bytes"): None,
+    ("stages", "mix", "rehydration"): [],
 }
 
 

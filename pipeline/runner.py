@@ -248,7 +248,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
         phases.append(_phase("dedup", started, annotated_docs, progress))
 
         started = time.perf_counter()
-        tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker.removals_version, progress, workers)
+        tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker, progress, workers)
         phases.append(_phase(phase_name(spec), started, sum(s.tokenized_docs for s in tokenize_stats), progress))
 
         started = time.perf_counter()

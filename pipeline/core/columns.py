@@ -72,13 +72,17 @@ def with_rejection(docs: pa.Table, stage: str, reasons: pa.Array, duplicate_of: 
 INPUT_FIELDS = "input_fields"
 """JSON lines inputs: the fields carried to document outputs (``input.carry_columns``), as
 one JSON object per document; document shards spread them into columns."""
+SURVIVOR_SHARD = "duplicate_of_shard"
+SURVIVOR_ROW = "duplicate_of_row"
+"""Where the document a duplicate was removed for lies (dedup removals only)."""
 COPY = "copy"
 """In document shards: 0 for a document's first copy in the mix, 1 for its second, ..."""
-CLUSTER_ID = "duplicate_cluster"
-"""In document shards: the id of the duplicate cluster a kept document stands for (its own
-id when dedup removed no copy of it)."""
 CLUSTER_SIZE = "duplicate_count"
-"""In document shards: the documents of that cluster in the input, the survivor included."""
+"""Of a kept document: the documents of the duplicate cluster it stands for (itself and every
+document exact or near dedup removed for it, in this run and earlier ones); 1 when none. The
+cluster's id is the kept document's id: the ``duplicate_of`` of the removed ones."""
+MIX_WEIGHT = "mix_weight"
+"""Rehydration's copies multiplier of a kept document, from its cluster size."""
 
 
 def carried_name(name: str, taken: set[str] | list[str]) -> str:

@@ -81,6 +81,13 @@ class OutputLayout:
     def dedup_removals_of(self, key: str) -> str:
         return self._path("work", "dedup", "removed", f"shard_key={key}")
 
+    def dedup_clusters_run(self, run: str) -> str:
+        """Per survivor, how many duplicates of it one dedup run removed, by survivor shard."""
+        return self._path("work", "dedup", "clusters", run)
+
+    def dedup_clusters_of(self, run: str, key: str) -> str:
+        return self._path("work", "dedup", "clusters", run, f"shard_key={key}")
+
     @property
     def dedup_marker(self) -> str:
         return self._path("work", "dedup", "_COMMITTED.json")

@@ -90,6 +90,9 @@ class DedupMarker(Marker):
     removed_by_shard: dict[str, RemovedCounts] = field(default_factory=dict)
     removals_version: dict[str, str] = field(default_factory=dict)
     """Per shard, the dedup run whose removals apply to it (tokenized shards depend on it)."""
+    cluster_runs: dict[str, list[str]] = field(default_factory=dict)
+    """Per shard, the dedup runs that removed duplicates of its kept documents (their cluster
+    sizes are in work/dedup/clusters/<run>/)."""
     index: dict[str, int] = field(default_factory=dict)
     """``indexed_shards`` (kept by earlier runs) and ``new_shards``."""
     stage_state: dict[str, Any] = field(default_factory=dict)

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pipeline.config import JobSpec
 from pipeline.core import columns as cols
 from pipeline.core import storage
-from pipeline.core.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals
+from pipeline.core.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals, shards_and_rows
 from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker, DedupMarker, Marker, RemovedCounts
@@ -59,6 +59,86 @@ def _first_stage_per_document(block, first_new_node: int):
     nodes = nodes[order]
     first = np.r_[True, nodes[1:] != nodes[:-1]] & (nodes >= first_new_node)
     return block.take(pa.array(order[first])).select(REMOVAL_SCHEMA.names)
+
+
+_KEY, _TO, _COUNT, _MOVED = "key", "to", "count", "moved"
+_COUNTS = pa.schema([(_KEY, pa.int64()), (_COUNT, pa.int64())])
+
+
+def _duplicate_links(block, shard_keys: list[str]):
+    """(removed document's node, its survivor's node) for each removal that names a survivor."""
+    block = block.filter(pc.is_valid(block.column(cols.SURVIVOR_SHARD)))
+    node = node_ids(shard_ordinals(block.column(cols.SHARD), shard_keys), block.column(cols.ROW).to_numpy())
+    to = node_ids(
+        shard_ordinals(block.column(cols.SURVIVOR_SHARD), shard_keys), block.column(cols.SURVIVOR_ROW).to_numpy()
+    )
+    return pa.table({_KEY: pa.array(node, pa.int64()), _TO: pa.array(to, pa.int64())})
+
+
+def _first_counts(block):
+    return pa.table({_KEY: block.column(_TO), _COUNT: pa.array([1] * block.num_rows, pa.int64())}, schema=_COUNTS)
+
+
+def _tagged(block, link: bool):
+    n = block.num_rows
+    return pa.table(
+        {
+            _KEY: block.column(_KEY),
+            _TO: block.column(_TO) if link else pa.nulls(n, pa.int64()),
+            _COUNT: pa.nulls(n, pa.int64()) if link else block.column(_COUNT),
+        }
+    )
+
+
+def _follow_links(block):
+    """Counts whose key was itself removed move on to that document's survivor: a document
+    exact dedup removed for one that near dedup removed belongs to the latter's cluster.
+    After the sort, a key's link and its counts share the block."""
+    import numpy as np
+
+    to_column = block.column(_TO).combine_chunks()
+    links = block.filter(pc.is_valid(to_column))
+    counts = block.filter(pc.is_null(to_column))
+    if counts.num_rows == 0:
+        return pa.table(
+            {_KEY: pa.array([], pa.int64()), _COUNT: pa.array([], pa.int64()), _MOVED: pa.array([], pa.bool_())}
+        )
+    keys = counts.column(_KEY).to_numpy()
+    index = pc.index_in(counts.column(_KEY), value_set=links.column(_KEY))
+    moved = pc.is_valid(index).to_numpy(zero_copy_only=False)
+    forward = links.column(_TO).combine_chunks().take(index).to_numpy(zero_copy_only=False)
+    new_keys = np.where(moved, forward, keys).astype(np.int64)
+    return pa.table({_KEY: new_keys, _COUNT: counts.column(_COUNT), _MOVED: pa.array(moved)})
+
+
+def _sum_per_key(block):
+    if block.num_rows == 0:
+        return _COUNTS.empty_table()
+    summed = block.group_by(_KEY).aggregate([(_COUNT, "sum")]).rename_columns([_KEY, _COUNT])
+    return summed.cast(_COUNTS)
+
+
+def _as_survivor_rows(block, shard_keys: list[str]):
+    shards, rows = shards_and_rows(block.column(_KEY).to_numpy(), shard_keys)
+    return pa.table({cols.SHARD: shards, cols.ROW: rows, cols.CLUSTER_SIZE: block.column(_COUNT)})
+
+
+def duplicate_clusters(removals, shard_keys: list[str], max_depth: int = 8):
+    """Per survivor, the documents this run removed as its duplicates (``cols.CLUSTER_SIZE``
+    here counts only those), following removed-for-a-removed-document links to the end."""
+    links = removals.map_batches(_duplicate_links, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
+    links = links.materialize()
+    counts = links.map_batches(_first_counts, batch_format="pyarrow")
+    for _ in range(max_depth):
+        merged = links.map_batches(_tagged, fn_kwargs={"link": True}, batch_format="pyarrow").union(
+            counts.map_batches(_tagged, fn_kwargs={"link": False}, batch_format="pyarrow")
+        )
+        step = merged.sort(_KEY).map_batches(_follow_links, batch_size=None, batch_format="pyarrow").materialize()
+        counts = step.select_columns([_KEY, _COUNT])
+        if not step.sum(_MOVED):
+            break
+    summed = counts.sort(_KEY).map_batches(_sum_per_key, batch_size=None, batch_format="pyarrow")
+    return summed.map_batches(_as_survivor_rows, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
 
 
 def combined_removals(stages: list[GlobalStage], shards: AnnotatedShards):
@@ -171,6 +251,8 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
         )
     progress.start("dedup", total=1, unit="global pass")
     removed: dict[str, RemovedCounts] = {}
+    # per survivor shard, the dedup runs that removed duplicates of its documents
+    cluster_runs = {key: list(e.get("cluster_runs", [])) for key, e in indexed.items()}
     if stages and with_docs:
         fs, removals_path = storage.pyarrow_filesystem(layout.dedup_removals, options)
         shards = AnnotatedShards(
@@ -182,14 +264,23 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
         counts = removals.map_batches(count_removals, batch_size=None, batch_format="pyarrow").take_all()
         if counts:
             removals.write_parquet(removals_path, partition_cols=[cols.SHARD], filesystem=fs)
+            clusters_run = layout.dedup_clusters_run(input_hash)
+            storage.remove_tree(clusters_run, options)
+            clusters = duplicate_clusters(removals, shards.shard_keys).materialize()
+            if clusters.count():
+                clusters_fs, clusters_path = storage.pyarrow_filesystem(clusters_run, options)
+                clusters.write_parquet(clusters_path, partition_cols=[cols.SHARD], filesystem=clusters_fs)
+                for row in clusters.unique(cols.SHARD):
+                    cluster_runs.setdefault(row, []).append(input_hash)
         for row in counts:
             per_stage = removed.setdefault(row[cols.SHARD], {}).setdefault(row[cols.REJECT_STAGE], {})
             per_stage[row[cols.REJECT_REASON]] = per_stage.get(row[cols.REJECT_REASON], 0) + int(row["count"])
     # what the pass read: the new shards' documents (the index's are read as well, but were counted before)
     progress.advance(1, docs=sum(s.annotated_docs for s in new), nbytes=sum(s.annotated_bytes for s in new))
     stage_state = {s.name: s.state or s.previous_state for s in stages if s.state or s.previous_state}
+    cluster_runs = {key: sorted(set(runs)) for key, runs in cluster_runs.items() if runs}
     if stages:
-        _extend_index(spec, stages, new, removed, indexed, input_hash, stage_state)
+        _extend_index(spec, stages, new, removed, indexed, input_hash, stage_state, cluster_runs)
 
     removed_by_shard = {key: e["removed"] for key, e in indexed.items() if e["removed"]} | removed
     marker = DedupMarker(
@@ -199,6 +290,7 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
             s.shard_key: indexed[s.shard_key]["removals_version"] if s.shard_key in indexed else input_hash
             for s in annotate_stats
         },
+        cluster_runs=cluster_runs,
         index={"indexed_shards": len(indexed), "new_shards": len(new)},
         stage_state=stage_state,
         removed_total=sum(n for s in removed_by_shard.values() for r in s.values() for n in r.values()),
@@ -215,6 +307,7 @@ def _extend_index(
     indexed: dict[str, Any],
     input_hash: str,
     stage_state: dict[str, Any],
+    cluster_runs: dict[str, list[str]],
 ) -> None:
     """Index shards for this run's shards, then the index manifest naming old and new ones."""
     layout = OutputLayout(spec.output.uri)
@@ -230,6 +323,8 @@ def _extend_index(
             "removed": removed.get(s.shard_key, {}),
             "removals_version": input_hash,
         }
+    for key, entry in shards.items():
+        shards[key] = {**entry, "cluster_runs": cluster_runs.get(key, [])}
     storage.write_json(
         layout.index_manifest,
         {
@@ -274,6 +369,21 @@ class ShardIndexer(ShardWorker):
 
 
 REMOVAL_COLUMNS = [cols.ROW, cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF]
+
+
+def read_cluster_sizes(layout: OutputLayout, key: str, runs: list[str], options: storage.StorageOptions) -> pa.Table:
+    """Per kept document of a shard with duplicates: ``row`` and ``duplicate_count`` (the
+    documents of its cluster, itself included), summed over the dedup runs that removed any."""
+    tables = []
+    for run in runs:
+        for uri in storage.list_files(layout.dedup_clusters_of(run, key), options, suffix=".parquet"):
+            with storage.open_read(uri, options) as f:
+                tables.append(pq.read_table(f, columns=[cols.ROW, cols.CLUSTER_SIZE]))
+    if not tables:
+        return pa.table({cols.ROW: pa.array([], pa.int64()), cols.CLUSTER_SIZE: pa.array([], pa.int64())})
+    table = pa.concat_tables(tables).group_by(cols.ROW).aggregate([(cols.CLUSTER_SIZE, "sum")])
+    sizes = pc.add(table.column(f"{cols.CLUSTER_SIZE}_sum"), 1)
+    return pa.table({cols.ROW: table.column(cols.ROW), cols.CLUSTER_SIZE: sizes}).sort_by(cols.ROW)
 
 
 def read_removals(layout: OutputLayout, key: str, options: storage.StorageOptions) -> pa.Table:

@@ -8,7 +8,8 @@ test can call it on a plain table; annotate runs it inside per-shard Ray tasks.
 
 A ``GlobalStage`` reads the key columns of every annotated document as a
 ``ray.data.Dataset`` and returns a Dataset of the rows it removes (``shard_key``,
-``row``, ``id``, ``reject_stage``, ``reject_reason``, ``duplicate_of``). It uses Ray
+``row``, ``id``, ``reject_stage``, ``reject_reason``, ``duplicate_of`` and the survivor's
+``shard_key`` and ``row``). It uses Ray
 Data shuffles and never collects the corpus on one node.
 """
 
@@ -170,6 +171,8 @@ REMOVAL_SCHEMA = pa.schema(
         pa.field(cols.REJECT_STAGE, pa.string(), nullable=False),
         pa.field(cols.REJECT_REASON, pa.string(), nullable=False),
         pa.field(cols.DUPLICATE_OF, pa.string()),
+        pa.field(cols.SURVIVOR_SHARD, pa.string()),
+        pa.field(cols.SURVIVOR_ROW, pa.int64()),
     ]
 )
 
@@ -219,9 +222,12 @@ def removal_table(
     stage: str,
     reasons: str | pa.Array,
     duplicate_of: pa.Array | pa.ChunkedArray | None = None,
+    survivor: tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray] | None = None,
 ) -> pa.Table:
-    """Rows a global stage removes, with REMOVAL_SCHEMA: one reason for all, or one per row."""
+    """Rows a global stage removes, with REMOVAL_SCHEMA: one reason for all, or one per row.
+    A duplicate names the document it duplicates: its id, and its (shard, row) in ``survivor``."""
     n = len(rows)
+    survivor_shards, survivor_rows = survivor if survivor is not None else (None, None)
     return pa.table(
         {
             cols.SHARD: shards,
@@ -230,6 +236,8 @@ def removal_table(
             cols.REJECT_STAGE: pa.array([stage] * n, pa.string()),
             cols.REJECT_REASON: pa.array([reasons] * n, pa.string()) if isinstance(reasons, str) else reasons,
             cols.DUPLICATE_OF: duplicate_of if duplicate_of is not None else pa.nulls(n, pa.string()),
+            cols.SURVIVOR_SHARD: survivor_shards if survivor_shards is not None else pa.nulls(n, pa.string()),
+            cols.SURVIVOR_ROW: survivor_rows if survivor_rows is not None else pa.nulls(n, pa.int64()),
         },
         schema=REMOVAL_SCHEMA,
     )

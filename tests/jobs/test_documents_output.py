@@ -290,3 +290,80 @@ def test_a_documents_job_needs_no_tokenizer_and_mixes_in_bytes(tmp_path):
             {**base, "output": {**base["output"], "kind": "documents", "documents": {"format": "csv"}}, "stages": {}}
         )
     assert storage.exists(str(tmp_path / "in" / "a.parquet"))
+
+
+@pytest.fixture(scope="module")
+def planted_clusters(sample_corpus, tmp_path_factory):
+    """Two shards of distinct sample documents plus one planted cluster: text T (kept, first),
+    three exact copies of T, and a near copy T' (a few words changed) twice, so that one T'
+    is an exact duplicate of the other and that one a near duplicate of T: the cluster holds 6."""
+    texts = [t for t in pq.read_table(sorted(sample_corpus.glob("*.parquet"))[1]).column("text").to_pylist()]
+    long_texts = [t for t in texts if len(t.split()) > 150]
+    base = long_texts[0]
+    words = base.split()
+    near = " ".join(w if i not in (40, 80) else w.upper() + "x" for i, w in enumerate(words))
+    others = long_texts[1:40]
+    root = tmp_path_factory.mktemp("clusters") / "in"
+    root.mkdir()
+    first = [base, *others[:20], base, near]
+    second = [*others[20:], base, near, base]
+    for name, rows in (("a.parquet", first), ("b.parquet", second)):
+        pq.write_table(
+            pa.table({"id": [f"{name[0]}{i}" for i in range(len(rows))], "text": rows, "domain": ["web"] * len(rows)}),
+            root / name,
+        )
+    return root, len(others)
+
+
+def cluster_job(root, out, **mix):
+    spec = documents_job(root, out)
+    spec["stages"] = {"exact_dedup": {"enabled": True}, "near_dedup": {"enabled": True}, "mix": mix}
+    return spec
+
+
+def test_survivors_carry_the_size_of_their_duplicate_cluster(planted_clusters, tmp_path):
+    root, singletons = planted_clusters
+    out = tmp_path / "out"
+    result = run_job(cluster_job(root, out))
+    assert result.report["rejected"] == {"exact_dedup": {"exact_duplicate": 4}, "near_dedup": {"near_duplicate": 1}}
+    documents = read_documents(out, json.loads((out / "manifest.json").read_text()))
+    sizes = dict(zip(documents.column("id").to_pylist(), documents.column("duplicate_count").to_pylist()))
+    assert sizes.pop("a0") == 6
+    assert len(sizes) == singletons and set(sizes.values()) == {1}
+    assert "duplicate_count" in [
+        c["name"] for c in json.loads((out / "manifest.json").read_text())["documents"]["columns"]
+    ]
+
+
+def test_rehydration_copies_follow_the_table(planted_clusters, tmp_path):
+    root, singletons = planted_clusters
+    out = tmp_path / "out"
+    run_job(cluster_job(root, out, rehydration=[{"min_size": 2, "copies": 3}, {"min_size": 10, "copies": 1}]))
+    documents = read_documents(out, json.loads((out / "manifest.json").read_text()))
+    copies: dict[str, list[int]] = {}
+    for i, copy in zip(documents.column("id").to_pylist(), documents.column("copy").to_pylist()):
+        copies.setdefault(i, []).append(copy)
+    assert sorted(copies.pop("a0")) == [0, 1, 2]
+    assert len(copies) == singletons and all(c == [0] for c in copies.values())
+    # a step of 0 copies drops what it covers (clusters this large are boilerplate, say), counted
+    out = tmp_path / "dropped"
+    result = run_job(cluster_job(root, out, rehydration=[{"min_size": 2, "copies": 3}, {"min_size": 6, "copies": 0}]))
+    documents = read_documents(out, json.loads((out / "manifest.json").read_text()))
+    assert "a0" not in documents.column("id").to_pylist() and documents.num_rows == singletons
+    assert result.report["rejected"]["mix"] == {"rehydration_weight_zero": 1}
+
+
+def test_a_refresh_adds_the_duplicates_it_removes_to_the_clusters_kept_before(planted_clusters, tmp_path):
+    root, _ = planted_clusters
+    grown = tmp_path / "in"
+    grown.mkdir()
+    shutil.copy(root / "a.parquet", grown / "a.parquet")
+    out = tmp_path / "out"
+    run_job(cluster_job(grown, out))
+    documents = read_documents(out, json.loads((out / "manifest.json").read_text()))
+    assert dict(zip(documents.column("id").to_pylist(), documents.column("duplicate_count").to_pylist()))["a0"] == 3
+    shutil.copy(root / "b.parquet", grown / "b.parquet")
+    result = run_job(cluster_job(grown, out))
+    assert result.report["dedup_index"]["indexed_shards"] == 1  # b was deduplicated against the index
+    documents = read_documents(out, json.loads((out / "manifest.json").read_text()))
+    assert dict(zip(documents.column("id").to_pylist(), documents.column("duplicate_count").to_pylist()))["a0"] == 6

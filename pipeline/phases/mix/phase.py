@@ -28,12 +28,20 @@ from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import SampleMarker, TokenizeMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress
-from pipeline.phases.mix.plan import STAGE_NAME, copy_counts, effective_rate, plan_mixture, shard_boundaries
+from pipeline.phases.mix.plan import (
+    STAGE_NAME,
+    copy_counts,
+    document_rates,
+    effective_rate,
+    plan_mixture,
+    shard_boundaries,
+)
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 
 MIX_FORMAT = 3  # 3: amounts in the plan's unit (tokens or text bytes)
 NOT_SAMPLED = "not_sampled"
 ZERO_WEIGHT = "domain_weight_zero"
+ZERO_REHYDRATION = "rehydration_weight_zero"
 
 
 def domain_rates(domains: pa.Array, rates: dict[str, float]) -> np.ndarray:
@@ -58,10 +66,14 @@ class ShardSampler(ShardWorker):
         started = time.perf_counter()
         options = self.spec.output.storage_options
         columns = [cols.ROW, DOMAIN, SHUFFLE_KEY, cols.TEXT_BYTES]
+        columns += [NUM_TOKENS] if self.spec.output.writes_tokens else []
+        columns += [cols.MIX_WEIGHT] if self.spec.stages.mix.rehydration else []
         with storage.open_read(self.layout.tokenized(key), options) as f:
-            table = pq.read_table(f, columns=columns + ([NUM_TOKENS] if self.spec.output.writes_tokens else []))
+            table = pq.read_table(f, columns=columns)
         domain = table.column(DOMAIN).combine_chunks()
-        row_rates = domain_rates(domain, rates)
+        weights = table.column(cols.MIX_WEIGHT).to_numpy() if cols.MIX_WEIGHT in table.column_names else None
+        of_domain = domain_rates(domain, rates)
+        row_rates = document_rates(of_domain, weights, self.spec.stages.mix.max_epochs)
         copies = copy_counts(table.column(SHUFFLE_KEY).to_numpy(), row_rates)
         text_bytes = table.column(cols.TEXT_BYTES).to_numpy()
         tokens = table.column(NUM_TOKENS).to_numpy() if NUM_TOKENS in table.column_names else np.zeros_like(text_bytes)
@@ -76,7 +88,9 @@ class ShardSampler(ShardWorker):
                 "bytes": int((copies[mask] * text_bytes[mask]).sum()),
             }
         dropped = copies == 0
-        reasons = np.where(row_rates[dropped] > 0, NOT_SAMPLED, ZERO_WEIGHT)
+        reasons = np.where(
+            of_domain[dropped] == 0, ZERO_WEIGHT, np.where(row_rates[dropped] == 0, ZERO_REHYDRATION, NOT_SAMPLED)
+        )
         unsampled = {r: int(n) for r, n in zip(*np.unique(reasons, return_counts=True))} if len(reasons) else {}
         storage.remove_tree(self.layout.mix_rejects(key), options)
         if self.spec.output.write_rejects and dropped.any():
@@ -124,13 +138,16 @@ def run_mix(
     histograms: dict[str, np.ndarray] = {}
     for shard in tokenize_stats:
         for domain, counts in shard.domains.items():
-            available[domain] = available.get(domain, 0) + counts[unit]
+            available[domain] = available.get(domain, 0) + counts["mix_size"]
             histogram = np.asarray(counts["histogram"], dtype=np.int64)
             histograms[domain] = histograms[domain] + histogram if domain in histograms else histogram
     plan = plan_mixture(spec.stages.mix, available, unit)
     for note in plan.notes:
         progress.log(f"mix: {note}")
-    plan.rates = {d: effective_rate(r, plan.available[d], histograms[d]) for d, r in plan.rates.items()}
+    if not spec.stages.mix.rehydration:
+        # (with rehydration a document's copies follow its own rate, which the histogram of
+        # its domain cannot fine-tune: the realized amounts then meet the targets in expectation)
+        plan.rates = {d: effective_rate(r, plan.available[d], histograms[d]) for d, r in plan.rates.items()}
     shards = [
         {"key": s.shard_key, "tokenized": s.config_hash} for s in sorted(tokenize_stats, key=lambda s: s.shard_key)
     ]
@@ -175,6 +192,7 @@ def run_mix(
         "num_output_shards": num_output_shards,
         "shard_boundaries": boundaries.tolist(),
         "max_epochs": spec.stages.mix.max_epochs,
+        "rehydration_levels": spec.stages.mix.rehydration_levels() if spec.stages.mix.rehydration else [1.0],
         "shards": shards,
     }
     storage.write_json(layout.mix_plan, plan_doc, options)

@@ -57,6 +57,15 @@ class DomainRule(BaseModel):
         return self
 
 
+class RehydrationStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_size: int = Field(ge=1)
+    """Duplicate clusters of at least this many documents (the kept one included)..."""
+    copies: float = Field(ge=0)
+    """...multiply their kept document's rate by this (0 drops it)."""
+
+
 class MixConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +85,12 @@ class MixConfig(BaseModel):
     max_epochs: float = Field(4.0, ge=1.0)
     """Most copies of any document (4: Muennighoff et al. 2023, repeated data is nearly as
     good as new up to about 4 epochs)."""
+    rehydration: list[RehydrationStep] = []
+    """FineWeb-2's rehydration: weight each kept document by the size of the duplicate
+    cluster it stood for (``duplicate_count``: itself and the exact and near duplicates
+    removed for it). Its copies are its domain's rate times the ``copies`` of the step with
+    the largest ``min_size`` at or below its cluster size (1 below the first step), at most
+    ``max_epochs``; weights and budget then apply to the rehydrated amounts. Empty: off."""
     on_shortfall: Literal["keep_mixture", "keep_budget", "fail"] = "keep_mixture"
     """A domain that cannot supply its share even at ``max_epochs``: ``keep_mixture``
     shrinks the budget so every share holds; ``keep_budget`` caps that domain and gives the
@@ -90,6 +105,25 @@ class MixConfig(BaseModel):
         if value and sum(value.values()) <= 0:
             raise ValueError("at least one weight must be above 0")
         return value
+
+    @field_validator("rehydration")
+    @classmethod
+    def _steps_ascend(cls, value: list[RehydrationStep]) -> list[RehydrationStep]:
+        sizes = [step.min_size for step in value]
+        if sizes != sorted(set(sizes)):
+            raise ValueError(f"min_size must ascend with no repeats (got {sizes})")
+        return value
+
+    def rehydration_weights(self, cluster_sizes: np.ndarray) -> np.ndarray:
+        """Each kept document's copies multiplier from its cluster size."""
+        weights = np.ones(len(cluster_sizes), dtype=np.float64)
+        for step in self.rehydration:
+            weights[cluster_sizes >= step.min_size] = step.copies
+        return weights
+
+    def rehydration_levels(self) -> list[float]:
+        """Every multiplier a document can get."""
+        return sorted({1.0, *(float(step.copies) for step in self.rehydration)})
 
     def domain_config(self) -> dict[str, Any]:
         """The part that decides domains (tokenized shards depend on it, not on weights)."""
@@ -304,6 +338,13 @@ def effective_rate(rate: float, available: int, histogram: np.ndarray) -> float:
 
 
 # --- copies and positions ----------------------------------------------------------------
+
+
+def document_rates(domain_rates: np.ndarray, weights: np.ndarray | None, max_epochs: float) -> np.ndarray:
+    """Each document's rate: its domain's, times its rehydration weight, at most max_epochs."""
+    if weights is None:
+        return domain_rates
+    return np.minimum(domain_rates * weights, max_epochs)
 
 
 def copy_counts(u: np.ndarray, rates: np.ndarray) -> np.ndarray:

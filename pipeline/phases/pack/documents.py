@@ -27,7 +27,7 @@ from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker
 from pipeline.phases.tokenize.phase import PLACEMENT_FIELDS, TOKEN_FIELDS
 
-_PLACEMENT = {f.name for f in PLACEMENT_FIELDS + TOKEN_FIELDS}
+_PLACEMENT = {f.name for f in PLACEMENT_FIELDS + TOKEN_FIELDS} | {cols.MIX_WEIGHT}
 SUFFIXES = {"parquet": ".parquet", "jsonl.gz": ".jsonl.gz"}
 
 

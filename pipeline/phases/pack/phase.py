@@ -33,7 +33,7 @@ from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker, PackMarker
 from pipeline.core.progress import Progress
 from pipeline.phases.mix.phase import domain_rates
-from pipeline.phases.mix.plan import expand_copies, pile_of
+from pipeline.phases.mix.plan import document_rates, expand_copies, pile_of
 from pipeline.phases.pack.documents import SUFFIXES, DocumentSchema, document_schema, document_table, encode_documents
 from pipeline.phases.pack.packing import pack_bestfit, pack_concat
 from pipeline.phases.publish import open_snapshot
@@ -148,9 +148,20 @@ class ShardPacker(ShardWorker):
         plan = self.plan(plan_hash)
         boundaries = np.asarray(plan["shard_boundaries"])
         rates = {d: r for d, r in plan["rates"].items() if r > 0}
-        ranges = {d: key_ranges(r, boundaries[index], boundaries[index + 1]) for d, r in rates.items()}
+        cap = plan["max_epochs"]
+        ranges = {
+            d: [
+                span
+                for level in plan.get("rehydration_levels", [1.0])
+                if level > 0
+                for span in key_ranges(min(r * level, cap), boundaries[index], boundaries[index + 1])
+            ]
+            for d, r in rates.items()
+        }
         schema = self.schema(snapshot) if self.documents else None
+        rehydrated = bool(self.spec.stages.mix.rehydration)
         read = [cols.ROW, DOMAIN, SHUFFLE_KEY, cols.TEXT_BYTES] + ([TOKENS] if self.tokens else [])
+        read += [cols.MIX_WEIGHT] if rehydrated else []
         positions, ordinals, rows, copies, documents, domain_of, text_bytes, pieces = [], [], [], [], [], [], [], []
         bytes_read = 0
         for ordinal, shard in enumerate(plan["shards"]):
@@ -165,7 +176,8 @@ class ShardPacker(ShardWorker):
             bytes_read += table.nbytes
             domain = table.column(DOMAIN).combine_chunks()
             u = table.column(SHUFFLE_KEY).to_numpy()
-            rate = domain_rates(domain, rates)
+            weights = table.column(cols.MIX_WEIGHT).to_numpy() if rehydrated else None
+            rate = document_rates(domain_rates(domain, rates), weights, cap)
             doc, copy = expand_copies(u, rate)
             keep = pile_of(u[doc], copy, rate[doc], boundaries) == index
             doc, copy = doc[keep], copy[keep]

@@ -25,10 +25,10 @@ from pipeline.core import storage
 from pipeline.core.columns import DOMAIN, NUM_TOKENS, SHUFFLE_KEY, TOKENS
 from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout, input_relative_path
-from pipeline.core.markers import AnnotateMarker, TokenizeMarker
+from pipeline.core.markers import AnnotateMarker, DedupMarker, TokenizeMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress
-from pipeline.phases.dedup import read_removals
+from pipeline.phases.dedup import read_cluster_sizes, read_removals
 from pipeline.phases.mix.plan import assign_domains, uniform_keys
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 from pipeline.phases.tokenize.tokenizer import Tokenize
@@ -54,6 +54,12 @@ def storage_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size < 65536 else np.dtype("<u4")
 
 
+def uses_clusters(spec: JobSpec) -> bool:
+    """Whether prepared shards carry each kept document's duplicate cluster size: for document
+    outputs (a column) and rehydration (a weight)."""
+    return spec.output.writes_documents or bool(spec.stages.mix.rehydration)
+
+
 def phase_name(spec: JobSpec) -> str:
     return "tokenize" if spec.output.writes_tokens else "prepare"
 
@@ -70,7 +76,13 @@ def document_columns(spec: JobSpec, annotated: pa.Schema) -> list[str]:
     return [name for name in annotated.names if name not in internal]
 
 
-def tokenize_config_hash(spec: JobSpec, annotate_hash: str, removals_version: str, tokenizer_info: dict | None) -> str:
+def tokenize_config_hash(
+    spec: JobSpec,
+    annotate_hash: str,
+    removals_version: str,
+    tokenizer_info: dict | None,
+    cluster_runs: list[str] | tuple[str, ...] = (),
+) -> str:
     payload = {
         "format": TOKENIZED_FORMAT,
         "annotate": annotate_hash,
@@ -84,6 +96,10 @@ def tokenize_config_hash(spec: JobSpec, annotate_hash: str, removals_version: st
     }
     if spec.output.kind != "tokens":
         payload["output_kind"] = spec.output.kind
+    if uses_clusters(spec) and cluster_runs:
+        payload["cluster_runs"] = list(cluster_runs)
+    if spec.stages.mix.rehydration:
+        payload["rehydration"] = [step.model_dump(mode="json") for step in spec.stages.mix.rehydration]
     return short_hash(payload)
 
 
@@ -113,11 +129,14 @@ class ShardTokenizer(ShardWorker):
         self.unit = spec.mix_unit
 
     def run(self, item: dict[str, Any]) -> TokenizeMarker:
-        return self.tokenize(item["key"], item["uri"], item["config_hash"])
+        return self.tokenize(item["key"], item["uri"], item["config_hash"], item.get("cluster_runs", []))
 
-    def tokenize(self, key: str, uri: str, config_hash: str) -> TokenizeMarker:
+    def tokenize(self, key: str, uri: str, config_hash: str, cluster_runs: list[str] = ()) -> TokenizeMarker:
         started = time.perf_counter()
         options = self.spec.output.storage_options
+        self.clusters = (
+            read_cluster_sizes(self.layout, key, list(cluster_runs), options) if uses_clusters(self.spec) else None
+        )
         removals = read_removals(self.layout, key, options)
         removed_rows = removals.column(cols.ROW).combine_chunks()
         removed: dict[str, dict[str, int]] = {}
@@ -191,6 +210,15 @@ class ShardTokenizer(ShardWorker):
         for name in kept_columns:
             columns[name] = kept.column(name)
             fields.append(kept.schema.field(name))
+        if self.clusters is not None:
+            found = pc.index_in(kept.column(cols.ROW), value_set=self.clusters.column(cols.ROW))
+            sizes = pc.fill_null(self.clusters.column(cols.CLUSTER_SIZE).take(found), 1).cast(pa.int64())
+            columns[cols.CLUSTER_SIZE] = sizes
+            fields.append(pa.field(cols.CLUSTER_SIZE, pa.int64(), nullable=False))
+            if self.spec.stages.mix.rehydration:
+                weights = self.spec.stages.mix.rehydration_weights(sizes.to_numpy(zero_copy_only=False))
+                columns[cols.MIX_WEIGHT] = weights
+                fields.append(pa.field(cols.MIX_WEIGHT, pa.float64(), nullable=False))
         return pa.table(columns, schema=pa.schema(fields))
 
     def _write(self, key: str, table: pa.Table) -> dict[str, dict[str, int]]:
@@ -217,12 +245,17 @@ class ShardTokenizer(ShardWorker):
                     rows_per_group = max(16, int(part.num_rows * ROW_GROUP_BYTES / max(payload, 1)))
                     writer.write_table(part, row_group_size=rows_per_group)
                     bins = (part.column(SHUFFLE_KEY).to_numpy() * HISTOGRAM_BINS).astype(np.int64)
-                    histogram = np.bincount(bins, weights=part.column(size).to_numpy(), minlength=HISTOGRAM_BINS)
+                    amounts = part.column(size).to_numpy().astype(np.float64)
+                    if cols.MIX_WEIGHT in part.column_names:
+                        amounts = amounts * part.column(cols.MIX_WEIGHT).to_numpy()
+                    histogram = np.bincount(bins, weights=amounts, minlength=HISTOGRAM_BINS)
                     domains[str(names[start])] = {
                         "docs": part.num_rows,
                         "tokens": int(pc.sum(part.column(NUM_TOKENS)).as_py()) if self.tokenizer else 0,
                         "bytes": int(pc.sum(part.column(cols.TEXT_BYTES)).as_py()),
-                        "histogram": histogram.astype(np.int64).tolist(),
+                        # what the mix counts: tokens or bytes, times rehydration weights
+                        "mix_size": int(round(float(amounts.sum()))),
+                        "histogram": np.round(histogram).astype(np.int64).tolist(),
                     }
         return domains
 
@@ -237,7 +270,7 @@ def tokenizer_file_info(spec: JobSpec) -> dict[str, Any] | None:
 def run_tokenize(
     spec: JobSpec,
     annotate_stats: list[AnnotateMarker],
-    removals_version: dict[str, str],
+    dedup: DedupMarker,
     progress: Progress,
     max_workers: int,
 ) -> list[TokenizeMarker]:
@@ -250,12 +283,13 @@ def run_tokenize(
     shards = [s for s in annotate_stats if not s.shard_quarantined]
     for shard in shards:
         key = shard.shard_key
-        config_hash = tokenize_config_hash(spec, shard.config_hash, removals_version[key], tokenizer_info)
+        runs = dedup.cluster_runs.get(key, [])
+        config_hash = tokenize_config_hash(spec, shard.config_hash, dedup.removals_version[key], tokenizer_info, runs)
         stats = committed(TokenizeMarker, layout.tokenize_marker(key), options, config_hash)
         if stats is not None:
             finished[key] = stats
         else:
-            items.append({"key": key, "uri": shard.uri, "config_hash": config_hash})
+            items.append({"key": key, "uri": shard.uri, "config_hash": config_hash, "cluster_runs": runs})
     progress.start(phase_name(spec), total=len(shards), unit="shard", skipped=len(finished))
     for stats in run_shard_tasks(ShardTokenizer, spec, items, max_workers):
         finished[stats.shard_key] = stats

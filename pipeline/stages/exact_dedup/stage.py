@@ -69,12 +69,13 @@ def duplicates_in_block(block: pa.Table) -> pa.Table:
     survivor_position = np.maximum.accumulate(np.where(starts_group, positions, 0))
     is_duplicate = ~starts_group
     duplicates = block.filter(pa.array(is_duplicate))
-    survivor_ids = pc.take(block.column(cols.ID), pa.array(survivor_position[is_duplicate]))
+    survivors = pa.array(survivor_position[is_duplicate])
     return removal_table(
         duplicates.column(cols.SHARD),
         duplicates.column(cols.ROW),
         duplicates.column(cols.ID),
         "exact_dedup",
         "exact_duplicate",
-        survivor_ids,
+        pc.take(block.column(cols.ID), survivors),
+        (pc.take(block.column(cols.SHARD), survivors), pc.take(block.column(cols.ROW), survivors)),
     )

@@ -150,4 +150,5 @@ def _star_edges(block: pa.Table) -> pa.Table:
 
 def _removals(block: pa.Table, shard_keys: list[str]) -> pa.Table:
     shards, rows = shards_and_rows(block.column(SRC).to_numpy(), shard_keys)
-    return removal_table(shards, rows, None, "near_dedup", "near_duplicate", block.column(cols.ID))
+    survivor = shards_and_rows(block.column(DST).to_numpy(), shard_keys)
+    return removal_table(shards, rows, None, "near_dedup", "near_duplicate", block.column(cols.ID), survivor)

@@ -10,6 +10,7 @@ from pipeline.phases.mix.plan import (
     MixtureError,
     assign_domains,
     copy_counts,
+    document_rates,
     effective_rate,
     expand_copies,
     pile_of,
@@ -164,3 +165,23 @@ def test_pack_key_ranges_cover_every_copy_of_their_shard(rate):
             for low, high in ranges:
                 in_range |= (u >= low) & (u <= high)
             assert in_range[doc[piles == index]].all()
+
+
+def test_a_documents_only_mix_counts_text_bytes():
+    plan = plan_mixture(MixConfig(weights={"web": 2, "code": 1, "books": 1}, budget_bytes=800), AVAILABLE, "bytes")
+    assert plan.unit == "bytes" and plan.target == {"books": 200, "code": 200, "web": 400}
+    with pytest.raises(MixtureError, match=r"no weight for domains present in the data: books \(300 bytes\)"):
+        plan_mixture(MixConfig(weights={"web": 1, "code": 1}), AVAILABLE, "bytes")
+
+
+def test_rehydration_weights_follow_the_step_at_or_below_each_cluster_size():
+    config = MixConfig(
+        rehydration=[{"min_size": 2, "copies": 2}, {"min_size": 5, "copies": 3}, {"min_size": 100, "copies": 1}]
+    )
+    sizes = np.array([1, 2, 4, 5, 99, 100, 5000])
+    assert config.rehydration_weights(sizes).tolist() == [1, 2, 2, 3, 3, 1, 1]
+    assert config.rehydration_levels() == [1.0, 2.0, 3.0]
+    rates = document_rates(np.full(7, 1.5), config.rehydration_weights(sizes), max_epochs=4)
+    assert rates.tolist() == [1.5, 3.0, 3.0, 4.0, 4.0, 1.5, 1.5]  # capped at max_epochs
+    with pytest.raises(ValueError, match="min_size must ascend"):
+        MixConfig(rehydration=[{"min_size": 5, "copies": 2}, {"min_size": 2, "copies": 3}])
