@@ -157,6 +157,12 @@ class GlobalStage(ABC):
         """JSON a stage may set in ``find_removals``: kept in the dedup index for later
         runs and shown in the run report."""
 
+    def annotate_kept(self, docs: pa.Table) -> pa.Table:
+        """``docs`` (kept documents, with their annotations) with the columns this stage decided
+        for them in the whole run (e.g. a perplexity bucket), for document outputs. Reads the
+        run's committed ``previous_state``."""
+        return docs
+
     @abstractmethod
     def find_removals(self, shards: AnnotatedShards) -> ray.data.Dataset:
         """Rows to remove, with REMOVAL_SCHEMA, found from the annotated shards' columns.

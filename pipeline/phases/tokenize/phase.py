@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ from pipeline.phases.dedup import read_cluster_sizes, read_removals
 from pipeline.phases.mix.plan import assign_domains, uniform_keys
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 from pipeline.phases.tokenize.tokenizer import Tokenize
-from pipeline.stages.registry import enabled
+from pipeline.stages.registry import enabled, global_stages
 
 TOKENIZED_FORMAT = 4  # 4: document columns for document outputs; "histogram" of the mix unit
 PLACEMENT_FIELDS = [
@@ -82,6 +83,7 @@ def tokenize_config_hash(
     removals_version: str,
     tokenizer_info: dict | None,
     cluster_runs: list[str] | tuple[str, ...] = (),
+    stage_state: dict[str, Any] | None = None,
 ) -> str:
     payload = {
         "format": TOKENIZED_FORMAT,
@@ -98,6 +100,8 @@ def tokenize_config_hash(
         payload["output_kind"] = spec.output.kind
     if uses_clusters(spec) and cluster_runs:
         payload["cluster_runs"] = list(cluster_runs)
+    if spec.output.writes_documents and stage_state:
+        payload["stage_state"] = stage_state
     if spec.stages.mix.rehydration:
         payload["rehydration"] = [step.model_dump(mode="json") for step in spec.stages.mix.rehydration]
     return short_hash(payload)
@@ -127,8 +131,11 @@ class ShardTokenizer(ShardWorker):
             self.tokenizer.setup()
             self.dtype = storage_dtype(self.tokenizer.vocab_size)
         self.unit = spec.mix_unit
+        self.global_stages = global_stages(spec) if spec.output.writes_documents else []
 
     def run(self, item: dict[str, Any]) -> TokenizeMarker:
+        for stage in self.global_stages:
+            stage.previous_state = json.loads(item["stage_state"]).get(stage.name)
         return self.tokenize(item["key"], item["uri"], item["config_hash"], item.get("cluster_runs", []))
 
     def tokenize(self, key: str, uri: str, config_hash: str, cluster_runs: list[str] = ()) -> TokenizeMarker:
@@ -207,6 +214,10 @@ class ShardTokenizer(ShardWorker):
             encoded = self.tokenizer.encode(kept.column(cols.TEXT).to_pylist())
             columns[TOKENS], columns[NUM_TOKENS] = tokens_binary(encoded, self.dtype)
             fields += TOKEN_FIELDS
+        for stage in self.global_stages:
+            before = set(kept.column_names)
+            kept = stage.annotate_kept(kept)
+            kept_columns = kept_columns + [name for name in kept.column_names if name not in before]
         for name in kept_columns:
             columns[name] = kept.column(name)
             fields.append(kept.schema.field(name))
@@ -284,12 +295,22 @@ def run_tokenize(
     for shard in shards:
         key = shard.shard_key
         runs = dedup.cluster_runs.get(key, [])
-        config_hash = tokenize_config_hash(spec, shard.config_hash, dedup.removals_version[key], tokenizer_info, runs)
+        config_hash = tokenize_config_hash(
+            spec, shard.config_hash, dedup.removals_version[key], tokenizer_info, runs, dedup.stage_state
+        )
         stats = committed(TokenizeMarker, layout.tokenize_marker(key), options, config_hash)
         if stats is not None:
             finished[key] = stats
         else:
-            items.append({"key": key, "uri": shard.uri, "config_hash": config_hash, "cluster_runs": runs})
+            items.append(
+                {
+                    "key": key,
+                    "uri": shard.uri,
+                    "config_hash": config_hash,
+                    "cluster_runs": runs,
+                    "stage_state": json.dumps(dedup.stage_state, sort_keys=True),
+                }
+            )
     progress.start(phase_name(spec), total=len(shards), unit="shard", skipped=len(finished))
     for stats in run_shard_tasks(ShardTokenizer, spec, items, max_workers):
         finished[stats.shard_key] = stats

@@ -10,6 +10,8 @@ import pyarrow.compute as pc
 from pipeline.core import columns as cols
 from pipeline.core.annotated import NODE, AnnotatedShards
 from pipeline.core.columns import LANG, PERPLEXITY
+
+PERPLEXITY_BUCKET = "perplexity_bucket"
 from pipeline.stages.base import GlobalStage, removal_table
 
 
@@ -29,6 +31,11 @@ class PerplexityBuckets(GlobalStage):
 
     name = "perplexity"
     index_columns = (LANG, PERPLEXITY)
+
+    def annotate_kept(self, docs: pa.Table) -> pa.Table:
+        cutoffs = (self.previous_state or {}).get("cutoffs", {})
+        buckets = buckets_of(docs, cutoffs) if docs.num_rows else []
+        return docs.append_column(PERPLEXITY_BUCKET, pa.array(list(buckets), pa.string()))
 
     def find_removals(self, shards: AnnotatedShards):
         known = (self.previous_state or {}).get("cutoffs", {})
@@ -82,15 +89,21 @@ def percentile_cutoffs(rows: list[dict], gamma: float, percentiles: tuple[float,
     return cutoffs
 
 
-def _bucket_removals(block: pa.Table, cutoffs: dict[str, list[float]], dropped: list[str]) -> pa.Table:
+def buckets_of(block: pa.Table, cutoffs: dict[str, list[float]]) -> np.ndarray:
+    """head, middle, tail or None (no language, no perplexity) per row."""
     langs = block.column(LANG).to_numpy(zero_copy_only=False)
-    values = block.column(PERPLEXITY).to_numpy(zero_copy_only=False)
+    values = block.column(PERPLEXITY).to_numpy(zero_copy_only=False).astype(np.float64)
     bucket = np.full(block.num_rows, None, dtype=object)
     for lang, (head_below, tail_from) in cutoffs.items():
         mine = (langs == lang) & ~np.isnan(values)
         bucket[mine & (values < head_below)] = "head"
         bucket[mine & (values >= head_below) & (values < tail_from)] = "middle"
         bucket[mine & (values >= tail_from)] = "tail"
+    return bucket
+
+
+def _bucket_removals(block: pa.Table, cutoffs: dict[str, list[float]], dropped: list[str]) -> pa.Table:
+    bucket = buckets_of(block, cutoffs)
     remove = np.isin(bucket, dropped) if dropped else np.zeros(block.num_rows, bool)
     removed = block.filter(pa.array(remove))
     reasons = pa.array([f"perplexity_{b}" for b in bucket[remove]], pa.string())

@@ -289,3 +289,49 @@ def test_retrained_models_invalidate_annotation_and_packing(
     after_tokenizer = annotate_config_hash(spec), spec.config_hash()
     assert after_lm[0] != before[0] and after_lm[1] != before[1]
     assert after_tokenizer[0] == after_lm[0] and after_tokenizer[1] != after_lm[1]  # the tokenizer only affects pack
+
+
+def test_documents_output_carries_each_documents_perplexity_and_bucket(make_job, lm_pair, texts, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipeline import run_job
+    from pipeline.core.progress import Progress
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": [f"a{i}" for i in range(len(texts))], "text": texts}), corpus / "a.parquet")
+    spec = make_job(
+        corpus,
+        tmp_path / "out",
+        output={"kind": "documents"},
+        stages={
+            "perplexity": {
+                "enabled": True,
+                "models": {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}},
+                "keep_buckets": ["head", "middle"],
+            }
+        },
+    )
+    del spec["stages"]["tokenize"]
+    result = run_job(spec, progress=Progress(quiet=True))
+    head_below, tail_from = result.report["perplexity_buckets"]["cutoffs"]["en"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    documents = pa.concat_tables(
+        pq.read_table(tmp_path / "out" / s["files"]["documents"]["path"]) for s in manifest["shards"]
+    )
+    scored = [
+        (b, v)
+        for b, v in zip(documents.column("perplexity_bucket").to_pylist(), documents.column("perplexity").to_pylist())
+        if v is not None and v == v
+    ]
+    assert len(scored) > 0.8 * documents.num_rows  # the rest are not English: no model, no bucket
+    assert {b for b, _ in scored} == {"head", "middle"}
+    assert all((b == "head") == (v < head_below) and v < tail_from for b, v in scored)
+    unscored = [
+        b
+        for b, v in zip(documents.column("perplexity_bucket").to_pylist(), documents.column("perplexity").to_pylist())
+        if v is None or v != v
+    ]
+    assert set(unscored) <= {None}
