@@ -10,9 +10,9 @@ import pyarrow.compute as pc
 from pipeline.core import columns as cols
 from pipeline.core.annotated import NODE, AnnotatedShards
 from pipeline.core.columns import LANG, PERPLEXITY
+from pipeline.stages.base import GlobalStage, removal_table
 
 PERPLEXITY_BUCKET = "perplexity_bucket"
-from pipeline.stages.base import GlobalStage, removal_table
 
 
 class PerplexityBuckets(GlobalStage):
