@@ -28,6 +28,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.datatrove_compare:main",
         "near dedup: datatrove's MinHash pipeline vs Refinery (installs benchmarks/.venv-datatrove)",
     ),
+    "datatrove_job": (
+        "benchmarks.datatrove_job:main",
+        "a whole documents job (LID, Gopher, C4, FineWeb, MinHash, Parquet out): datatrove vs Refinery",
+    ),
     "trainer_readers": (
         "benchmarks.trainer_readers:main",
         "token shards read by Megatron's and datatrove's readers (run with benchmarks/.venv-trainers/bin/python)",

@@ -37,6 +37,41 @@ class MissingSharedData(SystemExit):
     """A benchmark's real data is absent: it stops rather than measure something else."""
 
 
+def run_side(module: str, side: str, python: Path, corpus: str, work: Path, workers: int, extra: list[str]) -> dict:
+    """One side of a side-by-side benchmark (``python -m benchmarks <module> --side <side>``,
+    which writes ``<work>/result.json``) in its own process, under ``python`` (another venv's
+    for another tool); its result plus the peak RSS of its process tree, sampled every 0.2 s:
+    of the largest process and of the tree's sum (which counts shared pages, e.g. Ray's object
+    store, once per process)."""
+    work.mkdir(parents=True)
+    command = [str(python), "-m", "benchmarks", module, "--side", side, "--corpus", corpus, "--work", str(work)]
+    command += ["--workers", str(workers), *extra]
+    largest = tree = processes = 0
+    started = time.perf_counter()
+    with open(work / "side.log", "w") as log:
+        proc = psutil.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        while proc.poll() is None:
+            rss = []
+            for p in [proc, *proc.children(recursive=True)]:
+                try:
+                    rss.append(p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            largest, tree = max(largest, max(rss, default=0)), max(tree, sum(rss))
+            processes = max(processes, len(rss))
+            time.sleep(0.2)
+    if proc.returncode:
+        log_tail = (work / "side.log").read_text().splitlines()[-30:]
+        sys.exit(f"{side} failed with exit code {proc.returncode}; its log ends:\n" + "\n".join(log_tail))
+    mb = {"largest_process": round(largest / 2**20, 1), "process_tree_sum": round(tree / 2**20, 1)}
+    return {
+        **json.loads((work / "result.json").read_text()),
+        "peak_rss_mb": mb,
+        "max_processes": processes,
+        "process_wall_s": round(time.perf_counter() - started, 3),
+    }
+
+
 def shared_data(name: str) -> Path:
     """A folder or file of ../shared/data; its absence is an error naming the override."""
     path = SHARED_DATA / name

@@ -184,53 +184,6 @@ def datatrove_python() -> Path:
     return python
 
 
-def run_side(side: str, python: Path, args: argparse.Namespace, corpus: str, tokenizer: str, work: Path) -> dict:
-    """One side in its own process; its result plus the peak RSS of its process tree."""
-    import psutil
-
-    work.mkdir(parents=True)
-    command = [
-        str(python),
-        "-m",
-        "benchmarks",
-        "datatrove_compare",
-        "--side",
-        side,
-        "--corpus",
-        corpus,
-        "--work",
-        str(work),
-        "--workers",
-        str(args.workers),
-        "--tokenizer",
-        tokenizer,
-    ]
-    largest = tree = processes = 0
-    started = time.perf_counter()
-    with open(work / "side.log", "w") as log:
-        proc = psutil.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        while proc.poll() is None:
-            rss = []
-            for p in [proc, *proc.children(recursive=True)]:
-                try:
-                    rss.append(p.memory_info().rss)
-                except psutil.Error:
-                    pass
-            largest, tree = max(largest, max(rss, default=0)), max(tree, sum(rss))
-            processes = max(processes, len(rss))
-            time.sleep(0.2)
-    if proc.returncode:
-        log_tail = (work / "side.log").read_text().splitlines()[-30:]
-        sys.exit(f"{side} failed with exit code {proc.returncode}; its log ends:\n" + "\n".join(log_tail))
-    mb = {"largest_process": round(largest / 2**20, 1), "process_tree_sum": round(tree / 2**20, 1)}
-    return {
-        **json.loads((work / "result.json").read_text()),
-        "peak_rss_mb": mb,
-        "max_processes": processes,
-        "process_wall_s": round(time.perf_counter() - started, 3),
-    }
-
-
 def compare(args: argparse.Namespace, argv: list[str]) -> None:
     import psutil
     import pyarrow.compute as pc
@@ -268,7 +221,9 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
                 print(f"round {number + 1}/{args.rounds}: running {SIDES[side]} ...", flush=True)
                 python_of_side = python if side == "datatrove" else Path(sys.executable)
                 work = Path(tmp) / f"{side}-{number}"
-                rounds[-1][side] = run_side(side, python_of_side, args, corpus, tokenizer, work)
+                rounds[-1][side] = common.run_side(
+                    "datatrove_compare", side, python_of_side, corpus, work, args.workers, ["--tokenizer", tokenizer]
+                )
     results = rounds[0]
     removed = {side: set(r.pop("removed_ids")) for side, r in results.items()}
     for later in rounds[1:]:
