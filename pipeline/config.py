@@ -44,7 +44,8 @@ class DocumentsOutputConfig(BaseModel):
     non-string values as JSON)."""
     shard_bytes: int = Field(256 * 1024 * 1024, gt=0)
     """Target text bytes per document shard (uncompressed UTF-8) when the output has no
-    tokens; with tokens, document shard ``j`` holds exactly the documents of token shard ``j``."""
+    tokens; with tokens, document shard ``j`` holds exactly the documents of token shard ``j``.
+    A pack worker holds about three times a shard's documents in memory while it writes one."""
     row_group_rows: int = Field(8192, gt=0)
     """Rows per Parquet row group: what a reader fetches at a time."""
 
