@@ -114,6 +114,8 @@ def with_texts_replaced(docs: pa.Table, replacements: dict[int, str]) -> pa.Tabl
     texts = pc.replace_with_mask(
         column.combine_chunks(), mask, pa.array([replacements[r] for r in sorted(replacements)], column.type)
     )
-    docs = docs.set_column(docs.schema.get_field_index(TEXT), TEXT, texts)
+    # the same fields (not-null included), so that every batch a writer gets has one schema
+    text_at, bytes_at = docs.schema.get_field_index(TEXT), docs.schema.get_field_index(TEXT_BYTES)
+    docs = docs.set_column(text_at, docs.schema.field(text_at), texts)
     lengths = pc.binary_length(texts).cast(pa.int64())
-    return docs.set_column(docs.schema.get_field_index(TEXT_BYTES), TEXT_BYTES, lengths)
+    return docs.set_column(bytes_at, docs.schema.field(bytes_at), lengths)

@@ -33,5 +33,9 @@ class LazyParquetWriter:
             self.writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
             # Registered after the sink, so it runs first: the footer is written before the commit.
             self.stack.callback(self.writer.close)
+        elif not table.schema.equals(self.writer.schema):
+            # Batches of one file may differ in a field's nullability alone (a column rebuilt by a
+            # stage in one batch and not in the next): the file keeps its first schema.
+            table = table.cast(self.writer.schema)
         self.writer.write_table(table)
         self.rows += table.num_rows

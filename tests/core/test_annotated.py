@@ -70,3 +70,27 @@ def test_attach_names_the_file_when_a_row_is_missing(shards):
         shards.attach(
             ray.data.from_arrow(requests), "n", requests.schema, pa.schema([(cols.ID, pa.string())])
         ).take_all()
+
+
+def test_replaced_texts_keep_the_schema_and_a_writer_takes_batches_that_differ_in_nullability(tmp_path):
+    import contextlib
+
+    import pyarrow.parquet as pq
+
+    from pipeline.core import columns as cols
+    from pipeline.core.parquet_io import LazyParquetWriter
+
+    docs = pa.table(
+        {"text": ["a b", "c d"], "text_bytes": [3, 3]},
+        schema=pa.schema(
+            [pa.field("text", pa.string(), nullable=False), pa.field("text_bytes", pa.int64(), nullable=False)]
+        ),
+    )
+    replaced = cols.with_texts_replaced(docs, {0: "<EMAIL> b"})
+    assert replaced.schema.equals(docs.schema) and replaced.column("text_bytes").to_pylist() == [9, 3]
+    loose = pa.table({"text": ["e"], "text_bytes": [1]})  # nullable fields: a batch rebuilt elsewhere
+    with contextlib.ExitStack() as stack:
+        writer = LazyParquetWriter(stack, str(tmp_path / "out.parquet"), None)
+        writer.write(docs)
+        writer.write(loose)
+    assert pq.read_table(tmp_path / "out.parquet").column("text").to_pylist() == ["a b", "c d", "e"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import JobSpec
@@ -134,5 +135,9 @@ def encode_documents(table: pa.Table, fmt: str, row_group_rows: int) -> bytes:
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd", row_group_size=row_group_rows)
         return sink.getvalue()
+    for i, field in enumerate(table.schema):
+        if pa.types.is_floating(field.type):  # NaN is not JSON: null instead
+            column = table.column(i)
+            table = table.set_column(i, field, pc.if_else(pc.is_nan(column), pa.scalar(None, field.type), column))
     lines = [json.dumps(row, ensure_ascii=False, default=str) for row in table.to_pylist(maps_as_pydicts="strict")]
     return gzip.compress(("\n".join(lines) + ("\n" if lines else "")).encode(), mtime=0)
