@@ -27,6 +27,7 @@ from pipeline.config import JobSpec
 from pipeline.core import columns as cols
 from pipeline.core import storage
 from pipeline.core.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals, shards_and_rows
+from pipeline.core.blocks import right_sized
 from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker, DedupMarker, Marker, RemovedCounts
@@ -126,18 +127,22 @@ def _as_survivor_rows(block, shard_keys: list[str]):
 def duplicate_clusters(removals, shard_keys: list[str], max_depth: int = 8):
     """Per survivor, the documents this run removed as its duplicates (``cols.CLUSTER_SIZE``
     here counts only those), following removed-for-a-removed-document links to the end."""
-    links = removals.map_batches(_duplicate_links, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
-    links = links.materialize()
+    # removals keep the blocks of the documents they came from (hundreds at 1M documents):
+    # coalesced first, or every sort below would shuffle that many tiny blocks
+    links = right_sized(
+        removals.map_batches(_duplicate_links, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
+    )
     counts = links.map_batches(_first_counts, batch_format="pyarrow")
     for _ in range(max_depth):
         merged = links.map_batches(_tagged, fn_kwargs={"link": True}, batch_format="pyarrow").union(
             counts.map_batches(_tagged, fn_kwargs={"link": False}, batch_format="pyarrow")
         )
-        step = merged.sort(_KEY).map_batches(_follow_links, batch_size=None, batch_format="pyarrow").materialize()
+        step = right_sized(merged).sort(_KEY).map_batches(_follow_links, batch_size=None, batch_format="pyarrow")
+        step = step.materialize()
         counts = step.select_columns([_KEY, _COUNT])
         if not step.sum(_MOVED):
             break
-    summed = counts.sort(_KEY).map_batches(_sum_per_key, batch_size=None, batch_format="pyarrow")
+    summed = right_sized(counts).sort(_KEY).map_batches(_sum_per_key, batch_size=None, batch_format="pyarrow")
     return summed.map_batches(_as_survivor_rows, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
 
 
