@@ -118,8 +118,8 @@ def annotate_config_hash(spec: JobSpec) -> str:
         "write_rejects": spec.output.write_rejects,
         "models": spec.model_fingerprints(exclude=("stages.tokenize.model",)),
     }
-    if carries_columns(spec):
-        payload["carry_columns"] = spec.input.carry_columns
+    if spec.output.writes_documents:  # carried input columns; stages' values for document outputs
+        payload["documents"] = {"carry_columns": spec.input.carry_columns}
     return short_hash(payload)
 
 

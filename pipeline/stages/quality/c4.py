@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from pipeline.stages.quality.config import C4Config
-from pipeline.stages.quality.text import SPACE, Batch, Pieces, matches
+from pipeline.stages.quality.text import SPACE, Batch, Measured, Pieces, matches, measure
 
 C4_LOREM_IPSUM = "c4_lorem_ipsum"
 C4_CURLY_BRACKET = "c4_curly_bracket"
@@ -21,7 +21,7 @@ _C4_POLICY = "terms of use|privacy policy|cookie policy|uses cookies|use of cook
 _SENTENCE_END = rf"[.!?]+[\"'”’)\]]*(?:[{SPACE}]|$)"
 
 
-def c4(batch: Batch, c: C4Config) -> dict[str, np.ndarray]:
+def c4(batch: Batch, c: C4Config, measured: Measured = None) -> dict[str, np.ndarray]:
     """Per ``C4_REASONS`` reason whose rule is on, which documents it rejects."""
     lines = batch.lines
     stripped = pc.utf8_trim_whitespace(lines.values)
@@ -47,5 +47,6 @@ def c4(batch: Batch, c: C4Config) -> dict[str, np.ndarray]:
         counted &= ~matches(cleaned, _C4_POLICY, ignore_case=True)
     if c.min_num_sentences is not None:
         sentences = np.maximum(pc.count_substring_regex(cleaned, _SENTENCE_END).to_numpy(), 1)
-        fired[C4_TOO_FEW_SENTENCES] = lines.total(sentences, counted) < c.min_num_sentences
+        counted_sentences = measure(measured, C4_TOO_FEW_SENTENCES, lines.total(sentences, counted))
+        fired[C4_TOO_FEW_SENTENCES] = counted_sentences < c.min_num_sentences
     return fired

@@ -12,11 +12,13 @@ from pipeline.stages.quality.config import GopherQualityConfig, GopherRepetition
 from pipeline.stages.quality.text import (
     SPACE,
     Batch,
+    Measured,
     Pieces,
     above,
     below,
     first_occurrences,
     matches,
+    measure,
     mix,
     ratio,
 )
@@ -64,31 +66,35 @@ _NGRAM_BASE = np.uint64(0x9E3779B97F4A7C15)
 _DOC_SALT = np.uint64(0xD6E8FEB86659FD93)
 
 
-def gopher_quality(batch: Batch, c: GopherQualityConfig) -> dict[str, np.ndarray]:
+def gopher_quality(batch: Batch, c: GopherQualityConfig, measured: Measured = None) -> dict[str, np.ndarray]:
     """Per ``GOPHER_QUALITY_REASONS`` reason whose rule is on, which documents it rejects."""
     words, lines = batch.words, batch.text_lines
     n_words, n_tokens = words.count(), batch.token_count()
     fired = {}
     if c.min_doc_words is not None or c.max_doc_words is not None:
-        fired[GOPHER_WORD_COUNT] = below(n_words, c.min_doc_words) | above(n_words, c.max_doc_words)
+        counted = measure(measured, GOPHER_WORD_COUNT, n_words)
+        fired[GOPHER_WORD_COUNT] = below(counted, c.min_doc_words) | above(counted, c.max_doc_words)
     if c.min_avg_word_length is not None or c.max_avg_word_length is not None:
-        mean = ratio(words.total(words.lengths), n_words)
+        mean = measure(measured, GOPHER_MEAN_WORD_LENGTH, ratio(words.total(words.lengths), n_words))
         fired[GOPHER_MEAN_WORD_LENGTH] = below(mean, c.min_avg_word_length) | above(mean, c.max_avg_word_length)
     if c.max_symbol_word_ratio is not None:
         ellipses = batch.count("...") + batch.count("…")
-        fired[GOPHER_SYMBOL_RATIO] = (ratio(batch.count("#"), n_tokens) > c.max_symbol_word_ratio) | (
-            ratio(ellipses, n_tokens) > c.max_symbol_word_ratio
-        )
+        symbols = np.maximum(ratio(batch.count("#"), n_tokens), ratio(ellipses, n_tokens))
+        fired[GOPHER_SYMBOL_RATIO] = measure(measured, GOPHER_SYMBOL_RATIO, symbols) > c.max_symbol_word_ratio
     if c.max_bullet_lines_ratio is not None:
         bullets = lines.count(lines.matches(_BULLET_LINE))
-        fired[GOPHER_BULLET_LINES] = ratio(bullets, lines.count()) > c.max_bullet_lines_ratio
+        bullet_share = measure(measured, GOPHER_BULLET_LINES, ratio(bullets, lines.count()))
+        fired[GOPHER_BULLET_LINES] = bullet_share > c.max_bullet_lines_ratio
     if c.max_ellipsis_lines_ratio is not None:
         ellipsis_lines = lines.count(lines.matches(_ELLIPSIS_LINE))
-        fired[GOPHER_ELLIPSIS_LINES] = ratio(ellipsis_lines, lines.count()) > c.max_ellipsis_lines_ratio
+        ellipsis_share = measure(measured, GOPHER_ELLIPSIS_LINES, ratio(ellipsis_lines, lines.count()))
+        fired[GOPHER_ELLIPSIS_LINES] = ellipsis_share > c.max_ellipsis_lines_ratio
     if c.min_alpha_words_ratio is not None:
-        fired[GOPHER_ALPHA_WORDS] = ratio(words.count(_has_letter(words.values)), n_tokens) < c.min_alpha_words_ratio
+        alpha = measure(measured, GOPHER_ALPHA_WORDS, ratio(words.count(_has_letter(words.values)), n_tokens))
+        fired[GOPHER_ALPHA_WORDS] = alpha < c.min_alpha_words_ratio
     if c.min_stop_words is not None:
-        fired[GOPHER_STOP_WORDS] = _distinct_stop_words(words, c.stop_words) < c.min_stop_words
+        stop_words = measure(measured, GOPHER_STOP_WORDS, _distinct_stop_words(words, c.stop_words))
+        fired[GOPHER_STOP_WORDS] = stop_words < c.min_stop_words
     return fired
 
 
@@ -108,7 +114,7 @@ def _distinct_stop_words(words: Pieces, stop_words: list[str]) -> np.ndarray:
     return present.sum(axis=1)
 
 
-def gopher_repetition(batch: Batch, c: GopherRepetitionConfig) -> dict[str, np.ndarray]:
+def gopher_repetition(batch: Batch, c: GopherRepetitionConfig, measured: Measured = None) -> dict[str, np.ndarray]:
     """Per ``GOPHER_REPETITION_REASONS`` reason whose rule is on, which documents it rejects."""
     fired = {}
     for pieces_of, frac, char_frac, frac_reason, char_frac_reason in (
@@ -126,15 +132,17 @@ def gopher_repetition(batch: Batch, c: GopherRepetitionConfig) -> dict[str, np.n
         pieces = getattr(batch, pieces_of)
         repeated = pieces.repeats()
         if frac is not None:
-            fired[frac_reason] = ratio(pieces.count(repeated), pieces.count()) > frac
+            fired[frac_reason] = measure(measured, frac_reason, ratio(pieces.count(repeated), pieces.count())) > frac
         if char_frac is not None:
             repeated_chars = pieces.total(pieces.lengths, repeated)
-            fired[char_frac_reason] = ratio(repeated_chars, batch.length) > char_frac
+            fired[char_frac_reason] = (
+                measure(measured, char_frac_reason, ratio(repeated_chars, batch.length)) > char_frac
+            )
     top = {n: limit for n in TOP_NGRAMS if (limit := getattr(c, f"top_{n}gram_char_frac")) is not None}
     dup = {n: limit for n in DUP_NGRAMS if (limit := getattr(c, f"dup_{n}gram_char_frac")) is not None}
     for n, chars in _ngram_chars(batch.tokens, top, dup).items():
         reason, limit = (GOPHER_TOP_NGRAM[n], top[n]) if n in top else (GOPHER_DUP_NGRAM[n], dup[n])
-        fired[reason] = ratio(chars, batch.length) > limit
+        fired[reason] = measure(measured, reason, ratio(chars, batch.length)) > limit
     return fired
 
 

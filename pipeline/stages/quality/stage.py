@@ -7,6 +7,8 @@ text is tokenized: ``docs/quality-rules.md``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,23 +26,61 @@ from pipeline.stages.quality.gopher import (
 )
 from pipeline.stages.quality.text import Batch
 
+if TYPE_CHECKING:
+    from pipeline.config import JobSpec
+
 EMPTY_TEXT = "empty_text"
 REJECT_REASONS = (EMPTY_TEXT, *GOPHER_QUALITY_REASONS, *GOPHER_REPETITION_REASONS, *C4_REASONS, *FINEWEB_REASONS)
 """Every reason this stage gives, in precedence order: a document failing several rules
 is rejected for the first."""
 
 
+QUALITY_VALUES = "quality_values"
+QUALITY_VALUES_TYPE = pa.map_(pa.string(), pa.float64())
+
+
 class QualityRules(DocumentStage):
-    """Rejects documents that fail a heuristic quality rule; adds no columns."""
+    """Rejects documents that fail a heuristic quality rule. For a job that writes documents
+    it also adds ``quality_values``: per rule that is on, by its reason's name, the value the
+    rule compared with its threshold (word count, shares, ratios), as computed anyway (dolma's
+    "tag once, filter many times": other thresholds can be applied to the output later)."""
 
     name = "quality"
 
+    def __init__(self, config: QualityRulesConfig) -> None:
+        super().__init__(config)
+        self.record_values = False
+
+    def bind_job(self, spec: JobSpec) -> None:
+        self.record_values = spec.output.writes_documents
+
     def process(self, docs: pa.Table) -> StageOutput:
-        return StageOutput(docs, reject_reasons(docs.column(cols.TEXT), self.config))
+        if not self.record_values:
+            return StageOutput(docs, reject_reasons(docs.column(cols.TEXT), self.config))
+        values: dict[str, np.ndarray] = {}
+        reasons = reject_reasons(docs.column(cols.TEXT), self.config, values)
+        return StageOutput(docs.append_column(QUALITY_VALUES, _as_maps(values, docs.num_rows)), reasons)
 
 
-def reject_reasons(texts: pa.Array | pa.ChunkedArray, config: QualityRulesConfig) -> pa.Array:
-    """Per text, the reason it is rejected (the first in ``REJECT_REASONS`` order), or null."""
+def _as_maps(values: dict[str, np.ndarray], num_rows: int) -> pa.Array:
+    """One map per document of the values measured for it (rules that looked at it)."""
+    names = list(values)
+    if not names:
+        return pa.array([[] for _ in range(num_rows)], QUALITY_VALUES_TYPE)
+    matrix = np.column_stack([values[name] for name in names])
+    present = ~np.isnan(matrix)
+    counts = present.sum(axis=1)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    keys = np.broadcast_to(np.array(names, dtype=object), matrix.shape)[present]
+    return pa.MapArray.from_arrays(pa.array(offsets), pa.array(keys, pa.string()), pa.array(matrix[present]))
+
+
+def reject_reasons(
+    texts: pa.Array | pa.ChunkedArray, config: QualityRulesConfig, values: dict[str, np.ndarray] | None = None
+) -> pa.Array:
+    """Per text, the reason it is rejected (the first in ``REJECT_REASONS`` order), or null.
+    ``values``, when given, receives per rule the value it measured for each text (NaN for
+    texts an earlier family rejected, which later families do not look at)."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0), True).to_numpy(
@@ -58,7 +98,10 @@ def reject_reasons(texts: pa.Array | pa.ChunkedArray, config: QualityRulesConfig
     ):
         if not family.enabled or batch.num_docs == 0:
             continue
-        first = _first_fired(rules(batch, family), batch.num_docs)
+        measured: dict[str, np.ndarray] | None = {} if values is not None else None
+        first = _first_fired(rules(batch, family, measured), batch.num_docs)
+        for rule, measures in (measured or {}).items():
+            values.setdefault(rule, np.full(len(codes), np.nan))[undecided] = measures
         codes[undecided] = first
         kept = first < 0
         if not kept.all():

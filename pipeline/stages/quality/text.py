@@ -173,6 +173,17 @@ def matches(values: pa.Array, pattern: str, ignore_case: bool = False) -> np.nda
     return pc.match_substring_regex(values, pattern, ignore_case=ignore_case).to_numpy(zero_copy_only=False)
 
 
+Measured = dict[str, np.ndarray] | None
+
+
+def measure(measured: Measured, rule: str, values: np.ndarray) -> np.ndarray:
+    """``values`` (one per document: what ``rule`` compares with its threshold), recorded
+    under the rule's name when ``measured`` is a dict, so that the stage can annotate them."""
+    if measured is not None:
+        measured[rule] = np.asarray(values, dtype=np.float64)
+    return values
+
+
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator, 0 where the denominator is 0."""
     return numerator / np.maximum(denominator, 1)

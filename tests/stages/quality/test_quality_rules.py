@@ -613,3 +613,57 @@ def test_config_defaults_are_the_sources_and_unknown_keys_fail():
     assert c.c4.min_num_sentences == 5 and c.fineweb.char_duplicates_ratio == 0.01
     with pytest.raises(ValidationError):
         QualityRulesConfig(gopher_quality={"min_words": 3})
+
+
+def values_of(text: str, config: QualityRulesConfig) -> dict[str, float]:
+    values: dict[str, object] = {}
+    reject_reasons(pa.array([text], pa.string()), config, values)
+    return {rule: float(v[0]) for rule, v in values.items() if v[0] == v[0]}
+
+
+MEASURED = [case for case in CASES if case[0] not in ("c4_lorem_ipsum", "c4_curly_bracket")]
+
+
+@pytest.mark.parametrize(
+    ("expected", "family", "field", "inside", "outside"),
+    MEASURED,
+    ids=[f"{case[0]}-{case[2]}-{i}" for i, case in enumerate(MEASURED)],
+)
+def test_each_rule_records_the_value_it_compared(expected, family, field, inside, outside):
+    """The recorded value is the one the decision turned on: the two texts either side of the
+    threshold differ in it, and the threshold lies between them (or on the kept text's side)."""
+    config = only(family, field)
+    kept, rejected = values_of(inside, config)[expected], values_of(outside, config)[expected]
+    threshold = getattr(DEFAULTS[family], field)
+    assert kept != rejected
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        low, high = sorted([kept, rejected])
+        assert low <= threshold <= high or abs(kept - threshold) <= abs(rejected - threshold)
+
+
+def test_quality_values_annotate_documents_for_document_outputs():
+    from pipeline.config import load_job_spec
+
+    text = random_prose(random.Random(3), 3000)
+    spec = load_job_spec(
+        {
+            "name": "q",
+            "input": {"uri": "unused"},
+            "output": {"uri": "unused", "kind": "documents"},
+            "stages": {"quality": {"enabled": True}},
+        },
+        check_files=False,
+    )
+    stage = QualityRules(spec.stages.quality)
+    stage.bind_job(spec)
+    docs = pa.table({cols.TEXT: [text, "too short"]})
+    out = stage.process(docs)
+    first, second = out.table.column("quality_values").to_pylist(maps_as_pydicts="strict")
+    # every whitespace-separated piece of this text holds a letter: each is a word
+    assert first["gopher_word_count"] == len(text.split()) and first["gopher_stop_words"] == 5
+    assert {"fineweb_line_punct", "c4_too_few_sentences", "gopher_dup_line_fraction"} <= set(first)
+    assert out.reject_reasons.to_pylist() == [None, "gopher_word_count"]
+    assert second == {rule: v for rule, v in second.items() if rule.startswith("gopher_")}  # later families skipped
+    assert second["gopher_word_count"] == 2
+    tokens_only = QualityRules(spec.stages.quality)
+    assert "quality_values" not in tokens_only.process(docs).table.column_names
