@@ -202,7 +202,10 @@ def test_json_lines_in_with_nested_fields_and_bad_lines_to_jsonl_gz(sample_corpu
         assert doc["license"] == ("cc-by" if n % 10 == 0 else None)
         assert doc["lang"] == "en"
     columns = [c["name"] for c in manifest["documents"]["columns"]]
-    assert columns == ["id", "text", "domain", "url", "lang", "lang_score", "source", "metadata", "license", "copy"]
+    assert columns == [
+        *["id", "text", "domain", "url", "lang", "lang_score", "source", "metadata", "license"],
+        *["duplicate_count", "copy"],
+    ]
 
 
 def test_parquet_columns_are_carried_and_a_clash_is_renamed(sample_corpus, tmp_path):
