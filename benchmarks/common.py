@@ -72,6 +72,96 @@ def run_side(module: str, side: str, python: Path, corpus: str, work: Path, work
     }
 
 
+def corpus_stats(corpus: str, label: str) -> dict:
+    """Shards, documents and bytes of a directory of Parquet shards with a text column."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(corpus).glob("*.parquet"))
+    return {
+        "path": label,
+        "shards": len(files),
+        "docs": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
+        "parquet_bytes": sum(f.stat().st_size for f in files),
+        "text_bytes": sum(
+            pc.sum(pc.binary_length(pq.read_table(f, columns=["text"])["text"])).as_py() or 0 for f in files
+        ),
+    }
+
+
+def side_by_side_rounds(
+    module: str, pythons: dict[str, Path], rounds: int, corpus: str, tmp: Path, workers: int, extra: list[str]
+) -> list[dict]:
+    """Every side once per round, each in a fresh process (``run_side``); the order rotates
+    from round to round, so drift falls on every side."""
+    sides = list(pythons)
+    results: list[dict] = []
+    for number in range(rounds):
+        order = sides[number % len(sides) :] + sides[: number % len(sides)]
+        results.append({})
+        for side in order:
+            print(f"round {number + 1}/{rounds}: running {side} ...", flush=True)
+            work = tmp / f"{side}-{number}"
+            results[-1][side] = run_side(module, side, pythons[side], corpus, work, workers, extra)
+    return results
+
+
+def merge_rounds(rounds: list[dict], ids_key: str) -> tuple[dict, dict[str, set]]:
+    """Per side: medians over rounds of its total and per-stage seconds, the largest peak
+    RSS, and the document ids it reported (``ids_key``), which must be the same every round."""
+    results = rounds[0]
+    ids = {side: set(r.pop(ids_key)) for side, r in results.items()}
+    for later in rounds[1:]:
+        for side, r in later.items():
+            assert set(r.pop(ids_key)) == ids[side], f"{side} reported other documents in another round"
+    for side, r in results.items():
+        totals = [one[side]["seconds_total"] for one in rounds]
+        r["seconds_total_each_round"] = totals
+        r["seconds_total"] = statistics.median(totals)
+        r["seconds_by_stage"] = {
+            stage: round(statistics.median(one[side]["seconds_by_stage"][stage] for one in rounds), 3)
+            for stage in r["seconds_by_stage"]
+        }
+        r["peak_rss_mb"] = {kind: max(one[side]["peak_rss_mb"][kind] for one in rounds) for kind in r["peak_rss_mb"]}
+    return results, ids
+
+
+def ratio_over_rounds(rounds: list[dict], baseline: str, side: str) -> dict:
+    """The baseline's seconds over the side's, per round, and their median."""
+    ratios = [one[baseline]["seconds_total"] / one[side]["seconds_total"] for one in rounds]
+    return {
+        f"ratio_{baseline}_over_refinery": round(statistics.median(ratios), 3),
+        "ratio_each_round": [round(x, 3) for x in ratios],
+    }
+
+
+def overlap(a: set, b: set, name_a: str, name_b: str) -> dict:
+    """How two sets of document ids agree."""
+    return {
+        "both": len(a & b),
+        f"only_{name_a}": len(a - b),
+        f"only_{name_b}": len(b - a),
+        "jaccard": round(len(a & b) / len(a | b), 4) if a | b else 1.0,
+    }
+
+
+def write_side_by_side(name: str, argv: list[str], fields: dict) -> dict:
+    """The report of a side-by-side benchmark (command, machine, then ``fields``), written to
+    ``benchmarks/results/<name>.json``."""
+    report = {
+        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", name, *argv]),
+        "machine": {
+            "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        **fields,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def shared_data(name: str) -> Path:
     """A folder or file of ../shared/data; its absence is an error naming the override."""
     path = SHARED_DATA / name

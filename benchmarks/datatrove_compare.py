@@ -46,8 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,10 +183,6 @@ def datatrove_python() -> Path:
 
 
 def compare(args: argparse.Namespace, argv: list[str]) -> None:
-    import psutil
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     from benchmarks import common
 
     python = datatrove_python()
@@ -201,70 +195,19 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
         tokenizer = args.tokenizer or (str(DEMO_MODEL) if DEMO_MODEL.exists() else None)
         if tokenizer is None:  # only validated by these phases: any small model will do
             tokenizer = str(common.train_tokenizer(Path(tmp)))
-        files = sorted(Path(corpus).glob("*.parquet"))
-        corpus_stats = {
-            "path": args.corpus or "generated: refinery sample --seed 3",
-            "shards": len(files),
-            "docs": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
-            "parquet_bytes": sum(f.stat().st_size for f in files),
-            "text_bytes": sum(
-                pc.sum(pc.binary_length(pq.read_table(f, columns=["text"])["text"])).as_py() or 0 for f in files
-            ),
-        }
-        rounds: list[dict] = []
-        sides = list(SIDES)
-        for number in range(args.rounds):
-            # each side in a fresh process; the order rotates, so drift falls on every side
-            order = sides[number % len(sides) :] + sides[: number % len(sides)]
-            rounds.append({})
-            for side in order:
-                print(f"round {number + 1}/{args.rounds}: running {SIDES[side]} ...", flush=True)
-                python_of_side = python if side == "datatrove" else Path(sys.executable)
-                work = Path(tmp) / f"{side}-{number}"
-                rounds[-1][side] = common.run_side(
-                    "datatrove_compare", side, python_of_side, corpus, work, args.workers, ["--tokenizer", tokenizer]
-                )
-    results = rounds[0]
-    removed = {side: set(r.pop("removed_ids")) for side, r in results.items()}
-    for later in rounds[1:]:
-        for side, r in later.items():
-            assert set(r.pop("removed_ids")) == removed[side], f"{side} removed other documents in another round"
+        stats = common.corpus_stats(corpus, args.corpus or "generated: refinery sample --seed 3")
+        pythons = {side: python if side == "datatrove" else Path(sys.executable) for side in SIDES}
+        rounds = common.side_by_side_rounds(
+            "datatrove_compare", pythons, args.rounds, corpus, Path(tmp), args.workers, ["--tokenizer", tokenizer]
+        )
+    results, removed = common.merge_rounds(rounds, "removed_ids")
     for side, r in results.items():
         r["removed"] = len(removed[side])
-        totals = [one[side]["seconds_total"] for one in rounds]
-        r["seconds_total_each_round"] = totals
-        r["seconds_total"] = statistics.median(totals)
-        r["seconds_by_stage"] = {
-            stage: round(statistics.median(one[side]["seconds_by_stage"][stage] for one in rounds), 3)
-            for stage in r["seconds_by_stage"]
-        }
-        r["peak_rss_mb"] = {kind: max(one[side]["peak_rss_mb"][kind] for one in rounds) for kind in r["peak_rss_mb"]}
         if side != "datatrove":
-            ratios = [one["datatrove"]["seconds_total"] / one[side]["seconds_total"] for one in rounds]
-            r["ratio_datatrove_over_refinery"] = round(statistics.median(ratios), 3)
-            r["ratio_each_round"] = [round(x, 3) for x in ratios]
-            a, b = removed["datatrove"], removed[side]
-            r["overlap_with_datatrove"] = {
-                "both": len(a & b),
-                "only_datatrove": len(a - b),
-                "only_refinery": len(b - a),
-                "jaccard": round(len(a & b) / len(a | b), 4) if a | b else 1.0,
-            }
-    report = {
-        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", "datatrove_compare", *argv]),
-        "machine": {
-            "cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "corpus": corpus_stats,
-        "workers": args.workers,
-        "rounds": args.rounds,
-        **results,
-    }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(report, indent=2) + "\n")
+            r |= common.ratio_over_rounds(rounds, "datatrove", side)
+            r["overlap_with_datatrove"] = common.overlap(removed["datatrove"], removed[side], "datatrove", "refinery")
+    fields = {"corpus": stats, "workers": args.workers, "rounds": args.rounds, **results}
+    report = common.write_side_by_side("datatrove_compare", argv, fields)
     print_table(report)
     print(f"wrote {RESULT.relative_to(ROOT)}")
 

@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -230,10 +228,6 @@ def web_like_corpus(out: Path, docs: int, shards: int, seed: int = 3) -> None:
 
 
 def compare(args: argparse.Namespace, argv: list[str]) -> None:
-    import psutil
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     from benchmarks import common
     from benchmarks.datatrove_compare import datatrove_python
 
@@ -248,75 +242,25 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
                 common.sample_corpus(Path(corpus), args.docs, args.shards, 3)
             else:
                 web_like_corpus(Path(corpus), args.docs, args.shards)
-        files = sorted(Path(corpus).glob("*.parquet"))
-        text_bytes = sum(
-            pc.sum(pc.binary_length(pq.read_table(f, columns=["text"])["text"])).as_py() or 0 for f in files
+        generated = "refinery sample --seed 3" if args.sample else "web-like, real text, seed 3"
+        stats = common.corpus_stats(corpus, args.corpus or f"generated: {generated}")
+        pythons = {"datatrove": python, "refinery": Path(sys.executable)}
+        rounds = common.side_by_side_rounds(
+            "datatrove_job", pythons, args.rounds, corpus, Path(tmp), args.workers, ["--lid-model", lid_model]
         )
-        corpus_stats = {
-            "path": args.corpus
-            or ("generated: refinery sample --seed 3" if args.sample else "generated: web-like, real text, seed 3"),
-            "shards": len(files),
-            "docs": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
-            "text_bytes": text_bytes,
-        }
-        rounds: list[dict] = []
-        sides = list(SIDES)
-        for number in range(args.rounds):
-            order = sides if number % 2 == 0 else sides[::-1]
-            rounds.append({})
-            for side in order:
-                print(f"round {number + 1}/{args.rounds}: running {SIDES[side]} ...", flush=True)
-                python_of_side = python if side == "datatrove" else Path(sys.executable)
-                extra = ["--lid-model", lid_model]
-                work = Path(tmp) / f"{side}-{number}"
-                rounds[-1][side] = common.run_side(
-                    "datatrove_job", side, python_of_side, corpus, work, args.workers, extra
-                )
-    results = rounds[0]
-    kept = {side: set(r.pop("kept_ids")) for side, r in results.items()}
-    for later in rounds[1:]:
-        for side, r in later.items():
-            assert set(r.pop("kept_ids")) == kept[side], f"{side} kept other documents in another round"
+    results, kept = common.merge_rounds(rounds, "kept_ids")
     for side, r in results.items():
         r["kept"] = len(kept[side])
-        totals = [one[side]["seconds_total"] for one in rounds]
-        r["seconds_total_each_round"] = totals
-        r["seconds_total"] = statistics.median(totals)
-        r["mb_per_s_per_worker"] = round(text_bytes / r["seconds_total"] / 1e6 / args.workers, 3)
-        r["seconds_by_stage"] = {
-            stage: round(statistics.median(one[side]["seconds_by_stage"][stage] for one in rounds), 3)
-            for stage in r["seconds_by_stage"]
-        }
-        r["peak_rss_mb"] = {kind: max(one[side]["peak_rss_mb"][kind] for one in rounds) for kind in r["peak_rss_mb"]}
-    ratios = [one["datatrove"]["seconds_total"] / one["refinery"]["seconds_total"] for one in rounds]
+        r["mb_per_s_per_worker"] = round(stats["text_bytes"] / r["seconds_total"] / 1e6 / args.workers, 3)
     a, b = kept["datatrove"], kept["refinery"]
     results["refinery"] |= {
-        "ratio_datatrove_over_refinery": round(statistics.median(ratios), 3),
-        "ratio_each_round": [round(x, 3) for x in ratios],
-        "overlap_with_datatrove": {
-            "both": len(a & b),
-            "only_datatrove": len(a - b),
-            "only_refinery": len(b - a),
-            "jaccard": round(len(a & b) / len(a | b), 4) if a | b else 1.0,
-        },
+        **common.ratio_over_rounds(rounds, "datatrove", "refinery"),
+        "overlap_with_datatrove": common.overlap(a, b, "datatrove", "refinery"),
         "only_datatrove_sample": sorted(a - b)[:20],
         "only_refinery_sample": sorted(b - a)[:20],
     }
-    report = {
-        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", "datatrove_job", *argv]),
-        "machine": {
-            "cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "corpus": corpus_stats,
-        "workers": args.workers,
-        "rounds": args.rounds,
-        **results,
-    }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(report, indent=2) + "\n")
+    fields = {"corpus": stats, "workers": args.workers, "rounds": args.rounds, **results}
+    report = common.write_side_by_side("datatrove_job", argv, fields)
     print_table(report)
     print(f"wrote {RESULT.relative_to(ROOT)}")
 

@@ -168,6 +168,12 @@ class JobSpec(BaseModel):
         return self
 
     @property
+    def counts_duplicates(self) -> bool:
+        """Whether dedup counts each kept document's duplicate cluster: for document outputs
+        (``duplicate_count``) and rehydration (copies by cluster size); other jobs skip it."""
+        return self.output.writes_documents or bool(self.stages.mix.rehydration)
+
+    @property
     def mix_unit(self) -> str:
         """What the mix's weights, budget and shard sizes count: tokens when the output has
         any, else the documents' UTF-8 text bytes."""

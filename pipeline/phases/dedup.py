@@ -173,6 +173,8 @@ def dedup_input_hash(spec: JobSpec, annotate_stats: list[AnnotateMarker]) -> str
             for s in annotate_stats
         ),
     }
+    if spec.counts_duplicates:
+        payload["clusters"] = True
     return short_hash(payload)
 
 
@@ -195,6 +197,8 @@ def dedup_config_hash(spec: JobSpec) -> str:
         "stages": [s.name for s in global_stages(spec)],
         "config": spec.capability_settings(),
     }
+    if spec.counts_duplicates:  # an index built without cluster counts is rebuilt once with them
+        payload["clusters"] = True
     return short_hash(payload)
 
 
@@ -271,8 +275,8 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
             removals.write_parquet(removals_path, partition_cols=[cols.SHARD], filesystem=fs)
             clusters_run = layout.dedup_clusters_run(input_hash)
             storage.remove_tree(clusters_run, options)
-            clusters = duplicate_clusters(removals, shards.shard_keys).materialize()
-            if clusters.count():
+            clusters = duplicate_clusters(removals, shards.shard_keys).materialize() if spec.counts_duplicates else None
+            if clusters is not None and clusters.count():
                 clusters_fs, clusters_path = storage.pyarrow_filesystem(clusters_run, options)
                 clusters.write_parquet(clusters_path, partition_cols=[cols.SHARD], filesystem=clusters_fs)
                 for row in clusters.unique(cols.SHARD):

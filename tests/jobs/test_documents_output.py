@@ -107,6 +107,8 @@ def test_documents_output_keeps_what_the_token_run_keeps_with_annotations(token_
     assert min(documents.column("lang_score").to_pylist()) >= 0.3
     # the same documents as the token run packed: every kept id once, same text
     token_out = Path(tokens_only.output_uri)
+    assert not (token_out / "work" / "dedup" / "clusters").exists()  # a token output needs no cluster counts
+    assert (out / "work" / "dedup" / "clusters").exists()
     kept = pa.concat_tables(pq.read_table(p) for p in sorted((token_out / "work" / "tokenize").glob("*.parquet")))
     assert result.report["totals"]["kept_docs"] == tokens_only.report["totals"]["kept_docs"] == documents.num_rows
     assert sorted(documents.column("id").to_pylist()) == sorted(

@@ -306,7 +306,9 @@ class JsonLinesSource(ShardSource):
 
     def _carried(self, record: dict[str, Any]) -> str | None:
         carry = self.validation.config.carry_columns
-        names = self.validation.carried(list(record) if carry == "all" else [n for n in carry if _has(record, n)])
+        names = self.validation.carried(
+            list(record) if carry == "all" else [n for n in carry if _lookup(record, n) is not _ABSENT]
+        )
         if not names:
             return None
         for name in names:
@@ -314,27 +316,25 @@ class JsonLinesSource(ShardSource):
         return json.dumps({name: _field(record, name) for name in names}, ensure_ascii=False, separators=(",", ":"))
 
 
-def _has(record: dict[str, Any], path: str) -> bool:
-    if path in record:
-        return True
-    value: Any = record
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return False
-        value = value[part]
-    return True
+_ABSENT = object()
 
 
-def _field(record: dict[str, Any], path: str) -> Any:
-    """``record[path]``, or the value at a dotted path (``metadata.url``); None when absent."""
+def _lookup(record: dict[str, Any], path: str) -> Any:
+    """``record[path]``, or the value at a dotted path (``metadata.url``); ``_ABSENT`` when none."""
     if path in record:
         return record[path]
     value: Any = record
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
-            return None
+            return _ABSENT
         value = value[part]
     return value
+
+
+def _field(record: dict[str, Any], path: str) -> Any:
+    """The value at ``path`` (see ``_lookup``); None when absent."""
+    value = _lookup(record, path)
+    return None if value is _ABSENT else value
 
 
 def _as_text(value: Any) -> str | None:

@@ -55,12 +55,6 @@ def storage_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size < 65536 else np.dtype("<u4")
 
 
-def uses_clusters(spec: JobSpec) -> bool:
-    """Whether prepared shards carry each kept document's duplicate cluster size: for document
-    outputs (a column) and rehydration (a weight)."""
-    return spec.output.writes_documents or bool(spec.stages.mix.rehydration)
-
-
 def phase_name(spec: JobSpec) -> str:
     return "tokenize" if spec.output.writes_tokens else "prepare"
 
@@ -98,7 +92,7 @@ def tokenize_config_hash(
     }
     if spec.output.kind != "tokens":
         payload["output_kind"] = spec.output.kind
-    if uses_clusters(spec) and cluster_runs:
+    if spec.counts_duplicates and cluster_runs:
         payload["cluster_runs"] = list(cluster_runs)
     if spec.output.writes_documents and stage_state:
         payload["stage_state"] = stage_state
@@ -142,7 +136,7 @@ class ShardTokenizer(ShardWorker):
         started = time.perf_counter()
         options = self.spec.output.storage_options
         self.clusters = (
-            read_cluster_sizes(self.layout, key, list(cluster_runs), options) if uses_clusters(self.spec) else None
+            read_cluster_sizes(self.layout, key, list(cluster_runs), options) if self.spec.counts_duplicates else None
         )
         removals = read_removals(self.layout, key, options)
         removed_rows = removals.column(cols.ROW).combine_chunks()

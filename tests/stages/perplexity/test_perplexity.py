@@ -191,6 +191,22 @@ def test_bucket_cut_points_are_within_one_percent_rank_and_independent_of_blocks
             assert abs(cut / np.percentile(v, percentile) - 1) <= 0.002
 
 
+def bucketing_job(make_job, lm_pair, texts, tmp_path, **sections):
+    """The texts as one Parquet shard, and a job that buckets them by perplexity (head and
+    middle kept)."""
+    import pyarrow.parquet as pq
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": [f"a{i}" for i in range(len(texts))], "text": texts}), corpus / "a.parquet")
+    perplexity = {
+        "enabled": True,
+        "models": {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}},
+        "keep_buckets": ["head", "middle"],
+    }
+    return corpus, make_job(corpus, tmp_path / "out", stages={"perplexity": perplexity}, **sections)
+
+
 def test_job_buckets_perplexity_and_keeps_cut_points_on_refresh(make_job, lm_pair, texts, tmp_path):
     import json
 
@@ -199,20 +215,7 @@ def test_job_buckets_perplexity_and_keeps_cut_points_on_refresh(make_job, lm_pai
     from pipeline import run_job
     from pipeline.core.progress import Progress
 
-    corpus = tmp_path / "in"
-    corpus.mkdir()
-    pq.write_table(pa.table({"id": [f"a{i}" for i in range(len(texts))], "text": texts}), corpus / "a.parquet")
-    spec = make_job(
-        corpus,
-        tmp_path / "out",
-        stages={
-            "perplexity": {
-                "enabled": True,
-                "models": {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}},
-                "keep_buckets": ["head", "middle"],
-            }
-        },
-    )
+    corpus, spec = bucketing_job(make_job, lm_pair, texts, tmp_path)
     first = run_job(spec, progress=Progress(quiet=True))
     cutoffs = first.report["perplexity_buckets"]["cutoffs"]
     assert list(cutoffs) == ["en"] and cutoffs["en"][0] < cutoffs["en"][1]
@@ -299,21 +302,7 @@ def test_documents_output_carries_each_documents_perplexity_and_bucket(make_job,
     from pipeline import run_job
     from pipeline.core.progress import Progress
 
-    corpus = tmp_path / "in"
-    corpus.mkdir()
-    pq.write_table(pa.table({"id": [f"a{i}" for i in range(len(texts))], "text": texts}), corpus / "a.parquet")
-    spec = make_job(
-        corpus,
-        tmp_path / "out",
-        output={"kind": "documents"},
-        stages={
-            "perplexity": {
-                "enabled": True,
-                "models": {"en": {"lm": lm_pair[0], "sp": lm_pair[1]}},
-                "keep_buckets": ["head", "middle"],
-            }
-        },
-    )
+    _, spec = bucketing_job(make_job, lm_pair, texts, tmp_path, output={"kind": "documents"})
     del spec["stages"]["tokenize"]
     result = run_job(spec, progress=Progress(quiet=True))
     head_below, tail_from = result.report["perplexity_buckets"]["cutoffs"]["en"]
