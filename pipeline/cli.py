@@ -89,6 +89,53 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_classifier(args: argparse.Namespace) -> int:
+    from pipeline.stages.classifier.config import TextPreparation
+    from pipeline.tools.train_classifier import TrainingOptions, metrics_path, train_classifier
+
+    corpora: dict[str, list[str]] = {}
+    for label, uris in (("hq", args.positive), ("cc", args.negative)):
+        if uris:
+            corpora[label] = list(uris)
+    for item in args.label or []:
+        label, sep, uri = item.partition("=")
+        if not sep or not label or not uri:
+            raise SystemExit(f"--label takes NAME=URI (got '{item}')")
+        corpora.setdefault(label, []).append(uri)
+    options = TrainingOptions(
+        per_label=args.per_label,
+        holdout=args.holdout,
+        epoch=args.epoch,
+        lr=args.lr,
+        dim=args.dim,
+        word_ngrams=args.word_ngrams,
+        bucket=args.bucket,
+        min_count=args.min_count,
+        threads=args.threads,
+        quantize=args.quantize,
+        seed=args.seed,
+        text_column=args.text_column,
+        prepare=TextPreparation(max_chars=args.max_chars, newlines=args.newlines, lowercase=args.lowercase),
+    )
+    metrics = train_classifier(corpora, args.out, options)
+    print(
+        f"trained a fastText classifier on {metrics['train_documents']:,} documents "
+        f"({metrics['per_label']:,} per label, {metrics['heldout_documents']:,} held out): {args.out}"
+    )
+    print("| label | precision | recall | F1 | ROC-AUC | held out |")
+    for label, m in metrics["labels"].items():
+        print(
+            f"| {label} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['roc_auc']:.4f} | {m['support']:,} |"
+        )
+    print(f"accuracy {metrics['accuracy']:.4f}; metrics: {metrics_path(args.out)}")
+    first = next(iter(metrics["labels"]))
+    print(
+        f"use it with  stages.classifier.classifiers: [{{name: quality, model: {args.out}, label: {first}, "
+        "min_percentile: 90}]"
+    )
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.core import storage
     from pipeline.tools.inspect import inspect_output
@@ -259,6 +306,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train_lm.add_argument("--seed", type=int, default=0, help="seed of the document draw (default: 0)")
     train_lm.set_defaults(func=_cmd_train_lm)
+
+    train_cls = commands.add_parser(
+        "train-classifier",
+        help="train a fastText classifier (DCLM's recipe: bigrams, balanced labels) and measure it on held-out text",
+    )
+    train_cls.add_argument("out", help="where to write the model (.bin, or .ftz with --quantize); path or s3://")
+    train_cls.add_argument(
+        "--positive", action="append", metavar="URI", help="corpus of the positive label __label__hq (repeatable)"
+    )
+    train_cls.add_argument(
+        "--negative", action="append", metavar="URI", help="corpus of the negative label __label__cc (repeatable)"
+    )
+    train_cls.add_argument(
+        "--label",
+        action="append",
+        metavar="NAME=URI",
+        help="a corpus of label NAME (repeatable; for more than two labels, e.g. a topic classifier that routes domains)",
+    )
+    train_cls.add_argument(
+        "--text-column", default="text", help="column or dotted JSON path of the text (default: text)"
+    )
+    train_cls.add_argument(
+        "--per-label", type=int, default=200_000, help="documents drawn per label, balanced (default: 200000, DCLM's)"
+    )
+    train_cls.add_argument("--holdout", type=float, default=0.1, help="share of each label held out (default: 0.1)")
+    train_cls.add_argument("--epoch", type=int, default=5, help="training epochs (default: 5)")
+    train_cls.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
+    train_cls.add_argument("--dim", type=int, default=100, help="vector size (default: 100)")
+    train_cls.add_argument(
+        "--bucket",
+        type=int,
+        default=2_000_000,
+        help="n-gram hash buckets; the model holds bucket x dim floats (default: 2000000)",
+    )
+    train_cls.add_argument("--word-ngrams", type=int, default=2, help="word n-grams (default: 2, bigrams)")
+    train_cls.add_argument("--min-count", type=int, default=1, help="minimum word count (default: 1)")
+    train_cls.add_argument("--threads", type=int, default=1, help="training threads; 1 is deterministic (default: 1)")
+    train_cls.add_argument("--quantize", action="store_true", help="compress with product quantization (write .ftz)")
+    train_cls.add_argument("--seed", type=int, default=0, help="seed of the draw, the split and training (default: 0)")
+    train_cls.add_argument(
+        "--max-chars", type=int, default=None, help="text preparation: read only this many characters (default: all)"
+    )
+    train_cls.add_argument(
+        "--newlines",
+        choices=["space", "join_lines"],
+        default="space",
+        help="text preparation: line breaks to spaces, or DCLM's strip + splitlines + join (default: space)",
+    )
+    train_cls.add_argument("--lowercase", action="store_true", help="text preparation: lower-case the text")
+    train_cls.set_defaults(func=_cmd_train_classifier)
 
     inspect = commands.add_parser("inspect", help="verify an output's manifest against its shards and show samples")
     inspect.add_argument("output", help="a run's output.uri (path or s3:// URI)")

@@ -77,6 +77,11 @@ SURVIVOR_ROW = "duplicate_of_row"
 """Where the document a duplicate was removed for lies (dedup removals only)."""
 COPY = "copy"
 """In document shards: 0 for a document's first copy in the mix, 1 for its second, ..."""
+ROUTED_DOMAIN = "routed_domain"
+"""A domain a document stage decided for a document (a classifier's label): the mix phase
+takes it after its domain rules and before the input's domain column. A stage that writes
+it keeps a value an earlier stage wrote."""
+
 CLUSTER_SIZE = "duplicate_count"
 """Of a kept document: the documents of the duplicate cluster it stands for (itself and every
 document exact or near dedup removed for it, in this run and earlier ones); 1 when none. The

@@ -39,6 +39,54 @@ def check_fasttext(uri: str, options: storage.StorageOptions | None) -> None:
         raise ValueError(f"'{uri}' is a fastText model of format version {version}; this fastText reads 11 and 12")
 
 
+def fasttext_labels(uri: str, options: storage.StorageOptions | None) -> list[str]:
+    """The labels of a fastText model, read from its dictionary without loading the model
+    (fastText's ``Args::save`` then ``Dictionary::save``: labels are the entries of type 1).
+    ``ValueError`` if the file is not a fastText model or ends inside its dictionary."""
+    check_fasttext(uri, options)
+    with storage.open_read(uri, options) as f:
+        reader = _BufferedReader(f)
+        # magic, version; 12 int32 args (dim .. lrUpdateRate) and the double t
+        reader.take(8 + 12 * 4 + 8)
+        size, _nwords, nlabels = struct.unpack("<iii", reader.take(12))
+        reader.take(16)  # ntokens, pruneidx_size (int64 each)
+        labels = []
+        for _ in range(size):
+            word = reader.until_nul()
+            (entry_type,) = struct.unpack("<b", reader.take(9)[8:])
+            if entry_type == 1:
+                labels.append(word.decode("utf-8", errors="replace"))
+        if len(labels) != nlabels:
+            raise ValueError(f"'{uri}': its dictionary lists {len(labels)} labels, its header {nlabels}")
+        return labels
+
+
+class _BufferedReader:
+    def __init__(self, f, chunk: int = 1 << 20) -> None:
+        self.f, self.chunk, self.buffer, self.at = f, chunk, b"", 0
+
+    def _fill(self, need: int) -> None:
+        while len(self.buffer) - self.at < need:
+            more = self.f.read(self.chunk)
+            if not more:
+                raise ValueError("not a fastText model: the file ends inside its dictionary")
+            self.buffer = self.buffer[self.at :] + more
+            self.at = 0
+
+    def take(self, n: int) -> bytes:
+        self._fill(n)
+        out = self.buffer[self.at : self.at + n]
+        self.at += n
+        return out
+
+    def until_nul(self) -> bytes:
+        while (end := self.buffer.find(b"\0", self.at)) < 0:
+            self._fill(len(self.buffer) - self.at + 1)
+        out = self.buffer[self.at : end]
+        self.at = end + 1
+        return out
+
+
 def check_sentencepiece(uri: str, options: storage.StorageOptions | None) -> spm.SentencePieceProcessor:
     """The loaded sentencepiece model; ``ValueError`` if the file is not one."""
     try:

@@ -210,6 +210,12 @@ class Capability:
     global_stage: ClassVar[type[GlobalStage] | None] = None
 
     @classmethod
+    def needs_global_stage(cls, config: StageConfig) -> bool:
+        """Whether this job runs the capability's global stage: one the settings leave with
+        nothing to decide (no run-wide cut) is left out of dedup."""
+        return cls.global_stage is not None
+
+    @classmethod
     def prepare_job(cls, spec: JobSpec, config: StageConfig, progress: Progress) -> Any:
         """Work done once per job before annotate (e.g. an index every worker loads).
         Its JSON result reaches ``report_section`` as ``run.prepared[key]``."""

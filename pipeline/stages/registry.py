@@ -103,4 +103,4 @@ def document_stages(spec: JobSpec) -> list[DocumentStage]:
 
 
 def global_stages(spec: JobSpec) -> list[GlobalStage]:
-    return [cap.global_stage(config) for cap, config in enabled(spec) if cap.global_stage]
+    return [cap.global_stage(config) for cap, config in enabled(spec) if cap.needs_global_stage(config)]

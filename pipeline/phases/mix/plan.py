@@ -70,7 +70,8 @@ class MixConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     domain_rules: list[DomainRule] = []
-    """Rules that assign domains; documents no rule matches take the input's domain column
+    """Rules that assign domains; documents no rule matches take the domain a stage routed
+    them to (a classifier's ``route``), then the input's domain column
     (``input.domain_column``), and then ``default_domain``."""
     default_domain: str = Field("other", min_length=1)
     weights: dict[str, float] = {}
@@ -138,9 +139,15 @@ class MixtureError(RuntimeError):
 
 
 def assign_domains(
-    config: MixConfig, urls: pa.Array | None, column: pa.Array | None, shard_path: str, num_rows: int
+    config: MixConfig,
+    urls: pa.Array | None,
+    column: pa.Array | None,
+    shard_path: str,
+    num_rows: int,
+    routed: pa.Array | None = None,
 ) -> pa.Array:
-    """Domain per document: first matching rule, else the domain column, else the default."""
+    """Domain per document: first matching rule, else the domain a stage routed it to
+    (``cols.ROUTED_DOMAIN``), else the domain column, else the default."""
     result = pa.nulls(num_rows, pa.string())
     for rule in config.domain_rules:
         if rule.files is not None:
@@ -151,6 +158,8 @@ def assign_domains(
         else:
             continue
         result = pc.if_else(pc.and_(pc.is_null(result), hits), pa.scalar(rule.domain), result)
+    if routed is not None:
+        result = pc.coalesce(result, routed.cast(pa.string()))
     if column is not None:
         usable = pc.if_else(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0), None, column)
         result = pc.coalesce(result, usable.cast(pa.string()))

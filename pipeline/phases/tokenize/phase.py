@@ -64,7 +64,7 @@ def document_columns(spec: JobSpec, annotated: pa.Schema) -> list[str]:
     columns and every stage's annotations, not the placement columns nor stage internals."""
     if not spec.output.writes_documents:
         return []
-    internal = {cols.SHARD, cols.ROW, cols.TEXT_BYTES, DOMAIN}
+    internal = {cols.SHARD, cols.ROW, cols.TEXT_BYTES, DOMAIN, cols.ROUTED_DOMAIN}
     for capability, _ in enabled(spec):
         if capability.document_stage is not None:
             internal.update(capability.document_stage.internal_columns)
@@ -150,7 +150,8 @@ class ShardTokenizer(ShardWorker):
             rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, cols.REJECTS_SCHEMA)
             annotated = pq.ParquetFile(source)
             kept_columns = document_columns(self.spec, annotated.schema_arrow)
-            read = list(dict.fromkeys(cols.BASE_SCHEMA.names + kept_columns))
+            routed = [cols.ROUTED_DOMAIN] if cols.ROUTED_DOMAIN in annotated.schema_arrow.names else []
+            read = list(dict.fromkeys(cols.BASE_SCHEMA.names + routed + kept_columns))
             for batch in annotated.iter_batches(batch_size=self.spec.input.batch_rows, columns=read):
                 docs = pa.Table.from_batches([batch])
                 annotated_docs += docs.num_rows
@@ -193,8 +194,9 @@ class ShardTokenizer(ShardWorker):
 
     def _prepare(self, kept: pa.Table, key: str, shard_path: str, kept_columns: list[str]) -> pa.Table:
         urls = kept.column(cols.URL).combine_chunks()
+        routed = kept.column(cols.ROUTED_DOMAIN).combine_chunks() if cols.ROUTED_DOMAIN in kept.column_names else None
         domains = assign_domains(
-            self.spec.stages.mix, urls, kept.column(cols.DOMAIN).combine_chunks(), shard_path, kept.num_rows
+            self.spec.stages.mix, urls, kept.column(cols.DOMAIN).combine_chunks(), shard_path, kept.num_rows, routed
         )
         rows = kept.column(cols.ROW).to_numpy()
         columns = {

@@ -169,7 +169,8 @@ def test_bucket_cut_points_are_within_one_percent_rank_and_independent_of_blocks
     import numpy as np
 
     from pipeline.core.annotated import NODE
-    from pipeline.stages.perplexity.buckets import bucket_counts, log_bucket_base, percentile_cutoffs
+    from pipeline.core.sketch import log_bucket_base, percentile_values
+    from pipeline.stages.perplexity.buckets import bucket_counts
 
     rng = np.random.default_rng(5)
     values = {"en": rng.lognormal(5.5, 0.6, 120_000), "de": rng.lognormal(6.5, 0.9, 30_000)}
@@ -181,7 +182,7 @@ def test_bucket_cut_points_are_within_one_percent_rank_and_independent_of_blocks
             for part in np.array_split(v, pieces):  # one block per part, merged afterwards
                 block = pa.table({NODE: np.arange(len(part)), LANG: [lang] * len(part), PERPLEXITY: part})
                 rows += bucket_counts(block, gamma, first_new=0, skip=[]).to_pylist()
-        return percentile_cutoffs(rows, gamma, (30.0, 60.0))
+        return percentile_values(rows, gamma, (30.0, 60.0))
 
     merged = cutoffs(13)
     assert merged == cutoffs(1) == cutoffs(7)  # exact counts: the same cut points however split

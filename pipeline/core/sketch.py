@@ -1,0 +1,45 @@
+"""Percentiles of a whole run from a mergeable, deterministic sketch.
+
+A DDSketch-style sketch (Masson, Rim and Lee 2019): counts of values per logarithmic
+bucket of relative width ``relative_accuracy``, per group (a language, a classifier).
+Counts per block add up exactly, so the cut points are the same however the run is split
+into blocks or workers (randomized sketches such as KLL are not), and each is within
+``relative_accuracy`` of the true percentile's value. Values must be positive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+GROUP, BUCKET, COUNT = "group", "bucket", "count"
+
+
+def log_bucket_base(relative_accuracy: float) -> float:
+    return (1 + relative_accuracy) / (1 - relative_accuracy)
+
+
+def bucket_counts(groups: np.ndarray, values: np.ndarray, gamma: float) -> pa.Table:
+    """(group, bucket, count) of the positive, finite ``values``, each in its ``groups`` entry."""
+    usable = np.isfinite(values) & (values > 0)
+    buckets = np.ceil(np.log(values[usable]) / np.log(gamma)).astype(np.int64)
+    table = pa.table({GROUP: pa.array(groups[usable], pa.string()), BUCKET: pa.array(buckets, pa.int64())})
+    grouped = table.group_by([GROUP, BUCKET]).aggregate([(BUCKET, "count")])
+    return grouped.rename_columns([GROUP, BUCKET, COUNT])
+
+
+def percentile_values(rows: list[dict], gamma: float, percentiles: tuple[float, ...]) -> dict[str, list[float]]:
+    """Per group, the value at each percentile: the representative value of the bucket that
+    holds that rank. ``rows`` are ``bucket_counts`` rows of every block."""
+    totals: dict[str, dict[int, int]] = {}
+    for row in rows:
+        per_bucket = totals.setdefault(row[GROUP], {})
+        per_bucket[row[BUCKET]] = per_bucket.get(row[BUCKET], 0) + row[COUNT]
+    cutoffs = {}
+    for group, per_bucket in sorted(totals.items()):
+        buckets = np.array(sorted(per_bucket))
+        cumulative = np.cumsum([per_bucket[b] for b in buckets])
+        ranks = [p / 100 * (cumulative[-1] - 1) for p in percentiles]
+        at = np.searchsorted(cumulative, np.array(ranks), side="right")
+        cutoffs[group] = [float(2 * gamma**b / (gamma + 1)) for b in buckets[at]]
+    return cutoffs
