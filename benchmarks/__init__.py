@@ -24,6 +24,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "language": ("benchmarks.language:main", "language ID vs raw fastText predict; accuracy"),
     "perplexity": ("benchmarks.perplexity:main", "the perplexity stage vs a raw sentencepiece + kenlm loop"),
     "quality": ("benchmarks.quality:main", "the heuristic quality rules, every family on"),
+    "classifier": (
+        "benchmarks.classifier:main",
+        "train-classifier's held-out AUC on real text; the classifier stage vs raw fastText predict (1 and 3 models)",
+    ),
     "datatrove_compare": (
         "benchmarks.datatrove_compare:main",
         "near dedup: datatrove's MinHash pipeline vs Refinery (installs benchmarks/.venv-datatrove)",

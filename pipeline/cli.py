@@ -123,6 +123,7 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
         f"({metrics['per_label']:,} per label, {metrics['heldout_documents']:,} held out): {args.out}"
     )
     print("| label | precision | recall | F1 | ROC-AUC | held out |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label, m in metrics["labels"].items():
         print(
             f"| {label} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['roc_auc']:.4f} | {m['support']:,} |"

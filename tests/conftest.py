@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import job_dict
 
+pytest_plugins = ["tests.helpers.classifier_models"]
+
 # Set before Ray starts so its worker processes inherit them; only the loopback moto
 # server ever sees these dummy credentials.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

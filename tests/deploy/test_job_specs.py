@@ -129,7 +129,23 @@ def assets(tmp_path_factory) -> dict[str, Path]:
                 )
                 + "\n"
             )
+    from pipeline.tools.train_classifier import TrainingOptions, train_classifier
+
+    by_domain = {}
+    for domain in ("web", "docs"):
+        by_domain[domain] = root / domain
+        by_domain[domain].mkdir()
+        pq.write_table(
+            pa.Table.from_pylist([r for r in rows if r["domain"] == domain]), by_domain[domain] / "a.parquet"
+        )
+    classifier = root / "quality.bin"
+    train_classifier(
+        {"hq": [str(by_domain["docs"])], "cc": [str(by_domain["web"])]},
+        str(classifier),
+        TrainingOptions(dim=8, bucket=1000, per_label=80),
+    )
     return {
+        "classifier": classifier,
         "corpus": corpus,
         "tokenizer": tokenizer,
         "lm": Path(lm["lm"]),
@@ -152,6 +168,8 @@ def named_files(spec: dict[str, Any], assets: dict[str, Path]) -> Iterator[tuple
     for lang, pair in stages.get("perplexity", {}).get("models", {}).items():
         yield f"stages.perplexity.models.{lang}.lm", pair["lm"], [assets["lm"]]
         yield f"stages.perplexity.models.{lang}.sp", pair["sp"], [assets["sp"]]
+    for i, entry in enumerate(stages.get("classifier", {}).get("classifiers", [])):
+        yield f"stages.classifier.classifiers.{i}.model", entry["model"], [assets["classifier"]]
     for b, eval_set in enumerate(stages.get("contamination", {}).get("benchmarks", [])):
         uri = eval_set["uri"]
         if uri.endswith(".parquet"):
@@ -265,7 +283,7 @@ def s3_overrides(spec: dict[str, Any], endpoint: str) -> list[str]:
         f"stages.tokenize.storage_options={options}",
     ]
     stages = spec["stages"]
-    for stage in ("language", "perplexity"):
+    for stage in ("language", "perplexity", "classifier"):
         if stage in stages:
             overrides.append(f"stages.{stage}.storage_options={options}")
     benchmarks = stages.get("contamination", {}).get("benchmarks")
@@ -289,6 +307,7 @@ def assert_every_s3_uri_has_the_endpoint(spec_path: Path, overrides: list[str], 
         for uri in (pair.lm, pair.sp)
     ]
     places += [(b.uri, b.storage_options) for b in spec.stages.contamination.benchmarks]
+    places += [(c.model, spec.stages.classifier.storage_options) for c in spec.stages.classifier.classifiers]
     if spec.stages.language.model:
         places.append((spec.stages.language.model, spec.stages.language.storage_options))
     for uri, options in places:
@@ -345,8 +364,19 @@ def test_s3_spec_with_a_misspelled_key_fails_naming_it(spec_path, assets, s3_put
 def test_cc_refresh_runs_every_stage_on_s3():
     spec = load_job_spec(JOBS / "cc_refresh.yaml", check_files=False)
     s = spec.stages
-    for stage in ("language", "quality", "perplexity", "contamination", "pii", "exact_dedup", "near_dedup"):
+    for stage in (
+        "language",
+        "quality",
+        "classifier",
+        "perplexity",
+        "contamination",
+        "pii",
+        "exact_dedup",
+        "near_dedup",
+    ):
         assert getattr(s, stage).enabled, stage
+    (dclm,) = s.classifier.classifiers
+    assert (dclm.label, dclm.min_percentile, dclm.prepare.newlines) == ("__label__hq", 90, "join_lines")
     assert all(getattr(s.quality, rules).enabled for rules in ("gopher_quality", "gopher_repetition", "c4", "fineweb"))
     assert {b.preset for b in s.contamination.benchmarks} >= {"gsm8k", "humaneval"}
     uris = [
@@ -355,6 +385,7 @@ def test_cc_refresh_runs_every_stage_on_s3():
         s.tokenize.model,
         *(b.uri for b in s.contamination.benchmarks),
         *(uri for pair in s.perplexity.models.values() for uri in (pair.lm, pair.sp)),
+        dclm.model,
     ]
     assert all(uri.startswith("s3://") for uri in uris), uris
     # The refresh keeps earlier decisions: indexed documents survive near dedup.

@@ -100,11 +100,12 @@ class Classifiers(DocumentStage):
                 rows = rows[:0]
             key = (entry.prepare.model_dump_json(), tuple(entry.languages))
             if key not in prepared:
-                prepared[key] = prepare_texts(text.take(pa.array(rows, pa.int64())), entry.prepare) if len(rows) else []
+                chosen = text if len(rows) == docs.num_rows else text.take(pa.array(rows, pa.int64()))
+                prepared[key] = prepare_texts(chosen, entry.prepare) if len(rows) else []
             labels, probs = loaded.model.predict(prepared[key], k=loaded.k) if len(rows) else ([], [])
-            docs = self._add_columns(docs, loaded, rows, labels, probs)
-            if loaded.label is not None:
-                scores = _label_scores(labels, probs, loaded.label)
+            scores = _label_scores(labels, probs, loaded.label) if loaded.label is not None else None
+            docs = self._add_columns(docs, loaded, rows, labels, probs, scores)
+            if scores is not None:
                 self._histogram(entry.name, scores)
                 _decide(reasons, rows, scores, entry)
             if loaded.route:
@@ -117,14 +118,14 @@ class Classifiers(DocumentStage):
                 docs = docs.append_column(cols.ROUTED_DOMAIN, column)
         return StageOutput(docs, pa.array(reasons, pa.string()))
 
-    def _add_columns(self, docs: pa.Table, loaded: _Loaded, rows: np.ndarray, labels, probs) -> pa.Table:
+    def _add_columns(
+        self, docs: pa.Table, loaded: _Loaded, rows: np.ndarray, labels, probs, scores: np.ndarray | None
+    ) -> pa.Table:
         n = docs.num_rows
         entry = loaded.entry
         outputs = entry.columns_written
         if "score" in outputs:
-            docs = docs.append_column(
-                entry.score_column, _scatter(n, rows, _label_scores(labels, probs, loaded.label), pa.float32())
-            )
+            docs = docs.append_column(entry.score_column, _scatter(n, rows, scores, pa.float32()))
         if "top_label" in outputs:
             top = [label[0].removeprefix(LABEL_PREFIX) for label in labels]
             docs = docs.append_column(f"{entry.score_column}_label", _scatter(n, rows, top, pa.string()))
@@ -169,7 +170,7 @@ def _scatter(n: int, rows: np.ndarray, values, type_: pa.DataType) -> pa.Array:
 
 def _decide(reasons: np.ndarray, rows: np.ndarray, scores: np.ndarray, entry: ClassifierEntry) -> None:
     """Threshold rejects; a document keeps the first reason any classifier gave it."""
-    undecided = np.array([reasons[r] is None for r in rows.tolist()], bool)
+    undecided = reasons[rows] == None  # noqa: E711 (elementwise on an object array)
     if entry.min_score is not None:
         hit = undecided & (scores < np.float32(entry.min_score))
         reasons[rows[hit]] = below_reason(entry.name)

@@ -1,6 +1,8 @@
 """The classifier stage: scores equal fastText's own predict on the same prepared text,
 columns and decisions by the spec, domain routing, and errors at validate."""
 
+from pathlib import Path
+
 import fasttext
 import numpy as np
 import pyarrow as pa
@@ -204,3 +206,25 @@ def test_scores_equal_raw_fasttext_on_a_real_corpus(quality_model):
     prepared = prepare_texts(pa.array(texts), TextPreparation(newlines="join_lines"))
     assert scores == _direct(fasttext.load_model(quality_model), prepared, "__label__hq")
     assert len(scores) > 20_000
+
+
+def test_a_quantized_model_on_s3_scores_as_the_local_file(quality_model, domain_corpora, s3, s3_endpoint, tmp_path):
+    from pipeline.tools.train_classifier import TrainingOptions, train_classifier
+
+    quantized = tmp_path / "quality.ftz"
+    corpora = {"hq": [str(domain_corpora["docs"])], "cc": [str(domain_corpora["web"])]}
+    train_classifier(corpora, str(quantized), TrainingOptions(dim=32, bucket=20_000, per_label=2_000, quantize=True))
+    if not s3.exists("models"):
+        s3.mkdir("models")
+    s3.put(str(quantized), "models/quality.ftz")
+    texts = [r["text"] for r in build_sample_documents(200, seed=13)[0]]
+    remote = _stage(
+        {"name": "q", "model": "s3://models/quality.ftz", "label": "hq"}, storage_options={"endpoint_url": s3_endpoint}
+    )
+    local = _stage({"name": "q", "model": str(quantized), "label": "hq"})
+    scores = remote.process(pa.table({cols.TEXT: texts})).table.column("classifier_q").to_pylist()
+    assert scores == local.process(pa.table({cols.TEXT: texts})).table.column("classifier_q").to_pylist()
+    assert scores == _direct(
+        fasttext.load_model(str(quantized)), prepare_texts(pa.array(texts), TextPreparation()), "__label__hq"
+    )
+    assert quantized.stat().st_size < Path(quality_model).stat().st_size

@@ -1,5 +1,6 @@
-"""Classifiers trained with ``refinery train-classifier``'s code on the sample generator's
-domains: a quality model (docs against web pages) and a topic model (code, docs, web)."""
+"""Fixtures (a pytest plugin of tests/conftest.py): classifiers trained with the code of
+``refinery train-classifier`` on the sample generator's domains, a quality model (docs
+against web pages) and a topic model (code, docs, web)."""
 
 from pathlib import Path
 
