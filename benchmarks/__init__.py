@@ -24,6 +24,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "language": ("benchmarks.language:main", "language ID vs raw fastText predict; accuracy"),
     "perplexity": ("benchmarks.perplexity:main", "the perplexity stage vs a raw sentencepiece + kenlm loop"),
     "quality": ("benchmarks.quality:main", "the heuristic quality rules, every family on"),
+    "url_blocklist": (
+        "benchmarks.url_blocklist:main",
+        "URL blocklist: 5M-domain compile, workers sharing the mapped lists, lookups vs a Python set",
+    ),
     "classifier": (
         "benchmarks.classifier:main",
         "train-classifier's held-out AUC on real text; the classifier stage vs raw fastText predict (1 and 3 models)",

@@ -80,19 +80,6 @@ class ContaminationIndex:
         }
 
 
-def bloom_bitmap(hashes: np.ndarray) -> tuple[int, np.ndarray]:
-    """A one-hash Bloom filter of the index: 2^bits bits, at least 32 per indexed n-gram,
-    so at most 1 in 32 scanned n-grams that are not in the index needs the exact lookup."""
-    bits = max(12, int(np.ceil(np.log2(max(len(hashes), 1) * 32))))
-    bitmap = np.zeros(1 << (bits - 6), np.uint64)
-    if len(hashes):
-        slots = hashes >> np.uint64(64 - bits)  # sorted, as the hashes are
-        words_of = slots >> np.uint64(6)
-        starts = np.flatnonzero(np.r_[True, words_of[1:] != words_of[:-1]])
-        bitmap[words_of[starts]] = np.bitwise_or.reduceat(np.uint64(1) << (slots & np.uint64(63)), starts)
-    return bits, bitmap
-
-
 def distinct_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (first, second) pairs, sorted."""
     order = np.lexsort((second, first))

@@ -29,11 +29,11 @@ import pyarrow as pa
 
 from pipeline.core import columns as cols
 from pipeline.core import storage
+from pipeline.core.bloom import bitmap_of, in_bitmap
 from pipeline.core.ngrams import ngram_hashes, unit_hash, unit_hashes
 from pipeline.stages.base import DocumentStage, StageOutput
 from pipeline.stages.contamination.index import (
     ContaminationIndex,
-    bloom_bitmap,
     build_index,
     distinct_pairs,
     index_key,
@@ -72,7 +72,7 @@ class ContaminationCheck(DocumentStage):
         else:
             self.index = ContaminationIndex.from_bytes(storage.read_bytes(self.index_uri, self.index_options))
         index = self.index
-        self.bitmap_bits, self.bitmap = bloom_bitmap(index.hashes)
+        self.bitmap = bitmap_of(index.hashes, bits_per_hash=32)
         # (hashes, items) to look up the documents' n-grams of each length in
         self.tables = {index.ngram: (index.hashes, index.items)}
         for k in sorted(set(index.short_lengths.tolist())):
@@ -106,8 +106,7 @@ class ContaminationCheck(DocumentStage):
         scanned hash equals."""
         hashes, items = self.tables[length]
         if length == self.index.ngram:  # most scanned n-grams stop at the bitmap
-            slots = values >> np.uint64(64 - self.bitmap_bits)
-            maybe = ((self.bitmap[slots >> np.uint64(6)] >> (slots & np.uint64(63))) & np.uint64(1)).astype(bool)
+            maybe = in_bitmap(self.bitmap, values)
             values, docs = values[maybe], docs[maybe]
         left = np.searchsorted(hashes, values, "left")
         hit = hashes[np.minimum(left, len(hashes) - 1)] == values if len(hashes) else np.zeros(len(values), bool)
