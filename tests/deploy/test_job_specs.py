@@ -142,9 +142,15 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     train_classifier(
         {"hq": [str(by_domain["docs"])], "cc": [str(by_domain["web"])]},
         str(classifier),
-        TrainingOptions(dim=8, bucket=1000, per_label=80),
+        TrainingOptions(dim=32, bucket=20_000, per_label=80),
     )
+    ut1 = root / "ut1"
+    for category in ("adult", "malware", "phishing"):
+        (ut1 / category).mkdir(parents=True)
+        (ut1 / category / "domains").write_text(f"{category}-site.example\nwww.{category}.example.net\n")
+    (ut1 / "adult" / "urls").write_text("pages.example.org/adult/\n")
     return {
+        "ut1": ut1,
         "classifier": classifier,
         "corpus": corpus,
         "tokenizer": tokenizer,
@@ -170,6 +176,8 @@ def named_files(spec: dict[str, Any], assets: dict[str, Path]) -> Iterator[tuple
         yield f"stages.perplexity.models.{lang}.sp", pair["sp"], [assets["sp"]]
     for i, entry in enumerate(stages.get("classifier", {}).get("classifiers", [])):
         yield f"stages.classifier.classifiers.{i}.model", entry["model"], [assets["classifier"]]
+    for i, source in enumerate(stages.get("url_blocklist", {}).get("lists", [])):
+        yield f"stages.url_blocklist.lists.{i}.uri", source["uri"], [assets["ut1"]]
     for b, eval_set in enumerate(stages.get("contamination", {}).get("benchmarks", [])):
         uri = eval_set["uri"]
         if uri.endswith(".parquet"):
@@ -187,6 +195,9 @@ def put_all(spec: dict[str, Any], assets: dict[str, Path], put: Callable[[Path, 
         if key == "input.uri":
             for source in sources:
                 put(source, f"{uri.rstrip('/')}/{source.name}")
+        elif sources[0].is_dir():  # a list directory: its files under the URI, as laid out
+            for source in sorted(p for p in sources[0].rglob("*") if p.is_file()):
+                put(source, f"{uri.rstrip('/')}/{source.relative_to(sources[0]).as_posix()}")
         else:
             put(sources[0], uri)
         placed.append((key, uri))
@@ -283,7 +294,7 @@ def s3_overrides(spec: dict[str, Any], endpoint: str) -> list[str]:
         f"stages.tokenize.storage_options={options}",
     ]
     stages = spec["stages"]
-    for stage in ("language", "perplexity", "classifier"):
+    for stage in ("language", "perplexity", "classifier", "url_blocklist"):
         if stage in stages:
             overrides.append(f"stages.{stage}.storage_options={options}")
     benchmarks = stages.get("contamination", {}).get("benchmarks")
@@ -308,6 +319,7 @@ def assert_every_s3_uri_has_the_endpoint(spec_path: Path, overrides: list[str], 
     ]
     places += [(b.uri, b.storage_options) for b in spec.stages.contamination.benchmarks]
     places += [(c.model, spec.stages.classifier.storage_options) for c in spec.stages.classifier.classifiers]
+    places += [(source.uri, spec.stages.url_blocklist.storage_options) for source in spec.stages.url_blocklist.lists]
     if spec.stages.language.model:
         places.append((spec.stages.language.model, spec.stages.language.storage_options))
     for uri, options in places:
@@ -365,6 +377,7 @@ def test_cc_refresh_runs_every_stage_on_s3():
     spec = load_job_spec(JOBS / "cc_refresh.yaml", check_files=False)
     s = spec.stages
     for stage in (
+        "url_blocklist",
         "language",
         "quality",
         "classifier",
@@ -386,7 +399,9 @@ def test_cc_refresh_runs_every_stage_on_s3():
         *(b.uri for b in s.contamination.benchmarks),
         *(uri for pair in s.perplexity.models.values() for uri in (pair.lm, pair.sp)),
         dclm.model,
+        *(source.uri for source in s.url_blocklist.lists),
     ]
+    assert {c for source in s.url_blocklist.lists for c in source.categories} >= {"adult", "phishing"}
     assert all(uri.startswith("s3://") for uri in uris), uris
     # The refresh keeps earlier decisions: indexed documents survive near dedup.
     assert s.near_dedup.survivor in ("first", "longest")
