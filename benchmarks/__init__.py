@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "language": ("benchmarks.language:main", "language ID vs raw fastText predict; accuracy"),
     "perplexity": ("benchmarks.perplexity:main", "the perplexity stage vs a raw sentencepiece + kenlm loop"),
     "quality": ("benchmarks.quality:main", "the heuristic quality rules, every family on"),
+    "word_lists": ("benchmarks.word_lists:main", "the word lists stage (10,000 entries) vs a naive re alternation"),
     "url_blocklist": (
         "benchmarks.url_blocklist:main",
         "URL blocklist: 5M-domain compile, workers sharing the mapped lists, lookups vs a Python set",

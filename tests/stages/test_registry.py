@@ -18,7 +18,18 @@ from pipeline.config import PACKING_SECTIONS, JobSpecError, StagesConfig, load_j
 from pipeline.stages.base import Capability, DocumentStage, StageConfig, StageOutput
 from pipeline.stages.registry import RegistryError, capabilities, register
 
-BUILT_IN = ["language", "quality", "perplexity", "contamination", "pii", "exact_dedup", "near_dedup"]
+BUILT_IN = [
+    "url_blocklist",
+    "language",
+    "word_lists",
+    "quality",
+    "classifier",
+    "perplexity",
+    "contamination",
+    "pii",
+    "exact_dedup",
+    "near_dedup",
+]
 
 
 def test_every_capability_has_its_spec_section_in_order():
@@ -199,3 +210,23 @@ def test_a_capability_added_from_outside_runs_in_a_real_job(tmp_path, tokenizer_
     assert "## Word filter" in markdown and "30 documents passed." in markdown
     annotated = pq.read_table(next((tmp_path / "out" / "work" / "annotate").glob("*.parquet")))
     assert "word_free" in annotated.column_names and all(annotated.column("word_free").to_pylist())
+
+
+def test_a_global_stage_the_settings_leave_idle_is_left_out():
+    """The classifier's global stage cuts at run-wide percentiles: a spec with thresholds
+    only has no dedup work for it."""
+    from pipeline.config import load_job_spec
+    from pipeline.stages.registry import global_stages
+
+    entry = {"name": "q", "model": "m.bin", "label": "hq", "min_score": 0.5}
+    spec = {
+        "name": "t",
+        "input": {"uri": "in"},
+        "output": {"uri": "out", "kind": "documents"},
+        "stages": {"classifier": {"enabled": True, "classifiers": [entry]}},
+    }
+    assert "classifier" not in [s.name for s in global_stages(load_job_spec(spec, check_files=False))]
+    spec["stages"]["classifier"]["classifiers"] = [{**entry, "min_score": None, "min_percentile": 90}]
+    stages = global_stages(load_job_spec(spec, check_files=False))
+    assert [s.name for s in stages] == ["classifier", "exact_dedup", "near_dedup"]
+    assert stages[0].index_columns == ("classifier_q",)
