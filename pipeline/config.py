@@ -137,6 +137,14 @@ _ADDED_WITH_DEFAULTS: dict[tuple[str, ...], Any] = {
 }
 
 
+# The capability sections that every hash has held since outputs were first committed. A
+# capability added later leaves its section out of the hashes while it is at its defaults
+# (off), so that installing it redoes no committed work.
+_HASHED_SINCE_FIRST_OUTPUTS = frozenset(
+    {"language", "quality", "perplexity", "contamination", "pii", "exact_dedup", "near_dedup"}
+)
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -191,6 +199,8 @@ class JobSpec(BaseModel):
         the model files it names, by size and change token."""
         spec = self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}})
         spec["input"] = settings_for_hash(self.input, {"max_unreadable_shards"})
+        for key in self._unused_later_capabilities():
+            del spec["stages"][key]
         for path, default in _ADDED_WITH_DEFAULTS.items():
             *parents, name = path
             section = spec
@@ -215,7 +225,16 @@ class JobSpec(BaseModel):
     def capability_settings(self) -> dict[str, Any]:
         """Every capability's section (the packing phases' aside): what annotate and dedup
         work depends on."""
-        return self.stages.model_dump(mode="json", exclude=set(PACKING_SECTIONS))
+        return self.stages.model_dump(mode="json", exclude=set(PACKING_SECTIONS) | self._unused_later_capabilities())
+
+    def _unused_later_capabilities(self) -> set[str]:
+        """Capabilities added after the first outputs whose sections are at their defaults."""
+        return {
+            cap.key
+            for cap in capabilities()
+            if cap.key not in _HASHED_SINCE_FIRST_OUTPUTS
+            and getattr(self.stages, cap.key).model_dump() == cap.config().model_dump()
+        }
 
     def model_fingerprints(self, exclude: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
         """Size and change token (mtime, ETag) of each model file, so that a model retrained

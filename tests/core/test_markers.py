@@ -158,3 +158,20 @@ def test_markers_round_trip():
     tokenize = TokenizeMarker(shard_key="s", uri="u", config_hash="c", removed={"near_dedup": {"near_duplicate": 1}})
     for marker in (pack, tokenize):
         assert type(marker).from_json(json.loads(json.dumps(marker.to_json()))) == marker
+
+
+def test_a_capability_added_later_changes_no_hash_until_it_is_used(fixed_job):
+    """The golden spec above names none of the capabilities added since (classifier, URL
+    blocklist, word lists): their sections at defaults stay out of every hash, and a used
+    one is in them."""
+    from pipeline.phases.annotate.phase import annotate_config_hash
+
+    spec = load_job_spec(fixed_job, check_files=False)
+    assert {"classifier", "url_blocklist", "word_lists"} <= set(spec.stages.model_dump())
+    assert {"classifier", "url_blocklist", "word_lists"}.isdisjoint(spec.capability_settings())
+    used = dict(fixed_job)
+    used["stages"] = {**fixed_job["stages"], "url_blocklist": {"enabled": False, "action": "annotate"}}
+    changed = load_job_spec(used, check_files=False)
+    assert changed.config_hash() != spec.config_hash()
+    assert annotate_config_hash(changed) != annotate_config_hash(spec)
+    assert changed.capability_settings()["url_blocklist"]["action"] == "annotate"

@@ -100,13 +100,20 @@ def render_markdown(data: dict[str, Any]) -> list[str]:
             if percentile is not None and value is None:
                 at = f"the run's {percentile:g}th percentile (no document scored)"
             described.append(f"rejected {word} {at}: {info['rejected'][word]:,} documents")
-        lines += ["", ("; ".join(described) + ".") if described else "Annotation only: nothing rejected.", ""]
+        summary = ("; ".join(described) + ".") if described else "Annotation only: nothing rejected."
+        lines += ["", summary[0].upper() + summary[1:], ""]
         if scored:
+            cut_bins: dict[int, list[str]] = {}
+            for side in ("min", "max"):
+                value = cuts[f"{side}_score"]
+                if value is not None:
+                    cut_bins.setdefault(min(int(value * len(histogram)), len(histogram) - 1), []).append(f"{value:.4f}")
             lines += ["| score | documents | |", "|---|---:|---|"]
             most = max(histogram)
             width = 1 / len(histogram)
             for i, n in enumerate(histogram):
-                lines.append(f"| {i * width:.2f}–{(i + 1) * width:.2f} | {n:,} | {_bar(n, most)} |")
+                mark = f" ◀ cut at {', '.join(cut_bins[i])}" if i in cut_bins else ""
+                lines.append(f"| {i * width:.2f}–{(i + 1) * width:.2f} | {n:,} | {_bar(n, most)}{mark} |")
             lines.append("")
     if data["routed_domains"]:
         lines += ["### Domains routed by classifiers (kept by annotate)", "", "| domain | documents |", "|---|---:|"]
