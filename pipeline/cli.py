@@ -61,7 +61,14 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         max_documents=args.max_documents,
         seed=args.seed,
+        tokenizer_format=args.format,
     )
+    if args.format == "tokenizer.json":
+        print(
+            f"trained a {result['vocab_size']}-token byte-level BPE tokenizer.json on {result['documents']} documents: "
+            f"{args.out} (special tokens in {result['config']})"
+        )
+        return 0
     print(f"trained a {result['vocab_size']}-piece sentencepiece model on {result['documents']} documents: {args.out}")
     return 0
 
@@ -270,10 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: 0)")
     sample.set_defaults(func=_cmd_sample)
 
-    train = commands.add_parser("train-tokenizer", help="train a sentencepiece model on a Parquet corpus")
+    train = commands.add_parser(
+        "train-tokenizer", help="train a sentencepiece model or a byte-level BPE tokenizer.json on a corpus"
+    )
     train.add_argument("corpus", help="corpus of Parquet or JSON lines files: directory, prefix or glob (s3:// works)")
     train.add_argument("out", help="where to write the .model file (path or s3:// URI)")
     train.add_argument("--vocab-size", type=int, default=8000, help="pieces in the model (default: 8000)")
+    train.add_argument(
+        "--format",
+        choices=["sentencepiece", "tokenizer.json"],
+        default="sentencepiece",
+        help="sentencepiece (a .model) or a Hugging Face tokenizer.json (byte-level BPE, with a tokenizer_config.json "
+        "beside it naming its EOS and pad tokens) (default: sentencepiece)",
+    )
     train.add_argument(
         "--text-column", default="text", help="column or JSON field (a dotted path) holding the text (default: text)"
     )

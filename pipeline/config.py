@@ -134,6 +134,9 @@ _ADDED_WITH_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("output", "documents"): DocumentsOutputConfig().model_dump(mode="json"),
     ("stages", "mix", "budget_bytes"): None,
     ("stages", "mix", "rehydration"): [],
+    ("stages", "tokenize", "bos_token"): None,
+    ("stages", "tokenize", "eos_token"): None,
+    ("stages", "tokenize", "pad_token"): None,
 }
 
 
@@ -205,8 +208,8 @@ class JobSpec(BaseModel):
             *parents, name = path
             section = spec
             for parent in parents:
-                section = section[parent]
-            if section.get(name) == default:
+                section = section.get(parent) or {}
+            if name in section and section[name] == default:
                 del section[name]
         return short_hash({"spec": spec, "models": self.model_fingerprints()})
 

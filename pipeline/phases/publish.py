@@ -199,9 +199,10 @@ def _token_fields(spec: JobSpec) -> dict[str, Any]:
         "dtype": formats.token_dtype(config.format, tokenizer.vocab_size).name,
         "seq_len": config.seq_len,
         "pack_mode": config.mode,
-        "pad_id": config.check_pad_id(tokenizer.processor, tokenize.model) if config.mode == "bestfit" else None,
+        "pad_id": config.check_pad_id(tokenizer.tokenizer, tokenize.model) if config.mode == "bestfit" else None,
         "tokenizer": {
             "uri": tokenize.model,
+            "type": tokenizer.tokenizer.kind,
             "sha256": storage.sha256_of(tokenize.model, tokenize.storage_options),
             "vocab_size": tokenizer.vocab_size,
             "bos_id": tokenizer.bos_id,

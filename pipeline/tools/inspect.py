@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from pipeline import formats
 from pipeline.core import storage
 from pipeline.core.layout import OutputLayout
-from pipeline.core.sentencepiece import load_sentencepiece
+from pipeline.core.text_tokenizer import load_text_tokenizer
 
 
 def inspect_output(
@@ -75,10 +75,11 @@ def inspect_output(
     if kind in ("tokens", "both"):
         try:
             tokenizer_uri = manifest["tokenizer"]["uri"]
-            tokenizer = load_sentencepiece(tokenizer_uri, options if not storage.is_local(tokenizer_uri) else None)
-            if hashlib.sha256(tokenizer.serialized_model_proto()).hexdigest() != manifest["tokenizer"]["sha256"]:
+            tokenizer_options = options if not storage.is_local(tokenizer_uri) else None
+            tokenizer = load_text_tokenizer(tokenizer_uri, tokenizer_options)
+            if storage.sha256_of(tokenizer_uri, tokenizer_options) != manifest["tokenizer"]["sha256"]:
                 write("tokenizer file differs from the one the manifest names (sha256): samples may decode wrongly")
-        except (FileNotFoundError, OSError, RuntimeError):
+        except (FileNotFoundError, OSError, RuntimeError, ValueError):
             write(f"tokenizer {manifest['tokenizer']['uri']} not readable here: samples shown as ids")
     ok = True
     shown = 0
@@ -100,7 +101,7 @@ def inspect_output(
             ids = _check_tokens(manifest, shard, data, problems)
             described.append(f"{shard['tokens']:,} tokens, {shard['sequences']:,} sequences")
             if ids is not None:
-                sample = tokenizer.Decode(ids) if tokenizer else str(ids)
+                sample = tokenizer.decode(ids) if tokenizer else str(ids)
         if kind in ("documents", "both"):
             text = _check_documents(manifest, shard, data, problems)
             described.append(f"{shard['documents']:,} documents")

@@ -1,11 +1,17 @@
-"""``refinery train-tokenizer``: a sentencepiece model trained on a sample of a corpus.
+"""``refinery train-tokenizer``: a tokenizer trained on a sample of a corpus, either a
+sentencepiece model or a Hugging Face ``tokenizer.json`` (byte-level BPE, as GPT-2, Llama 3
+and Qwen use).
 
-Trained with identity normalization, byte fallback and whitespace kept as is, so that
-decoding the tokens of a document gives back exactly its text.
+Both decode the tokens of a document back to exactly its text: the sentencepiece model is
+trained with identity normalization, byte fallback and whitespace kept as is; the byte-level
+BPE has no normalizer and covers every byte. The ``tokenizer.json`` gets special tokens for
+document ends, padding and ChatML turns, and a ``tokenizer_config.json`` beside it naming
+its EOS and pad tokens, as ``transformers`` writes one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -85,6 +91,28 @@ def train_sentencepiece(lines: Iterable[str], vocab_size: int, seed: int = 0, mo
             return f.read()
 
 
+BPE_SPECIAL_TOKENS = {"eos": "<|endoftext|>", "pad": "<|pad|>"}
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def train_byte_level_bpe(texts: list[str], vocab_size: int) -> str:
+    """A byte-level BPE ``tokenizer.json`` (its text) trained on ``texts``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    special = [BPE_SPECIAL_TOKENS["eos"], BPE_SPECIAL_TOKENS["pad"], *CHATML_TOKENS]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return tokenizer.to_str()
+
+
 def train_tokenizer(
     corpus_uri: str,
     out_uri: str,
@@ -94,8 +122,20 @@ def train_tokenizer(
     seed: int = 0,
     model_type: str = "bpe",
     options: storage.StorageOptions | None = None,
+    tokenizer_format: str = "sentencepiece",
 ) -> dict:
     texts = sample_texts(corpus_uri, text_column, max_documents, seed, options)
+    if tokenizer_format == "tokenizer.json":
+        storage.write_bytes(out_uri, train_byte_level_bpe(texts, vocab_size).encode(), options)
+        config = {
+            "bos_token": None,
+            "eos_token": BPE_SPECIAL_TOKENS["eos"],
+            "pad_token": BPE_SPECIAL_TOKENS["pad"],
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        }
+        config_uri = out_uri.rsplit("/", 1)[0] + "/tokenizer_config.json" if "/" in out_uri else "tokenizer_config.json"
+        storage.write_bytes(config_uri, (json.dumps(config, indent=2) + "\n").encode(), options)
+        return {"model": out_uri, "vocab_size": vocab_size, "documents": len(texts), "config": config_uri}
     model = train_sentencepiece((line for text in texts for line in text.splitlines()), vocab_size, seed, model_type)
     storage.write_bytes(out_uri, model, options)
     return {"model": out_uri, "vocab_size": vocab_size, "documents": len(texts)}

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    import sentencepiece as spm
+    from pipeline.core.text_tokenizer import TextTokenizer
 
 
 class PackConfig(BaseModel):
@@ -40,21 +40,20 @@ class PackConfig(BaseModel):
     """Target tokens per output shard. Each pack worker holds about 10 bytes per token of
     one shard in memory."""
 
-    def check_pad_id(self, tokenizer: spm.SentencePieceProcessor, tokenizer_uri: str) -> int:
+    def check_pad_id(self, tokenizer: TextTokenizer, tokenizer_uri: str) -> int:
         """The padding id for this tokenizer, or a ``ValueError`` naming the key to set."""
         if self.pad_id is not None:
-            if self.pad_id >= tokenizer.GetPieceSize():
+            if self.pad_id >= tokenizer.vocab_size:
                 raise ValueError(
-                    f"stages.pack.pad_id: {self.pad_id} is not an id of the tokenizer "
-                    f"({tokenizer.GetPieceSize()} pieces)"
+                    f"stages.pack.pad_id: {self.pad_id} is not an id of the tokenizer ({tokenizer.vocab_size} tokens)"
                 )
             return self.pad_id
-        if self.mode == "bestfit" and tokenizer.pad_id() < 0:
+        if self.mode == "bestfit" and tokenizer.pad_id < 0:
             raise ValueError(
-                f"stages.pack.pad_id: the tokenizer '{tokenizer_uri}' has no pad piece; set "
-                f"pad_id for bestfit packing (for example to its EOS id, {tokenizer.eos_id()})"
+                f"stages.pack.pad_id: the tokenizer '{tokenizer_uri}' has no pad token; set "
+                f"pad_id for bestfit packing (for example to its EOS id, {tokenizer.eos_id})"
             )
-        return max(tokenizer.pad_id(), 0)
+        return max(tokenizer.pad_id, 0)
 
 
 @dataclass

@@ -91,7 +91,7 @@ class ShardPacker(ShardWorker):
             tokenizer = Tokenize(spec.stages.tokenize)
             tokenizer.setup()
             self.vocab_size = tokenizer.vocab_size
-            self.pad_id = self.config.check_pad_id(tokenizer.processor, spec.stages.tokenize.model)
+            self.pad_id = self.config.check_pad_id(tokenizer.tokenizer, spec.stages.tokenize.model)
             self.dtype = formats.token_dtype(self.config.format, tokenizer.vocab_size)
             self.storage_dtype = storage_dtype(tokenizer.vocab_size)
             self.tokenizer_name = spec.stages.tokenize.model.rsplit("/", 1)[-1]

@@ -84,7 +84,7 @@ def tokenize_config_hash(
         "annotate": annotate_hash,
         "removals": removals_version,
         "seed": spec.seed,
-        "tokenize": spec.stages.tokenize.model_dump(mode="json") if spec.output.writes_tokens else None,
+        "tokenize": spec.stages.tokenize.settings_for_hash() if spec.output.writes_tokens else None,
         "tokenizer_file": tokenizer_info,
         "domains": spec.stages.mix.domain_config(),
         "input": spec.input.model_dump(mode="json", include={"domain_column", "url_column"}),

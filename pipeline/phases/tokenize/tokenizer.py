@@ -1,4 +1,5 @@
-"""Tokenization with any sentencepiece model (a Llama-style ``tokenizer.model`` included)."""
+"""Tokenization with a sentencepiece model (a Llama 2 ``tokenizer.model`` included) or a
+Hugging Face ``tokenizer.json`` (``pipeline.core.text_tokenizer``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.core import columns as cols
 from pipeline.core import storage
 from pipeline.core.columns import NUM_TOKENS, TOKENS
-from pipeline.core.model_files import check_sentencepiece
-from pipeline.core.sentencepiece import load_sentencepiece
+from pipeline.core.text_tokenizer import load_text_tokenizer
 from pipeline.phases.pack.packing import PackConfig
 from pipeline.stages.base import DocumentStage, Resources, StageOutput
 
@@ -18,37 +18,59 @@ class TokenizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    """URI of a sentencepiece model file (``refinery train-tokenizer`` makes one)."""
+    """URI of a sentencepiece model (``refinery train-tokenizer`` makes one) or of a Hugging
+    Face ``tokenizer.json`` (``--format tokenizer.json`` makes one)."""
     storage_options: storage.StorageOptions = storage.StorageOptions()
     add_bos: bool = False
     add_eos: bool = True
     """Append the end-of-sequence id after every document; packing joins documents on it."""
     num_threads: int = Field(0, ge=0)
-    """sentencepiece encode threads per worker; 0 uses the worker's CPU allotment."""
+    """Encode threads per worker; 0 uses the worker's CPU allotment."""
+    bos_token: str | None = None
+    """For a ``tokenizer.json``: its beginning-of-text token (e.g. ``<|begin_of_text|>``);
+    null reads ``bos_token`` from the ``tokenizer_config.json`` beside it, if there is one.
+    A sentencepiece model names its own (leave these null)."""
+    eos_token: str | None = None
+    """The same for the end-of-text token that ends each document (``<|end_of_text|>``)."""
+    pad_token: str | None = None
+    """The same for the padding token (bestfit packing)."""
+
+    def settings_for_hash(self) -> dict:
+        """The section as work hashes hold it: special tokens left unset stay out, as they
+        were before a tokenizer.json could be named."""
+        settings = self.model_dump(mode="json")
+        for name in ("bos_token", "eos_token", "pad_token"):
+            if settings[name] is None:
+                del settings[name]
+        return settings
+
+    def special_tokens(self) -> dict[str, str | None]:
+        return {"bos": self.bos_token, "eos": self.eos_token, "pad": self.pad_token}
+
+    def load(self, num_threads: int = 1):
+        """The tokenizer (``TextTokenizer``); ``ValueError`` saying what is wrong with it."""
+        return load_text_tokenizer(self.model, self.storage_options, self.special_tokens(), num_threads)
 
     def check_files(self, key: str, pack: PackConfig) -> list[str]:
-        """The model's problems, each starting with its key path: missing, not a
-        sentencepiece model, without the BOS or EOS piece asked for, or without the padding
-        id ``pack`` needs."""
+        """The model's problems, each starting with its key path: missing, not a tokenizer,
+        without the BOS or EOS token asked for, or without the padding id ``pack`` needs."""
         if not storage.exists(self.model, self.storage_options):
             return [
                 f"{key}.model: file not found: '{self.model}' (train one with `refinery train-tokenizer CORPUS OUT.model`)"
             ]
         try:
-            processor = check_sentencepiece(self.model, self.storage_options)
+            tokenizer = self.load()
         except ValueError as exc:
             return [f"{key}.model: {exc}"]
         problems = [
-            f"{key}.{flag}: the tokenizer '{self.model}' has no {piece} piece; set {key}.{flag}: false"
-            for flag, piece, piece_id in (
-                ("add_eos", "EOS", processor.eos_id()),
-                ("add_bos", "BOS", processor.bos_id()),
-            )
-            if getattr(self, flag) and piece_id < 0
+            f"{key}.{flag}: the tokenizer '{self.model}' has no {role.upper()} token; set {key}.{flag}: false"
+            + (f" or name it in {key}.{role}_token" if tokenizer.kind == "tokenizers" else "")
+            for flag, role, token_id in (("add_eos", "eos", tokenizer.eos_id), ("add_bos", "bos", tokenizer.bos_id))
+            if getattr(self, flag) and token_id < 0
         ]
         if pack.mode == "bestfit" or pack.pad_id is not None:
             try:
-                pack.check_pad_id(processor, self.model)
+                pack.check_pad_id(tokenizer, self.model)
             except ValueError as exc:
                 problems.append(str(exc))
         return problems
@@ -59,21 +81,17 @@ class Tokenize(DocumentStage):
     resources = Resources(num_cpus=1)
 
     def setup(self) -> None:
-        self.processor = load_sentencepiece(self.config.model, self.config.storage_options)
-        self.vocab_size = self.processor.GetPieceSize()
-        self.bos_id = self.processor.bos_id()
-        self.eos_id = self.processor.eos_id()
-        self.pad_id = self.processor.pad_id()
-        if self.config.add_eos and self.eos_id < 0:
-            raise ValueError(f"tokenizer {self.config.model} has no EOS piece; set stages.tokenize.add_eos: false")
-        if self.config.add_bos and self.bos_id < 0:
-            raise ValueError(f"tokenizer {self.config.model} has no BOS piece; set stages.tokenize.add_bos: false")
         self.num_threads = self.config.num_threads or max(1, int(self.resources.num_cpus))
+        self.tokenizer = self.config.load(self.num_threads)
+        self.vocab_size = self.tokenizer.vocab_size
+        self.bos_id, self.eos_id, self.pad_id = self.tokenizer.bos_id, self.tokenizer.eos_id, self.tokenizer.pad_id
+        if self.config.add_eos and self.eos_id < 0:
+            raise ValueError(f"tokenizer {self.config.model} has no EOS token; set stages.tokenize.add_eos: false")
+        if self.config.add_bos and self.bos_id < 0:
+            raise ValueError(f"tokenizer {self.config.model} has no BOS token; set stages.tokenize.add_bos: false")
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        return self.processor.Encode(
-            texts, add_bos=self.config.add_bos, add_eos=self.config.add_eos, num_threads=self.num_threads
-        )
+        return self.tokenizer.encode(texts, self.config.add_bos, self.config.add_eos, self.num_threads)
 
     def process(self, docs: pa.Table) -> StageOutput:
         encoded = self.encode(docs.column(cols.TEXT).to_pylist())

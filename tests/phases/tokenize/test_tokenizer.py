@@ -11,5 +11,5 @@ def test_tokenize_stage_round_trips_text(tokenizer_model):
     kept, _ = stage(docs_table(texts))
     for text, ids in zip(texts, kept.column("tokens").to_pylist()):
         assert ids[-1] == stage.eos_id
-        assert stage.processor.Decode(ids[:-1]) == text
+        assert stage.tokenizer.decode(ids[:-1]) == text
     assert kept.column("num_tokens").to_pylist() == [len(t) for t in kept.column("tokens").to_pylist()]

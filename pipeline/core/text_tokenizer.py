@@ -1,0 +1,156 @@
+"""The tokenizer of token outputs, behind one interface: a sentencepiece model (Llama 2's
+``tokenizer.model``, ``refinery train-tokenizer``'s) or a Hugging Face ``tokenizers``
+``tokenizer.json`` (Llama 3, Qwen, Mistral Tekken, GPT-2 style byte-level BPE).
+
+The file's content says which it is: a ``tokenizer.json`` is a JSON object, a sentencepiece
+model a protobuf. A ``tokenizer.json`` does not say which of its tokens begin or end a
+document; those come from the spec (``bos_token``, ``eos_token``, ``pad_token``) or, when
+it leaves them unset, from the ``tokenizer_config.json`` beside the file, as ``transformers``
+reads them. Documents are encoded without the tokenizer's own post-processor (which would
+add its BOS on its own): Refinery adds BOS and EOS as the spec asks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from abc import ABC, abstractmethod
+from typing import Any
+
+from pipeline.core import storage
+
+SENTENCEPIECE, TOKENIZERS = "sentencepiece", "tokenizers"
+
+
+class TextTokenizer(ABC):
+    kind: str
+    vocab_size: int
+    bos_id: int
+    """-1 when the tokenizer has none; so are ``eos_id`` and ``pad_id``."""
+    eos_id: int
+    pad_id: int
+
+    @abstractmethod
+    def encode(self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int = 1) -> list[list[int]]:
+        """Token ids of each text."""
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str:
+        """The text of ``ids``, special tokens included."""
+
+    @abstractmethod
+    def token_id(self, token: str) -> int | None:
+        """The id of a token (a piece, or a special token), or None."""
+
+
+class SentencePieceTokenizer(TextTokenizer):
+    kind = SENTENCEPIECE
+
+    def __init__(self, model: bytes) -> None:
+        import sentencepiece as spm
+
+        self.processor = spm.SentencePieceProcessor()
+        self.processor.LoadFromSerializedProto(model)
+        self.vocab_size = self.processor.GetPieceSize()
+        self.bos_id, self.eos_id, self.pad_id = (
+            self.processor.bos_id(),
+            self.processor.eos_id(),
+            self.processor.pad_id(),
+        )
+
+    def encode(self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int = 1) -> list[list[int]]:
+        return self.processor.Encode(texts, add_bos=add_bos, add_eos=add_eos, num_threads=num_threads)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.processor.DecodeIds(ids)
+
+    def token_id(self, token: str) -> int | None:
+        piece = self.processor.PieceToId(token)
+        return piece if self.processor.IdToPiece(piece) == token else None
+
+
+class HuggingFaceTokenizer(TextTokenizer):
+    kind = TOKENIZERS
+
+    def __init__(self, data: str, special: dict[str, str | None], num_threads: int = 1) -> None:
+        # the Rust side's thread pool is sized once, on its first parallel use
+        os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, num_threads)))
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(data)
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self.special = special
+        ids = {}
+        for role in ("bos", "eos", "pad"):
+            token = special.get(role)
+            found = self.tokenizer.token_to_id(token) if token else None
+            if token and found is None:
+                raise ValueError(f"its {role} token '{token}' is not in its vocabulary")
+            ids[role] = -1 if found is None else found
+        self.bos_id, self.eos_id, self.pad_id = ids["bos"], ids["eos"], ids["pad"]
+
+    def encode(self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int = 1) -> list[list[int]]:
+        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        head = [self.bos_id] if add_bos else []
+        tail = [self.eos_id] if add_eos else []
+        return [head + encoding.ids + tail for encoding in encodings]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def token_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as ``tokenizer_config.json`` writes it: a string or {"content": ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def special_tokens_beside(uri: str, options: storage.StorageOptions | None) -> dict[str, str | None]:
+    """bos, eos and pad tokens from the ``tokenizer_config.json`` beside a ``tokenizer.json``
+    (none where there is no such file)."""
+    config_uri = posixpath.join(posixpath.dirname(uri), "tokenizer_config.json")
+    if not storage.exists(config_uri, options):
+        return {"bos": None, "eos": None, "pad": None}
+    try:
+        config = json.loads(storage.read_bytes(config_uri, options))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"'{config_uri}' is not JSON: {exc}") from None
+    return {role: _token_text(config.get(f"{role}_token")) for role in ("bos", "eos", "pad")}
+
+
+def load_text_tokenizer(
+    uri: str,
+    options: storage.StorageOptions | None = None,
+    special: dict[str, str | None] | None = None,
+    num_threads: int = 1,
+) -> TextTokenizer:
+    """The tokenizer in the file at ``uri``; ``special`` overrides a ``tokenizer.json``'s bos,
+    eos and pad tokens role by role. ``ValueError`` saying what is wrong with the file."""
+    data = storage.read_bytes(uri, options)
+    if data.lstrip()[:1] == b"{":
+        try:
+            text = data.decode("utf-8")
+            json.loads(text)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"'{uri}' starts like a tokenizer.json but is not JSON: {exc}") from None
+        chosen = special_tokens_beside(uri, options)
+        chosen |= {role: token for role, token in (special or {}).items() if token is not None}
+        try:
+            return HuggingFaceTokenizer(text, chosen, num_threads)
+        except Exception as exc:  # the Rust side raises its own exception types
+            if isinstance(exc, ValueError) and str(exc).startswith("its "):
+                raise ValueError(f"'{uri}': {exc}") from None
+            raise ValueError(f"'{uri}' is not a tokenizer.json that tokenizers loads ({exc})") from None
+    if special and any(special.values()):
+        given = ", ".join(f"{role}_token" for role, token in special.items() if token)
+        raise ValueError(f"'{uri}' is a sentencepiece model, whose pieces say which are special; unset {given}")
+    try:
+        return SentencePieceTokenizer(data)
+    except (RuntimeError, OSError) as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"'{uri}' is neither a sentencepiece model nor a tokenizer.json ({detail})") from None
