@@ -144,6 +144,27 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_chat(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.chat import ChatColumns, ValidationRules
+    from pipeline.tools.convert_chat import convert_chat
+
+    columns = ChatColumns(**json.loads(args.columns)) if args.columns else ChatColumns()
+    rules = ValidationRules(
+        allow_consecutive_user_turns=args.allow_consecutive_user_turns,
+        allow_no_assistant_turn=args.allow_no_assistant_turn,
+    )
+    counts = convert_chat(args.input, args.out, args.to, args.from_format, columns, rules)
+    read_from = ", ".join(f"{n:,} {fmt}" for fmt, n in sorted(counts.formats.items())) or "none"
+    print(f"read {counts.read:,} records; wrote {counts.written:,} as {args.to} to {args.out} (from {read_from})")
+    for reason, n in counts.rejected.most_common():
+        print(f"  rejected {reason}: {n:,}")
+    if counts.rejected:
+        print(f"rejected records, with their source and reason: {args.out.removesuffix('.gz')}.rejects.jsonl")
+    return 0 if counts.balanced() else 1
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.core import storage
     from pipeline.tools.inspect import inspect_output
@@ -374,6 +395,22 @@ def build_parser() -> argparse.ArgumentParser:
     train_cls.add_argument("--lowercase", action="store_true", help="text preparation: lower-case the text")
     train_cls.set_defaults(func=_cmd_train_classifier)
 
+    convert = commands.add_parser(
+        "convert-chat", help="convert chat data between Alpaca, ShareGPT, OpenAI messages and ChatML, validating it"
+    )
+    convert.add_argument("input", help="a .json array, .jsonl(.gz/.zst) or .parquet file, or a directory of them")
+    convert.add_argument("out", help="JSON lines in the target format (gzipped if it ends in .gz)")
+    convert.add_argument("--to", required=True, choices=["alpaca", "sharegpt", "openai", "chatml"])
+    convert.add_argument(
+        "--from", dest="from_format", choices=["alpaca", "sharegpt", "openai", "chatml"], help="default: per record"
+    )
+    convert.add_argument(
+        "--columns", help='renamed fields as JSON, e.g. \'{"conversations": "dialog", "role_tag": "speaker"}\''
+    )
+    convert.add_argument("--allow-consecutive-user-turns", action="store_true")
+    convert.add_argument("--allow-no-assistant-turn", action="store_true")
+    convert.set_defaults(func=_cmd_convert_chat)
+
     inspect = commands.add_parser("inspect", help="verify an output's manifest against its shards and show samples")
     inspect.add_argument("output", help="a run's output.uri (path or s3:// URI)")
     inspect.add_argument("--samples", type=int, default=2, help="documents of each shard to print (default: 2)")
@@ -483,6 +520,7 @@ def _expected_failure(exc: Exception) -> int | None:
     from pipeline.phases.shard_tasks import ShardTaskError
     from pipeline.report import AccountingError
     from pipeline.runner import ClusterUnreachable, InputError
+    from pipeline.tools.convert_chat import ChatInputError
     from pipeline.tools.submit import SubmitError
     from pipeline.tools.train_tokenizer import CorpusError
 
@@ -497,6 +535,7 @@ def _expected_failure(exc: Exception) -> int | None:
         ShardTaskError,
         ClusterUnreachable,
         CorpusError,
+        ChatInputError,
     )
     if isinstance(exc, expected):
         return EXIT_FAILED
