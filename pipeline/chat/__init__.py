@@ -1,6 +1,7 @@
 """Chat and instruction data: one schema for Alpaca, ShareGPT, OpenAI messages and ChatML
-(``schema``), reading and writing each format (``formats``) and the named reasons a
-conversation is unfit to train on (``validation``)."""
+(``schema``), reading and writing each format (``formats``), the named reasons a
+conversation is unfit to train on (``validation``), and a model's chat template rendered
+with the spans of its assistant turns (``templates``)."""
 
 from pipeline.chat.formats import (
     FORMATS,

@@ -1,0 +1,239 @@
+"""A model's chat template, rendered as ``transformers`` renders it, and where in the
+rendered text each assistant turn lies (what a loss mask trains on).
+
+Templates are Jinja, as in a tokenizer's ``tokenizer_config.json`` (``chat_template``) or a
+``.jinja`` file; ``chatml`` names a built-in ChatML template. They are rendered in Jinja's
+immutable sandbox with what ``transformers``' ``apply_chat_template`` gives them:
+``trim_blocks`` and ``lstrip_blocks``, the ``loopcontrols`` extension, ``raise_exception``,
+``strftime_now``, a ``tojson`` filter that keeps non-ASCII text, ``messages``, ``tools``,
+``add_generation_prompt`` and the tokenizer's special tokens (``bos_token``, ...).
+``strftime_now`` reads a fixed date (``TemplateSettings.date``), so that the same data renders
+the same text on any day.
+
+Messages reach the template in OpenAI's form, with a tool call's arguments parsed into an
+object (``transformers`` asks for that: templates write them with ``tojson``); ShareGPT's
+bare function definitions are wrapped as ``{"type": "function", "function": ...}``.
+
+Assistant spans. A template with ``{% generation %}`` blocks marks them itself, as
+``transformers``' ``return_assistant_tokens_mask`` reads them. For one without, assistant turn
+``i`` is what rendering the conversation up to and including ``i`` adds to rendering it up to
+``i`` with the generation prompt: the turn's text and its end-of-turn marker, not the header
+the prompt already holds. That needs the template to render every prefix of a conversation
+as a prefix of the whole (every common template does, for the turns it keeps); a template
+that does not raises ``TemplateError`` naming the turn, never a wrong mask.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.chat.schema import Conversation
+from pipeline.core import storage
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class TemplateError(ValueError):
+    """The template cannot render a conversation (it raised, or its output is not what a mask
+    can be read from); the message is the template's or says which turn."""
+
+
+class TemplateSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    date: dt.date = dt.date(2024, 7, 26)
+    """What ``strftime_now`` formats (Llama 3.1's templates default to this day too)."""
+
+
+@dataclass
+class Rendered:
+    text: str
+    assistant_spans: list[tuple[int, int]] = field(default_factory=list)
+    """Character ranges of the assistant turns, in order (one per assistant message that
+    the template renders)."""
+
+
+def read_template(source: str | None, options: storage.StorageOptions | None = None) -> str:
+    """The template's text: ``chatml`` or None for the built-in, a ``.jinja`` file, or a
+    ``tokenizer_config.json`` (its ``chat_template``; of a list of named templates, ``default``)."""
+    if source in (None, "chatml"):
+        return CHATML
+    data = storage.read_bytes(source, options).decode("utf-8")
+    if not source.endswith(".json"):
+        return data
+    try:
+        template = json.loads(data).get("chat_template")
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f"'{source}' is not a tokenizer_config.json: {exc}") from None
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if not isinstance(template, str):
+        raise ValueError(f"'{source}' has no chat_template")
+    return template
+
+
+def _environment(tracker: list | None):
+    import jinja2
+    import jinja2.ext
+    from jinja2 import nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationBlocks(jinja2.ext.Extension):
+        """``{% generation %}...{% endgeneration %}``: records where its output lands."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_generation", []), [], [], body).set_lineno(lineno)
+
+        def _generation(self, caller):
+            rendered = caller()
+            if tracker is not None:
+                tracker.append(rendered)
+            return rendered
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlocks, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    return env
+
+
+def template_messages(conversation: Conversation) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The conversation as ``apply_chat_template`` takes it: OpenAI-form messages (a tool
+    call's arguments as an object) and tools."""
+    messages = []
+    for m in conversation["messages"]:
+        out: dict[str, Any] = {"role": m["role"], "content": m["content"] or ""}
+        if m.get("tool_calls"):
+            out["tool_calls"] = [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": _parsed(c["arguments"])},
+                }
+                for c in m["tool_calls"]
+            ]
+        if m.get("tool_call_id") is not None:
+            out["tool_call_id"] = m["tool_call_id"]
+        messages.append(out)
+    tools = None
+    if conversation.get("tools"):
+        tools = [
+            t if isinstance(t, dict) and "function" in t else {"type": "function", "function": t}
+            for t in json.loads(conversation["tools"])
+        ]
+    return messages, tools
+
+
+def _parsed(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except (TypeError, ValueError):
+        return arguments
+
+
+class ChatTemplate:
+    """A compiled template with the tokenizer's special tokens."""
+
+    def __init__(
+        self, text: str, special_tokens: dict[str, str] | None = None, settings: TemplateSettings = TemplateSettings()
+    ):
+        import jinja2
+
+        self.text = text
+        self.special_tokens = dict(special_tokens or {})
+        self.tracks_generation = "generation" in text and "endgeneration" in text
+        self._tracker: list[str] = []
+        env = _environment(self._tracker)
+        date = settings.date
+        env.globals["strftime_now"] = lambda fmt: dt.datetime(date.year, date.month, date.day).strftime(fmt)
+        try:
+            self.compiled = env.from_string(text)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"the chat template does not compile: {exc.message} (line {exc.lineno})") from None
+
+    def _render(self, messages, tools, add_generation_prompt: bool) -> str:
+        import jinja2
+
+        try:
+            return self.compiled.render(
+                messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **self.special_tokens
+            )
+        except TemplateError:
+            raise
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"the chat template failed: {exc}") from None
+
+    def render(self, conversation: Conversation) -> Rendered:
+        """The whole conversation rendered (no generation prompt), with its assistant spans."""
+        messages, tools = template_messages(conversation)
+        if self.tracks_generation:
+            return self._render_tracked(messages, tools)
+        text = self._render(messages, tools, False)
+        spans = []
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            prompt = self._render(messages[:i], tools, True)
+            through = self._render(messages[: i + 1], tools, False)
+            if not (through.startswith(prompt) and text.startswith(through)):
+                raise TemplateError(
+                    f"the chat template renders turn {i} differently within the whole conversation than on its "
+                    "own, so its assistant span cannot be read off; use a template with {% generation %} blocks"
+                )
+            if len(through) > len(prompt):
+                spans.append((len(prompt), len(through)))
+        return Rendered(text, spans)
+
+    def _render_tracked(self, messages, tools) -> Rendered:
+        """Rendered piece by piece (Jinja's ``generate``), as ``transformers`` tracks
+        ``{% generation %}`` blocks: each block's text is located in the piece it came with."""
+        import jinja2
+
+        self._tracker.clear()
+        pieces: list[str] = []
+        spans = []
+        position = 0
+        stream = self.compiled.generate(
+            messages=messages, tools=tools, add_generation_prompt=False, **self.special_tokens
+        )
+        try:
+            while True:
+                seen = len(self._tracker)
+                try:
+                    piece = next(stream)
+                except StopIteration:
+                    break
+                cursor = 0
+                for block in self._tracker[seen:]:
+                    at = piece.find(block, cursor)
+                    if at < 0:
+                        raise TemplateError("a {% generation %} block's text is not where the template put it")
+                    spans.append((position + at, position + at + len(block)))
+                    cursor = at + len(block)
+                pieces.append(piece)
+                position += len(piece)
+        except TemplateError:
+            raise
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"the chat template failed: {exc}") from None
+        return Rendered("".join(pieces), [(s, e) for s, e in spans if e > s])

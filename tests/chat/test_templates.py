@@ -1,0 +1,158 @@
+"""Chat templates rendered as transformers renders them, and the assistant spans a loss
+mask trains on: hand-checked renderings, {% generation %} blocks, the real templates of
+current model families (../shared/data/chat_templates), and templates that raise."""
+
+import json
+
+import pytest
+
+from pipeline.chat import message, read_conversation
+from pipeline.chat.templates import CHATML, ChatTemplate, TemplateError, TemplateSettings, read_template
+from tests.helpers import SHARED_DATA
+
+TEMPLATES = SHARED_DATA / "chat_templates"
+SPECIAL = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}
+
+
+def _conversation(*messages, tools=None):
+    return {"conversation_id": "c", "messages": list(messages), "tools": tools}
+
+
+TWO_TURNS = _conversation(
+    message("system", "Be brief."),
+    message("user", "Hi"),
+    message("assistant", "Hello!"),
+    message("user", "2+2?"),
+    message("assistant", "4"),
+)
+WITH_TOOL = _conversation(
+    message("user", "Weather in Oslo?"),
+    message("assistant", "", tool_calls=[{"id": "call_0", "name": "get_weather", "arguments": '{"city": "Oslo"}'}]),
+    message("tool", '{"temp": -3}', tool_call_id="call_0"),
+    message("assistant", "-3 °C."),
+    tools=json.dumps(
+        [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    ),
+)
+
+
+def _template(name: str) -> ChatTemplate:
+    if not TEMPLATES.is_dir():
+        pytest.skip(f"chat templates not found at {SHARED_DATA}")
+    return ChatTemplate(read_template(str(TEMPLATES / f"{name}.jinja")), SPECIAL)
+
+
+def test_builtin_chatml_renders_and_marks_each_assistant_turn():
+    rendered = ChatTemplate(CHATML).render(TWO_TURNS)
+    assert rendered.text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+    )
+    assert [rendered.text[s:e] for s, e in rendered.assistant_spans] == ["Hello!<|im_end|>\n", "4<|im_end|>\n"]
+
+
+def test_llama3_as_its_tokenizer_renders_it():
+    rendered = _template("llama3").render(TWO_TURNS)
+    assert rendered.text == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>"
+    )
+    assert [rendered.text[s:e] for s, e in rendered.assistant_spans] == ["Hello!<|eot_id|>", "4<|eot_id|>"]
+
+
+def test_qwen25_renders_tools_and_tool_calls_as_objects():
+    rendered = _template("qwen_25").render(WITH_TOOL)
+    assert '<tools>\n{"type": "function", "function": {"name": "get_weather"' in rendered.text
+    spans = [rendered.text[s:e] for s, e in rendered.assistant_spans]
+    assert spans == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n',
+        "-3 °C.<|im_end|>\n",
+    ]
+    assert '<tool_response>\n{"temp": -3}\n</tool_response>' in rendered.text
+
+
+def test_generation_blocks_mark_what_the_prefix_rule_finds():
+    """Phi-4's template marks its assistant turns with {% generation %}; reading the spans off
+    prefixes of the conversation gives the same ranges."""
+    phi = _template("phi_4")
+    assert phi.tracks_generation
+    tracked = phi.render(TWO_TURNS)
+    assert [tracked.text[s:e] for s, e in tracked.assistant_spans] == ["Hello!<|im_end|>", "4<|im_end|>"]
+    by_prefix = ChatTemplate(phi.text.replace("{% generation %}", "").replace("{% endgeneration %}", ""), SPECIAL)
+    assert not by_prefix.tracks_generation
+    assert by_prefix.render(TWO_TURNS).assistant_spans == tracked.assistant_spans
+
+
+def test_a_template_that_raises_names_its_message():
+    with pytest.raises(TemplateError, match="Conversation roles must alternate"):
+        _template("gemma3").render(WITH_TOOL)
+    with pytest.raises(TemplateError, match="Only user, system and assistant roles are supported"):
+        _template("mistral_v7_tekken").render(WITH_TOOL)
+
+
+def test_strftime_now_reads_the_fixed_date():
+    text = _template("mistral_v7_tekken").render(TWO_TURNS).text
+    assert "The current date is 2024-07-26." not in text  # a system message replaces the default
+    alone = _conversation(message("user", "Hi"), message("assistant", "Hello"))
+    assert "The current date is 2024-07-26." in _template("mistral_v7_tekken").render(alone).text
+    other_day = ChatTemplate(_template("mistral_v7_tekken").text, SPECIAL, TemplateSettings(date="2025-01-02"))
+    assert "The current date is 2025-01-02." in other_day.render(alone).text
+
+
+def test_unknown_filters_unsafe_access_and_unstable_prefixes():
+    with pytest.raises(ValueError, match="does not compile: No filter named 'shout'"):
+        ChatTemplate("{{ messages[0]['content'] | shout }}")
+    sneaky = ChatTemplate("{{ messages.__class__.__mro__ }}")
+    with pytest.raises(TemplateError, match="the chat template failed"):
+        sneaky.render(TWO_TURNS)
+    # a template that drops earlier assistant turns renders prefixes differently: refused, not guessed
+    last_only = ChatTemplate(
+        "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}{{ m.role }}: {{ m.content }}\n{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    with pytest.raises(TemplateError, match="renders turn 2 differently"):
+        last_only.render(TWO_TURNS)
+
+
+def test_templates_come_from_tokenizer_config_json(tmp_path):
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({"chat_template": CHATML, "eos_token": "<|im_end|>"}))
+    assert read_template(str(config)) == CHATML
+    config.write_text(
+        json.dumps({"chat_template": [{"name": "tool_use", "template": "x"}, {"name": "default", "template": CHATML}]})
+    )
+    assert read_template(str(config)) == CHATML
+    config.write_text(json.dumps({"eos_token": "</s>"}))
+    with pytest.raises(ValueError, match="has no chat_template"):
+        read_template(str(config))
+    assert read_template(None) == read_template("chatml") == CHATML
+
+
+def test_every_real_template_renders_real_conversations():
+    """Every template of ../shared/data renders the Alpaca and tool-call samples, or refuses
+    one with the template's own message; none fails any other way."""
+    folder = SHARED_DATA / "sft"
+    if not folder.is_dir() or not TEMPLATES.is_dir():
+        pytest.skip(f"SFT data not found at {SHARED_DATA}")
+    records = json.loads((folder / "alpaca_en_demo.json").read_text())[:40]
+    records += json.loads((folder / "glaive_toolcall_en_demo.json").read_text())[:40]
+    conversations = [read_conversation(r, "alpaca" if "instruction" in r else "sharegpt") for r in records]
+    for path in sorted(TEMPLATES.glob("*.jinja")):
+        template = ChatTemplate(read_template(str(path)), SPECIAL)
+        rendered = 0
+        for conversation in conversations[:40]:  # single-turn, no tools: every template takes these
+            result = template.render(conversation)
+            (start, end), *_ = result.assistant_spans
+            assert conversation["messages"][-1]["content"].strip() in result.text[start:end], path.name
+            rendered += 1
+        for conversation in conversations[40:]:
+            try:
+                result = template.render(conversation)
+            except TemplateError:
+                continue
+            assistants = [m for m in conversation["messages"] if m["role"] == "assistant"]
+            assert len(result.assistant_spans) <= len(assistants), path.name
+        assert rendered == 40
