@@ -18,6 +18,8 @@ import posixpath
 from abc import ABC, abstractmethod
 from typing import Any
 
+import numpy as np
+
 from pipeline.core import storage
 
 SENTENCEPIECE, TOKENIZERS = "sentencepiece", "tokenizers"
@@ -38,6 +40,11 @@ class TextTokenizer(ABC):
     @abstractmethod
     def decode(self, ids: list[int]) -> str:
         """The text of ``ids``, special tokens included."""
+
+    @abstractmethod
+    def encode_with_offsets(self, text: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Token ids of one text (no BOS or EOS added) and each token's character range in
+        it: ``starts`` and ``ends``. Special tokens written in the text are encoded as such."""
 
     @abstractmethod
     def token_id(self, token: str) -> int | None:
@@ -64,6 +71,19 @@ class SentencePieceTokenizer(TextTokenizer):
 
     def decode(self, ids: list[int]) -> str:
         return self.processor.DecodeIds(ids)
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+        pieces = self.processor.encode(text, return_type="proto").pieces
+        # sentencepiece gives UTF-8 byte ranges; a byte-fallback piece inside a character
+        # belongs to that character
+        char_of_byte = np.repeat(np.arange(len(text) + 1), [len(c.encode()) for c in text] + [1])
+        begins = np.array([p.begin for p in pieces], np.int64)
+        ends = np.array([p.end for p in pieces], np.int64)
+        return (
+            [p.id for p in pieces],
+            char_of_byte[begins],
+            char_of_byte[np.maximum(ends - 1, begins)] + (ends > begins),
+        )
 
     def token_id(self, token: str) -> int | None:
         piece = self.processor.PieceToId(token)
@@ -98,6 +118,11 @@ class HuggingFaceTokenizer(TextTokenizer):
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        offsets = np.array(encoding.offsets, np.int64).reshape(-1, 2)
+        return encoding.ids, offsets[:, 0], offsets[:, 1]
 
     def token_id(self, token: str) -> int | None:
         return self.tokenizer.token_to_id(token)
