@@ -1,0 +1,88 @@
+"""Tokenized conversations packed into sequences for fine-tuning, never split.
+
+Placement is the pretraining pack phase's best fit (``pipeline.phases.pack.packing
+.bestfit_bins``: each conversation goes to the open sequence with the least room that holds
+it). Sequences are not padded (padding-free packing, as TRL's ``pack_dataset`` and
+flash-attention's varlen kernels want them): each row holds
+
+- ``input_ids``, and ``labels`` (``-100`` where the loss mask is off) and ``assistant_masks``
+  (1 where it is on; TRL's ``assistant_only_loss`` reads this);
+- ``position_ids`` restarting at 0 at each conversation, and ``seq_lengths``, the lengths of
+  the conversations in it in order, so that attention can stay within a conversation.
+
+``sort: decreasing`` places the longest conversations first (best-fit decreasing, TRL's
+``bfd``), which fills sequences tighter; ``arrival`` keeps the order given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.chat.masks import IGNORE_INDEX, TokenizedConversation
+from pipeline.phases.pack.packing import bestfit_bins
+
+SFT_SCHEMA = pa.schema(
+    [
+        pa.field("input_ids", pa.list_(pa.int32())),
+        pa.field("labels", pa.list_(pa.int32())),
+        pa.field("assistant_masks", pa.list_(pa.int8())),
+        pa.field("position_ids", pa.list_(pa.int32())),
+        pa.field("seq_lengths", pa.list_(pa.int32())),
+    ]
+)
+
+
+class ConversationTooLong(ValueError):
+    """A conversation longer than the sequence length: packing never splits one."""
+
+
+@dataclass
+class PackedConversations:
+    table: pa.Table
+    """One row per sequence, ``SFT_SCHEMA``."""
+    members: list[list[int]]
+    """The conversations (indices into the input) of each sequence, in order."""
+    tokens: int
+    seq_len: int
+
+    @property
+    def efficiency(self) -> float:
+        """Tokens over sequences x seq_len: how full the sequences are."""
+        return self.tokens / (self.table.num_rows * self.seq_len) if self.table.num_rows else 0.0
+
+
+def pack_conversations(
+    conversations: list[TokenizedConversation], seq_len: int, sort: Literal["arrival", "decreasing"] = "decreasing"
+) -> PackedConversations:
+    lengths = np.array([len(c.input_ids) for c in conversations], np.int64)
+    too_long = np.flatnonzero(lengths > seq_len)
+    if len(too_long):
+        raise ConversationTooLong(
+            f"{len(too_long)} conversations are longer than seq_len {seq_len} (the first: {int(lengths[too_long[0]])} "
+            "tokens); reject or truncate them before packing"
+        )
+    if not conversations:
+        return PackedConversations(SFT_SCHEMA.empty_table(), [], 0, seq_len)
+    order = np.argsort(-lengths, kind="stable") if sort == "decreasing" else np.arange(len(lengths))
+    seqs, docs, _, _ = bestfit_bins(lengths[order], seq_len)
+    docs = order[docs]
+    rows = {name: [] for name in SFT_SCHEMA.names}
+    members: list[list[int]] = []
+    bounds = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1], True])
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        chosen = docs[start:end].tolist()
+        members.append(chosen)
+        parts = [conversations[i] for i in chosen]
+        ids = np.concatenate([p.input_ids for p in parts])
+        trained = np.concatenate([p.trained for p in parts])
+        rows["input_ids"].append(ids.astype(np.int32))
+        rows["labels"].append(np.where(trained, ids, IGNORE_INDEX).astype(np.int32))
+        rows["assistant_masks"].append(trained.astype(np.int8))
+        rows["position_ids"].append(np.concatenate([np.arange(len(p.input_ids), dtype=np.int32) for p in parts]))
+        rows["seq_lengths"].append(np.array([len(p.input_ids) for p in parts], np.int32))
+    table = pa.table({name: pa.array(values, SFT_SCHEMA.field(name).type) for name, values in rows.items()})
+    return PackedConversations(table, members, int(lengths.sum()), seq_len)
