@@ -24,6 +24,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "language": ("benchmarks.language:main", "language ID vs raw fastText predict; accuracy"),
     "perplexity": ("benchmarks.perplexity:main", "the perplexity stage vs a raw sentencepiece + kenlm loop"),
     "quality": ("benchmarks.quality:main", "the heuristic quality rules, every family on"),
+    "sft": (
+        "benchmarks.sft:main",
+        "chat template render + tokenize + loss mask (+ pack) vs raw tokenizers encode_batch",
+    ),
     "word_lists": ("benchmarks.word_lists:main", "the word lists stage (10,000 entries) vs a naive re alternation"),
     "url_blocklist": (
         "benchmarks.url_blocklist:main",

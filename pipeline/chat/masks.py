@@ -56,11 +56,16 @@ def trained_spans(rendered: Rendered, conversation: Conversation, train_on: Trai
 def tokenize_conversation(
     rendered: Rendered, conversation: Conversation, tokenizer: TextTokenizer, train_on: TrainOn = "assistant"
 ) -> TokenizedConversation:
-    ids, starts, ends = tokenizer.encode_with_offsets(rendered.text)
-    # a token with no characters of its own (sentencepiece's byte pieces but one of a
-    # character) counts as covering the character it stands at
-    ends = np.maximum(ends, np.minimum(starts + 1, len(rendered.text)))
-    trained = np.zeros(len(ids), bool)
-    for start, end in trained_spans(rendered, conversation, train_on):
-        trained |= (starts < end) & (ends > start)
-    return TokenizedConversation(np.array(ids, np.int64), trained)
+    return tokenize_conversations([rendered], [conversation], tokenizer, train_on)[0]
+
+
+def tokenize_conversations(
+    rendered: list[Rendered],
+    conversations: list[Conversation],
+    tokenizer: TextTokenizer,
+    train_on: TrainOn = "assistant",
+) -> list[TokenizedConversation]:
+    """``tokenize_conversation`` of each, the texts encoded in one batch."""
+    spans = [trained_spans(r, c, train_on) for r, c in zip(rendered, conversations)]
+    encoded = tokenizer.encode_marking([r.text for r in rendered], spans)
+    return [TokenizedConversation(ids, trained) for ids, trained in encoded]

@@ -46,6 +46,24 @@ class TextTokenizer(ABC):
         """Token ids of one text (no BOS or EOS added) and each token's character range in
         it: ``starts`` and ``ends``. Special tokens written in the text are encoded as such."""
 
+    def encode_batch_with_offsets(self, texts: list[str]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+        return [self.encode_with_offsets(text) for text in texts]
+
+    def encode_marking(
+        self, texts: list[str], spans: list[list[tuple[int, int]]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Token ids of each text (as ``encode_with_offsets``) and which tokens overlap one of
+        its character ``spans``. A token with no characters of its own (sentencepiece's byte
+        pieces but one of a character) counts as covering the character it stands at."""
+        out = []
+        for text, text_spans, (ids, starts, ends) in zip(texts, spans, self.encode_batch_with_offsets(texts)):
+            ends = np.maximum(ends, np.minimum(starts + 1, len(text)))
+            marked = np.zeros(len(ids), bool)
+            for start, end in text_spans:
+                marked |= (starts < end) & (ends > start)
+            out.append((np.array(ids, np.int64), marked))
+        return out
+
     @abstractmethod
     def token_id(self, token: str) -> int | None:
         """The id of a token (a piece, or a special token), or None."""
@@ -120,9 +138,32 @@ class HuggingFaceTokenizer(TextTokenizer):
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], np.ndarray, np.ndarray]:
-        encoding = self.tokenizer.encode(text, add_special_tokens=False)
-        offsets = np.array(encoding.offsets, np.int64).reshape(-1, 2)
-        return encoding.ids, offsets[:, 0], offsets[:, 1]
+        return self.encode_batch_with_offsets([text])[0]
+
+    def encode_batch_with_offsets(self, texts: list[str]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+        out = []
+        for encoding in self.tokenizer.encode_batch(texts, add_special_tokens=False):
+            offsets = np.array(encoding.offsets, np.int64).reshape(-1, 2)
+            out.append((encoding.ids, offsets[:, 0], offsets[:, 1]))
+        return out
+
+    def encode_marking(
+        self, texts: list[str], spans: list[list[tuple[int, int]]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        # the tokens holding each span's first and last characters, as transformers reads
+        # {% generation %} blocks: two lookups per span instead of every token's offsets
+        out = []
+        for text_spans, encoding in zip(spans, self.tokenizer.encode_batch(texts, add_special_tokens=False)):
+            ids = np.array(encoding.ids, np.int64)
+            marked = np.zeros(len(ids), bool)
+            for start, end in text_spans:
+                first = next((t for c in range(start, end) if (t := encoding.char_to_token(c)) is not None), None)
+                if first is None:
+                    continue
+                last = next(t for c in range(end - 1, start - 1, -1) if (t := encoding.char_to_token(c)) is not None)
+                marked[first : last + 1] = True
+            out.append((ids, marked))
+        return out
 
     def token_id(self, token: str) -> int | None:
         return self.tokenizer.token_to_id(token)
