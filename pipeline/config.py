@@ -140,14 +140,6 @@ _ADDED_WITH_DEFAULTS: dict[tuple[str, ...], Any] = {
 }
 
 
-# The capability sections that every hash has held since outputs were first committed. A
-# capability added later leaves its section out of the hashes while it is at its defaults
-# (off), so that installing it redoes no committed work.
-_HASHED_SINCE_FIRST_OUTPUTS = frozenset(
-    {"language", "quality", "perplexity", "contamination", "pii", "exact_dedup", "near_dedup"}
-)
-
-
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -231,12 +223,12 @@ class JobSpec(BaseModel):
         return self.stages.model_dump(mode="json", exclude=set(PACKING_SECTIONS) | self._unused_later_capabilities())
 
     def _unused_later_capabilities(self) -> set[str]:
-        """Capabilities added after the first outputs whose sections are at their defaults."""
+        """Capabilities that stay out of work hashes while unused (``hashed_when_unused``)
+        whose sections are at their defaults."""
         return {
             cap.key
             for cap in capabilities()
-            if cap.key not in _HASHED_SINCE_FIRST_OUTPUTS
-            and getattr(self.stages, cap.key).model_dump() == cap.config().model_dump()
+            if not cap.hashed_when_unused and getattr(self.stages, cap.key).model_dump() == cap.config().model_dump()
         }
 
     def model_fingerprints(self, exclude: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:

@@ -100,7 +100,12 @@ def read_conversation(
 ) -> Conversation:
     """The record in the one schema; ``FormatError`` if it is malformed for ``fmt``."""
     reader = {"alpaca": _from_alpaca, "sharegpt": _from_sharegpt, "openai": _from_openai, "chatml": _from_chatml}[fmt]
-    messages, tools = reader(record, columns)
+    try:
+        messages, tools = reader(record, columns)
+    except FormatError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a field of an unexpected shape
+        raise FormatError(f"a field has an unexpected shape ({type(exc).__name__}: {exc})") from None
     source_id = record.get(columns.id) if columns.id else None
     return {
         "conversation_id": str(source_id) if source_id is not None else fallback_id,

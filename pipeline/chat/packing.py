@@ -67,6 +67,8 @@ def pack_conversations(
         )
     if not conversations:
         return PackedConversations(SFT_SCHEMA.empty_table(), [], 0, seq_len)
+    if np.any(lengths == 0):
+        raise ValueError(f"conversation {int(np.flatnonzero(lengths == 0)[0])} has no tokens: nothing to pack")
     order = np.argsort(-lengths, kind="stable") if sort == "decreasing" else np.arange(len(lengths))
     seqs, docs, _, _ = bestfit_bins(lengths[order], seq_len)
     docs = order[docs]

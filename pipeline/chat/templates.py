@@ -172,7 +172,6 @@ class ChatTemplate:
             raise ValueError(f"the chat template does not compile: {exc.message} (line {exc.lineno})") from None
 
     def _render(self, messages, tools, add_generation_prompt: bool) -> str:
-        import jinja2
 
         try:
             return self.compiled.render(
@@ -180,7 +179,7 @@ class ChatTemplate:
             )
         except TemplateError:
             raise
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # Jinja's errors, and Python's from inside the template
             raise TemplateError(f"the chat template failed: {exc}") from None
 
     def render(self, conversation: Conversation) -> Rendered:
@@ -207,7 +206,6 @@ class ChatTemplate:
     def _render_tracked(self, messages, tools) -> Rendered:
         """Rendered piece by piece (Jinja's ``generate``), as ``transformers`` tracks
         ``{% generation %}`` blocks: each block's text is located in the piece it came with."""
-        import jinja2
 
         self._tracker.clear()
         pieces: list[str] = []
@@ -234,6 +232,6 @@ class ChatTemplate:
                 position += len(piece)
         except TemplateError:
             raise
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # Jinja's errors, and Python's from inside the template
             raise TemplateError(f"the chat template failed: {exc}") from None
         return Rendered("".join(pieces), [(s, e) for s, e in spans if e > s])

@@ -35,7 +35,8 @@ class TextTokenizer(ABC):
 
     @abstractmethod
     def encode(self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int = 1) -> list[list[int]]:
-        """Token ids of each text."""
+        """Token ids of each document's text, read literally: text that spells a special token
+        is encoded as text."""
 
     @abstractmethod
     def decode(self, ids: list[int]) -> str:
@@ -117,6 +118,9 @@ class HuggingFaceTokenizer(TextTokenizer):
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_str(data)
+        # a saved tokenizer.json may carry its trainer's truncation and padding: never here
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
         self.special = special
         ids = {}
@@ -129,7 +133,13 @@ class HuggingFaceTokenizer(TextTokenizer):
         self.bos_id, self.eos_id, self.pad_id = ids["bos"], ids["eos"], ids["pad"]
 
     def encode(self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int = 1) -> list[list[int]]:
-        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        # a document that spells "<|endoftext|>" holds those characters, not the token: as
+        # sentencepiece reads it (a rendered chat template, below, means its special tokens)
+        self.tokenizer.encode_special_tokens = True
+        try:
+            encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        finally:
+            self.tokenizer.encode_special_tokens = False
         head = [self.bos_id] if add_bos else []
         tail = [self.eos_id] if add_eos else []
         return [head + encoding.ids + tail for encoding in encodings]

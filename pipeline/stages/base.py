@@ -208,6 +208,10 @@ class Capability:
     several global stages remove is counted by the first."""
     document_stage: ClassVar[type[DocumentStage] | None] = None
     global_stage: ClassVar[type[GlobalStage] | None] = None
+    hashed_when_unused: ClassVar[bool] = True
+    """Whether the section counts in work hashes while it is at its defaults (off). A
+    capability added to a Refinery that already has outputs sets False, so that installing
+    it redoes no committed work."""
 
     @classmethod
     def needs_global_stage(cls, config: StageConfig) -> bool:

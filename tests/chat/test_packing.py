@@ -80,3 +80,9 @@ def test_alpaca_packs_at_least_97_percent_full(tokenizer_model, sample_corpus, t
     packed = pack_conversations(conversations, 2048)
     assert packed.efficiency >= 0.97
     assert sum(len(m) for m in packed.members) == len(conversations) == 999
+
+
+def test_a_conversation_without_tokens_is_refused():
+    empty = TokenizedConversation(np.zeros(0, np.int64), np.zeros(0, bool))
+    with pytest.raises(ValueError, match="conversation 1 has no tokens"):
+        pack_conversations([*_conversations(1, 5), empty], 64)

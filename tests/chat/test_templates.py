@@ -156,3 +156,12 @@ def test_every_real_template_renders_real_conversations():
             assistants = [m for m in conversation["messages"] if m["role"] == "assistant"]
             assert len(result.assistant_spans) <= len(assistants), path.name
         assert rendered == 40
+
+
+def test_a_python_error_inside_a_template_is_a_template_error():
+    adds_a_dict = ChatTemplate(
+        "{% for m in messages %}{% for c in m.tool_calls or [] %}{{ 'args: ' + c.function.arguments }}"
+        "{% endfor %}{{ m.content }}{% endfor %}"
+    )
+    with pytest.raises(TemplateError, match="the chat template failed"):
+        adds_a_dict.render(WITH_TOOL)

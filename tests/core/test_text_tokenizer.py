@@ -87,3 +87,27 @@ def test_a_large_vocabulary_tokenizer_json(tmp_path):
     loaded = load_text_tokenizer(str(path), special={"eos": "</s>"})
     assert loaded.vocab_size == 70_002
     assert loaded.encode(["w69999 w3 nope"], add_bos=False, add_eos=True) == [[69_999, 3, 70_000, 70_001]]
+
+
+def test_a_saved_truncation_or_padding_never_applies(tmp_path):
+    vocab = {"a": 0, "b": 1, "[UNK]": 2, "[PAD]": 3}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.enable_truncation(max_length=3)
+    tokenizer.enable_padding(pad_id=3, pad_token="[PAD]")
+    path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(path))
+    loaded = load_text_tokenizer(str(path))
+    assert loaded.encode(["a b a b a", "a"], add_bos=False, add_eos=False) == [[0, 1, 0, 1, 0], [0]]
+
+
+def test_documents_that_spell_a_special_token_keep_it_as_text(bpe_json):
+    tokenizer = load_text_tokenizer(str(bpe_json))
+    text = "before <|endoftext|> and <|pad|> after"
+    ids = tokenizer.encode([text], add_bos=False, add_eos=True)[0]
+    assert ids.count(tokenizer.eos_id) == 1 and ids[-1] == tokenizer.eos_id  # only the one Refinery adds
+    assert tokenizer.pad_id not in ids
+    assert tokenizer.decode(ids[:-1]) == text
+    # a rendered chat template's special tokens are tokens
+    marked, _ = tokenizer.encode_marking([text], [[]])[0]
+    assert tokenizer.eos_id in marked.tolist()

@@ -85,3 +85,17 @@ def test_files_that_are_not_chat_data_are_named(mixed, tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_bytes(b'{"text": "\xff\xfe"}\n')
     with pytest.raises(ChatInputError, match="not UTF-8"):
         convert_chat(str(tmp_path / "bad.jsonl"), str(tmp_path / "b.jsonl"), "openai")
+
+
+def test_a_field_of_an_unexpected_shape_is_a_rejected_record(tmp_path):
+    records = [
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": "yes"}]},
+        {"conversations": [{"from": ["h"], "value": "x"}]},
+        {"instruction": "x", "output": "y", "history": 5},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    counts = convert_chat(str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), "openai")
+    assert counts.written == 1 and counts.balanced()
+    assert sum(counts.rejected.values()) == 3
+    assert set(counts.rejected) <= {"malformed_openai_record", "malformed_sharegpt_record", "malformed_alpaca_record"}

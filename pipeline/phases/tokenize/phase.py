@@ -268,10 +268,17 @@ class ShardTokenizer(ShardWorker):
 
 
 def tokenizer_file_info(spec: JobSpec) -> dict[str, Any] | None:
-    """Size and change token of the tokenizer file, when the output has tokens."""
+    """Size and change token of the tokenizer file, when the output has tokens; for a
+    tokenizer.json whose special tokens come from the tokenizer_config.json beside it, that
+    file's too."""
     if not spec.output.writes_tokens:
         return None
-    return storage.file_info(spec.stages.tokenize.model, spec.stages.tokenize.storage_options)
+    tokenize = spec.stages.tokenize
+    info = storage.file_info(tokenize.model, tokenize.storage_options)
+    beside = tokenize.special_tokens_file()
+    if beside is not None:
+        info = {**info, "tokenizer_config": storage.file_info(beside, tokenize.storage_options)}
+    return info
 
 
 def run_tokenize(

@@ -3,6 +3,8 @@ Hugging Face ``tokenizer.json`` (``pipeline.core.text_tokenizer``)."""
 
 from __future__ import annotations
 
+import posixpath
+
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +45,14 @@ class TokenizeConfig(BaseModel):
             if settings[name] is None:
                 del settings[name]
         return settings
+
+    def special_tokens_file(self) -> str | None:
+        """The tokenizer_config.json some of the special tokens come from: beside a
+        tokenizer.json, when one is there and the spec leaves a token unset."""
+        if all(self.special_tokens().values()) or not self.model.endswith(".json"):
+            return None
+        beside = posixpath.join(posixpath.dirname(self.model), "tokenizer_config.json")
+        return beside if storage.exists(beside, self.storage_options) else None
 
     def special_tokens(self) -> dict[str, str | None]:
         return {"bos": self.bos_token, "eos": self.eos_token, "pad": self.pad_token}

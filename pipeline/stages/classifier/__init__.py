@@ -29,6 +29,7 @@ class Classifier(Capability):
     key = "classifier"
     config = ClassifierConfig
     order = 25
+    hashed_when_unused = False  # added after outputs existed: installing it redoes no work
     document_stage = Classifiers
     global_stage = ClassifierPercentiles
 

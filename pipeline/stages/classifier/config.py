@@ -93,6 +93,8 @@ class ClassifierEntry(BaseModel):
             )
         if "score" in self.columns_written and self.label is None:
             raise ValueError("outputs has score, which needs label")
+        if self.uses_percentiles and "score" not in self.columns_written:
+            raise ValueError("a percentile cut reads the score column: add score to outputs")
         return self
 
     @property

@@ -46,9 +46,8 @@ class _Loaded:
             if entry.route
             else {}
         )
-        outputs = set(entry.columns_written)
         # the named label's probability needs every label's; the top label alone needs one
-        self.k = -1 if ("score" in outputs or "all_labels" in outputs) else 1
+        self.k = -1 if (self.label is not None or "all_labels" in entry.columns_written) else 1
 
 
 class Classifiers(DocumentStage):

@@ -37,6 +37,7 @@ class UrlBlocklist(Capability):
     key = "url_blocklist"
     config = UrlBlocklistConfig
     order = 5  # before every other stage: it reads only the URL
+    hashed_when_unused = False  # added after outputs existed: installing it redoes no work
     document_stage = UrlBlocklistCheck
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -77,7 +78,10 @@ class UrlBlocklistConfig(StageConfig):
         return files
 
     def model_files(self, key: str) -> ModelFiles:
-        return {f"{key}.{path}": (uri, self.storage_options) for path, _, _, uri in self.list_files()}
+        files = {f"{key}.{path}": (uri, self.storage_options) for path, _, _, uri in self.list_files()}
+        # the public-suffix snapshot decides which entries count: a tldextract upgrade redoes the work
+        files[f"{key}.public_suffix_snapshot"] = (public_suffix_snapshot(), storage.StorageOptions())
+        return files
 
     def check_files(self, key: str) -> list[str]:
         problems = []
@@ -137,3 +141,11 @@ def ut1_categories(uri: str, options: storage.StorageOptions) -> dict[str, dict[
                 if storage.exists(file_uri, options):
                     found.setdefault(name, {})[kind] = file_uri
     return {category: found[category] for category in sorted(found)}
+
+
+def public_suffix_snapshot() -> str:
+    """The public-suffix list tldextract ships (``.tld_set_snapshot``), by path."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tldextract")
+    return str(Path(spec.origin).parent / ".tld_set_snapshot")

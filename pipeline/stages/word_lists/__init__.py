@@ -34,6 +34,7 @@ class WordLists(Capability):
     key = "word_lists"
     config = WordListsConfig
     order = 15
+    hashed_when_unused = False  # added after outputs existed: installing it redoes no work
     document_stage = WordListsFilter
 
     @classmethod

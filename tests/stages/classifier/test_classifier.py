@@ -214,12 +214,12 @@ def test_a_quantized_model_on_s3_scores_as_the_local_file(quality_model, domain_
     quantized = tmp_path / "quality.ftz"
     corpora = {"hq": [str(domain_corpora["docs"])], "cc": [str(domain_corpora["web"])]}
     train_classifier(corpora, str(quantized), TrainingOptions(dim=32, bucket=20_000, per_label=2_000, quantize=True))
-    if not s3.exists("models"):
-        s3.mkdir("models")
-    s3.put(str(quantized), "models/quality.ftz")
+    s3.mkdir("classifier-models")  # a bucket of its own: the S3 server lives for the whole session
+    s3.put(str(quantized), "classifier-models/quality.ftz")
     texts = [r["text"] for r in build_sample_documents(200, seed=13)[0]]
     remote = _stage(
-        {"name": "q", "model": "s3://models/quality.ftz", "label": "hq"}, storage_options={"endpoint_url": s3_endpoint}
+        {"name": "q", "model": "s3://classifier-models/quality.ftz", "label": "hq"},
+        storage_options={"endpoint_url": s3_endpoint},
     )
     local = _stage({"name": "q", "model": str(quantized), "label": "hq"})
     scores = remote.process(pa.table({cols.TEXT: texts})).table.column("classifier_q").to_pylist()
@@ -228,3 +228,18 @@ def test_a_quantized_model_on_s3_scores_as_the_local_file(quality_model, domain_
         fasttext.load_model(str(quantized)), prepare_texts(pa.array(texts), TextPreparation()), "__label__hq"
     )
     assert quantized.stat().st_size < Path(quality_model).stat().st_size
+
+
+def test_a_threshold_scores_its_label_whatever_the_outputs(quality_model, texts):
+    """With only the top label written, the score of a label that is not on top is still its
+    probability, not 0."""
+    table = pa.table({cols.TEXT: texts})
+    with_score = _stage({"name": "q", "model": quality_model, "label": "cc", "min_score": 0.4})
+    top_only = _stage({"name": "q", "model": quality_model, "label": "cc", "min_score": 0.4, "outputs": ["top_label"]})
+    assert with_score.process(table).reject_reasons.to_pylist() == top_only.process(table).reject_reasons.to_pylist()
+    assert with_score.take_stats() == top_only.take_stats()
+
+
+def test_a_percentile_cut_needs_the_score_column():
+    entry = {"name": "q", "model": "m.bin", "label": "hq", "min_percentile": 90, "outputs": ["top_label"]}
+    assert "a percentile cut reads the score column" in _errors(_spec({"classifiers": [entry]}))
