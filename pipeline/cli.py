@@ -400,15 +400,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("input", help="a .json array, .jsonl(.gz/.zst) or .parquet file, or a directory of them")
     convert.add_argument("out", help="JSON lines in the target format (gzipped if it ends in .gz)")
-    convert.add_argument("--to", required=True, choices=["alpaca", "sharegpt", "openai", "chatml"])
     convert.add_argument(
-        "--from", dest="from_format", choices=["alpaca", "sharegpt", "openai", "chatml"], help="default: per record"
+        "--to", required=True, choices=["alpaca", "sharegpt", "openai", "chatml"], help="the format written"
+    )
+    convert.add_argument(
+        "--from",
+        dest="from_format",
+        choices=["alpaca", "sharegpt", "openai", "chatml"],
+        help="the format read (default: detected per record)",
     )
     convert.add_argument(
         "--columns", help='renamed fields as JSON, e.g. \'{"conversations": "dialog", "role_tag": "speaker"}\''
     )
-    convert.add_argument("--allow-consecutive-user-turns", action="store_true")
-    convert.add_argument("--allow-no-assistant-turn", action="store_true")
+    convert.add_argument(
+        "--allow-consecutive-user-turns",
+        action="store_true",
+        help="keep conversations with two user turns in a row (default: rejected as consecutive_user_turns)",
+    )
+    convert.add_argument(
+        "--allow-no-assistant-turn",
+        action="store_true",
+        help="keep conversations with no assistant turn (default: rejected as no_assistant_turn)",
+    )
     convert.set_defaults(func=_cmd_convert_chat)
 
     inspect = commands.add_parser("inspect", help="verify an output's manifest against its shards and show samples")

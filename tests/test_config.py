@@ -96,7 +96,7 @@ def test_a_tokenizer_that_is_not_one_fails_validate_with_its_key(make_job, sampl
         spec.write_text(yaml.safe_dump(job))
         assert main(["validate", str(spec)]) == 2
         err = capsys.readouterr().err
-        assert f"stages.tokenize.model: '{bad}' is not a sentencepiece model" in err, err
+        assert f"stages.tokenize.model: '{bad}' is neither a sentencepiece model nor a tokenizer.json" in err, err
         assert "Traceback" not in err
 
 
@@ -125,7 +125,7 @@ def test_tokenizer_without_the_pieces_asked_for(make_job, sample_corpus, tmp_pat
     message = spec_errors(job)
     for flag, piece in (("add_eos", "EOS"), ("add_bos", "BOS")):
         assert (
-            f"stages.tokenize.{flag}: the tokenizer '{path}' has no {piece} piece; set stages.tokenize.{flag}: false"
+            f"stages.tokenize.{flag}: the tokenizer '{path}' has no {piece} token; set stages.tokenize.{flag}: false"
             in message
         )
 

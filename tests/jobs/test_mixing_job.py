@@ -158,11 +158,11 @@ def test_bestfit_needs_a_pad_id_when_the_tokenizer_has_none(make_job, sample_cor
     job = make_job(sample_corpus, tmp_path / "out", stages={"pack": {"mode": "bestfit"}})
     job["stages"]["tokenize"]["model"] = str(no_pad)
     with pytest.raises(
-        JobSpecError, match=r"stages.pack.pad_id: the tokenizer .* has no pad piece; set pad_id .* EOS id, 2"
+        JobSpecError, match=r"stages.pack.pad_id: the tokenizer .* has no pad token; set pad_id .* EOS id, 2"
     ):
         load_job_spec(job)
     job["stages"]["pack"]["pad_id"] = 5000
-    with pytest.raises(JobSpecError, match=r"stages.pack.pad_id: 5000 is not an id of the tokenizer \(1000 pieces\)"):
+    with pytest.raises(JobSpecError, match=r"stages.pack.pad_id: 5000 is not an id of the tokenizer \(1000 tokens\)"):
         load_job_spec(job)
     job["stages"]["pack"]["pad_id"] = 2
     assert load_job_spec(job).stages.pack.pad_id == 2
