@@ -7,7 +7,7 @@ DEMO_CORPUS := data/sample
 DEMO_TOKENIZER := models/demo.sp.model
 DEMO_LM := models/en.arpa
 
-.PHONY: setup demo test lint format bench clean trainer-readers
+.PHONY: setup demo sft-demo test lint format bench clean trainer-readers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,20 @@ $(DEMO_LM): $(DEMO_LM_CORPUS)/_SUCCESS
 
 demo: $(DEMO_TOKENIZER) $(DEMO_LM)
 	$(BIN)/refinery run jobs/quickstart.yaml
+
+# The fine-tuning demo: chat data made from the Python docs in three formats, and a byte-level
+# BPE tokenizer.json with ChatML's special tokens, trained on the sample corpus.
+CHAT_DATA := data/chat
+CHAT_TOKENIZER := models/chat/tokenizer.json
+
+$(CHAT_DATA)/_plants.json: $(STAMP)
+	$(BIN)/refinery sample-chat $(CHAT_DATA) --conversations 2000
+
+$(CHAT_TOKENIZER): $(DEMO_CORPUS)/_SUCCESS
+	$(BIN)/refinery train-tokenizer $(DEMO_CORPUS) $(CHAT_TOKENIZER) --vocab-size 8000 --format tokenizer.json
+
+sft-demo: $(CHAT_DATA)/_plants.json $(CHAT_TOKENIZER)
+	$(BIN)/refinery run jobs/sft_quickstart.yaml
 
 # Refinery's shards read by the trainers' own readers (Megatron-LM's IndexedDataset, datatrove's
 # DatatroveFileDataset), installed into their own venv: torch 2.13.0 CPU (a wheel on this machine

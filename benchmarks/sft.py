@@ -12,7 +12,8 @@ name). Sides, in fresh processes, interleaved over ``--rounds``:
 - ``refinery``: ``ChatTemplate.render`` (the text and its assistant spans) and
   ``tokenize_conversations`` (ids and the loss mask) of each conversation;
 - ``refinery_pack``: the same, then ``pack_conversations`` at ``--seq-len`` (best fit
-  decreasing); its efficiency is reported.
+  decreasing); its efficiency is reported, beside TRL's ``pack_dataset(strategy="bfd")``
+  on the same conversation lengths (in the trainers' venv, ``benchmarks/trl_sft.py``).
 
     python -m benchmarks sft --conversations 20000 --rounds 5
 """
@@ -20,6 +21,7 @@ name). Sides, in fresh processes, interleaved over ``--rounds``:
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -99,6 +101,7 @@ def bench_sft(conversations: int, rounds: int, template: str | None, seq_len: in
     tokens = sum(len(t.input_ids) for t in tokenized)
     trained = sum(int(t.trained.sum()) for t in tokenized)
     return {
+        "trl_bfd": _trl_bfd([len(t.input_ids) for t in fitting], seq_len),
         "conversations": conversations,
         "template": template or "chatml (built-in)",
         "tokens": tokens,
@@ -112,6 +115,21 @@ def bench_sft(conversations: int, rounds: int, template: str | None, seq_len: in
         },
         "single_pass_seconds": time.perf_counter() - started,
     }
+
+
+def _trl_bfd(lengths: list[int], seq_len: int) -> dict | None:
+    """TRL's ``pack_dataset(strategy="bfd")`` on the same conversation lengths, in the
+    trainers' venv (None where it is not built)."""
+    python = common.ROOT / "benchmarks" / ".venv-trainers" / "bin" / "python"
+    if not python.exists():
+        return None
+    with common.scratch() as tmp:
+        cases, out = Path(tmp) / "lengths.json", Path(tmp) / "bfd.json"
+        cases.write_text(json.dumps({"lengths": lengths, "seq_len": seq_len}))
+        subprocess.run(
+            [str(python), str(common.ROOT / "benchmarks" / "trl_sft.py"), "--bfd", str(cases), str(out)], check=True
+        )
+        return json.loads(out.read_text())
 
 
 def main(argv: list[str]) -> None:

@@ -51,6 +51,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample_chat(args: argparse.Namespace) -> int:
+    from pipeline.tools.sample_chat import write_chat_samples
+
+    summary = write_chat_samples(args.out, num_conversations=args.conversations, seed=args.seed)
+    print(f"wrote {', '.join(f'{n} records to {name}' for name, n in summary['records'].items())} in {args.out}")
+    print("planted: " + ", ".join(f"{k} {v}" for k, v in summary["plants"].items()))
+    return 0
+
+
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from pipeline.tools.train_tokenizer import train_tokenizer
 
@@ -297,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--shards", type=int, default=8, help="Parquet files to split them into (default: 8)")
     sample.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: 0)")
     sample.set_defaults(func=_cmd_sample)
+
+    sample_chat = commands.add_parser(
+        "sample-chat", help="write the chat sample data used by the SFT demo (Alpaca, ShareGPT, OpenAI files)"
+    )
+    sample_chat.add_argument("out", help="directory to write the files to (and _plants.json, what was planted)")
+    sample_chat.add_argument(
+        "--conversations", type=int, default=1000, help="conversations before the planted ones (default: 1000)"
+    )
+    sample_chat.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: 0)")
+    sample_chat.set_defaults(func=_cmd_sample_chat)
 
     train = commands.add_parser(
         "train-tokenizer", help="train a sentencepiece model or a byte-level BPE tokenizer.json on a corpus"

@@ -137,6 +137,7 @@ _ADDED_WITH_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("stages", "tokenize", "bos_token"): None,
     ("stages", "tokenize", "eos_token"): None,
     ("stages", "tokenize", "pad_token"): None,
+    ("stages", "tokenize", "chat"): None,
 }
 
 
@@ -168,7 +169,49 @@ class JobSpec(BaseModel):
                 "stages.mix.budget_tokens: output.kind 'documents' has no tokens; its mix is measured in "
                 "text bytes: set budget_bytes instead"
             )
+        self._chat_checks()
         return self
+
+    def _chat_checks(self) -> None:
+        """A chat job (``input.chat``) renders conversations and writes SFT rows; a document
+        job does neither."""
+        tokenize, pack = self.stages.tokenize, self.stages.pack
+        chat = self.input.chat is not None
+        if not chat:
+            if tokenize is not None and tokenize.chat is not None:
+                raise ValueError("stages.tokenize.chat: only for chat jobs; set input.chat to read chat data")
+            if self.output.writes_tokens and pack.format == "parquet":
+                raise ValueError("stages.pack.format: parquet (SFT rows) is for chat jobs (input.chat)")
+            if pack.mode == "none":
+                raise ValueError("stages.pack.mode: none is for chat jobs; documents use concat or bestfit")
+            return
+        if self.output.writes_tokens:
+            if tokenize.chat is None:
+                raise ValueError(
+                    "stages.tokenize.chat: required for a chat job's token output: it names the chat template "
+                    "of the model to be trained (e.g. chat: {template: path/to/tokenizer_config.json}, or chatml)"
+                )
+            if pack.format != "parquet":
+                raise ValueError(
+                    f"stages.pack.format: a chat job writes SFT rows with loss masks, which {pack.format} cannot "
+                    "hold; set format: parquet"
+                )
+            if pack.mode == "concat":
+                raise ValueError(
+                    "stages.pack.mode: concat would cut conversations apart; set bestfit (whole conversations "
+                    "packed) or none (one per sequence)"
+                )
+        if self.output.writes_documents:
+            raise ValueError(
+                "output.kind: a chat job writes tokens (SFT rows); to write conversations in another "
+                "format use `refinery convert-chat`"
+            )
+        contamination = getattr(self.stages, "contamination", None)
+        if contamination is not None and contamination.enabled and contamination.action == "excise":
+            raise ValueError(
+                "stages.contamination.action: excise would cut text out of a conversation's turns; use drop "
+                "(reject contaminated conversations) or annotate"
+            )
 
     @property
     def counts_duplicates(self) -> bool:

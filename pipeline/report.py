@@ -39,14 +39,19 @@ def build_report(run: RunRecord) -> Report:
     for shard in run.annotate:
         tok = tokenized.get(shard.shard_key)
         tok_removed = tok.removed if tok else {}
+        tok_rejected = tok.rejected if tok else {}
         smp = sampled.get(shard.shard_key)
         unsampled = smp.unsampled if smp else {}
         kept_docs = smp.kept_docs if smp else 0
         _merge_nested(rejected, shard.rejected)
         _merge_nested(rejected, tok_removed)
+        _merge_nested(rejected, tok_rejected)
         _merge_nested(rejected, unsampled)
         n_rejected = sum(
-            n for part in (shard.rejected, tok_removed, unsampled) for r in part.values() for n in r.values()
+            n
+            for part in (shard.rejected, tok_removed, tok_rejected, unsampled)
+            for r in part.values()
+            for n in r.values()
         )
         n_unsampled = sum(n for r in unsampled.values() for n in r.values())
         n_quarantined = sum(shard.quarantined.values())
@@ -163,6 +168,8 @@ def build_report(run: RunRecord) -> Report:
         "work_units": run.work_units,
         "annotate_steps": _annotate_steps(run),
     }
+    if run.spec.input.chat is not None and run.spec.output.writes_tokens:
+        data["chat"] = _chat_section(run)
     sections = []
     for cap, config in enabled(run.spec):
         section = cap.report_section(config, run)
@@ -190,6 +197,74 @@ def _output_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"Document shards: {t['output_documents']:,} document copies, {_mb(t['output_text_bytes'])} of text, {shards}."
         )
+    return lines
+
+
+def _chat_section(run: RunRecord) -> dict[str, Any]:
+    """A chat job's conversations: how many, their turns and lengths, what the template
+    refused, and the output's trained and masked tokens and packing efficiency."""
+    from pipeline.core.sketch import BUCKET, COUNT, GROUP, percentile_values
+    from pipeline.phases.tokenize.chat import LENGTH_GAMMA
+
+    stats = [s.chat for s in run.tokenize if s.chat]
+    rows, errors = [], {}
+    for s in stats:
+        rows += [{GROUP: "all", BUCKET: int(b), COUNT: n} for b, n in s["length_buckets"].items()]
+        for message, n in s["template_errors"].items():
+            errors[message] = errors.get(message, 0) + n
+    percentiles = (50.0, 90.0, 99.0, 100.0)
+    values = percentile_values(rows, LENGTH_GAMMA, percentiles).get("all") if rows else None
+    conversations = sum(s["conversations"] for s in stats)
+    tokens = sum(p.tokens for p in run.pack)
+    trained = sum(p.trained_tokens for p in run.pack)
+    sequences = sum(p.sequences for p in run.pack)
+    seq_len = run.spec.stages.pack.seq_len
+    return {
+        "conversations": conversations,
+        "messages": sum(s["messages"] for s in stats),
+        "messages_per_conversation": round(sum(s["messages"] for s in stats) / conversations, 2)
+        if conversations
+        else 0,
+        "truncated": sum(s["truncated"] for s in stats),
+        "length_tokens": {f"p{p:g}": round(v) for p, v in zip(percentiles, values)} if values else {},
+        "template_errors": dict(sorted(errors.items(), key=lambda item: (-item[1], item[0]))[:20]),
+        "output": {
+            "tokens": tokens,
+            "trained_tokens": trained,
+            "masked_tokens": tokens - trained,
+            "sequences": sequences,
+            "packing_efficiency": round(tokens / (sequences * seq_len), 4) if sequences else 0.0,
+        },
+    }
+
+
+def _chat_lines(chat: dict[str, Any]) -> list[str]:
+    out = chat["output"]
+    lengths = chat["length_tokens"]
+    lines = [
+        "",
+        "## Conversations",
+        "",
+        f"{chat['conversations']:,} conversations tokenized, {chat['messages_per_conversation']:g} messages each on "
+        f"average; {chat['truncated']:,} truncated at a turn boundary to fit.",
+    ]
+    if lengths:
+        lines.append(
+            "Length in tokens (within 1%): median {p50:,}, p90 {p90:,}, p99 {p99:,}, longest {p100:,}.".format(
+                **lengths
+            )
+        )
+    lines += [
+        "",
+        "| output | tokens | share |",
+        "|---|---:|---:|",
+        f"| trained (loss mask on) | {out['trained_tokens']:,} | {_share(out['trained_tokens'], out['tokens'])} |",
+        f"| masked (prompts, system, tool results) | {out['masked_tokens']:,} | {_share(out['masked_tokens'], out['tokens'])} |",
+        f"| all, in {out['sequences']:,} sequences | {out['tokens']:,} | packing efficiency {out['packing_efficiency']:.2%} |",
+    ]
+    if chat["template_errors"]:
+        lines += ["", "The chat template refused conversations with these messages:", ""]
+        lines += [f"- {n:,} x `{message}`" for message, n in chat["template_errors"].items()]
     return lines
 
 
@@ -243,7 +318,7 @@ def _pipeline_order(stages: dict[str, Any]) -> list[str]:
             if stage is not None:
                 order.append(stage.name)
         order.append(cap.key)
-    order.append("mix")
+    order += ["chat_template", "mix"]
     rank = {name: i for i, name in reversed(list(enumerate(order)))}
     return sorted(stages, key=lambda name: (rank.get(name, len(order)), name))
 
@@ -342,6 +417,8 @@ def render_markdown(built: Report) -> str:
             f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "
             f"index of shards kept by earlier runs ({index['indexed_shards']:,}), whose decisions stand.",
         ]
+    if report.get("chat"):
+        lines += _chat_lines(report["chat"])
     mix = report.get("mixture")
     if mix and mix["domains"]:
         unit = mix["unit"]

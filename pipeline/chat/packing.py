@@ -56,8 +56,12 @@ class PackedConversations:
 
 
 def pack_conversations(
-    conversations: list[TokenizedConversation], seq_len: int, sort: Literal["arrival", "decreasing"] = "decreasing"
+    conversations: list[TokenizedConversation],
+    seq_len: int,
+    sort: Literal["arrival", "decreasing"] = "decreasing",
+    packed: bool = True,
 ) -> PackedConversations:
+    """Best-fit packed sequences, or (``packed=False``) one conversation per sequence in the order given."""
     lengths = np.array([len(c.input_ids) for c in conversations], np.int64)
     too_long = np.flatnonzero(lengths > seq_len)
     if len(too_long):
@@ -69,9 +73,12 @@ def pack_conversations(
         return PackedConversations(SFT_SCHEMA.empty_table(), [], 0, seq_len)
     if np.any(lengths == 0):
         raise ValueError(f"conversation {int(np.flatnonzero(lengths == 0)[0])} has no tokens: nothing to pack")
-    order = np.argsort(-lengths, kind="stable") if sort == "decreasing" else np.arange(len(lengths))
-    seqs, docs, _, _ = bestfit_bins(lengths[order], seq_len)
-    docs = order[docs]
+    if packed:
+        order = np.argsort(-lengths, kind="stable") if sort == "decreasing" else np.arange(len(lengths))
+        seqs, docs, _, _ = bestfit_bins(lengths[order], seq_len)
+        docs = order[docs]
+    else:
+        seqs = docs = np.arange(len(lengths))
     rows = {name: [] for name in SFT_SCHEMA.names}
     members: list[list[int]] = []
     bounds = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1], True])

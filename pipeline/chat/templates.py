@@ -35,10 +35,36 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.chat.schema import Conversation
 from pipeline.core import storage
 
-CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+CHATML = """\
+{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] + '\n\n' }}
+    {%- endif %}
+    {{- '# Tools\n\nFunction signatures, within <tools></tools>:\n<tools>' }}
+    {%- for tool in tools %}
+        {{- '\n' + tool | tojson }}
+    {%- endfor %}
+    {{- '\n</tools>\n\nTo call functions, write a JSON object with the function name and arguments within '
+        '<tool_call></tool_call> per call.<|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
+    {%- if not (tools and loop.first and message['role'] == 'system') %}
+        {{- '<|im_start|>' + message['role'] + '\n' + message['content'] }}
+        {%- for call in message.tool_calls or [] %}
+            {{- ('\n' if message['content'] or not loop.first else '') + '<tool_call>\n' }}
+            {{- {'name': call.function.name, 'arguments': call.function.arguments} | tojson }}
+            {{- '\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+"""ChatML (``<|im_start|>role\\ncontent<|im_end|>``); tool definitions in a system turn and
+tool calls as ``<tool_call>`` JSON, as Hermes and Qwen 2.5 write them."""
 
 
 class TemplateError(ValueError):

@@ -69,6 +69,16 @@ def with_rejection(docs: pa.Table, stage: str, reasons: pa.Array, duplicate_of: 
     return table.append_column(REJECT_FIELDS[2], duplicate_of.cast(pa.string()))
 
 
+SEGMENT_BREAK = "\n\ufdd0\n"
+"""Joins the fields of a text made of several (a conversation's messages: ``pipeline.chat
+.segments``). Stages that match spans split at it, so that no match spans two fields."""
+CONVERSATION = "conversation"
+"""Chat jobs: the conversation (``pipeline.chat.schema``) as JSON text; ``text`` holds its
+fields joined by ``SEGMENT_BREAK``."""
+DEDUP_TEXT = "dedup_text"
+"""When present, what exact and near dedup compare instead of ``text`` (a chat job's first
+user turn, ``input.chat.dedup_on``)."""
+
 INPUT_FIELDS = "input_fields"
 """JSON lines inputs: the fields carried to document outputs (``input.carry_columns``), as
 one JSON object per document; document shards spread them into columns."""
@@ -108,6 +118,13 @@ SHUFFLE_KEY = "u"
 """A document's seeded uniform key in [0, 1): its place in the global order."""
 NUM_TOKENS = "num_tokens"
 TOKENS = "tokens"
+LOSS_MASK = "loss_mask"
+"""Chat jobs: one byte per token, 1 where a fine-tuning step trains on it."""
+
+
+def dedup_text(docs: pa.Table) -> pa.ChunkedArray:
+    """What dedup compares: ``DEDUP_TEXT`` when the documents have it, else their text."""
+    return docs.column(DEDUP_TEXT if DEDUP_TEXT in docs.column_names else TEXT)
 
 
 def with_texts_replaced(docs: pa.Table, replacements: dict[int, str]) -> pa.Table:

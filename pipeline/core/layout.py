@@ -118,6 +118,9 @@ class OutputLayout:
     def mix_marker(self, key: str) -> str:
         return self._path("work", "mix", "_markers", f"{key}.json")
 
+    def tokenize_rejects(self, key: str) -> str:
+        return self._path("rejects", "tokenize", f"{key}.parquet")
+
     def mix_rejects(self, key: str) -> str:
         return self._path("rejects", "mix", f"{key}.parquet")
 

@@ -110,11 +110,16 @@ class TokenizeMarker(Marker):
     annotated_docs: int = 0
     removed: RemovedCounts = field(default_factory=dict)
     """Documents the dedup phase's removals took out of this shard."""
+    rejected: RemovedCounts = field(default_factory=dict)
+    """Documents this phase rejected itself (a chat job's conversations that its template
+    refuses or that are too long)."""
     tokenized_docs: int = 0
     tokenized_bytes: int = 0
     tokens: int = 0
     domains: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per domain: ``docs``, ``tokens``, ``bytes`` and a token histogram over the shuffle key."""
+    chat: dict[str, Any] | None = None
+    """Chat jobs: conversations, messages, truncated, trained and masked tokens, template errors."""
     seconds: float = 0.0
 
 
@@ -150,6 +155,8 @@ class PackMarker(Marker):
     """Document copies in the shard."""
     document_bytes: int = 0
     """Their text bytes."""
+    trained_tokens: int = 0
+    """Chat jobs: the tokens a fine-tuning step trains on (loss mask on)."""
     domain_tokens: dict[str, int] = field(default_factory=dict)
     domain_bytes: dict[str, int] = field(default_factory=dict)
     bytes_read: int = 0

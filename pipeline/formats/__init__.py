@@ -7,16 +7,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.formats import datatrove, megatron
+from pipeline.formats import datatrove, megatron, sft
 from pipeline.phases.pack.packing import Packed
 
 FILE_ROLES = {
     "megatron": {"bin": ".bin", "idx": ".idx"},
     "datatrove": {"ds": ".ds", "index": ".ds.index", "metadata": ".ds.metadata"},
+    "parquet": {"parquet": ".parquet"},
 }
 
 
 def token_dtype(fmt: str, vocab_size: int) -> np.dtype:
+    if fmt == "parquet":  # SFT rows: int32 lists, as trainers' collators take them
+        return np.dtype("<i4")
     return megatron.token_dtype(vocab_size) if fmt == "megatron" else datatrove.token_dtype(vocab_size)
 
 
@@ -53,6 +56,9 @@ class DecodedShard:
 def decode_shard(fmt: str, files: dict[str, bytes]) -> DecodedShard:
     """Parse a shard and check that its files agree with each other."""
     problems: list[str] = []
+    if fmt == "parquet":
+        tokens, lengths, problems = sft.decode(files["parquet"])
+        return DecodedShard(tokens, lengths, problems)
     if fmt == "megatron":
         dataset = megatron.decode(files["idx"], files["bin"])
         lengths = np.asarray(dataset.sequence_lengths, dtype=np.int64)

@@ -163,6 +163,9 @@ def write_manifest(
             "padding_tokens": sum(s.padding_tokens for s in pack_stats),
             "sequences": sum(s.sequences for s in pack_stats),
         }
+        if spec.input.chat is not None:
+            trained = sum(s.trained_tokens for s in pack_stats)
+            manifest["totals"] |= {"trained_tokens": trained, "masked_tokens": manifest["totals"]["tokens"] - trained}
     manifest["mixture"] = {
         "unit": unit,
         "domains": mixture,
@@ -195,11 +198,19 @@ def _token_fields(spec: JobSpec) -> dict[str, Any]:
     tokenizer = Tokenize(tokenize)
     tokenizer.setup()
     return {
-        "format": {"megatron": "megatron-indexed-dataset", "datatrove": "datatrove-tokenized"}[config.format],
+        "format": {
+            "megatron": "megatron-indexed-dataset",
+            "datatrove": "datatrove-tokenized",
+            "parquet": "sft-parquet",
+        }[config.format],
         "dtype": formats.token_dtype(config.format, tokenizer.vocab_size).name,
         "seq_len": config.seq_len,
         "pack_mode": config.mode,
-        "pad_id": config.check_pad_id(tokenizer.tokenizer, tokenize.model) if config.mode == "bestfit" else None,
+        "pad_id": (
+            config.check_pad_id(tokenizer.tokenizer, tokenize.model)
+            if config.mode == "bestfit" and tokenize.chat is None
+            else None
+        ),
         "tokenizer": {
             "uri": tokenize.model,
             "type": tokenizer.tokenizer.kind,
@@ -211,6 +222,25 @@ def _token_fields(spec: JobSpec) -> dict[str, Any]:
             "add_bos": tokenize.add_bos,
             "add_eos": tokenize.add_eos,
         },
+        **({"chat": _chat_fields(spec)} if spec.input.chat is not None and tokenize.chat is not None else {}),
+    }
+
+
+def _chat_fields(spec: JobSpec) -> dict[str, Any]:
+    """What a fine-tuning run needs to know of a chat job's rendering."""
+    import hashlib
+
+    from pipeline.chat.templates import read_template
+
+    chat, tokenize = spec.stages.tokenize.chat, spec.stages.tokenize
+    template = read_template(chat.template, tokenize.storage_options)
+    return {
+        "template": chat.template,
+        "template_sha256": hashlib.sha256(template.encode()).hexdigest(),
+        "train_on": chat.train_on,
+        "over_long": chat.over_long,
+        "date": chat.date.isoformat(),
+        "columns": ["input_ids", "labels", "assistant_masks", "position_ids", "seq_lengths"],
     }
 
 

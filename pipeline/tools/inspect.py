@@ -118,7 +118,9 @@ def inspect_output(
 
 def _check_tokens(manifest: dict, shard: dict, data: dict[str, bytes], problems: list[str]) -> list[int] | None:
     """Decode a token shard and compare it with the manifest; its first tokens, as a sample."""
-    fmt = "megatron" if manifest["format"].startswith("megatron") else "datatrove"
+    fmt = {"sft-parquet": "parquet"}.get(manifest["format"]) or (
+        "megatron" if manifest["format"].startswith("megatron") else "datatrove"
+    )
     roles = set(formats.FILE_ROLES[fmt])
     if not roles <= set(data):
         return None

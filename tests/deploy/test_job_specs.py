@@ -144,12 +144,20 @@ def assets(tmp_path_factory) -> dict[str, Path]:
         str(classifier),
         TrainingOptions(dim=32, bucket=20_000, per_label=80),
     )
+    from pipeline.tools.sample_chat import write_chat_samples
+
+    chat = root / "chat"
+    write_chat_samples(str(chat), num_conversations=40)
+    chat_tokenizer = root / "chat-tokenizer" / "tokenizer.json"
+    train_tokenizer(str(corpus), str(chat_tokenizer), vocab_size=600, tokenizer_format="tokenizer.json")
     ut1 = root / "ut1"
     for category in ("adult", "malware", "phishing"):
         (ut1 / category).mkdir(parents=True)
         (ut1 / category / "domains").write_text(f"{category}-site.example\nwww.{category}.example.net\n")
     (ut1 / "adult" / "urls").write_text("pages.example.org/adult/\n")
     return {
+        "chat": chat,
+        "chat_tokenizer": chat_tokenizer,
         "ut1": ut1,
         "classifier": classifier,
         "corpus": corpus,
@@ -164,9 +172,11 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 def named_files(spec: dict[str, Any], assets: dict[str, Path]) -> Iterator[tuple[str, str, list[Path]]]:
     """(key path, URI, local files to put there) for every input, model and eval set the spec
     names; a directory URI (the input) gets the corpus shards under it."""
-    yield "input.uri", spec["input"]["uri"], sorted(assets["corpus"].glob("*.parquet"))
+    chat = spec["input"].get("chat") is not None
+    inputs = sorted(p for p in assets["chat"].iterdir() if not p.name.startswith("_")) if chat else None
+    yield "input.uri", spec["input"]["uri"], inputs or sorted(assets["corpus"].glob("*.parquet"))
     stages = spec.get("stages", {})
-    yield "stages.tokenize.model", stages["tokenize"]["model"], [assets["tokenizer"]]
+    yield "stages.tokenize.model", stages["tokenize"]["model"], [assets["chat_tokenizer" if chat else "tokenizer"]]
     if stages.get("language", {}).get("model"):
         from pipeline.stages.language import bundled_model
 

@@ -28,6 +28,7 @@ from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.markers import AnnotateMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress, plural
+from pipeline.phases.annotate.chat import conversations_after_stages
 from pipeline.phases.annotate.readers import file_kind, open_source
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected, settings_for_hash
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
@@ -82,12 +83,12 @@ def _split_size(spec: JobSpec, uri: str, info: dict[str, Any]) -> tuple[str | No
         return None, 0
     try:
         with storage.open_read(uri, spec.input.storage_options) as f:
-            head = f.read(4)
+            head = f.read(64)
             kind = file_kind(head, uri, spec.input.format)
             if kind == "parquet":
                 f.seek(0)
                 return "rows", pq.ParquetFile(f).metadata.num_rows
-            if kind == "jsonl":  # uncompressed: it can be entered at any byte
+            if kind == "jsonl" and not head.lstrip().startswith(b"["):  # uncompressed lines: entered at any byte
                 return "bytes", size
     except (pa.ArrowException, OSError):
         pass
@@ -240,6 +241,10 @@ class ShardAnnotator(ShardWorker):
                 with timer.step("validate"):
                     result = self.validation.validate(raw, shard.uri, shard.key, batch.rows)
                 docs, batch_rejects = self._run_stages(result.docs, [result.rejected], timer)
+                if self.spec.input.chat is not None:
+                    with timer.step("validate"):
+                        docs, broken = conversations_after_stages(docs)
+                    batch_rejects.append(broken)
                 with timer.step("write"):
                     annotated.write(self._with_carried(docs, raw, batch.rows))
                 for stage in self.stages:
@@ -266,7 +271,7 @@ class ShardAnnotator(ShardWorker):
                     storage.write_json(self.layout.annotate_progress(shard.key), progress, out_options)
                     reported = time.monotonic()
             if annotated.writer is None:
-                empty, _ = self._run_stages(cols.BASE_SCHEMA.empty_table(), [])
+                empty, _ = self._run_stages(self.validation.empty_documents(), [])
                 annotated.write(empty)
         stats.carried_fields = source.carried_fields
         stats.input_docs, stats.input_bytes = counts["input_docs"], counts["input_bytes"]

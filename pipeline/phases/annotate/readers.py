@@ -45,7 +45,7 @@ def sniff(head: bytes, uri: str) -> str | None:
         return "jsonl.gz"
     if head.startswith(ZSTD_MAGIC):
         return "jsonl.zst"
-    if head.lstrip().startswith(b"{"):
+    if head.lstrip().startswith((b"{", b"[")):  # a JSON array: chat inputs read it as one
         return "jsonl"
     name = uri.lower()
     if name.endswith(".parquet"):
@@ -124,6 +124,10 @@ def open_source(
         head = file.read(4)
         file.seek(0)
         kind = file_kind(head, uri, config.format)
+        if config.chat is not None:
+            from pipeline.phases.annotate.chat import open_chat_source
+
+            return open_chat_source(file, kind, head, uri, key, validation, batch_rows, rows, byte_range)
         if kind == "parquet":
             return ParquetSource(file, validation, batch_rows, rows)
         if kind in ("jsonl", "jsonl.gz", "jsonl.zst"):

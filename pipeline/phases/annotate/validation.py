@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.chat.config import ChatInputConfig
 from pipeline.core import columns as cols
 from pipeline.core.storage import StorageOptions
 
@@ -60,6 +61,11 @@ class InputConfig(BaseModel):
     allowed). Parquet columns keep their types; JSON lines fields are kept as strings (other
     values as their JSON text) and a field absent from a line is null. A name a Refinery
     column already has (``lang``, ``perplexity``, ...) is kept as ``input_<name>``."""
+    chat: ChatInputConfig | None = None
+    """Set for chat and instruction data (``pipeline.phases.annotate.chat``): each record is
+    a conversation (Alpaca, ShareGPT, OpenAI messages or ChatML), read from JSON lines, JSON
+    array files or Parquet. ``text_column`` then names nothing in the input; the document
+    stages see the conversation's text fields joined."""
     max_unreadable_shards: int = Field(0, ge=0)
     """Shards quarantined whole (corrupt, truncated or zero-byte file; text column missing
     or not text) that a run accepts. More fail the run after annotate, naming them; the
@@ -69,7 +75,13 @@ class InputConfig(BaseModel):
 
 # Fields added after work was first committed, with their defaults: at the default they stay
 # out of the work hashes, so that upgrading does not redo committed work.
-ADDED_WITH_DEFAULTS = {"format": "auto", "unit_rows": 10_000, "unit_bytes": 64 * 1024 * 1024, "carry_columns": "all"}
+ADDED_WITH_DEFAULTS = {
+    "format": "auto",
+    "unit_rows": 10_000,
+    "unit_bytes": 64 * 1024 * 1024,
+    "carry_columns": "all",
+    "chat": None,
+}
 
 
 def settings_for_hash(config: InputConfig, leave_out: set[str]) -> dict:
@@ -111,7 +123,7 @@ class InputValidation:
     def carried(self, names: list[str]) -> list[str]:
         """Which of an input's columns (or a JSON record's fields) are carried to document outputs."""
         carry = self.config.carry_columns
-        if carry == "none":
+        if carry == "none" or self.config.chat is not None:
             return []
         if carry == "all":
             return [n for n in names if n not in self.named_columns]
@@ -120,6 +132,16 @@ class InputValidation:
     def columns_to_read(self, schema: pa.Schema) -> list[str]:
         named = [c for c in self.named_columns if c in schema.names]
         return named + [c for c in self.carried(schema.names) if c not in named]
+
+    def empty_documents(self) -> pa.Table:
+        """No documents, with the columns ``validate`` gives them."""
+        table = cols.BASE_SCHEMA.empty_table()
+        chat = self.config.chat
+        if chat is not None:
+            names = [cols.CONVERSATION] + ([cols.DEDUP_TEXT] if chat.dedup_on == "first_user_turn" else [])
+            for name in names:
+                table = table.append_column(pa.field(name, pa.string(), nullable=False), pa.array([], pa.string()))
+        return table
 
     def check_schema(self, schema: pa.Schema, num_rows: int) -> None:
         text = self.config.text_column
@@ -192,13 +214,33 @@ class InputValidation:
             },
             schema=cols.BASE_SCHEMA,
         ).filter(pc.invert(quarantined_mask))
+        rejected = []
+        if self.config.chat is not None:
+            docs, rejected = self._conversations(docs, raw.filter(pc.invert(quarantined_mask)))
 
         empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(docs.column(cols.TEXT))), 0)
-        empty_docs = docs.filter(empty)
-        rejected = cols.with_rejection(
-            empty_docs, STAGE_NAME, pa.array(["empty_text"] * empty_docs.num_rows, pa.string())
+        empty_docs = docs.filter(empty).select(cols.BASE_SCHEMA.names)
+        rejected.append(
+            cols.with_rejection(empty_docs, STAGE_NAME, pa.array(["empty_text"] * empty_docs.num_rows, pa.string()))
         )
+        rejected = pa.concat_tables(rejected) if len(rejected) > 1 else rejected[0]
         return ValidationResult(docs.filter(pc.invert(empty)), rejected, quarantined)
+
+    @staticmethod
+    def _conversations(docs: pa.Table, raw: pa.Table) -> tuple[pa.Table, list[pa.Table]]:
+        """A chat batch's documents with their conversations; those that break a rule of
+        ``pipeline.chat.validation`` rejected with its name."""
+        from pipeline.phases.annotate.chat import CHAT_INVALID
+
+        for name in (cols.CONVERSATION, cols.DEDUP_TEXT):
+            if name in raw.column_names:
+                docs = docs.append_column(pa.field(name, pa.string(), nullable=False), raw.column(name).fill_null(""))
+        invalid = raw.column(CHAT_INVALID)
+        broken = pc.is_valid(invalid)
+        rejected = docs.filter(broken).select(cols.BASE_SCHEMA.names)
+        return docs.filter(pc.invert(broken)), [
+            cols.with_rejection(rejected, STAGE_NAME, invalid.filter(broken).combine_chunks())
+        ]
 
     def _decode_text(self, column: pa.ChunkedArray, rows: pa.Array) -> tuple[pa.Array, list, list]:
         column = column.combine_chunks()

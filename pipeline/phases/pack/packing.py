@@ -29,13 +29,19 @@ class PackConfig(BaseModel):
     seq_len: int = Field(2048, gt=0)
     """Tokens per packed sequence. Trainers that read seq_len + 1 tokens per sample
     (Megatron's GPTDataset, datatrove/nanotron) want this set to their length + 1."""
-    mode: Literal["concat", "bestfit"] = "concat"
+    mode: Literal["concat", "bestfit", "none"] = "concat"
+    """``concat``: documents joined and cut into ``seq_len`` windows. ``bestfit``: whole
+    documents placed into sequences (best fit), padded; in a chat job, whole conversations,
+    longest first (best-fit decreasing), not padded. ``none`` (chat jobs): one conversation
+    per sequence."""
     pad_id: int | None = Field(None, ge=0)
     """Padding token for ``bestfit``; unset uses the tokenizer's pad piece (a tokenizer
     without one, such as Llama's, needs this set, e.g. to its EOS id)."""
-    format: Literal["megatron", "datatrove"] = "megatron"
+    format: Literal["megatron", "datatrove", "parquet"] = "megatron"
     """``megatron``: ``.bin`` + ``.idx`` indexed dataset; ``datatrove``: ``.ds`` +
-    ``.ds.index`` + ``.ds.metadata``."""
+    ``.ds.index`` + ``.ds.metadata``; ``parquet`` (chat jobs, and only they): one row per
+    sequence with ``input_ids``, ``labels``, ``assistant_masks``, ``position_ids`` and
+    ``seq_lengths`` (``pipeline.chat.packing``), as ``datasets`` and TRL load them."""
     shard_tokens: int = Field(50_000_000, gt=0)
     """Target tokens per output shard. Each pack worker holds about 10 bytes per token of
     one shard in memory."""

@@ -16,6 +16,7 @@ their sizes and sha256.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import formats
+from pipeline.chat.masks import TokenizedConversation
+from pipeline.chat.packing import pack_conversations
 from pipeline.config import JobSpec
 from pipeline.core import columns as cols
 from pipeline.core import storage
@@ -87,11 +90,14 @@ class ShardPacker(ShardWorker):
         self.options = spec.output.storage_options
         self.tokens = spec.output.writes_tokens
         self.documents = spec.output.writes_documents
+        self.chat = spec.input.chat is not None
         if self.tokens:
             tokenizer = Tokenize(spec.stages.tokenize)
             tokenizer.setup()
             self.vocab_size = tokenizer.vocab_size
-            self.pad_id = self.config.check_pad_id(tokenizer.tokenizer, spec.stages.tokenize.model)
+            self.pad_id = (
+                None if self.chat else self.config.check_pad_id(tokenizer.tokenizer, spec.stages.tokenize.model)
+            )
             self.dtype = formats.token_dtype(self.config.format, tokenizer.vocab_size)
             self.storage_dtype = storage_dtype(tokenizer.vocab_size)
             self.tokenizer_name = spec.stages.tokenize.model.rsplit("/", 1)[-1]
@@ -161,8 +167,10 @@ class ShardPacker(ShardWorker):
         schema = self.schema(snapshot) if self.documents else None
         rehydrated = bool(self.spec.stages.mix.rehydration)
         read = [cols.ROW, DOMAIN, SHUFFLE_KEY, cols.TEXT_BYTES] + ([TOKENS] if self.tokens else [])
+        read += [cols.LOSS_MASK] if self.tokens and self.chat else []
         read += [cols.MIX_WEIGHT] if rehydrated else []
         positions, ordinals, rows, copies, documents, domain_of, text_bytes, pieces = [], [], [], [], [], [], [], []
+        masks: list[np.ndarray] = []
         bytes_read = 0
         for ordinal, shard in enumerate(plan["shards"]):
             with storage.open_read(self.layout.tokenized(shard["key"]), self.options) as f:
@@ -191,6 +199,8 @@ class ShardPacker(ShardWorker):
             domain_of.extend(domain.take(pa.array(doc)).to_pylist())
             if self.tokens:
                 documents.extend(self._compact(table.column(TOKENS), doc))
+                if self.chat:
+                    masks.extend(self._compact(table.column(cols.LOSS_MASK), doc, np.dtype(np.uint8)))
             if schema is not None:
                 piece = table.drop_columns([c for c in read if c not in (DOMAIN,)]).take(pa.array(doc))
                 pieces.append(piece.append_column(cols.COPY, pa.array(copy, pa.int32())))
@@ -224,7 +234,12 @@ class ShardPacker(ShardWorker):
             domain_bytes=domain_bytes,
             bytes_read=int(bytes_read),
         )
-        if self.tokens:
+        if self.tokens and self.chat:
+            ordered = order.tolist()
+            self._pack_conversations(
+                snapshot, index, [documents[i] for i in ordered], [masks[i] for i in ordered], order, domain_of, stats
+            )
+        elif self.tokens:
             self._pack_tokens(snapshot, index, [documents[i] for i in order.tolist()], order, domain_of, stats)
         stats.seconds = round(time.perf_counter() - started, 3)
         storage.write_json(self.layout.pack_marker(snapshot, index), stats.to_json(), self.options)
@@ -266,19 +281,47 @@ class ShardPacker(ShardWorker):
         stats.padding_tokens = packed.padding_tokens
         stats.domain_tokens = domain_tokens
 
-    def _compact(self, column: pa.ChunkedArray, picked: np.ndarray) -> list[np.ndarray]:
-        """The picked rows' tokens (``picked`` ascending), copied out of the row groups so
-        that those can be freed."""
+    def _pack_conversations(
+        self,
+        snapshot: str,
+        index: int,
+        ordered: list[np.ndarray],
+        masks: list[np.ndarray],
+        order: np.ndarray,
+        domain_of: list[str],
+        stats: PackMarker,
+    ) -> None:
+        """A chat job's shard: its conversations (whole, in mix order) packed into SFT rows."""
+        domain_tokens: dict[str, int] = {}
+        for i, document in zip(order.tolist(), ordered):
+            domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(document)
+        conversations = [
+            TokenizedConversation(ids.astype(np.int64), mask.astype(bool)) for ids, mask in zip(ordered, masks)
+        ]
+        del ordered, masks
+        packed = pack_conversations(conversations, self.config.seq_len, packed=self.config.mode == "bestfit")
+        sink = io.BytesIO()
+        pq.write_table(packed.table, sink, compression="zstd", row_group_size=1024)
+        stem = self.layout.token_shard_stem(snapshot, index)
+        for role, relative in formats.shard_files(self.config.format, stem).items():
+            stats.files[role] = self._write(relative, sink.getvalue())
+        stats.tokens = packed.tokens
+        stats.sequences = packed.table.num_rows
+        stats.trained_tokens = int(sum(int(c.trained.sum()) for c in conversations))
+        stats.domain_tokens = domain_tokens
+
+    def _compact(self, column: pa.ChunkedArray, picked: np.ndarray, dtype: np.dtype | None = None) -> list[np.ndarray]:
+        """The picked rows' tokens (``picked`` ascending; or another binary column of
+        ``dtype`` values), copied out of the row groups so that those can be freed."""
+        dtype = dtype or self.storage_dtype
         views = []
         base = 0
         for chunk in column.chunks:
             offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
-            data = np.frombuffer(chunk.buffers()[2], dtype=self.storage_dtype) if len(chunk) else None
+            data = np.frombuffer(chunk.buffers()[2], dtype=dtype) if len(chunk) else None
             lo, hi = np.searchsorted(picked, [base, base + len(chunk)])
             for row in (picked[lo:hi] - base).tolist():
-                views.append(
-                    data[offsets[row] // self.storage_dtype.itemsize : offsets[row + 1] // self.storage_dtype.itemsize]
-                )
+                views.append(data[offsets[row] // dtype.itemsize : offsets[row + 1] // dtype.itemsize])
             base += len(chunk)
         if not views:
             return []

@@ -32,6 +32,8 @@ from pipeline.core.progress import Progress
 from pipeline.phases.dedup import read_cluster_sizes, read_removals
 from pipeline.phases.mix.plan import assign_domains, uniform_keys
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
+from pipeline.phases.tokenize.chat import STAGE as CHAT_STAGE
+from pipeline.phases.tokenize.chat import ChatEncoder, ChatStats, mask_binary, special_token_texts
 from pipeline.phases.tokenize.tokenizer import Tokenize
 from pipeline.stages.registry import enabled, global_stages
 
@@ -43,6 +45,7 @@ PLACEMENT_FIELDS = [
     pa.field(cols.TEXT_BYTES, pa.int64(), nullable=False),
 ]
 TOKEN_FIELDS = [pa.field(NUM_TOKENS, pa.int64(), nullable=False), pa.field(TOKENS, pa.large_binary(), nullable=False)]
+MASK_FIELD = pa.field(cols.LOSS_MASK, pa.large_binary(), nullable=False)
 # Tokens (or text bytes) per 1/HISTOGRAM_BINS of the shuffle key, per domain: lets the mix
 # phase choose how many documents to take so that a domain's realized amount meets its target.
 HISTOGRAM_BINS = 1024
@@ -64,7 +67,7 @@ def document_columns(spec: JobSpec, annotated: pa.Schema) -> list[str]:
     columns and every stage's annotations, not the placement columns nor stage internals."""
     if not spec.output.writes_documents:
         return []
-    internal = {cols.SHARD, cols.ROW, cols.TEXT_BYTES, DOMAIN, cols.ROUTED_DOMAIN}
+    internal = {cols.SHARD, cols.ROW, cols.TEXT_BYTES, DOMAIN, cols.ROUTED_DOMAIN, cols.DEDUP_TEXT}
     for capability, _ in enabled(spec):
         if capability.document_stage is not None:
             internal.update(capability.document_stage.internal_columns)
@@ -120,10 +123,22 @@ class ShardTokenizer(ShardWorker):
         self.phase = phase_name(spec)
         self.layout = OutputLayout(spec.output.uri)
         self.tokenizer: Tokenize | None = None
+        self.chat: ChatEncoder | None = None
         if spec.output.writes_tokens:
             self.tokenizer = Tokenize(spec.stages.tokenize)
             self.tokenizer.setup()
             self.dtype = storage_dtype(self.tokenizer.vocab_size)
+            chat = spec.stages.tokenize.chat
+            if spec.input.chat is not None and chat is not None:
+                text_tokenizer = self.tokenizer.tokenizer
+                special = special_token_texts(text_tokenizer, getattr(text_tokenizer, "special", {}))
+                self.chat = ChatEncoder(
+                    chat.load(special, spec.stages.tokenize.storage_options),
+                    text_tokenizer,
+                    chat.train_on,
+                    chat.over_long,
+                    spec.stages.pack.seq_len,
+                )
         self.unit = spec.mix_unit
         self.global_stages = global_stages(spec) if spec.output.writes_documents else []
 
@@ -145,13 +160,18 @@ class ShardTokenizer(ShardWorker):
         annotated_docs = 0
         parts: list[pa.Table] = []
         storage.remove_tree(self.layout.dedup_rejects(key), options)
+        storage.remove_tree(self.layout.tokenize_rejects(key), options)
+        rejected: dict[str, dict[str, int]] = {}
+        chat_stats = ChatStats() if self.chat is not None else None
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
             rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, cols.REJECTS_SCHEMA)
+            own_rejects = LazyParquetWriter(stack, self.layout.tokenize_rejects(key), options, cols.REJECTS_SCHEMA)
             annotated = pq.ParquetFile(source)
             kept_columns = document_columns(self.spec, annotated.schema_arrow)
             routed = [cols.ROUTED_DOMAIN] if cols.ROUTED_DOMAIN in annotated.schema_arrow.names else []
-            read = list(dict.fromkeys(cols.BASE_SCHEMA.names + routed + kept_columns))
+            conversation = [cols.CONVERSATION] if self.chat is not None else []
+            read = list(dict.fromkeys(cols.BASE_SCHEMA.names + routed + conversation + kept_columns))
             for batch in annotated.iter_batches(batch_size=self.spec.input.batch_rows, columns=read):
                 docs = pa.Table.from_batches([batch])
                 annotated_docs += docs.num_rows
@@ -170,10 +190,20 @@ class ShardTokenizer(ShardWorker):
                             table = table.append_column(name, labels.column(name))
                         rejects.write(table)
                 kept = docs.filter(pc.invert(is_removed))
+                if self.chat is not None and kept.num_rows:
+                    kept, refused = self._render(kept, chat_stats)
+                    for reason, n in _value_counts(refused.column(cols.REJECT_REASON)).items():
+                        per_stage = rejected.setdefault(CHAT_STAGE, {})
+                        per_stage[reason] = per_stage.get(reason, 0) + n
+                    if refused.num_rows and self.spec.output.write_rejects:
+                        own_rejects.write(refused)
                 if kept.num_rows:
                     parts.append(self._prepare(kept, key, shard_path, kept_columns))
             if not parts:
-                parts.append(self._prepare(annotated.schema_arrow.empty_table(), key, shard_path, kept_columns))
+                empty = annotated.schema_arrow.empty_table().select(read)
+                if self.chat is not None:
+                    empty, _ = self._render(empty, ChatStats())
+                parts.append(self._prepare(empty, key, shard_path, kept_columns))
         table = pa.concat_tables(parts)
         table = table.sort_by([(DOMAIN, "ascending"), (SHUFFLE_KEY, "ascending"), (cols.ROW, "ascending")])
         domains = self._write(key, table)
@@ -183,6 +213,8 @@ class ShardTokenizer(ShardWorker):
             config_hash=config_hash,
             annotated_docs=annotated_docs,
             removed=removed,
+            rejected=rejected,
+            chat=chat_stats.to_json() if chat_stats is not None else None,
             tokenized_docs=table.num_rows,
             tokenized_bytes=sum(d["bytes"] for d in domains.values()),
             tokens=int(pc.sum(table.column(NUM_TOKENS)).as_py() or 0) if self.tokenizer else 0,
@@ -206,7 +238,11 @@ class ShardTokenizer(ShardWorker):
             cols.TEXT_BYTES: kept.column(cols.TEXT_BYTES),
         }
         fields = list(PLACEMENT_FIELDS)
-        if self.tokenizer is not None:
+        if self.chat is not None:
+            columns[TOKENS], columns[NUM_TOKENS] = kept.column(TOKENS), kept.column(NUM_TOKENS)
+            columns[cols.LOSS_MASK] = kept.column(cols.LOSS_MASK)
+            fields += [*TOKEN_FIELDS, MASK_FIELD]
+        elif self.tokenizer is not None:
             encoded = self.tokenizer.encode(kept.column(cols.TEXT).to_pylist())
             columns[TOKENS], columns[NUM_TOKENS] = tokens_binary(encoded, self.dtype)
             fields += TOKEN_FIELDS
@@ -227,6 +263,20 @@ class ShardTokenizer(ShardWorker):
                 columns[cols.MIX_WEIGHT] = weights
                 fields.append(pa.field(cols.MIX_WEIGHT, pa.float64(), nullable=False))
         return pa.table(columns, schema=pa.schema(fields))
+
+    def _render(self, kept: pa.Table, stats: ChatStats) -> tuple[pa.Table, pa.Table]:
+        """Conversations rendered, tokenized and masked (``TOKENS``, ``NUM_TOKENS``,
+        ``LOSS_MASK`` added); and those refused, as rejects."""
+        encoded, reasons = self.chat.encode(kept.column(cols.CONVERSATION).to_pylist(), stats)
+        ok = pa.array([r is None for r in reasons], pa.bool_())
+        refused = kept.filter(pc.invert(ok)).select(cols.BASE_SCHEMA.names)
+        refused = cols.with_rejection(refused, CHAT_STAGE, pa.array([r for r in reasons if r is not None], pa.string()))
+        done = [t for t in encoded if t is not None]
+        tokens, lengths = tokens_binary([t.input_ids for t in done], self.dtype)
+        masks = pa.array(mask_binary(done), pa.large_binary())
+        kept = kept.filter(ok)
+        kept = kept.append_column(TOKENS, tokens).append_column(NUM_TOKENS, pa.array(lengths, pa.int64()))
+        return kept.append_column(cols.LOSS_MASK, masks), refused
 
     def _write(self, key: str, table: pa.Table) -> dict[str, dict[str, int]]:
         """One domain per row group (at least), in (domain, shuffle key) order."""
@@ -279,6 +329,10 @@ def tokenizer_file_info(spec: JobSpec) -> dict[str, Any] | None:
     if beside is not None:
         info = {**info, "tokenizer_config": storage.file_info(beside, tokenize.storage_options)}
     return info
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
 
 
 def run_tokenize(

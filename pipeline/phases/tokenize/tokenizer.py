@@ -8,6 +8,7 @@ import posixpath
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.chat.config import ChatTokenizeConfig
 from pipeline.core import columns as cols
 from pipeline.core import storage
 from pipeline.core.columns import NUM_TOKENS, TOKENS
@@ -36,12 +37,15 @@ class TokenizeConfig(BaseModel):
     """The same for the end-of-text token that ends each document (``<|end_of_text|>``)."""
     pad_token: str | None = None
     """The same for the padding token (bestfit packing)."""
+    chat: ChatTokenizeConfig | None = None
+    """Chat jobs (``input.chat``): the chat template, loss mask and over-long policy. The
+    template writes the special tokens, so ``add_bos`` and ``add_eos`` do not apply."""
 
     def settings_for_hash(self) -> dict:
         """The section as work hashes hold it: special tokens left unset stay out, as they
         were before a tokenizer.json could be named."""
         settings = self.model_dump(mode="json")
-        for name in ("bos_token", "eos_token", "pad_token"):
+        for name in ("bos_token", "eos_token", "pad_token", "chat"):
             if settings[name] is None:
                 del settings[name]
         return settings
@@ -72,6 +76,8 @@ class TokenizeConfig(BaseModel):
             tokenizer = self.load()
         except ValueError as exc:
             return [f"{key}.model: {exc}"]
+        if self.chat is not None:
+            return self._check_template(key, tokenizer)
         problems = [
             f"{key}.{flag}: the tokenizer '{self.model}' has no {role.upper()} token; set {key}.{flag}: false"
             + (f" or name it in {key}.{role}_token" if tokenizer.kind == "tokenizers" else "")
@@ -85,6 +91,27 @@ class TokenizeConfig(BaseModel):
                 problems.append(str(exc))
         return problems
 
+    def _check_template(self, key: str, tokenizer) -> list[str]:
+        """The chat template's problems: unreadable, not compiling, or writing special tokens
+        the tokenizer does not have (it would split them into ordinary pieces)."""
+        from pipeline.chat.config import missing_special_tokens
+        from pipeline.phases.tokenize.chat import special_token_texts
+
+        try:
+            template = self.chat.load(
+                special_token_texts(tokenizer, getattr(tokenizer, "special", {})), self.storage_options
+            )
+        except (ValueError, OSError) as exc:
+            return [f"{key}.chat.template: {exc}"]
+        missing = missing_special_tokens(template, tokenizer.token_id)
+        if missing:
+            return [
+                f"{key}.chat.template: the template writes {', '.join(missing)}, which the tokenizer '{self.model}' "
+                "does not have as tokens; name the tokenizer of the model the template belongs to (or add them "
+                "as special tokens: `refinery train-tokenizer --format tokenizer.json` adds ChatML's)"
+            ]
+        return []
+
 
 class Tokenize(DocumentStage):
     name = "tokenize"
@@ -95,6 +122,8 @@ class Tokenize(DocumentStage):
         self.tokenizer = self.config.load(self.num_threads)
         self.vocab_size = self.tokenizer.vocab_size
         self.bos_id, self.eos_id, self.pad_id = self.tokenizer.bos_id, self.tokenizer.eos_id, self.tokenizer.pad_id
+        if self.config.chat is not None:  # the template writes the special tokens
+            return
         if self.config.add_eos and self.eos_id < 0:
             raise ValueError(f"tokenizer {self.config.model} has no EOS token; set stages.tokenize.add_eos: false")
         if self.config.add_bos and self.bos_id < 0:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
 from pipeline.core import storage
@@ -119,15 +120,25 @@ class ContaminationCheck(DocumentStage):
         return np.repeat(docs, spans), items[entry].astype(np.int64), np.repeat(values, spans)
 
     def matches(self, texts: pa.Array | pa.ChunkedArray) -> list[dict[int, int]]:
-        """Per document, {item: distinct matching n-grams}."""
+        """Per document, {item: distinct matching n-grams}. A text of several fields (a
+        conversation) is matched field by field: no n-gram spans two messages."""
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        num_docs, parent = len(texts), None
+        if num_docs and pc.any(pc.match_substring(texts, cols.SEGMENT_BREAK)).as_py():
+            fields = pc.split_pattern(texts, cols.SEGMENT_BREAK)
+            parent = pc.list_parent_indices(fields).to_numpy()
+            texts = fields.flatten()
         units = words(texts)
         unit_values = unit_hashes(units)
         found = []
         for length in self.tables:
             values, docs, _ = ngram_hashes(units, length, unit_values)
             found.append(self._lookup(values, docs, length))
-        per_doc: list[dict[int, int]] = [{} for _ in range(len(units))]
+        per_doc: list[dict[int, int]] = [{} for _ in range(num_docs)]
         docs = np.concatenate([f[0] for f in found])
+        if parent is not None:
+            docs = parent[docs]
         if len(docs):
             pair = (docs.astype(np.uint64) << np.uint64(32)) | np.concatenate([f[1] for f in found]).astype(np.uint64)
             pair, _ = distinct_pairs(pair, np.concatenate([f[2] for f in found]))

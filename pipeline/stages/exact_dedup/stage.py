@@ -41,7 +41,7 @@ class ExactDedupKeys(DocumentStage):
     internal_columns = (EXACT_HASH,)
 
     def process(self, docs: pa.Table) -> StageOutput:
-        hashes = [text_hash(t, self.config) for t in docs.column(cols.TEXT).to_pylist()]
+        hashes = [text_hash(t, self.config) for t in cols.dedup_text(docs).to_pylist()]
         return StageOutput(docs.append_column(EXACT_HASH, pa.array(hashes, pa.int64())))
 
 

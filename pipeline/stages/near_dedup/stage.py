@@ -53,7 +53,7 @@ class MinHashSignatures(DocumentStage):
 
     def process(self, docs: pa.Table) -> StageOutput:
         c = self.config
-        units = dedup_units(docs.column(cols.TEXT).combine_chunks(), c.shingle_unit)
+        units = dedup_units(cols.dedup_text(docs).combine_chunks(), c.shingle_unit)
         hashes, counts = shingle_hashes(units, Shingling(c.ngram, c.shingle_unit))
         values = signatures(hashes, counts, c.num_perm, c.seed)
         no_shingles = pa.array(counts == 0)

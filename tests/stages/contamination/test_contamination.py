@@ -389,3 +389,19 @@ def test_spec_rejects_an_eval_file_without_its_presets_fields(make_job, sample_c
     assert "stages.contamination.benchmarks.1.uri ('notes'): " in message and "not readable as jsonl" in message
     spec["stages"]["contamination"]["benchmarks"] = [{"name": "arc", "uri": str(eval_file), "fields": ["query"]}]
     load_job_spec(spec)
+
+
+def test_conversations_are_matched_message_by_message(tmp_path):
+    """A text of several fields (a chat job's messages, joined by cols.SEGMENT_BREAK) is
+    matched field by field: an item inside one message is found, the same words split across
+    two messages are not, and each document's counts stay its own."""
+    question = "Which planet of our solar system turns so slowly that its day lasts longer than its year"
+    stage = _stage(tmp_path, [{"question": question, "answer": "Venus"}] + _eval_items(1, seed=5))
+    words = question.split()
+    half = len(words) // 2
+    inside = cols.SEGMENT_BREAK.join(["Can you answer this?", question, "Venus."])
+    across = cols.SEGMENT_BREAK.join([" ".join(words[:half]), " ".join(words[half:])])
+    found = stage.matches(pa.array([inside, across, FILLER, "Hello" + cols.SEGMENT_BREAK + "there"]))
+    assert 0 in found[0] and found[1] == {} and found[2] == {} and found[3] == {}
+    joined = stage.matches(pa.array([" ".join(words[:half]) + "\n" + " ".join(words[half:])]))
+    assert 0 in joined[0]  # the same words in one field do match
