@@ -28,6 +28,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.sft:main",
         "chat template render + tokenize + loss mask (+ pack) vs raw tokenizers encode_batch",
     ),
+    "sft-job": (
+        "benchmarks.sft_job:main",
+        "a whole chat job (--conversations 100000,1000000): conversations/s per core, peak RSS growth",
+    ),
     "word_lists": ("benchmarks.word_lists:main", "the word lists stage (10,000 entries) vs a naive re alternation"),
     "url_blocklist": (
         "benchmarks.url_blocklist:main",

@@ -48,6 +48,15 @@ class DocumentsOutputConfig(BaseModel):
     A pack worker holds about three times a shard's documents in memory while it writes one."""
     row_group_rows: int = Field(8192, gt=0)
     """Rows per Parquet row group: what a reader fetches at a time."""
+    chat_format: Literal["openai", "sharegpt", "alpaca", "chatml"] | None = None
+    """Chat jobs (``input.chat``): the format the kept conversations are written in, one JSON
+    lines record each with its ``id`` (``format: jsonl.gz``); unset writes ``openai``. A
+    conversation the format cannot hold (Alpaca holds one exchange and no tools; ChatML no
+    tool calls) is rejected as ``not_representable_as_<format>``."""
+
+    def settings_for_hash(self) -> dict:
+        """The section as work hashes hold it: ``chat_format`` only when set."""
+        return self.model_dump(mode="json", exclude={"chat_format"} if self.chat_format is None else set())
 
 
 class OutputConfig(BaseModel):
@@ -177,6 +186,8 @@ class JobSpec(BaseModel):
         job does neither."""
         tokenize, pack = self.stages.tokenize, self.stages.pack
         chat = self.input.chat is not None
+        if not chat and self.output.documents.chat_format is not None:
+            raise ValueError("output.documents.chat_format: only for chat jobs; set input.chat to read chat data")
         if not chat:
             if tokenize is not None and tokenize.chat is not None:
                 raise ValueError("stages.tokenize.chat: only for chat jobs; set input.chat to read chat data")
@@ -201,10 +212,10 @@ class JobSpec(BaseModel):
                     "stages.pack.mode: concat would cut conversations apart; set bestfit (whole conversations "
                     "packed) or none (one per sequence)"
                 )
-        if self.output.writes_documents:
+        if self.output.writes_documents and self.output.documents.format != "jsonl.gz":
             raise ValueError(
-                "output.kind: a chat job writes tokens (SFT rows); to write conversations in another "
-                "format use `refinery convert-chat`"
+                "output.documents.format: a chat job writes its conversations as JSON lines, one record each in "
+                "output.documents.chat_format; set format: jsonl.gz"
             )
         contamination = getattr(self.stages, "contamination", None)
         if contamination is not None and contamination.enabled and contamination.action == "excise":

@@ -318,7 +318,7 @@ def _pipeline_order(stages: dict[str, Any]) -> list[str]:
             if stage is not None:
                 order.append(stage.name)
         order.append(cap.key)
-    order += ["chat_template", "mix"]
+    order += ["chat_template", "chat_format", "mix"]
     rank = {name: i for i, name in reversed(list(enumerate(order)))}
     return sorted(stages, key=lambda name: (rank.get(name, len(order)), name))
 

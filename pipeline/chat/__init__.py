@@ -1,7 +1,9 @@
 """Chat and instruction data: one schema for Alpaca, ShareGPT, OpenAI messages and ChatML
 (``schema``), reading and writing each format (``formats``), the named reasons a
-conversation is unfit to train on (``validation``), and a model's chat template rendered
-with the spans of its assistant turns (``templates``)."""
+conversation is unfit to train on (``validation``), a model's chat template rendered with
+the spans of its assistant turns (``templates``), loss masks (``masks``), SFT packing
+(``packing``), a conversation as one text for the document stages and back (``segments``),
+and the spec sections of chat jobs (``config``)."""
 
 from pipeline.chat.formats import (
     FORMATS,

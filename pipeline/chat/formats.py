@@ -92,11 +92,6 @@ def detect_format(record: dict[str, Any], columns: ChatColumns = ChatColumns()) 
     text = record.get(columns.text)
     if isinstance(text, str) and "<|im_start|>" in text:
         return "chatml"
-    # the field is there but not as its format has it: read as that format, which says what is wrong
-    if columns.messages in record:
-        return "openai"
-    if columns.conversations in record:
-        return "sharegpt"
     return None
 
 

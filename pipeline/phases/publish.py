@@ -152,6 +152,11 @@ def write_manifest(
             "format": spec.output.documents.format,
             "columns": [{"name": f.name, "type": str(f.type)} for f in schema.output],
         }
+        if spec.input.chat is not None:  # one record per conversation in a chat format, not columns
+            manifest["documents"] = {
+                "format": spec.output.documents.format,
+                "chat_format": spec.output.documents.chat_format or "openai",
+            }
     manifest["totals"] = {
         "documents": sum(v["docs"] for v in plan["realized"].values()),
         "document_copies": sum(s.documents for s in pack_stats),

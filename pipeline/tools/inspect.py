@@ -145,6 +145,16 @@ def _check_documents(manifest: dict, shard: dict, data: dict[str, bytes], proble
     """Read a document shard and compare it with the manifest; its first text, as a sample."""
     if "documents" not in data:
         return None
+    chat_format = manifest["documents"].get("chat_format")
+    if chat_format is not None:  # a chat job's conversations, one record each
+        try:
+            records = [json.loads(line) for line in gzip.decompress(data["documents"]).splitlines()]
+        except (OSError, ValueError) as exc:
+            problems.append(f"unreadable: {exc}")
+            return None
+        if len(records) != shard["documents"]:
+            problems.append(f"{len(records):,} conversations where the manifest says {shard['documents']:,}")
+        return json.dumps(records[0], ensure_ascii=False) if records else None
     try:
         if manifest["documents"]["format"] == "parquet":
             table = pq.read_table(io.BytesIO(data["documents"]), columns=["text"])

@@ -140,7 +140,12 @@ def build_chat_samples(num_conversations: int, seed: int = 0) -> tuple[dict[str,
     )
     openai.append({"id": "openai-unanswered", "messages": [{"role": "user", "content": "Is anyone there?"}]})
     plants["invalid"] += ["openai-two-users", "openai-unanswered"]
-    openai.append({"id": "openai-malformed", "messages": "this should be a list of messages"})
+    openai.append(
+        {
+            "id": "openai-malformed",  # a tool call without its function
+            "messages": [{"role": "user", "content": "Call it."}, {"role": "assistant", "tool_calls": [{"id": "c"}]}],
+        }
+    )
     plants["malformed"].append("openai-malformed")
     return {"alpaca.json": alpaca, "sharegpt.jsonl.gz": sharegpt, "openai.jsonl": openai}, plants
 

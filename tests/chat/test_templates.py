@@ -63,6 +63,54 @@ def test_llama3_as_its_tokenizer_renders_it():
     assert [rendered.text[s:e] for s, e in rendered.assistant_spans] == ["Hello!<|eot_id|>", "4<|eot_id|>"]
 
 
+@pytest.mark.parametrize(
+    "name, text, spans",
+    [
+        (
+            "mistral_v7_tekken",
+            "<|begin_of_text|>[SYSTEM_PROMPT]Be brief.[/SYSTEM_PROMPT][INST]Hi[/INST]Hello!<|end_of_text|>"
+            "[INST]2+2?[/INST]4<|end_of_text|>",
+            ["Hello!<|end_of_text|>", "4<|end_of_text|>"],
+        ),
+        (
+            "gemma3",  # the system prompt goes into the first user turn; the model's turns are "model"
+            "<|begin_of_text|><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!"
+            "<end_of_turn>\n<start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n4<end_of_turn>\n",
+            ["Hello!<end_of_turn>\n", "4<end_of_turn>\n"],
+        ),
+        (
+            "qwen_25",
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+            "Hello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n",
+            ["Hello!<|im_end|>\n", "4<|im_end|>\n"],
+        ),
+        (
+            "phi_4",
+            "<|im_start|>system<|im_sep|>Be brief.<|im_end|><|im_start|>user<|im_sep|>Hi<|im_end|>"
+            "<|im_start|>assistant<|im_sep|>Hello!<|im_end|><|im_start|>user<|im_sep|>2+2?<|im_end|>"
+            "<|im_start|>assistant<|im_sep|>4<|im_end|>",
+            ["Hello!<|im_end|>", "4<|im_end|>"],
+        ),
+    ],
+)
+def test_hand_checked_renderings_and_spans(name, text, spans):
+    """Each model family's own layout (its published prompt format), and assistant spans
+    that are the reply and its end-of-turn marker, not the header the prompt holds."""
+    rendered = _template(name).render(TWO_TURNS)
+    assert rendered.text == text
+    assert [rendered.text[s:e] for s, e in rendered.assistant_spans] == spans
+
+
+def test_builtin_chatml_writes_tools_and_tool_calls():
+    rendered = ChatTemplate(CHATML).render(WITH_TOOL)
+    assert rendered.text.startswith("<|im_start|>system\n# Tools\n") and '"name": "get_weather"' in rendered.text
+    assert [rendered.text[s:e] for s, e in rendered.assistant_spans] == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n',
+        "-3 °C.<|im_end|>\n",
+    ]
+    assert '<|im_start|>tool\n{"temp": -3}<|im_end|>\n' in rendered.text
+
+
 def test_qwen25_renders_tools_and_tool_calls_as_objects():
     rendered = _template("qwen_25").render(WITH_TOOL)
     assert '<tools>\n{"type": "function", "function": {"name": "get_weather"' in rendered.text

@@ -3,6 +3,7 @@ gzip, Parquet) validated, deduplicated, scrubbed of PII inside messages and tool
 rendered with ChatML, tokenized with loss masks and packed into SFT Parquet rows; every
 record accounted for."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -85,7 +86,7 @@ def test_chat_job_from_every_format_to_sft_rows(chat_tokenizer, tmp_path):
     assert report["balance"]["ok"] and report["totals"]["input_docs"] == total
     assert report["rejected"]["validate"] == {"consecutive_user_turns": 1}
     assert report["rejected"]["exact_dedup"] == {"exact_duplicate": 1}
-    assert report["quarantined"] == {"malformed_openai_record": 1}
+    assert report["quarantined"] == {"unknown_chat_format": 1}
     kept = total - 3
     assert report["totals"]["kept_docs"] == kept
     chat = report["chat"]
@@ -205,7 +206,7 @@ def test_chat_spec_errors_name_the_key(chat_tokenizer, sample_corpus, tmp_path):
         ({"stages": {"tokenize": {"model": str(chat_tokenizer)}}}, "stages.tokenize.chat: required"),
         ({"stages": {"pack": {"format": "megatron", "mode": "bestfit"}}}, "stages.pack.format: a chat job"),
         ({"stages": {"pack": {"format": "parquet", "mode": "concat"}}}, "stages.pack.mode: concat would cut"),
-        ({"output": {"kind": "documents"}}, "output.kind: a chat job"),
+        ({"output": {"kind": "documents"}}, "output.documents.format: a chat job writes its conversations as JSON"),
         ({"input": {"chat": {"columns": {"id": "uid"}}}}, "set input.id_column: uid"),
         ({"input": {"chat": {"dedup_on": "prompt"}}}, "input.chat.dedup_on"),
     ]
@@ -219,6 +220,15 @@ def test_chat_spec_errors_name_the_key(chat_tokenizer, sample_corpus, tmp_path):
                 spec[section] = {**spec[section], **values}
         with pytest.raises(JobSpecError, match=message):
             load_job_spec(spec)
+    # a template that uses a filter Jinja does not have: named when the spec is validated
+    shouting = tmp_path / "shout.jinja"
+    shouting.write_text("{% for m in messages %}{{ m['content'] | shout }}{% endfor %}")
+    spec = json.loads(json.dumps(base))
+    spec["stages"]["tokenize"]["chat"]["template"] = str(shouting)
+    with pytest.raises(
+        JobSpecError, match=r"stages.tokenize.chat.template: .*does not compile: No filter named 'shout'"
+    ):
+        load_job_spec(spec)
     # a template whose special tokens the tokenizer lacks: named when the spec is validated
     sentencepiece = tmp_path / "sp.model"
     train_tokenizer(str(sample_corpus), str(sentencepiece), vocab_size=500)
@@ -228,6 +238,44 @@ def test_chat_spec_errors_name_the_key(chat_tokenizer, sample_corpus, tmp_path):
         JobSpecError, match=r"stages.tokenize.chat.template: the template writes <\|im_start\|>, <\|im_end\|>"
     ):
         load_job_spec(spec)
+
+
+def test_filtered_conversations_written_back_in_any_format(chat_tokenizer, tmp_path):
+    """output.kind documents: the kept conversations (validated, deduplicated, scrubbed) as
+    records of a chat format; Alpaca refuses what it cannot hold, by name, and counts balance."""
+    from pipeline.chat import detect_format, read_conversation
+
+    counts = write_chat_inputs(tmp_path / "in", n=6)
+    with (tmp_path / "in" / "openai.jsonl").open("a") as f:
+        f.write(json.dumps(tool_record(9, email="sam.poe@example.com")) + "\n")
+    total = sum(counts.values()) + 1
+    results = {}
+    for fmt in ("sharegpt", "alpaca"):
+        spec = chat_spec(tmp_path / "in", tmp_path / fmt, chat_tokenizer)
+        spec["output"] |= {"kind": "documents", "documents": {"format": "jsonl.gz", "chat_format": fmt}}
+        report = run_job(spec, progress=Progress(quiet=True)).report
+        assert report["balance"]["ok"] and report["totals"]["input_docs"] == total
+        manifest = json.loads((tmp_path / fmt / "manifest.json").read_text())
+        assert manifest["documents"] == {"format": "jsonl.gz", "chat_format": fmt}
+        records = [
+            json.loads(line)
+            for shard in manifest["shards"]
+            for line in gzip.decompress(
+                (tmp_path / fmt / shard["files"]["documents"]["path"]).read_bytes()
+            ).splitlines()
+        ]
+        assert len(records) == report["totals"]["kept_docs"]
+        assert all(detect_format(r) == fmt and r["id"] for r in records)
+        results[fmt] = (report, records)
+    report, records = results["sharegpt"]
+    assert "chat_format" not in report["rejected"] and len(records) == total
+    scrubbed = next(r for r in records if "request 9" in json.dumps(r))
+    call = next(t for t in scrubbed["conversations"] if t["from"] == "function_call")
+    assert json.loads(call["value"])["arguments"] == {"city": "Oslo", "notify": "<EMAIL_ADDRESS>"}
+    report, records = results["alpaca"]
+    # multi-turn OpenAI records keep their history as Alpaca's; tool conversations cannot be Alpaca
+    assert report["rejected"]["chat_format"] == {"not_representable_as_alpaca": 4}
+    assert all(read_conversation(r, "alpaca")["messages"][-1]["role"] == "assistant" for r in records)
 
 
 def test_json_array_and_parquet_records_keep_their_positions(chat_tokenizer, tmp_path):

@@ -129,8 +129,22 @@ def _spread_json(column: pa.ChunkedArray, names: list[str]) -> dict[str, pa.Arra
     return {name: pa.array(v, pa.string()) for name, v in values.items()}
 
 
-def encode_documents(table: pa.Table, fmt: str, row_group_rows: int) -> bytes:
-    """A document shard's bytes; the same table gives the same bytes."""
+def encode_documents(table: pa.Table, fmt: str, row_group_rows: int, chat_format: str | None = None) -> bytes:
+    """A document shard's bytes; the same table gives the same bytes. A chat job's shard
+    (``chat_format``) holds one JSON lines record per conversation, in that format, with its id."""
+    if chat_format is not None:
+        from pipeline.chat.formats import write_conversation
+
+        lines = [
+            json.dumps(
+                write_conversation({**json.loads(conversation), "conversation_id": doc_id}, chat_format),
+                ensure_ascii=False,
+            )
+            for doc_id, conversation in zip(
+                table.column(cols.ID).to_pylist(), table.column(cols.CONVERSATION).to_pylist()
+            )
+        ]
+        return gzip.compress(("\n".join(lines) + ("\n" if lines else "")).encode(), mtime=0)
     if fmt == "parquet":
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd", row_group_size=row_group_rows)

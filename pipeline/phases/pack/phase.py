@@ -62,7 +62,7 @@ def pack_config_hash(
         "tokenizer_file": tokenizer_info,
     }
     if spec.output.writes_documents:
-        payload["documents"] = {"format": DOCUMENTS_FORMAT, **spec.output.documents.model_dump(mode="json")}
+        payload["documents"] = {"format": DOCUMENTS_FORMAT, **spec.output.documents.settings_for_hash()}
         payload["kind"] = spec.output.kind
     return short_hash(payload)
 
@@ -222,7 +222,8 @@ class ShardPacker(ShardWorker):
             if table.num_rows:
                 table = table.take(pa.array(order))
             fmt = self.spec.output.documents
-            data = encode_documents(table, fmt.format, fmt.row_group_rows)
+            chat_format = (fmt.chat_format or "openai") if self.chat else None
+            data = encode_documents(table, fmt.format, fmt.row_group_rows, chat_format)
             del table
             files["documents"] = self._write(self.layout.document_shard(snapshot, index, SUFFIXES[fmt.format]), data)
         stats = PackMarker(

@@ -37,6 +37,8 @@ from pipeline.phases.tokenize.chat import ChatEncoder, ChatStats, mask_binary, s
 from pipeline.phases.tokenize.tokenizer import Tokenize
 from pipeline.stages.registry import enabled, global_stages
 
+FORMAT_STAGE = "chat_format"
+"""Rejects a chat job's document format cannot hold."""
 TOKENIZED_FORMAT = 4  # 4: document columns for document outputs; "histogram" of the mix unit
 PLACEMENT_FIELDS = [
     pa.field(cols.ROW, pa.int64(), nullable=False),
@@ -95,6 +97,8 @@ def tokenize_config_hash(
     }
     if spec.output.kind != "tokens":
         payload["output_kind"] = spec.output.kind
+    if spec.input.chat is not None and spec.output.writes_documents:
+        payload["chat_format"] = spec.output.documents.chat_format or "openai"
     if spec.counts_duplicates and cluster_runs:
         payload["cluster_runs"] = list(cluster_runs)
     if spec.output.writes_documents and stage_state:
@@ -139,6 +143,9 @@ class ShardTokenizer(ShardWorker):
                     chat.over_long,
                     spec.stages.pack.seq_len,
                 )
+        self.chat_format = None
+        if spec.input.chat is not None and spec.output.writes_documents:
+            self.chat_format = spec.output.documents.chat_format or "openai"
         self.unit = spec.mix_unit
         self.global_stages = global_stages(spec) if spec.output.writes_documents else []
 
@@ -170,7 +177,7 @@ class ShardTokenizer(ShardWorker):
             annotated = pq.ParquetFile(source)
             kept_columns = document_columns(self.spec, annotated.schema_arrow)
             routed = [cols.ROUTED_DOMAIN] if cols.ROUTED_DOMAIN in annotated.schema_arrow.names else []
-            conversation = [cols.CONVERSATION] if self.chat is not None else []
+            conversation = [cols.CONVERSATION] if self.spec.input.chat is not None else []
             read = list(dict.fromkeys(cols.BASE_SCHEMA.names + routed + conversation + kept_columns))
             for batch in annotated.iter_batches(batch_size=self.spec.input.batch_rows, columns=read):
                 docs = pa.Table.from_batches([batch])
@@ -190,10 +197,16 @@ class ShardTokenizer(ShardWorker):
                             table = table.append_column(name, labels.column(name))
                         rejects.write(table)
                 kept = docs.filter(pc.invert(is_removed))
+                refusals = []
                 if self.chat is not None and kept.num_rows:
                     kept, refused = self._render(kept, chat_stats)
-                    for reason, n in _value_counts(refused.column(cols.REJECT_REASON)).items():
-                        per_stage = rejected.setdefault(CHAT_STAGE, {})
+                    refusals.append(refused)
+                if self.chat_format is not None and kept.num_rows:
+                    kept, refused = self._representable(kept)
+                    refusals.append(refused)
+                for refused in refusals:
+                    for (stage, reason), n in _group_counts(refused).items():
+                        per_stage = rejected.setdefault(stage, {})
                         per_stage[reason] = per_stage.get(reason, 0) + n
                     if refused.num_rows and self.spec.output.write_rejects:
                         own_rejects.write(refused)
@@ -264,6 +277,23 @@ class ShardTokenizer(ShardWorker):
                 fields.append(pa.field(cols.MIX_WEIGHT, pa.float64(), nullable=False))
         return pa.table(columns, schema=pa.schema(fields))
 
+    def _representable(self, kept: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """A chat job's conversations that its document format can hold; and, as rejects
+        (``not_representable_as_<format>``), those it cannot."""
+        from pipeline.chat.formats import NotRepresentable, write_conversation
+
+        ok = []
+        for conversation in kept.column(cols.CONVERSATION).to_pylist():
+            try:
+                write_conversation(json.loads(conversation), self.chat_format)
+                ok.append(True)
+            except NotRepresentable:
+                ok.append(False)
+        mask = pa.array(ok, pa.bool_())
+        refused = kept.filter(pc.invert(mask)).select(cols.BASE_SCHEMA.names)
+        reason = pa.array([f"not_representable_as_{self.chat_format}"] * refused.num_rows, pa.string())
+        return kept.filter(mask), cols.with_rejection(refused, FORMAT_STAGE, reason)
+
     def _render(self, kept: pa.Table, stats: ChatStats) -> tuple[pa.Table, pa.Table]:
         """Conversations rendered, tokenized and masked (``TOKENS``, ``NUM_TOKENS``,
         ``LOSS_MASK`` added); and those refused, as rejects."""
@@ -320,7 +350,7 @@ class ShardTokenizer(ShardWorker):
 def tokenizer_file_info(spec: JobSpec) -> dict[str, Any] | None:
     """Size and change token of the tokenizer file, when the output has tokens; for a
     tokenizer.json whose special tokens come from the tokenizer_config.json beside it, that
-    file's too."""
+    file's too; and a chat job's template file's (a template edited in place redoes tokenize)."""
     if not spec.output.writes_tokens:
         return None
     tokenize = spec.stages.tokenize
@@ -328,11 +358,14 @@ def tokenizer_file_info(spec: JobSpec) -> dict[str, Any] | None:
     beside = tokenize.special_tokens_file()
     if beside is not None:
         info = {**info, "tokenizer_config": storage.file_info(beside, tokenize.storage_options)}
+    if spec.input.chat is not None and tokenize.chat is not None and tokenize.chat.template != "chatml":
+        info = {**info, "chat_template": storage.file_info(tokenize.chat.template, tokenize.storage_options)}
     return info
 
 
-def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
-    return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
+def _group_counts(rejects: pa.Table) -> dict[tuple[str, str], int]:
+    grouped = rejects.group_by([cols.REJECT_STAGE, cols.REJECT_REASON]).aggregate([(cols.ROW, "count")])
+    return {(r[cols.REJECT_STAGE], r[cols.REJECT_REASON]): r[f"{cols.ROW}_count"] for r in grouped.to_pylist()}
 
 
 def run_tokenize(
