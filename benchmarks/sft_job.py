@@ -6,8 +6,8 @@ of all together, and how they grow between sizes. The figure of merit is memory 
 peak RSS should stay flat as the input grows.
 
 Conversations are generated (seeded): a system prompt half the time, one to three
-user/assistant exchanges of random words over a 20,000-word vocabulary, so no two are
-duplicates. Tokenizer: a byte-level BPE ``tokenizer.json`` (8,000 tokens, ChatML's special
+user/assistant exchanges of random words over a 20,000-word vocabulary (5-25 words a
+question, 10-80 an answer), so no two are duplicates. Tokenizer: a byte-level BPE ``tokenizer.json`` (8,000 tokens, ChatML's special
 tokens) trained on the sample corpus.
 
     python -m benchmarks sft-job --conversations 100000,1000000
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,10 +42,10 @@ def write_conversations(out: Path, n: int, seed: int) -> int:
                 messages.append({"role": "system", "content": "You are a helpful assistant."})
             for _ in range(rng.randint(1, 3)):
                 messages.append(
-                    {"role": "user", "content": " ".join(rng.choices(vocabulary, k=rng.randint(8, 40))) + "?"}
+                    {"role": "user", "content": " ".join(rng.choices(vocabulary, k=rng.randint(5, 25))) + "?"}
                 )
                 messages.append(
-                    {"role": "assistant", "content": " ".join(rng.choices(vocabulary, k=rng.randint(20, 150))) + "."}
+                    {"role": "assistant", "content": " ".join(rng.choices(vocabulary, k=rng.randint(10, 80))) + "."}
                 )
             lines.append(json.dumps({"id": f"c{i}", "messages": messages}))
         data = ("\n".join(lines) + "\n").encode()
@@ -66,7 +68,11 @@ def bench_sft_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
     runs = []
     for n in sizes:
         data = tmp / f"chat_{n}"
-        size = write_conversations(data, n, seed=n)
+        # written by a subprocess, so that generating them does not count in this process's memory
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.sft_job", "--write", str(data), str(n)], check=True, cwd=common.ROOT
+        )
+        size = sum(p.stat().st_size for p in data.iterdir())
         spec = {
             "name": f"sft-bench-{n}",
             "input": {"uri": str(data), "id_column": "id", "chat": {}},
@@ -94,6 +100,7 @@ def bench_sft_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
                 "packing_efficiency": report["chat"]["output"]["packing_efficiency"],
                 "kept": report["totals"]["kept_docs"],
                 "phases": {p["name"]: p["seconds"] for p in report["phases"]},
+                "phase_peak_rss_bytes": {p["name"]: p["peak_rss_bytes"] for p in report["phases"]},
             }
         )
         print(json.dumps(runs[-1]), flush=True)
@@ -101,6 +108,9 @@ def bench_sft_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--write"]:
+        write_conversations(Path(argv[1]), int(argv[2]), seed=int(argv[2]))
+        return
     parser = common.parser("sft-job", __doc__)
     parser.add_argument("--conversations", type=common.sizes, default=[100_000, 1_000_000])
     common.add_overrides(parser)
@@ -108,3 +118,7 @@ def main(argv: list[str]) -> None:
     with common.scratch() as tmp:
         figures = bench_sft_job(args.conversations, tmp, args.set)
     common.write_result("sft-job", argv, figures)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

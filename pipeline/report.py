@@ -448,13 +448,22 @@ def render_markdown(built: Report) -> str:
             f"Output shards: {shards['count']:,}, {unit} per shard min {shards[f'min_{unit}']:,}, "
             f"median {shards[f'median_{unit}']:,}, max {shards[f'max_{unit}']:,}.",
         ]
-    lines += ["", "## Phases", "", "| phase | wall s | documents | docs/s | MB/s |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Phases",
+        "",
+        "Peak RSS: of any one Refinery or Ray process on this machine while the phase ran.",
+        "",
+        "| phase | wall s | documents | docs/s | MB/s | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for phase in report["phases"]:
         if phase["docs_per_s"] is None:
             rates = "reused | reused"
         else:
             rates = f"{phase['docs_per_s']:,.0f} | {phase['mb_per_s']:.2f}"
-        lines.append(f"| {phase['name']} | {phase['seconds']:.1f} | {phase['docs']:,} | {rates} |")
+        peak = _mb(phase.get("peak_rss_bytes")) if phase.get("peak_rss_bytes") else "n/a"
+        lines.append(f"| {phase['name']} | {phase['seconds']:.1f} | {phase['docs']:,} | {rates} | {peak} |")
     steps = report.get("annotate_steps")
     if steps:
         total = sum(s["seconds"] for s in steps) or 1e-9

@@ -137,6 +137,8 @@ class PeakMemory:
         self.interval_s = interval_s
         self.peak = 0
         self.peak_total = 0  # of the sum over processes (counts shared object-store pages once per process)
+        self.since_mark = 0  # the peak of any one process since the last mark (the phase's)
+        self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -148,13 +150,22 @@ class PeakMemory:
                 rss = process.memory_info().rss
             except psutil.Error:
                 continue
-            self.peak = max(self.peak, rss)
+            with self.lock:
+                self.peak = max(self.peak, rss)
+                self.since_mark = max(self.since_mark, rss)
             total += rss
         self.peak_total = max(self.peak_total, total)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()
+
+    def mark(self) -> int:
+        """The peak RSS of any one process since the last mark; starts the next span."""
+        self._sample()
+        with self.lock:
+            peak, self.since_mark = self.since_mark, 0
+        return peak
 
     def __enter__(self) -> PeakMemory:
         self._sample()
@@ -167,9 +178,10 @@ class PeakMemory:
         self._sample()
 
 
-def _phase(name: str, started: float, docs: int, progress: Progress) -> dict[str, Any]:
-    """A phase's line in the report: the documents it covered, and rates over the work done
-    in this run only (None when an earlier run's committed work was all reused)."""
+def _phase(name: str, started: float, docs: int, progress: Progress, memory: PeakMemory) -> dict[str, Any]:
+    """A phase's line in the report: the documents it covered, rates over the work done
+    in this run only (None when an earlier run's committed work was all reused), and the
+    peak RSS of any one process while it ran."""
     seconds = time.perf_counter() - started
     done = progress.processed.get(name, {"docs": 0, "bytes": 0})
     units = progress.units.get(name, {"total": 0, "reused": 0})
@@ -181,6 +193,7 @@ def _phase(name: str, started: float, docs: int, progress: Progress) -> dict[str
         "docs_processed": done["docs"],
         "docs_per_s": None if all_reused else round(done["docs"] / seconds, 1) if seconds > 0 else 0.0,
         "mb_per_s": None if all_reused else round(done["bytes"] / seconds / 1e6, 3) if seconds > 0 else 0.0,
+        "peak_rss_bytes": memory.mark(),
     }
 
 
@@ -239,25 +252,27 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
         started = time.perf_counter()
         prepared = {cap.key: cap.prepare_job(spec, config, progress) for cap, config in enabled(spec)}
         annotate_stats = run_annotate(spec, shards, progress, workers)
-        phases.append(_phase("annotate", started, sum(s.input_docs for s in annotate_stats), progress))
+        phases.append(_phase("annotate", started, sum(s.input_docs for s in annotate_stats), progress, memory))
         _check_unreadable(spec, annotate_stats)
 
         started = time.perf_counter()
         dedup_marker = run_dedup(spec, annotate_stats, progress)
         annotated_docs = sum(s.annotated_docs for s in annotate_stats)
-        phases.append(_phase("dedup", started, annotated_docs, progress))
+        phases.append(_phase("dedup", started, annotated_docs, progress, memory))
 
         started = time.perf_counter()
         tokenize_stats = run_tokenize(spec, annotate_stats, dedup_marker, progress, workers)
-        phases.append(_phase(phase_name(spec), started, sum(s.tokenized_docs for s in tokenize_stats), progress))
+        phases.append(
+            _phase(phase_name(spec), started, sum(s.tokenized_docs for s in tokenize_stats), progress, memory)
+        )
 
         started = time.perf_counter()
         plan, sample_stats = run_mix(spec, tokenize_stats, progress, workers)
-        phases.append(_phase("mix", started, sum(s.tokenized_docs for s in tokenize_stats), progress))
+        phases.append(_phase("mix", started, sum(s.tokenized_docs for s in tokenize_stats), progress, memory))
 
         started = time.perf_counter()
         snapshot, pack_stats = run_pack(spec, plan, annotate_stats, progress, workers)
-        phases.append(_phase("pack", started, sum(s.documents for s in pack_stats), progress))
+        phases.append(_phase("pack", started, sum(s.documents for s in pack_stats), progress, memory))
         stale = remove_stale_shards(spec, snapshot, pack_stats)
         if stale:
             progress.log(

@@ -79,19 +79,30 @@ def pack_conversations(
         docs = order[docs]
     else:
         seqs = docs = np.arange(len(lengths))
-    rows = {name: [] for name in SFT_SCHEMA.names}
-    members: list[list[int]] = []
     bounds = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1], True])
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        chosen = docs[start:end].tolist()
-        members.append(chosen)
-        parts = [conversations[i] for i in chosen]
-        ids = np.concatenate([p.input_ids for p in parts])
-        trained = np.concatenate([p.trained for p in parts])
-        rows["input_ids"].append(ids.astype(np.int32))
-        rows["labels"].append(np.where(trained, ids, IGNORE_INDEX).astype(np.int32))
-        rows["assistant_masks"].append(trained.astype(np.int8))
-        rows["position_ids"].append(np.concatenate([np.arange(len(p.input_ids), dtype=np.int32) for p in parts]))
-        rows["seq_lengths"].append(np.array([len(p.input_ids) for p in parts], np.int32))
-    table = pa.table({name: pa.array(values, SFT_SCHEMA.field(name).type) for name, values in rows.items()})
+    members = [docs[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
+    # every column built flat, in sequence order, and cut into rows by offsets: one copy of
+    # the tokens per column, no per-row arrays
+    ids = np.concatenate([conversations[i].input_ids for i in docs.tolist()]).astype(np.int32)
+    trained = np.concatenate([conversations[i].trained for i in docs.tolist()]).astype(bool, copy=False)
+    sizes = lengths[docs]
+    ends = np.cumsum(sizes)
+    positions = np.arange(len(ids), dtype=np.int32) - np.repeat((ends - sizes).astype(np.int32), sizes)
+    rows = np.r_[0, ends][bounds].astype(np.int32)
+
+    def rows_of(values: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(pa.array(rows), pa.array(values))
+
+    table = pa.table(
+        {
+            "input_ids": rows_of(ids),
+            "labels": rows_of(np.where(trained, ids, np.int32(IGNORE_INDEX)).astype(np.int32)),
+            "assistant_masks": rows_of(trained.astype(np.int8)),
+            "position_ids": rows_of(positions),
+            "seq_lengths": pa.ListArray.from_arrays(
+                pa.array(bounds.astype(np.int32)), pa.array(sizes.astype(np.int32))
+            ),
+        },
+        schema=SFT_SCHEMA,
+    )
     return PackedConversations(table, members, int(lengths.sum()), seq_len)

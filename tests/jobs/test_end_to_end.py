@@ -96,6 +96,7 @@ def test_counts_balance_and_report_written(finished_run, sample_corpus):
     assert [p["name"] for p in report["phases"]] == ["annotate", "dedup", "tokenize", "mix", "pack"]
     for phase in report["phases"]:  # rates over the work done, the dedup pass counting what it read
         assert phase["docs_processed"] > 0 and phase["docs_per_s"] > 0 and phase["mb_per_s"] > 0, phase
+        assert phase["peak_rss_bytes"] > 0, phase
     dedup = report["phases"][1]
     assert dedup["docs_processed"] == dedup["docs"]  # every annotated document, not the ones it removed
     # Where annotate's time went, by step in pipeline order; within each unit's own time.

@@ -237,9 +237,10 @@ class ShardPacker(ShardWorker):
         )
         if self.tokens and self.chat:
             ordered = order.tolist()
-            self._pack_conversations(
-                snapshot, index, [documents[i] for i in ordered], [masks[i] for i in ordered], order, domain_of, stats
-            )
+            ordered_documents, ordered_masks = [documents[i] for i in ordered], [masks[i] for i in ordered]
+            documents.clear()
+            masks.clear()
+            self._pack_conversations(snapshot, index, ordered_documents, ordered_masks, order, domain_of, stats)
         elif self.tokens:
             self._pack_tokens(snapshot, index, [documents[i] for i in order.tolist()], order, domain_of, stats)
         stats.seconds = round(time.perf_counter() - started, 3)
@@ -296,19 +297,21 @@ class ShardPacker(ShardWorker):
         domain_tokens: dict[str, int] = {}
         for i, document in zip(order.tolist(), ordered):
             domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(document)
-        conversations = [
-            TokenizedConversation(ids.astype(np.int64), mask.astype(bool)) for ids, mask in zip(ordered, masks)
-        ]
-        del ordered, masks
+        # the shard's tokens as stored (uint16 or uint32) and masks viewed as bool: no copies
+        conversations = [TokenizedConversation(ids, mask.view(bool)) for ids, mask in zip(ordered, masks)]
+        ordered.clear()
+        masks.clear()
         packed = pack_conversations(conversations, self.config.seq_len, packed=self.config.mode == "bestfit")
+        trained = int(sum(int(c.trained.sum()) for c in conversations))
+        del conversations
         sink = io.BytesIO()
         pq.write_table(packed.table, sink, compression="zstd", row_group_size=1024)
         stem = self.layout.token_shard_stem(snapshot, index)
         for role, relative in formats.shard_files(self.config.format, stem).items():
-            stats.files[role] = self._write(relative, sink.getvalue())
+            stats.files[role] = self._write(relative, sink.getbuffer())
         stats.tokens = packed.tokens
         stats.sequences = packed.table.num_rows
-        stats.trained_tokens = int(sum(int(c.trained.sum()) for c in conversations))
+        stats.trained_tokens = trained
         stats.domain_tokens = domain_tokens
 
     def _compact(self, column: pa.ChunkedArray, picked: np.ndarray, dtype: np.dtype | None = None) -> list[np.ndarray]:
