@@ -28,7 +28,14 @@ from pipeline.chat.formats import FormatError, detect_format, read_conversation
 from pipeline.chat.segments import clean, conversation_text, first_user_turn
 from pipeline.chat.validation import invalid_reason
 from pipeline.core import columns as cols
-from pipeline.phases.annotate.readers import Batch, JsonLinesSource, ShardSource, _as_text, _field
+from pipeline.phases.annotate.readers import (
+    Batch,
+    JsonLinesSource,
+    ShardSource,
+    _as_text,
+    _field,
+    quarantine_records,
+)
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected
 
 CHAT_INVALID = "chat_invalid"
@@ -101,18 +108,7 @@ class ChatRecords:
         columns[CHAT_INVALID] = pa.array(invalid, pa.string())
         if c.dedup_on == "first_user_turn":
             columns[cols.DEDUP_TEXT] = pa.array(dedup, pa.string())
-        quarantined = pa.table(
-            {
-                cols.SOURCE_URI: [self.uri] * len(bad),
-                cols.SHARD: [self.key] * len(bad),
-                cols.ROW: pa.array([b[0] for b in bad], pa.int64()),
-                cols.ID: pa.nulls(len(bad), pa.string()),
-                cols.TEXT_BYTES: pa.array([b[1] for b in bad], pa.int64()),
-                cols.QUARANTINE_REASON: [b[2] for b in bad],
-                cols.QUARANTINE_DETAIL: [b[3] for b in bad],
-            },
-            schema=cols.QUARANTINE_SCHEMA,
-        )
+        quarantined = quarantine_records(self.uri, self.key, bad)
         return Batch(pa.table(columns), pa.array(rows, pa.int64()), quarantined)
 
 

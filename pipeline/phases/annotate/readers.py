@@ -290,18 +290,7 @@ class JsonLinesSource(ShardSource):
             columns[name] = pa.array([_as_text(_field(r, name)) for _, r in records], pa.string())
         if self.carry:
             columns[cols.INPUT_FIELDS] = pa.array([self._carried(r) for _, r in records], pa.string())
-        quarantined = pa.table(
-            {
-                cols.SOURCE_URI: [self.uri] * len(bad),
-                cols.SHARD: [self.key] * len(bad),
-                cols.ROW: pa.array([b[0] for b in bad], pa.int64()),
-                cols.ID: pa.nulls(len(bad), pa.string()),
-                cols.TEXT_BYTES: pa.array([b[1] for b in bad], pa.int64()),
-                cols.QUARANTINE_REASON: [b[2] for b in bad],
-                cols.QUARANTINE_DETAIL: [b[3] for b in bad],
-            },
-            schema=cols.QUARANTINE_SCHEMA,
-        )
+        quarantined = quarantine_records(self.uri, self.key, bad)
         return Batch(pa.table(columns), pa.array([n for n, _ in records], pa.int64()), quarantined)
 
     @property
@@ -318,6 +307,23 @@ class JsonLinesSource(ShardSource):
         for name in names:
             self.seen.setdefault(name, None)
         return json.dumps({name: _field(record, name) for name in names}, ensure_ascii=False, separators=(",", ":"))
+
+
+def quarantine_records(uri: str, key: str, bad: list[tuple[int, int, str, str]]) -> pa.Table:
+    """Quarantine records (``cols.QUARANTINE_SCHEMA``) of lines or records that hold no
+    document: each (row, bytes, reason, detail)."""
+    return pa.table(
+        {
+            cols.SOURCE_URI: [uri] * len(bad),
+            cols.SHARD: [key] * len(bad),
+            cols.ROW: pa.array([b[0] for b in bad], pa.int64()),
+            cols.ID: pa.nulls(len(bad), pa.string()),
+            cols.TEXT_BYTES: pa.array([b[1] for b in bad], pa.int64()),
+            cols.QUARANTINE_REASON: [b[2] for b in bad],
+            cols.QUARANTINE_DETAIL: [b[3] for b in bad],
+        },
+        schema=cols.QUARANTINE_SCHEMA,
+    )
 
 
 _ABSENT = object()

@@ -266,9 +266,7 @@ class ShardPacker(ShardWorker):
         domain_of: list[str],
         stats: PackMarker,
     ) -> None:
-        domain_tokens: dict[str, int] = {}
-        for i, document in zip(order.tolist(), ordered):
-            domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(document)
+        domain_tokens = _domain_tokens(ordered, order, domain_of)
         if self.config.mode == "bestfit":
             packed = pack_bestfit(ordered, self.config.seq_len, self.pad_id, self.dtype)
         else:
@@ -294,9 +292,7 @@ class ShardPacker(ShardWorker):
         stats: PackMarker,
     ) -> None:
         """A chat job's shard: its conversations (whole, in mix order) packed into SFT rows."""
-        domain_tokens: dict[str, int] = {}
-        for i, document in zip(order.tolist(), ordered):
-            domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(document)
+        domain_tokens = _domain_tokens(ordered, order, domain_of)
         # the shard's tokens as stored (uint16 or uint32) and masks viewed as bool: no copies
         conversations = [TokenizedConversation(ids, mask.view(bool)) for ids, mask in zip(ordered, masks)]
         ordered.clear()
@@ -332,6 +328,14 @@ class ShardPacker(ShardWorker):
         flat = np.concatenate(views)
         ends = np.cumsum([len(v) for v in views])
         return np.split(flat, ends[:-1])
+
+
+def _domain_tokens(ordered: list[np.ndarray], order: np.ndarray, domain_of: list[str]) -> dict[str, int]:
+    """Tokens per domain of a shard's documents (``ordered``, the documents at ``order``)."""
+    domain_tokens: dict[str, int] = {}
+    for i, document in zip(order.tolist(), ordered):
+        domain_tokens[domain_of[i]] = domain_tokens.get(domain_of[i], 0) + len(document)
+    return domain_tokens
 
 
 def run_pack(
