@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import job_dict
 
-pytest_plugins = ["tests.helpers.classifier_models"]
+pytest_plugins = ["tests.helpers.classifier_models", "tests.helpers.llm_server"]
 
 # Set before Ray starts so its worker processes inherit them; only the loopback moto
 # server ever sees these dummy credentials.

@@ -96,13 +96,13 @@ def test_interrupted_write_publishes_nothing(where, s3, s3_endpoint, tmp_path):
 
 @pytest.fixture
 def fault_proxy(s3_endpoint):
-    """Starts tests/helpers/s3_faults.py, a proxy process in front of the moto server, with a
+    """Starts tests/helpers/fault_proxy.py, a proxy process in front of the moto server, with a
     schedule of transport faults; returns its endpoint and a reader of what it injected."""
     processes = []
 
     def start(schedule: list[dict]):
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.s3_faults", s3_endpoint.rsplit(":", 1)[1], json.dumps(schedule)],
+            [sys.executable, "-m", "tests.helpers.fault_proxy", s3_endpoint.rsplit(":", 1)[1], json.dumps(schedule)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO,

@@ -1,12 +1,14 @@
-"""An HTTP proxy process on 127.0.0.1 in front of the moto S3 server that injects faults at
-the transport, on a schedule: a dropped connection, an error status (503 SlowDown, 500), or
-a response cut short. Requests it does not fault pass through unchanged.
+"""An HTTP proxy process on 127.0.0.1 in front of a real server (moto's S3, an LLM
+endpoint) that injects faults at the transport, on a schedule: a dropped connection, an error
+status (503 SlowDown, 500, 429 with ``Retry-After: 0``, 401), a 3-second stall, or a response
+cut short. Requests it does not fault pass through unchanged.
 
-Run as ``python -m tests.helpers.s3_faults UPSTREAM_PORT SCHEDULE_JSON``; it prints its port.
+Run as ``python -m tests.helpers.fault_proxy UPSTREAM_PORT SCHEDULE_JSON``; it prints its port.
 A schedule is a list of rules ``{"method": "PUT", "query": "partNumber", "nth": [1, 2],
-"fault": "drop" | "503" | "500" | "truncate"}``: the rule's ``nth`` requests (counted from 1)
-that match the method and contain ``query`` in the URL get the fault. ``GET /__faults__``
-returns what was injected.
+"fault": "drop" | "503" | "500" | "429" | "401" | "stall" | "truncate"}``: the rule's ``nth``
+requests (counted from 1) that match the method and contain ``query`` in the URL get the
+fault. ``GET /__faults__`` returns what was injected; ``GET /__forwarded__`` how many requests
+reached the server, per method and path; ``GET /__arrivals__`` when (monotonic seconds).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Lock
 
@@ -26,6 +29,9 @@ INTERNAL = (
     b"<Message>We encountered an internal error. Please try again.</Message></Error>"
 )
 
+UNAUTHORIZED = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+TOO_MANY = b'{"error": {"message": "Rate limit reached, retry after 0 s", "type": "rate_limit_error"}}'
+
 
 class FaultProxy(ThreadingHTTPServer):
     daemon_threads = True
@@ -36,6 +42,8 @@ class FaultProxy(ThreadingHTTPServer):
         self.schedule = schedule
         self.seen = [0] * len(schedule)
         self.injected: list[dict] = []
+        self.forwarded: dict[str, int] = {}
+        self.arrivals: list[float] = []
         self.lock = Lock()
 
     def fault_for(self, method: str, path: str) -> str | None:
@@ -60,8 +68,14 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _handle(self) -> None:
-        if self.path == "/__faults__":
-            body = json.dumps(self.server.injected).encode()
+        if self.path in ("/__faults__", "/__forwarded__", "/__arrivals__"):
+            with self.server.lock:
+                state = {
+                    "/__faults__": self.server.injected,
+                    "/__forwarded__": self.server.forwarded,
+                    "/__arrivals__": self.server.arrivals,
+                }[self.path]
+                body = json.dumps(state).encode()
             self._reply(200, {"Content-Type": "application/json"}, body)
             return
         length = int(self.headers.get("Content-Length") or 0)
@@ -74,6 +88,18 @@ class Handler(BaseHTTPRequestHandler):
         if fault in ("503", "500"):
             self._reply(int(fault), {"Content-Type": "application/xml"}, SLOW_DOWN if fault == "503" else INTERNAL)
             return
+        if fault == "429":
+            self._reply(429, {"Content-Type": "application/json", "Retry-After": "0"}, TOO_MANY)
+            return
+        if fault == "stall":  # longer than the client waits; then passes the request on
+            time.sleep(3)
+        if fault == "401":
+            self._reply(401, {"Content-Type": "application/json"}, UNAUTHORIZED)
+            return
+        with self.server.lock:
+            route = f"{self.command} {self.path}"
+            self.server.forwarded[route] = self.server.forwarded.get(route, 0) + 1
+            self.server.arrivals.append(time.monotonic())
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
         upstream.request(self.command, self.path, body=body, headers=headers)
