@@ -32,6 +32,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.runner import run_job
 
     spec = load_job_spec(args.job, args.set)
+    if args.dry_run:
+        return _dry_run(spec)
     result = run_job(spec, address=args.address)
     # Done and committed: a Ctrl-C now must not cut short the shutdown of the local Ray.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -39,6 +41,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, previous)
     print(f"snapshot {result.snapshot} (now latest): {result.manifest_uri}")
     print(f"run report:                {result.report_uri}")
+    return 0
+
+
+def _dry_run(spec) -> int:
+    from pipeline.phases.generate import check_budget, plan_requests
+
+    if spec.generate is None:
+        print(f"job '{spec.name}' sends no requests to an LLM (it has no generate section); nothing else was done")
+        return 0
+    plan = plan_requests(spec)
+    print(
+        f"job '{spec.name}' ({plan['method']}, model {spec.generate.backend.model} at {spec.generate.backend.base_url}) "
+        f"sends at most {plan['max_requests']:,} requests (generate.max_requests: {plan['limit']:,}), about "
+        f"{plan['prompt_tokens_per_request']:,} prompt tokens and up to {plan['max_tokens_per_request']:,} completion "
+        f"tokens each: at most about {plan['max_tokens_total']:,} tokens in all. Nothing was sent."
+    )
+    check_budget(spec)
     return 0
 
 
@@ -266,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="the job spec: a YAML file (path or s3:// URI)")
     _add_overrides(run, "override a spec value, e.g. --set stages.pack.seq_len=4096; repeatable")
     run.add_argument("--address", help="existing Ray cluster (overrides ray.address)")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, then print what a generation job would send to its LLM (most requests, rough tokens) and stop",
+    )
     run.set_defaults(func=_cmd_run)
 
     address_help = "the cluster's Ray dashboard (Jobs API); default: $RAY_ADDRESS, else http://127.0.0.1:8265"
@@ -549,6 +573,8 @@ def _expected_failure(exc: Exception) -> int | None:
     """The exit code of a failure the tool foresees (one ``error:`` line, no traceback)."""
     from pipeline.config import JobSpecError
     from pipeline.core import storage
+    from pipeline.generation.client import BackendError
+    from pipeline.phases.generate import GenerationBudgetError
     from pipeline.phases.shard_tasks import ShardTaskError
     from pipeline.report import AccountingError
     from pipeline.runner import ClusterUnreachable, InputError
@@ -568,6 +594,8 @@ def _expected_failure(exc: Exception) -> int | None:
         ClusterUnreachable,
         CorpusError,
         ChatInputError,
+        BackendError,
+        GenerationBudgetError,
     )
     if isinstance(exc, expected):
         return EXIT_FAILED

@@ -26,6 +26,7 @@ from pydantic import (
 
 from pipeline.core import storage
 from pipeline.core.hashing import short_hash
+from pipeline.generation.config import GenerateConfig
 from pipeline.phases.annotate.validation import InputConfig, settings_for_hash
 from pipeline.phases.mix.plan import MixConfig
 from pipeline.phases.pack.packing import PackConfig
@@ -159,6 +160,36 @@ class JobSpec(BaseModel):
     output: OutputConfig
     ray: RayConfig = RayConfig()
     stages: StagesConfig
+    generate: GenerateConfig | None = None
+    """A generation job: its records (OpenAI chat messages written under ``generated/`` in the
+    output) are the job's input, so ``input`` is left out."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generated_input(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("generate") is None:
+            return data
+        output = data.get("output")
+        if not isinstance(output, dict) or not isinstance(output.get("uri"), str):
+            return data  # output's own error says what is missing
+        given = data.get("input")
+        if given is not None:
+            # a spec dumped after validation (as workers get it) carries the derived input
+            if isinstance(given, dict) and given.get("uri") == storage.join(output["uri"], "generated"):
+                return data
+            raise ValueError(
+                "input: a generation job reads the records it generates (under the output's generated/); "
+                "leave input out"
+            )
+        generated = {
+            "uri": storage.join(output["uri"], "generated"),
+            "id_column": "id",
+            "url_column": None,
+            "chat": {"format": "openai"},
+        }
+        if output.get("storage_options") is not None:
+            generated["storage_options"] = output["storage_options"]
+        return {**data, "input": generated}
 
     @model_validator(mode="after")
     def _output_needs(self) -> JobSpec:
@@ -240,13 +271,18 @@ class JobSpec(BaseModel):
         """Every problem with the files the spec names, each starting with its key path."""
         sections = {cap.key: getattr(self.stages, cap.key) for cap in capabilities()}
         tokenize = self.stages.tokenize if self.output.writes_tokens else None
+        if self.generate is not None:  # its input does not exist before it runs
+            return self.generate.file_problems(self.output.storage_options) + _file_problems(
+                None, tokenize, self.stages.pack, sections
+            )
         return _file_problems(self.input, tokenize, self.stages.pack, sections)
 
     def config_hash(self) -> str:
         """Hash of everything that changes the output: the spec (``ray``, upload settings and
         ``input.max_unreadable_shards`` aside) and
         the model files it names, by size and change token."""
-        spec = self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}})
+        # a generation job's records are its input, fingerprinted per file like any input
+        spec = self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}, "generate": True})
         spec["input"] = settings_for_hash(self.input, {"max_unreadable_shards"})
         for key in self._unused_later_capabilities():
             del spec["stages"][key]

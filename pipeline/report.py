@@ -170,6 +170,8 @@ def build_report(run: RunRecord) -> Report:
     }
     if run.spec.input.chat is not None and run.spec.output.writes_tokens:
         data["chat"] = _chat_section(run)
+    if run.generate:
+        data["generation"] = generation_section(run.spec, run.generate)
     sections = []
     for cap, config in enabled(run.spec):
         section = cap.report_section(config, run)
@@ -236,6 +238,81 @@ def _chat_section(run: RunRecord) -> dict[str, Any]:
             "packing_efficiency": round(tokens / (sequences * seq_len), 4) if sequences else 0.0,
         },
     }
+
+
+def generation_section(spec, rounds: list) -> dict[str, Any]:
+    """A generation job's rounds: records kept, what was rejected and why, and what the
+    backend did (requests, retries, cache hits, failures by kind, tokens, rates)."""
+    from pipeline.generation.client import BackendStats
+
+    requests = BackendStats()
+    rejected: dict[str, int] = {}
+    for marker in rounds:
+        requests.merge(BackendStats(**marker.requests))
+        for reason, n in marker.rejected.items():
+            rejected[reason] = rejected.get(reason, 0) + n
+    seconds = sum(m.seconds for m in rounds)
+    sent = requests.requests - requests.cache_hits
+    backend = spec.generate.backend
+    return {
+        "method": spec.generate.method,
+        "generator": backend.model,
+        "endpoint_kind": backend.kind,
+        "domain": spec.generate.domain,
+        "records": sum(m.records for m in rounds),
+        "candidates": sum(m.candidates for m in rounds),
+        "completion_tokens": sum(m.completion_tokens for m in rounds),
+        "rejected": dict(sorted(rejected.items(), key=lambda item: (-item[1], item[0]))),
+        "requests": {
+            **requests.to_json(),
+            "seconds": round(seconds, 3),
+            "requests_per_s": round(sent / seconds, 2) if seconds else 0.0,
+            "tokens_per_s": round((requests.prompt_tokens + requests.completion_tokens) / seconds, 1)
+            if seconds
+            else 0.0,
+        },
+        "rounds": [
+            {
+                "round": m.round,
+                "records": m.records,
+                "candidates": m.candidates,
+                "requests": m.requests.get("requests", 0),
+                "cache_hits": m.requests.get("cache_hits", 0),
+                "completion_tokens": m.completion_tokens,
+                "seconds": m.seconds,
+            }
+            for m in rounds
+        ],
+    }
+
+
+def _generation_lines(generation: dict[str, Any]) -> list[str]:
+    r = generation["requests"]
+    failures = ", ".join(f"{kind} {n:,}" for kind, n in sorted(r["failures"].items())) or "none"
+    lines = [
+        "",
+        "## Generation",
+        "",
+        f"{generation['method']} with `{generation['generator']}` ({generation['endpoint_kind']} endpoint): "
+        f"{generation['records']:,} records kept of {generation['candidates']:,} candidates in "
+        f"{len(generation['rounds'])} rounds, as domain `{generation['domain']}` (synthetic).",
+        f"Requests: {r['requests']:,} ({r['cache_hits']:,} answered from the cache), {r['retries']:,} retries, "
+        f"failed after retries: {failures}; {r['prompt_tokens']:,} prompt and {r['completion_tokens']:,} completion "
+        f"tokens; {r['requests_per_s']:g} requests/s and {r['tokens_per_s']:g} tokens/s; "
+        f"{r['rate_limit_wait_s']:.1f} s waiting on the rate limit.",
+        "",
+        "| round | records | candidates | requests | from cache | completion tokens | seconds |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {x['round']} | {x['records']:,} | {x['candidates']:,} | {x['requests']:,} | {x['cache_hits']:,} | "
+        f"{x['completion_tokens']:,} | {x['seconds']:.1f} |"
+        for x in generation["rounds"]
+    ]
+    if generation["rejected"]:
+        lines += ["", "Rejected before they became records (candidates and failed requests):", ""]
+        lines += [f"- {reason}: {n:,}" for reason, n in generation["rejected"].items()]
+    return lines
 
 
 def _chat_lines(chat: dict[str, Any]) -> list[str]:
@@ -417,6 +494,8 @@ def render_markdown(built: Report) -> str:
             f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "
             f"index of shards kept by earlier runs ({index['indexed_shards']:,}), whose decisions stand.",
         ]
+    if report.get("generation"):
+        lines += _generation_lines(report["generation"])
     if report.get("chat"):
         lines += _chat_lines(report["chat"])
     mix = report.get("mixture")

@@ -1,4 +1,4 @@
-"""Runs a job: annotate → dedup → tokenize (or prepare) → mix → pack → report → manifest →
+"""Runs a job: (generate →) annotate → dedup → tokenize (or prepare) → mix → pack → report → manifest →
 latest.json,
 on local Ray or a cluster.
 
@@ -27,6 +27,7 @@ from pipeline.core.markers import AnnotateMarker, RunRecord
 from pipeline.core.progress import Progress
 from pipeline.phases.annotate.phase import discover_shards, run_annotate
 from pipeline.phases.dedup import run_dedup
+from pipeline.phases.generate import run_generate
 from pipeline.phases.mix.phase import run_mix
 from pipeline.phases.pack.phase import run_pack
 from pipeline.phases.publish import move_into_snapshot, publish_latest, remove_stale_shards, write_manifest
@@ -244,6 +245,11 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
     workers = spec.ray.max_parallel_tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
     phases: list[dict[str, Any]] = []
     with PeakMemory() as memory:
+        generated = []
+        if spec.generate is not None:
+            started = time.perf_counter()
+            generated = run_generate(spec, progress, workers)
+            phases.append(_phase("generate", started, sum(m.records for m in generated), progress, memory))
         shards = discover_shards(spec)
         if not shards:
             raise InputError(f"no input files found at input.uri '{spec.input.uri}'")
@@ -301,6 +307,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
             prepared=prepared,
             snapshot=snapshot,
             work_units=progress.units,
+            generate=generated,
         )
     )
     report = built.data

@@ -40,6 +40,22 @@ class OutputLayout:
     def _path(self, *parts: str) -> str:
         return storage.join(self.root, *parts)
 
+    # generate phase
+    @property
+    def generated_dir(self) -> str:
+        """Generated records, one Parquet file per round: a generation job's input."""
+        return self._path("generated")
+
+    def generated_round(self, round_number: int) -> str:
+        return self._path("generated", f"round-{round_number:05d}.parquet")
+
+    def generate_marker(self, round_number: int) -> str:
+        return self._path("work", "generate", "_markers", f"round-{round_number:05d}.json")
+
+    def generate_cache(self, round_number: int) -> str:
+        """The round's answered requests (``pipeline.generation.cache``)."""
+        return self._path("work", "generate", "cache", f"round-{round_number:05d}")
+
     # annotate phase
     def annotated(self, key: str) -> str:
         return self._path("work", "annotate", f"{key}.parquet")

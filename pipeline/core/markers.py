@@ -164,6 +164,34 @@ class PackMarker(Marker):
 
 
 @dataclass
+class GenerateMarker(Marker):
+    """One committed generation round: what it asked, what came back, what it kept."""
+
+    round: int
+    config_hash: str
+    method: str
+    records: int = 0
+    candidates: int = 0
+    """Items the round's answers offered (instructions, evolved prompts, candidates)."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Candidates and requests that gave no record, by reason."""
+    requests: dict[str, Any] = field(default_factory=dict)
+    """The backend's counts (``pipeline.generation.client.BackendStats``)."""
+    completion_tokens: int = 0
+    """Tokens of the kept records' answers."""
+    seconds: float = 0.0
+
+
+@dataclass
+class SentBatch(Marker):
+    """A generation task's answers, returned to the driver (not written)."""
+
+    key: str
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunRecord:
     """Everything a finished run knows, for the report and the capabilities' sections."""
 
@@ -183,6 +211,8 @@ class RunRecord:
     snapshot: str | None = None
     work_units: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per phase: units in ``total`` and ``reused`` from earlier runs."""
+    generate: list[GenerateMarker] = field(default_factory=list)
+    """A generation job's rounds."""
 
     def kept_counts(self, stage: str) -> dict[str, int]:
         """A document stage's ``count_kept`` counters summed over every shard."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class RateLimitConfig(BaseModel):
@@ -65,3 +65,107 @@ class SamplingConfig(BaseModel):
         if self.stop:
             fields["stop"] = list(self.stop)
         return fields
+
+
+# The paper's filter (self_instruct/bootstrap_instructions.py), plus video, audio and diagrams.
+UNUSABLE_WORDS = [
+    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
+    "draw", "plot", "go to", "video", "audio", "flowchart", "diagram",
+]  # fmt: skip
+
+
+class SelfInstructConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed_tasks: str
+    """JSON lines of seed tasks in the paper's format: ``id``, ``instruction``, ``instances``
+    (a list of ``{input, output}``), optional ``name`` and ``is_classification``."""
+    target: int = Field(100, ge=1)
+    """New instructions to keep (each becomes one record)."""
+    max_rounds: int = Field(20, ge=1)
+    requests_per_round: int = Field(16, ge=1)
+    """Task-list requests per round; each may give several instructions."""
+    examples_per_prompt: int = Field(8, ge=1)
+    machine_examples: int = Field(2, ge=0)
+    """Of the examples, how many come from earlier generations once there are enough."""
+    instance_examples: int = Field(3, ge=0)
+    """Seed tasks with their first instance shown in each input/output request."""
+    max_similarity: float = Field(0.7, gt=0, le=1)
+    """ROUGE-L F above which a new instruction is a near copy of the pool (seeds and kept ones)."""
+    min_words: int = Field(4, ge=1)
+    max_words: int = Field(150, ge=1)
+    unusable_words: list[str] = UNUSABLE_WORDS
+    tasks_template: str = "builtin:self_instruct_tasks"
+    """Variables: ``examples`` (instruction texts)."""
+    instance_template: str = "builtin:self_instruct_instance"
+    """Variables: ``instruction``, ``examples`` (dicts of instruction, input, output)."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SelfInstructConfig:
+        if self.machine_examples > self.examples_per_prompt:
+            raise ValueError("machine_examples cannot exceed examples_per_prompt")
+        if self.min_words > self.max_words:
+            raise ValueError("min_words cannot exceed max_words")
+        return self
+
+    def max_requests(self) -> int:
+        """At most: every round's task-list requests, and one request per kept instruction."""
+        return self.max_rounds * self.requests_per_round + self.target
+
+
+class GenerateConfig(BaseModel):
+    """A generation job (``generate:`` in the spec): rounds of requests to an LLM backend
+    whose answers become the job's input records (OpenAI chat messages, with provenance),
+    which then go through the same stages as any chat data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: BackendConfig
+    sampling: SamplingConfig = SamplingConfig()
+    method: Literal["self_instruct"]
+    self_instruct: SelfInstructConfig | None = None
+    """The method's settings; required when ``method: self_instruct``."""
+    max_requests: int = Field(10_000, ge=1)
+    """Refuse to start when the method could need more requests than this (its upper bound:
+    ``refinery run --dry-run`` prints it)."""
+    workers: int | None = Field(None, ge=1)
+    """Ray tasks sending requests at once (each with ``backend.concurrency`` in flight).
+    Unset: one per CPU of the cluster."""
+    domain: str = Field("synthetic", min_length=1)
+    """The records' domain (for the mix; they are marked synthetic in the manifest)."""
+
+    @model_validator(mode="after")
+    def _method_section(self) -> GenerateConfig:
+        if getattr(self, self.method) is None:
+            raise ValueError(f"{self.method}: required for method: {self.method}")
+        for other in ("self_instruct",):
+            if other != self.method and getattr(self, other) is not None:
+                raise ValueError(f"{other}: given, but method is {self.method}")
+        return self
+
+    def method_config(self):
+        return getattr(self, self.method)
+
+    def file_problems(self, options: Any = None) -> list[str]:
+        """The method's seed file and templates, read and checked as a run would."""
+        from pipeline.generation.prompts import PromptTemplate, TemplateError
+        from pipeline.generation.self_instruct import (
+            INSTANCE_VARIABLES,
+            TASKS_VARIABLES,
+            SeedTaskError,
+            load_seed_tasks,
+        )
+
+        config = self.self_instruct
+        key = "generate.self_instruct"
+        problems = []
+        try:
+            load_seed_tasks(config.seed_tasks, options)
+        except SeedTaskError as exc:
+            problems.append(f"{key}.seed_tasks: {exc}")
+        for field_name, variables in (("tasks_template", TASKS_VARIABLES), ("instance_template", INSTANCE_VARIABLES)):
+            try:
+                PromptTemplate.load(getattr(config, field_name), variables, options)
+            except TemplateError as exc:
+                problems.append(f"{key}.{field_name}: {exc}")
+        return problems

@@ -150,12 +150,16 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     write_chat_samples(str(chat), num_conversations=40)
     chat_tokenizer = root / "chat-tokenizer" / "tokenizer.json"
     train_tokenizer(str(corpus), str(chat_tokenizer), vocab_size=600, tokenizer_format="tokenizer.json")
+    from tests.helpers.instruction_grammar import write_seed_tasks
+
+    seed_tasks = write_seed_tasks(root / "seed_tasks.jsonl")
     ut1 = root / "ut1"
     for category in ("adult", "malware", "phishing"):
         (ut1 / category).mkdir(parents=True)
         (ut1 / category / "domains").write_text(f"{category}-site.example\nwww.{category}.example.net\n")
     (ut1 / "adult" / "urls").write_text("pages.example.org/adult/\n")
     return {
+        "seed_tasks": seed_tasks,
         "chat": chat,
         "chat_tokenizer": chat_tokenizer,
         "ut1": ut1,
@@ -172,9 +176,13 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 def named_files(spec: dict[str, Any], assets: dict[str, Path]) -> Iterator[tuple[str, str, list[Path]]]:
     """(key path, URI, local files to put there) for every input, model and eval set the spec
     names; a directory URI (the input) gets the corpus shards under it."""
-    chat = spec["input"].get("chat") is not None
-    inputs = sorted(p for p in assets["chat"].iterdir() if not p.name.startswith("_")) if chat else None
-    yield "input.uri", spec["input"]["uri"], inputs or sorted(assets["corpus"].glob("*.parquet"))
+    generate = spec.get("generate")
+    chat = generate is not None or spec["input"].get("chat") is not None
+    if generate is not None:  # its input is what it generates
+        yield "generate.self_instruct.seed_tasks", generate["self_instruct"]["seed_tasks"], [assets["seed_tasks"]]
+    else:
+        inputs = sorted(p for p in assets["chat"].iterdir() if not p.name.startswith("_")) if chat else None
+        yield "input.uri", spec["input"]["uri"], inputs or sorted(assets["corpus"].glob("*.parquet"))
     stages = spec.get("stages", {})
     yield "stages.tokenize.model", stages["tokenize"]["model"], [assets["chat_tokenizer" if chat else "tokenizer"]]
     if stages.get("language", {}).get("model"):
@@ -246,13 +254,25 @@ def test_local_spec_validates_with_its_files(spec_path, assets, tmp_path, monkey
     spec = _spec(spec_path)
 
     code, _, err = validate(spec_path, [], capsys)
-    assert code == 2 and f"input.uri: no input files found at '{spec['input']['uri']}'" in err
+    if "generate" in spec:  # a generation job's input is what it generates; its seeds must be there
+        assert (
+            code == 2
+            and f"generate.self_instruct.seed_tasks: cannot read seed tasks {spec['generate']['self_instruct']['seed_tasks']}"
+            in err
+        )
+    else:
+        assert code == 2 and f"input.uri: no input files found at '{spec['input']['uri']}'" in err
 
     placed = put_all(spec, assets, _local_put)
     code, out, err = validate(spec_path, [], capsys)
     assert code == 0, err
     resolved = yaml.safe_load(out.split("# config hash:")[0])
-    assert resolved["name"] == spec["name"] and resolved["input"]["uri"] == spec["input"]["uri"]
+    assert resolved["name"] == spec["name"]
+    assert (
+        resolved["input"]["uri"] == spec["input"]["uri"]
+        if "input" in spec
+        else "/generated" in resolved["input"]["uri"]
+    )
 
     for key, uri in placed:
         if key == "input.uri":

@@ -1,6 +1,7 @@
 """Fixtures (a pytest plugin of tests/conftest.py): a real OpenAI-compatible server process,
 ``transformers serve`` from the trainers' venv, on 127.0.0.1, serving the small model that
-tests/helpers/tiny_llm.py builds offline; and fault proxies in front of it."""
+tests/helpers/tiny_llm.py builds and trains offline on tests/helpers/instruction_grammar.py's
+prompts (about a minute on 2 cores); and fault proxies in front of it."""
 
 from __future__ import annotations
 
@@ -55,14 +56,18 @@ def tiny_llm(sample_corpus, tmp_path_factory) -> Path:
 
     if not (TRAINERS_BIN / "transformers").exists():
         pytest.fail(f"{TRAINERS_BIN}/transformers is missing: `make test` builds the trainers' venv")
+    from tests.helpers.instruction_grammar import training_pairs
+
     root = tmp_path_factory.mktemp("tiny-llm")
     text = "\n".join(t for f in sorted(sample_corpus.glob("*.parquet")) for t in pq.read_table(f)["text"].to_pylist())
     (root / "text.txt").write_text(text)
+    (root / "pairs.json").write_text(json.dumps(training_pairs()))
+    script = str(REPO / "tests" / "helpers" / "tiny_llm.py")
     subprocess.run(
-        [str(TRAINERS_BIN / "python"), str(REPO / "tests" / "helpers" / "tiny_llm.py"), str(root / "text.txt"), str(root / "model")],
+        [str(TRAINERS_BIN / "python"), script, str(root / "text.txt"), str(root / "model"), str(root / "pairs.json")],
         check=True,
         env={**os.environ, **OFFLINE},
-    )  # fmt: skip
+    )
     return root / "model"
 
 

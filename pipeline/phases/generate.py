@@ -1,0 +1,268 @@
+"""The generate phase of a generation job: rounds of requests to the LLM backend, fanned out
+as Ray tasks, whose kept answers are written as the job's input records.
+
+A round is committed like any unit of work: its records file (``generated/round-NNNNN.parquet``,
+OpenAI chat messages plus a ``generation`` provenance struct), then its marker. A re-run
+skips committed rounds and takes every request a killed round had answered from the round's
+cache (``work/generate/cache/``), so it sends only what was never answered.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import JobSpec
+from pipeline.core import storage
+from pipeline.core.hashing import short_hash
+from pipeline.core.layout import OutputLayout
+from pipeline.core.markers import GenerateMarker, SentBatch
+from pipeline.core.progress import Progress
+from pipeline.generation.cache import ResponseCache
+from pipeline.generation.client import BackendError, BackendStats, ChatRequest, ChatResponse, OpenAIBackend
+from pipeline.generation.self_instruct import SelfInstruct, as_messages
+from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("domain", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        (
+            "generation",
+            pa.struct(
+                [
+                    ("method", pa.string()),
+                    ("generator", pa.string()),
+                    ("endpoint_kind", pa.string()),
+                    ("templates", pa.list_(pa.struct([("template", pa.string()), ("template_sha256", pa.string())]))),
+                    ("sampling", pa.string()),
+                    ("seed", pa.int64()),
+                    ("round", pa.int32()),
+                    ("parents", pa.list_(pa.string())),
+                    ("completion_tokens", pa.int64()),
+                ]
+            ),
+        ),
+    ]
+)
+
+
+class GenerationBudgetError(RuntimeError):
+    """The job could need more requests than ``generate.max_requests``."""
+
+
+def build_method(spec: JobSpec):
+    generate = spec.generate
+    options = spec.output.storage_options
+    return SelfInstruct(generate.self_instruct, generate.sampling.request_fields(), spec.seed, options)
+
+
+def plan_requests(spec: JobSpec) -> dict[str, Any]:
+    """What ``--dry-run`` prints: the most requests the job can send and roughly how many
+    tokens (prompts estimated at 4 characters a token from the first round's prompts)."""
+    method = build_method(spec)
+    most = spec.generate.method_config().max_requests()
+    first, _ = method.task_requests(1)
+    prompt_tokens = sum(r.estimated_tokens() - int(r.sampling["max_tokens"]) for r in first) / max(1, len(first))
+    completion = spec.generate.sampling.max_tokens
+    return {
+        "method": spec.generate.method,
+        "max_requests": most,
+        "limit": spec.generate.max_requests,
+        "prompt_tokens_per_request": round(prompt_tokens),
+        "max_tokens_per_request": completion,
+        "max_tokens_total": round(most * (prompt_tokens + completion)),
+    }
+
+
+def check_budget(spec: JobSpec) -> None:
+    most = spec.generate.method_config().max_requests()
+    if most > spec.generate.max_requests:
+        config = spec.generate.method_config()
+        raise GenerationBudgetError(
+            f"generate.max_requests: this job could send up to {most:,} requests (max_rounds {config.max_rounds} x "
+            f"requests_per_round {config.requests_per_round} + target {config.target}), more than max_requests "
+            f"({spec.generate.max_requests:,}); raise max_requests or lower the method's rounds or target"
+        )
+
+
+class RequestSender(ShardWorker):
+    """Sends one batch of a round's requests, through the round's cache."""
+
+    phase = "generate"
+    marker = SentBatch
+
+    def run(self, item: dict[str, Any]) -> SentBatch:
+        import uuid
+
+        config = self.spec.generate
+        # a retried task writes new cache segments beside the failed attempt's, never over them
+        cache = ResponseCache(
+            item["cache"], self.spec.output.storage_options, writer=f"{item['key']}-{uuid.uuid4().hex[:8]}"
+        )
+        backend = OpenAIBackend(config.backend, share=item["share"], cache=cache)
+        requests = [ChatRequest(tuple(r["messages"]), r["sampling"], r["seed"], r["context"]) for r in item["requests"]]
+        try:
+            responses = backend.complete(requests)
+        except BackendError as exc:  # the endpoint refuses the job: one clear line, not a traceback
+            raise UnitFailed(str(exc)) from None
+        return SentBatch(key=item["key"], responses=[r.to_json() for r in responses], stats=backend.stats.to_json())
+
+
+class Sender:
+    """``send(requests)`` for a method: the requests split over Ray tasks; answers in order."""
+
+    def __init__(self, spec: JobSpec, round_number: int, workers: int, progress: Progress) -> None:
+        self.spec = spec
+        self.round = round_number
+        self.workers = spec.generate.workers or workers
+        self.cache = OutputLayout(spec.output.uri).generate_cache(round_number)
+        self.progress = progress
+        self.stats = BackendStats()
+        self.calls = 0
+
+    def __call__(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        self.calls += 1
+        tasks = max(1, min(self.workers, len(requests)))
+        size = math.ceil(len(requests) / tasks)
+        items = [
+            {
+                "key": f"round-{self.round:05d}-step{self.calls}-{i:04d}",
+                "cache": self.cache,
+                "share": tasks,
+                "requests": [
+                    {"messages": list(r.messages), "sampling": r.sampling, "seed": r.seed, "context": r.context}
+                    for r in requests[start : start + size]
+                ],
+            }
+            for i, start in enumerate(range(0, len(requests), size))
+        ]
+        answers: dict[str, SentBatch] = {}
+        for batch in run_shard_tasks(RequestSender, self.spec, items, tasks):
+            answers[batch.key] = batch
+            self.stats.merge(BackendStats(**batch.stats))
+        return [ChatResponse.from_json(r) for item in items for r in answers[item["key"]].responses]
+
+
+def _records_table(spec: JobSpec, method: Any, records: list[dict[str, Any]]) -> pa.Table:
+    generate = spec.generate
+    provenance = {
+        "method": method.method,
+        "generator": generate.backend.model,
+        "endpoint_kind": generate.backend.kind,
+        "templates": [t.provenance() for t in method.templates()],
+        "sampling": json.dumps(generate.sampling.request_fields(), sort_keys=True),
+        "seed": spec.seed,
+    }
+    rows = [
+        {
+            "id": r["id"],
+            "domain": generate.domain,
+            "messages": as_messages(r),
+            "generation": {
+                **provenance,
+                "round": r["round"],
+                "parents": r["parents"],
+                "completion_tokens": r["completion_tokens"],
+            },
+        }
+        for r in records
+    ]
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+
+
+def _round_records(uri: str, options: storage.StorageOptions) -> list[dict[str, Any]]:
+    """A committed round's records, as the method remembers them."""
+    table = pq.read_table(io.BytesIO(storage.read_bytes(uri, options)))
+    records = []
+    for row in table.to_pylist():
+        user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
+        instruction, _, input_text = user.partition("\n\n")
+        records.append(
+            {
+                "id": row["id"],
+                "instruction": instruction,
+                "input": input_text,
+                "output": assistant,
+                "parents": row["generation"]["parents"],
+                "round": row["generation"]["round"],
+                "completion_tokens": row["generation"]["completion_tokens"],
+            }
+        )
+    return records
+
+
+def generation_hash(spec: JobSpec) -> str:
+    """What a round's output depends on: the method, backend model, sampling and seed (not the
+    endpoint's address, concurrency or limits)."""
+    generate = spec.generate.model_dump(mode="json")
+    backend = generate.pop("backend")
+    for key in ("max_requests", "workers"):
+        generate.pop(key)
+    return short_hash({"generate": generate, "model": backend["model"], "kind": backend["kind"], "seed": spec.seed})
+
+
+def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[GenerateMarker]:
+    """Runs rounds until the method is done or out of rounds; returns every round's marker."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    config = spec.generate.method_config()
+    check_budget(spec)
+    method = build_method(spec)
+    config_hash = generation_hash(spec)
+    markers: list[GenerateMarker] = []
+    progress.start("generate", total=config.target, unit="record")
+    checked = False
+    for round_number in range(1, config.max_rounds + 1):
+        if method.done():
+            break
+        marker_uri = layout.generate_marker(round_number)
+        if storage.exists(marker_uri, options):
+            marker = GenerateMarker.from_json(storage.read_json(marker_uri, options))
+            if marker.config_hash == config_hash:
+                method.remember(_round_records(layout.generated_round(round_number), options))
+                markers.append(marker)
+                progress.advance(marker.records)
+                continue
+        if not checked:  # before the first request: an unreachable endpoint fails here, naming it
+            OpenAIBackend(spec.generate.backend).check()
+            checked = True
+        started = time.perf_counter()
+        sender = Sender(spec, round_number, workers, progress)
+        result = method.round(round_number, sender)
+        table = _records_table(spec, method, result.records)
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        storage.write_bytes(layout.generated_round(round_number), sink.getvalue(), options)
+        marker = GenerateMarker(
+            round=round_number,
+            config_hash=config_hash,
+            method=method.method,
+            records=len(result.records),
+            candidates=result.candidates,
+            rejected=result.rejected,
+            requests=sender.stats.to_json(),
+            completion_tokens=sum(r["completion_tokens"] for r in result.records),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        storage.write_json(marker_uri, marker.to_json(), options)
+        markers.append(marker)
+        progress.advance(marker.records, docs=marker.records)
+        progress.log(
+            f"generate: round {round_number}: {marker.records} records kept of {marker.candidates} candidates, "
+            f"{sender.stats.requests} requests ({sender.stats.cache_hits} from the cache)"
+        )
+    kept = sum(m.records for m in markers)
+    if kept < config.target:
+        progress.log(
+            f"generate: {kept} of the {config.target} records wanted after {len(markers)} rounds "
+            "(generate.self_instruct.max_rounds); the job goes on with them"
+        )
+    return markers

@@ -1,0 +1,91 @@
+"""A small grammar of instructions, for generation tests: seed tasks in Self-Instruct's
+format, and the prompt/answer pairs the test model (tests/helpers/tiny_llm.py) is trained
+on, rendered with Refinery's own built-in prompt templates, so that the model's answers
+follow the formats the methods parse.
+
+The model learns to write a new instruction about the topic of the *last* example of a task
+list (examples are drawn and shuffled per request, so different prompts get different
+instructions) and to answer an instruction with an input and an output about its topic.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+VERBS = ["Write", "Describe", "Summarize", "Explain", "List", "Suggest", "Compare", "Outline"]
+ADJECTIVES = ["short", "simple", "clear", "detailed", "friendly", "careful"]
+NOUNS = ["story", "poem", "summary", "explanation", "plan", "letter", "guide", "review"]
+TOPICS = [
+    "rivers", "winter", "cooking", "trains", "gardens", "music", "bridges", "forests", "markets", "islands",
+    "bicycles", "libraries", "volcanoes", "harbors", "deserts", "orchards", "castles", "glaciers", "bakeries",
+    "lighthouses", "museums", "meadows", "canals", "festivals", "telescopes", "vineyards", "tunnels", "beaches",
+]  # fmt: skip
+
+
+def instruction(rng: random.Random, topic: str) -> str:
+    return f"{rng.choice(VERBS)} a {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} about {topic}."
+
+
+def topic_of(text: str) -> str:
+    return text.rstrip(".").rsplit(" ", 1)[-1]
+
+
+def instance(rng: random.Random, topic: str) -> tuple[str, str]:
+    if rng.random() < 0.5:
+        return "", f"Here is a {rng.choice(ADJECTIVES)} answer about {topic}: {topic} matter to many people."
+    return f"The reader likes {topic}.", f"A {rng.choice(NOUNS)} about {topic} for a reader who likes {topic}."
+
+
+def seed_tasks(n: int = 24, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    tasks = []
+    for i, topic in enumerate(rng.sample(TOPICS, n)):
+        text = instruction(rng, topic)
+        input_text, output = instance(rng, topic)
+        tasks.append(
+            {
+                "id": f"seed_task_{i}",
+                "name": f"task_{i}",
+                "instruction": text,
+                "instances": [{"input": input_text, "output": output}],
+                "is_classification": False,
+            }
+        )
+    return tasks
+
+
+def write_seed_tasks(path: Path, n: int = 24, seed: int = 0) -> Path:
+    path.write_text("".join(json.dumps(t) + "\n" for t in seed_tasks(n, seed)))
+    return path
+
+
+def training_pairs(n: int = 3000, seed: int = 1) -> list[dict]:
+    """``{"prompt", "completion"}`` pairs in the shape of Self-Instruct's two requests."""
+    from pipeline.generation.prompts import PromptTemplate
+    from pipeline.generation.self_instruct import INSTANCE_VARIABLES, TASKS_VARIABLES
+
+    tasks_template = PromptTemplate.load("builtin:self_instruct_tasks", TASKS_VARIABLES)
+    instance_template = PromptTemplate.load("builtin:self_instruct_instance", INSTANCE_VARIABLES)
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        if i % 2 == 0:
+            examples = [instruction(rng, rng.choice(TOPICS)) for _ in range(rng.randint(4, 8))]
+            topic = topic_of(examples[-1])
+            first, second = instruction(rng, topic), instruction(rng, topic)
+            completion = f"{first}\nTask {len(examples) + 2}: {second}"
+            pairs.append({"prompt": tasks_template.render(examples=examples), "completion": completion})
+        else:
+            topic = rng.choice(TOPICS)
+            shown = []
+            for _ in range(rng.randint(0, 3)):
+                other = rng.choice(TOPICS)
+                input_text, output = instance(rng, other)
+                shown.append({"instruction": instruction(rng, other), "input": input_text, "output": output})
+            input_text, output = instance(rng, topic)
+            completion = (f"Input: {input_text}\n" if input_text else "") + f"Output: {output}"
+            prompt = instance_template.render(instruction=instruction(rng, topic), examples=shown)
+            pairs.append({"prompt": prompt, "completion": completion})
+    return pairs
