@@ -108,9 +108,37 @@ class SelfInstructConfig(BaseModel):
             raise ValueError("min_words cannot exceed max_words")
         return self
 
-    def max_requests(self) -> int:
-        """At most: every round's task-list requests, and one request per kept instruction."""
-        return self.max_rounds * self.requests_per_round + self.target
+
+EVOLUTIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
+
+
+class EvolInstructConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed_instructions: str
+    """JSON lines with ``instruction`` (and optional ``input``): Alpaca records, Self-Instruct
+    seed tasks, or earlier generated records."""
+    max_seed_instructions: int | None = Field(None, ge=1)
+    """Use only the first this many."""
+    rounds: int = Field(4, ge=1)
+    """Evolutions of the whole pool (the paper: 4)."""
+    operations: list[Literal[EVOLUTIONS]] = list(EVOLUTIONS)
+    """Drawn uniformly per instruction and round: the five in-depth methods and in-breadth."""
+    equality_check: bool = True
+    """Ask the model whether an evolved instruction equals its original (no information gain: dropped)."""
+    depth_template: str = "builtin:evol_instruct_depth"
+    """Variables: ``instruction``, ``method`` (the in-depth method's text)."""
+    breadth_template: str = "builtin:evol_instruct_breadth"
+    """Variables: ``instruction``."""
+    equal_template: str = "builtin:evol_instruct_equal"
+    """Variables: ``first``, ``second``."""
+
+    @field_validator("operations")
+    @classmethod
+    def _some(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one operation")
+        return sorted(set(value), key=EVOLUTIONS.index)
 
 
 class GenerateConfig(BaseModel):
@@ -122,9 +150,11 @@ class GenerateConfig(BaseModel):
 
     backend: BackendConfig
     sampling: SamplingConfig = SamplingConfig()
-    method: Literal["self_instruct"]
+    method: Literal["self_instruct", "evol_instruct"]
     self_instruct: SelfInstructConfig | None = None
     """The method's settings; required when ``method: self_instruct``."""
+    evol_instruct: EvolInstructConfig | None = None
+    """Required when ``method: evol_instruct``."""
     max_requests: int = Field(10_000, ge=1)
     """Refuse to start when the method could need more requests than this (its upper bound:
     ``refinery run --dry-run`` prints it)."""
@@ -138,7 +168,7 @@ class GenerateConfig(BaseModel):
     def _method_section(self) -> GenerateConfig:
         if getattr(self, self.method) is None:
             raise ValueError(f"{self.method}: required for method: {self.method}")
-        for other in ("self_instruct",):
+        for other in ("self_instruct", "evol_instruct"):
             if other != self.method and getattr(self, other) is not None:
                 raise ValueError(f"{other}: given, but method is {self.method}")
         return self
@@ -148,22 +178,19 @@ class GenerateConfig(BaseModel):
 
     def file_problems(self, options: Any = None) -> list[str]:
         """The method's seed file and templates, read and checked as a run would."""
+        from pipeline.generation.methods import METHODS
         from pipeline.generation.prompts import PromptTemplate, TemplateError
-        from pipeline.generation.self_instruct import (
-            INSTANCE_VARIABLES,
-            TASKS_VARIABLES,
-            SeedTaskError,
-            load_seed_tasks,
-        )
+        from pipeline.generation.rounds import SeedTaskError, load_instructions
 
-        config = self.self_instruct
-        key = "generate.self_instruct"
+        method = METHODS[self.method]
+        config = self.method_config()
+        key = f"generate.{self.method}"
         problems = []
         try:
-            load_seed_tasks(config.seed_tasks, options)
+            load_instructions(getattr(config, method.SEED_FIELD), options, method.INSTANCES_REQUIRED)
         except SeedTaskError as exc:
-            problems.append(f"{key}.seed_tasks: {exc}")
-        for field_name, variables in (("tasks_template", TASKS_VARIABLES), ("instance_template", INSTANCE_VARIABLES)):
+            problems.append(f"{key}.{method.SEED_FIELD}: {exc}")
+        for field_name, variables in method.TEMPLATE_VARIABLES.items():
             try:
                 PromptTemplate.load(getattr(config, field_name), variables, options)
             except TemplateError as exc:

@@ -13,12 +13,10 @@ the same records."""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core import storage
@@ -26,6 +24,7 @@ from pipeline.generation.client import ChatRequest, ChatResponse
 from pipeline.generation.config import SelfInstructConfig
 from pipeline.generation.prompts import PromptTemplate
 from pipeline.generation.rouge import SimilarityPool
+from pipeline.generation.rounds import RoundResult, load_instructions
 
 REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|as an ai\b|i cannot|i can'?t (help|assist|do)|i am unable|i'?m unable)",
@@ -38,49 +37,6 @@ _NEXT_EXAMPLE = re.compile(r"\n\s*(?:Task|Input|Example)\s*\d*\s*:", re.IGNORECA
 
 TASKS_VARIABLES = {"examples"}
 INSTANCE_VARIABLES = {"instruction", "examples"}
-
-
-@dataclass(frozen=True)
-class SeedTask:
-    id: str
-    instruction: str
-    input: str
-    output: str
-
-
-class SeedTaskError(ValueError):
-    pass
-
-
-def load_seed_tasks(uri: str, options: storage.StorageOptions | None = None) -> list[SeedTask]:
-    """The seed file's tasks; a line without an instruction or an instance is an error naming
-    the file, the line and the missing field."""
-    try:
-        lines = storage.read_bytes(uri, options).decode("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SeedTaskError(f"cannot read seed tasks {uri}: {exc}") from None
-    tasks = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{uri} line {number}"
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise SeedTaskError(f"{where}: not JSON ({exc})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("instruction"), str) or not record["instruction"]:
-            raise SeedTaskError(f"{where}: no 'instruction' (a non-empty string)")
-        instances = record.get("instances")
-        if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
-            raise SeedTaskError(f"{where}: no 'instances' (a list of {{input, output}})")
-        first = instances[0]
-        if not isinstance(first.get("output"), str):
-            raise SeedTaskError(f"{where}: instances[0] has no 'output' string")
-        task_id = str(record.get("id") or record.get("name") or f"seed_{number}")
-        tasks.append(SeedTask(task_id, record["instruction"].strip(), str(first.get("input") or ""), first["output"]))
-    if not tasks:
-        raise SeedTaskError(f"{uri} holds no seed tasks")
-    return tasks
 
 
 def split_tasks(text: str, cut_short: bool) -> list[str]:
@@ -131,21 +87,13 @@ def parse_instance(text: str) -> tuple[str, str] | str:
     return input_text, output
 
 
-@dataclass
-class RoundResult:
-    records: list[dict[str, Any]] = field(default_factory=list)
-    """Kept: ``id``, ``instruction``, ``input``, ``output``, ``parents``, ``round``, ``completion_tokens``."""
-    rejected: dict[str, int] = field(default_factory=dict)
-    candidates: int = 0
-
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-
 class SelfInstruct:
     """One method instance per job; ``round`` runs one round against ``send``."""
 
     method = "self_instruct"
+    SEED_FIELD = "seed_tasks"
+    INSTANCES_REQUIRED = True
+    TEMPLATE_VARIABLES = {"tasks_template": TASKS_VARIABLES, "instance_template": INSTANCE_VARIABLES}
 
     def __init__(
         self,
@@ -157,7 +105,7 @@ class SelfInstruct:
         self.config = config
         self.sampling = sampling
         self.seed = seed
-        self.seeds = load_seed_tasks(config.seed_tasks, options)
+        self.seeds = load_instructions(config.seed_tasks, options, instances_required=True)
         self.tasks_template = PromptTemplate.load(config.tasks_template, TASKS_VARIABLES, options)
         self.instance_template = PromptTemplate.load(config.instance_template, INSTANCE_VARIABLES, options)
         self.pool = SimilarityPool([t.instruction for t in self.seeds])
@@ -165,6 +113,28 @@ class SelfInstruct:
 
     def templates(self) -> list[PromptTemplate]:
         return [self.tasks_template, self.instance_template]
+
+    def max_requests(self) -> int:
+        """At most: every round's task-list requests, and one request per kept instruction."""
+        return self.config.max_rounds * self.config.requests_per_round + self.config.target
+
+    def budget_formula(self) -> str:
+        c = self.config
+        return f"max_rounds {c.max_rounds} x requests_per_round {c.requests_per_round} + target {c.target}"
+
+    def max_rounds(self) -> int:
+        return self.config.max_rounds
+
+    def first_requests(self) -> list[ChatRequest]:
+        return self.task_requests(1)[0]
+
+    def shortfall(self) -> str | None:
+        if len(self.machine) >= self.config.target:
+            return None
+        return (
+            f"{len(self.machine)} of the {self.config.target} records wanted after {self.config.max_rounds} rounds "
+            "(generate.self_instruct.max_rounds)"
+        )
 
     def remember(self, records: list[dict[str, Any]]) -> None:
         """Adds a committed round's records to the pool (on resume, rounds already done)."""
@@ -258,12 +228,12 @@ class SelfInstruct:
                 result.reject(parsed)
                 continue
             input_text, output = parsed
+            prompt = text + (f"\n\n{input_text}" if input_text else "")
             result.records.append(
                 {
                     "id": f"self_instruct-r{round_number:03d}-{index:05d}",
                     "instruction": text,
-                    "input": input_text,
-                    "output": output,
+                    "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}],
                     "parents": example_ids,
                     "round": round_number,
                     "completion_tokens": response.completion_tokens,
@@ -271,10 +241,3 @@ class SelfInstruct:
             )
         self.remember(result.records)
         return result
-
-
-def as_messages(record: dict[str, Any]) -> list[dict[str, str]]:
-    """A record as OpenAI chat messages: the instruction (and input) from the user, the output
-    from the assistant."""
-    prompt = record["instruction"] + (f"\n\n{record['input']}" if record["input"] else "")
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]

@@ -26,7 +26,7 @@ from pipeline.core.markers import GenerateMarker, SentBatch
 from pipeline.core.progress import Progress
 from pipeline.generation.cache import ResponseCache
 from pipeline.generation.client import BackendError, BackendStats, ChatRequest, ChatResponse, OpenAIBackend
-from pipeline.generation.self_instruct import SelfInstruct, as_messages
+from pipeline.generation.methods import build_method as _build_method
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 
 RECORD_SCHEMA = pa.schema(
@@ -45,6 +45,7 @@ RECORD_SCHEMA = pa.schema(
                     ("sampling", pa.string()),
                     ("seed", pa.int64()),
                     ("round", pa.int32()),
+                    ("instruction", pa.string()),
                     ("parents", pa.list_(pa.string())),
                     ("completion_tokens", pa.int64()),
                 ]
@@ -59,17 +60,15 @@ class GenerationBudgetError(RuntimeError):
 
 
 def build_method(spec: JobSpec):
-    generate = spec.generate
-    options = spec.output.storage_options
-    return SelfInstruct(generate.self_instruct, generate.sampling.request_fields(), spec.seed, options)
+    return _build_method(spec.generate, spec.seed, spec.output.storage_options)
 
 
 def plan_requests(spec: JobSpec) -> dict[str, Any]:
     """What ``--dry-run`` prints: the most requests the job can send and roughly how many
     tokens (prompts estimated at 4 characters a token from the first round's prompts)."""
     method = build_method(spec)
-    most = spec.generate.method_config().max_requests()
-    first, _ = method.task_requests(1)
+    most = method.max_requests()
+    first = method.first_requests()
     prompt_tokens = sum(r.estimated_tokens() - int(r.sampling["max_tokens"]) for r in first) / max(1, len(first))
     completion = spec.generate.sampling.max_tokens
     return {
@@ -82,14 +81,14 @@ def plan_requests(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-def check_budget(spec: JobSpec) -> None:
-    most = spec.generate.method_config().max_requests()
+def check_budget(spec: JobSpec, method: Any = None) -> None:
+    method = method or build_method(spec)
+    most = method.max_requests()
     if most > spec.generate.max_requests:
-        config = spec.generate.method_config()
         raise GenerationBudgetError(
-            f"generate.max_requests: this job could send up to {most:,} requests (max_rounds {config.max_rounds} x "
-            f"requests_per_round {config.requests_per_round} + target {config.target}), more than max_requests "
-            f"({spec.generate.max_requests:,}); raise max_requests or lower the method's rounds or target"
+            f"generate.max_requests: this job could send up to {most:,} requests ({method.budget_formula()}), more "
+            f"than max_requests ({spec.generate.max_requests:,}); raise max_requests or lower the method's rounds "
+            "or target"
         )
 
 
@@ -165,9 +164,10 @@ def _records_table(spec: JobSpec, method: Any, records: list[dict[str, Any]]) ->
         {
             "id": r["id"],
             "domain": generate.domain,
-            "messages": as_messages(r),
+            "messages": r["messages"],
             "generation": {
                 **provenance,
+                "instruction": r["instruction"],
                 "round": r["round"],
                 "parents": r["parents"],
                 "completion_tokens": r["completion_tokens"],
@@ -179,24 +179,19 @@ def _records_table(spec: JobSpec, method: Any, records: list[dict[str, Any]]) ->
 
 
 def _round_records(uri: str, options: storage.StorageOptions) -> list[dict[str, Any]]:
-    """A committed round's records, as the method remembers them."""
+    """A committed round's records, in the shape its method made them."""
     table = pq.read_table(io.BytesIO(storage.read_bytes(uri, options)))
-    records = []
-    for row in table.to_pylist():
-        user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
-        instruction, _, input_text = user.partition("\n\n")
-        records.append(
-            {
-                "id": row["id"],
-                "instruction": instruction,
-                "input": input_text,
-                "output": assistant,
-                "parents": row["generation"]["parents"],
-                "round": row["generation"]["round"],
-                "completion_tokens": row["generation"]["completion_tokens"],
-            }
-        )
-    return records
+    return [
+        {
+            "id": row["id"],
+            "instruction": row["generation"]["instruction"],
+            "messages": row["messages"],
+            "parents": row["generation"]["parents"],
+            "round": row["generation"]["round"],
+            "completion_tokens": row["generation"]["completion_tokens"],
+        }
+        for row in table.to_pylist()
+    ]
 
 
 def generation_hash(spec: JobSpec) -> str:
@@ -213,14 +208,14 @@ def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[Genera
     """Runs rounds until the method is done or out of rounds; returns every round's marker."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
-    config = spec.generate.method_config()
-    check_budget(spec)
     method = build_method(spec)
+    check_budget(spec, method)
     config_hash = generation_hash(spec)
     markers: list[GenerateMarker] = []
-    progress.start("generate", total=config.target, unit="record")
+    rounds = method.max_rounds()
+    progress.start("generate", total=rounds, unit="round")
     checked = False
-    for round_number in range(1, config.max_rounds + 1):
+    for round_number in range(1, rounds + 1):
         if method.done():
             break
         marker_uri = layout.generate_marker(round_number)
@@ -229,7 +224,7 @@ def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[Genera
             if marker.config_hash == config_hash:
                 method.remember(_round_records(layout.generated_round(round_number), options))
                 markers.append(marker)
-                progress.advance(marker.records)
+                progress.advance(1, docs=0)
                 continue
         if not checked:  # before the first request: an unreachable endpoint fails here, naming it
             OpenAIBackend(spec.generate.backend).check()
@@ -254,15 +249,12 @@ def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[Genera
         )
         storage.write_json(marker_uri, marker.to_json(), options)
         markers.append(marker)
-        progress.advance(marker.records, docs=marker.records)
+        progress.advance(1, docs=marker.records)
         progress.log(
             f"generate: round {round_number}: {marker.records} records kept of {marker.candidates} candidates, "
             f"{sender.stats.requests} requests ({sender.stats.cache_hits} from the cache)"
         )
-    kept = sum(m.records for m in markers)
-    if kept < config.target:
-        progress.log(
-            f"generate: {kept} of the {config.target} records wanted after {len(markers)} rounds "
-            "(generate.self_instruct.max_rounds); the job goes on with them"
-        )
+    shortfall = method.shortfall()
+    if shortfall:
+        progress.log(f"generate: {shortfall}; the job goes on with the records it has")
     return markers

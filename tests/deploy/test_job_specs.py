@@ -179,7 +179,11 @@ def named_files(spec: dict[str, Any], assets: dict[str, Path]) -> Iterator[tuple
     generate = spec.get("generate")
     chat = generate is not None or spec["input"].get("chat") is not None
     if generate is not None:  # its input is what it generates
-        yield "generate.self_instruct.seed_tasks", generate["self_instruct"]["seed_tasks"], [assets["seed_tasks"]]
+        from pipeline.generation.methods import METHODS
+
+        field = METHODS[generate["method"]].SEED_FIELD
+        key = f"generate.{generate['method']}.{field}"
+        yield key, generate[generate["method"]][field], [assets["seed_tasks"]]
     else:
         inputs = sorted(p for p in assets["chat"].iterdir() if not p.name.startswith("_")) if chat else None
         yield "input.uri", spec["input"]["uri"], inputs or sorted(assets["corpus"].glob("*.parquet"))
@@ -250,16 +254,16 @@ def _local_put(source: Path, target: str) -> None:
 
 @pytest.mark.parametrize("spec_path", LOCAL_SPECS, ids=[p.name for p in LOCAL_SPECS])
 def test_local_spec_validates_with_its_files(spec_path, assets, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # relative paths in a spec resolve against the working directory
+    # relative paths in a spec resolve against the working directory; one level down, so that
+    # a spec's ../shared/... lands inside this test's own directory
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     spec = _spec(spec_path)
 
     code, _, err = validate(spec_path, [], capsys)
     if "generate" in spec:  # a generation job's input is what it generates; its seeds must be there
-        assert (
-            code == 2
-            and f"generate.self_instruct.seed_tasks: cannot read seed tasks {spec['generate']['self_instruct']['seed_tasks']}"
-            in err
-        )
+        key, uri, _ = next(named_files(spec, assets))
+        assert code == 2 and f"{key}: cannot read seed tasks {uri}" in err
     else:
         assert code == 2 and f"input.uri: no input files found at '{spec['input']['uri']}'" in err
 
@@ -286,7 +290,8 @@ def test_local_spec_validates_with_its_files(spec_path, assets, tmp_path, monkey
 
 @pytest.mark.parametrize("spec_path", LOCAL_SPECS, ids=[p.name for p in LOCAL_SPECS])
 def test_local_spec_with_a_misspelled_key_fails_naming_it(spec_path, assets, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     put_all(_spec(spec_path), assets, _local_put)
     code, _, err = validate(with_bogus_key(spec_path, tmp_path), [], capsys)
     assert code == 2

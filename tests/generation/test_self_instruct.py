@@ -11,14 +11,8 @@ import pytest
 from pipeline.generation.config import SelfInstructConfig
 from pipeline.generation.prompts import PromptTemplate, TemplateError
 from pipeline.generation.rouge import SimilarityPool, lcs_length, rouge_l, rouge_tokens
-from pipeline.generation.self_instruct import (
-    TASKS_VARIABLES,
-    SeedTaskError,
-    instruction_problem,
-    load_seed_tasks,
-    parse_instance,
-    split_tasks,
-)
+from pipeline.generation.rounds import SeedTaskError, load_instructions
+from pipeline.generation.self_instruct import TASKS_VARIABLES, instruction_problem, parse_instance, split_tasks
 from tests.helpers import REPO
 
 SHARED_SEEDS = REPO.parent / "shared" / "data" / "synthetic" / "self_instruct_seed_tasks.jsonl"
@@ -97,20 +91,21 @@ def test_seed_files_load_and_bad_lines_are_named(tmp_path):
     path = tmp_path / "seeds.jsonl"
     path.write_text(json.dumps(good) + "\n\n" + json.dumps({"id": "t2", "instruction": "No instances."}) + "\n")
     with pytest.raises(SeedTaskError, match=r"seeds.jsonl line 3: no 'instances'"):
-        load_seed_tasks(str(path))
+        load_instructions(str(path), instances_required=True)
+    assert [t.instruction for t in load_instructions(str(path))] == ["Add the numbers.", "No instances."]
     path.write_text(json.dumps(good) + "\n{not json\n")
     with pytest.raises(SeedTaskError, match=r"line 2: not JSON"):
-        load_seed_tasks(str(path))
+        load_instructions(str(path), instances_required=True)
     path.write_text(json.dumps(good) + "\n")
-    (task,) = load_seed_tasks(str(path))
+    (task,) = load_instructions(str(path), instances_required=True)
     assert (task.id, task.instruction, task.input, task.output) == ("t1", "Add the numbers.", "1 2", "3")
     with pytest.raises(SeedTaskError, match="cannot read seed tasks"):
-        load_seed_tasks(str(tmp_path / "missing.jsonl"))
+        load_instructions(str(tmp_path / "missing.jsonl"))
 
 
 @pytest.mark.skipif(not SHARED_SEEDS.exists(), reason="../shared/data/synthetic is absent")
 def test_the_papers_175_seed_tasks_load():
-    tasks = load_seed_tasks(str(SHARED_SEEDS))
+    tasks = load_instructions(str(SHARED_SEEDS), instances_required=True)
     assert len(tasks) == 175 and len({t.id for t in tasks}) == 175
     pool = SimilarityPool([t.instruction for t in tasks])
     assert pool.most_similar(tasks[0].instruction) == 1.0
@@ -121,7 +116,7 @@ def test_templates_render_strictly_and_name_unknown_variables(tmp_path):
     assert builtin.render(examples=["A.", "B."]) == "Come up with a series of tasks:\nTask 1: A.\nTask 2: B.\nTask 3:"
     assert len(builtin.sha256) == 64 and builtin.provenance()["template"] == "self_instruct_tasks"
     with pytest.raises(
-        TemplateError, match="no built-in template 'nope'; built in: self_instruct_instance, self_instruct_tasks"
+        TemplateError, match="no built-in template 'nope'; built in: evol_instruct_breadth, .*, self_instruct_tasks"
     ):
         PromptTemplate.load("builtin:nope", TASKS_VARIABLES)
     broken = tmp_path / "broken.jinja"

@@ -5,7 +5,10 @@ follow the formats the methods parse.
 
 The model learns to write a new instruction about the topic of the *last* example of a task
 list (examples are drawn and shuffled per request, so different prompts get different
-instructions) and to answer an instruction with an input and an output about its topic.
+instructions), to answer an instruction with an input and an output about its topic, and,
+for Evol-Instruct, to rewrite an instruction about the same topic with an added demand (in
+depth) or about another topic (in breadth), to judge two instructions Equal or Not Equal,
+and to answer an instruction.
 """
 
 from __future__ import annotations
@@ -28,8 +31,22 @@ def instruction(rng: random.Random, topic: str) -> str:
     return f"{rng.choice(VERBS)} a {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} about {topic}."
 
 
+EXTRAS = [
+    "give two examples",
+    "use three steps",
+    "name one risk",
+    "keep it under fifty words",
+    "add a table",
+    "explain each step",
+]
+
+
 def topic_of(text: str) -> str:
-    return text.rstrip(".").rsplit(" ", 1)[-1]
+    return text.split(" about ", 1)[-1].split(" ")[0].rstrip(".")
+
+
+def answer(rng: random.Random, topic: str) -> str:
+    return f"Here is a {rng.choice(ADJECTIVES)} answer about {topic}: {topic} matter to many people."
 
 
 def instance(rng: random.Random, topic: str) -> tuple[str, str]:
@@ -61,17 +78,43 @@ def write_seed_tasks(path: Path, n: int = 24, seed: int = 0) -> Path:
     return path
 
 
-def training_pairs(n: int = 3000, seed: int = 1) -> list[dict]:
-    """``{"prompt", "completion"}`` pairs in the shape of Self-Instruct's two requests."""
+def training_pairs(n: int = 4000, seed: int = 1) -> list[dict]:
+    """``{"prompt", "completion"}`` pairs in the shape of Self-Instruct's two requests and
+    Evol-Instruct's four."""
+    from pipeline.generation.evol_instruct import DEPTH_METHODS, EvolInstruct
     from pipeline.generation.prompts import PromptTemplate
     from pipeline.generation.self_instruct import INSTANCE_VARIABLES, TASKS_VARIABLES
 
     tasks_template = PromptTemplate.load("builtin:self_instruct_tasks", TASKS_VARIABLES)
     instance_template = PromptTemplate.load("builtin:self_instruct_instance", INSTANCE_VARIABLES)
+    evol = {
+        name: PromptTemplate.load(f"builtin:evol_instruct_{name}", EvolInstruct.TEMPLATE_VARIABLES[f"{name}_template"])
+        for name in ("depth", "breadth", "equal")
+    }
     rng = random.Random(seed)
     pairs = []
     for i in range(n):
-        if i % 2 == 0:
+        kind = i % 6
+        if kind >= 2:
+            topic = rng.choice(TOPICS)
+            given = instruction(rng, topic)
+            if rng.random() < 0.3:
+                given = given.rstrip(".") + f" and {rng.choice(EXTRAS)}."
+            if kind == 2:
+                prompt = evol["depth"].render(instruction=given, method=rng.choice(list(DEPTH_METHODS.values())))
+                completion = instruction(rng, topic).rstrip(".") + f" and {rng.choice(EXTRAS)}."
+            elif kind == 3:
+                prompt = evol["breadth"].render(instruction=given)
+                completion = instruction(rng, rng.choice(TOPICS))
+            elif kind == 4:
+                same = rng.random() < 0.2
+                other = given if same else instruction(rng, topic).rstrip(".") + f" and {rng.choice(EXTRAS)}."
+                prompt = evol["equal"].render(first=given, second=other)
+                completion = "Equal" if same else "Not Equal"
+            else:
+                prompt, completion = given, answer(rng, topic)
+            pairs.append({"prompt": prompt, "completion": completion})
+        elif kind == 0:
             examples = [instruction(rng, rng.choice(TOPICS)) for _ in range(rng.randint(4, 8))]
             topic = topic_of(examples[-1])
             first, second = instruction(rng, topic), instruction(rng, topic)
