@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -141,6 +142,42 @@ class EvolInstructConfig(BaseModel):
         return sorted(set(value), key=EVOLUTIONS.index)
 
 
+class JudgeConfig(BaseModel):
+    """Rejection sampling with an LLM judge (the same backend answers and judges)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: str
+    """JSON lines with ``instruction`` (and optional ``input``)."""
+    candidates: int = Field(4, ge=1, le=64)
+    """Answers sampled per prompt, each with its own seed."""
+    keep: Literal["best", "above_min"] = "best"
+    """``best``: the highest-scored answer of a prompt (at or above ``min_score`` if set);
+    ``above_min``: every answer scored at or above ``min_score``."""
+    min_score: float | None = None
+    judge_template: str = "builtin:judge_score"
+    """Variables: ``instruction``, ``response``. The built-in one is MT-Bench's single-answer
+    grading prompt, asking for ``Score: N`` from 1 to 10."""
+    score_pattern: str = r"(?i)score\s*[:=]?\s*\[*\s*(\d+(?:\.\d+)?)"
+    """A regular expression whose first group is the score; the last match in range counts."""
+    score_range: tuple[float, float] = (1.0, 10.0)
+    judge_sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=256)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeConfig:
+        if self.keep == "above_min" and self.min_score is None:
+            raise ValueError("keep: above_min needs min_score")
+        try:
+            groups = re.compile(self.score_pattern).groups
+        except re.error as exc:
+            raise ValueError(f"score_pattern is not a regular expression: {exc}") from None
+        if groups < 1:
+            raise ValueError("score_pattern needs a group around the score, e.g. Score: (\\d+)")
+        if self.score_range[0] > self.score_range[1]:
+            raise ValueError("score_range: the low end is above the high end")
+        return self
+
+
 class GenerateConfig(BaseModel):
     """A generation job (``generate:`` in the spec): rounds of requests to an LLM backend
     whose answers become the job's input records (OpenAI chat messages, with provenance),
@@ -150,11 +187,13 @@ class GenerateConfig(BaseModel):
 
     backend: BackendConfig
     sampling: SamplingConfig = SamplingConfig()
-    method: Literal["self_instruct", "evol_instruct"]
+    method: Literal["self_instruct", "evol_instruct", "judge"]
     self_instruct: SelfInstructConfig | None = None
     """The method's settings; required when ``method: self_instruct``."""
     evol_instruct: EvolInstructConfig | None = None
     """Required when ``method: evol_instruct``."""
+    judge: JudgeConfig | None = None
+    """Required when ``method: judge``."""
     max_requests: int = Field(10_000, ge=1)
     """Refuse to start when the method could need more requests than this (its upper bound:
     ``refinery run --dry-run`` prints it)."""
@@ -168,7 +207,7 @@ class GenerateConfig(BaseModel):
     def _method_section(self) -> GenerateConfig:
         if getattr(self, self.method) is None:
             raise ValueError(f"{self.method}: required for method: {self.method}")
-        for other in ("self_instruct", "evol_instruct"):
+        for other in ("self_instruct", "evol_instruct", "judge"):
             if other != self.method and getattr(self, other) is not None:
                 raise ValueError(f"{other}: given, but method is {self.method}")
         return self

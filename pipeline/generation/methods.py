@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.generation.evol_instruct import EvolInstruct
+from pipeline.generation.judge import JudgedSampling
 from pipeline.generation.self_instruct import SelfInstruct
 
-METHODS = {cls.method: cls for cls in (SelfInstruct, EvolInstruct)}
+METHODS = {cls.method: cls for cls in (SelfInstruct, EvolInstruct, JudgedSampling)}
 
 
 def build_method(generate: Any, seed: int, options: Any = None):

@@ -48,6 +48,7 @@ RECORD_SCHEMA = pa.schema(
                     ("instruction", pa.string()),
                     ("parents", pa.list_(pa.string())),
                     ("completion_tokens", pa.int64()),
+                    ("score", pa.float64()),
                 ]
             ),
         ),
@@ -171,6 +172,7 @@ def _records_table(spec: JobSpec, method: Any, records: list[dict[str, Any]]) ->
                 "round": r["round"],
                 "parents": r["parents"],
                 "completion_tokens": r["completion_tokens"],
+                "score": r.get("score"),
             },
         }
         for r in records
@@ -189,6 +191,7 @@ def _round_records(uri: str, options: storage.StorageOptions) -> list[dict[str, 
             "parents": row["generation"]["parents"],
             "round": row["generation"]["round"],
             "completion_tokens": row["generation"]["completion_tokens"],
+            "score": row["generation"]["score"],
         }
         for row in table.to_pylist()
     ]

@@ -8,7 +8,7 @@ list (examples are drawn and shuffled per request, so different prompts get diff
 instructions), to answer an instruction with an input and an output about its topic, and,
 for Evol-Instruct, to rewrite an instruction about the same topic with an added demand (in
 depth) or about another topic (in breadth), to judge two instructions Equal or Not Equal,
-and to answer an instruction.
+and to answer an instruction; and, as a judge, to write ``Score: N``.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def write_seed_tasks(path: Path, n: int = 24, seed: int = 0) -> Path:
     return path
 
 
-def training_pairs(n: int = 4000, seed: int = 1) -> list[dict]:
-    """``{"prompt", "completion"}`` pairs in the shape of Self-Instruct's two requests and
-    Evol-Instruct's four."""
+def training_pairs(n: int = 4200, seed: int = 1) -> list[dict]:
+    """``{"prompt", "completion"}`` pairs in the shape of Self-Instruct's two requests,
+    Evol-Instruct's four and the judge's."""
     from pipeline.generation.evol_instruct import DEPTH_METHODS, EvolInstruct
     from pipeline.generation.prompts import PromptTemplate
     from pipeline.generation.self_instruct import INSTANCE_VARIABLES, TASKS_VARIABLES
@@ -91,11 +91,18 @@ def training_pairs(n: int = 4000, seed: int = 1) -> list[dict]:
         name: PromptTemplate.load(f"builtin:evol_instruct_{name}", EvolInstruct.TEMPLATE_VARIABLES[f"{name}_template"])
         for name in ("depth", "breadth", "equal")
     }
+    judge = PromptTemplate.load("builtin:judge_score", {"instruction", "response"})
     rng = random.Random(seed)
     pairs = []
     for i in range(n):
-        kind = i % 6
-        if kind >= 2:
+        kind = i % 7
+        if kind == 6:
+            topic = rng.choice(TOPICS)
+            prompt = judge.render(instruction=instruction(rng, topic), response=answer(rng, rng.choice(TOPICS)))
+            pairs.append(
+                {"prompt": prompt, "completion": f"The answer is {rng.choice(ADJECTIVES)}. Score: {rng.randint(1, 10)}"}
+            )
+        elif kind >= 2:
             topic = rng.choice(TOPICS)
             given = instruction(rng, topic)
             if rng.random() < 0.3:

@@ -61,7 +61,7 @@ def build(text_file: Path, out: Path, pairs_file: Path | None = None) -> None:
     model.save_pretrained(out)
 
 
-def train(model, tokenizer, pairs: list[dict], steps: int = 900, batch: int = 16) -> None:
+def train(model, tokenizer, pairs: list[dict], steps: int = 1000, batch: int = 16) -> None:
     torch.set_num_threads(2)
     examples = []
     for pair in pairs:

@@ -1,0 +1,52 @@
+"""Rejection sampling with a judge: score parsing on its own, and a job against the real
+server (tests/helpers/llm_server.py) keeping the best-scored answer per prompt."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.core.progress import Progress
+from pipeline.generation.config import JudgeConfig
+from pipeline.generation.judge import parse_score
+from pipeline.runner import run_job
+from tests.generation.test_self_instruct_job import _generated, chat_tokenizer, generation_spec  # noqa: F401
+from tests.helpers.instruction_grammar import write_seed_tasks
+
+PATTERN = re.compile(JudgeConfig(prompts="x").score_pattern)
+
+
+def test_scores_parse_from_the_judges_text_or_not_at_all():
+    assert parse_score("Clear and correct. Score: 8", PATTERN, 1, 10) == 8.0
+    assert parse_score("score=7.5", PATTERN, 1, 10) == 7.5
+    assert parse_score("Score: [[9]]", PATTERN, 1, 10) == 9.0
+    assert parse_score("Score: 3 at first, but on reflection Score: 6", PATTERN, 1, 10) == 6.0
+    assert parse_score("Score: 42", PATTERN, 1, 10) is None  # out of range
+    assert parse_score("A fine answer.", PATTERN, 1, 10) is None
+    with pytest.raises(ValidationError, match="keep: above_min needs min_score"):
+        JudgeConfig(prompts="x", keep="above_min")
+    with pytest.raises(ValidationError, match="needs a group"):
+        JudgeConfig(prompts="x", score_pattern="Score: \\d+")
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_the_best_scored_candidate_of_each_prompt_is_kept(llm_server, chat_tokenizer, tmp_path):  # noqa: F811
+    prompts = write_seed_tasks(tmp_path / "prompts.jsonl", n=6)
+    out = tmp_path / "out"
+    spec = generation_spec(llm_server.base_url, llm_server.model, prompts, out, chat_tokenizer)
+    del spec["generate"]["self_instruct"]
+    spec["generate"]["method"] = "judge"
+    spec["generate"]["judge"] = {"prompts": str(prompts), "candidates": 3}
+    report = run_job(spec, progress=Progress(quiet=True)).report
+
+    generation = report["generation"]
+    records = _generated(out)
+    assert 0 < generation["records"] == len(records) <= 6
+    assert generation["candidates"] == 18 == len(records) + sum(generation["rejected"].values())
+    assert set(generation["rejected"]) <= {"judge_not_best", "judge_score_unparseable", "refused", "empty_output"}
+    assert len({r["generation"]["parents"][0] for r in records}) == len(records)  # one per prompt
+    assert all(1 <= r["generation"]["score"] <= 10 for r in records)
+    assert {t["template"] for t in records[0]["generation"]["templates"]} == {"judge_score"}
+    assert report["balance"]["ok"] and report["totals"]["input_docs"] == len(records)
