@@ -96,11 +96,13 @@ def bench_sft_job(sizes: list[int], tmp: Path, overrides: list[str]) -> dict:
                 "wall_s": wall,
                 "conversations_per_s_per_core": n / wall / common.cores(),
                 "peak_rss_bytes": report["peak_rss_bytes"],
+                "peak_private_bytes": report["peak_private_bytes"],
                 "tokens": report["totals"]["tokens"],
                 "packing_efficiency": report["chat"]["output"]["packing_efficiency"],
                 "kept": report["totals"]["kept_docs"],
                 "phases": {p["name"]: p["seconds"] for p in report["phases"]},
                 "phase_peak_rss_bytes": {p["name"]: p["peak_rss_bytes"] for p in report["phases"]},
+                "phase_peak_private_bytes": {p["name"]: p["peak_private_bytes"] for p in report["phases"]},
             }
         )
         print(json.dumps(runs[-1]), flush=True)

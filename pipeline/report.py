@@ -148,6 +148,7 @@ def build_report(run: RunRecord) -> Report:
         ],
         "phases": run.phases,
         "peak_rss_bytes": run.peak_rss_bytes,
+        "peak_private_bytes": run.peak_private_bytes,
         "shards": shard_rows,
         "dedup_index": run.dedup.index,
         "output_kind": run.spec.output.kind,
@@ -559,7 +560,17 @@ def render_markdown(built: Report) -> str:
         for step, seconds in ((s["step"], s["seconds"]) for s in steps):
             rate = t["input_bytes"] / seconds / 1e6 if seconds else 0.0
             lines.append(f"| {step} | {seconds:,.2f} | {seconds / total:.1%} | {rate:,.1f} |")
-    lines += ["", f"Peak RSS of any Refinery or Ray process on this machine: {_mb(report['peak_rss_bytes'])}.", ""]
+    private = (
+        f" ({_mb(report['peak_private_bytes'])} without shared pages: the object store's, mapped by the workers "
+        "that used it)"
+        if report.get("peak_private_bytes")
+        else ""
+    )
+    lines += [
+        "",
+        f"Peak RSS of any Refinery or Ray process on this machine: {_mb(report['peak_rss_bytes'])}{private}.",
+        "",
+    ]
     unbalanced = [row for row in report["shards"] if not row["balanced"]]
     if unbalanced:
         lines += ["## Unbalanced shards", ""] + [f"- `{row['uri']}`" for row in unbalanced] + [""]

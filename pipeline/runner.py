@@ -138,7 +138,11 @@ class PeakMemory:
         self.interval_s = interval_s
         self.peak = 0
         self.peak_total = 0  # of the sum over processes (counts shared object-store pages once per process)
+        # of any one process, without shared pages (Ray's object store is shared memory that every
+        # worker which touched an object maps; it is bounded by ray.object_store_memory_mb)
+        self.peak_private = 0
         self.since_mark = 0  # the peak of any one process since the last mark (the phase's)
+        self.private_since_mark = 0
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -148,12 +152,15 @@ class PeakMemory:
         total = 0
         for process in [me, *me.children(recursive=True)]:
             try:
-                rss = process.memory_info().rss
+                info = process.memory_info()
             except psutil.Error:
                 continue
+            rss, private = info.rss, info.rss - getattr(info, "shared", 0)
             with self.lock:
                 self.peak = max(self.peak, rss)
                 self.since_mark = max(self.since_mark, rss)
+                self.peak_private = max(self.peak_private, private)
+                self.private_since_mark = max(self.private_since_mark, private)
             total += rss
         self.peak_total = max(self.peak_total, total)
 
@@ -161,12 +168,14 @@ class PeakMemory:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
-    def mark(self) -> int:
-        """The peak RSS of any one process since the last mark; starts the next span."""
+    def mark(self) -> tuple[int, int]:
+        """The peak RSS of any one process since the last mark, and the peak without shared
+        pages; starts the next span."""
         self._sample()
         with self.lock:
             peak, self.since_mark = self.since_mark, 0
-        return peak
+            private, self.private_since_mark = self.private_since_mark, 0
+        return peak, private
 
     def __enter__(self) -> PeakMemory:
         self._sample()
@@ -194,7 +203,7 @@ def _phase(name: str, started: float, docs: int, progress: Progress, memory: Pea
         "docs_processed": done["docs"],
         "docs_per_s": None if all_reused else round(done["docs"] / seconds, 1) if seconds > 0 else 0.0,
         "mb_per_s": None if all_reused else round(done["bytes"] / seconds / 1e6, 3) if seconds > 0 else 0.0,
-        "peak_rss_bytes": memory.mark(),
+        **dict(zip(("peak_rss_bytes", "peak_private_bytes"), memory.mark())),
     }
 
 
@@ -304,6 +313,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
             pack=pack_stats,
             phases=phases,
             peak_rss_bytes=memory.peak,
+            peak_private_bytes=memory.peak_private,
             prepared=prepared,
             snapshot=snapshot,
             work_units=progress.units,

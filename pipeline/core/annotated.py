@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.core import columns as cols
 from pipeline.core import storage
+from pipeline.core.blocks import sorted_by
 
 if TYPE_CHECKING:
     import ray.data
@@ -78,7 +79,7 @@ class AnnotatedShards:
         whose node is ``requests[key]``, renamed to ``names`` if given."""
         names = names or columns.names
         out_schema = pa.schema([*request_schema, *(pa.field(n, f.type) for n, f in zip(names, columns))])
-        return requests.sort(key).map_batches(
+        return sorted_by(requests, key).map_batches(
             _attach_rows,
             batch_size=None,
             batch_format="pyarrow",

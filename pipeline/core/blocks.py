@@ -4,6 +4,11 @@ Ray Data's sort makes as many output blocks as it gets input blocks, and every b
 costs tasks and objects in each later shuffle. Small intermediate datasets (edges,
 fetched rows) inherit block counts from much larger ones, so they are coalesced before
 their shuffles: blocks of up to ``TARGET_BLOCK_BYTES``, at least two per CPU.
+
+Every sort goes through ``sorted_by``: a pull-based sort of M blocks returns M x M pieces,
+and a piece under Ray's 100 KB inline limit is returned into its owner's, the driver's,
+own memory. Sorting 1M rows of dedup keys straight from 128 small annotated shards left
+~300 MB in the driver (16k pieces); coalesced first, a handful.
 """
 
 from __future__ import annotations
@@ -27,3 +32,8 @@ def right_sized(dataset: ray.data.Dataset) -> ray.data.Dataset:
     if dataset.num_blocks() <= target:
         return dataset
     return dataset.repartition(target).materialize()
+
+
+def sorted_by(dataset: ray.data.Dataset, key: str | list[str]) -> ray.data.Dataset:
+    """``dataset.sort(key)`` after coalescing its blocks (see the module's note)."""
+    return right_sized(dataset).sort(key)

@@ -206,6 +206,8 @@ class RunRecord:
     phases: list[dict[str, Any]] = field(default_factory=list)
     """Per phase: ``name``, ``seconds``, ``docs``, ``docs_per_s``, ``mb_per_s``."""
     peak_rss_bytes: int | None = None
+    peak_private_bytes: int | None = None
+    """The same without shared pages (the object store's, mapped by the workers that used it)."""
     prepared: dict[str, Any] = field(default_factory=dict)
     """What each capability's ``prepare_job`` returned, by key."""
     snapshot: str | None = None

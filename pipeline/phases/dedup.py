@@ -27,7 +27,7 @@ from pipeline.config import JobSpec
 from pipeline.core import columns as cols
 from pipeline.core import storage
 from pipeline.core.annotated import NODE, AnnotatedShards, node_ids, shard_ordinals, shards_and_rows
-from pipeline.core.blocks import right_sized
+from pipeline.core.blocks import right_sized, sorted_by
 from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker, DedupMarker, Marker, RemovedCounts
@@ -137,12 +137,12 @@ def duplicate_clusters(removals, shard_keys: list[str], max_depth: int = 8):
         merged = links.map_batches(_tagged, fn_kwargs={"link": True}, batch_format="pyarrow").union(
             counts.map_batches(_tagged, fn_kwargs={"link": False}, batch_format="pyarrow")
         )
-        step = right_sized(merged).sort(_KEY).map_batches(_follow_links, batch_size=None, batch_format="pyarrow")
+        step = sorted_by(merged, _KEY).map_batches(_follow_links, batch_size=None, batch_format="pyarrow")
         step = step.materialize()
         counts = step.select_columns([_KEY, _COUNT])
         if not step.sum(_MOVED):
             break
-    summed = right_sized(counts).sort(_KEY).map_batches(_sum_per_key, batch_size=None, batch_format="pyarrow")
+    summed = sorted_by(counts, _KEY).map_batches(_sum_per_key, batch_size=None, batch_format="pyarrow")
     return summed.map_batches(_as_survivor_rows, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
 
 
@@ -155,7 +155,7 @@ def combined_removals(stages: list[GlobalStage], shards: AnnotatedShards):
         for rank, stage in enumerate(stages)
     ]
     merged = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return merged.sort(NODE).map_batches(
+    return sorted_by(merged, NODE).map_batches(
         _first_stage_per_document,
         fn_kwargs={"first_new_node": shards.first_new_node},
         batch_size=None,

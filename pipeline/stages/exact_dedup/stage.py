@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
 from pipeline.core.annotated import NODE
+from pipeline.core.blocks import sorted_by
 from pipeline.stages.base import REMOVAL_SCHEMA, DocumentStage, GlobalStage, StageOutput, removal_table
 from pipeline.stages.exact_dedup.config import ExactDedupConfig
 from pipeline.stages.exact_dedup.normalize import normalize_for_dedup
@@ -54,7 +55,7 @@ class ExactDuplicates(GlobalStage):
         # (what Ray's own map_groups relies on); each block is then deduplicated vectorized.
         # Sorting by (hash, node) instead could split a hash's rows between two blocks.
         keys = shards.read([cols.SHARD, cols.ROW, cols.ID, EXACT_HASH])
-        return keys.sort(EXACT_HASH).map_batches(duplicates_in_block, batch_size=None, batch_format="pyarrow")
+        return sorted_by(keys, EXACT_HASH).map_batches(duplicates_in_block, batch_size=None, batch_format="pyarrow")
 
 
 def duplicates_in_block(block: pa.Table) -> pa.Table:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core.blocks import right_sized
+from pipeline.core.blocks import right_sized, sorted_by
 
 if TYPE_CHECKING:
     import ray.data
@@ -93,7 +93,7 @@ def _larger_first(block: pa.Table) -> pa.Table:
 
 
 def _by_source(edges: ray.data.Dataset, fn) -> ray.data.Dataset:
-    return edges.sort(SRC).map_batches(fn, batch_size=None, batch_format="pyarrow")
+    return sorted_by(edges, SRC).map_batches(fn, batch_size=None, batch_format="pyarrow")
 
 
 def connected_components(edges: ray.data.Dataset) -> ray.data.Dataset:

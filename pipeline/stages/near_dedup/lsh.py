@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
 from pipeline.core.annotated import NODE, AnnotatedShards, shards_and_rows
-from pipeline.core.blocks import right_sized
+from pipeline.core.blocks import right_sized, sorted_by
 from pipeline.core.columns import PERPLEXITY
 from pipeline.stages.base import GlobalStage, removal_table
 from pipeline.stages.near_dedup.components import DST, EDGE_SCHEMA, SRC, connected_components, distinct_edges
@@ -29,9 +29,11 @@ class NearDuplicates(GlobalStage):
 
     def find_removals(self, shards: AnnotatedShards):
         band_rows = shards.read([LSH_BANDS]).map_batches(_band_rows, batch_format="pyarrow")
-        edges = band_rows.sort(BAND_KEY).map_batches(_star_edges, batch_size=None, batch_format="pyarrow")
+        edges = sorted_by(band_rows, BAND_KEY).map_batches(_star_edges, batch_size=None, batch_format="pyarrow")
         # The same pair meets in several bands; count it once before anything is read for it.
-        edges = right_sized(edges.sort([SRC, DST]).map_batches(distinct_edges, batch_size=None, batch_format="pyarrow"))
+        edges = right_sized(
+            sorted_by(edges, [SRC, DST]).map_batches(distinct_edges, batch_size=None, batch_format="pyarrow")
+        )
         if self.config.verify != "none":
             edges = right_sized(self._verified(edges, shards))
         components = right_sized(connected_components(edges))
@@ -71,7 +73,7 @@ def _ranked_survivors(components, shards: AnnotatedShards, survivor: str):
     column, value_type, _ = _SURVIVOR_RANKING[survivor]
     members = components.map_batches(_members_with_root, batch_format="pyarrow")
     with_value = shards.attach(members, SRC, EDGE_SCHEMA, pa.schema([(column, value_type)]))
-    return with_value.sort(DST).map_batches(
+    return sorted_by(with_value, DST).map_batches(
         _point_at_best,
         fn_kwargs={"first_new": shards.first_new_node, "survivor": survivor},
         batch_size=None,
