@@ -32,6 +32,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.sft_job:main",
         "a whole chat job (--conversations 100000,1000000): conversations/s per core, peak RSS growth",
     ),
+    "generation": (
+        "benchmarks.generation:main",
+        "generation requests/s through one real server: the generate phase's Sender vs an asyncio openai loop",
+    ),
     "word_lists": ("benchmarks.word_lists:main", "the word lists stage (10,000 entries) vs a naive re alternation"),
     "url_blocklist": (
         "benchmarks.url_blocklist:main",

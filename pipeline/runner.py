@@ -333,7 +333,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
         storage.write_bytes(md_uri, markdown, out_options)
     check_balance(report)
     move_into_snapshot(spec, snapshot, pack_stats, progress)
-    manifest = write_manifest(spec, snapshot, plan, pack_stats, annotate_stats)
+    manifest = write_manifest(spec, snapshot, plan, pack_stats, annotate_stats, report.get("generation"))
     publish_latest(spec, snapshot, manifest)
     t = report["totals"]
     written = {

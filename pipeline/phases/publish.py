@@ -110,9 +110,10 @@ def write_manifest(
     plan: dict[str, Any],
     pack_stats: list[PackMarker],
     annotate_stats: list[AnnotateMarker],
+    generation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The commit point of a snapshot: written only after every shard it lists is complete,
-    and never again once written."""
+    and never again once written. ``generation``: a generation job's report section."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
     if storage.exists(layout.snapshot_manifest(snapshot), options):
@@ -171,9 +172,14 @@ def write_manifest(
         if spec.input.chat is not None:
             trained = sum(s.trained_tokens for s in pack_stats)
             manifest["totals"] |= {"trained_tokens": trained, "masked_tokens": manifest["totals"]["tokens"] - trained}
+    synthetic = {spec.generate.domain} if spec.generate is not None else set()
+    synthetic_amount = sum(v for d, v in realized.items() if d in synthetic)
     manifest["mixture"] = {
         "unit": unit,
         "domains": mixture,
+        "synthetic_domains": sorted(synthetic),
+        "synthetic_share": synthetic_amount / total_realized if total_realized else 0.0,
+        "real_share": 1 - synthetic_amount / total_realized if total_realized else 0.0,
         f"budget_{unit}": round(plan["budget"]),
         "max_epochs": plan["max_epochs"],
         "notes": plan["notes"],
@@ -193,6 +199,16 @@ def write_manifest(
         for s in pack_stats
     ]
     manifest["inputs"] = [{"uri": s.uri, **s.fingerprint} for s in annotate_stats]
+    if generation is not None:
+        manifest["generation"] = {
+            key: generation[key]
+            for key in ("method", "generator", "endpoint_kind", "domain", "records", "completion_tokens")
+        } | {
+            "rounds": [
+                {"round": r["round"], "records": r["records"], "completion_tokens": r["completion_tokens"]}
+                for r in generation["rounds"]
+            ]
+        }
     storage.write_json(layout.snapshot_manifest(snapshot), manifest, options)
     return manifest
 

@@ -99,6 +99,9 @@ def test_self_instruct_rounds_to_packed_sft_rows(llm_server, chat_tokenizer, tmp
     for shard in manifest["shards"]:
         rows += pq.read_table(out / shard["files"]["parquet"]["path"]).to_pylist()
     assert sum(len(r["seq_lengths"]) for r in rows) == report["totals"]["kept_docs"] > 0
+    assert manifest["generation"]["records"] == len(records) and manifest["generation"]["method"] == "self_instruct"
+    assert sum(r["records"] for r in manifest["generation"]["rounds"]) == len(records)
+    assert manifest["mixture"]["synthetic_domains"] == ["synthetic"] and manifest["mixture"]["synthetic_share"] == 1.0
     markdown = (out / "report.md").read_text()
     assert "## Generation" in markdown and "self_instruct with" in markdown
 
