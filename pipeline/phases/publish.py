@@ -172,7 +172,9 @@ def write_manifest(
         if spec.input.chat is not None:
             trained = sum(s.trained_tokens for s in pack_stats)
             manifest["totals"] |= {"trained_tokens": trained, "masked_tokens": manifest["totals"]["tokens"] - trained}
-    synthetic = {spec.generate.domain} if spec.generate is not None else set()
+    synthetic = set(spec.stages.mix.synthetic_domains) | (
+        {spec.generate.domain} if spec.generate is not None else set()
+    )
     synthetic_amount = sum(v for d, v in realized.items() if d in synthetic)
     manifest["mixture"] = {
         "unit": unit,

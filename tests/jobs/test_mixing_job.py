@@ -223,3 +223,21 @@ def test_llama_style_tokenizer_with_bos_and_eos(make_job, sample_corpus, tmp_pat
         for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()
     }
     assert kept_texts <= corpus_texts  # identity normalization and byte fallback: every text round-trips
+
+
+def test_the_real_data_floor_holds_on_the_realized_mixture(make_job, sample_corpus, tmp_path):
+    """``code`` stands in for a generated domain: asked for 70% of the output under a floor
+    of 50% real data, the job fails naming the shares, or (rebalance) cuts it until real data
+    is half of what is written (to within about a document per domain)."""
+    mix = {"weights": {"code": 0.7, "docs": 0.15, "web": 0.15}, "synthetic_domains": ["code"], "min_real_fraction": 0.5}
+    with pytest.raises(MixtureError, match=r"real data would be 30.0% of the output, under .*min_real_fraction 0.5"):
+        run_job(make_job(sample_corpus, tmp_path / "fail", stages={"mix": mix}))
+    out = tmp_path / "rebalanced"
+    result = run_job(make_job(sample_corpus, out, stages={"mix": {**mix, "on_real_floor": "rebalance"}}))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mixture"]["synthetic_domains"] == ["code"]
+    realized = {d: v["realized_tokens"] for d, v in manifest["mixture"]["domains"].items()}
+    assert manifest["mixture"]["real_share"] == (realized["docs"] + realized["web"]) / sum(realized.values())
+    assert manifest["mixture"]["real_share"] == pytest.approx(0.5, abs=0.03)
+    assert any("rebalanced" in note for note in manifest["mixture"]["notes"])
+    assert result.report["balance"]["ok"]

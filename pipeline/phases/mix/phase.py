@@ -141,7 +141,8 @@ def run_mix(
             available[domain] = available.get(domain, 0) + counts["mix_size"]
             histogram = np.asarray(counts["histogram"], dtype=np.int64)
             histograms[domain] = histograms[domain] + histogram if domain in histograms else histogram
-    plan = plan_mixture(spec.stages.mix, available, unit)
+    synthetic = {spec.generate.domain} if spec.generate is not None else set()
+    plan = plan_mixture(spec.stages.mix, available, unit, synthetic)
     for note in plan.notes:
         progress.log(f"mix: {note}")
     if not spec.stages.mix.rehydration:

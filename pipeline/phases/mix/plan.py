@@ -92,6 +92,16 @@ class MixConfig(BaseModel):
     removed for it). Its copies are its domain's rate times the ``copies`` of the step with
     the largest ``min_size`` at or below its cluster size (1 below the first step), at most
     ``max_epochs``; weights and budget then apply to the rehydrated amounts. Empty: off."""
+    synthetic_domains: list[str] = []
+    """Domains of generated (synthetic) data; a generation job's own domain is one without
+    being listed. The manifest records the real and synthetic shares."""
+    min_real_fraction: float = Field(0.2, ge=0, le=1)
+    """The floor of real data against model collapse (Shumailov et al. 2024; Gerstgrasser
+    et al. 2024: accumulating real data alongside synthetic avoids it): in a mixture with
+    both real and synthetic domains, real data must be at least this share of the output."""
+    on_real_floor: Literal["fail", "rebalance"] = "fail"
+    """A mixture under the floor: ``fail`` stops the job, naming the shares; ``rebalance``
+    cuts the synthetic domains (keeping their proportions) until real data holds the floor."""
     on_shortfall: Literal["keep_mixture", "keep_budget", "fail"] = "keep_mixture"
     """A domain that cannot supply its share even at ``max_epochs``: ``keep_mixture``
     shrinks the budget so every share holds; ``keep_budget`` caps that domain and gives the
@@ -205,9 +215,48 @@ class MixPlan:
         }
 
 
-def plan_mixture(config: MixConfig, available: dict[str, int], unit: str = "tokens") -> MixPlan:
+def plan_mixture(
+    config: MixConfig, available: dict[str, int], unit: str = "tokens", synthetic: set[str] | None = None
+) -> MixPlan:
     """Sampling rates per domain from the tokens (or text bytes) each domain has after
-    filtering and dedup."""
+    filtering and dedup, with the real-data floor applied. ``synthetic``: the synthetic
+    domains (``config.synthetic_domains`` and a generation job's)."""
+    plan = _plan_weights(config, available, unit)
+    return _real_floor(plan, config, set(config.synthetic_domains) | (synthetic or set()))
+
+
+def _real_floor(plan: MixPlan, config: MixConfig, synthetic: set[str]) -> MixPlan:
+    fake = {d for d in plan.available if d in synthetic and plan.target[d] > 0}
+    real = {d for d in plan.available if d not in synthetic and plan.target[d] > 0}
+    if not fake or not real:  # an all-real mixture, or an all-synthetic output (the floor applies where it is mixed)
+        return plan
+    real_amount = sum(plan.target[d] for d in real)
+    fake_amount = sum(plan.target[d] for d in fake)
+    share = real_amount / (real_amount + fake_amount)
+    floor = config.min_real_fraction
+    if share >= floor - 1e-12:
+        return plan
+    listing = ", ".join(sorted(fake))
+    message = (
+        f"real data would be {share:.1%} of the output, under stages.mix.min_real_fraction {floor:g} "
+        f"(synthetic: {listing})"
+    )
+    if config.on_real_floor == "fail":
+        raise MixtureError(
+            message + "; lower the synthetic domains' weights, add real data, or set on_real_floor: rebalance"
+        )
+    allowed = real_amount * (1 - floor) / floor if floor > 0 else fake_amount
+    scale = allowed / fake_amount
+    targets = {d: t * scale if d in fake else t for d, t in plan.target.items()}
+    rates = {d: targets[d] / n for d, n in plan.available.items()}
+    plan.notes.append(
+        message + f"; rebalanced: the synthetic domains were cut to {scale:.1%} of their targets, so real data is "
+        f"{floor:.0%} of the output"
+    )
+    return MixPlan(rates, targets, plan.available, plan.weights, sum(targets.values()), plan.unit, plan.notes)
+
+
+def _plan_weights(config: MixConfig, available: dict[str, int], unit: str) -> MixPlan:
 
     def _fmt(amount: float) -> str:
         return f"{amount:,.0f} {unit}"

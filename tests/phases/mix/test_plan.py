@@ -185,3 +185,26 @@ def test_rehydration_weights_follow_the_step_at_or_below_each_cluster_size():
     assert rates.tolist() == [1.5, 3.0, 3.0, 4.0, 4.0, 1.5, 1.5]  # capped at max_epochs
     with pytest.raises(ValueError, match="min_size must ascend"):
         MixConfig(rehydration=[{"min_size": 5, "copies": 2}, {"min_size": 2, "copies": 3}])
+
+
+def test_the_real_data_floor_fails_or_rebalances_a_mostly_synthetic_mixture():
+    config = {"weights": {"web": 0.1, "synth": 0.9}, "budget_tokens": 1000}
+    available = {"web": 1000, "synth": 2000}
+    with pytest.raises(
+        MixtureError,
+        match=r"real data would be 10.0% of the output, under .*min_real_fraction 0.2 \(synthetic: synth\)",
+    ):
+        plan_mixture(MixConfig(**config, synthetic_domains=["synth"]), available)
+    rebalanced = plan_mixture(MixConfig(**config, on_real_floor="rebalance"), available, synthetic={"synth"})
+    assert rebalanced.target == pytest.approx({"web": 100, "synth": 400})  # real 100 is 20% of 500
+    assert rebalanced.rates == pytest.approx({"web": 0.1, "synth": 0.2})
+    assert "rebalanced" in rebalanced.notes[-1]
+    # at or above the floor, or with no real domain at all (an all-synthetic set), nothing changes
+    fine = plan_mixture(
+        MixConfig(weights={"web": 0.3, "synth": 0.7}, budget_tokens=1000), available, synthetic={"synth"}
+    )
+    assert fine.target == pytest.approx({"web": 300, "synth": 700})
+    only = plan_mixture(MixConfig(), {"synth": 2000}, synthetic={"synth"})
+    assert only.target == {"synth": 2000}
+    unmarked = plan_mixture(MixConfig(**config), available)
+    assert unmarked.target == pytest.approx({"web": 100, "synth": 900})
