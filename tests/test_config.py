@@ -199,7 +199,14 @@ def test_shipped_jobs_load_with_every_value_they_set():
     """Every value a shipped spec sets is the value the loaded spec holds (a loader that
     dropped, renamed or coerced a key would fail here)."""
     jobs = sorted((REPO / "jobs").glob("*.yaml"))
-    assert [job.name for job in jobs] == ["benchmark.yaml", "cc_refresh.yaml", "quickstart.yaml", "sft_quickstart.yaml"]
+    assert [job.name for job in jobs] == [
+        "benchmark.yaml",
+        "cc_refresh.yaml",
+        "evol_instruct.yaml",
+        "quickstart.yaml",
+        "self_instruct.yaml",
+        "sft_quickstart.yaml",
+    ]
     for job in jobs:
         loaded = load_job_spec(job, check_files=False).model_dump(mode="json")
         for path, value in _leaves(yaml.safe_load(job.read_text())):
