@@ -104,7 +104,7 @@ def refinery_side(base_url: str, model: str, prompts: list[str], in_flight: int,
     spec = load_job_spec(
         {
             "name": "generation-bench",
-            "output": {"uri": str(out), "kind": "documents"},
+            "output": {"uri": str(out), "kind": "documents", "documents": {"format": "jsonl.gz"}},
             "generate": {
                 "backend": {"base_url": base_url, "model": model, "concurrency": max(1, in_flight // workers)},
                 "sampling": {"temperature": 0.0, "max_tokens": max_tokens},
