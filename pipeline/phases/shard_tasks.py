@@ -102,7 +102,12 @@ def run_shard_tasks(
         while queue or pending:
             while queue and len(pending) < max(1, max_workers):
                 pending.append(remote.remote(worker, spec_json, queue.pop()))
-            done, pending = ray.wait(pending, num_returns=1)
+            # A bounded wait: the main thread returns to Python every second, so a Ctrl-C or
+            # SIGTERM is handled at once rather than when some task finishes (a wait without a
+            # timeout blocks in Ray's C++ code, which does not always look at Python's signals).
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            if not done:
+                continue
             try:
                 text = ray.get(done[0])
             except ray.exceptions.RayTaskError as exc:
