@@ -23,6 +23,10 @@ STOP_IN = REPO / "tests" / "helpers" / "stop_in"  # sitecustomize.py, see there
 WAIT_S = 240  # for any one condition; generous, the machine is shared and slow at times
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Job:
     """``refinery run`` in a session of its own, on a local Ray of one CPU with one task in
     flight, so that units of work run one at a time; its output lines are collected as they
@@ -65,6 +69,9 @@ class Job:
             cwd=ROOT,
             env=env,
             start_new_session=True,
+            # as a terminal's foreground job gets it: a shell that starts the test run in the
+            # background (`make test &` in a script) leaves SIGINT ignored, and children inherit that
+            preexec_fn=_default_sigint,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
