@@ -18,9 +18,12 @@ Assistant spans. A template with ``{% generation %}`` blocks marks them itself, 
 ``transformers``' ``return_assistant_tokens_mask`` reads them. For one without, assistant turn
 ``i`` is what rendering the conversation up to and including ``i`` adds to rendering it up to
 ``i`` with the generation prompt: the turn's text and its end-of-turn marker, not the header
-the prompt already holds. That needs the template to render every prefix of a conversation
-as a prefix of the whole (every common template does, for the turns it keeps); a template
-that does not raises ``TemplateError`` naming the turn, never a wrong mask.
+the prompt already holds. Where the template renders a turn differently once later turns
+follow (Qwen 3 keeps reasoning and an empty ``<think>`` block only after the last question),
+the turn is the part of the whole rendering that changes when its message is swapped for a
+sentinel, followed by the end-of-turn text the template writes after a last assistant
+message; a turn the template leaves out of the whole conversation has no span. A template
+whose turns fit neither reading raises ``TemplateError`` naming the turn, never a wrong mask.
 """
 
 from __future__ import annotations
@@ -65,6 +68,24 @@ CHATML = """\
 """
 """ChatML (``<|im_start|>role\\ncontent<|im_end|>``); tool definitions in a system turn and
 tool calls as ``<tool_call>`` JSON, as Hermes and Qwen 2.5 write them."""
+
+
+# what the swapped message holds: U+FDD0 is replaced in every input (pipeline.chat.segments.clean)
+_SENTINEL = "\ufdd0assistant turn\ufdd0"
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low], a[:high] != b[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 class TemplateError(ValueError):
@@ -220,14 +241,43 @@ class ChatTemplate:
                 continue
             prompt = self._render(messages[:i], tools, True)
             through = self._render(messages[: i + 1], tools, False)
-            if not (through.startswith(prompt) and text.startswith(through)):
-                raise TemplateError(
-                    f"the chat template renders turn {i} differently within the whole conversation than on its "
-                    "own, so its assistant span cannot be read off; use a template with {% generation %} blocks"
-                )
-            if len(through) > len(prompt):
-                spans.append((len(prompt), len(through)))
+            if through.startswith(prompt) and text.startswith(through):
+                span = (len(prompt), len(through))
+            else:
+                span = self._swapped_span(messages, tools, i, text)
+            if span is not None and span[1] > span[0]:
+                spans.append(span)
         return Rendered(text, spans)
+
+    def _swapped_span(self, messages, tools, i: int, text: str) -> tuple[int, int] | None:
+        """Assistant turn ``i`` of a template that renders it differently once later turns
+        follow (Qwen 3 drops the reasoning of turns before the last question, and writes an
+        empty ``<think>`` block only in the last turn): the part of the whole rendering that
+        changes when the message is swapped for a sentinel, then the end-of-turn text the
+        template writes after an assistant message. None when the template leaves the turn
+        out of the whole conversation."""
+        sentinel = {"role": "assistant", "content": _SENTINEL}
+        swapped = self._render([*messages[:i], sentinel, *messages[i + 1 :]], tools, False)
+        if swapped == text:
+            return None
+        start = _common_prefix(text, swapped)
+        tail = _common_prefix(text[start:][::-1], swapped[start:][::-1])
+        if swapped[start : len(swapped) - tail].count(_SENTINEL) != 1 or swapped.count(_SENTINEL) != 1:
+            raise TemplateError(
+                f"the chat template renders turn {i} differently within the whole conversation than on its "
+                "own, and not as one part of it, so its assistant span cannot be read off; use a template with "
+                "{% generation %} blocks"
+            )
+        alone = self._render([*messages[:i], sentinel], tools, False)
+        end_of_turn = alone[alone.index(_SENTINEL) + len(_SENTINEL) :]
+        end = len(text) - tail
+        if not text.startswith(end_of_turn, end):
+            raise TemplateError(
+                f"the chat template does not end turn {i} with {end_of_turn!r} within the whole conversation, as it "
+                "does when the turn is the last, so its assistant span cannot be read off; use a template with "
+                "{% generation %} blocks"
+            )
+        return start, end + len(end_of_turn)
 
     def _render_tracked(self, messages, tools) -> Rendered:
         """Rendered piece by piece (Jinja's ``generate``), as ``transformers`` tracks

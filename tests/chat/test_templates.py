@@ -101,6 +101,37 @@ def test_hand_checked_renderings_and_spans(name, text, spans):
     assert [rendered.text[s:e] for s, e in rendered.assistant_spans] == spans
 
 
+def test_qwen3_multi_turn_with_reasoning():
+    """Qwen 3 drops the reasoning of turns before the last question and writes a ``<think>``
+    block in the last turn only, so a turn renders differently once later turns follow: each
+    turn's span is what it is within the whole conversation, with its end-of-turn marker."""
+    template = _template("qwen3")
+    thinking = _conversation(
+        message("system", "Be brief."),
+        message("user", "Hi"),
+        message("assistant", "<think>\nSay hi.\n</think>\n\nHello!"),
+        message("user", "2+2?"),
+        message("assistant", "<think>\nAdd.\n</think>\n\n4"),
+    )
+    rendered = template.render(thinking)
+    assert rendered.text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!"
+        "<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\nAdd.\n</think>\n\n4<|im_end|>\n"
+    )
+    assert [rendered.text[s:e] for s, e in rendered.assistant_spans] == [
+        "Hello!<|im_end|>\n",
+        "Add.\n</think>\n\n4<|im_end|>\n",
+    ]
+    plain = template.render(TWO_TURNS)  # no reasoning: the last turn's empty block follows the prompt's "<think>"
+    assert [plain.text[s:e] for s, e in plain.assistant_spans] == ["Hello!<|im_end|>\n", "</think>\n\n4<|im_end|>\n"]
+    # a tool round trip: the call, then the answer after the tool's result
+    tools = template.render(WITH_TOOL)
+    assert [tools.text[s:e] for s, e in tools.assistant_spans] == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n',
+        "</think>\n\n-3 °C.<|im_end|>\n",
+    ]
+
+
 def test_builtin_chatml_writes_tools_and_tool_calls():
     rendered = ChatTemplate(CHATML).render(WITH_TOOL)
     assert rendered.text.startswith("<|im_start|>system\n# Tools\n") and '"name": "get_weather"' in rendered.text
@@ -156,13 +187,21 @@ def test_unknown_filters_unsafe_access_and_unstable_prefixes():
     sneaky = ChatTemplate("{{ messages.__class__.__mro__ }}")
     with pytest.raises(TemplateError, match="the chat template failed"):
         sneaky.render(TWO_TURNS)
-    # a template that drops earlier assistant turns renders prefixes differently: refused, not guessed
+    # a template that drops earlier assistant turns: those have no span (nothing of them is trained)
     last_only = ChatTemplate(
         "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}{{ m.role }}: {{ m.content }}\n{% endif %}"
         "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
     )
+    rendered = last_only.render(TWO_TURNS)
+    assert [rendered.text[s:e] for s, e in rendered.assistant_spans] == ["4\n"]
+    # one that also lists earlier replies up front once later turns follow: refused, not guessed
+    echoes = ChatTemplate(
+        "{% for m in messages %}{% if m.role == 'assistant' and not loop.last %}[{{ m.content }}]{% endif %}"
+        "{% endfor %}\n{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     with pytest.raises(TemplateError, match="renders turn 2 differently"):
-        last_only.render(TWO_TURNS)
+        echoes.render(TWO_TURNS)
 
 
 def test_templates_come_from_tokenizer_config_json(tmp_path):
