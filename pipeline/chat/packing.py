@@ -16,6 +16,7 @@ flash-attention's varlen kernels want them): each row holds
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,17 +43,68 @@ class ConversationTooLong(ValueError):
 
 @dataclass
 class PackedConversations:
-    table: pa.Table
-    """One row per sequence, ``SFT_SCHEMA``."""
-    members: list[list[int]]
-    """The conversations (indices into the input) of each sequence, in order."""
+    conversations: list[TokenizedConversation]
+    order: np.ndarray
+    """The conversations' indices in sequence order."""
+    bounds: np.ndarray
+    """Sequence ``i`` holds ``order[bounds[i]:bounds[i + 1]]``."""
     tokens: int
     seq_len: int
 
     @property
+    def num_sequences(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def members(self) -> list[list[int]]:
+        """The conversations (indices into the input) of each sequence, in order."""
+        return [self.order[a:b].tolist() for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+
+    @property
     def efficiency(self) -> float:
         """Tokens over sequences x seq_len: how full the sequences are."""
-        return self.tokens / (self.table.num_rows * self.seq_len) if self.table.num_rows else 0.0
+        return self.tokens / (self.num_sequences * self.seq_len) if self.num_sequences else 0.0
+
+    @property
+    def table(self) -> pa.Table:
+        """One row per sequence, ``SFT_SCHEMA``."""
+        return pa.concat_tables([SFT_SCHEMA.empty_table(), *self.tables(1024)])
+
+    def tables(self, sequences: int) -> Iterator[pa.Table]:
+        """The rows, ``sequences`` at a time: a shard is written one row group at a time
+        rather than built whole (its columns take 13 bytes per token)."""
+        for first in range(0, self.num_sequences, sequences):
+            yield self._rows(first, min(first + sequences, self.num_sequences))
+
+    def _rows(self, first: int, last: int) -> pa.Table:
+        bounds = self.bounds[first : last + 1]
+        docs = self.order[bounds[0] : bounds[-1]].tolist()
+        bounds = bounds - bounds[0]
+        # each column built flat, in sequence order, and cut into rows by offsets: one copy of
+        # the tokens per column, no per-row arrays
+        ids = np.concatenate([self.conversations[i].input_ids for i in docs], dtype=np.int32)
+        trained = np.concatenate([self.conversations[i].trained for i in docs]).astype(bool, copy=False)
+        sizes = np.array([len(self.conversations[i].input_ids) for i in docs], np.int64)
+        ends = np.cumsum(sizes)
+        positions = np.arange(len(ids), dtype=np.int32)
+        positions -= np.repeat((ends - sizes).astype(np.int32), sizes)
+        rows = np.r_[0, ends][bounds].astype(np.int32)
+
+        def rows_of(values: np.ndarray) -> pa.ListArray:
+            return pa.ListArray.from_arrays(pa.array(rows), pa.array(values))
+
+        return pa.table(
+            {
+                "input_ids": rows_of(ids),
+                "labels": rows_of(np.where(trained, ids, np.int32(IGNORE_INDEX))),
+                "assistant_masks": rows_of(trained.astype(np.int8)),
+                "position_ids": rows_of(positions),
+                "seq_lengths": pa.ListArray.from_arrays(
+                    pa.array(bounds.astype(np.int32)), pa.array(sizes.astype(np.int32))
+                ),
+            },
+            schema=SFT_SCHEMA,
+        )
 
 
 def pack_conversations(
@@ -70,7 +122,7 @@ def pack_conversations(
             "tokens); reject or truncate them before packing"
         )
     if not conversations:
-        return PackedConversations(SFT_SCHEMA.empty_table(), [], 0, seq_len)
+        return PackedConversations([], np.zeros(0, np.int64), np.zeros(1, np.int64), 0, seq_len)
     if np.any(lengths == 0):
         raise ValueError(f"conversation {int(np.flatnonzero(lengths == 0)[0])} has no tokens: nothing to pack")
     if packed:
@@ -80,29 +132,4 @@ def pack_conversations(
     else:
         seqs = docs = np.arange(len(lengths))
     bounds = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1], True])
-    members = [docs[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
-    # every column built flat, in sequence order, and cut into rows by offsets: one copy of
-    # the tokens per column, no per-row arrays
-    ids = np.concatenate([conversations[i].input_ids for i in docs.tolist()]).astype(np.int32)
-    trained = np.concatenate([conversations[i].trained for i in docs.tolist()]).astype(bool, copy=False)
-    sizes = lengths[docs]
-    ends = np.cumsum(sizes)
-    positions = np.arange(len(ids), dtype=np.int32) - np.repeat((ends - sizes).astype(np.int32), sizes)
-    rows = np.r_[0, ends][bounds].astype(np.int32)
-
-    def rows_of(values: np.ndarray) -> pa.ListArray:
-        return pa.ListArray.from_arrays(pa.array(rows), pa.array(values))
-
-    table = pa.table(
-        {
-            "input_ids": rows_of(ids),
-            "labels": rows_of(np.where(trained, ids, np.int32(IGNORE_INDEX)).astype(np.int32)),
-            "assistant_masks": rows_of(trained.astype(np.int8)),
-            "position_ids": rows_of(positions),
-            "seq_lengths": pa.ListArray.from_arrays(
-                pa.array(bounds.astype(np.int32)), pa.array(sizes.astype(np.int32))
-            ),
-        },
-        schema=SFT_SCHEMA,
-    )
-    return PackedConversations(table, members, int(lengths.sum()), seq_len)
+    return PackedConversations(conversations, docs, bounds, int(lengths.sum()), seq_len)

@@ -240,7 +240,7 @@ class ChatTemplate:
             if m["role"] != "assistant":
                 continue
             prompt = self._render(messages[:i], tools, True)
-            through = self._render(messages[: i + 1], tools, False)
+            through = text if i == len(messages) - 1 else self._render(messages[: i + 1], tools, False)
             if through.startswith(prompt) and text.startswith(through):
                 span = (len(prompt), len(through))
             else:

@@ -15,11 +15,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
-import pyarrow as pa
-
 from pipeline.config import JobSpec
 from pipeline.core import storage
 from pipeline.core.markers import Marker
+from pipeline.core.memory import release_free_memory
 
 
 class ShardWorker(ABC):
@@ -37,6 +36,7 @@ class ShardWorker(ABC):
         """Process one unit of work and return its stats."""
 
     def run_named(self, item: dict[str, Any]) -> Marker:
+        release_free_memory()  # what the last unit, or a Ray Data task in this process, left
         try:
             return self.run(item)
         except UnitFailed as exc:
@@ -46,9 +46,7 @@ class ShardWorker(ABC):
                 f"{self.phase} failed on {item.get('uri') or item['key']}: {type(exc).__name__}: {exc}"
             ) from exc
         finally:
-            # Arrow's allocator keeps freed pages for reuse; a long-lived worker that runs many
-            # shards would otherwise hold the high-water mark of all of them.
-            pa.default_memory_pool().release_unused()
+            release_free_memory()
 
 
 class UnitFailed(Exception):

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline import formats
 from pipeline.chat.masks import TokenizedConversation
-from pipeline.chat.packing import pack_conversations
+from pipeline.chat.packing import SFT_SCHEMA, pack_conversations
 from pipeline.config import JobSpec
 from pipeline.core import columns as cols
 from pipeline.core import storage
@@ -49,6 +49,7 @@ DOCUMENTS_FORMAT = 1
 # Row-group pruning widens each key range by this much, so that a copy on a range edge is
 # never missed to rounding; the exact assignment is then recomputed per row.
 EDGE = 1e-9
+SFT_ROW_GROUP = 1024  # sequences per row group of an SFT shard
 
 
 def pack_config_hash(
@@ -301,12 +302,14 @@ class ShardPacker(ShardWorker):
         trained = int(sum(int(c.trained.sum()) for c in conversations))
         del conversations
         sink = io.BytesIO()
-        pq.write_table(packed.table, sink, compression="zstd", row_group_size=1024)
+        with pq.ParquetWriter(sink, SFT_SCHEMA, compression="zstd") as writer:
+            for table in packed.tables(SFT_ROW_GROUP):
+                writer.write_table(table, row_group_size=SFT_ROW_GROUP)
         stem = self.layout.token_shard_stem(snapshot, index)
         for role, relative in formats.shard_files(self.config.format, stem).items():
             stats.files[role] = self._write(relative, sink.getbuffer())
         stats.tokens = packed.tokens
-        stats.sequences = packed.table.num_rows
+        stats.sequences = packed.num_sequences
         stats.trained_tokens = trained
         stats.domain_tokens = domain_tokens
 

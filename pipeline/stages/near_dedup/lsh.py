@@ -142,11 +142,12 @@ def _star_edges(block: pa.Table) -> pa.Table:
         return EDGE_SCHEMA.empty_table()
     keys = block.column(BAND_KEY).to_numpy()
     nodes = block.column(NODE).to_numpy()
-    order = np.lexsort((nodes, keys))
-    keys, nodes = keys[order], nodes[order]
-    starts = np.r_[True, keys[1:] != keys[:-1]]
-    center = nodes[np.maximum.accumulate(np.where(starts, np.arange(len(nodes)), 0))]
-    spoke = (~starts) & (nodes != center)
+    if np.any(keys[1:] < keys[:-1]):  # a sort's blocks come sorted; anything else is grouped here
+        order = np.argsort(keys, kind="stable")
+        keys, nodes = keys[order], nodes[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    center = np.repeat(np.minimum.reduceat(nodes, starts), np.diff(np.r_[starts, len(nodes)]))
+    spoke = nodes != center
     return pa.table({SRC: pa.array(nodes[spoke]), DST: pa.array(center[spoke])}, schema=EDGE_SCHEMA)
 
 
