@@ -26,6 +26,16 @@ from pipeline.generation.config import BackendConfig
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
+# Failures that outlast every retry because the endpoint, not the request, is the problem: the
+# batch stops at the first (a job would otherwise turn every request left into a reject).
+# Other failures (HTTP 400 for one prompt, a timeout, a malformed answer) stay per request.
+ENDPOINT_DOWN = {
+    "connection": "no connection",
+    "server_error": "server errors (HTTP 5xx)",
+    "rate_limited": "rate limited (HTTP 429)",
+}
+
+
 class BackendError(RuntimeError):
     """The endpoint cannot serve the job at all (unreachable, key refused, unknown model);
     raised before work starts, or when it happens mid-run, instead of failing every request."""
@@ -253,14 +263,17 @@ class OpenAIBackend:
             queue.put_nowait(i)
         connector = aiohttp.TCPConnector(limit=self.config.concurrency)
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+        gone: list[ChatResponse] = []  # a request that could not reach the endpoint, retries spent
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
 
             async def worker() -> None:
-                while not queue.empty():
+                while not queue.empty() and not gone:
                     i = queue.get_nowait()
                     response = await self._send(session, limiter, requests[i])
                     results[i] = response
                     self._count(response)
+                    if response.error in ENDPOINT_DOWN:
+                        gone.append(response)
                     if self.cache is not None and response.error is None:
                         self.cache.put(response)
                     if on_response:
@@ -274,6 +287,15 @@ class OpenAIBackend:
                     task.cancel()
                 if self.cache is not None:
                     self.cache.flush()
+        if gone:
+            # A dead endpoint would turn every request left into a reject, silently; stop instead.
+            answered = sum(1 for r in results if r is not None and r.error is None)
+            raise BackendError(
+                f"{self.config.base_url} stopped answering: {ENDPOINT_DOWN[gone[0].error]} through "
+                f"{gone[0].attempts} attempts ({gone[0].detail or 'no detail'}). The {answered} answers received "
+                "in this batch are cached: once the endpoint is back, run the job again and it resumes without "
+                "sending them again"
+            )
         return [r for r in results if r is not None]
 
     def _count(self, response: ChatResponse) -> None:

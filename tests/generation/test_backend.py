@@ -79,16 +79,22 @@ def test_429_and_500_are_retried_with_backoff(llm_server, fault_proxy):
     assert answers[0].attempts == 3
 
 
-def test_a_request_that_keeps_failing_ends_with_its_failure_kind(llm_server, fault_proxy):
-    always = list(range(1, 20))
+def test_an_endpoint_that_keeps_failing_stops_the_batch(llm_server, fault_proxy, tmp_path):
+    """A 5xx through every retry is the endpoint's failure, not the request's: the batch stops
+    at the first such request (rather than rejecting every request left), keeping the answers
+    it got in the cache."""
     proxy = fault_proxy(
-        llm_server.port, [{"method": "POST", "query": "/chat/completions", "nth": always, "fault": "500"}]
+        llm_server.port, [{"method": "POST", "query": "/chat/completions", "nth": list(range(3, 40)), "fault": "500"}]
     )
-    client = backend(proxy.base_url, llm_server.model, max_retries=2)
-    (answer,) = client.complete(requests(1))
-    assert (answer.error, answer.attempts, answer.text) == ("server_error", 3, None)
-    assert "HTTP 500" in answer.detail
-    assert client.stats.failures == {"server_error": 1}
+    config = BackendConfig(
+        base_url=proxy.base_url, model=llm_server.model, backoff_s=0.05, max_retries=2, concurrency=1
+    )
+    client = OpenAIBackend(config, cache=ResponseCache(str(tmp_path / "cache"), writer="w"))
+    with pytest.raises(BackendError, match=r"stopped answering: server errors \(HTTP 5xx\) through 3 attempts") as err:
+        client.complete(requests(6))
+    assert "The 2 answers received in this batch are cached" in str(err.value)
+    assert len(ResponseCache(str(tmp_path / "cache"))) == 2
+    assert len(proxy.state("faults")) == 3  # one request's attempts, then no more requests
 
 
 def test_an_unreachable_endpoint_is_named_before_any_work(llm_server):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,10 +18,14 @@ import pytest
 from pipeline.config import JobSpecError, load_job_spec
 from pipeline.core.progress import Progress
 from pipeline.generation.rouge import rouge_l
+from pipeline.phases.shard_tasks import ShardTaskError
 from pipeline.runner import run_job
 from pipeline.tools.train_tokenizer import train_tokenizer
 from tests.helpers import REPO
 from tests.helpers.instruction_grammar import write_seed_tasks
+from tests.helpers.llm_server import start_llm_server
+
+CHAT = "POST /v1/chat/completions"
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -129,6 +135,49 @@ def test_a_rerun_resumes_from_the_cache_and_gives_the_same_records(llm_server, f
         progress=Progress(quiet=True),
     )
     assert _generated(other) == first
+
+
+def test_a_server_killed_mid_round_fails_the_job_and_the_rerun_resends_nothing_answered(
+    tiny_llm, llm_server, fault_proxy, chat_tokenizer, tmp_path
+):
+    """The server process is killed while a round's requests are in flight: the job stops with
+    a message that says so (not a round of rejects); against a new server the re-run takes every
+    answer the first server gave from the cache (counted at the server side by the proxies)."""
+    seeds = write_seed_tasks(tmp_path / "seeds.jsonl")
+    out = tmp_path / "out"
+    first = start_llm_server(tiny_llm, tmp_path / "first.log")
+    try:
+        proxy = fault_proxy(first.port, [])
+        spec = generation_spec(proxy.base_url, first.model, seeds, out, chat_tokenizer)
+        spec["generate"]["backend"].update(max_retries=2, concurrency=1)
+        spec["generate"]["workers"] = 1
+
+        def kill_after_three_answers():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proxy.state("forwarded").get(CHAT, 0) < 3:
+                time.sleep(0.05)
+            first.process.kill()
+
+        killer = threading.Thread(target=kill_after_three_answers)
+        killer.start()
+        with pytest.raises(ShardTaskError, match=r"stopped answering: no connection through 3 attempts") as err:
+            run_job(spec, progress=Progress(quiet=True))
+        killer.join()
+        assert err.value.expected and "run the job again and it resumes" in str(err.value)
+    finally:
+        first.process.kill()
+        first.process.wait(timeout=30)
+    assert first.model == llm_server.model
+    answered = proxy.state("forwarded")[CHAT]
+    assert 3 <= answered < 8  # killed within the first round
+
+    again = fault_proxy(llm_server.port, [])  # another server of the same model
+    spec["generate"]["backend"]["base_url"] = again.base_url
+    report = run_job(spec, progress=Progress(quiet=True)).report
+    requests = report["generation"]["requests"]
+    assert requests["cache_hits"] == answered  # every answer the first server gave, and none sent again
+    assert again.state("forwarded")[CHAT] == requests["requests"] - answered
+    assert report["generation"]["records"] == 10 and report["balance"]["ok"]
 
 
 def test_over_budget_and_bad_seed_files_are_refused_before_sending(llm_server, chat_tokenizer, tmp_path):

@@ -8,7 +8,8 @@ A schedule is a list of rules ``{"method": "PUT", "query": "partNumber", "nth": 
 "fault": "drop" | "503" | "500" | "429" | "401" | "stall" | "truncate"}``: the rule's ``nth``
 requests (counted from 1) that match the method and contain ``query`` in the URL get the
 fault. ``GET /__faults__`` returns what was injected; ``GET /__forwarded__`` how many requests
-reached the server, per method and path; ``GET /__arrivals__`` when (monotonic seconds).
+the server answered, per method and path; ``GET /__arrivals__`` when requests were passed on
+(monotonic seconds). When the server is gone, the client's connection is dropped.
 """
 
 from __future__ import annotations
@@ -97,8 +98,6 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(401, {"Content-Type": "application/json"}, UNAUTHORIZED)
             return
         with self.server.lock:
-            route = f"{self.command} {self.path}"
-            self.server.forwarded[route] = self.server.forwarded.get(route, 0) + 1
             self.server.arrivals.append(time.monotonic())
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
@@ -106,6 +105,9 @@ class Handler(BaseHTTPRequestHandler):
         response = upstream.getresponse()
         data = response.read()
         upstream.close()
+        with self.server.lock:  # answered by the server (a server that is gone drops the connection)
+            route = f"{self.command} {self.path}"
+            self.server.forwarded[route] = self.server.forwarded.get(route, 0) + 1
         out = {k: v for k, v in response.getheaders() if k.lower() not in ("transfer-encoding", "connection")}
         if self.command != "HEAD":
             out["Content-Length"] = str(len(data))
