@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.markers import RunRecord
+from pipeline.phases.mix.plan import synthetic_share, synthetic_share_warnings
 from pipeline.stages.base import ReportSection
 from pipeline.stages.registry import enabled
 
@@ -122,6 +123,7 @@ def build_report(run: RunRecord) -> Report:
         and planned_per_domain == {d: n for d, n in packed_per_domain.items() if n}
         and all(row["balanced"] for row in shard_rows)
     )
+    synthetic_domains, share = synthetic_share(run.spec, packed_per_domain)
     mixture = {
         d: {
             f"available_{unit}": plan["available"][d],
@@ -158,6 +160,9 @@ def build_report(run: RunRecord) -> Report:
             f"budget_{unit}": plan["budget"],
             "notes": plan["notes"],
             "max_epochs": plan["max_epochs"],
+            "synthetic_domains": synthetic_domains,
+            "synthetic_share": share,
+            "warnings": synthetic_share_warnings(run.spec, share, run.previous_snapshot),
         },
         "output_shards": {
             "count": len(pack),
@@ -261,6 +266,7 @@ def generation_section(spec, rounds: list) -> dict[str, Any]:
         "endpoint_kind": backend.kind,
         "domain": spec.generate.domain,
         "records": sum(m.records for m in rounds),
+        "source_records": sum(m.source_records for m in rounds),
         "candidates": sum(m.candidates for m in rounds),
         "completion_tokens": sum(m.completion_tokens for m in rounds),
         "rejected": dict(sorted(rejected.items(), key=lambda item: (-item[1], item[0]))),
@@ -296,7 +302,12 @@ def _generation_lines(generation: dict[str, Any]) -> list[str]:
         "",
         f"{generation['method']} with `{generation['generator']}` ({generation['endpoint_kind']} endpoint): "
         f"{generation['records']:,} records kept of {generation['candidates']:,} candidates in "
-        f"{len(generation['rounds'])} rounds, as domain `{generation['domain']}` (synthetic).",
+        f"{len(generation['rounds'])} rounds, as domain `{generation['domain']}` (synthetic)"
+        + (
+            f"; beside them {generation['source_records']:,} source documents (real)."
+            if generation.get("source_records")
+            else "."
+        ),
         f"Requests: {r['requests']:,} ({r['cache_hits']:,} answered from the cache), {r['retries']:,} retries, "
         f"failed after retries: {failures}; {r['prompt_tokens']:,} prompt and {r['completion_tokens']:,} completion "
         f"tokens; {r['requests_per_s']:g} requests/s and {r['tokens_per_s']:g} tokens/s; "
@@ -520,6 +531,13 @@ def render_markdown(built: Report) -> str:
             )
         for note in mix["notes"]:
             lines.append(f"\n**Note:** {note}.")
+        if mix.get("synthetic_domains"):
+            lines.append(
+                f"\nSynthetic ({', '.join(mix['synthetic_domains'])}): {mix['synthetic_share']:.1%} of the output; "
+                f"real: {1 - mix['synthetic_share']:.1%}."
+            )
+        for warning in mix.get("warnings", []):
+            lines.append(f"\n**Warning:** {warning}.")
     shards = report.get("output_shards")
     if shards and shards["count"]:
         unit = report["mixture"]["unit"]

@@ -30,7 +30,13 @@ from pipeline.phases.dedup import run_dedup
 from pipeline.phases.generate import run_generate
 from pipeline.phases.mix.phase import run_mix
 from pipeline.phases.pack.phase import run_pack
-from pipeline.phases.publish import move_into_snapshot, publish_latest, remove_stale_shards, write_manifest
+from pipeline.phases.publish import (
+    latest_snapshot,
+    move_into_snapshot,
+    publish_latest,
+    remove_stale_shards,
+    write_manifest,
+)
 from pipeline.phases.tokenize.phase import phase_name, run_tokenize
 from pipeline.report import build_report, check_balance, render_markdown, unreadable_summary
 from pipeline.stages.registry import enabled
@@ -318,6 +324,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
             snapshot=snapshot,
             work_units=progress.units,
             generate=generated,
+            previous_snapshot=latest_snapshot(spec),
         )
     )
     report = built.data
@@ -333,7 +340,10 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
         storage.write_bytes(md_uri, markdown, out_options)
     check_balance(report)
     move_into_snapshot(spec, snapshot, pack_stats, progress)
-    manifest = write_manifest(spec, snapshot, plan, pack_stats, annotate_stats, report.get("generation"))
+    warnings = report["mixture"]["warnings"]
+    for warning in warnings:
+        progress.log(f"warning: {warning}")
+    manifest = write_manifest(spec, snapshot, plan, pack_stats, annotate_stats, report.get("generation"), warnings)
     publish_latest(spec, snapshot, manifest)
     t = report["totals"]
     written = {

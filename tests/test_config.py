@@ -204,6 +204,7 @@ def test_shipped_jobs_load_with_every_value_they_set():
         "cc_refresh.yaml",
         "evol_instruct.yaml",
         "quickstart.yaml",
+        "rephrase.yaml",
         "self_instruct.yaml",
         "sft_quickstart.yaml",
     ]

@@ -171,6 +171,9 @@ class GenerateMarker(Marker):
     config_hash: str
     method: str
     records: int = 0
+    """Generated records kept."""
+    source_records: int = 0
+    """Source documents written beside their rewrites (``documents`` with ``keep_source``)."""
     candidates: int = 0
     """Items the round's answers offered (instructions, evolved prompts, candidates)."""
     rejected: dict[str, int] = field(default_factory=dict)
@@ -215,6 +218,8 @@ class RunRecord:
     """Per phase: units in ``total`` and ``reused`` from earlier runs."""
     generate: list[GenerateMarker] = field(default_factory=list)
     """A generation job's rounds."""
+    previous_snapshot: dict[str, Any] | None = None
+    """The snapshot ``latest.json`` named before this run: ``snapshot`` and ``synthetic_share``."""
 
     def kept_counts(self, stage: str) -> dict[str, int]:
         """A document stage's ``count_kept`` counters summed over every shard."""

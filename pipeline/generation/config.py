@@ -178,22 +178,78 @@ class JudgeConfig(BaseModel):
         return self
 
 
+class DocumentsConfig(BaseModel):
+    """Document-grounded generation: ``template`` applied to each document of ``source``
+    (``pipeline.generation.grounded``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    """The corpus: a file, directory, prefix or glob of Parquet or JSON lines (local or s3://,
+    read with the output's storage options), files in name order."""
+    format: Literal["auto", "parquet", "jsonl"] = "auto"
+    text_column: str = "text"
+    id_column: str | None = "id"
+    """Unset: ``<file key>:<row>`` names a document (its parent id in the provenance)."""
+    max_documents: int = Field(1000, ge=1)
+    """The first this many documents with text are used (one request each)."""
+    max_chars: int = Field(6000, ge=100)
+    """A document longer than this is cut at a space before it goes into the prompt."""
+    template: str = "builtin:documents_rephrase_wikipedia"
+    """Variables: ``document``. Built in: ``documents_rephrase_wikipedia`` (WRAP's and
+    Nemotron-CC's Wikipedia-style rephrasing), ``documents_qa_pairs`` (``Question:``/``Answer:``
+    pairs, for ``produce: conversations``), ``documents_describe_code``."""
+    produce: Literal["documents", "conversations"] = "documents"
+    """``documents``: each answer is a new document (the job's input is text records, for
+    pretraining output); ``conversations``: each ``Question:``/``Answer:`` pair of an answer is
+    a single-turn conversation (the job is a chat job)."""
+    keep_source: bool = True
+    """``produce: documents``: the source documents are records too (in ``source_domain``,
+    real data), beside their rewrites, so the mix can keep its floor of real data."""
+    source_domain: str = Field("real", min_length=1)
+    min_words: int = Field(20, ge=1)
+    """A rewrite with fewer words is rejected (``too_short``)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DocumentsConfig:
+        if self.produce == "conversations" and "keep_source" in self.model_fields_set and self.keep_source:
+            raise ValueError("keep_source: only for produce: documents (conversations keep no source text)")
+        return self
+
+
+METHOD_SECTIONS = ("self_instruct", "evol_instruct", "judge", "documents")
+
+
+def produces_documents(generate: Any) -> bool:
+    """Whether a ``generate`` section (validated or as written in the spec) makes text
+    records rather than conversations."""
+    if isinstance(generate, GenerateConfig):
+        return generate.method == "documents" and generate.documents.produce == "documents"
+    if not isinstance(generate, dict) or generate.get("method") != "documents":
+        return False
+    section = generate.get("documents")
+    return not isinstance(section, dict) or section.get("produce", "documents") == "documents"
+
+
 class GenerateConfig(BaseModel):
     """A generation job (``generate:`` in the spec): rounds of requests to an LLM backend
-    whose answers become the job's input records (OpenAI chat messages, with provenance),
-    which then go through the same stages as any chat data."""
+    whose answers become the job's input records (OpenAI chat messages, or text documents
+    for ``documents`` with ``produce: documents``; with provenance), which then go through
+    the same stages as any chat data or documents."""
 
     model_config = ConfigDict(extra="forbid")
 
     backend: BackendConfig
     sampling: SamplingConfig = SamplingConfig()
-    method: Literal["self_instruct", "evol_instruct", "judge"]
+    method: Literal["self_instruct", "evol_instruct", "judge", "documents"]
     self_instruct: SelfInstructConfig | None = None
     """The method's settings; required when ``method: self_instruct``."""
     evol_instruct: EvolInstructConfig | None = None
     """Required when ``method: evol_instruct``."""
     judge: JudgeConfig | None = None
     """Required when ``method: judge``."""
+    documents: DocumentsConfig | None = None
+    """Required when ``method: documents`` (document-grounded generation)."""
     max_requests: int = Field(10_000, ge=1)
     """Refuse to start when the method could need more requests than this (its upper bound:
     ``refinery run --dry-run`` prints it)."""
@@ -207,7 +263,7 @@ class GenerateConfig(BaseModel):
     def _method_section(self) -> GenerateConfig:
         if getattr(self, self.method) is None:
             raise ValueError(f"{self.method}: required for method: {self.method}")
-        for other in ("self_instruct", "evol_instruct", "judge"):
+        for other in METHOD_SECTIONS:
             if other != self.method and getattr(self, other) is not None:
                 raise ValueError(f"{other}: given, but method is {self.method}")
         return self
@@ -219,16 +275,11 @@ class GenerateConfig(BaseModel):
         """The method's seed file and templates, read and checked as a run would."""
         from pipeline.generation.methods import METHODS
         from pipeline.generation.prompts import PromptTemplate, TemplateError
-        from pipeline.generation.rounds import SeedTaskError, load_instructions
 
         method = METHODS[self.method]
         config = self.method_config()
         key = f"generate.{self.method}"
-        problems = []
-        try:
-            load_instructions(getattr(config, method.SEED_FIELD), options, method.INSTANCES_REQUIRED)
-        except SeedTaskError as exc:
-            problems.append(f"{key}.{method.SEED_FIELD}: {exc}")
+        problems = [f"{key}.{problem}" for problem in method.source_problems(config, options)]
         for field_name, variables in method.TEMPLATE_VARIABLES.items():
             try:
                 PromptTemplate.load(getattr(config, field_name), variables, options)

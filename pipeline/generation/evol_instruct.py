@@ -21,7 +21,7 @@ from pipeline.core import storage
 from pipeline.generation.client import ChatRequest, ChatResponse
 from pipeline.generation.config import EvolInstructConfig
 from pipeline.generation.prompts import PromptTemplate
-from pipeline.generation.rounds import RoundResult, load_instructions
+from pipeline.generation.rounds import RoundResult, SeededMethod, load_instructions
 
 # The paper's in-depth methods (its Appendix prompts), by the names the spec uses.
 DEPTH_METHODS = {
@@ -66,7 +66,7 @@ def response_problem(text: str) -> str | None:
     return None
 
 
-class EvolInstruct:
+class EvolInstruct(SeededMethod):
     method = "evol_instruct"
     SEED_FIELD = "seed_instructions"
     INSTANCES_REQUIRED = False

@@ -16,7 +16,7 @@ from pipeline.generation.client import ChatRequest, ChatResponse
 from pipeline.generation.config import JudgeConfig
 from pipeline.generation.evol_instruct import response_problem
 from pipeline.generation.prompts import PromptTemplate
-from pipeline.generation.rounds import RoundResult, load_instructions
+from pipeline.generation.rounds import RoundResult, SeededMethod, load_instructions
 
 
 def parse_score(text: str, pattern: re.Pattern[str], low: float, high: float) -> float | None:
@@ -26,7 +26,7 @@ def parse_score(text: str, pattern: re.Pattern[str], low: float, high: float) ->
     return found[-1] if found else None
 
 
-class JudgedSampling:
+class JudgedSampling(SeededMethod):
     method = "judge"
     SEED_FIELD = "prompts"
     INSTANCES_REQUIRED = False

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.generation.evol_instruct import EvolInstruct
+from pipeline.generation.grounded import GroundedGeneration
 from pipeline.generation.judge import JudgedSampling
 from pipeline.generation.self_instruct import SelfInstruct
 
-METHODS = {cls.method: cls for cls in (SelfInstruct, EvolInstruct, JudgedSampling)}
+METHODS = {cls.method: cls for cls in (SelfInstruct, EvolInstruct, JudgedSampling, GroundedGeneration)}
 
 
 def build_method(generate: Any, seed: int, options: Any = None):

@@ -17,6 +17,8 @@ class RoundResult:
     ``completion_tokens``, and ``scores`` where a judge scored it."""
     rejected: dict[str, int] = field(default_factory=dict)
     candidates: int = 0
+    sources: int = 0
+    """Of ``records``, source documents kept beside their rewrites (no provenance)."""
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -73,3 +75,20 @@ def load_instructions(
     if not tasks:
         raise SeedTaskError(f"{uri} holds no seed tasks")
     return tasks
+
+
+class SeededMethod:
+    """A method that starts from seed instructions in a JSON lines file (``SEED_FIELD`` of its
+    config names it)."""
+
+    SEED_FIELD: str
+    INSTANCES_REQUIRED = False
+
+    @classmethod
+    def source_problems(cls, config: Any, options: storage.StorageOptions | None = None) -> list[str]:
+        """What is wrong with the seed file, as a run would read it."""
+        try:
+            load_instructions(getattr(config, cls.SEED_FIELD), options, cls.INSTANCES_REQUIRED)
+        except SeedTaskError as exc:
+            return [f"{cls.SEED_FIELD}: {exc}"]
+        return []

@@ -24,7 +24,7 @@ from pipeline.generation.client import ChatRequest, ChatResponse
 from pipeline.generation.config import SelfInstructConfig
 from pipeline.generation.prompts import PromptTemplate
 from pipeline.generation.rouge import SimilarityPool
-from pipeline.generation.rounds import RoundResult, load_instructions
+from pipeline.generation.rounds import RoundResult, SeededMethod, load_instructions
 
 REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|as an ai\b|i cannot|i can'?t (help|assist|do)|i am unable|i'?m unable)",
@@ -87,7 +87,7 @@ def parse_instance(text: str) -> tuple[str, str] | str:
     return input_text, output
 
 
-class SelfInstruct:
+class SelfInstruct(SeededMethod):
     """One method instance per job; ``round`` runs one round against ``send``."""
 
     method = "self_instruct"

@@ -2,7 +2,8 @@
 as Ray tasks, whose kept answers are written as the job's input records.
 
 A round is committed like any unit of work: its records file (``generated/round-NNNNN.parquet``,
-OpenAI chat messages plus a ``generation`` provenance struct), then its marker. A re-run
+OpenAI chat messages or text documents, plus a ``generation`` provenance struct), then its
+marker. A re-run
 skips committed rounds and takes every request a killed round had answered from the round's
 cache (``work/generate/cache/``), so it sends only what was never answered.
 """
@@ -26,34 +27,39 @@ from pipeline.core.markers import GenerateMarker, SentBatch
 from pipeline.core.progress import Progress
 from pipeline.generation.cache import ResponseCache
 from pipeline.generation.client import BackendError, BackendStats, ChatRequest, ChatResponse, OpenAIBackend
+from pipeline.generation.config import produces_documents
 from pipeline.generation.methods import build_method as _build_method
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 
+GENERATION_STRUCT = pa.struct(
+    [
+        ("method", pa.string()),
+        ("generator", pa.string()),
+        ("endpoint_kind", pa.string()),
+        ("templates", pa.list_(pa.struct([("template", pa.string()), ("template_sha256", pa.string())]))),
+        ("sampling", pa.string()),
+        ("seed", pa.int64()),
+        ("round", pa.int32()),
+        ("instruction", pa.string()),
+        ("parents", pa.list_(pa.string())),
+        ("completion_tokens", pa.int64()),
+        ("score", pa.float64()),
+    ]
+)
 RECORD_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("domain", pa.string()),
         ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-        (
-            "generation",
-            pa.struct(
-                [
-                    ("method", pa.string()),
-                    ("generator", pa.string()),
-                    ("endpoint_kind", pa.string()),
-                    ("templates", pa.list_(pa.struct([("template", pa.string()), ("template_sha256", pa.string())]))),
-                    ("sampling", pa.string()),
-                    ("seed", pa.int64()),
-                    ("round", pa.int32()),
-                    ("instruction", pa.string()),
-                    ("parents", pa.list_(pa.string())),
-                    ("completion_tokens", pa.int64()),
-                    ("score", pa.float64()),
-                ]
-            ),
-        ),
+        ("generation", GENERATION_STRUCT),
     ]
 )
+"""Conversations (OpenAI chat messages), each with its provenance."""
+DOCUMENT_RECORD_SCHEMA = pa.schema(
+    [("id", pa.string()), ("domain", pa.string()), ("text", pa.string()), ("generation", GENERATION_STRUCT)]
+)
+"""Text documents (``documents`` with ``produce: documents``); a kept source document has no
+provenance (``generation`` null)."""
 
 
 class GenerationBudgetError(RuntimeError):
@@ -161,23 +167,25 @@ def _records_table(spec: JobSpec, method: Any, records: list[dict[str, Any]]) ->
         "sampling": json.dumps(generate.sampling.request_fields(), sort_keys=True),
         "seed": spec.seed,
     }
-    rows = [
-        {
-            "id": r["id"],
-            "domain": generate.domain,
-            "messages": r["messages"],
-            "generation": {
+    text = produces_documents(generate)
+    rows = []
+    for r in records:
+        row = {"id": r["id"], "domain": r.get("domain", generate.domain)}
+        row["text" if text else "messages"] = r["text" if text else "messages"]
+        row["generation"] = (
+            None
+            if "round" not in r  # a source document kept beside its rewrites
+            else {
                 **provenance,
                 "instruction": r["instruction"],
                 "round": r["round"],
                 "parents": r["parents"],
                 "completion_tokens": r["completion_tokens"],
                 "score": r.get("score"),
-            },
-        }
-        for r in records
-    ]
-    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+            }
+        )
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=DOCUMENT_RECORD_SCHEMA if text else RECORD_SCHEMA)
 
 
 def _round_records(uri: str, options: storage.StorageOptions) -> list[dict[str, Any]]:
@@ -187,13 +195,15 @@ def _round_records(uri: str, options: storage.StorageOptions) -> list[dict[str, 
         {
             "id": row["id"],
             "instruction": row["generation"]["instruction"],
-            "messages": row["messages"],
+            "messages": row.get("messages"),
+            "text": row.get("text"),
             "parents": row["generation"]["parents"],
             "round": row["generation"]["round"],
             "completion_tokens": row["generation"]["completion_tokens"],
             "score": row["generation"]["score"],
         }
         for row in table.to_pylist()
+        if row["generation"] is not None
     ]
 
 
@@ -243,16 +253,17 @@ def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[Genera
             round=round_number,
             config_hash=config_hash,
             method=method.method,
-            records=len(result.records),
+            records=len(result.records) - result.sources,
+            source_records=result.sources,
             candidates=result.candidates,
             rejected=result.rejected,
             requests=sender.stats.to_json(),
-            completion_tokens=sum(r["completion_tokens"] for r in result.records),
+            completion_tokens=sum(r.get("completion_tokens", 0) for r in result.records),
             seconds=round(time.perf_counter() - started, 3),
         )
         storage.write_json(marker_uri, marker.to_json(), options)
         markers.append(marker)
-        progress.advance(1, docs=marker.records)
+        progress.advance(1, docs=marker.records + marker.source_records)
         progress.log(
             f"generate: round {round_number}: {marker.records} records kept of {marker.candidates} candidates, "
             f"{sender.stats.requests} requests ({sender.stats.cache_hits} from the cache)"

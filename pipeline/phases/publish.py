@@ -19,6 +19,7 @@ from pipeline.core import storage
 from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import AnnotateMarker, PackMarker
 from pipeline.core.progress import Progress
+from pipeline.phases.mix.plan import synthetic_share
 from pipeline.phases.pack.documents import DocumentSchema
 from pipeline.phases.tokenize.tokenizer import Tokenize
 
@@ -111,9 +112,11 @@ def write_manifest(
     pack_stats: list[PackMarker],
     annotate_stats: list[AnnotateMarker],
     generation: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The commit point of a snapshot: written only after every shard it lists is complete,
-    and never again once written. ``generation``: a generation job's report section."""
+    and never again once written. ``generation``: a generation job's report section;
+    ``warnings``: the report's about the mixture."""
     layout = OutputLayout(spec.output.uri)
     options = spec.output.storage_options
     if storage.exists(layout.snapshot_manifest(snapshot), options):
@@ -172,19 +175,17 @@ def write_manifest(
         if spec.input.chat is not None:
             trained = sum(s.trained_tokens for s in pack_stats)
             manifest["totals"] |= {"trained_tokens": trained, "masked_tokens": manifest["totals"]["tokens"] - trained}
-    synthetic = set(spec.stages.mix.synthetic_domains) | (
-        {spec.generate.domain} if spec.generate is not None else set()
-    )
-    synthetic_amount = sum(v for d, v in realized.items() if d in synthetic)
+    synthetic, share = synthetic_share(spec, realized)
     manifest["mixture"] = {
         "unit": unit,
         "domains": mixture,
-        "synthetic_domains": sorted(synthetic),
-        "synthetic_share": synthetic_amount / total_realized if total_realized else 0.0,
-        "real_share": 1 - synthetic_amount / total_realized if total_realized else 0.0,
+        "synthetic_domains": synthetic,
+        "synthetic_share": share,
+        "real_share": 1 - share if total_realized else 0.0,
         f"budget_{unit}": round(plan["budget"]),
         "max_epochs": plan["max_epochs"],
         "notes": plan["notes"],
+        "warnings": warnings or [],
     }
     manifest["shards"] = [
         {
@@ -265,6 +266,17 @@ def _chat_fields(spec: JobSpec) -> dict[str, Any]:
         "date": chat.date.isoformat(),
         "columns": ["input_ids", "labels", "assistant_masks", "position_ids", "seq_lengths"],
     }
+
+
+def latest_snapshot(spec: JobSpec) -> dict[str, Any] | None:
+    """The snapshot ``latest.json`` names now and its synthetic share; None before the first."""
+    layout = OutputLayout(spec.output.uri)
+    options = spec.output.storage_options
+    if not storage.exists(layout.latest, options):
+        return None
+    latest = storage.read_json(layout.latest, options)
+    manifest = storage.read_json(layout.snapshot_manifest(latest["snapshot"]), options)
+    return {"snapshot": latest["snapshot"], "synthetic_share": manifest.get("mixture", {}).get("synthetic_share")}
 
 
 def publish_latest(spec: JobSpec, snapshot: str, manifest: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ as each unit finishes.
 A phase's worker (models loaded, stages set up) is built once per worker process and
 kept for the next task of the same phase, as an actor would keep it; but tasks need no
 actor pool started per phase (seconds each), and Ray re-runs a task whose worker process
-died. A process keeps one phase's worker at a time, so models do not pile up.
+died. A process keeps one phase's worker at a time, so models do not pile up, and runs at
+most ``ray.units_per_worker`` units before Ray replaces it, so its memory does not creep.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def run_shard_tasks(
 
     if not items:
         return
-    remote = ray.remote(num_cpus=1, max_retries=3)(_run_item)
+    remote = ray.remote(num_cpus=1, max_retries=3, max_calls=spec.ray.units_per_worker or 0)(_run_item)
     spec_json = ray.put(spec.model_dump_json())
     queue = list(reversed(items))
     pending: list[Any] = []

@@ -116,7 +116,7 @@ def test_templates_render_strictly_and_name_unknown_variables(tmp_path):
     assert builtin.render(examples=["A.", "B."]) == "Come up with a series of tasks:\nTask 1: A.\nTask 2: B.\nTask 3:"
     assert len(builtin.sha256) == 64 and builtin.provenance()["template"] == "self_instruct_tasks"
     with pytest.raises(
-        TemplateError, match="no built-in template 'nope'; built in: evol_instruct_breadth, .*, self_instruct_tasks"
+        TemplateError, match="no built-in template 'nope'; built in: documents_describe_code, .*, self_instruct_tasks"
     ):
         PromptTemplate.load("builtin:nope", TASKS_VARIABLES)
     broken = tmp_path / "broken.jinja"

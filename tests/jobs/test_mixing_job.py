@@ -241,3 +241,32 @@ def test_the_real_data_floor_holds_on_the_realized_mixture(make_job, sample_corp
     assert manifest["mixture"]["real_share"] == pytest.approx(0.5, abs=0.03)
     assert any("rebalanced" in note for note in manifest["mixture"]["notes"])
     assert result.report["balance"]["ok"]
+
+
+def test_a_refresh_whose_synthetic_share_grows_past_the_limit_warns(make_job, sample_corpus, tmp_path):
+    """``code`` stands in for a generated domain again: a first snapshot over
+    ``max_synthetic_share`` warns; a refresh that raises the share warns naming the snapshot
+    before; one that lowers it does not."""
+    from pipeline.config import load_job_spec
+    from pipeline.phases.mix.plan import synthetic_share_warnings
+
+    out = tmp_path / "out"
+    mix = {"weights": {"code": 0.3, "docs": 0.35, "web": 0.35}, "synthetic_domains": ["code"]}
+    first = run_job(make_job(sample_corpus, out, stages={"mix": {**mix, "max_synthetic_share": 0.25}}))
+    (warning,) = first.report["mixture"]["warnings"]
+    share = first.report["mixture"]["synthetic_share"]
+    assert share == pytest.approx(0.3, abs=0.03)
+    assert warning.startswith(f"synthetic data is {share:.1%} of this snapshot, past stages.mix.max_synthetic_share")
+    assert json.loads((out / "manifest.json").read_text())["mixture"]["warnings"] == [warning]
+    assert f"**Warning:** {warning}." in (out / "report.md").read_text()
+
+    grown = {**mix, "weights": {"code": 0.45, "docs": 0.275, "web": 0.275}, "max_synthetic_share": 0.25}
+    second = run_job(make_job(sample_corpus, out, stages={"mix": grown}))
+    assert second.snapshot != first.snapshot
+    (warning,) = second.report["mixture"]["warnings"]
+    assert f"up from {share:.1%} in snapshot {first.snapshot}" in warning
+
+    spec = load_job_spec(make_job(sample_corpus, out, stages={"mix": grown}), check_files=False)
+    previous = {"snapshot": second.snapshot, "synthetic_share": second.report["mixture"]["synthetic_share"]}
+    assert synthetic_share_warnings(spec, previous["synthetic_share"] - 0.1, previous) == []  # shrank
+    assert synthetic_share_warnings(spec, 0.2, None) == []  # under the limit

@@ -102,6 +102,11 @@ class MixConfig(BaseModel):
     on_real_floor: Literal["fail", "rebalance"] = "fail"
     """A mixture under the floor: ``fail`` stops the job, naming the shares; ``rebalance``
     cuts the synthetic domains (keeping their proportions) until real data holds the floor."""
+    max_synthetic_share: float | None = Field(None, ge=0, le=1)
+    """A snapshot whose synthetic share is above this, and above the previous snapshot's (or
+    with none before it), warns: in the log, the report's mixture and the manifest. A scheduled
+    refresh that keeps adding generated data lets the synthetic share creep up run by run,
+    each step under the floor's notice. Unset: no warning."""
     on_shortfall: Literal["keep_mixture", "keep_budget", "fail"] = "keep_mixture"
     """A domain that cannot supply its share even at ``max_epochs``: ``keep_mixture``
     shrinks the budget so every share holds; ``keep_budget`` caps that domain and gives the
@@ -468,3 +473,30 @@ def expand_copies(u: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, np.ndar
     starts = np.cumsum(counts) - counts
     copy = np.arange(len(doc)) - np.repeat(starts, counts)
     return doc, copy
+
+
+def synthetic_share(spec: Any, realized: dict[str, int]) -> tuple[list[str], float]:
+    """The synthetic domains of a job (``synthetic_domains`` and a generation job's own) and
+    their share of the realized amounts (tokens or text bytes per domain)."""
+    synthetic = set(spec.stages.mix.synthetic_domains) | (
+        {spec.generate.domain} if spec.generate is not None else set()
+    )
+    total = sum(realized.values())
+    share = sum(v for d, v in realized.items() if d in synthetic) / total if total else 0.0
+    return sorted(synthetic), share
+
+
+def synthetic_share_warnings(spec: Any, share: float, previous: dict[str, Any] | None) -> list[str]:
+    """``max_synthetic_share``'s warning for a snapshot, given the previous snapshot's
+    ``{"snapshot", "synthetic_share"}`` (None for a first snapshot)."""
+    limit = spec.stages.mix.max_synthetic_share
+    if limit is None or share <= limit:
+        return []
+    before = previous.get("synthetic_share") if previous else None
+    if before is not None and share <= before:
+        return []
+    since = f", up from {before:.1%} in snapshot {previous['snapshot']}" if before is not None else ""
+    return [
+        f"synthetic data is {share:.1%} of this snapshot{since}, past stages.mix.max_synthetic_share {limit:g}: "
+        "add real data or lower the synthetic domains' weights before training on it"
+    ]

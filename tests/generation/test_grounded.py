@@ -1,0 +1,112 @@
+"""Document-grounded generation: the answer parsing on its own, and jobs against the real
+server (tests/helpers/llm_server.py): rewrites of a corpus's documents into the pretraining
+path beside their sources (the real-data floor holds), and question-answer requests whose
+answers the test model cannot write in that form, each a named reject."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from pipeline.config import JobSpecError, load_job_spec
+from pipeline.core.progress import Progress
+from pipeline.generation.config import DocumentsConfig
+from pipeline.generation.grounded import cut, qa_pairs
+from pipeline.runner import run_job
+from tests.generation.test_self_instruct_job import _generated
+
+
+def test_question_answer_pairs_parse_in_their_common_forms():
+    text = (
+        "Here are some pairs.\n\nQuestion: What is the capital of Norway?\nAnswer: Oslo is the capital.\n\n"
+        "Q2: How cold does it get?\nA2: It can fall below -20 degrees\nin winter.\n"
+        "**Question 3:** Is it by the sea?\n**Answer 3:** Yes, on a fjord.\n"
+        "Question: A question left without an answer?\n"
+    )
+    assert qa_pairs(text) == [
+        ("What is the capital of Norway?", "Oslo is the capital."),
+        ("How cold does it get?", "It can fall below -20 degrees\nin winter."),
+        ("Is it by the sea?", "Yes, on a fjord."),
+    ]
+    assert qa_pairs("Oslo is the capital of Norway.") == []
+    assert cut("one two three four", 100) == "one two three four"
+    assert cut("alpha beta gamma delta", 13) == "alpha beta"
+    with pytest.raises(ValidationError, match="keep_source: only for produce: documents"):
+        DocumentsConfig(source="x", produce="conversations", keep_source=True)
+
+
+def _spec(base_url: str, model: str, corpus, out, tokenizer, **documents) -> dict:
+    return {
+        "name": "rephrase",
+        "seed": 5,
+        "output": {"uri": str(out)},
+        "generate": {
+            "backend": {"base_url": base_url, "model": model, "concurrency": 4, "backoff_s": 0.05},
+            "sampling": {"temperature": 0.8, "max_tokens": 48},
+            "method": "documents",
+            "documents": {"source": str(corpus), "max_documents": 12, "min_words": 3, **documents},
+            "workers": 2,
+        },
+        "stages": {
+            "tokenize": {"model": str(tokenizer)},
+            "pack": {"seq_len": 128, "mode": "concat", "format": "megatron", "shard_tokens": 20000},
+        },
+    }
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_rewrites_go_into_the_pretraining_mix_beside_their_sources(
+    llm_server, sample_corpus, tokenizer_model, tmp_path
+):
+    out = tmp_path / "out"
+    spec = _spec(llm_server.base_url, llm_server.model, sample_corpus, out, tokenizer_model)
+    loaded = load_job_spec(spec)
+    assert loaded.input.chat is None and loaded.input.text_column == "text"  # a document job
+    report = run_job(spec, progress=Progress(quiet=True)).report
+
+    records = _generated(out)
+    sources = [r for r in records if r["generation"] is None]
+    rewrites = [r for r in records if r["generation"] is not None]
+    rows = [r for f in sorted(sample_corpus.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    first_ids = [r["id"] for r in rows if r["text"] and r["text"].strip()][:12]
+    assert [r["id"] for r in sources] == first_ids and {r["domain"] for r in sources} == {"real"}
+    assert rewrites and all(r["text"] for r in rewrites) and {r["domain"] for r in rewrites} == {"synthetic"}
+    for r in rewrites:  # each rewrite names its source and how it was made
+        assert r["id"] == f"documents-{r['generation']['parents'][0]}" and r["generation"]["parents"][0] in first_ids
+        assert r["generation"]["method"] == "documents" and r["generation"]["generator"] == llm_server.model
+        assert [t["template"] for t in r["generation"]["templates"]] == ["documents_rephrase_wikipedia"]
+    generation = report["generation"]
+    assert generation["candidates"] == 12 == len(rewrites) + sum(generation["rejected"].values())
+    assert generation["records"] == len(rewrites) and generation["source_records"] == len(sources) == 12
+    assert report["balance"]["ok"] and report["totals"]["input_docs"] == len(records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    mixture = manifest["mixture"]
+    assert mixture["synthetic_domains"] == ["synthetic"]
+    assert mixture["real_share"] >= 0.2 and abs(mixture["real_share"] + mixture["synthetic_share"] - 1) < 1e-9
+    assert manifest["shards"] and report["totals"]["tokens"] > 0
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_answers_without_question_answer_pairs_are_named_rejects(llm_server, sample_corpus, tmp_path):
+    """The test model was never taught the Q/A form: every answer is a ``no_qa_pairs`` reject
+    (or another named one), none a record, and the job says it has nothing to work on."""
+    from pipeline.generation.client import OpenAIBackend
+    from pipeline.generation.config import BackendConfig
+    from pipeline.generation.grounded import GroundedGeneration
+
+    config = DocumentsConfig(
+        source=str(sample_corpus), max_documents=6, template="builtin:documents_qa_pairs", produce="conversations"
+    )
+    method = GroundedGeneration(config, {"temperature": 0.0, "max_tokens": 32}, 1, None)
+    backend = OpenAIBackend(BackendConfig(base_url=llm_server.base_url, model=llm_server.model))
+    result = method.round(1, backend.complete)
+    assert result.candidates == 6 and result.records == []
+    assert sum(result.rejected.values()) == 6 and set(result.rejected) <= {"no_qa_pairs", "refused", "empty_output"}
+
+    spec = _spec(llm_server.base_url, llm_server.model, sample_corpus, tmp_path / "out", "x.json")
+    spec["generate"]["documents"]["source"] = str(tmp_path / "missing")
+    with pytest.raises(JobSpecError, match="generate.documents.source: "):
+        load_job_spec(spec)
