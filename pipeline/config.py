@@ -153,6 +153,7 @@ _ADDED_WITH_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("stages", "mix", "synthetic_domains"): [],
     ("stages", "mix", "min_real_fraction"): 0.2,
     ("stages", "mix", "on_real_floor"): "fail",
+    ("stages", "mix", "max_synthetic_share"): None,
     ("stages", "tokenize", "bos_token"): None,
     ("stages", "tokenize", "eos_token"): None,
     ("stages", "tokenize", "pad_token"): None,

@@ -56,6 +56,14 @@ class AnnotatedShards:
         self.options = options
         self.first_new_node = len(indexed) << _ROW_BITS
 
+    def num_documents(self) -> int:
+        """Rows of every shard, from the Parquet footers."""
+        total = 0
+        for uri in self.uris:
+            with storage.open_read(uri, self.options) as f:
+                total += pq.ParquetFile(f).metadata.num_rows
+        return total
+
     def read(self, columns: list[str]) -> ray.data.Dataset:
         """``columns`` of every document, plus ``node``."""
         import ray.data

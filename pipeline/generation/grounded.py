@@ -117,6 +117,8 @@ class GroundedGeneration:
 
     @classmethod
     def source_problems(cls, config: DocumentsConfig, options: Any = None) -> list[str]:
+        if not storage.list_files(config.source, options or storage.StorageOptions()):
+            return [f"source: no input files found at '{config.source}'"]
         try:
             documents, _ = _source(config, options)
         except (OSError, ValueError) as exc:

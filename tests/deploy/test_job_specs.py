@@ -176,9 +176,17 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 def named_files(spec: dict[str, Any], assets: dict[str, Path]) -> Iterator[tuple[str, str, list[Path]]]:
     """(key path, URI, local files to put there) for every input, model and eval set the spec
     names; a directory URI (the input) gets the corpus shards under it."""
+    from pipeline.generation.config import produces_documents
+
     generate = spec.get("generate")
-    chat = generate is not None or spec["input"].get("chat") is not None
-    if generate is not None:  # its input is what it generates
+    if generate is not None:
+        chat = not produces_documents(generate)
+    else:
+        chat = spec["input"].get("chat") is not None
+    if generate is not None and generate["method"] == "documents":  # grounded in a corpus
+        source = generate["documents"]["source"]
+        yield "generate.documents.source", source, sorted(assets["corpus"].glob("*.parquet"))
+    elif generate is not None:  # its input is what it generates
         from pipeline.generation.methods import METHODS
 
         field = METHODS[generate["method"]].SEED_FIELD
@@ -263,7 +271,8 @@ def test_local_spec_validates_with_its_files(spec_path, assets, tmp_path, monkey
     code, _, err = validate(spec_path, [], capsys)
     if "generate" in spec:  # a generation job's input is what it generates; its seeds must be there
         key, uri, _ = next(named_files(spec, assets))
-        assert code == 2 and f"{key}: cannot read seed tasks {uri}" in err
+        missing = "no input files found at '{}'" if key == "generate.documents.source" else "cannot read seed tasks {}"
+        assert code == 2 and f"{key}: {missing.format(uri)}" in err
     else:
         assert code == 2 and f"input.uri: no input files found at '{spec['input']['uri']}'" in err
 
