@@ -217,13 +217,15 @@ class ChatTemplate:
             self.compiled = env.from_string(text)
         except jinja2.TemplateSyntaxError as exc:
             raise ValueError(f"the chat template does not compile: {exc.message} (line {exc.lineno})") from None
+        # Jinja's render() merges its globals into a fresh dict on every call (a quarter of the
+        # time of rendering a short conversation): merged once here, with the special tokens
+        self._variables = {**dict(self.compiled.globals), **self.special_tokens}
 
     def _render(self, messages, tools, add_generation_prompt: bool) -> str:
-
+        variables = {**self._variables, "messages": messages, "tools": tools}
+        variables["add_generation_prompt"] = add_generation_prompt
         try:
-            return self.compiled.render(
-                messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **self.special_tokens
-            )
+            return "".join(self.compiled.root_render_func(self.compiled.new_context(variables, shared=True)))
         except TemplateError:
             raise
         except Exception as exc:  # Jinja's errors, and Python's from inside the template
