@@ -13,8 +13,9 @@ request per document, one round:
 - ``produce: conversations``: the answer's ``Question:``/``Answer:`` pairs, each a single-turn
   conversation (the chat path), ``documents-<source id>-q<n>``.
 
-Every document is a request or a named reject (``source_empty``); every answer is records or
-a named reject (``empty_output``, ``refused``, ``too_short``, ``no_qa_pairs``).
+Every document read is a request or a named reject (``source_empty``, ``source_unreadable``);
+every answer is records or a named reject (``empty_output``, ``refused``, ``too_short``,
+``no_qa_pairs``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pipeline.generation.client import ChatRequest, ChatResponse
 from pipeline.generation.config import DocumentsConfig
 from pipeline.generation.evol_instruct import response_problem
 from pipeline.generation.prompts import PromptTemplate
-from pipeline.generation.rounds import RoundResult
+from pipeline.generation.rounds import RoundResult, SingleRoundMethod
 
 _WORD = re.compile(r"\w+")
 _PREAMBLE = re.compile(r"(?is)^\s*here is (?:a|the) paraphrased version\s*:?\s*")
@@ -60,7 +61,12 @@ def cut(text: str, max_chars: int) -> str:
     return head[:space] if space > max_chars // 2 else head
 
 
-def _source(config: DocumentsConfig, options: storage.StorageOptions | None) -> tuple[list[tuple[str, str]], int]:
+def _source(
+    config: DocumentsConfig, options: storage.StorageOptions | None
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """``(id, text)`` of the first ``max_documents`` documents with text, files in name order;
+    and what was skipped on the way, by reason (``source_empty``, ``source_unreadable``: a
+    JSON line that holds no document)."""
     from pipeline.core.layout import shard_key
     from pipeline.phases.annotate.readers import open_source
     from pipeline.phases.annotate.validation import InputConfig, InputValidation, ShardRejected
@@ -76,12 +82,13 @@ def _source(config: DocumentsConfig, options: storage.StorageOptions | None) -> 
     )
     validation = InputValidation(source)
     documents: list[tuple[str, str]] = []
-    empty = 0
+    skipped = {"source_empty": 0, "source_unreadable": 0}
     for uri in storage.list_files(config.source, source.storage_options):
         key = shard_key(config.source, uri)
         try:
             with open_source(uri, key, source.storage_options, validation, 1024) as reader:
                 for batch in reader.batches():
+                    skipped["source_unreadable"] += batch.bad.num_rows
                     texts = batch.raw.column(config.text_column).to_pylist()
                     rows = batch.rows.to_pylist()
                     ids = (
@@ -91,17 +98,17 @@ def _source(config: DocumentsConfig, options: storage.StorageOptions | None) -> 
                     )
                     for doc_id, text in zip(ids, texts):
                         if not text or not text.strip():
-                            empty += 1
+                            skipped["source_empty"] += 1
                             continue
                         documents.append((str(doc_id) if doc_id is not None else f"{key}:?", text))
                         if len(documents) >= config.max_documents:
-                            return documents, empty
+                            return documents, skipped
         except ShardRejected as exc:
             raise ValueError(f"{uri}: {exc}") from None
-    return documents, empty
+    return documents, skipped
 
 
-class GroundedGeneration:
+class GroundedGeneration(SingleRoundMethod):
     method = "documents"
     TEMPLATE_VARIABLES = {"template": {"document"}}
 
@@ -111,9 +118,8 @@ class GroundedGeneration:
         self.config = config
         self.sampling = sampling
         self.seed = seed
-        self.documents, self.empty = _source(config, options)
+        self.documents, self.skipped = _source(config, options)
         self.template = PromptTemplate.load(config.template, self.TEMPLATE_VARIABLES["template"], options)
-        self.finished = False
 
     @classmethod
     def source_problems(cls, config: DocumentsConfig, options: Any = None) -> list[str]:
@@ -134,20 +140,8 @@ class GroundedGeneration:
     def budget_formula(self) -> str:
         return f"{len(self.documents)} documents x 1"
 
-    def max_rounds(self) -> int:
-        return 1
-
     def first_requests(self) -> list[ChatRequest]:
         return self._requests(random.Random(f"{self.seed}:documents:1"))
-
-    def shortfall(self) -> str | None:
-        return None
-
-    def done(self) -> bool:
-        return self.finished
-
-    def remember(self, records: list[dict[str, Any]]) -> None:
-        self.finished = True
 
     def _requests(self, rng: random.Random) -> list[ChatRequest]:
         context = {"method": self.method, **self.template.provenance()}
@@ -163,8 +157,9 @@ class GroundedGeneration:
 
     def round(self, round_number: int, send: Callable[[list[ChatRequest]], list[ChatResponse]]) -> RoundResult:
         result = RoundResult()
-        if self.empty:
-            result.rejected["source_empty"] = self.empty
+        for reason, n in self.skipped.items():
+            if n:
+                result.rejected[reason] = n
         answers = send(self._requests(random.Random(f"{self.seed}:documents:{round_number}")))
         produce_documents = self.config.produce == "documents"
         for (doc_id, text), answer in zip(self.documents, answers):

@@ -16,7 +16,7 @@ from pipeline.generation.client import ChatRequest, ChatResponse
 from pipeline.generation.config import JudgeConfig
 from pipeline.generation.evol_instruct import response_problem
 from pipeline.generation.prompts import PromptTemplate
-from pipeline.generation.rounds import RoundResult, SeededMethod, load_instructions
+from pipeline.generation.rounds import RoundResult, SeededMethod, SingleRoundMethod, load_instructions
 
 
 def parse_score(text: str, pattern: re.Pattern[str], low: float, high: float) -> float | None:
@@ -26,7 +26,7 @@ def parse_score(text: str, pattern: re.Pattern[str], low: float, high: float) ->
     return found[-1] if found else None
 
 
-class JudgedSampling(SeededMethod):
+class JudgedSampling(SeededMethod, SingleRoundMethod):
     method = "judge"
     SEED_FIELD = "prompts"
     INSTANCES_REQUIRED = False
@@ -44,7 +44,6 @@ class JudgedSampling(SeededMethod):
         ]
         self.judge = PromptTemplate.load(config.judge_template, self.TEMPLATE_VARIABLES["judge_template"], options)
         self.pattern = re.compile(config.score_pattern)
-        self.finished = False
 
     def templates(self) -> list[PromptTemplate]:
         return [self.judge]
@@ -55,20 +54,8 @@ class JudgedSampling(SeededMethod):
     def budget_formula(self) -> str:
         return f"{len(self.prompts)} prompts x candidates {self.config.candidates} x 2 (answer, judgement)"
 
-    def max_rounds(self) -> int:
-        return 1
-
     def first_requests(self) -> list[ChatRequest]:
         return self._answer_requests(random.Random(f"{self.seed}:judge:1"))
-
-    def shortfall(self) -> str | None:
-        return None
-
-    def done(self) -> bool:
-        return self.finished
-
-    def remember(self, records: list[dict[str, Any]]) -> None:
-        self.finished = True
 
     def _answer_requests(self, rng: random.Random) -> list[ChatRequest]:
         return [

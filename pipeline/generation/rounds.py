@@ -92,3 +92,21 @@ class SeededMethod:
         except SeedTaskError as exc:
             return [f"{cls.SEED_FIELD}: {exc}"]
         return []
+
+
+class SingleRoundMethod:
+    """A method that sends all its requests in one round and carries nothing to a next."""
+
+    finished = False
+
+    def max_rounds(self) -> int:
+        return 1
+
+    def shortfall(self) -> str | None:
+        return None
+
+    def done(self) -> bool:
+        return self.finished
+
+    def remember(self, records: list[dict[str, Any]]) -> None:
+        self.finished = True
