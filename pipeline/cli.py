@@ -41,6 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, previous)
     print(f"snapshot {result.snapshot} (now latest): {result.manifest_uri}")
     print(f"run report:                {result.report_uri}")
+    print(f"run report with charts:    {result.page_uri}")
     return 0
 
 
@@ -200,6 +201,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     options = storage.StorageOptions(endpoint_url=args.endpoint_url) if args.endpoint_url else None
     ok = inspect_output(args.output, samples=args.samples, out=sys.stdout, options=options, snapshot=args.snapshot)
     return 0 if ok else EXIT_FAILED
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.core import storage
+    from pipeline.report_page import rebuild_page
+
+    options = storage.StorageOptions(endpoint_url=args.endpoint_url) if args.endpoint_url else None
+    try:
+        page = rebuild_page(args.output, args.snapshot, options)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"run report with charts: {page}")
+    if args.open:
+        import pathlib
+        import webbrowser
+
+        if not storage.is_local(page) or not webbrowser.open(pathlib.Path(storage.filesystem(page)[1]).as_uri()):
+            print("(no browser to open it with here: open the file above)", file=sys.stderr)
+    return 0
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -473,6 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--snapshot", help="a snapshot under OUTPUT/snapshots/ (default: the one latest.json names)")
     inspect.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// output (e.g. MinIO)")
     inspect.set_defaults(func=_cmd_inspect)
+
+    report = commands.add_parser(
+        "report", help="rebuild report.html and its charts from what a run wrote (old runs get the new page)"
+    )
+    report.add_argument("output", help="a run's output.uri (path or s3:// URI)")
+    report.add_argument("--snapshot", help="a snapshot under OUTPUT/snapshots/ (default: the latest run's report)")
+    report.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// output (e.g. MinIO)")
+    report.add_argument("--open", action="store_true", help="open the page in a browser")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

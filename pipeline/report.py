@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.core.markers import RunRecord
 from pipeline.phases.mix.plan import synthetic_share, synthetic_share_warnings
+from pipeline.phases.mix.profile import compare, comparison_lines
 from pipeline.stages.base import ReportSection
 from pipeline.stages.registry import enabled
 
@@ -163,12 +164,14 @@ def build_report(run: RunRecord) -> Report:
             "synthetic_domains": synthetic_domains,
             "synthetic_share": share,
             "warnings": synthetic_share_warnings(run.spec, share, run.previous_snapshot),
+            "synthetic_vs_real": compare([s.profiles for s in run.tokenize if s.profiles], synthetic_domains),
         },
         "output_shards": {
             "count": len(pack),
             f"min_{unit}": shard_sizes[0] if shard_sizes else 0,
             f"median_{unit}": shard_sizes[len(shard_sizes) // 2] if shard_sizes else 0,
             f"max_{unit}": shard_sizes[-1] if shard_sizes else 0,
+            "sizes": [s.tokens if unit == "tokens" else s.document_bytes for s in sorted(pack, key=lambda s: s.index)],
         },
         "snapshot": run.snapshot,
         "work_units": run.work_units,
@@ -538,6 +541,8 @@ def render_markdown(built: Report) -> str:
             )
         for warning in mix.get("warnings", []):
             lines.append(f"\n**Warning:** {warning}.")
+        if mix.get("synthetic_vs_real"):
+            lines += comparison_lines(mix["synthetic_vs_real"])
     shards = report.get("output_shards")
     if shards and shards["count"]:
         unit = report["mixture"]["unit"]

@@ -39,6 +39,7 @@ from pipeline.phases.publish import (
 )
 from pipeline.phases.tokenize.phase import phase_name, run_tokenize
 from pipeline.report import build_report, check_balance, render_markdown, unreadable_summary
+from pipeline.report_page import write_report
 from pipeline.stages.registry import enabled
 
 
@@ -53,6 +54,8 @@ class RunResult:
     report_uri: str
     report: dict[str, Any]
     snapshot: str
+    page_uri: str
+    """``report.html``: the report with charts."""
 
 
 _RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -331,13 +334,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
     for section in built.sections:
         if section.file:
             storage.write_json(layout.report_file(section.file), section.data, out_options)
-    markdown = render_markdown(built).encode()
-    for json_uri, md_uri in (
-        (layout.report_json, layout.report_md),
-        (layout.snapshot_report(snapshot, "json"), layout.snapshot_report(snapshot, "md")),
-    ):
-        storage.write_json(json_uri, report, out_options)
-        storage.write_bytes(md_uri, markdown, out_options)
+    page_uri = write_report(layout, report, render_markdown(built), out_options)
     check_balance(report)
     move_into_snapshot(spec, snapshot, pack_stats, progress)
     warnings = report["mixture"]["warnings"]
@@ -357,4 +354,4 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
         + (f"; {unreadable_summary(t)}" if t["unreadable_shards"] else "")
     )
     progress.log(f"snapshot {snapshot} committed; latest.json names it")
-    return RunResult(spec.output.uri, layout.snapshot_manifest(snapshot), layout.report_md, report, snapshot)
+    return RunResult(spec.output.uri, layout.snapshot_manifest(snapshot), layout.report_md, report, snapshot, page_uri)

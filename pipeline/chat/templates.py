@@ -54,9 +54,9 @@ CHATML = """\
 {%- for message in messages %}
     {%- if not (tools and loop.first and message['role'] == 'system') %}
         {{- '<|im_start|>' + message['role'] + '\n' + message['content'] }}
-        {%- for call in message.tool_calls or [] %}
+        {%- for call in (message['tool_calls'] if 'tool_calls' in message else none) or [] %}
             {{- ('\n' if message['content'] or not loop.first else '') + '<tool_call>\n' }}
-            {{- {'name': call.function.name, 'arguments': call.function.arguments} | tojson }}
+            {{- {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson }}
             {{- '\n</tool_call>' }}
         {%- endfor %}
         {{- '<|im_end|>\n' }}
@@ -128,11 +128,18 @@ def read_template(source: str | None, options: storage.StorageOptions | None = N
     return template
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+_MISSING = object()
+
+
 def _environment(tracker: list | None):
     import jinja2
     import jinja2.ext
     from jinja2 import nodes
+    from jinja2.runtime import LoopContext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    loop_attributes = frozenset(name for name in dir(LoopContext) if not name.startswith("_"))
 
     class GenerationBlocks(jinja2.ext.Extension):
         """``{% generation %}...{% endgeneration %}``: records where its output lands."""
@@ -156,9 +163,19 @@ def _environment(tracker: list | None):
     def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlocks, jinja2.ext.loopcontrols]
-    )
+    class Sandbox(ImmutableSandboxedEnvironment):
+        def getattr(self, obj, attribute):
+            # ``message.content``: Jinja tries the attribute first, which a dict never has,
+            # and then the key, paying an exception per lookup (a fifth of rendering
+            # ChatML); a plain dict's keys are read directly, with the same result
+            if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+                value = obj.get(attribute, _MISSING)
+                return self.undefined(obj=obj, name=attribute) if value is _MISSING else value
+            if type(obj) is LoopContext and attribute in loop_attributes:  # all safe: loop.first, ...
+                return getattr(obj, attribute)
+            return super().getattr(obj, attribute)
+
+    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlocks, jinja2.ext.loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     return env

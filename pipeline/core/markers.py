@@ -120,6 +120,9 @@ class TokenizeMarker(Marker):
     """Per domain: ``docs``, ``tokens``, ``bytes`` and a token histogram over the shuffle key."""
     chat: dict[str, Any] | None = None
     """Chat jobs: conversations, messages, truncated, trained and masked tokens, template errors."""
+    profiles: dict[str, Any] | None = None
+    """Jobs with synthetic domains: per domain, what the report compares synthetic with real
+    data on (``pipeline.phases.mix.profile``)."""
     seconds: float = 0.0
 
 

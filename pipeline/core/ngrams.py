@@ -51,3 +51,18 @@ def ngram_hashes(
     position_in_doc = np.arange(total) - offsets[:-1][doc_of_unit]
     full_window = position_in_doc < (counts - n + 1)[doc_of_unit]
     return window[full_window], doc_of_unit[full_window], position_in_doc[full_window]
+
+
+_NON_WORD = r"[^\p{L}\p{N}\p{M}\s]+"
+
+
+def words(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+    """Each text's normalized words: lower case, runs of letters, digits and marks."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    split = pc.utf8_split_whitespace(pc.replace_substring_regex(pc.utf8_lower(texts), _NON_WORD, " "))
+    flat = split.flatten()
+    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(split).to_numpy()[real]
+    offsets = np.r_[0, np.cumsum(np.bincount(parents, minlength=len(split)))].astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(real)))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from pipeline.config import JobSpec
     from pipeline.core.annotated import AnnotatedShards
+    from pipeline.core.charts import Chart
     from pipeline.core.markers import RunRecord
     from pipeline.core.progress import Progress
 
@@ -229,6 +230,12 @@ class Capability:
     def report_section(cls, config: StageConfig, run: RunRecord) -> ReportSection | None:
         """This capability's part of the run report, when it is enabled."""
         return None
+
+    @classmethod
+    def report_charts(cls, report: dict[str, Any]) -> list[Chart]:
+        """This capability's charts in ``report.html``, from ``report.json`` alone (what its
+        ``report_section`` put there), so that an earlier run's page can be rebuilt."""
+        return []
 
 
 def removal_table(

@@ -184,9 +184,20 @@ def test_strftime_now_reads_the_fixed_date():
 def test_unknown_filters_unsafe_access_and_unstable_prefixes():
     with pytest.raises(ValueError, match="does not compile: No filter named 'shout'"):
         ChatTemplate("{{ messages[0]['content'] | shout }}")
-    sneaky = ChatTemplate("{{ messages.__class__.__mro__ }}")
-    with pytest.raises(TemplateError, match="the chat template failed"):
-        sneaky.render(TWO_TURNS)
+    for sneaky in (
+        "{{ messages.__class__.__mro__ }}",
+        "{{ messages[0].__class__.__mro__ }}",  # a message is read past the sandbox's attribute check
+        "{% for m in messages %}{{ loop.__class__.__mro__ }}{% endfor %}",  # so is the loop's state
+        "{{ messages[0].update({'role': 'x'}) }}",
+        "{{ messages.append(1) }}",
+    ):
+        with pytest.raises(TemplateError, match="the chat template failed"):
+            ChatTemplate(sneaky).render(TWO_TURNS)
+    # attributes keep Jinja's meaning: a dict's own methods first, then its keys, else undefined
+    fields = ChatTemplate(
+        "{{ messages[0].items is callable }} {{ messages[0].role }} {{ messages[0].nope is defined }}"
+    )
+    assert fields.render(TWO_TURNS).text == "True system False"
     # a template that drops earlier assistant turns: those have no span (nothing of them is trained)
     last_only = ChatTemplate(
         "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}{{ m.role }}: {{ m.content }}\n{% endif %}"

@@ -87,6 +87,13 @@ def test_rewrites_go_into_the_pretraining_mix_beside_their_sources(
     assert mixture["synthetic_domains"] == ["synthetic"]
     assert mixture["real_share"] >= 0.2 and abs(mixture["real_share"] + mixture["synthetic_share"] - 1) < 1e-9
     assert manifest["shards"] and report["totals"]["tokens"] > 0
+    # the report sets the rewrites beside their sources
+    sides = report["mixture"]["synthetic_vs_real"]["sides"]
+    assert sides["synthetic"]["domains"] == ["synthetic"] and sides["real"]["domains"] == ["real"]
+    assert sides["real"]["documents"] + sum(sides["real"]["duplicates_removed"].values()) == len(sources)
+    reached = sides["synthetic"]["documents"] + sum(sides["synthetic"]["duplicates_removed"].values())
+    assert 0 < reached <= len(rewrites)
+    assert "### Synthetic against real data" in (out / "report.md").read_text()
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -10,7 +10,7 @@ import sentencepiece as spm
 
 from pipeline import run_job
 from pipeline.config import JobSpecError
-from pipeline.phases.mix.plan import MixtureError
+from pipeline.phases.mix.plan import STAGE_NAME, MixtureError
 from tests.helpers.datatrove_reader import read_datatrove
 from tests.helpers.megatron_reader import read_indexed_dataset
 
@@ -241,6 +241,18 @@ def test_the_real_data_floor_holds_on_the_realized_mixture(make_job, sample_corp
     assert manifest["mixture"]["real_share"] == pytest.approx(0.5, abs=0.03)
     assert any("rebalanced" in note for note in manifest["mixture"]["notes"])
     assert result.report["balance"]["ok"]
+
+    # the report compares the synthetic domain with the real ones over every document dedup kept
+    report = result.report
+    sides = report["mixture"]["synthetic_vs_real"]["sides"]
+    assert sides["synthetic"]["domains"] == ["code"] and sides["real"]["domains"] == ["docs", "web"]
+    unsampled = sum(report["rejected"].get(STAGE_NAME, {}).values())
+    assert sides["synthetic"]["documents"] + sides["real"]["documents"] == report["totals"]["kept_docs"] + unsampled
+    for side in sides.values():
+        assert 0 < side["distinct_ngrams"]["ratio"] <= 1
+        assert side["length_chars"]["p10"] <= side["length_chars"]["p50"] <= side["length_chars"]["p90"]
+        assert 0 < side["top_openings_share"] <= 1
+    assert "### Synthetic against real data" in (out / "report.md").read_text()
 
 
 def test_a_refresh_whose_synthetic_share_grows_past_the_limit_warns(make_job, sample_corpus, tmp_path):

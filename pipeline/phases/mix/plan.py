@@ -475,12 +475,16 @@ def expand_copies(u: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, np.ndar
     return doc, copy
 
 
+def synthetic_domains(spec: Any) -> list[str]:
+    """The synthetic domains of a job: ``synthetic_domains`` and a generation job's own."""
+    own = {spec.generate.domain} if spec.generate is not None else set()
+    return sorted(set(spec.stages.mix.synthetic_domains) | own)
+
+
 def synthetic_share(spec: Any, realized: dict[str, int]) -> tuple[list[str], float]:
-    """The synthetic domains of a job (``synthetic_domains`` and a generation job's own) and
-    their share of the realized amounts (tokens or text bytes per domain)."""
-    synthetic = set(spec.stages.mix.synthetic_domains) | (
-        {spec.generate.domain} if spec.generate is not None else set()
-    )
+    """The synthetic domains of a job and their share of the realized amounts (tokens or
+    text bytes per domain)."""
+    synthetic = set(synthetic_domains(spec))
     total = sum(realized.values())
     share = sum(v for d, v in realized.items() if d in synthetic) / total if total else 0.0
     return sorted(synthetic), share

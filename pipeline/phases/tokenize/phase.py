@@ -30,7 +30,8 @@ from pipeline.core.markers import AnnotateMarker, DedupMarker, TokenizeMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress
 from pipeline.phases.dedup import read_cluster_sizes, read_removals
-from pipeline.phases.mix.plan import assign_domains, uniform_keys
+from pipeline.phases.mix.plan import assign_domains, synthetic_domains, uniform_keys
+from pipeline.phases.mix.profile import PROFILE_FORMAT, DomainProfiles
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 from pipeline.phases.tokenize.chat import STAGE as CHAT_STAGE
 from pipeline.phases.tokenize.chat import ChatEncoder, ChatStats, mask_binary, special_token_texts
@@ -95,6 +96,8 @@ def tokenize_config_hash(
         "input": spec.input.model_dump(mode="json", include={"domain_column", "url_column"}),
         "write_rejects": spec.output.write_rejects,
     }
+    if synthetic_domains(spec):
+        payload["profiles"] = PROFILE_FORMAT
     if spec.output.kind != "tokens":
         payload["output_kind"] = spec.output.kind
     if spec.input.chat is not None and spec.output.writes_documents:
@@ -148,6 +151,8 @@ class ShardTokenizer(ShardWorker):
             self.chat_format = spec.output.documents.chat_format or "openai"
         self.unit = spec.mix_unit
         self.global_stages = global_stages(spec) if spec.output.writes_documents else []
+        self.profiles_domains = bool(synthetic_domains(spec))
+        self.profiles: DomainProfiles | None = None
 
     def run(self, item: dict[str, Any]) -> TokenizeMarker:
         for stage in self.global_stages:
@@ -170,6 +175,7 @@ class ShardTokenizer(ShardWorker):
         storage.remove_tree(self.layout.tokenize_rejects(key), options)
         rejected: dict[str, dict[str, int]] = {}
         chat_stats = ChatStats() if self.chat is not None else None
+        self.profiles = DomainProfiles() if self.profiles_domains else None
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
             rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, cols.REJECTS_SCHEMA)
@@ -191,6 +197,10 @@ class ShardTokenizer(ShardWorker):
                     ):
                         per_stage = removed.setdefault(stage, {})
                         per_stage[reason] = per_stage.get(reason, 0) + 1
+                    if self.profiles is not None:
+                        self.profiles.add_removed(
+                            self._domains(dropped, shard_path), labels.column(cols.REJECT_STAGE).to_pylist()
+                        )
                     if self.spec.output.write_rejects:
                         table = dropped.select(cols.BASE_SCHEMA.names)
                         for name in (cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF):
@@ -228,6 +238,7 @@ class ShardTokenizer(ShardWorker):
             removed=removed,
             rejected=rejected,
             chat=chat_stats.to_json() if chat_stats is not None else None,
+            profiles=self.profiles.to_json() if self.profiles is not None else None,
             tokenized_docs=table.num_rows,
             tokenized_bytes=sum(d["bytes"] for d in domains.values()),
             tokens=int(pc.sum(table.column(NUM_TOKENS)).as_py() or 0) if self.tokenizer else 0,
@@ -237,17 +248,27 @@ class ShardTokenizer(ShardWorker):
         storage.write_json(self.layout.tokenize_marker(key), stats.to_json(), options)
         return stats
 
-    def _prepare(self, kept: pa.Table, key: str, shard_path: str, kept_columns: list[str]) -> pa.Table:
-        urls = kept.column(cols.URL).combine_chunks()
-        routed = kept.column(cols.ROUTED_DOMAIN).combine_chunks() if cols.ROUTED_DOMAIN in kept.column_names else None
-        domains = assign_domains(
-            self.spec.stages.mix, urls, kept.column(cols.DOMAIN).combine_chunks(), shard_path, kept.num_rows, routed
+    def _domains(self, docs: pa.Table, shard_path: str) -> pa.Array:
+        routed = docs.column(cols.ROUTED_DOMAIN).combine_chunks() if cols.ROUTED_DOMAIN in docs.column_names else None
+        return assign_domains(
+            self.spec.stages.mix,
+            docs.column(cols.URL).combine_chunks(),
+            docs.column(cols.DOMAIN).combine_chunks(),
+            shard_path,
+            docs.num_rows,
+            routed,
         )
+
+    def _prepare(self, kept: pa.Table, key: str, shard_path: str, kept_columns: list[str]) -> pa.Table:
+        domains = self._domains(kept, shard_path)
         rows = kept.column(cols.ROW).to_numpy()
+        keys = uniform_keys(self.spec.seed, key, rows)
+        if self.profiles is not None:
+            self.profiles.add_kept(domains, kept.column(cols.TEXT), keys)
         columns = {
             cols.ROW: rows,
             DOMAIN: domains,
-            SHUFFLE_KEY: uniform_keys(self.spec.seed, key, rows),
+            SHUFFLE_KEY: keys,
             cols.TEXT_BYTES: kept.column(cols.TEXT_BYTES),
         }
         fields = list(PLACEMENT_FIELDS)

@@ -3,6 +3,7 @@ annotated, dropped or excised."""
 
 from typing import Any
 
+from pipeline.core.charts import Chart, bars
 from pipeline.core.markers import RunRecord
 from pipeline.stages.base import Capability, ReportSection
 from pipeline.stages.contamination.config import ContaminationConfig, EvalSetConfig
@@ -41,3 +42,25 @@ class Contamination(Capability):
     def report_section(cls, config: ContaminationConfig, run: RunRecord) -> ReportSection:
         report = contamination_report(config, run.prepared[cls.key], run.stage_stats(cls.key))
         return ReportSection(cls.key, report, render_markdown(report), file="contamination.json")
+
+    @classmethod
+    def report_charts(cls, report: dict) -> list[Chart]:
+        found = report.get(cls.key)
+        if not found or not found.get("benchmarks"):
+            return []
+        rows = [
+            {"benchmark": name, "measure": measure, "count": b[key]}
+            for name, b in sorted(found["benchmarks"].items())
+            for measure, key in (("documents overlapping", "documents"), ("items found", "items_found"))
+        ]
+        return [
+            bars(
+                "contamination",
+                f"Contamination by benchmark ({found['action']})",
+                rows,
+                "benchmark",
+                "count",
+                color="measure",
+                caption="Documents that overlap an eval item, and the items found in the corpus.",
+            )
+        ]

@@ -9,30 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.core import storage
 from pipeline.core.hashing import short_hash
-from pipeline.core.ngrams import MULTIPLIERS, ngram_hashes, unit_hashes
+from pipeline.core.ngrams import MULTIPLIERS, ngram_hashes, unit_hashes, words
 from pipeline.stages.contamination.config import ContaminationConfig
 from pipeline.stages.contamination.eval_sets import item_name, item_text, iter_eval_set
 
 if TYPE_CHECKING:
     from pipeline.config import JobSpec
     from pipeline.core.progress import Progress
-_NON_WORD = r"[^\p{L}\p{N}\p{M}\s]+"
-
-
-def words(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
-    """Each text's normalized words: lower case, runs of letters, digits and marks."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    split = pc.utf8_split_whitespace(pc.replace_substring_regex(pc.utf8_lower(texts), _NON_WORD, " "))
-    flat = split.flatten()
-    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-    parents = pc.list_parent_indices(split).to_numpy()[real]
-    offsets = np.r_[0, np.cumsum(np.bincount(parents, minlength=len(split)))].astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(real)))
 
 
 def _whole_hash(unit_values: np.ndarray) -> np.uint64:

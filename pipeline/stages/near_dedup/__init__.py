@@ -1,5 +1,6 @@
 """Near-duplicate removal: MinHash signatures, LSH, verified edges, connected components."""
 
+from pipeline.core.charts import Chart
 from pipeline.core.markers import RunRecord
 from pipeline.stages.base import Capability, ReportSection
 from pipeline.stages.near_dedup.config import NearDedupConfig
@@ -40,3 +41,36 @@ class NearDedup(Capability):
             "| P(candidate) | " + " | ".join(f"{p:.4f}" for p in curve.values()) + " |",
         ]
         return ReportSection("near_dedup", settings, lines)
+
+    @classmethod
+    def report_charts(cls, report: dict) -> list[Chart]:
+        settings = report.get("near_dedup")
+        if not settings:
+            return []
+        bands, rows_per_band = settings["bands"], settings["rows"]
+        rows = [
+            {"Jaccard similarity": s, "P(candidate)": round(1 - (1 - s**rows_per_band) ** bands, 6)}
+            for s in (i / 40 for i in range(41))
+        ]
+        spec = {
+            "layer": [
+                {
+                    "mark": {"type": "line", "point": True, "tooltip": True},
+                    "encoding": {
+                        "x": {"field": "Jaccard similarity", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                        "y": {"field": "P(candidate)", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                    },
+                },
+                {
+                    "data": {"values": [{"threshold": settings["threshold"]}]},
+                    "mark": {"type": "rule", "strokeDash": [4, 3], "color": "#b22"},
+                    "encoding": {"x": {"field": "threshold", "type": "quantitative"}},
+                },
+            ],
+            "height": 200,
+        }
+        caption = (
+            f"{settings['bands']} bands x {settings['rows']} rows of {settings['num_perm']} permutations; "
+            f"the dashed line is the threshold {settings['threshold']}."
+        )
+        return [Chart("lsh_s_curve", "Near duplicates: the LSH S-curve", spec, caption, rows)]

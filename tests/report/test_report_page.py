@@ -1,0 +1,117 @@
+"""report.html and the chart SVGs of a real run, without a browser: the page's structure,
+that it names nothing on the network, and that the charts' data equal the report's counts."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import run_job
+from pipeline.report_page import CHARTS_DIR, charts, funnel_rows
+
+
+@pytest.fixture(scope="module")
+def two_snapshots(tmp_path_factory, sample_corpus, tokenizer_model):
+    """Two runs into one output (the second keeps fewer documents), as a refresh makes."""
+    import ray
+
+    from pipeline.config import RayConfig
+    from pipeline.runner import ensure_ray
+    from tests.helpers import job_dict
+
+    ensure_ray(RayConfig(num_cpus=2), None)
+    out = tmp_path_factory.mktemp("report") / "out"
+    first = run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model), stages={"pii": {"enabled": True}}))
+    second = run_job(
+        job_dict(
+            str(sample_corpus),
+            str(out),
+            str(tokenizer_model),
+            stages={"pii": {"enabled": True}, "quality": {"gopher_quality": {"min_doc_words": 120}}},
+        )
+    )
+    yield out, first, second
+    ray.shutdown()
+
+
+def _specs(page: str) -> dict:
+    return json.loads(re.search(r"const specs = (\{.*?\});\n", page, re.S).group(1).replace("<\\/", "</"))
+
+
+def test_the_page_is_self_contained_and_holds_every_chart(two_snapshots):
+    out, _, second = two_snapshots
+    page = (out / "report.html").read_text()
+    assert second.page_uri.endswith("report.html") and (out / "report.html").exists()
+    assert (out / "snapshots" / second.snapshot / "report.html").read_text() == page
+    # nothing is fetched: no external script, style, image or frame, and a policy that forbids it
+    markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+    assert page.count("<script>") == 2 and "<script " not in page  # both inline
+    assert not re.search(r"<(link|img|iframe|object|embed)\b", markup)
+    assert "default-src 'none'" in page
+    specs = _specs(page)
+    keys = {"funnel", "mixture", "copies", "shard_sizes", "phase_seconds", "phase_memory",
+            "history_documents", "history_tokens", "languages", "pii", "lsh_s_curve"}  # fmt: skip
+    assert keys <= set(specs), sorted(keys - set(specs))
+    for key in specs:
+        assert f'id="chart-{key}"' in page
+        assert (out / CHARTS_DIR / f"{key}.svg").read_text().startswith("<svg")
+    markdown = (out / "report.md").read_text()
+    for key in specs:
+        assert f"]({CHARTS_DIR}/{key}.svg)" in markdown
+    for stage, reasons in second.report["rejected"].items():  # the rejects table lists each reason
+        for reason in reasons:
+            assert f"<td>{stage}</td><td>{reason}</td>" in page
+
+
+def test_chart_data_equal_the_reports_counts(two_snapshots):
+    out, first, second = two_snapshots
+    report = second.report
+    rows = funnel_rows(report)
+    t = report["totals"]
+    assert rows[0] == {"step": "input", "reason": "input", "documents": t["input_docs"]}
+    assert sum(r["documents"] for r in rows[1:]) == t["input_docs"] == report["balance"]["input"]
+    assert rows[-1]["documents"] == t["kept_docs"]
+    specs = _specs((out / "report.html").read_text())
+    assert specs["funnel"]["data"]["values"] == rows
+    realized = {d: v["realized_tokens"] for d, v in report["mixture"]["domains"].items()}
+    shares = {r["domain"]: r["share"] for r in specs["mixture"]["data"]["values"] if r["side"] == "realized"}
+    assert shares == {d: n / sum(realized.values()) for d, n in realized.items()}
+    assert sorted(r["tokens"] for r in specs["shard_sizes"]["data"]["values"]) == sorted(
+        report["output_shards"]["sizes"]
+    )
+    assert sum(report["output_shards"]["sizes"]) == t["tokens"]
+    history = specs["history_tokens"]["data"]["values"]
+    assert [h["snapshot"] for h in history] == sorted([first.snapshot, second.snapshot])
+    assert {h["snapshot"]: h["tokens"] for h in history} == {
+        first.snapshot: first.report["totals"]["tokens"],
+        second.snapshot: t["tokens"],
+    }
+    pii = {r["entity"]: r["spans"] for r in specs["pii"]["data"]["values"]}
+    assert pii == report["pii_replaced"] and pii
+
+
+def test_refinery_report_rebuilds_the_page_of_an_earlier_snapshot(two_snapshots):
+    out, first, _ = two_snapshots
+    folder = out / "snapshots" / first.snapshot
+    (folder / "report.html").unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "report", str(out), "--snapshot", first.snapshot],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"run report with charts: {folder / 'report.html'}"
+    specs = _specs((folder / "report.html").read_text())
+    assert specs["funnel"]["data"]["values"] == funnel_rows(first.report)
+    missing = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "report", str(out / "nowhere")], capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and "no report.json in" in missing.stderr
+
+
+def test_charts_come_from_report_json_alone(two_snapshots):
+    out, _, second = two_snapshots
+    from_disk = json.loads((out / "report.json").read_text())
+    assert [c.spec for c in charts(from_disk)] == [c.spec for c in charts(second.report)]
