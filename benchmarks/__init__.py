@@ -36,6 +36,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.generation:main",
         "generation requests/s through one real server: the generate phase's Sender vs an asyncio openai loop",
     ),
+    "report-page": (
+        "benchmarks.report_page:main",
+        "refinery report on an existing output: seconds, peak RSS and size of report.html",
+    ),
     "word_lists": ("benchmarks.word_lists:main", "the word lists stage (10,000 entries) vs a naive re alternation"),
     "url_blocklist": (
         "benchmarks.url_blocklist:main",

@@ -41,7 +41,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, previous)
     print(f"snapshot {result.snapshot} (now latest): {result.manifest_uri}")
     print(f"run report:                {result.report_uri}")
-    print(f"run report with charts:    {result.page_uri}")
+    if result.page_uri:
+        print(f"run report with charts:    {result.page_uri}")
     return 0
 
 

@@ -28,6 +28,7 @@ from pipeline.core import storage
 from pipeline.core.hashing import short_hash
 from pipeline.generation.config import GenerateConfig, produces_documents
 from pipeline.phases.annotate.validation import InputConfig, settings_for_hash
+from pipeline.phases.examples import KEPT_PER_REASON
 from pipeline.phases.mix.plan import MixConfig
 from pipeline.phases.pack.packing import PackConfig
 from pipeline.phases.tokenize.tokenizer import TokenizeConfig
@@ -161,6 +162,23 @@ _ADDED_WITH_DEFAULTS: dict[tuple[str, ...], Any] = {
 }
 
 
+class ReportConfig(BaseModel):
+    """What the run report shows beyond its counts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    examples: bool = True
+    """Examples of what each stage rejected, per reason, in report.json, report.md and
+    report.html: the id, the start of the text (PII scrubbed as the pii stage would; none for
+    contamination, whose documents hold eval text) and what the stage recorded; a near or
+    exact duplicate beside the document it duplicates. false leaves them out."""
+    examples_per_reason: int = Field(3, ge=1, le=KEPT_PER_REASON)
+    charts: bool = True
+    """report.html and the charts' SVGs (report_charts/, shown by report.md); about a second
+    per run. false writes report.json and report.md only (``refinery report`` makes the
+    page later)."""
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -170,6 +188,7 @@ class JobSpec(BaseModel):
     output: OutputConfig
     ray: RayConfig = RayConfig()
     stages: StagesConfig
+    report: ReportConfig = ReportConfig()
     generate: GenerateConfig | None = None
     """A generation job: its records (OpenAI chat messages, or text documents, written under
     ``generated/`` in the output) are the job's input, so ``input`` is left out."""
@@ -289,7 +308,9 @@ class JobSpec(BaseModel):
         ``input.max_unreadable_shards`` aside) and
         the model files it names, by size and change token."""
         # a generation job's records are its input, fingerprinted per file like any input
-        spec = self.model_dump(mode="json", exclude={"ray": True, "output": {"upload"}, "generate": True})
+        spec = self.model_dump(
+            mode="json", exclude={"ray": True, "report": True, "output": {"upload"}, "generate": True}
+        )
         spec["input"] = settings_for_hash(self.input, {"max_unreadable_shards"})
         for key in self._unused_later_capabilities():
             del spec["stages"][key]

@@ -4,9 +4,14 @@ whether the counts balance (input = kept + rejected + quarantined, per shard and
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.parquet as pq
+
+from pipeline.core import storage
+from pipeline.core.layout import OutputLayout
 from pipeline.core.markers import RunRecord
 from pipeline.phases.mix.plan import synthetic_share, synthetic_share_warnings
 from pipeline.phases.mix.profile import compare, comparison_lines
@@ -177,6 +182,8 @@ def build_report(run: RunRecord) -> Report:
         "work_units": run.work_units,
         "annotate_steps": _annotate_steps(run),
     }
+    if run.spec.report.examples:
+        data["examples"] = examples_section(run)
     if run.spec.input.chat is not None and run.spec.output.writes_tokens:
         data["chat"] = _chat_section(run)
     if run.generate:
@@ -188,6 +195,68 @@ def build_report(run: RunRecord) -> Report:
             data[section.key] = section.data
             sections.append(section)
     return Report(data, sections)
+
+
+def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per stage and reason, the run's examples (``pipeline.phases.examples``); a duplicate's
+    with the start of the document it duplicates (read from that one's annotated shard)."""
+    from pipeline.core import columns as cols
+    from pipeline.phases.examples import merge, snippet
+
+    units = [m.examples for m in run.annotate] + [m.examples for m in run.tokenize]
+    merged = merge(units, run.spec.report.examples_per_reason)
+    layout = OutputLayout(run.spec.output.uri)
+    options = run.spec.output.storage_options
+    for reasons in merged.values():
+        for examples in reasons.values():
+            for example in examples:
+                del example["key"]
+                shard, row = (
+                    example["detail"].pop(cols.SURVIVOR_SHARD, None),
+                    example["detail"].pop(cols.SURVIVOR_ROW, None),
+                )
+                if shard is None or row is None:
+                    continue
+                try:
+                    with storage.open_read(layout.annotated(shard), options) as source:
+                        found = pq.read_table(source, columns=[cols.ID, cols.TEXT], filters=[(cols.ROW, "=", row)])
+                except (OSError, ValueError):
+                    continue  # kept by an earlier run whose work files are gone
+                if found.num_rows:
+                    text = found.column(cols.TEXT)[0].as_py() or ""
+                    text = snippet(text.replace(cols.SEGMENT_BREAK, "\n"))
+                    example["survivor"] = {"id": found.column(cols.ID)[0].as_py(), "text": text}
+    return merged
+
+
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
+
+
+def _examples_lines(examples: dict[str, Any], rejected: dict[str, dict[str, int]]) -> list[str]:
+    lines = [
+        "",
+        "## Examples of what each rule did",
+        "",
+        "A few documents per stage and reason, chosen by the job's seed; the start of each text "
+        "(PII scrubbed; none for contamination), and what the stage recorded.",
+    ]
+    for stage in _pipeline_order(examples):
+        for reason, chosen in examples[stage].items():
+            total = rejected.get(stage, {}).get(reason)
+            of = f" ({len(chosen)} of {total:,})" if total else ""
+            lines += ["", f"**{stage} / {reason}**{of}", ""]
+            for example in chosen:
+                detail = ", ".join(
+                    f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in example["detail"].items() if v is not None
+                )
+                head = f"- `{example['id']}`" + (f" ({detail.translate(_MARKDOWN_SPECIAL)})" if detail else "")
+                lines.append(head + (f": {example['text'].translate(_MARKDOWN_SPECIAL)}" if example["text"] else ""))
+                survivor = example.get("survivor")
+                if survivor:
+                    lines.append(
+                        f"  - kept instead, `{survivor['id']}`: {survivor['text'].translate(_MARKDOWN_SPECIAL)}"
+                    )
+    return lines
 
 
 def _output_lines(report: dict[str, Any]) -> list[str]:
@@ -509,6 +578,8 @@ def render_markdown(built: Report) -> str:
             f"Dedup was incremental: new shards ({index['new_shards']:,}) were deduplicated against the "
             f"index of shards kept by earlier runs ({index['indexed_shards']:,}), whose decisions stand.",
         ]
+    if report.get("examples"):
+        lines += _examples_lines(report["examples"], report["rejected"])
     if report.get("generation"):
         lines += _generation_lines(report["generation"])
     if report.get("chat"):

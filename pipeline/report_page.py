@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import re
 from typing import Any
 
 from pipeline.core import storage
@@ -198,6 +199,10 @@ table { border-collapse: collapse; margin: .5em 0; } td, th { padding: 3px 10px;
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1.5em 0; } figcaption { color: #555; margin: .3em 0 .8em; }
 .chart { min-height: 60px; }
+.example { margin: .6em 0 1em; } .meta { color: #555; font-size: .9em; }
+blockquote { margin: .3em 0; padding: .4em .8em; background: #f7f7f7; border-left: 3px solid #ccc; }
+.pair { display: grid; grid-template-columns: 1fr 1fr; gap: .8em; } mark { background: #fff3a8; }
+.of { color: #777; font-weight: normal; font-size: .85em; }
 """
 
 
@@ -227,6 +232,70 @@ def _rejects_table(report: dict[str, Any]) -> str:
         for reason, n in sorted(rejected[stage].items(), key=lambda kv: (-kv[1], kv[0])):
             rows.append(f"<tr><td>{html.escape(stage)}</td><td>{html.escape(reason)}</td><td class=n>{n:,}</td></tr>")
     return "<table><tr><th>stage</th><th>reason</th><th>documents</th></tr>" + "".join(rows) + "</table>"
+
+
+def _shared_words(text: str, other: str, n: int = 3) -> str:
+    """``text`` as HTML with the words of every ``n``-gram it shares with ``other`` marked."""
+    words = re.findall(r"\S+", text)
+    norm = [re.sub(r"\W+", "", w.lower()) for w in words]
+    other_norm = [re.sub(r"\W+", "", w.lower()) for w in re.findall(r"\S+", other)]
+    shared = {tuple(other_norm[i : i + n]) for i in range(len(other_norm) - n + 1)}
+    marked = [False] * len(words)
+    for i in range(len(words) - n + 1):
+        if tuple(norm[i : i + n]) in shared:
+            for j in range(i, i + n):
+                marked[j] = True
+    return " ".join(f"<mark>{html.escape(w)}</mark>" if m else html.escape(w) for w, m in zip(words, marked))
+
+
+def _examples_html(report: dict[str, Any]) -> str:
+    from pipeline.report import _pipeline_order
+
+    examples = report.get("examples")
+    if examples is None:
+        return ""
+    parts = [
+        '<h2 id="examples">Examples of what each rule did</h2>',
+        "<p>A few documents per stage and reason, chosen by the job's seed: the start of each text "
+        "(PII scrubbed; none for contamination) and what the stage recorded. A duplicate stands beside "
+        "the document kept instead, the text they share marked.</p>",
+    ]
+    rejected = report["rejected"]
+    if not examples and not rejected:
+        parts.append("<p>No document was rejected.</p>")
+    for stage in _pipeline_order({**rejected, **examples}):
+        reasons = sorted(set(rejected.get(stage, {})) | set(examples.get(stage, {})))
+        for reason in reasons:
+            chosen = examples.get(stage, {}).get(reason, [])
+            total = rejected.get(stage, {}).get(reason)
+            parts.append(
+                f'<section class="examples" data-stage="{html.escape(stage)}" data-reason="{html.escape(reason)}">'
+                f"<h3>{html.escape(stage)} / {html.escape(reason)}"
+                + (f' <span class="of">({len(chosen)} of {total:,})</span>' if total else "")
+                + "</h3>"
+            )
+            if not chosen:
+                parts.append("<p class=meta>No example kept (the mixture's sampling, or an earlier run's work).</p>")
+            for example in chosen:
+                detail = "; ".join(
+                    f"{html.escape(k)}: {html.escape(json.dumps(v, ensure_ascii=False))}"
+                    for k, v in example["detail"].items()
+                    if v is not None
+                )
+                meta = f"<div class=meta><code>{html.escape(str(example['id']))}</code> {detail}</div>"
+                survivor = example.get("survivor")
+                text = example["text"]
+                if survivor and text:
+                    body = (
+                        f"<div class=pair><blockquote>{_shared_words(text, survivor['text'])}</blockquote>"
+                        f"<blockquote><div class=meta>kept instead: <code>{html.escape(str(survivor['id']))}</code></div>"
+                        f"{_shared_words(survivor['text'], text)}</blockquote></div>"
+                    )
+                else:
+                    body = f"<blockquote>{html.escape(text)}</blockquote>" if text else ""
+                parts.append(f'<div class="example">{meta}{body}</div>')
+            parts.append("</section>")
+    return "".join(parts)
 
 
 def _script_json(value: Any) -> str:
@@ -265,6 +334,7 @@ def render_page(report: dict[str, Any], chart_list: list[Chart]) -> str:
 <h2>Totals</h2>{_totals_table(report)}
 <h2>Charts</h2>{figures}
 <h2 id="rejects">Rejects by stage and reason</h2>{_rejects_table(report)}
+{_examples_html(report)}
 <script>{bundle}</script>
 <script>
 const specs = {_script_json(specs)};
@@ -307,19 +377,24 @@ def _write_page(folder: str, report: dict[str, Any], chart_list: list[Chart], op
 
 
 def write_report(
-    layout: OutputLayout, report: dict[str, Any], markdown: str, options: storage.StorageOptions | None
-) -> str:
-    """``report.json``, ``report.md`` (with the charts' images), ``report.html`` and the chart
-    SVGs, at the output's root and in the report's snapshot; returns the root page's URI."""
-    chart_list = _run_charts(layout, report, options)
-    text = (markdown.rstrip("\n") + "\n" + "\n".join(markdown_images(chart_list))).encode()
+    layout: OutputLayout, report: dict[str, Any], markdown: str, options: storage.StorageOptions | None, charts: bool
+) -> str | None:
+    """``report.json`` and ``report.md`` at the output's root and in the report's snapshot;
+    with ``charts``, also ``report.html`` and the chart SVGs (shown by ``report.md``).
+    Returns the root page's URI (None without charts)."""
+    chart_list = _run_charts(layout, report, options) if charts else []
+    text = markdown.rstrip("\n") + "\n" + ("\n".join(markdown_images(chart_list)) if chart_list else "")
     snapshot = report.get("snapshot")
     pages = []
     for folder in [layout.root] + ([layout.snapshot_dir(snapshot)] if snapshot else []):
         storage.write_json(storage.join(folder, "report.json"), report, options)
-        storage.write_bytes(storage.join(folder, "report.md"), text, options)
-        pages.append(_write_page(folder, report, chart_list, options))
-    return pages[0]
+        storage.write_bytes(storage.join(folder, "report.md"), text.encode(), options)
+        if charts:
+            pages.append(_write_page(folder, report, chart_list, options))
+        else:  # an earlier run's page would not be this report's
+            storage.remove_tree(storage.join(folder, "report.html"), options)
+            storage.remove_tree(storage.join(folder, CHARTS_DIR), options)
+    return pages[0] if pages else None
 
 
 def rebuild_page(output: str, snapshot: str | None, options: storage.StorageOptions | None) -> str:

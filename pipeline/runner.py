@@ -54,8 +54,8 @@ class RunResult:
     report_uri: str
     report: dict[str, Any]
     snapshot: str
-    page_uri: str
-    """``report.html``: the report with charts."""
+    page_uri: str | None
+    """``report.html``: the report with charts (None with ``report.charts: false``)."""
 
 
 _RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -334,7 +334,7 @@ def _run(spec: JobSpec, address: str | None, progress: Progress) -> RunResult:
     for section in built.sections:
         if section.file:
             storage.write_json(layout.report_file(section.file), section.data, out_options)
-    page_uri = write_report(layout, report, render_markdown(built), out_options)
+    page_uri = write_report(layout, report, render_markdown(built), out_options, spec.report.charts)
     check_balance(report)
     move_into_snapshot(spec, snapshot, pack_stats, progress)
     warnings = report["mixture"]["warnings"]

@@ -59,7 +59,12 @@ def bars(
         ] if rows else [],
     }  # fmt: skip
     if color:
-        encoding["color"] = {"field": color, "type": "nominal", "title": color.replace("_", " ")}
+        encoding["color"] = {
+            "field": color,
+            "type": "nominal",
+            "title": color.replace("_", " "),
+            "scale": {"scheme": "tableau20"},
+        }
     spec = {"mark": {"type": "bar", "tooltip": True}, "encoding": encoding, "height": {"step": 22}}
     return Chart(key, title, spec, caption, rows)
 

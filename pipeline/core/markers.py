@@ -71,6 +71,8 @@ class AnnotateMarker(Marker):
     """JSON lines: the input fields carried to document outputs, as met in this unit."""
     step_seconds: dict[str, float] = field(default_factory=dict)
     """Worker seconds by step: ``read``, ``validate``, each document stage, ``write``."""
+    examples: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    """A few rejected documents per stage and reason (``pipeline.phases.examples``)."""
     seconds: float = 0.0
 
     @classmethod
@@ -120,6 +122,8 @@ class TokenizeMarker(Marker):
     """Per domain: ``docs``, ``tokens``, ``bytes`` and a token histogram over the shuffle key."""
     chat: dict[str, Any] | None = None
     """Chat jobs: conversations, messages, truncated, trained and masked tokens, template errors."""
+    examples: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    """A few documents per stage and reason that this phase removed or rejected."""
     profiles: dict[str, Any] | None = None
     """Jobs with synthetic domains: per domain, what the report compares synthetic with real
     data on (``pipeline.phases.mix.profile``)."""

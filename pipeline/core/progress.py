@@ -1,5 +1,7 @@
-"""Console progress for long phases: one line per update, rate-limited, to stderr, and a
-heartbeat line with the elapsed time while a phase runs with nothing else to say."""
+"""Console progress for long phases, to stderr. On a terminal: a live bar per phase with its
+rate and ETA (tqdm), redrawn in place, and the phase's summary line when it ends. Elsewhere
+(CI, ``refinery logs``, a file): one line per update, rate-limited, and a heartbeat line with
+the elapsed time while a phase runs with nothing else to say."""
 
 from __future__ import annotations
 
@@ -19,9 +21,17 @@ def plural(n: int, unit: str) -> str:
 
 class Progress:
     def __init__(
-        self, stream=None, min_interval_s: float = 2.0, quiet: bool = False, heartbeat_s: float = HEARTBEAT_S
+        self,
+        stream=None,
+        min_interval_s: float = 2.0,
+        quiet: bool = False,
+        heartbeat_s: float = HEARTBEAT_S,
+        live: bool | None = None,
     ) -> None:
         self.stream = stream or sys.stderr
+        self.live = (live if live is not None else _is_terminal(self.stream)) and not quiet
+        """A redrawn bar per phase (a terminal), or plain lines."""
+        self._bar = None
         self.min_interval_s = min_interval_s
         self.heartbeat_s = heartbeat_s
         self.quiet = quiet
@@ -43,8 +53,33 @@ class Progress:
     def log(self, message: str) -> None:
         if not self.quiet:
             with self._lock:
-                print(f"[refinery] {message}", file=self.stream, flush=True)
+                if self._bar is not None:
+                    self._bar.write(f"[refinery] {message}", file=self.stream)
+                else:
+                    print(f"[refinery] {message}", file=self.stream, flush=True)
                 self.last = time.perf_counter()
+
+    def _open_bar(self, skipped: int) -> None:
+        from tqdm import tqdm
+
+        self._close_bar()
+        self._bar = tqdm(
+            total=self.total,
+            initial=skipped,
+            desc=f"[refinery] {self.phase}",
+            unit=f" {self.unit}",
+            file=self.stream,
+            dynamic_ncols=True,
+            leave=False,
+            mininterval=min(self.min_interval_s, 0.5),
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}{postfix}]",
+        )
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            with self._lock:
+                self._bar.close()
+                self._bar = None
 
     def start(self, phase: str, total: int, unit: str, skipped: int = 0, probe=None) -> None:
         """A phase of ``total`` units (``unit`` in the singular), ``skipped`` of them reused.
@@ -56,7 +91,10 @@ class Progress:
         self.done, self.docs, self.nbytes = skipped, 0, 0
         self.started = time.perf_counter()
         note = f" ({skipped:,} already committed, skipped)" if skipped else ""
+        self._close_bar()
         self.log(f"{phase}: {plural(total, unit)}{note}")
+        if self.live and skipped < total:
+            self._open_bar(skipped)
         self._start_heartbeat()
 
     def reused(self, phase: str, total: int, message: str) -> None:
@@ -64,6 +102,7 @@ class Progress:
         self.units[phase] = {"total": total, "reused": total}
         self.processed[phase] = {"docs": 0, "bytes": 0}
         self.phase, self.total, self.done, self.probe = phase, total, total, None
+        self._close_bar()
         self.log(f"{phase}: {message}")
 
     def advance(self, n: int = 1, docs: int = 0, nbytes: int = 0) -> None:
@@ -72,16 +111,21 @@ class Progress:
         self.nbytes += nbytes
         self.processed[self.phase] = {"docs": self.docs, "bytes": self.nbytes}
         now = time.perf_counter()
+        elapsed = max(now - self.started, 1e-9)
+        rates = f"{self.docs:,} docs, {self.docs / elapsed:,.0f} docs/s, {self.nbytes / elapsed / 1e6:.1f} MB/s"
+        if self._bar is not None and self.done < self.total:
+            with self._lock:
+                self._bar.set_postfix_str(rates, refresh=False)
+                self._bar.update(n)
+            return
         if now - self.last >= self.min_interval_s or self.done >= self.total:
-            elapsed = max(now - self.started, 1e-9)
-            self.log(
-                f"{self.phase}: {self.done:,}/{plural(self.total, self.unit)}, {self.docs:,} docs, "
-                f"{self.docs / elapsed:,.0f} docs/s, {self.nbytes / elapsed / 1e6:.1f} MB/s"
-            )
+            self._close_bar()
+            self.log(f"{self.phase}: {self.done:,}/{plural(self.total, self.unit)}, {rates}")
 
     def close(self) -> None:
         """Stops the heartbeat; the run is over, or failed."""
         self._stopped.set()
+        self._close_bar()
 
     def _start_heartbeat(self) -> None:
         if self.quiet or self.heartbeat_s <= 0 or (self._heartbeat and self._heartbeat.is_alive()):
@@ -93,6 +137,15 @@ class Progress:
     def _beat(self) -> None:
         while not self._stopped.wait(min(1.0, self.heartbeat_s)):
             now = time.perf_counter()
+            bar = self._bar
+            if bar is not None:  # the bar shows the elapsed time; the probe goes after the rates
+                extra = self._probe()
+                with self._lock:
+                    if extra and self._bar is bar:
+                        bar.set_description_str(f"[refinery] {self.phase} ({extra})", refresh=False)
+                    if self._bar is bar:
+                        bar.refresh()
+                continue
             if self.done < self.total and now - self.last >= self.heartbeat_s:
                 line = f"{self.phase}: {self.done:,}/{plural(self.total, self.unit)} done, {now - self.started:,.0f} s elapsed"
                 extra = self._probe()
@@ -105,3 +158,10 @@ class Progress:
             return self.probe()
         except Exception:  # noqa: BLE001 - a progress line never fails a run
             return ""
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

@@ -377,7 +377,14 @@ class ShardIndexer(ShardWorker):
         return IndexedShard(key, kept_docs)
 
 
-REMOVAL_COLUMNS = [cols.ROW, cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF]
+REMOVAL_COLUMNS = [
+    cols.ROW,
+    cols.REJECT_STAGE,
+    cols.REJECT_REASON,
+    cols.DUPLICATE_OF,
+    cols.SURVIVOR_SHARD,
+    cols.SURVIVOR_ROW,
+]
 
 
 def read_cluster_sizes(layout: OutputLayout, key: str, runs: list[str], options: storage.StorageOptions) -> pa.Table:
@@ -396,11 +403,25 @@ def read_cluster_sizes(layout: OutputLayout, key: str, runs: list[str], options:
 
 
 def read_removals(layout: OutputLayout, key: str, options: storage.StorageOptions) -> pa.Table:
-    """The committed removals of one shard (row, stage, reason, duplicate_of), by row."""
+    """The committed removals of one shard (row, stage, reason, duplicate_of and the
+    survivor's shard and row), by row."""
+    schema = pa.schema([REMOVAL_SCHEMA.field(c) for c in REMOVAL_COLUMNS])
     tables = []
     for uri in storage.list_files(layout.dedup_removals_of(key), options, suffix=".parquet"):
         with storage.open_read(uri, options) as f:
-            tables.append(pq.read_table(f, columns=REMOVAL_COLUMNS))
+            table = pq.read_table(f)
+        # removals written before survivors were recorded have no survivor columns
+        tables.append(
+            pa.table(
+                [
+                    table.column(c).cast(schema.field(c).type)
+                    if c in table.column_names
+                    else pa.nulls(table.num_rows, schema.field(c).type)
+                    for c in REMOVAL_COLUMNS
+                ],
+                schema=schema,
+            )
+        )
     if not tables:
-        return pa.schema([REMOVAL_SCHEMA.field(c) for c in REMOVAL_COLUMNS]).empty_table()
+        return schema.empty_table()
     return pa.concat_tables(tables).sort_by(cols.ROW)

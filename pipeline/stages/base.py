@@ -105,6 +105,9 @@ class DocumentStage(ABC):
     internal_columns: ClassVar[tuple[str, ...]] = ()
     """Columns the stage adds only for its global stage (hashes, signatures): left out of
     document outputs, where every other column it adds is an annotation."""
+    example_text: ClassVar[bool] = True
+    """Whether the report's examples of this stage's rejects show a snippet of the text (not
+    where the text is what must not be shown: contamination's eval items)."""
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -120,6 +123,11 @@ class DocumentStage(ABC):
         """Counters over a batch's documents that annotate kept (after every stage), summed
         per shard into its marker (``kept_counts``) and per run for the report."""
         return {}
+
+    def scrub_examples(self, texts: list[str | None]) -> list[str | None]:
+        """The report's example snippets (of any stage's rejects) as this stage would leave
+        them: PII scrubbing replaces what it finds; None hides a text it cannot scan."""
+        return texts
 
     def take_stats(self) -> Any:
         """JSON the stage gathered since the last call (per shard), or None. Called before a

@@ -40,3 +40,42 @@ def test_a_quiet_progress_starts_no_thread():
     progress = Progress(quiet=True, heartbeat_s=0.1)
     progress.start("annotate", total=3, unit="shard", skipped=1)
     assert progress._heartbeat is None and progress.units["annotate"] == {"total": 3, "reused": 1}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_live_bar_with_rate_and_eta_and_the_plain_summary_at_the_end():
+    stream = _Terminal()
+    progress = Progress(stream, min_interval_s=0, heartbeat_s=0)
+    assert progress.live and not Progress(io.StringIO()).live and not Progress(_Terminal(), quiet=True).live
+    progress.start("annotate", total=4, unit="shard", skipped=1)
+    progress.advance(1, docs=500, nbytes=10**6)
+    progress.log("a message in between")
+    progress.advance(1, docs=500, nbytes=10**6)
+    drawn = stream.getvalue()
+    assert "\r" in drawn  # redrawn in place
+    assert "[refinery] annotate:  75%|" in drawn and "3/4 shard [00:00<00:00, 1,000 docs, " in drawn
+    assert "1,000 docs" in drawn and "docs/s" in drawn
+    assert "[refinery] a message in between\n" in drawn
+    assert "[refinery] annotate: 2/4" not in drawn  # no plain progress lines while the bar runs
+    progress.advance(1, docs=500, nbytes=10**6)
+    assert stream.getvalue().splitlines()[-1].startswith("[refinery] annotate: 4/4 shards, 1,500 docs, ")
+    progress.close()
+
+
+def test_a_stream_that_is_not_a_terminal_keeps_plain_lines():
+    stream = io.StringIO()
+    progress = Progress(stream, min_interval_s=0, heartbeat_s=0)
+    progress.start("tokenize", total=2, unit="shard")
+    progress.advance(1, docs=10)
+    progress.advance(1, docs=10)
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert [line.split(",")[0] for line in lines] == [
+        "[refinery] tokenize: 2 shards",
+        "[refinery] tokenize: 1/2 shards",
+        "[refinery] tokenize: 2/2 shards",
+    ]

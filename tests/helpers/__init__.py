@@ -20,6 +20,8 @@ def job_dict(input_uri: str, output_uri: str, tokenizer: str, **sections: Any) -
         "output": {"uri": output_uri},
         # Every stage at its default (near dedup included), as users run them.
         "stages": {"tokenize": {"model": tokenizer}, "pack": {"seq_len": 256, "shard_tokens": 40000}},
+        # the page and its SVGs cost about a second per run; the report's own tests turn them on
+        "report": {"charts": False},
     }
     for key, value in sections.items():
         spec[key] = {**spec.get(key, {}), **value}

@@ -58,9 +58,11 @@ def test_the_page_draws_every_chart_offline(browser, two_snapshots, tmp_path):  
     funnel_bars = page.locator("#chart-funnel svg g.mark-rect.role-mark path").count()
     assert funnel_bars == len(specs["funnel"]["data"]["values"])
     assert "Counts balance" in page.inner_text("#balance")
-    for reasons in second.report["rejected"].values():
+    for stage, reasons in second.report["rejected"].items():
         for reason in reasons:
             assert page.locator("#rejects + table td", has_text=reason).count() >= 1
+            group = page.locator(f'section.examples[data-stage="{stage}"][data-reason="{reason}"]')
+            assert group.count() == 1 and group.is_visible()
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

@@ -23,14 +23,19 @@ def two_snapshots(tmp_path_factory, sample_corpus, tokenizer_model):
 
     ensure_ray(RayConfig(num_cpus=2), None)
     out = tmp_path_factory.mktemp("report") / "out"
-    first = run_job(job_dict(str(sample_corpus), str(out), str(tokenizer_model), stages={"pii": {"enabled": True}}))
-    second = run_job(
+    stages = {"pii": {"enabled": True}, "language": {"enabled": True}, "quality": {"enabled": True}}
+    first = run_job(
         job_dict(
             str(sample_corpus),
             str(out),
             str(tokenizer_model),
-            stages={"pii": {"enabled": True}, "quality": {"gopher_quality": {"min_doc_words": 120}}},
+            stages=stages,
+            report={"examples": False, "charts": True},
         )
+    )
+    stages["quality"]["gopher_quality"] = {"min_doc_words": 120}
+    second = run_job(
+        job_dict(str(sample_corpus), str(out), str(tokenizer_model), stages=stages, report={"charts": True})
     )
     yield out, first, second
     ray.shutdown()
@@ -111,7 +116,60 @@ def test_refinery_report_rebuilds_the_page_of_an_earlier_snapshot(two_snapshots)
     assert missing.returncode == 1 and "no report.json in" in missing.stderr
 
 
+def test_without_charts_the_page_of_an_earlier_run_is_removed(two_snapshots, sample_corpus, tokenizer_model, tmp_path):
+    from tests.helpers import job_dict
+
+    out, _, _ = two_snapshots
+    copy = tmp_path / "out"
+    import shutil
+
+    shutil.copytree(out, copy)
+    result = run_job(job_dict(str(sample_corpus), str(copy), str(tokenizer_model), stages={"pii": {"enabled": True}}))
+    assert result.page_uri is None
+    assert not (copy / "report.html").exists() and not (copy / CHARTS_DIR).exists()
+    assert "## Charts" not in (copy / "report.md").read_text()
+
+
 def test_charts_come_from_report_json_alone(two_snapshots):
     out, _, second = two_snapshots
     from_disk = json.loads((out / "report.json").read_text())
     assert [c.spec for c in charts(from_disk)] == [c.spec for c in charts(second.report)]
+
+
+PLANTED_PII = ["@example.org", "555-01", "192.0.2.", "198.51.100.", "4111 1111", "DE89 3704", "078-05-1120"]
+
+
+def test_examples_show_each_reason_a_duplicate_beside_its_survivor_and_no_pii(two_snapshots, sample_corpus):
+    out, first, second = two_snapshots
+    assert "examples" not in first.report  # report.examples: false
+    assert "## Examples of what each rule did" not in (out / "snapshots" / first.snapshot / "report.md").read_text()
+    examples, rejected = second.report["examples"], second.report["rejected"]
+    for stage, reasons in rejected.items():
+        if stage == "mix":
+            continue  # the mixture's sampling keeps no examples
+        for reason, n in reasons.items():
+            chosen = examples[stage][reason]
+            assert 1 <= len(chosen) <= 3 and len(chosen) == min(3, n), (stage, reason)
+    assert {"quality", "exact_dedup", "near_dedup"} <= set(examples)
+    for example in examples["near_dedup"]["near_duplicate"] + examples["exact_dedup"]["exact_duplicate"]:
+        assert example["survivor"]["id"] == example["detail"]["duplicate_of"] and example["survivor"]["text"]
+    for reason, chosen in examples["quality"].items():  # what the rule saw: the start of each text
+        assert all(e["text"] and e["shard"] and e["row"] >= 0 for e in chosen), reason
+    texts = [
+        t
+        for reasons in examples.values()
+        for chosen in reasons.values()
+        for e in chosen
+        for t in (e["text"], (e.get("survivor") or {}).get("text"))
+        if t
+    ]
+    assert texts and not [t for t in texts if any(value in t for value in PLANTED_PII)]
+    page, markdown = (out / "report.html").read_text(), (out / "report.md").read_text()
+    assert "## Examples of what each rule did" in markdown and "kept instead, `" in markdown
+    for stage, reasons in rejected.items():
+        for reason in reasons:
+            assert f'data-stage="{stage}" data-reason="{reason}"' in page
+    assert "<mark>" in page  # a duplicate's shared text
+    # the same job and seed choose the same examples
+    again = json.loads((out / "snapshots" / second.snapshot / "report.json").read_text())["examples"]
+    assert again == json.loads(json.dumps(examples))

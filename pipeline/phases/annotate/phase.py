@@ -31,6 +31,7 @@ from pipeline.core.progress import Progress, plural
 from pipeline.phases.annotate.chat import conversations_after_stages
 from pipeline.phases.annotate.readers import file_kind, open_source
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected, settings_for_hash
+from pipeline.phases.examples import ExampleSampler
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 from pipeline.stages.registry import document_stages
 
@@ -165,6 +166,9 @@ class ShardAnnotator(ShardWorker):
         self.stages = document_stages(spec)
         for stage in self.stages:
             stage.setup()
+        self._stage_named = {stage.name: stage for stage in self.stages}
+        self._added: dict[str, list[str]] = {}
+        """Per stage, the columns it added: what the report's examples of its rejects show."""
 
     def run(self, item: dict[str, Any]) -> AnnotateMarker:
         rows = tuple(item["rows"]) if item.get("rows") else None
@@ -219,6 +223,7 @@ class ShardAnnotator(ShardWorker):
             shard.byte_range,
         )
         counts = {"input_docs": 0, "input_bytes": 0, "annotated_docs": 0, "annotated_bytes": 0}
+        examples = ExampleSampler(self.spec.seed, shard.key)
         rejected: dict[str, dict[str, int]] = {}
         quarantined: dict[str, int] = {}
         kept_counts: dict[str, dict[str, int]] = {stage.name: {} for stage in self.stages}
@@ -255,6 +260,11 @@ class ShardAnnotator(ShardWorker):
                     if table.num_rows:
                         for (stage, reason), n in _group_counts(table).items():
                             _count(rejected.setdefault(stage, {}), reason, n)
+                        name = table.column(cols.REJECT_STAGE)[0].as_py()
+                        stage = self._stage_named.get(name)
+                        examples.offer(
+                            table, self._added.get(name, []), with_text=stage.example_text if stage else True
+                        )
                         if self.spec.output.write_rejects:
                             with timer.step("write"):
                                 rejects.write(table)
@@ -278,6 +288,7 @@ class ShardAnnotator(ShardWorker):
         stats.annotated_docs, stats.annotated_bytes = counts["annotated_docs"], counts["annotated_bytes"]
         stats.rejected, stats.quarantined = rejected, quarantined
         stats.kept_counts = {name: counter for name, counter in kept_counts.items() if counter}
+        stats.examples = examples.to_json(self.stages)
         for stage in self.stages:
             taken = stage.take_stats()
             if taken is not None:
@@ -300,9 +311,13 @@ class ShardAnnotator(ShardWorker):
         self, docs: pa.Table, rejects: list[pa.Table], timer: _StepTimer | None = None
     ) -> tuple[pa.Table, list[pa.Table]]:
         for stage in self.stages:
+            before = set(docs.column_names)
             with timer.step(stage.name) if timer else contextlib.nullcontext():
                 docs, stage_rejects = stage(docs)
             rejects.append(stage_rejects)
+            self._added[stage.name] = [
+                c for c in docs.column_names if c not in before and c not in stage.internal_columns
+            ]
         return docs, rejects
 
     def _quarantine_shard(self, shard: InputShard, stats: AnnotateMarker, problem: ShardRejected) -> None:

@@ -30,6 +30,7 @@ from pipeline.core.markers import AnnotateMarker, DedupMarker, TokenizeMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress
 from pipeline.phases.dedup import read_cluster_sizes, read_removals
+from pipeline.phases.examples import ExampleSampler
 from pipeline.phases.mix.plan import assign_domains, synthetic_domains, uniform_keys
 from pipeline.phases.mix.profile import PROFILE_FORMAT, DomainProfiles
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
@@ -176,6 +177,7 @@ class ShardTokenizer(ShardWorker):
         rejected: dict[str, dict[str, int]] = {}
         chat_stats = ChatStats() if self.chat is not None else None
         self.profiles = DomainProfiles() if self.profiles_domains else None
+        examples = ExampleSampler(self.spec.seed, key)
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
             rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, cols.REJECTS_SCHEMA)
@@ -201,11 +203,15 @@ class ShardTokenizer(ShardWorker):
                         self.profiles.add_removed(
                             self._domains(dropped, shard_path), labels.column(cols.REJECT_STAGE).to_pylist()
                         )
+                    table = dropped.select(cols.BASE_SCHEMA.names)
+                    for name in (cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF):
+                        table = table.append_column(name, labels.column(name))
                     if self.spec.output.write_rejects:
-                        table = dropped.select(cols.BASE_SCHEMA.names)
-                        for name in (cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF):
-                            table = table.append_column(name, labels.column(name))
                         rejects.write(table)
+                    survivors = [cols.DUPLICATE_OF, cols.SURVIVOR_SHARD, cols.SURVIVOR_ROW]
+                    for name in survivors[1:]:
+                        table = table.append_column(name, labels.column(name))
+                    examples.offer(table, survivors)
                 kept = docs.filter(pc.invert(is_removed))
                 refusals = []
                 if self.chat is not None and kept.num_rows:
@@ -218,6 +224,7 @@ class ShardTokenizer(ShardWorker):
                     for (stage, reason), n in _group_counts(refused).items():
                         per_stage = rejected.setdefault(stage, {})
                         per_stage[reason] = per_stage.get(reason, 0) + n
+                    examples.offer(refused, [])
                     if refused.num_rows and self.spec.output.write_rejects:
                         own_rejects.write(refused)
                 if kept.num_rows:
@@ -238,6 +245,7 @@ class ShardTokenizer(ShardWorker):
             removed=removed,
             rejected=rejected,
             chat=chat_stats.to_json() if chat_stats is not None else None,
+            examples=examples.to_json([]),  # annotated text: scrubbed already
             profiles=self.profiles.to_json() if self.profiles is not None else None,
             tokenized_docs=table.num_rows,
             tokenized_bytes=sum(d["bytes"] for d in domains.values()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.core.charts import Chart, histogram
 from pipeline.core.markers import RunRecord
 from pipeline.stages.base import Capability, ReportSection
 from pipeline.stages.classifier.config import ClassifierConfig, ClassifierEntry, DomainRoute, TextPreparation
@@ -41,6 +42,34 @@ class Classifier(Capability):
     def report_section(cls, config: ClassifierConfig, run: RunRecord) -> ReportSection:
         data = classifier_report(config, run)
         return ReportSection(cls.key, data, render_markdown(data))
+
+    @classmethod
+    def report_charts(cls, report: dict[str, Any]) -> list[Chart]:
+        data = report.get(cls.key)
+        charts = []
+        for name, entry in sorted(((data or {}).get("classifiers") or {}).items()):
+            counts = entry["score_histogram"]
+            width = 1 / len(counts)
+            rows = [{"score": round((i + 0.5) * width, 4), "documents": n} for i, n in enumerate(counts)]
+            cuts = entry["cut_points"]
+            rules = [
+                {"value": cuts[key], "label": key} for key in ("min_score", "max_score") if cuts.get(key) is not None
+            ]
+            charts.append(
+                histogram(
+                    f"classifier_{name}",
+                    f"Classifier {name}: scores of every document it scored ({entry['label']})",
+                    rows,
+                    "score",
+                    "documents",
+                    rules=rules,
+                    caption=(
+                        f"{len(counts)} bins over [0, 1]; dashed: the cut points. Rejected below "
+                        f"{entry['rejected']['below']:,}, above {entry['rejected']['above']:,}."
+                    ),
+                )
+            )
+        return charts
 
 
 def classifier_report(config: ClassifierConfig, run: RunRecord) -> dict[str, Any]:

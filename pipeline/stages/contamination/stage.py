@@ -54,6 +54,8 @@ class ContaminationCheck(DocumentStage):
     """Adds ``contamination``: the eval items each document overlaps (benchmark, item,
     distinct matching n-grams, share of the item's n-grams), and applies the action."""
 
+    example_text = False  # the documents hold eval text: examples name the items only
+
     name = "contamination"
     index_uri: str | None = None
     index_options: storage.StorageOptions = storage.StorageOptions()

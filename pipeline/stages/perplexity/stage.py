@@ -27,19 +27,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
-from pipeline.core import storage
+from pipeline.core import sketch, storage
 from pipeline.core.columns import LANG, PERPLEXITY
 from pipeline.core.sentencepiece import load_sentencepiece
 from pipeline.stages.base import DocumentStage, StageOutput
 from pipeline.stages.perplexity.normalize import normalize_lines
 
+DISTRIBUTION_GAMMA = sketch.log_bucket_base(0.05)
+"""The report's perplexity distribution: buckets 10% wide (the cut points use the run's finer sketch)."""
+
 
 class Perplexity(DocumentStage):
     name = "perplexity"
 
+    def take_stats(self) -> dict[str, dict[int, int]] | None:
+        """Documents per language and perplexity bucket (``DISTRIBUTION_GAMMA``): the report's chart."""
+        taken, self._distribution = self._distribution, {}
+        return taken or None
+
     def setup(self) -> None:
         import kenlm
 
+        self._distribution: dict[str, dict[int, int]] = {}
         self.models = {}
         for lang, pair in self.config.models.items():
             with storage.local_path(pair.lm, self.config.storage_options) as path, _native_stderr_silenced():
@@ -55,6 +64,9 @@ class Perplexity(DocumentStage):
             if len(rows):
                 perplexity[rows] = document_perplexity(text.take(pa.array(rows)), lm, sp, self.config.per_line)
         column = pa.array(perplexity, pa.float64(), mask=np.isnan(perplexity))
+        for row in sketch.bucket_counts(langs, perplexity, DISTRIBUTION_GAMMA).to_pylist():
+            into = self._distribution.setdefault(row[sketch.GROUP], {})
+            into[row[sketch.BUCKET]] = into.get(row[sketch.BUCKET], 0) + row[sketch.COUNT]
         reasons = None
         if self.config.max_perplexity is not None:
             too_high = pc.fill_null(pc.greater(column, self.config.max_perplexity), False)

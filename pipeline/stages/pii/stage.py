@@ -275,6 +275,17 @@ class PiiScrub(DocumentStage):
         pieces.append(text[:last])
         return "".join(reversed(pieces)), counts
 
+    def scrub_examples(self, texts: list[str | None]) -> list[str | None]:
+        present = [i for i, text in enumerate(texts) if text is not None]
+        found = self.find([texts[i] for i in present])
+        out = list(texts)
+        for k, (i, spans) in enumerate(zip(present, found)):
+            if k in self.failed:
+                out[i] = None
+            elif spans:
+                out[i] = self.scrub(texts[i], spans)[0]
+        return out
+
     def count_kept(self, kept: pa.Table) -> dict[str, int]:
         """Replaced spans per entity type."""
         column = kept.column(PII_COUNTS)

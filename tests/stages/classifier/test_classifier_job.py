@@ -38,6 +38,7 @@ def _band_job(make_job, corpus: Path, out: Path, model: str) -> dict:
             "exact_dedup": {"enabled": False},
             "near_dedup": {"enabled": False},
         },
+        report={"charts": True},
     )
 
 
@@ -72,6 +73,12 @@ def test_top_percent_of_the_run_is_kept_however_split_and_on_refresh(make_job, q
     assert report["balance"]["ok"]
     markdown = (out / "report.md").read_text()
     assert "## Classifier `q`" in markdown and "70th percentile" in markdown
+    page = (out / "report.html").read_text()  # its chart: the histogram and the run's cut point
+    specs = json.loads(page.split("const specs = ", 1)[1].split(";\n", 1)[0].replace("<\\/", "</"))
+    bars, cuts = specs["classifier_q"]["data"]["values"], specs["classifier_q"]["layer"][1]["data"]["values"]
+    assert [r["documents"] for r in bars] == section["score_histogram"] and cuts == [
+        {"value": cut, "label": "min_score"}
+    ]
 
     # a refresh: new documents are cut at the score the first run found
     new_rows, _ = build_sample_documents(300, seed=22)

@@ -305,6 +305,7 @@ def test_documents_output_carries_each_documents_perplexity_and_bucket(make_job,
 
     _, spec = bucketing_job(make_job, lm_pair, texts, tmp_path, output={"kind": "documents"})
     del spec["stages"]["tokenize"]
+    spec["report"] = {"charts": True}
     result = run_job(spec, progress=Progress(quiet=True))
     head_below, tail_from = result.report["perplexity_buckets"]["cutoffs"]["en"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -325,3 +326,11 @@ def test_documents_output_carries_each_documents_perplexity_and_bucket(make_job,
         if v is None or v != v
     ]
     assert set(unscored) <= {None}
+    # the report's distribution counts every document annotate scored (the tail too), in buckets 10% wide
+    distribution = result.report["perplexity_buckets"]["distribution"]["en"]
+    removed = sum(result.report["rejected"].get("perplexity", {}).values())
+    assert sum(n for _, n in distribution) >= len(scored) + removed > len(scored)
+    low, high = min(v for _, v in scored), max(v for _, v in scored)
+    assert distribution[0][0] <= low * 1.06 and distribution[-1][0] >= high / 1.06
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="chart-perplexity"' in page and (tmp_path / "out" / "report_charts" / "perplexity.svg").exists()
