@@ -182,6 +182,7 @@ def build_report(run: RunRecord) -> Report:
         "work_units": run.work_units,
         "annotate_steps": _annotate_steps(run),
     }
+    data["lengths"] = lengths_section(run)
     if run.spec.report.examples:
         data["examples"] = examples_section(run)
     if run.spec.input.chat is not None and run.spec.output.writes_tokens:
@@ -195,6 +196,25 @@ def build_report(run: RunRecord) -> Report:
             data[section.key] = section.data
             sections.append(section)
     return Report(data, sections)
+
+
+def lengths_section(run: RunRecord) -> dict[str, list[list[float]]]:
+    """Document lengths, as ``[value, documents]`` per bucket about 10% wide: characters of the
+    valid documents read (``input_chars``) and of those kept before the mixture samples them
+    (``kept_chars``), and the kept ones' tokens (``kept_tokens``, token outputs)."""
+    from pipeline.core import sketch
+
+    parts = {
+        "input_chars": [m.length_buckets.get("chars", {}) for m in run.annotate],
+        "kept_chars": [m.length_buckets.get("chars", {}) for m in run.tokenize],
+        "kept_tokens": [m.length_buckets.get("tokens", {}) for m in run.tokenize],
+    }
+    out = {}
+    for name, counts in parts.items():
+        merged = sketch.merged_counts(counts)
+        if merged:
+            out[name] = [[round(sketch.bucket_value(b, sketch.LENGTH_GAMMA), 1), n] for b, n in merged.items()]
+    return out
 
 
 def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]]]:

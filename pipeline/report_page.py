@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from pipeline.core import storage
-from pipeline.core.charts import Chart, bars, grouped_bars
+from pipeline.core.charts import Chart, bars, grouped_bars, histogram
 from pipeline.core.layout import OutputLayout
 from pipeline.stages.registry import capabilities
 
@@ -124,6 +124,34 @@ def _mixture(report: dict[str, Any]) -> list[Chart]:
     return charts
 
 
+def _lengths(report: dict[str, Any]) -> list[Chart]:
+    lengths = report.get("lengths") or {}
+    charts = []
+    chars = [
+        {"documents of": side, "characters": value, "documents": n}
+        for side, key in (("input", "input_chars"), ("kept", "kept_chars"))
+        for value, n in lengths.get(key, [])
+    ]
+    if chars:
+        charts.append(
+            histogram(
+                "lengths_chars", "Document length in characters: input and kept (log scale)", chars, "characters",
+                "documents", group="documents of", log_x=True,
+                caption="Input: the valid documents read; kept: those every filter and dedup kept, before the "
+                "mixture samples them. Buckets about 10% wide.",
+            )
+        )  # fmt: skip
+    tokens = [{"tokens": value, "documents": n} for value, n in lengths.get("kept_tokens", [])]
+    if tokens:
+        charts.append(
+            histogram(
+                "lengths_tokens", "Document length in tokens: kept documents (log scale)", tokens, "tokens",
+                "documents", log_x=True,
+            )
+        )  # fmt: skip
+    return charts
+
+
 def _phases(report: dict[str, Any]) -> list[Chart]:
     rows = [
         {
@@ -169,7 +197,7 @@ def _history(history: list[dict[str, Any]]) -> list[Chart]:
 
 def charts(report: dict[str, Any], history: list[dict[str, Any]] = ()) -> list[Chart]:
     """Every chart of the report: the run's own, then each capability's."""
-    out = [_funnel(report), *_mixture(report), *_phases(report), *_history(list(history))]
+    out = [_funnel(report), *_lengths(report), *_mixture(report), *_phases(report), *_history(list(history))]
     for cap in capabilities():
         out += cap.report_charts(report)
     return out

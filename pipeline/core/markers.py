@@ -73,6 +73,8 @@ class AnnotateMarker(Marker):
     """Worker seconds by step: ``read``, ``validate``, each document stage, ``write``."""
     examples: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     """A few rejected documents per stage and reason (``pipeline.phases.examples``)."""
+    length_buckets: dict[str, dict[int, int]] = field(default_factory=dict)
+    """``chars``: the valid documents read, per length bucket (``sketch.LENGTH_GAMMA``)."""
     seconds: float = 0.0
 
     @classmethod
@@ -124,6 +126,9 @@ class TokenizeMarker(Marker):
     """Chat jobs: conversations, messages, truncated, trained and masked tokens, template errors."""
     examples: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     """A few documents per stage and reason that this phase removed or rejected."""
+    length_buckets: dict[str, dict[int, int]] = field(default_factory=dict)
+    """``chars`` and, for token outputs, ``tokens`` of the documents kept, before the
+    mixture samples them, per length bucket (``sketch.LENGTH_GAMMA``)."""
     profiles: dict[str, Any] | None = None
     """Jobs with synthetic domains: per domain, what the report compares synthetic with real
     data on (``pipeline.phases.mix.profile``)."""

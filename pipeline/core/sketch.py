@@ -19,6 +19,10 @@ def log_bucket_base(relative_accuracy: float) -> float:
     return (1 + relative_accuracy) / (1 - relative_accuracy)
 
 
+LENGTH_GAMMA = log_bucket_base(0.05)
+"""Document lengths in the report (characters, tokens): buckets about 10% wide."""
+
+
 def bucket_counts(groups: np.ndarray, values: np.ndarray, gamma: float) -> pa.Table:
     """(group, bucket, count) of the positive, finite ``values``, each in its ``groups`` entry."""
     usable = np.isfinite(values) & (values > 0)
@@ -43,3 +47,26 @@ def percentile_values(rows: list[dict], gamma: float, percentiles: tuple[float, 
         at = np.searchsorted(cumulative, np.array(ranks), side="right")
         cutoffs[group] = [float(2 * gamma**b / (gamma + 1)) for b in buckets[at]]
     return cutoffs
+
+
+def add_counts(into: dict[int, int], values: np.ndarray, gamma: float) -> None:
+    """Count the positive, finite ``values`` into one group's ``{bucket: count}``."""
+    usable = values[np.isfinite(values) & (values > 0)]
+    if len(usable):
+        buckets, counts = np.unique(np.ceil(np.log(usable) / np.log(gamma)).astype(np.int64), return_counts=True)
+        for bucket, n in zip(buckets.tolist(), counts.tolist()):
+            into[bucket] = into.get(bucket, 0) + n
+
+
+def merged_counts(parts: list[dict]) -> dict[int, int]:
+    """``{bucket: count}`` of several parts (JSON gives the buckets as strings)."""
+    out: dict[int, int] = {}
+    for part in parts:
+        for bucket, n in part.items():
+            out[int(bucket)] = out.get(int(bucket), 0) + n
+    return dict(sorted(out.items()))
+
+
+def bucket_value(bucket: int, gamma: float) -> float:
+    """The representative value of a bucket."""
+    return float(2 * gamma**bucket / (gamma + 1))

@@ -56,7 +56,7 @@ def test_the_page_is_self_contained_and_holds_every_chart(two_snapshots):
     assert not re.search(r"<(link|img|iframe|object|embed)\b", markup)
     assert "default-src 'none'" in page
     specs = _specs(page)
-    keys = {"funnel", "mixture", "copies", "shard_sizes", "phase_seconds", "phase_memory",
+    keys = {"funnel", "lengths_chars", "lengths_tokens", "mixture", "copies", "shard_sizes", "phase_seconds", "phase_memory",
             "history_documents", "history_tokens", "languages", "pii", "lsh_s_curve"}  # fmt: skip
     assert keys <= set(specs), sorted(keys - set(specs))
     for key in specs:
@@ -93,6 +93,13 @@ def test_chart_data_equal_the_reports_counts(two_snapshots):
         first.snapshot: first.report["totals"]["tokens"],
         second.snapshot: t["tokens"],
     }
+    lengths = report["lengths"]  # every valid document read, and every one kept before sampling
+    unsampled = sum(report["rejected"].get("mix", {}).values())
+    assert sum(n for _, n in lengths["input_chars"]) == t["input_docs"] - report["rejected"]["validate"]["empty_text"]
+    assert sum(n for _, n in lengths["kept_chars"]) == t["kept_docs"] + unsampled
+    assert sum(n for _, n in lengths["kept_tokens"]) == t["kept_docs"] + unsampled
+    chars = specs["lengths_chars"]["data"]["values"]
+    assert sum(r["documents"] for r in chars if r["documents of"] == "kept") == t["kept_docs"] + unsampled
     pii = {r["entity"]: r["spans"] for r in specs["pii"]["data"]["values"]}
     assert pii == report["pii_replaced"] and pii
 

@@ -16,18 +16,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import JobSpec
 from pipeline.core import columns as cols
-from pipeline.core import storage
+from pipeline.core import sketch, storage
 from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.markers import AnnotateMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress, plural
+from pipeline.core.sketch import LENGTH_GAMMA
 from pipeline.phases.annotate.chat import conversations_after_stages
 from pipeline.phases.annotate.readers import file_kind, open_source
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected, settings_for_hash
@@ -245,6 +247,11 @@ class ShardAnnotator(ShardWorker):
                 )
                 with timer.step("validate"):
                     result = self.validation.validate(raw, shard.uri, shard.key, batch.rows)
+                sketch.add_counts(
+                    stats.length_buckets.setdefault("chars", {}),
+                    pc.utf8_length(result.docs.column(cols.TEXT)).to_numpy(zero_copy_only=False).astype(np.float64),
+                    LENGTH_GAMMA,
+                )
                 docs, batch_rejects = self._run_stages(result.docs, [result.rejected], timer)
                 if self.spec.input.chat is not None:
                     with timer.step("validate"):
@@ -339,7 +346,7 @@ class ShardAnnotator(ShardWorker):
         stats.input_docs, stats.input_bytes, stats.annotated_docs, stats.annotated_bytes = docs, 0, 0, 0
         stats.rejected, stats.quarantined = {}, {problem.reason: docs} if docs else {}
         stats.shard_quarantined = {"reason": problem.reason, "detail": problem.detail, "documents": problem.num_rows}
-        stats.kept_counts, stats.stage_stats = {}, {}
+        stats.kept_counts, stats.stage_stats, stats.examples, stats.length_buckets = {}, {}, {}, {}
 
 
 PROGRESS_EVERY_S = 3.0

@@ -22,13 +22,14 @@ import pyarrow.parquet as pq
 
 from pipeline.config import JobSpec
 from pipeline.core import columns as cols
-from pipeline.core import storage
+from pipeline.core import sketch, storage
 from pipeline.core.columns import DOMAIN, NUM_TOKENS, SHUFFLE_KEY, TOKENS
 from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout, input_relative_path
 from pipeline.core.markers import AnnotateMarker, DedupMarker, TokenizeMarker
 from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress
+from pipeline.core.sketch import LENGTH_GAMMA
 from pipeline.phases.dedup import read_cluster_sizes, read_removals
 from pipeline.phases.examples import ExampleSampler
 from pipeline.phases.mix.plan import assign_domains, synthetic_domains, uniform_keys
@@ -178,6 +179,7 @@ class ShardTokenizer(ShardWorker):
         chat_stats = ChatStats() if self.chat is not None else None
         self.profiles = DomainProfiles() if self.profiles_domains else None
         examples = ExampleSampler(self.spec.seed, key)
+        self.lengths: dict[str, dict[int, int]] = {}
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(storage.open_read(self.layout.annotated(key), options))
             rejects = LazyParquetWriter(stack, self.layout.dedup_rejects(key), options, cols.REJECTS_SCHEMA)
@@ -246,6 +248,7 @@ class ShardTokenizer(ShardWorker):
             rejected=rejected,
             chat=chat_stats.to_json() if chat_stats is not None else None,
             examples=examples.to_json([]),  # annotated text: scrubbed already
+            length_buckets=self.lengths,
             profiles=self.profiles.to_json() if self.profiles is not None else None,
             tokenized_docs=table.num_rows,
             tokenized_bytes=sum(d["bytes"] for d in domains.values()),
@@ -288,6 +291,11 @@ class ShardTokenizer(ShardWorker):
             encoded = self.tokenizer.encode(kept.column(cols.TEXT).to_pylist())
             columns[TOKENS], columns[NUM_TOKENS] = tokens_binary(encoded, self.dtype)
             fields += TOKEN_FIELDS
+        chars = pc.utf8_length(kept.column(cols.TEXT)).to_numpy(zero_copy_only=False).astype(np.float64)
+        sketch.add_counts(self.lengths.setdefault("chars", {}), chars, LENGTH_GAMMA)
+        if NUM_TOKENS in columns:
+            tokens = np.asarray(columns[NUM_TOKENS], dtype=np.float64)
+            sketch.add_counts(self.lengths.setdefault("tokens", {}), tokens, LENGTH_GAMMA)
         for stage in self.global_stages:
             before = set(kept.column_names)
             kept = stage.annotate_kept(kept)
