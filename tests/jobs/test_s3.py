@@ -48,6 +48,12 @@ def test_s3_round_trip(s3, s3_endpoint, sample_corpus, tokenizer_model, make_job
     from pipeline.cli import main
 
     assert main(["inspect", "s3://tokens-bucket/run1", "--endpoint-url", s3_endpoint]) == 0
+    # the run left charts out (report.charts: false); refinery report makes the page on S3
+    assert not s3.exists("tokens-bucket/run1/report.html")
+    assert main(["report", "s3://tokens-bucket/run1", "--endpoint-url", s3_endpoint]) == 0
+    s3.invalidate_cache()
+    page = s3.cat("tokens-bucket/run1/report.html").decode()
+    assert 'id="chart-funnel"' in page and s3.exists("tokens-bucket/run1/report_charts/funnel.svg")
     assert not [p for p in s3.find("tokens-bucket/run1") if ".tmp-" in p or "_write_probe" in p]
 
 
