@@ -194,6 +194,7 @@ def build_report(run: RunRecord) -> Report:
         section = cap.report_section(config, run)
         if section is not None:
             data[section.key] = section.data
+            data.update(section.more)
             sections.append(section)
     return Report(data, sections)
 

@@ -202,6 +202,8 @@ class ReportSection:
     data: Any
     markdown: list[str] = field(default_factory=list)
     file: str | None = None
+    more: dict[str, Any] = field(default_factory=dict)
+    """Further keys of ``report.json`` the capability writes (what its charts read)."""
 
 
 class Capability:

@@ -57,7 +57,7 @@ def test_the_page_is_self_contained_and_holds_every_chart(two_snapshots):
     assert "default-src 'none'" in page
     specs = _specs(page)
     keys = {"funnel", "lengths_chars", "lengths_tokens", "mixture", "copies", "shard_sizes", "phase_seconds", "phase_memory",
-            "history_documents", "history_tokens", "languages", "pii", "lsh_s_curve"}  # fmt: skip
+            "history_documents", "history_tokens", "languages", "language_scores", "pii", "lsh_s_curve"}  # fmt: skip
     assert keys <= set(specs), sorted(keys - set(specs))
     for key in specs:
         assert f'id="chart-{key}"' in page
@@ -100,6 +100,8 @@ def test_chart_data_equal_the_reports_counts(two_snapshots):
     assert sum(n for _, n in lengths["kept_tokens"]) == t["kept_docs"] + unsampled
     chars = specs["lengths_chars"]["data"]["values"]
     assert sum(r["documents"] for r in chars if r["documents of"] == "kept") == t["kept_docs"] + unsampled
+    scored = sum(sum(counts) for counts in report["language_scores"]["labels"].values())
+    assert scored == t["input_docs"] - report["rejected"]["validate"]["empty_text"]  # language runs first
     pii = {r["entity"]: r["spans"] for r in specs["pii"]["data"]["values"]}
     assert pii == report["pii_replaced"] and pii
 

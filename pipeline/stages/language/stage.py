@@ -35,12 +35,22 @@ def prepare_text(text: pa.Array | pa.ChunkedArray, max_chars: int) -> list[str]:
     return one_line.to_pylist()
 
 
+SCORE_BINS = 20
+"""The report's histogram of top-label scores, per label: bins 0.05 wide."""
+
+
 class LanguageId(DocumentStage):
     name = "language"
+
+    def take_stats(self) -> dict[str, list[int]] | None:
+        """Documents per top label and score bin (``SCORE_BINS`` over [0, 1])."""
+        taken, self._scores = getattr(self, "_scores", {}), {}
+        return taken or None
 
     def setup(self) -> None:
         import fasttext
 
+        self._scores: dict[str, list[int]] = {}
         uri = self.config.model or bundled_model()
         with storage.local_path(uri, self.config.storage_options) as path:
             self.model = fasttext.load_model(path)
@@ -57,6 +67,12 @@ class LanguageId(DocumentStage):
         labels, scores = self.predict(prepare_text(docs.column(cols.TEXT), c.max_chars))
         lang = pa.array(labels, pa.string())
         score = pa.array(scores, pa.float32())
+        bins = np.minimum((scores * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
+        names = np.asarray(labels, dtype=object)
+        for label in np.unique(names) if len(names) else []:
+            counts = np.bincount(bins[names == label], minlength=SCORE_BINS)
+            into = self._scores.setdefault(label, [0] * SCORE_BINS)
+            self._scores[label] = [a + int(b) for a, b in zip(into, counts)]
         reasons = None
         if c.keep or c.min_score > 0:
             not_kept = pc.invert(pc.is_in(lang, value_set=pa.array(c.keep, pa.string()))) if c.keep else None
