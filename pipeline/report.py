@@ -220,22 +220,24 @@ def lengths_section(run: RunRecord) -> dict[str, list[list[float]]]:
 
 def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per stage and reason, the run's examples (``pipeline.phases.examples``); a duplicate's
-    with the start of the document it duplicates (read from that one's annotated shard)."""
+    with the start of the document it duplicates, read from that one's annotated shard and
+    scrubbed as this run's stages scrub examples (the shard may be an earlier run's)."""
     from pipeline.core import columns as cols
-    from pipeline.phases.examples import merge, snippet
+    from pipeline.phases.examples import SCRUB_MARGIN, SNIPPET_CHARS, merge, scrubbed_snippets
+    from pipeline.stages.base import DocumentStage
+    from pipeline.stages.registry import document_stages
 
     units = [m.examples for m in run.annotate] + [m.examples for m in run.tokenize]
     merged = merge(units, run.spec.report.examples_per_reason)
     layout = OutputLayout(run.spec.output.uri)
     options = run.spec.output.storage_options
+    waiting: list[tuple[dict[str, Any], str | None, str]] = []
     for reasons in merged.values():
         for examples in reasons.values():
             for example in examples:
                 del example["key"]
-                shard, row = (
-                    example["detail"].pop(cols.SURVIVOR_SHARD, None),
-                    example["detail"].pop(cols.SURVIVOR_ROW, None),
-                )
+                detail = example["detail"]
+                shard, row = detail.pop(cols.SURVIVOR_SHARD, None), detail.pop(cols.SURVIVOR_ROW, None)
                 if shard is None or row is None:
                     continue
                 try:
@@ -245,8 +247,16 @@ def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]
                     continue  # kept by an earlier run whose work files are gone
                 if found.num_rows:
                     text = found.column(cols.TEXT)[0].as_py() or ""
-                    text = snippet(text.replace(cols.SEGMENT_BREAK, "\n"))
-                    example["survivor"] = {"id": found.column(cols.ID)[0].as_py(), "text": text}
+                    window = SNIPPET_CHARS + SCRUB_MARGIN
+                    waiting.append((example, found.column(cols.ID)[0].as_py(), (text[:window], len(text) > window)))
+    if waiting:
+        scrubbers = [s for s in document_stages(run.spec) if type(s).scrub_examples is not DocumentStage.scrub_examples]
+        for stage in scrubbers:
+            stage.setup()
+        texts = scrubbed_snippets([item for _, _, item in waiting], scrubbers)
+        for (example, survivor_id, _), text in zip(waiting, texts):
+            if text is not None:
+                example["survivor"] = {"id": survivor_id, "text": text}
     return merged
 
 

@@ -390,7 +390,8 @@ def markdown_images(chart_list: list[Chart]) -> list[str]:
 def _run_charts(layout: OutputLayout, report: dict[str, Any], options: storage.StorageOptions | None) -> list[Chart]:
     """The report's charts, its snapshot shown after the output's earlier ones."""
     snapshot = report.get("snapshot")
-    history = [h for h in snapshot_history(layout, options) if h["snapshot"] != snapshot]
+    # the snapshots before this report's (a rebuilt older page does not show later ones)
+    history = [h for h in snapshot_history(layout, options) if not snapshot or h["snapshot"] < snapshot]
     if snapshot:
         history = sorted([*history, {"snapshot": snapshot, "totals": report["totals"]}], key=lambda h: h["snapshot"])
     return charts(report, history)

@@ -79,14 +79,16 @@ class ExampleSampler:
             values = {name: taken.column(name).to_pylist() for name in details}
             for j, i in enumerate(chosen):
                 text = texts[j]
+                window = SNIPPET_CHARS + SCRUB_MARGIN
                 kept.append(
                     {
                         "key": float(keys[i]),
                         "shard": self.shard_key,
                         "row": int(rows[i]),
                         "id": ids[j],
-                        # cut later, after scrubbing
-                        "text": None if text is None else text[: SNIPPET_CHARS + SCRUB_MARGIN],
+                        # cut to a snippet later, after scrubbing
+                        "text": None if text is None else text[:window],
+                        "cut": text is not None and len(text) > window,
                         "detail": {name: _jsonable(values[name][j]) for name in details},
                     }
                 )
@@ -95,23 +97,45 @@ class ExampleSampler:
 
     def to_json(self, scrubbers: list[DocumentStage]) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """The examples, their texts scrubbed by every stage and cut to snippets."""
-        examples = [e for kept in self.kept.values() for e in kept if e["text"] is not None]
-        texts = [e["text"].replace(cols.SEGMENT_BREAK, "\n") for e in examples]
-        for stage in scrubbers:
-            texts = stage.scrub_examples(texts)
+        examples = [e for kept in self.kept.values() for e in kept]
+        texts = scrubbed_snippets([(e["text"], e.pop("cut")) for e in examples], scrubbers)
         for example, text in zip(examples, texts):
-            example["text"] = None if text is None else snippet(text)
+            example["text"] = text
         out: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for (stage, reason), kept in sorted(self.kept.items()):
             out.setdefault(stage, {})[reason] = kept
         return out
 
 
-def snippet(text: str) -> str:
-    # cut before collapsing whitespace: the cut stays inside what was scrubbed
-    cut = len(text) > SNIPPET_CHARS
-    text = " ".join(text[:SNIPPET_CHARS].split())
-    return text.rsplit(" ", 1)[0] + " …" if cut and " " in text else text
+def scrubbed_snippets(texts: list[tuple[str | None, bool]], scrubbers: list[DocumentStage]) -> list[str | None]:
+    """Snippets of (text, cut) pairs: a text is at most a window of ``SNIPPET_CHARS +
+    SCRUB_MARGIN`` characters of a document (``cut`` where the document was longer), collapsed
+    to one line and then scrubbed by every stage, so that the snippet shows what the scrubbers
+    saw. Where the window cut the document, a value cut in two is not recognized: it sits at
+    the end, so the margin is dropped."""
+    present = [i for i, (text, _) in enumerate(texts) if text is not None]
+    scrubbed: list[str | None] = [collapse(texts[i][0]) for i in present]
+    for stage in scrubbers:
+        scrubbed = stage.scrub_examples(scrubbed)
+    out: list[str | None] = [None] * len(texts)
+    for i, text in zip(present, scrubbed):
+        cut = texts[i][1]
+        if text is not None:
+            out[i] = snippet(text[: max(0, len(text) - SCRUB_MARGIN)] if cut else text, cut=cut)
+    return out
+
+
+def collapse(text: str) -> str:
+    """One line: chat messages' breaks and every run of whitespace become one space."""
+    return " ".join(text.replace(cols.SEGMENT_BREAK, "\n").split())
+
+
+def snippet(text: str, cut: bool = False) -> str:
+    """The start of a collapsed (and scrubbed) text, at most ``SNIPPET_CHARS``, ended at a
+    word; `` …`` where text was left out."""
+    cut = cut or len(text) > SNIPPET_CHARS
+    text = text[:SNIPPET_CHARS]
+    return (text.rsplit(" ", 1)[0] if " " in text else text) + " …" if cut else text
 
 
 def merge(units: list[dict[str, dict[str, list[dict[str, Any]]]]], per_reason: int) -> dict[str, Any]:

@@ -82,3 +82,23 @@ def test_the_pii_stage_scrubs_examples_of_every_stage(planted):
     (scrubbed,) = stage.scrub_examples([planted])
     assert scrubbed != planted and ("555-0100" not in scrubbed and "example.org" not in scrubbed)
     assert stage.scrub_examples([None, "nothing here"]) == [None, "nothing here"]
+
+
+def test_no_piece_of_a_value_survives_the_window_or_a_line_break():
+    """A value the 600-character window cuts in two is not recognized: it is dropped with the
+    margin. A card number across a line break is scrubbed as the snippet shows it (one line)."""
+    from pipeline.stages.pii import PiiConfig, PiiScrub
+
+    stage = PiiScrub(PiiConfig(enabled=True))
+    stage.setup()
+    names = ["ann", "bob", "cyd", "dee", "eve", "fay", "gus", "hal", "ivy", "jon", "kim", "lou", "max"]
+    emails = "Contacts: " + ", ".join(f"{n}.{k}@examplecorp.com" for k in range(3) for n in names)
+    card = "Card on file: 4111 1111\n1111 1111, expiry 12/29."
+    table = _rejected(range(2), stage="pii", reason="pii_too_many_entities")
+    table = table.set_column(table.column_names.index(cols.TEXT), cols.TEXT, pa.array([emails, card]))
+    sampler = ExampleSampler(seed=0, shard_key="s")
+    sampler.offer(table, [])
+    texts = {e["row"]: e["text"] for e in sampler.to_json([stage])["pii"]["pii_too_many_entities"]}
+    assert len(emails) > SNIPPET_CHARS + 200 and texts[0].startswith("Contacts: <EMAIL_ADDRESS>, ")
+    assert "@" not in texts[0] and "examplecorp" not in texts[0] and texts[0].endswith(" …")
+    assert "4111" not in texts[1] and "<CREDIT_CARD>" in texts[1]

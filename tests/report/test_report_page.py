@@ -119,6 +119,7 @@ def test_refinery_report_rebuilds_the_page_of_an_earlier_snapshot(two_snapshots)
     assert done.stdout.strip() == f"run report with charts: {folder / 'report.html'}"
     specs = _specs((folder / "report.html").read_text())
     assert specs["funnel"]["data"]["values"] == funnel_rows(first.report)
+    assert "history_tokens" not in specs  # the first snapshot's page shows no later snapshot
     missing = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "report", str(out / "nowhere")], capture_output=True, text=True
     )

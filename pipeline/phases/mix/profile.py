@@ -163,7 +163,7 @@ def compare(shard_profiles: list[dict[str, Any]], synthetic_domains: list[str]) 
             "top_openings_share": round(sum(n for _, n in ranked[:TOP_OPENINGS]) / documents, 4) if documents else 0.0,
             "openings": [{"opening": o, "share": round(n / documents, 4)} for o, n in ranked[:OPENINGS_SHOWN]],
         }
-        if smallest:
+        if smallest and side["ngrams"][0]:
             level = min(
                 (k for k in range(SAMPLE_LEVELS) if side["ngrams"][k]),
                 key=lambda k: abs(np.log(side["ngrams"][k] / smallest)),

@@ -96,3 +96,11 @@ def test_duplicates_removed_count_per_side():
 
 def test_a_job_without_profiles_has_no_comparison():
     assert compare([], ["generated"]) is None
+
+
+def test_a_side_without_three_word_documents_has_no_diversity_figure():
+    shard = _profile({"generated": ["Yes.", "No way", "Sure thing"] * 10, "web": _varied(50, 10)})
+    sides = compare([shard], ["generated"])["sides"]
+    assert "distinct_ngrams" not in sides["synthetic"] and sides["synthetic"]["documents"] == 30
+    assert sides["real"]["distinct_ngrams"]["ratio"] > 0.9
+    assert "| distinct 3-grams per 3-gram | n/a |" in "\n".join(comparison_lines(compare([shard], ["generated"])))
