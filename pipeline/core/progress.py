@@ -63,6 +63,7 @@ class Progress:
         from tqdm import tqdm
 
         self._close_bar()
+        self._bar_phase, self._bar_line = self.phase, f"{self.done:,}/{plural(self.total, self.unit)}"
         self._bar = tqdm(
             total=self.total,
             initial=skipped,
@@ -81,6 +82,13 @@ class Progress:
                 self._bar.close()
                 self._bar = None
 
+    def _end_phase(self) -> None:
+        """Before another phase: a phase that ended short of its total (a generation round
+        that met its target early) leaves its summary line too."""
+        if self._bar is not None:
+            self._close_bar()
+            self.log(f"{self._bar_phase}: {self._bar_line}")
+
     def start(self, phase: str, total: int, unit: str, skipped: int = 0, probe=None) -> None:
         """A phase of ``total`` units (``unit`` in the singular), ``skipped`` of them reused.
         ``probe``, if given, returns what the heartbeat adds about the units in flight."""
@@ -91,7 +99,7 @@ class Progress:
         self.done, self.docs, self.nbytes = skipped, 0, 0
         self.started = time.perf_counter()
         note = f" ({skipped:,} already committed, skipped)" if skipped else ""
-        self._close_bar()
+        self._end_phase()
         self.log(f"{phase}: {plural(total, unit)}{note}")
         if self.live and skipped < total:
             self._open_bar(skipped)
@@ -101,8 +109,8 @@ class Progress:
         """A phase whose every unit an earlier run committed."""
         self.units[phase] = {"total": total, "reused": total}
         self.processed[phase] = {"docs": 0, "bytes": 0}
+        self._end_phase()
         self.phase, self.total, self.done, self.probe = phase, total, total, None
-        self._close_bar()
         self.log(f"{phase}: {message}")
 
     def advance(self, n: int = 1, docs: int = 0, nbytes: int = 0) -> None:
@@ -114,6 +122,7 @@ class Progress:
         elapsed = max(now - self.started, 1e-9)
         rates = f"{self.docs:,} docs, {self.docs / elapsed:,.0f} docs/s, {self.nbytes / elapsed / 1e6:.1f} MB/s"
         if self._bar is not None and self.done < self.total:
+            self._bar_phase, self._bar_line = self.phase, f"{self.done:,}/{plural(self.total, self.unit)}, {rates}"
             with self._lock:
                 self._bar.set_postfix_str(rates, refresh=False)
                 self._bar.update(n)
@@ -125,7 +134,7 @@ class Progress:
     def close(self) -> None:
         """Stops the heartbeat; the run is over, or failed."""
         self._stopped.set()
-        self._close_bar()
+        self._end_phase()
 
     def _start_heartbeat(self) -> None:
         if self.quiet or self.heartbeat_s <= 0 or (self._heartbeat and self._heartbeat.is_alive()):

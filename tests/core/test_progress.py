@@ -79,3 +79,15 @@ def test_a_stream_that_is_not_a_terminal_keeps_plain_lines():
         "[refinery] tokenize: 1/2 shards",
         "[refinery] tokenize: 2/2 shards",
     ]
+
+
+def test_a_phase_that_ends_short_of_its_total_still_leaves_its_line():
+    stream = _Terminal()
+    progress = Progress(stream, min_interval_s=0, heartbeat_s=0)
+    progress.start("generate", total=5, unit="round")
+    progress.advance(1, docs=40)
+    progress.start("annotate", total=1, unit="shard")  # the target was met after one round
+    lines = [line.rsplit("\r", 1)[-1] for line in stream.getvalue().splitlines()]
+    assert any(line.startswith("[refinery] generate: 1/5 rounds, 40 docs, ") for line in lines)
+    assert "[refinery] annotate: 1 shard" in lines
+    progress.close()
