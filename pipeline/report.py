@@ -223,7 +223,7 @@ def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]
     with the start of the document it duplicates, read from that one's annotated shard and
     scrubbed as this run's stages scrub examples (the shard may be an earlier run's)."""
     from pipeline.core import columns as cols
-    from pipeline.phases.examples import SCRUB_MARGIN, SNIPPET_CHARS, merge, scrubbed_snippets
+    from pipeline.phases.examples import SCRUB_MARGIN, SNIPPET_CHARS, hidden_texts, merge, scrubbed_snippets
     from pipeline.stages.base import DocumentStage
     from pipeline.stages.registry import document_stages
 
@@ -232,6 +232,8 @@ def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]
     layout = OutputLayout(run.spec.output.uri)
     options = run.spec.output.storage_options
     waiting: list[tuple[dict[str, Any], str | None, str]] = []
+    hiders = [stage for stage in document_stages(run.spec) if stage.example_hiding_columns]
+    hiding = [c for stage in hiders for c in stage.example_hiding_columns]
     for reasons in merged.values():
         for examples in reasons.values():
             for example in examples:
@@ -242,10 +244,13 @@ def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]
                     continue
                 try:
                     with storage.open_read(layout.annotated(shard), options) as source:
-                        found = pq.read_table(source, columns=[cols.ID, cols.TEXT], filters=[(cols.ROW, "=", row)])
+                        names = pq.ParquetFile(source).schema_arrow.names
+                        wanted = [cols.ID, cols.TEXT, *(c for c in hiding if c in names)]
+                        found = pq.read_table(source, columns=wanted, filters=[(cols.ROW, "=", row)])
                 except (OSError, ValueError):
                     continue  # kept by an earlier run whose work files are gone
-                if found.num_rows:
+                hidden = hidden_texts(hiders, found)
+                if found.num_rows and not (hidden is not None and hidden[0]):
                     text = found.column(cols.TEXT)[0].as_py() or ""
                     window = SNIPPET_CHARS + SCRUB_MARGIN
                     waiting.append((example, found.column(cols.ID)[0].as_py(), (text[:window], len(text) > window)))

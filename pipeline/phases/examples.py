@@ -53,8 +53,11 @@ class ExampleSampler:
         self.seed, self.shard_key = seed, shard_key
         self.kept: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
-    def offer(self, rejected: pa.Table, detail_columns: list[str], with_text: bool = True) -> None:
-        """Rejected rows (``reject_stage``, ``reject_reason``, ``row``, ``id``, ``text``)."""
+    def offer(
+        self, rejected: pa.Table, detail_columns: list[str], with_text: bool = True, hidden: np.ndarray | None = None
+    ) -> None:
+        """Rejected rows (``reject_stage``, ``reject_reason``, ``row``, ``id``, ``text``);
+        ``hidden``: rows whose text no example may show."""
         if not rejected.num_rows:
             return
         with_text = with_text and cols.TEXT in rejected.column_names
@@ -75,6 +78,8 @@ class ExampleSampler:
                 continue
             taken = rejected.take(pa.array(chosen, pa.int64()))
             texts = taken.column(cols.TEXT).to_pylist() if with_text else [None] * len(chosen)
+            if hidden is not None:
+                texts = [None if hidden[i] else t for i, t in zip(chosen, texts)]
             ids = taken.column(cols.ID).to_pylist() if cols.ID in taken.column_names else [None] * len(chosen)
             values = {name: taken.column(name).to_pylist() for name in details}
             for j, i in enumerate(chosen):
@@ -153,3 +158,14 @@ def merge(units: list[dict[str, dict[str, list[dict[str, Any]]]]], per_reason: i
         }
         for stage, reasons in sorted(merged.items())
     }
+
+
+def hidden_texts(stages: list[DocumentStage], rejected: pa.Table) -> np.ndarray | None:
+    """Rows whose text the report's examples may not show, by any stage's say."""
+    hidden = None
+    for stage in stages:
+        mask = stage.hides_example_text(rejected)
+        if mask is not None:
+            flags = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+            hidden = flags if hidden is None else hidden | flags
+    return hidden

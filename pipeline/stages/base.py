@@ -124,6 +124,15 @@ class DocumentStage(ABC):
         per shard into its marker (``kept_counts``) and per run for the report."""
         return {}
 
+    example_hiding_columns: ClassVar[tuple[str, ...]] = ()
+    """The columns ``hides_example_text`` reads (phases after annotate read them for it)."""
+
+    def hides_example_text(self, rejected: pa.Table) -> pa.Array | None:
+        """Which of these rejected rows (of any stage, with this stage's columns) must show no
+        text in the report's examples: contamination hides the documents it flagged, whatever
+        rejected them later. None: none."""
+        return None
+
     def scrub_examples(self, texts: list[str | None]) -> list[str | None]:
         """The report's example snippets (of any stage's rejects) as this stage would leave
         them: PII scrubbing replaces what it finds; None hides a text it cannot scan."""

@@ -102,3 +102,23 @@ def test_no_piece_of_a_value_survives_the_window_or_a_line_break():
     assert len(emails) > SNIPPET_CHARS + 200 and texts[0].startswith("Contacts: <EMAIL_ADDRESS>, ")
     assert "@" not in texts[0] and "examplecorp" not in texts[0] and texts[0].endswith(" …")
     assert "4111" not in texts[1] and "<CREDIT_CARD>" in texts[1]
+
+
+def test_documents_contamination_flagged_show_no_text_whatever_rejected_them():
+    """With ``action: annotate`` a contaminated document goes on; if dedup or another stage then
+    rejects it, its example names it but shows none of its (eval) text."""
+    from pipeline.phases.examples import hidden_texts
+    from pipeline.stages.contamination import ContaminationCheck, ContaminationConfig
+    from pipeline.stages.contamination.stage import CONTAMINATION, CONTAMINATION_TYPE
+
+    table = _rejected(range(3), stage="exact_dedup", reason="exact_duplicate")
+    flagged = [[{"benchmark": "gsm8k", "item": "gsm8k-7", "ngrams": 4, "fraction": 1.0}], [], None]
+    table = table.append_column(CONTAMINATION, pa.array(flagged, CONTAMINATION_TYPE))
+    stage = ContaminationCheck(ContaminationConfig())
+    hidden = hidden_texts([stage], table)
+    assert hidden.tolist() == [True, False, False]
+    assert hidden_texts([stage], _rejected(range(2))) is None  # no contamination column: nothing hidden
+    sampler = ExampleSampler(seed=0, shard_key="s")
+    sampler.offer(table, [], hidden=hidden)
+    texts = {e["row"]: e["text"] for e in sampler.to_json([])["exact_dedup"]["exact_duplicate"]}
+    assert texts[0] is None and texts[1] and texts[2]

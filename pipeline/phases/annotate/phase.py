@@ -33,7 +33,7 @@ from pipeline.core.sketch import LENGTH_GAMMA
 from pipeline.phases.annotate.chat import conversations_after_stages
 from pipeline.phases.annotate.readers import file_kind, open_source
 from pipeline.phases.annotate.validation import InputValidation, ShardRejected, settings_for_hash
-from pipeline.phases.examples import ExampleSampler
+from pipeline.phases.examples import ExampleSampler, hidden_texts
 from pipeline.phases.shard_tasks import ShardWorker, UnitFailed, run_shard_tasks
 from pipeline.stages.registry import document_stages
 
@@ -270,7 +270,10 @@ class ShardAnnotator(ShardWorker):
                         name = table.column(cols.REJECT_STAGE)[0].as_py()
                         stage = self._stage_named.get(name)
                         examples.offer(
-                            table, self._added.get(name, []), with_text=stage.example_text if stage else True
+                            table,
+                            self._added.get(name, []),
+                            with_text=stage.example_text if stage else True,
+                            hidden=hidden_texts(self.stages, table),
                         )
                         if self.spec.output.write_rejects:
                             with timer.step("write"):

@@ -31,14 +31,14 @@ from pipeline.core.parquet_io import LazyParquetWriter
 from pipeline.core.progress import Progress
 from pipeline.core.sketch import LENGTH_GAMMA
 from pipeline.phases.dedup import read_cluster_sizes, read_removals
-from pipeline.phases.examples import ExampleSampler
+from pipeline.phases.examples import ExampleSampler, hidden_texts
 from pipeline.phases.mix.plan import assign_domains, synthetic_domains, uniform_keys
 from pipeline.phases.mix.profile import PROFILE_FORMAT, DomainProfiles
 from pipeline.phases.shard_tasks import ShardWorker, committed, run_shard_tasks
 from pipeline.phases.tokenize.chat import STAGE as CHAT_STAGE
 from pipeline.phases.tokenize.chat import ChatEncoder, ChatStats, mask_binary, special_token_texts
 from pipeline.phases.tokenize.tokenizer import Tokenize
-from pipeline.stages.registry import enabled, global_stages
+from pipeline.stages.registry import document_stages, enabled, global_stages
 
 FORMAT_STAGE = "chat_format"
 """Rejects a chat job's document format cannot hold."""
@@ -154,6 +154,8 @@ class ShardTokenizer(ShardWorker):
         self.unit = spec.mix_unit
         self.global_stages = global_stages(spec) if spec.output.writes_documents else []
         self.profiles_domains = bool(synthetic_domains(spec))
+        self.hiders = [stage for stage in document_stages(spec) if stage.example_hiding_columns]
+        self.hiding_columns = [c for stage in self.hiders for c in stage.example_hiding_columns]
         self.profiles: DomainProfiles | None = None
 
     def run(self, item: dict[str, Any]) -> TokenizeMarker:
@@ -188,7 +190,8 @@ class ShardTokenizer(ShardWorker):
             kept_columns = document_columns(self.spec, annotated.schema_arrow)
             routed = [cols.ROUTED_DOMAIN] if cols.ROUTED_DOMAIN in annotated.schema_arrow.names else []
             conversation = [cols.CONVERSATION] if self.spec.input.chat is not None else []
-            read = list(dict.fromkeys(cols.BASE_SCHEMA.names + routed + conversation + kept_columns))
+            hiding = [c for c in self.hiding_columns if c in annotated.schema_arrow.names]
+            read = list(dict.fromkeys(cols.BASE_SCHEMA.names + routed + conversation + kept_columns + hiding))
             for batch in annotated.iter_batches(batch_size=self.spec.input.batch_rows, columns=read):
                 docs = pa.Table.from_batches([batch])
                 annotated_docs += docs.num_rows
@@ -213,7 +216,7 @@ class ShardTokenizer(ShardWorker):
                     survivors = [cols.DUPLICATE_OF, cols.SURVIVOR_SHARD, cols.SURVIVOR_ROW]
                     for name in survivors[1:]:
                         table = table.append_column(name, labels.column(name))
-                    examples.offer(table, survivors)
+                    examples.offer(table, survivors, hidden=hidden_texts(self.hiders, dropped))
                 kept = docs.filter(pc.invert(is_removed))
                 refusals = []
                 if self.chat is not None and kept.num_rows:

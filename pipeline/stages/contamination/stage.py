@@ -55,6 +55,12 @@ class ContaminationCheck(DocumentStage):
     distinct matching n-grams, share of the item's n-grams), and applies the action."""
 
     example_text = False  # the documents hold eval text: examples name the items only
+    example_hiding_columns = (CONTAMINATION,)
+
+    def hides_example_text(self, rejected: pa.Table) -> pa.Array | None:
+        if CONTAMINATION not in rejected.column_names:
+            return None
+        return pc.fill_null(pc.greater(pc.list_value_length(rejected.column(CONTAMINATION)), 0), False)
 
     name = "contamination"
     index_uri: str | None = None
