@@ -19,9 +19,18 @@ SENTENCES = [
 
 PII = {
     "EMAIL_ADDRESS": ["jane.doe@example.com", "support+tickets@mail.example.org", "x.john@example.co.uk"],
-    "PHONE_NUMBER": ["(212) 555-0147", "+44 20 7946 0958", "+49 30 901820", "212-555-0199", "030 901820"],
+    "PHONE_NUMBER": [
+        "(212) 555-0147",
+        "+44 20 7946 0958",
+        "+49 30 901820",
+        "212-555-0199",
+        "030 901820",
+        "0431 35 06 90",  # the extended recognizers' formats, some found only next to a phone word
+        "(11) 4706-6184",
+        "+1-962-819-8200x123",
+    ],
     "IP_ADDRESS": ["192.168.10.25", "10.0.0.1", "2001:db8:85a3::8a2e:370:7334", "::ffff:192.0.2.128"],
-    "CREDIT_CARD": ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005"],
+    "CREDIT_CARD": ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "2221 0000 0000 0009"],
     "IBAN_CODE": ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "fr1420041010050500013m02606"],
     "US_SSN": ["078-05-1121", "219 09 9999", "536-22-1234"],
 }
@@ -39,6 +48,8 @@ EDGE_CASES = [
     "price 1640 EUR, code 01640, 1690",
     "IBAN: DE89370400440532013000 BIC COBADEFFXXX",
     "mixed 078-05 1121 and 111-11-1111",
+    "Suite 680 36 4022 Oakridge Lane; driver's license number is 425700624; PSC 9236, Box 1684",
+    "call our friendly support office later at 785 8949, or 0487 23 46 71 (mobile)",
 ]
 
 

@@ -30,9 +30,34 @@ class PiiConfig(StageConfig):
     mask: str = "<PII>"
     max_entities: int | None = Field(None, ge=0)
     """Reject documents with more replaced spans than this; unset keeps every document."""
+    recognizers: Literal["extended", "stock"] = "extended"
+    """``extended``: Refinery's CREDIT_CARD, PHONE_NUMBER and US_SSN recognizers
+    (pipeline/stages/pii/recognizers.py): every current card IIN range, phone formats of
+    many countries next to a phone word, and no redaction of numbers a label calls something
+    else (licence, suite, P.O. box) or of house numbers. ``stock``: Presidio's own
+    recognizers, span for span."""
+    phone_regions: list[str] | None = None
+    """Regions (ISO 3166 codes) whose national phone numbers phonenumbers finds without a
+    context word; unset: Presidio's eight (US GB DE FR IL IN CA BR). ``extended`` finds other
+    countries' numbers by their format next to a phone word. Each region adds a search of
+    every candidate, and some plans (AU, IT, NL) verify page ranges, years and build numbers."""
     windowed: bool = True
     """Analyze only windows that can hold the default entities (exact; see
     pipeline/stages/pii/windows.py). Turned off automatically for other entities or an NER model."""
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("name at least one region, or leave phone_regions unset")
+        import phonenumbers
+
+        unknown = [r for r in value if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown phone regions {unknown}: use ISO 3166 codes such as US, GB, DE")
+        return value
 
     @field_validator("entities")
     @classmethod

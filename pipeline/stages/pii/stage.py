@@ -28,7 +28,13 @@ import pyarrow as pa
 
 from pipeline.core import columns as cols
 from pipeline.stages.base import DocumentStage, StageOutput
-from pipeline.stages.pii.windows import WINDOWED_ENTITIES, anchor_hits, entities_in, may_hold_pii, windows
+from pipeline.stages.pii.windows import (
+    WINDOWED_ENTITIES,
+    anchor_hits,
+    entities_in,
+    may_hold_pii,
+    windows,
+)
 
 PII_COUNTS = "pii_counts"
 SALT_ENV = "REFINERY_PII_SALT"
@@ -42,7 +48,12 @@ _CALL_CHARS = 4_000
 _CACHE_WINDOWS = 100_000
 
 
-def build_analyzer(nlp_model: str | None = None, tokenize: bool = True):
+def build_analyzer(
+    nlp_model: str | None = None,
+    tokenize: bool = True,
+    recognizers: str = "stock",
+    phone_regions: list[str] | None = None,
+):
     """An AnalyzerEngine that never touches the network.
 
     ``tokenize=False`` gives Presidio no NLP pipeline at all (its NoOpNlpEngine) and no
@@ -51,7 +62,27 @@ def build_analyzer(nlp_model: str | None = None, tokenize: bool = True):
     tokenization of every call and the enhancer's scan of every token for every result.
     The windowed stage uses it; tests hold its spans equal to whole-document analysis with
     spaCy and the enhancer.
+
+    ``recognizers="extended"`` puts Refinery's card and phone recognizers
+    (``pipeline.stages.pii.recognizers``) in place of Presidio's.
     """
+    analyzer = _analyzer(nlp_model, tokenize)
+    registry = analyzer.registry
+    if recognizers == "extended":
+        from pipeline.stages.pii.recognizers import EXTENDED_PHONE_REGIONS, extended_recognizers
+
+        for name in ("CreditCardRecognizer", "PhoneRecognizer"):
+            registry.remove_recognizer(name)
+        for recognizer in extended_recognizers(phone_regions or EXTENDED_PHONE_REGIONS):
+            registry.add_recognizer(recognizer)
+    elif phone_regions:
+        stock = [r for r in registry.recognizers if r.name == "PhoneRecognizer"][0]
+        registry.remove_recognizer("PhoneRecognizer")
+        registry.add_recognizer(type(stock)(supported_regions=tuple(phone_regions), leniency=stock.leniency))
+    return analyzer
+
+
+def _analyzer(nlp_model: str | None, tokenize: bool):
     import spacy
     import tldextract.tldextract
     from presidio_analyzer import AnalyzerEngine
@@ -100,10 +131,13 @@ def build_analyzer(nlp_model: str | None = None, tokenize: bool = True):
 
 
 class Span:
-    __slots__ = ("start", "end", "entity", "score")
+    __slots__ = ("start", "end", "entity", "score", "weak")
 
-    def __init__(self, start: int, end: int, entity: str, score: float) -> None:
-        self.start, self.end, self.entity, self.score = start, end, entity, score
+    def __init__(self, start: int, end: int, entity: str, score: float, weak: bool = False) -> None:
+        self.start, self.end, self.entity, self.score, self.weak = start, end, entity, score, weak
+
+    def shifted(self, offset: int) -> Span:
+        return Span(self.start + offset, self.end + offset, self.entity, self.score, self.weak)
 
 
 def merge_spans(results: list[Span]) -> list[Span]:
@@ -152,7 +186,13 @@ class PiiScrub(DocumentStage):
     def setup(self) -> None:
         c = self.config
         self.windowed = c.windowed and not c.nlp_model and set(c.entities) <= WINDOWED_ENTITIES
-        self.analyzer = build_analyzer(c.nlp_model, tokenize=not self.windowed)
+        self.extended = c.recognizers == "extended"
+        self.analyzer = build_analyzer(c.nlp_model, not self.windowed, c.recognizers, c.phone_regions)
+        self.keeps, self.weak_key = None, None
+        if self.extended:
+            from pipeline.stages.pii.recognizers import WEAK, keeps
+
+            self.keeps, self.weak_key = keeps, WEAK
         self.salt = (os.environ.get(SALT_ENV) or self.job_salt).encode()
         # Presidio's results on a window depend only on its text (the entities asked for
         # follow from it); web text repeats the same footers, dates and contact lines page
@@ -172,22 +212,33 @@ class PiiScrub(DocumentStage):
         results = self.analyzer.analyze(
             text, language="en", entities=entities or self.config.entities, score_threshold=self.config.score_threshold
         )
-        return [Span(r.start, r.end, r.entity_type, r.score) for r in results]
+        return [
+            Span(r.start, r.end, r.entity_type, r.score, bool(r.recognition_metadata.get(self.weak_key)))
+            for r in results
+        ]
 
     def find(self, texts: list[str], prefiltered: bool = False, array: pa.Array | None = None) -> list[list[Span]]:
         """Presidio's results per document, as a whole-document analyze would give them.
         Documents Presidio fails on (it raises on some non-ASCII digits) land in ``failed``.
         ``prefiltered``: every text already passed ``may_hold_pii``; ``array``: the same
-        texts as a pyarrow array, if the caller has one."""
+        texts as a pyarrow array, if the caller has one. With the extended recognizers, the
+        context rules then run on each whole document."""
+        found = self._recognized(texts, prefiltered, array)
+        if self.keeps is None:
+            return found
+        return [
+            [s for s in spans if self.keeps(text, s.start, s.end, s.entity, s.weak)] if spans else spans
+            for text, spans in zip(texts, found)
+        ]
+
+    def _recognized(self, texts: list[str], prefiltered: bool, array: pa.Array | None) -> list[list[Span]]:
         found: list[list[Span]] = [[] for _ in texts]
         self.failed: set[int] = set()
         if not self.windowed:
             for i, text in enumerate(texts):
                 try:
                     for start, piece in _pieces(text):
-                        found[i] += [
-                            Span(s.start + start, s.end + start, s.entity, s.score) for s in self._analyze(piece)
-                        ]
+                        found[i] += [s.shifted(start) for s in self._analyze(piece)]
                 except Exception:
                     self.failed.add(i)
             return found
@@ -208,9 +259,9 @@ class PiiScrub(DocumentStage):
                 piece = text[a:b]
                 cached = self.cache.get(piece)
                 if cached is not None:
-                    found[i] += [Span(s.start + a, s.end + a, s.entity, s.score) for s in cached]
+                    found[i] += [s.shifted(a) for s in cached]
                     continue
-                entities = entities_in(piece, 0, len(piece)) & wanted
+                entities = entities_in(piece, 0, len(piece), self.extended) & wanted
                 if not entities:
                     self.cache.put(piece, [])
                     continue
@@ -246,11 +297,11 @@ class PiiScrub(DocumentStage):
         per_piece: list[list[Span]] = [[] for _ in pieces]
         for span in results:
             k = bisect.bisect_right(starts, span.start) - 1
-            per_piece[k].append(Span(span.start - starts[k], span.end - starts[k], span.entity, span.score))
+            per_piece[k].append(span.shifted(-starts[k]))
         for piece, spans in zip(pieces, per_piece):
             self.cache.put(piece, spans)
             for doc, offset in waiting[piece]:
-                found[doc] += [Span(s.start + offset, s.end + offset, s.entity, s.score) for s in spans]
+                found[doc] += [s.shifted(offset) for s in spans]
 
     # --- replacing -------------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ IP_ADDRESS, CREDIT_CARD, IBAN_CODE and US_SSN:
   in the 46 characters before it. No candidate of any recognizer crosses a safe cut, so
   the text between two cuts is analyzed exactly as it is within the document.
 * With a blank spaCy pipeline every lemma is empty, so context words never change a
-  score, and the windows need no context margin.
+  score, and the windows need no context margin. The extended recognizers' context rules
+  (``pipeline.stages.pii.recognizers``) run on whole documents, after the windows' results
+  are mapped back, as Presidio's context enhancer runs after its recognizers.
 
 Windows of many documents are joined with ``\\n`` (a hard cut) into one Presidio call,
 which gives the same results as separate calls and amortizes Presidio's per-call cost.
@@ -45,7 +47,7 @@ _ENTITY_ANCHORS = {
         r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]"  # IPv4, IPv4-mapped, -embedded
         r"|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX
     ),  # IPv6: compressed '::' or 7 colons
-    "CREDIT_CARD": r"\d(?:[\- ]?\d){12}",  # 13+ digits
+    "CREDIT_CARD": r"\d(?:[\- ]?\d){11}",  # 12+ digits (13+ for Presidio's recognizer)
     "US_SSN": r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",  # every SSN pattern
     "IBAN_CODE": r"[0-9](?<=[^\W\d_]{2}[0-9])[0-9](?:[ \-]?[^\W_]{4}){2}",  # 2 letters, 2 digits, 2 groups of 4
     "PHONE_NUMBER": (
@@ -68,14 +70,23 @@ def _reaches_parse():
     return reaches_parse
 
 
-def entities_in(text: str, start: int, end: int) -> frozenset[str]:
+@functools.cache
+def _phone_shaped():
+    from pipeline.stages.pii.recognizers import phone_shaped
+
+    return phone_shaped
+
+
+def entities_in(text: str, start: int, end: int, extended: bool = False) -> frozenset[str]:
     """The entities whose anchor matches in text[start:end]: the only ones Presidio can find
     in that window (each entity's recognizers are independent of the others'). Phone
     numbers also need a candidate that phonenumbers would parse (most dates and times
-    have none)."""
+    have none) or, with the ``extended`` recognizers, a phone-shaped digit run."""
     found = [e for e, anchor in ENTITY_ANCHORS.items() if anchor.search(text, start, end)]
-    if "PHONE_NUMBER" in found and not _reaches_parse()(text[start:end]):
-        found.remove("PHONE_NUMBER")
+    if "PHONE_NUMBER" in found:
+        piece = text[start:end]
+        if not _reaches_parse()(piece) and not (extended and _phone_shaped()(piece)):
+            found.remove("PHONE_NUMBER")
     return frozenset(found)
 
 
@@ -83,7 +94,7 @@ def entities_in(text: str, start: int, end: int) -> frozenset[str]:
 # stands for Python's \d (documents with other digits are handled apart, below).
 _RE2_SHARED = [
     r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|:(?:" + _HEX + r"{1,4}:){5}" + _HEX,  # IP
-    r"[0-9](?:[\- ]?[0-9]){12}",  # card
+    r"[0-9](?:[\- ]?[0-9]){11}",  # card
     r"[0-9]{3}[\- .]?[0-9]{2}[\- .]?[0-9]{4}",  # SSN
     r"[0-9](?:" + _GAP + r"[0-9]){5}|0(?:" + _GAP + r"[0-9]){3}|1" + _GAP + "6" + _GAP + "[4689]" + _GAP + "[0-9]",
 ]
