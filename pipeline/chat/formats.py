@@ -81,6 +81,16 @@ class ChatColumns(BaseModel):
     """...and of its text."""
 
 
+def format_fields(fmt: ChatFormat, columns: ChatColumns = ChatColumns()) -> set[str]:
+    """The record fields ``fmt`` reads the conversation from (the rest may be carried)."""
+    return {
+        "alpaca": {columns.instruction, columns.input, columns.output, columns.system, columns.history},
+        "sharegpt": {columns.conversations, columns.system, columns.tools},
+        "openai": {columns.messages, columns.tools},
+        "chatml": {columns.text},
+    }[fmt]
+
+
 def detect_format(record: dict[str, Any], columns: ChatColumns = ChatColumns()) -> ChatFormat | None:
     """The format a record is in, from its fields; None if none fits."""
     for key in (columns.messages, columns.conversations):

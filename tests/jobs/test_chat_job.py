@@ -242,13 +242,16 @@ def test_chat_spec_errors_name_the_key(chat_tokenizer, sample_corpus, tmp_path):
 
 def test_filtered_conversations_written_back_in_any_format(chat_tokenizer, tmp_path):
     """output.kind documents: the kept conversations (validated, deduplicated, scrubbed) as
-    records of a chat format; Alpaca refuses what it cannot hold, by name, and counts balance."""
+    records of a chat format, with the input record's other fields (a generated record's
+    provenance) after them; Alpaca refuses what it cannot hold, by name, and counts balance."""
     from pipeline.chat import detect_format, read_conversation
 
     counts = write_chat_inputs(tmp_path / "in", n=6)
+    provenance = {"method": "self_instruct", "generator": "tiny-llm", "round": 2, "parents": ["seed-3"]}
     with (tmp_path / "in" / "openai.jsonl").open("a") as f:
         f.write(json.dumps(tool_record(9, email="sam.poe@example.com")) + "\n")
-    total = sum(counts.values()) + 1
+        f.write(json.dumps({**openai_record(40), "generation": provenance, "source": "forum"}) + "\n")
+    total = sum(counts.values()) + 2
     results = {}
     for fmt in ("sharegpt", "alpaca"):
         spec = chat_spec(tmp_path / "in", tmp_path / fmt, chat_tokenizer)
@@ -269,6 +272,9 @@ def test_filtered_conversations_written_back_in_any_format(chat_tokenizer, tmp_p
         results[fmt] = (report, records)
     report, records = results["sharegpt"]
     assert "chat_format" not in report["rejected"] and len(records) == total
+    generated = next(r for r in records if "Question 40:" in json.dumps(r))
+    assert generated["generation"] == provenance and generated["source"] == "forum"
+    assert list(generated)[:2] == ["id", "conversations"]  # the format's own fields first
     scrubbed = next(r for r in records if "request 9" in json.dumps(r))
     call = next(t for t in scrubbed["conversations"] if t["from"] == "function_call")
     assert json.loads(call["value"])["arguments"] == {"city": "Oslo", "notify": "<EMAIL_ADDRESS>"}
@@ -276,6 +282,7 @@ def test_filtered_conversations_written_back_in_any_format(chat_tokenizer, tmp_p
     # multi-turn OpenAI records keep their history as Alpaca's; tool conversations cannot be Alpaca
     assert report["rejected"]["chat_format"] == {"not_representable_as_alpaca": 4}
     assert all(read_conversation(r, "alpaca")["messages"][-1]["role"] == "assistant" for r in records)
+    assert next(r for r in records if "Question 40:" in json.dumps(r))["generation"] == provenance
 
 
 def test_json_array_and_parquet_records_keep_their_positions(chat_tokenizer, tmp_path):

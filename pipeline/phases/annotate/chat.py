@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.chat.config import ChatInputConfig
-from pipeline.chat.formats import FormatError, detect_format, read_conversation
+from pipeline.chat.formats import FormatError, detect_format, format_fields, read_conversation
 from pipeline.chat.segments import clean, conversation_text, first_user_turn
 from pipeline.chat.validation import invalid_reason
 from pipeline.core import columns as cols
@@ -61,12 +61,25 @@ class ChatRecords:
     def __init__(self, validation: InputValidation, uri: str, key: str) -> None:
         self.config: ChatInputConfig = validation.config.chat
         self.input = validation.config
+        self.validation = validation
         self.uri, self.key = uri, key
+        self.carry = validation.config.carry_columns != "none"
+        self.seen: dict[str, None] = {}
+        """Carried fields met so far, in order of first appearance."""
+
+    def _carried(self, record: dict[str, Any], fmt: str) -> str | None:
+        """The record's fields besides its conversation (``generation`` provenance, a source's
+        own metadata), as JSON, for document outputs."""
+        names = self.validation.carried(list(record), format_fields(fmt, self.config.columns))
+        if not names:
+            return None
+        self.seen.update(dict.fromkeys(names))
+        return json.dumps({n: record[n] for n in names}, ensure_ascii=False, separators=(",", ":"), default=str)
 
     def batch(self, records: list[tuple[int, str, Any]], bad: list[tuple[int, int, str, str]]) -> Batch:
         """``records``: (row, where, record); ``bad``: quarantine entries (row, bytes, reason, detail)."""
         c = self.config
-        texts, ids, domains, urls, conversations, invalid, dedup, rows = [], [], [], [], [], [], [], []
+        texts, ids, domains, urls, conversations, invalid, dedup, rows, carried = [], [], [], [], [], [], [], [], []
         for row, where, record in records:
             if not isinstance(record, dict):
                 bad.append((row, _size(record), "not_a_json_object", f"{where}: a JSON {type(record).__name__}"))
@@ -96,6 +109,8 @@ class ChatRecords:
             if c.dedup_on == "first_user_turn":
                 dedup.append(first_user_turn(conversation))
             conversations.append(json.dumps(conversation, ensure_ascii=False))
+            if self.carry:
+                carried.append(self._carried(record, fmt))
         columns: dict[str, pa.Array] = {self.input.text_column: pa.array(texts, pa.string())}
         for name, values in (
             (self.input.id_column, ids),
@@ -108,6 +123,8 @@ class ChatRecords:
         columns[CHAT_INVALID] = pa.array(invalid, pa.string())
         if c.dedup_on == "first_user_turn":
             columns[cols.DEDUP_TEXT] = pa.array(dedup, pa.string())
+        if self.carry:
+            columns[cols.INPUT_FIELDS] = pa.array(carried, pa.string())
         quarantined = quarantine_records(self.uri, self.key, bad)
         return Batch(pa.table(columns), pa.array(rows, pa.int64()), quarantined)
 
@@ -119,6 +136,10 @@ class ChatJsonLinesSource(JsonLinesSource):
         super().__init__(*args, **kwargs)
         self.chat = ChatRecords(self.validation, self.uri, self.key)
         self.where: dict[int, str] = {}
+
+    @property
+    def carried_fields(self) -> list[str]:
+        return list(self.chat.seen)
 
     def _record(self, row: int, where: str, line: bytes, bad: list) -> dict[str, Any] | None:
         try:
@@ -178,6 +199,10 @@ class ChatArraySource(ShardSource):
         self.records = data if isinstance(data, list) else [data]
         self.num_rows = len(self.records)
 
+    @property
+    def carried_fields(self) -> list[str]:
+        return list(self.chat.seen)
+
     def batches(self) -> Iterator[Batch]:
         for start in range(0, len(self.records), self.batch_rows):
             part = [
@@ -210,6 +235,10 @@ class ChatParquetSource(ShardSource):
             raise ShardRejected("unreadable_parquet", f"{type(exc).__name__}: {exc}") from None
         self.start, self.end = rows if rows is not None else (0, total)
         self.num_rows = self.end - self.start
+
+    @property
+    def carried_fields(self) -> list[str]:
+        return list(self.chat.seen)
 
     def batches(self) -> Iterator[Batch]:
         row = 0

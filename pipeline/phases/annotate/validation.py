@@ -120,14 +120,16 @@ class InputValidation:
         names = [self.config.text_column, self.config.id_column, self.config.domain_column, self.config.url_column]
         return [c for c in names if c]
 
-    def carried(self, names: list[str]) -> list[str]:
-        """Which of an input's columns (or a JSON record's fields) are carried to document outputs."""
+    def carried(self, names: list[str], read: set[str] = frozenset()) -> list[str]:
+        """Which of an input's columns (or a JSON record's fields) are carried to document
+        outputs; ``read``: fields a chat record's format reads its conversation from."""
         carry = self.config.carry_columns
-        if carry == "none" or self.config.chat is not None:
+        if carry == "none":
             return []
+        own = set(self.named_columns) | read
         if carry == "all":
-            return [n for n in names if n not in self.named_columns]
-        return [n for n in carry if n in names and n not in self.named_columns]
+            return [n for n in names if n not in own]
+        return [n for n in carry if n in names and n not in own]
 
     def columns_to_read(self, schema: pa.Schema) -> list[str]:
         named = [c for c in self.named_columns if c in schema.names]

@@ -96,9 +96,10 @@ def document_schema(spec: JobSpec, shard_keys: list[str], annotate_stats: list[A
     return DocumentSchema(prepared, list(json_fields))
 
 
-def document_table(pieces: list[pa.Table], schema: DocumentSchema) -> pa.Table:
+def document_table(pieces: list[pa.Table], schema: DocumentSchema, raw_fields: bool = False) -> pa.Table:
     """One shard's documents (``pieces`` already in output order, with ``domain`` and
-    ``copy``), conformed to the snapshot's schema."""
+    ``copy``), conformed to the snapshot's schema; ``raw_fields`` (chat records) keeps the
+    carried fields as their JSON too (``cols.INPUT_FIELDS``)."""
     output = schema.output
     table = pa.concat_tables(pieces, promote_options="permissive") if pieces else None
     n = table.num_rows if table is not None else 0
@@ -114,7 +115,10 @@ def document_table(pieces: list[pa.Table], schema: DocumentSchema) -> pa.Table:
             columns.append(by_output_name[field.name])
         else:
             columns.append(pa.nulls(n, field.type))
-    return pa.Table.from_arrays(columns, schema=output)
+    out = pa.Table.from_arrays(columns, schema=output)
+    if raw_fields and table is not None and cols.INPUT_FIELDS in table.column_names:
+        out = out.append_column(cols.INPUT_FIELDS, table.column(cols.INPUT_FIELDS))
+    return out
 
 
 def _spread_json(column: pa.ChunkedArray, names: list[str]) -> dict[str, pa.Array]:
@@ -131,19 +135,24 @@ def _spread_json(column: pa.ChunkedArray, names: list[str]) -> dict[str, pa.Arra
 
 def encode_documents(table: pa.Table, fmt: str, row_group_rows: int, chat_format: str | None = None) -> bytes:
     """A document shard's bytes; the same table gives the same bytes. A chat job's shard
-    (``chat_format``) holds one JSON lines record per conversation, in that format, with its id."""
+    (``chat_format``) holds one JSON lines record per conversation, in that format, with its id
+    and the fields carried from its input record (``generation`` provenance, ...) after them."""
     if chat_format is not None:
         from pipeline.chat.formats import write_conversation
 
-        lines = [
-            json.dumps(
-                write_conversation({**json.loads(conversation), "conversation_id": doc_id}, chat_format),
-                ensure_ascii=False,
-            )
-            for doc_id, conversation in zip(
-                table.column(cols.ID).to_pylist(), table.column(cols.CONVERSATION).to_pylist()
-            )
-        ]
+        carried = (
+            table.column(cols.INPUT_FIELDS).to_pylist()
+            if cols.INPUT_FIELDS in table.column_names
+            else [None] * table.num_rows
+        )
+        lines = []
+        for doc_id, conversation, fields in zip(
+            table.column(cols.ID).to_pylist(), table.column(cols.CONVERSATION).to_pylist(), carried
+        ):
+            record = write_conversation({**json.loads(conversation), "conversation_id": doc_id}, chat_format)
+            for name, value in json.loads(fields).items() if fields else ():
+                record.setdefault(name, value)  # never over the conversation's own fields
+            lines.append(json.dumps(record, ensure_ascii=False))
         return gzip.compress(("\n".join(lines) + ("\n" if lines else "")).encode(), mtime=0)
     if fmt == "parquet":
         sink = io.BytesIO()

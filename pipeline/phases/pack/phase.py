@@ -218,7 +218,7 @@ class ShardPacker(ShardWorker):
             domain_bytes[domain_of[i]] = domain_bytes.get(domain_of[i], 0) + size
         files: dict[str, dict[str, Any]] = {}
         if schema is not None:
-            table = document_table(pieces, schema)
+            table = document_table(pieces, schema, raw_fields=self.chat)
             del pieces
             if table.num_rows:
                 table = table.take(pa.array(order))
