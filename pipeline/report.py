@@ -368,9 +368,17 @@ def generation_section(spec, rounds: list) -> dict[str, Any]:
     seconds = sum(m.seconds for m in rounds)
     sent = requests.requests - requests.cache_hits
     backend = spec.generate.backend
+    by_role: dict[str, BackendStats] = {}
+    role_seconds: dict[str, float] = {}
+    for marker in rounds:
+        for role, stats in marker.backends.items():
+            by_role.setdefault(role, BackendStats()).merge(BackendStats(**stats))
+            role_seconds[role] = role_seconds.get(role, 0.0) + stats.get("seconds", 0.0)
+    backends = spec.generate.backends()
     return {
         "method": spec.generate.method,
         "generator": backend.model,
+        "judge": spec.generate.backend_for("judge").model if spec.generate.method == "judge" else None,
         "endpoint_kind": backend.kind,
         "domain": spec.generate.domain,
         "records": sum(m.records for m in rounds),
@@ -385,6 +393,15 @@ def generation_section(spec, rounds: list) -> dict[str, Any]:
             "tokens_per_s": round((requests.prompt_tokens + requests.completion_tokens) / seconds, 1)
             if seconds
             else 0.0,
+        },
+        "backends": {
+            role: {
+                "model": backends[role].model if role in backends else None,
+                **stats.to_json(),
+                "requests_per_s": _rate(stats.requests - stats.cache_hits, role_seconds[role]),
+                "tokens_per_s": _rate(stats.prompt_tokens + stats.completion_tokens, role_seconds[role]),
+            }
+            for role, stats in sorted(by_role.items())
         },
         "rounds": [
             {
@@ -401,6 +418,10 @@ def generation_section(spec, rounds: list) -> dict[str, Any]:
     }
 
 
+def _rate(count: float, seconds: float) -> float:
+    return round(count / seconds, 2) if seconds else 0.0
+
+
 def _generation_lines(generation: dict[str, Any]) -> list[str]:
     r = generation["requests"]
     failures = ", ".join(f"{kind} {n:,}" for kind, n in sorted(r["failures"].items())) or "none"
@@ -408,7 +429,9 @@ def _generation_lines(generation: dict[str, Any]) -> list[str]:
         "",
         "## Generation",
         "",
-        f"{generation['method']} with `{generation['generator']}` ({generation['endpoint_kind']} endpoint): "
+        f"{generation['method']} with `{generation['generator']}` ({generation['endpoint_kind']} endpoint)"
+        + (f", judged by `{generation['judge']}`" if generation.get("judge") else "")
+        + ": "
         f"{generation['records']:,} records kept of {generation['candidates']:,} candidates in "
         f"{len(generation['rounds'])} rounds, as domain `{generation['domain']}` (synthetic)"
         + (
@@ -420,6 +443,16 @@ def _generation_lines(generation: dict[str, Any]) -> list[str]:
         f"failed after retries: {failures}; {r['prompt_tokens']:,} prompt and {r['completion_tokens']:,} completion "
         f"tokens; {r['requests_per_s']:g} requests/s and {r['tokens_per_s']:g} tokens/s; "
         f"{r['rate_limit_wait_s']:.1f} s waiting on the rate limit.",
+    ]
+    if len(generation.get("backends", {})) > 1:
+        lines += ["", "| backend | model | requests | from cache | failed | tokens | requests/s | tokens/s |"]
+        lines += ["|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"| {role} | `{b['model']}` | {b['requests']:,} | {b['cache_hits']:,} | {sum(b['failures'].values()):,} | "
+            f"{b['prompt_tokens'] + b['completion_tokens']:,} | {b['requests_per_s']:g} | {b['tokens_per_s']:g} |"
+            for role, b in generation["backends"].items()
+        ]
+    lines += [
         "",
         "| round | records | candidates | requests | from cache | completion tokens | seconds |",
         "|---:|---:|---:|---:|---:|---:|---:|",

@@ -191,7 +191,9 @@ class GenerateMarker(Marker):
     rejected: dict[str, int] = field(default_factory=dict)
     """Candidates and requests that gave no record, by reason."""
     requests: dict[str, Any] = field(default_factory=dict)
-    """The backend's counts (``pipeline.generation.client.BackendStats``)."""
+    """The backends' counts, all roles together (``pipeline.generation.client.BackendStats``)."""
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The same per role (``generator``, ``judge``)."""
     completion_tokens: int = 0
     """Tokens of the kept records' answers."""
     seconds: float = 0.0
@@ -202,6 +204,7 @@ class SentBatch(Marker):
     """A generation task's answers, returned to the driver (not written)."""
 
     key: str
+    role: str = "generator"
     responses: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 

@@ -143,10 +143,13 @@ class EvolInstructConfig(BaseModel):
 
 
 class JudgeConfig(BaseModel):
-    """Rejection sampling with an LLM judge (the same backend answers and judges)."""
+    """Rejection sampling with an LLM judge."""
 
     model_config = ConfigDict(extra="forbid")
 
+    backend: BackendConfig | None = None
+    """The judge's own endpoint and model (a stronger model than the generator, say), with its
+    own concurrency, retries and rate limit; unset: the generator's backend judges too."""
     prompts: str
     """JSON lines with ``instruction`` (and optional ``input``)."""
     candidates: int = Field(4, ge=1, le=64)
@@ -270,6 +273,16 @@ class GenerateConfig(BaseModel):
 
     def method_config(self):
         return getattr(self, self.method)
+
+    def backends(self) -> dict[str, BackendConfig]:
+        """The backends by role: ``generator``, and ``judge`` where the judge has its own."""
+        roles = {"generator": self.backend}
+        if self.judge is not None and self.judge.backend is not None:
+            roles["judge"] = self.judge.backend
+        return roles
+
+    def backend_for(self, role: str) -> BackendConfig:
+        return self.backends().get(role, self.backend)
 
     def file_problems(self, options: Any = None) -> list[str]:
         """The method's seed file and templates, read and checked as a run would."""

@@ -2,7 +2,8 @@
 own seed), each scored by a judge rubric that must return a parseable score (the default
 is MT-Bench's single-answer grading prompt, Zheng et al. 2023, asking for ``Score: N``);
 the best answer of a prompt is kept, or every answer at or above ``min_score``. Scores are
-kept with the record (``generation.score``); every other candidate is a named reject."""
+kept with the record (``generation.score``); every other candidate is a named reject. The
+judgements go to ``judge.backend`` where one is set (``role="judge"``)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class JudgedSampling(SeededMethod, SingleRoundMethod):
             for c in range(self.config.candidates)
         ]
 
-    def round(self, round_number: int, send: Callable[[list[ChatRequest]], list[ChatResponse]]) -> RoundResult:
+    def round(self, round_number: int, send: Callable[..., list[ChatResponse]]) -> RoundResult:
         rng = random.Random(f"{self.seed}:judge:{round_number}")
         result = RoundResult()
         answers = send(self._answer_requests(rng))
@@ -92,7 +93,8 @@ class JudgedSampling(SeededMethod, SingleRoundMethod):
                     context={"method": self.method, "step": "judge", **self.judge.provenance()},
                 )
                 for p, _, text in judged
-            ]
+            ],
+            role="judge",
         )
         scored: dict[int, list[tuple[float, int, str, int]]] = {}
         for (p, c, text), verdict in zip(judged, verdicts):

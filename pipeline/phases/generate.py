@@ -44,6 +44,7 @@ GENERATION_STRUCT = pa.struct(
         ("parents", pa.list_(pa.string())),
         ("completion_tokens", pa.int64()),
         ("score", pa.float64()),
+        ("judge", pa.string()),
     ]
 )
 RECORD_SCHEMA = pa.schema(
@@ -113,17 +114,23 @@ class RequestSender(ShardWorker):
         cache = ResponseCache(
             item["cache"], self.spec.output.storage_options, writer=f"{item['key']}-{uuid.uuid4().hex[:8]}"
         )
-        backend = OpenAIBackend(config.backend, share=item["share"], cache=cache)
+        backend = OpenAIBackend(config.backend_for(item["role"]), share=item["share"], cache=cache)
         requests = [ChatRequest(tuple(r["messages"]), r["sampling"], r["seed"], r["context"]) for r in item["requests"]]
         try:
             responses = backend.complete(requests)
         except BackendError as exc:  # the endpoint refuses the job: one clear line, not a traceback
             raise UnitFailed(str(exc)) from None
-        return SentBatch(key=item["key"], responses=[r.to_json() for r in responses], stats=backend.stats.to_json())
+        return SentBatch(
+            key=item["key"],
+            role=item["role"],
+            responses=[r.to_json() for r in responses],
+            stats=backend.stats.to_json(),
+        )
 
 
 class Sender:
-    """``send(requests)`` for a method: the requests split over Ray tasks; answers in order."""
+    """``send(requests, role)`` for a method: the requests split over Ray tasks, sent to the
+    role's backend (``GenerateConfig.backends``); answers in order."""
 
     def __init__(self, spec: JobSpec, round_number: int, workers: int, progress: Progress) -> None:
         self.spec = spec
@@ -132,9 +139,12 @@ class Sender:
         self.cache = OutputLayout(spec.output.uri).generate_cache(round_number)
         self.progress = progress
         self.stats = BackendStats()
+        self.by_role: dict[str, BackendStats] = {}
         self.calls = 0
 
-    def __call__(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+    def __call__(self, requests: list[ChatRequest], role: str = "generator") -> list[ChatResponse]:
+        if role not in self.spec.generate.backends():
+            role = "generator"
         self.calls += 1
         tasks = max(1, min(self.workers, len(requests)))
         size = math.ceil(len(requests) / tasks)
@@ -143,6 +153,7 @@ class Sender:
                 "key": f"round-{self.round:05d}-step{self.calls}-{i:04d}",
                 "cache": self.cache,
                 "share": tasks,
+                "role": role,
                 "requests": [
                     {"messages": list(r.messages), "sampling": r.sampling, "seed": r.seed, "context": r.context}
                     for r in requests[start : start + size]
@@ -154,6 +165,7 @@ class Sender:
         for batch in run_shard_tasks(RequestSender, self.spec, items, tasks):
             answers[batch.key] = batch
             self.stats.merge(BackendStats(**batch.stats))
+            self.by_role.setdefault(role, BackendStats()).merge(BackendStats(**batch.stats))
         return [ChatResponse.from_json(r) for item in items for r in answers[item["key"]].responses]
 
 
@@ -166,6 +178,7 @@ def _records_table(spec: JobSpec, method: Any, records: list[dict[str, Any]]) ->
         "templates": [t.provenance() for t in method.templates()],
         "sampling": json.dumps(generate.sampling.request_fields(), sort_keys=True),
         "seed": spec.seed,
+        "judge": generate.backend_for("judge").model if generate.method == "judge" else None,
     }
     text = produces_documents(generate)
     rows = []
@@ -214,6 +227,9 @@ def generation_hash(spec: JobSpec) -> str:
     backend = generate.pop("backend")
     for key in ("max_requests", "workers"):
         generate.pop(key)
+    if generate.get("judge") and generate["judge"].get("backend"):
+        judge = generate["judge"].pop("backend")
+        generate["judge"]["backend"] = {"model": judge["model"], "kind": judge["kind"]}
     return short_hash({"generate": generate, "model": backend["model"], "kind": backend["kind"], "seed": spec.seed})
 
 
@@ -240,7 +256,8 @@ def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[Genera
                 progress.advance(1, docs=0)
                 continue
         if not checked:  # before the first request: an unreachable endpoint fails here, naming it
-            OpenAIBackend(spec.generate.backend).check()
+            for backend_config in spec.generate.backends().values():
+                OpenAIBackend(backend_config).check()
             checked = True
         started = time.perf_counter()
         sender = Sender(spec, round_number, workers, progress)
@@ -258,6 +275,7 @@ def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[Genera
             candidates=result.candidates,
             rejected=result.rejected,
             requests=sender.stats.to_json(),
+            backends={role: stats.to_json() for role, stats in sorted(sender.by_role.items())},
             completion_tokens=sum(r.get("completion_tokens", 0) for r in result.records),
             seconds=round(time.perf_counter() - started, 3),
         )

@@ -205,7 +205,7 @@ def write_manifest(
     if generation is not None:
         manifest["generation"] = {
             key: generation[key]
-            for key in ("method", "generator", "endpoint_kind", "domain", "records", "completion_tokens")
+            for key in ("method", "generator", "judge", "endpoint_kind", "domain", "records", "completion_tokens")
         } | {
             "rounds": [
                 {"round": r["round"], "records": r["records"], "completion_tokens": r["completion_tokens"]}

@@ -50,3 +50,31 @@ def test_the_best_scored_candidate_of_each_prompt_is_kept(llm_server, chat_token
     assert all(1 <= r["generation"]["score"] <= 10 for r in records)
     assert {t["template"] for t in records[0]["generation"]["templates"]} == {"judge_score"}
     assert report["balance"]["ok"] and report["totals"]["input_docs"] == len(records)
+    assert all(r["generation"]["judge"] == llm_server.model for r in records)
+    assert list(generation["backends"]) == ["generator"]  # one backend answers and judges
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_judge_with_its_own_backend_gets_every_judgement(llm_server, fault_proxy, chat_tokenizer, tmp_path):  # noqa: F811
+    """judge.backend: the judgements go to the judge's endpoint (a proxy in front of the same
+    server counts them), the answers to the generator's; the report splits the figures."""
+    prompts = write_seed_tasks(tmp_path / "prompts.jsonl", n=3)
+    judge = fault_proxy(llm_server.port, [])
+    spec = generation_spec(llm_server.base_url, llm_server.model, prompts, tmp_path / "out", chat_tokenizer)
+    del spec["generate"]["self_instruct"]
+    spec["generate"]["method"] = "judge"
+    judge_backend = {"base_url": judge.base_url, "model": llm_server.model, "concurrency": 2}
+    spec["generate"]["judge"] = {"prompts": str(prompts), "candidates": 2, "backend": judge_backend}
+    report = run_job(spec, progress=Progress(quiet=True)).report
+
+    backends = report["generation"]["backends"]
+    assert set(backends) == {"generator", "judge"}
+    assert backends["generator"]["requests"] == 6  # 3 prompts x 2 candidates
+    judged = report["generation"]["candidates"] - sum(
+        n for reason, n in report["generation"]["rejected"].items() if not reason.startswith("judge_")
+    )
+    assert backends["judge"]["requests"] == judged > 0
+    forwarded = judge.state("forwarded")
+    assert forwarded.get("POST /v1/chat/completions") == judged  # and not one answer request
+    assert report["generation"]["requests"]["requests"] == 6 + judged
+    assert "| judge |" in (tmp_path / "out" / "report.md").read_text()
