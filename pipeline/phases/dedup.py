@@ -384,6 +384,10 @@ REMOVAL_COLUMNS = [
     cols.DUPLICATE_OF,
     cols.SURVIVOR_SHARD,
     cols.SURVIVOR_ROW,
+    cols.MATCHED_TO,
+    cols.MATCHED_SHARD,
+    cols.MATCHED_ROW,
+    cols.SIMILARITY,
 ]
 
 
@@ -404,13 +408,14 @@ def read_cluster_sizes(layout: OutputLayout, key: str, runs: list[str], options:
 
 def read_removals(layout: OutputLayout, key: str, options: storage.StorageOptions) -> pa.Table:
     """The committed removals of one shard (row, stage, reason, duplicate_of and the
-    survivor's shard and row), by row."""
+    survivor's shard and row; a near duplicate's matched_to, its shard and row, and their
+    similarity), by row."""
     schema = pa.schema([REMOVAL_SCHEMA.field(c) for c in REMOVAL_COLUMNS])
     tables = []
     for uri in storage.list_files(layout.dedup_removals_of(key), options, suffix=".parquet"):
         with storage.open_read(uri, options) as f:
             table = pq.read_table(f)
-        # removals written before survivors were recorded have no survivor columns
+        # removals written before survivors (or matches) were recorded lack those columns
         tables.append(
             pa.table(
                 [
