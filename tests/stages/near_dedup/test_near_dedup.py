@@ -12,7 +12,7 @@ import pytest
 from pipeline import run_job
 from pipeline.core.layout import shard_key
 from pipeline.stages.exact_dedup.normalize import normalize_for_dedup
-from pipeline.stages.near_dedup import NearDedupConfig, dedup_units
+from pipeline.stages.near_dedup import NearDedup, NearDedupConfig, cluster_size_buckets, dedup_units
 from pipeline.stages.near_dedup.minhash import shingle_hash
 from tests.helpers.graphs import union_find_components
 
@@ -278,6 +278,21 @@ def test_a_chained_duplicate_records_the_document_it_matched(chain_run):
     assert "matched to (similarity 0." in page and "at the end of the chain of matches: <code>A</code>" in page
     assert "kept instead (similarity 0." in page  # B, matched to A directly
     assert "  - matched to `B`, similarity 0." in (out / "report.md").read_text()
+    # issue 23: one cluster of three documents, in report.json and as a chart
+    assert result.report["near_dedup"]["cluster_sizes"] == {"3": 1}
+    chart = next(c for c in NearDedup.report_charts(result.report) if c.key == "near_dup_cluster_sizes")
+    assert chart.data == [{"cluster size": "3", "clusters": 1}]
+
+
+def test_cluster_sizes_are_bucketed_for_the_chart():
+    assert cluster_size_buckets({"2": 5, "3": 1, "7": 2, "12": 1, "40": 1, "5000": 1}) == {
+        "2": 5,
+        "3": 1,
+        "6-10": 2,
+        "11-100": 2,
+        "1001+": 1,
+    }
+    assert cluster_size_buckets({}) == {}
 
 
 def test_duplicate_links_are_deterministic(chain_run, chain_corpus, make_job, tmp_path):
