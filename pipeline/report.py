@@ -220,8 +220,10 @@ def lengths_section(run: RunRecord) -> dict[str, list[list[float]]]:
 
 def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per stage and reason, the run's examples (``pipeline.phases.examples``); a duplicate's
-    with the start of the document it duplicates, read from that one's annotated shard and
-    scrubbed as this run's stages scrub examples (the shard may be an earlier run's)."""
+    with the start of the document it duplicates (``survivor``), and a near duplicate matched
+    to another document on the way to it with that one's start too (``matched``, with their
+    similarity). Read from the documents' annotated shards and scrubbed as this run's stages
+    scrub examples (a shard may be an earlier run's)."""
     from pipeline.core import columns as cols
     from pipeline.phases.examples import SCRUB_MARGIN, SNIPPET_CHARS, hidden_texts, merge, scrubbed_snippets
     from pipeline.stages.base import DocumentStage
@@ -231,37 +233,49 @@ def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]
     merged = merge(units, run.spec.report.examples_per_reason)
     layout = OutputLayout(run.spec.output.uri)
     options = run.spec.output.storage_options
-    waiting: list[tuple[dict[str, Any], str | None, str]] = []
+    # (example, "survivor" or "matched", the document's id, (text window, cut))
+    waiting: list[tuple[dict[str, Any], str, str | None, tuple[str, bool]]] = []
     hiders = [stage for stage in document_stages(run.spec) if stage.example_hiding_columns]
     hiding = [c for stage in hiders for c in stage.example_hiding_columns]
+
+    def document_start(shard: str, row: int) -> tuple[str | None, tuple[str, bool]] | None:
+        try:
+            with storage.open_read(layout.annotated(shard), options) as source:
+                names = pq.ParquetFile(source).schema_arrow.names
+                wanted = [cols.ID, cols.TEXT, *(c for c in hiding if c in names)]
+                found = pq.read_table(source, columns=wanted, filters=[(cols.ROW, "=", row)])
+        except (OSError, ValueError):
+            return None  # kept by an earlier run whose work files are gone
+        hidden = hidden_texts(hiders, found)
+        if not found.num_rows or (hidden is not None and hidden[0]):
+            return None
+        text = found.column(cols.TEXT)[0].as_py() or ""
+        window = SNIPPET_CHARS + SCRUB_MARGIN
+        return found.column(cols.ID)[0].as_py(), (text[:window], len(text) > window)
+
     for reasons in merged.values():
         for examples in reasons.values():
             for example in examples:
                 del example["key"]
                 detail = example["detail"]
-                shard, row = detail.pop(cols.SURVIVOR_SHARD, None), detail.pop(cols.SURVIVOR_ROW, None)
-                if shard is None or row is None:
-                    continue
-                try:
-                    with storage.open_read(layout.annotated(shard), options) as source:
-                        names = pq.ParquetFile(source).schema_arrow.names
-                        wanted = [cols.ID, cols.TEXT, *(c for c in hiding if c in names)]
-                        found = pq.read_table(source, columns=wanted, filters=[(cols.ROW, "=", row)])
-                except (OSError, ValueError):
-                    continue  # kept by an earlier run whose work files are gone
-                hidden = hidden_texts(hiders, found)
-                if found.num_rows and not (hidden is not None and hidden[0]):
-                    text = found.column(cols.TEXT)[0].as_py() or ""
-                    window = SNIPPET_CHARS + SCRUB_MARGIN
-                    waiting.append((example, found.column(cols.ID)[0].as_py(), (text[:window], len(text) > window)))
+                survivor = detail.pop(cols.SURVIVOR_SHARD, None), detail.pop(cols.SURVIVOR_ROW, None)
+                matched = detail.pop(cols.MATCHED_SHARD, None), detail.pop(cols.MATCHED_ROW, None)
+                for role, (shard, row) in (("survivor", survivor), ("matched", matched)):
+                    if shard is None or row is None or (role == "matched" and matched == survivor):
+                        continue
+                    start = document_start(shard, row)
+                    if start is not None:
+                        waiting.append((example, role, *start))
     if waiting:
         scrubbers = [s for s in document_stages(run.spec) if type(s).scrub_examples is not DocumentStage.scrub_examples]
         for stage in scrubbers:
             stage.setup()
-        texts = scrubbed_snippets([item for _, _, item in waiting], scrubbers)
-        for (example, survivor_id, _), text in zip(waiting, texts):
+        texts = scrubbed_snippets([item for *_, item in waiting], scrubbers)
+        for (example, role, doc_id, _), text in zip(waiting, texts):
             if text is not None:
-                example["survivor"] = {"id": survivor_id, "text": text}
+                example[role] = {"id": doc_id, "text": text}
+                if role == "matched":
+                    example[role]["similarity"] = example["detail"].get(cols.SIMILARITY)
     return merged
 
 
@@ -287,6 +301,14 @@ def _examples_lines(examples: dict[str, Any], rejected: dict[str, dict[str, int]
                 )
                 head = f"- `{example['id']}`" + (f" ({detail.translate(_MARKDOWN_SPECIAL)})" if detail else "")
                 lines.append(head + (f": {example['text'].translate(_MARKDOWN_SPECIAL)}" if example["text"] else ""))
+                matched = example.get("matched")
+                if matched:
+                    similarity = (
+                        f", similarity {matched['similarity']}" if matched.get("similarity") is not None else ""
+                    )
+                    lines.append(
+                        f"  - matched to `{matched['id']}`{similarity}: {matched['text'].translate(_MARKDOWN_SPECIAL)}"
+                    )
                 survivor = example.get("survivor")
                 if survivor:
                     lines.append(

@@ -286,7 +286,8 @@ def _examples_html(report: dict[str, Any]) -> str:
         '<h2 id="examples">Examples of what each rule did</h2>',
         "<p>A few documents per stage and reason, chosen by the job's seed: the start of each text "
         "(PII scrubbed; none for contamination) and what the stage recorded. A duplicate stands beside "
-        "the document kept instead, the text they share marked.</p>",
+        "the document kept instead, or a near duplicate beside the document it was matched to (with "
+        "their similarity) when that one is not the survivor, the text they share marked.</p>",
     ]
     rejected = report["rejected"]
     if not examples and not rejected:
@@ -311,14 +312,24 @@ def _examples_html(report: dict[str, Any]) -> str:
                     if v is not None
                 )
                 meta = f"<div class=meta><code>{html.escape(str(example['id']))}</code> {detail}</div>"
-                survivor = example.get("survivor")
+                survivor, matched = example.get("survivor"), example.get("matched")
                 text = example["text"]
-                if survivor and text:
+                beside = matched or survivor
+                if beside and text:
+                    similarity = beside.get("similarity", example["detail"].get("similarity"))
+                    label = "matched to" if matched else "kept instead"
+                    label += f" (similarity {similarity})" if similarity is not None else ""
                     body = (
-                        f"<div class=pair><blockquote>{_shared_words(text, survivor['text'])}</blockquote>"
-                        f"<blockquote><div class=meta>kept instead: <code>{html.escape(str(survivor['id']))}</code></div>"
-                        f"{_shared_words(survivor['text'], text)}</blockquote></div>"
+                        f"<div class=pair><blockquote>{_shared_words(text, beside['text'])}</blockquote>"
+                        f"<blockquote><div class=meta>{label}: <code>{html.escape(str(beside['id']))}</code></div>"
+                        f"{_shared_words(beside['text'], text)}</blockquote></div>"
                     )
+                    if matched and survivor:
+                        body += (
+                            f"<blockquote class=survivor><div class=meta>kept instead, at the end of the chain "
+                            f"of matches: <code>{html.escape(str(survivor['id']))}</code></div>"
+                            f"{_shared_words(survivor['text'], text)}</blockquote>"
+                        )
                 else:
                     body = f"<blockquote>{html.escape(text)}</blockquote>" if text else ""
                 parts.append(f'<div class="example">{meta}{body}</div>')

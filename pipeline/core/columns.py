@@ -20,6 +20,12 @@ TEXT_BYTES = "text_bytes"
 REJECT_STAGE = "reject_stage"
 REJECT_REASON = "reject_reason"
 DUPLICATE_OF = "duplicate_of"
+MATCHED_TO = "matched_to"
+"""Of a near duplicate: the id of the document it was matched to, one verified edge on the
+way to its survivor (``duplicate_of``); the survivor itself when the two matched directly."""
+SIMILARITY = "similarity"
+"""Of a near duplicate: the verified similarity of it and ``matched_to`` (true Jaccard of the
+shingle sets, or the signatures' agreement with ``verify: signature``; null unverified)."""
 
 QUARANTINE_REASON = "quarantine_reason"
 QUARANTINE_DETAIL = "quarantine_detail"
@@ -41,6 +47,8 @@ REJECT_FIELDS = [
     pa.field(REJECT_STAGE, pa.string(), nullable=False),
     pa.field(REJECT_REASON, pa.string(), nullable=False),
     pa.field(DUPLICATE_OF, pa.string()),
+    pa.field(MATCHED_TO, pa.string()),
+    pa.field(SIMILARITY, pa.float64()),
 ]
 
 REJECTS_SCHEMA = pa.schema(list(BASE_SCHEMA) + REJECT_FIELDS)
@@ -59,14 +67,14 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 
-def with_rejection(docs: pa.Table, stage: str, reasons: pa.Array, duplicate_of: pa.Array | None = None) -> pa.Table:
+def with_rejection(docs: pa.Table, stage: str, reasons: pa.Array) -> pa.Table:
     """Rows of ``docs`` labelled as rejected by ``stage`` for ``reasons``."""
     n = docs.num_rows
     table = docs.append_column(REJECT_FIELDS[0], pa.array([stage] * n, pa.string()))
     table = table.append_column(REJECT_FIELDS[1], reasons.cast(pa.string()))
-    if duplicate_of is None:
-        duplicate_of = pa.nulls(n, pa.string())
-    return table.append_column(REJECT_FIELDS[2], duplicate_of.cast(pa.string()))
+    for field in REJECT_FIELDS[2:]:
+        table = table.append_column(field, pa.nulls(n, field.type))
+    return table
 
 
 SEGMENT_BREAK = "\n\ufdd0\n"
@@ -85,6 +93,9 @@ one JSON object per document; document shards spread them into columns."""
 SURVIVOR_SHARD = "duplicate_of_shard"
 SURVIVOR_ROW = "duplicate_of_row"
 """Where the document a duplicate was removed for lies (dedup removals only)."""
+MATCHED_SHARD = "matched_to_shard"
+MATCHED_ROW = "matched_to_row"
+"""Where a near duplicate's ``matched_to`` lies (dedup removals only)."""
 COPY = "copy"
 """In document shards: 0 for a document's first copy in the mix, 1 for its second, ..."""
 ROUTED_DOMAIN = "routed_domain"

@@ -101,6 +101,9 @@ class DedupMarker(Marker):
     """``indexed_shards`` (kept by earlier runs) and ``new_shards``."""
     stage_state: dict[str, Any] = field(default_factory=dict)
     """What global stages keep between runs (perplexity cut points), by stage."""
+    cluster_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per dedup stage, the duplicate clusters this run formed, by size (a survivor and the
+    documents removed for it): ``{"near_dedup": {"2": 310, "3": 41}}``."""
     removed_total: int = 0
 
 

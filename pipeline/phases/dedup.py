@@ -146,6 +146,45 @@ def duplicate_clusters(removals, shard_keys: list[str], max_depth: int = 8):
     return summed.map_batches(_as_survivor_rows, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
 
 
+_SIZE = "size"
+_HISTOGRAM = pa.schema([(cols.REJECT_STAGE, pa.string()), (_SIZE, pa.int64()), (_COUNT, pa.int64())])
+
+
+def _survivor_keys(block, shard_keys: list[str]):
+    """(stage, survivor node) of each removal that names a survivor."""
+    block = block.filter(pc.is_valid(block.column(cols.SURVIVOR_SHARD)))
+    to = node_ids(
+        shard_ordinals(block.column(cols.SURVIVOR_SHARD), shard_keys), block.column(cols.SURVIVOR_ROW).to_numpy()
+    )
+    return pa.table({cols.REJECT_STAGE: block.column(cols.REJECT_STAGE), _TO: pa.array(to, pa.int64())})
+
+
+def _size_histogram(block):
+    """Sorted by stage and survivor: per stage, how many clusters have each size (the
+    survivor and the documents removed for it)."""
+    if block.num_rows == 0:
+        return _HISTOGRAM.empty_table()
+    sizes = block.group_by([cols.REJECT_STAGE, _TO]).aggregate([(_TO, "count")])
+    sizes = sizes.append_column(_SIZE, pc.add(sizes.column(f"{_TO}_count"), 1))
+    counted = sizes.group_by([cols.REJECT_STAGE, _SIZE]).aggregate([(_SIZE, "count")])
+    return counted.rename_columns([cols.REJECT_STAGE, _SIZE, _COUNT]).select(_HISTOGRAM.names).cast(_HISTOGRAM)
+
+
+def cluster_size_histograms(removals, shard_keys: list[str]) -> dict[str, dict[str, int]]:
+    """Per stage, clusters by size (``{"2": clusters, ...}``) among this run's removals: a
+    sort by survivor (a cluster's removals meet in one block), then a few rows per block
+    summed on the driver."""
+    keys = removals.map_batches(_survivor_keys, fn_kwargs={"shard_keys": shard_keys}, batch_format="pyarrow")
+    rows = sorted_by(keys, [cols.REJECT_STAGE, _TO]).map_batches(
+        _size_histogram, batch_size=None, batch_format="pyarrow"
+    )
+    out: dict[str, dict[str, int]] = {}
+    for row in rows.take_all():
+        per_stage = out.setdefault(row[cols.REJECT_STAGE], {})
+        per_stage[str(row[_SIZE])] = per_stage.get(str(row[_SIZE]), 0) + int(row[_COUNT])
+    return {stage: dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))) for stage, sizes in sorted(out.items())}
+
+
 def combined_removals(stages: list[GlobalStage], shards: AnnotatedShards):
     shard_keys = shards.shard_keys
     parts = [
@@ -260,6 +299,7 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
         )
     progress.start("dedup", total=1, unit="global pass")
     removed: dict[str, RemovedCounts] = {}
+    cluster_sizes: dict[str, dict[str, int]] = {}
     # per survivor shard, the dedup runs that removed duplicates of its documents
     cluster_runs = {key: list(e.get("cluster_runs", [])) for key, e in indexed.items()}
     if stages and with_docs:
@@ -273,6 +313,7 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
         counts = removals.map_batches(count_removals, batch_size=None, batch_format="pyarrow").take_all()
         if counts:
             removals.write_parquet(removals_path, partition_cols=[cols.SHARD], filesystem=fs)
+            cluster_sizes = cluster_size_histograms(removals, shards.shard_keys)
             clusters_run = layout.dedup_clusters_run(input_hash)
             storage.remove_tree(clusters_run, options)
             clusters = duplicate_clusters(removals, shards.shard_keys).materialize() if spec.counts_duplicates else None
@@ -302,6 +343,7 @@ def run_dedup(spec: JobSpec, annotate_stats: list[AnnotateMarker], progress: Pro
         cluster_runs=cluster_runs,
         index={"indexed_shards": len(indexed), "new_shards": len(new)},
         stage_state=stage_state,
+        cluster_sizes=cluster_sizes,
         removed_total=sum(n for s in removed_by_shard.values() for r in s.values() for n in r.values()),
     )
     storage.write_json(layout.dedup_marker, marker.to_json(), options)
@@ -384,6 +426,10 @@ REMOVAL_COLUMNS = [
     cols.DUPLICATE_OF,
     cols.SURVIVOR_SHARD,
     cols.SURVIVOR_ROW,
+    cols.MATCHED_TO,
+    cols.MATCHED_SHARD,
+    cols.MATCHED_ROW,
+    cols.SIMILARITY,
 ]
 
 
@@ -404,13 +450,14 @@ def read_cluster_sizes(layout: OutputLayout, key: str, runs: list[str], options:
 
 def read_removals(layout: OutputLayout, key: str, options: storage.StorageOptions) -> pa.Table:
     """The committed removals of one shard (row, stage, reason, duplicate_of and the
-    survivor's shard and row), by row."""
+    survivor's shard and row; a near duplicate's matched_to, its shard and row, and their
+    similarity), by row."""
     schema = pa.schema([REMOVAL_SCHEMA.field(c) for c in REMOVAL_COLUMNS])
     tables = []
     for uri in storage.list_files(layout.dedup_removals_of(key), options, suffix=".parquet"):
         with storage.open_read(uri, options) as f:
             table = pq.read_table(f)
-        # removals written before survivors were recorded have no survivor columns
+        # removals written before survivors (or matches) were recorded lack those columns
         tables.append(
             pa.table(
                 [

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -197,6 +197,10 @@ REMOVAL_SCHEMA = pa.schema(
         pa.field(cols.DUPLICATE_OF, pa.string()),
         pa.field(cols.SURVIVOR_SHARD, pa.string()),
         pa.field(cols.SURVIVOR_ROW, pa.int64()),
+        pa.field(cols.MATCHED_TO, pa.string()),
+        pa.field(cols.MATCHED_SHARD, pa.string()),
+        pa.field(cols.MATCHED_ROW, pa.int64()),
+        pa.field(cols.SIMILARITY, pa.float64()),
     ]
 )
 
@@ -265,11 +269,15 @@ def removal_table(
     reasons: str | pa.Array,
     duplicate_of: pa.Array | pa.ChunkedArray | None = None,
     survivor: tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray] | None = None,
+    matched: Matches | None = None,
 ) -> pa.Table:
     """Rows a global stage removes, with REMOVAL_SCHEMA: one reason for all, or one per row.
-    A duplicate names the document it duplicates: its id, and its (shard, row) in ``survivor``."""
+    A duplicate names the document it duplicates: its id, and its (shard, row) in ``survivor``;
+    a near duplicate also the document it was matched to, in ``matched``."""
     n = len(rows)
     survivor_shards, survivor_rows = survivor if survivor is not None else (None, None)
+    if matched is None:
+        matched = Matches(*(pa.nulls(n, REMOVAL_SCHEMA.field(c).type) for c in _MATCH_COLUMNS))
     return pa.table(
         {
             cols.SHARD: shards,
@@ -280,6 +288,23 @@ def removal_table(
             cols.DUPLICATE_OF: duplicate_of if duplicate_of is not None else pa.nulls(n, pa.string()),
             cols.SURVIVOR_SHARD: survivor_shards if survivor_shards is not None else pa.nulls(n, pa.string()),
             cols.SURVIVOR_ROW: survivor_rows if survivor_rows is not None else pa.nulls(n, pa.int64()),
+            cols.MATCHED_TO: matched.ids,
+            cols.MATCHED_SHARD: matched.shards,
+            cols.MATCHED_ROW: matched.rows,
+            cols.SIMILARITY: matched.similarity,
         },
         schema=REMOVAL_SCHEMA,
     )
+
+
+_MATCH_COLUMNS = (cols.MATCHED_TO, cols.MATCHED_SHARD, cols.MATCHED_ROW, cols.SIMILARITY)
+
+
+class Matches(NamedTuple):
+    """Per removed near duplicate, the document it was matched to (id, shard, row) and their
+    verified similarity."""
+
+    ids: pa.Array | pa.ChunkedArray
+    shards: pa.Array | pa.ChunkedArray
+    rows: pa.Array | pa.ChunkedArray
+    similarity: pa.Array | pa.ChunkedArray

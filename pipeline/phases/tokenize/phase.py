@@ -209,14 +209,15 @@ class ShardTokenizer(ShardWorker):
                             self._domains(dropped, shard_path), labels.column(cols.REJECT_STAGE).to_pylist()
                         )
                     table = dropped.select(cols.BASE_SCHEMA.names)
-                    for name in (cols.REJECT_STAGE, cols.REJECT_REASON, cols.DUPLICATE_OF):
+                    for name in (f.name for f in cols.REJECT_FIELDS):
                         table = table.append_column(name, labels.column(name))
                     if self.spec.output.write_rejects:
                         rejects.write(table)
-                    survivors = [cols.DUPLICATE_OF, cols.SURVIVOR_SHARD, cols.SURVIVOR_ROW]
-                    for name in survivors[1:]:
+                    located = [cols.SURVIVOR_SHARD, cols.SURVIVOR_ROW, cols.MATCHED_SHARD, cols.MATCHED_ROW]
+                    for name in located:
                         table = table.append_column(name, labels.column(name))
-                    examples.offer(table, survivors, hidden=hidden_texts(self.hiders, dropped))
+                    details = [cols.DUPLICATE_OF, cols.MATCHED_TO, cols.SIMILARITY, *located]
+                    examples.offer(table, details, hidden=hidden_texts(self.hiders, dropped))
                 kept = docs.filter(pc.invert(is_removed))
                 refusals = []
                 if self.chat is not None and kept.num_rows:

@@ -34,6 +34,14 @@ class NearDedupConfig(StageConfig):
     """Which document of a duplicate cluster is kept: ``first`` by (shard, row), the
     ``longest`` in normalized words, or the one with the ``lowest_perplexity`` (needs the
     perplexity stage; documents without a perplexity rank last). Ties go to the first."""
+    transitive: bool = True
+    """``true``: every document of a connected component of verified matches except its
+    survivor is removed, so chains count: with A~B and B~C at or above ``threshold``, C goes
+    for A even when A and C are below it (C's ``matched_to`` is then B). ``false`` drops
+    chains: a document is removed only when its similarity to the survivor itself reaches
+    ``threshold`` (checked by ``verify``, which must not be ``none``); the other members are
+    kept, though they may still be near duplicates of each other. The removals are then a
+    subset of the transitive ones, each matched to its survivor directly."""
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> NearDedupConfig:
@@ -41,6 +49,10 @@ class NearDedupConfig(StageConfig):
             raise ValueError("set both bands and rows, or neither")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        if not self.transitive and self.verify == "none":
+            raise ValueError(
+                "transitive: false compares each document with its survivor: set verify to signature or shingles"
+            )
         return self
 
     def banding(self) -> tuple[int, int]:

@@ -1,5 +1,8 @@
 """Near-duplicate removal: MinHash signatures (annotate), LSH banding, star edges per
-bucket, distributed connected components, one survivor per component (dedup phase).
+bucket, distributed connected components, one survivor per component (dedup phase). Each
+removed document records its survivor and the verified edge that links it into the
+component (``links``), or, with ``transitive: false``, is removed only when it matches
+the survivor itself.
 
 Normalization before shingling: NFKC, lowercase, every run of characters that are not
 letters, digits or marks becomes a space, then split on whitespace (word shingles) or

@@ -12,7 +12,7 @@ import pytest
 from pipeline import run_job
 from pipeline.core.layout import shard_key
 from pipeline.stages.exact_dedup.normalize import normalize_for_dedup
-from pipeline.stages.near_dedup import NearDedupConfig, dedup_units
+from pipeline.stages.near_dedup import NearDedup, NearDedupConfig, cluster_size_buckets, dedup_units
 from pipeline.stages.near_dedup.minhash import shingle_hash
 from tests.helpers.graphs import union_find_components
 
@@ -209,3 +209,118 @@ def test_survivor_lowest_perplexity(make_job, tokenizer_model, tmp_path):
         for r in pq.read_table(p).to_pylist()
     }
     assert rejects == {"noisy": ("near_duplicate", "fluent")}
+
+
+def chain_texts() -> dict[str, str]:
+    """A~B and B~C at Jaccard 0.87, A and C at 0.76: below the 0.8 threshold."""
+    words = [f"w{i}" for i in range(300)]
+
+    def substituted(base: list[str], positions: list[int], tag: str) -> list[str]:
+        return [f"{tag}{i}" if i in positions else w for i, w in enumerate(base)]
+
+    b = substituted(words, [30, 90, 150, 210], "b")
+    c = substituted(b, [60, 120, 180, 240], "c")
+    return {"A": " ".join(words), "B": " ".join(b), "C": " ".join(c)}
+
+
+@pytest.fixture(scope="module")
+def chain_corpus(tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("chain") / "corpus"
+    corpus.mkdir()
+    texts = chain_texts()
+    other = " ".join(f"x{i}" for i in range(300))
+    pq.write_table(pa.table({"id": ["A", "other"], "text": [texts["A"], other]}), corpus / "a.parquet")
+    pq.write_table(pa.table({"id": ["B", "C"], "text": [texts["B"], texts["C"]]}), corpus / "b.parquet")
+    return corpus
+
+
+def dedup_rejects(out: Path) -> dict[str, dict]:
+    return {
+        r["id"]: r for p in sorted((out / "rejects" / "dedup").glob("*.parquet")) for r in pq.read_table(p).to_pylist()
+    }
+
+
+def test_chain_texts_are_a_chain():
+    from tests.helpers.near_dup_corpus import true_jaccard
+
+    t = chain_texts()
+    assert true_jaccard(t["A"], t["B"]) >= 0.8 and true_jaccard(t["B"], t["C"]) >= 0.8
+    assert true_jaccard(t["A"], t["C"]) < 0.8
+
+
+@pytest.fixture(scope="module")
+def chain_run(chain_corpus, tokenizer_model, tmp_path_factory):
+    from tests.helpers import job_dict
+
+    out = tmp_path_factory.mktemp("chain_run") / "out"
+    return out, run_job(job_dict(str(chain_corpus), str(out), str(tokenizer_model)))
+
+
+def test_a_chained_duplicate_records_the_document_it_matched(chain_run):
+    """C goes for survivor A, but is recorded as matched to B, at B and C's true Jaccard; the
+    report shows C beside B and names A as the document kept."""
+    from pipeline.report_page import _examples_html
+    from tests.helpers.near_dup_corpus import true_jaccard
+
+    texts = chain_texts()
+    out, result = chain_run
+    rejects = dedup_rejects(out)
+    assert set(rejects) == {"B", "C"}
+    assert {r["duplicate_of"] for r in rejects.values()} == {"A"}
+    assert rejects["B"]["matched_to"] == "A"
+    assert rejects["C"]["matched_to"] == "B"
+    assert rejects["C"]["similarity"] == pytest.approx(true_jaccard(texts["B"], texts["C"]))
+    assert all(r["similarity"] >= 0.8 for r in rejects.values())
+    examples = {e["id"]: e for e in result.report["examples"]["near_dedup"]["near_duplicate"]}
+    assert examples["C"]["matched"]["id"] == "B" and examples["C"]["matched"]["similarity"] >= 0.8
+    assert examples["C"]["survivor"]["id"] == "A" and "matched" not in examples["B"]
+    page = _examples_html(result.report)
+    assert "matched to (similarity 0." in page and "at the end of the chain of matches: <code>A</code>" in page
+    assert "kept instead (similarity 0." in page  # B, matched to A directly
+    assert "  - matched to `B`, similarity 0." in (out / "report.md").read_text()
+    # issue 23: one cluster of three documents, in report.json and as a chart
+    assert result.report["near_dedup"]["cluster_sizes"] == {"3": 1}
+    chart = next(c for c in NearDedup.report_charts(result.report) if c.key == "near_dup_cluster_sizes")
+    assert chart.data == [{"cluster size": "3", "clusters": 1}]
+
+
+def test_cluster_sizes_are_bucketed_for_the_chart():
+    assert cluster_size_buckets({"2": 5, "3": 1, "7": 2, "12": 1, "40": 1, "5000": 1}) == {
+        "2": 5,
+        "3": 1,
+        "6-10": 2,
+        "11-100": 2,
+        "1001+": 1,
+    }
+    assert cluster_size_buckets({}) == {}
+
+
+def test_duplicate_links_are_deterministic(chain_run, chain_corpus, make_job, tmp_path):
+    """The same input and seed write the same removals, byte for byte."""
+    out, _ = chain_run
+    again = tmp_path / "again"
+    run_job(make_job(chain_corpus, again))
+    first, second = (sorted((o / "rejects" / "dedup").glob("*.parquet")) for o in (out, again))
+    assert first and [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    removed = (sorted((o / "work" / "dedup" / "removed").rglob("*.parquet")) for o in (out, again))
+    assert [pq.read_table(p) for p in next(removed)] == [pq.read_table(p) for p in next(removed)]
+
+
+def test_not_transitive_keeps_a_document_below_the_threshold_from_its_survivor(chain_corpus, make_job, tmp_path):
+    from tests.helpers.near_dup_corpus import true_jaccard
+
+    texts = chain_texts()
+    out = tmp_path / "out"
+    run_job(make_job(chain_corpus, out, stages={"near_dedup": {"transitive": False}}))
+    rejects = dedup_rejects(out)
+    assert set(rejects) == {"B"}
+    assert (rejects["B"]["duplicate_of"], rejects["B"]["matched_to"]) == ("A", "A")
+    assert rejects["B"]["similarity"] == pytest.approx(true_jaccard(texts["A"], texts["B"]))
+
+
+def test_not_transitive_needs_verification():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="transitive: false"):
+        NearDedupConfig(transitive=False, verify="none")
+    NearDedupConfig(transitive=False, verify="signature")

@@ -20,6 +20,20 @@ def removed_ids(out):
 def evaluate(originals, tmp_path, make_job):
     planted = build(originals, tmp_path / "corpus", seed=0)
     run_job(make_job(tmp_path / "corpus", tmp_path / "out", stages={"near_dedup": {"enabled": True}}))
+    # every removal is explained by one verified match, here the copy's own original
+    truth = {p["id"]: p for p in planted}
+    near = [
+        r
+        for p in (tmp_path / "out" / "rejects" / "dedup").glob("*.parquet")
+        for r in pq.read_table(p).to_pylist()
+        if r["reject_stage"] == "near_dedup"
+    ]
+    assert near and all(r["similarity"] >= 0.8 for r in near)
+    for r in near:
+        if r["id"] in truth and r["matched_to"] == truth[r["id"]]["of"]:
+            assert r["similarity"] == pytest.approx(truth[r["id"]]["jaccard"], abs=0.005), r["id"]
+    matched_own = sum(r["id"] in truth and r["matched_to"] == truth[r["id"]]["of"] for r in near)
+    assert matched_own >= 0.95 * len(near)
     return precision_recall(removed_ids(tmp_path / "out"), planted, 0.8)
 
 
