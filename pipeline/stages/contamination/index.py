@@ -123,12 +123,14 @@ def informative_ngrams(units: pa.ListArray, docs: np.ndarray, starts: np.ndarray
 
 def shared_by_many(hashes: np.ndarray, most: int | None) -> np.ndarray:
     """Per entry of the sorted (hash, item) pairs: whether its hash belongs to more than
-    ``most`` items."""
-    if most is None or len(hashes) == 0:
+    ``most`` items, that is whether its run of equal hashes is longer than ``most``."""
+    if most is None or len(hashes) <= most:
         return np.zeros(len(hashes), bool)
-    run_starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
-    runs = np.diff(np.r_[run_starts, len(hashes)])
-    return np.repeat(runs > most, runs)
+    # 32-bit run numbers and flags: no 64-bit array per entry beside the index itself
+    run = np.cumsum(np.r_[False, hashes[1:] != hashes[:-1]], dtype=np.int32)
+    many = np.zeros(int(run[-1]) + 1, bool)
+    many[run[:-most][hashes[:-most] == hashes[most:]]] = True
+    return many[run]
 
 
 def build_index(config: ContaminationConfig, batch_items: int = 5_000) -> ContaminationIndex:
