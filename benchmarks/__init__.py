@@ -19,6 +19,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "pack": ("benchmarks.pack:main", "tokenize + mix + pack vs raw sentencepiece; peak RSS as the input grows"),
     "pii": ("benchmarks.pii:main", "the PII stage vs naive per-document Presidio; span parity"),
     "contamination": ("benchmarks.contamination:main", "contamination index build; scan vs normalize + hash"),
+    "contamination-quality": (
+        "benchmarks.contamination_quality:main",
+        "contamination false positives on 15k clean real documents; recall of planted items per form",
+    ),
     "exact_dedup": ("benchmarks.exact_dedup:main", "exact-dedup key hashing; global Ray dedup vs a dict"),
     "minhash": ("benchmarks.minhash:main", "MinHash signatures vs a datasketch update_batch loop"),
     "language": ("benchmarks.language:main", "language ID vs raw fastText predict; accuracy"),

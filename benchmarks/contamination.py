@@ -10,6 +10,8 @@ so almost no document n-gram passes the index's bitmap (a clean corpus). The rea
 the real GSM8K test set and HumanEval as the eval sets, and ``--planted`` of the documents
 (default 1%) carrying one of their items verbatim inside the page; the stage as a job runs
 it (``process``, action annotate), with the documents it finds scored against the plants.
+Each case also times the stage with every n-gram counting (``min_informative_words: 0``,
+``max_items_per_ngram: null``: the rule before informative n-grams).
 
     python -m benchmarks contamination --docs 20000 --rounds 5
 """
@@ -25,6 +27,9 @@ from pathlib import Path
 
 from benchmarks import common
 from pipeline.core import columns as cols
+
+# The rule before informative n-grams: every n-gram of every item counts.
+EVERY_NGRAM = {"min_informative_words": 0, "max_items_per_ngram": None}
 
 
 def build_index_in_child(eval_uri: str, ngram: int) -> dict:
@@ -58,17 +63,23 @@ def best_case_sides(docs: int, eval_uri: str) -> dict:
 
     batches = common.batches(common.text_table(web_like_documents(common.SHARED_DATA, docs, 0.0, seed=3)))
     benchmark = {"name": "synthetic", "uri": eval_uri, "fields": ["question", "answer"]}
-    stage = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[benchmark]))
-    stage.setup()
+    stages = {}
+    for side, options in (("scan", {}), ("scan_every_ngram", EVERY_NGRAM)):
+        stages[side] = ContaminationCheck(ContaminationConfig(enabled=True, benchmarks=[benchmark], **options))
+        stages[side].setup()
 
-    def scan():
+    def scan(stage):
         for batch in batches:
             stage.matches(batch.column(cols.TEXT))
 
-    return {"normalize_and_hash": lambda: _hash_only(batches), "scan": scan}
+    return {
+        "normalize_and_hash": lambda: _hash_only(batches),
+        "scan": lambda: scan(stages["scan"]),
+        "scan_every_ngram": lambda: scan(stages["scan_every_ngram"]),
+    }
 
 
-def real_benchmarks(docs: int, planted: float):
+def real_benchmarks(docs: int, planted: float, options: dict | None = None):
     """Web-like documents, ``planted`` of them given a GSM8K or HumanEval item verbatim
     inside the page (seeded), and the stage over both eval sets; the planted rows."""
     import gzip
@@ -98,6 +109,7 @@ def real_benchmarks(docs: int, planted: float):
                 {"name": "gsm8k", "uri": str(folder / "gsm8k_test.jsonl"), "preset": "gsm8k"},
                 {"name": "humaneval", "uri": str(folder / "HumanEval.jsonl.gz"), "preset": "humaneval"},
             ],
+            **(options or {}),
         )
     )
     stage.setup()
@@ -107,7 +119,12 @@ def real_benchmarks(docs: int, planted: float):
 def real_benchmark_sides(docs: int, planted: float) -> dict:
     """The stage as a job runs it (``process``, action annotate) against normalize-and-hash."""
     batches, stage, _, _ = real_benchmarks(docs, planted)
-    return {"normalize_and_hash": lambda: _hash_only(batches), "scan": lambda: [stage.process(b) for b in batches]}
+    every = real_benchmarks(docs, planted, EVERY_NGRAM)[1]
+    return {
+        "normalize_and_hash": lambda: _hash_only(batches),
+        "scan": lambda: [stage.process(b) for b in batches],
+        "scan_every_ngram": lambda: [every.process(b) for b in batches],
+    }
 
 
 def _scan_figures(comparison: dict, nbytes: int) -> dict:
@@ -116,6 +133,7 @@ def _scan_figures(comparison: dict, nbytes: int) -> dict:
         "normalize_and_hash_mb_per_s": nbytes / seconds["normalize_and_hash"] / 1e6,
         "scan_mb_per_s": nbytes / seconds["scan"] / 1e6,
         "scan_vs_normalize_and_hash": comparison["ratio"]["scan"],
+        "scan_every_ngram_vs_normalize_and_hash": comparison["ratio"]["scan_every_ngram"],
         "rounds": comparison,
     }
 
@@ -148,7 +166,7 @@ def bench_contamination(docs: int, rounds: int, tmp: Path, items: int = 100_000)
         {"docs": docs, "eval_uri": str(eval_path)},
         rounds,
         reference="normalize_and_hash",
-        candidates=["scan"],
+        candidates=["scan", "scan_every_ngram"],
     )
     return {
         "items": items,
@@ -174,7 +192,7 @@ def bench_real_benchmarks(docs: int, rounds: int, planted: float) -> dict:
         {"docs": docs, "planted": planted},
         rounds,
         reference="normalize_and_hash",
-        candidates=["scan"],
+        candidates=["scan", "scan_every_ngram"],
     )
     return {
         "items": items,
@@ -197,10 +215,11 @@ def main(argv: list[str]) -> None:
         figures = bench_contamination(args.docs, args.rounds, tmp)
     figures["real_benchmarks"] = bench_real_benchmarks(args.docs, args.rounds, args.planted)
     for case, numbers in (("best case", figures), ("real benchmarks", figures["real_benchmarks"])):
-        ratio = numbers["scan_vs_normalize_and_hash"]
+        ratio, every = numbers["scan_vs_normalize_and_hash"], numbers["scan_every_ngram_vs_normalize_and_hash"]
         print(
             f"{case}: scan {numbers['scan_mb_per_s']:.2f} MB/s/core, ratio {ratio['median']:.2f} "
-            f"({ratio['range'][0]:.2f}-{ratio['range'][1]:.2f})",
+            f"({ratio['range'][0]:.2f}-{ratio['range'][1]:.2f}); every n-gram counting "
+            f"{every['median']:.2f} ({every['range'][0]:.2f}-{every['range'][1]:.2f})",
             flush=True,
         )
     common.write_result("contamination", argv, figures)

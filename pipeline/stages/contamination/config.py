@@ -55,6 +55,17 @@ class ContaminationConfig(StageConfig):
     """Distinct n-grams of an item a document must contain to overlap it."""
     min_item_fraction: float = Field(0.0, ge=0.0, le=1.0)
     """Share of an item's n-grams a document must contain to overlap it."""
+    min_informative_words: int = Field(2, ge=0)
+    """Words of an n-gram that must be informative for the n-gram to count: not a number,
+    and two characters or more (a CJK character is a word by itself). A run of numbers or
+    single letters (``1 2 3 … 13``, the Fibonacci numbers, a table row, list markers, ``a, b,
+    c``) is in clean text as often as in eval items. An item with no n-gram that counts is
+    matched whole (a document must hold all its n-grams), as an item shorter than
+    ``ngram`` words is. 0: every n-gram counts."""
+    max_items_per_ngram: int | None = Field(50, ge=1)
+    """An n-gram found in more eval items than this is the benchmarks' template (shared
+    instructions, a few-shot prompt), not an item's text, and does not count; ``null``:
+    no limit."""
     action: Literal["annotate", "drop", "excise"] = "annotate"
     """``annotate``: only the ``contamination`` column; ``drop``: reject overlapping
     documents; ``excise``: cut each matched region with ``margin_chars`` on both sides, and

@@ -33,7 +33,11 @@ def contamination_report(
         "ngram": config.ngram,
         "min_matching_ngrams": config.min_matching_ngrams,
         "min_item_fraction": config.min_item_fraction,
+        "min_informative_words": config.min_informative_words,
+        "max_items_per_ngram": config.max_items_per_ngram,
         "index_ngrams": index_summary["ngrams"],
+        # absent from the index summary of a run before informative n-grams
+        **{key: index_summary[key] for key in ("generic_ngrams", "whole_items") if key in index_summary},
         "benchmarks": benchmarks,
     }
 
@@ -53,6 +57,20 @@ def merge_stats(per_shard: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return merged
 
 
+def _generic_rule(report: dict[str, Any]) -> str:
+    """What did not count, for a report with the informative-n-gram settings (older ones lack them)."""
+    if "generic_ngrams" not in report:
+        return ""
+    shared = report["max_items_per_ngram"]
+    return (
+        f"{report['generic_ngrams']:,} generic n-grams (fewer than {report['min_informative_words']} words "
+        "that are not numbers or single letters"
+        + (f", or in more than {shared} items" if shared is not None else "")
+        + f") do not count; {report['whole_items']:,} items are matched whole (shorter than n words, or no "
+        "n-gram counts). "
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> list[str]:
     lines = [
         "## Benchmark contamination",
@@ -60,7 +78,7 @@ def render_markdown(report: dict[str, Any]) -> list[str]:
         f"Word {report['ngram']}-grams of every eval item, looked up in every document "
         f"(overlap: at least {report['min_matching_ngrams']} n-gram(s) and "
         f"{report['min_item_fraction']:.0%} of the item). Action: **{report['action']}**. "
-        "Details in `contamination.json`.",
+        f"{_generic_rule(report)}Details in `contamination.json`.",
         "",
         "| benchmark | items | items found | documents | annotated | excised | dropped | example documents |",
         "|---|---:|---:|---:|---:|---:|---:|---|",

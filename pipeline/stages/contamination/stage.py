@@ -5,9 +5,16 @@ Text on both sides is normalized the same way: lower case, and words are the run
 letters, digits and combining marks (everything else, punctuation included, separates
 words). So case, whitespace and punctuation changes do not hide an item. Every eval item
 contributes its word n-grams (default 13, GPT-3's choice), each hashed to 64 bits as a
-polynomial over per-word blake2b hashes (``pipeline.core.ngrams``). An item shorter than n
-words contributes one hash of all its words, matched against the documents' runs of the
-same length.
+polynomial over per-word blake2b hashes (``pipeline.core.ngrams``).
+
+Only informative n-grams count. An n-gram of mostly numbers and single letters (``1 2 3 …
+13``, a table row, ``for i in range(n)``) and an n-gram found in more than
+``max_items_per_ngram`` items (a benchmark's template) is in clean text as often as in
+eval items: it is left out of the index, so it cannot flag a document by itself. An item
+with no counting n-gram is matched whole: it keeps all its n-grams and overlaps a document
+that holds every one of them. An item shorter than n words contributes one hash of all its
+words, matched against the documents' runs of the same length. So short and generic items
+are still found verbatim and with surface changes, and long items in fragments.
 
 The index is sorted arrays of (n-gram hash, item) built once per job from the eval
 files (``build_index``) and written to the work directory; every worker loads it and puts
@@ -16,8 +23,9 @@ Lookups are exact on the 64-bit hash, so the only false matches are hash collisi
 I indexed n-grams and Q scanned ones, about I·Q/2^64 (about one half for 10^7 indexed
 n-grams against 10^12 scanned).
 
-A document overlaps an item when at least ``min_matching_ngrams`` distinct n-grams of the
-item occur in it and they cover at least ``min_item_fraction`` of the item's n-grams.
+A document overlaps an item when at least ``min_matching_ngrams`` distinct counting n-grams
+of the item occur in it and they cover at least ``min_item_fraction`` of them, or when it
+holds an item matched whole.
 """
 
 from __future__ import annotations
@@ -156,14 +164,18 @@ class ContaminationCheck(DocumentStage):
         return per_doc
 
     def overlaps(self, per_doc: list[dict[int, int]]) -> list[list[tuple[int, int, float]]]:
-        """Per document, the (item, n-grams, fraction) that pass the thresholds."""
-        c, total = self.config, self.index.item_ngrams
+        """Per document, the (item, n-grams, fraction) that pass the thresholds. An item
+        matched whole overlaps when all of its n-grams are found, whatever the thresholds."""
+        c, total, whole = self.config, self.index.item_ngrams, self.index.item_whole
         out = []
         for found in per_doc:
             kept = []
             for item, count in sorted(found.items()):
                 fraction = count / max(int(total[item]), 1)
-                if count >= c.min_matching_ngrams and fraction >= c.min_item_fraction:
+                if whole[item]:
+                    if count >= total[item]:
+                        kept.append((item, count, 1.0))
+                elif count >= c.min_matching_ngrams and fraction >= c.min_item_fraction:
                     kept.append((item, count, fraction))
             out.append(kept)
         return out
