@@ -25,7 +25,7 @@ class Chart:
 
     def __post_init__(self) -> None:
         self.spec = {
-            "width": WIDTH,
+            **({} if "facet" in self.spec else {"width": WIDTH}),
             "config": {"view": {"stroke": None}, "axis": {"labelLimit": 260}},
             **self.spec,
             "data": {"values": self.data},
@@ -135,3 +135,44 @@ def histogram(
             }
         )  # fmt: skip
     return Chart(key, title, {"layer": layers, "height": 220}, caption, rows)
+
+
+def histograms(
+    key: str,
+    title: str,
+    rows: list[dict[str, Any]],
+    value: str,
+    count: str,
+    facet: str,
+    *,
+    caption: str = "",
+    rules: list[dict[str, Any]] | None = None,
+) -> Chart:
+    """One small histogram per ``facet`` value, each with its own scales; ``rules`` are
+    vertical marks (cut points) with the ``facet`` value, a ``value`` and a ``label``."""
+    data = [{**row, "mark": "count"} for row in rows] + [{**rule, "mark": "rule"} for rule in rules or []]
+    layers = [
+        {
+            "transform": [{"filter": "datum.mark === 'count'"}],
+            "mark": {"type": "bar", "tooltip": True},
+            "encoding": {
+                "x": {"field": value, "type": "quantitative", "title": None},
+                "y": {"field": count, "type": "quantitative", "title": count},
+            },
+        },
+        {
+            "transform": [{"filter": "datum.mark === 'rule'"}],
+            "mark": {"type": "rule", "strokeDash": [4, 3], "color": "#b22"},
+            "encoding": {
+                "x": {"field": "value", "type": "quantitative"},
+                "tooltip": [{"field": "label"}, {"field": "value"}],
+            },
+        },
+    ]
+    spec = {
+        "facet": {"field": facet, "type": "nominal", "title": None},
+        "columns": 3,
+        "spec": {"layer": layers, "width": WIDTH // 3 - 40, "height": 110},
+        "resolve": {"scale": {"x": "independent", "y": "independent"}},
+    }
+    return Chart(key, title, spec, caption, data)

@@ -57,7 +57,8 @@ def test_the_page_is_self_contained_and_holds_every_chart(two_snapshots):
     assert "default-src 'none'" in page
     specs = _specs(page)
     keys = {"funnel", "lengths_chars", "lengths_tokens", "mixture", "copies", "shard_sizes", "phase_seconds", "phase_memory",
-            "history_documents", "history_tokens", "languages", "language_scores", "pii", "lsh_s_curve"}  # fmt: skip
+            "history_documents", "history_tokens", "languages", "language_scores", "pii", "lsh_s_curve",
+            "quality_values"}  # fmt: skip
     assert keys <= set(specs), sorted(keys - set(specs))
     for key in specs:
         assert f'id="chart-{key}"' in page
@@ -104,6 +105,18 @@ def test_chart_data_equal_the_reports_counts(two_snapshots):
     assert scored == t["input_docs"] - report["rejected"]["validate"]["empty_text"]  # language runs first
     pii = {r["entity"]: r["spans"] for r in specs["pii"]["data"]["values"]}
     assert pii == report["pii_replaced"] and pii
+    # every document the quality rules saw (after validation and language ID) has a word count
+    word_count = report["quality_values"]["gopher_word_count"]
+    rejected = report["rejected"]
+    reached = t["input_docs"] - sum(rejected["validate"].values()) - sum(rejected.get("language", {}).values())
+    assert word_count["documents"] == reached - rejected.get("quality", {}).get("empty_text", 0)
+    assert word_count["thresholds"] == [120.0, 100_000.0]  # the second run's setting
+    p = word_count["percentiles"]
+    assert 0 < p["p10"] <= p["p50"] <= p["p90"]
+    counted = [r for r in specs["quality_values"]["data"]["values"] if r["mark"] == "count"]
+    assert sum(r["documents"] for r in counted if r["rule"] == "gopher_word_count") == word_count["documents"]
+    below = sum(n for v, n in word_count["distribution"] if v < 120 / 1.1)
+    assert below <= rejected["quality"]["gopher_word_count"]  # those below the cut were rejected
 
 
 def test_refinery_report_rebuilds_the_page_of_an_earlier_snapshot(two_snapshots):

@@ -7,13 +7,14 @@ text is tokenized: ``docs/quality-rules.md``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core import columns as cols
+from pipeline.core import sketch
 from pipeline.stages.base import DocumentStage, StageOutput
 from pipeline.stages.quality.c4 import C4_REASONS, c4
 from pipeline.stages.quality.config import QualityRulesConfig
@@ -37,28 +38,41 @@ is rejected for the first."""
 
 QUALITY_VALUES = "quality_values"
 QUALITY_VALUES_TYPE = pa.map_(pa.string(), pa.float64())
+VALUE_GAMMA = sketch.log_bucket_base(0.05)
+"""The report's distributions of the rules' values: buckets 10% wide, and zero apart."""
 
 
 class QualityRules(DocumentStage):
     """Rejects documents that fail a heuristic quality rule. For a job that writes documents
     it also adds ``quality_values``: per rule that is on, by its reason's name, the value the
     rule compared with its threshold (word count, shares, ratios), as computed anyway (dolma's
-    "tag once, filter many times": other thresholds can be applied to the output later)."""
+    "tag once, filter many times": other thresholds can be applied to the output later).
+    Whatever the output, it counts those values per rule for the report's distributions."""
 
     name = "quality"
 
     def __init__(self, config: QualityRulesConfig) -> None:
         super().__init__(config)
         self.record_values = False
+        self._distributions: dict[str, dict[str, Any]] = {}
 
     def bind_job(self, spec: JobSpec) -> None:
         self.record_values = spec.output.writes_documents
 
+    def take_stats(self) -> dict[str, dict[str, Any]] | None:
+        """Per rule, the documents it measured: ``zero`` (value 0) and ``buckets`` (``VALUE_GAMMA``)."""
+        taken, self._distributions = self._distributions, {}
+        return taken or None
+
     def process(self, docs: pa.Table) -> StageOutput:
-        if not self.record_values:
-            return StageOutput(docs, reject_reasons(docs.column(cols.TEXT), self.config))
         values: dict[str, np.ndarray] = {}
         reasons = reject_reasons(docs.column(cols.TEXT), self.config, values)
+        for rule, measured in values.items():
+            into = self._distributions.setdefault(rule, {"zero": 0, "buckets": {}})
+            into["zero"] += int(np.count_nonzero(measured == 0))
+            sketch.add_counts(into["buckets"], measured, VALUE_GAMMA)
+        if not self.record_values:
+            return StageOutput(docs, reasons)
         return StageOutput(docs.append_column(QUALITY_VALUES, _as_maps(values, docs.num_rows)), reasons)
 
 
