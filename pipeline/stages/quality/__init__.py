@@ -92,6 +92,7 @@ class Quality(Capability):
         data = report.get("quality_values")
         if not data:
             return []
+        data = {rule: data[rule] for rule in REJECT_REASONS if rule in data}  # report.json sorts keys
         rows = [{"rule": rule, "value": v, "documents": n} for rule, d in data.items() for v, n in d["distribution"]]
         rules = [
             {"rule": rule, "value": t, "label": f"{rule} threshold"}
