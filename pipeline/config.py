@@ -312,6 +312,7 @@ class JobSpec(BaseModel):
             mode="json", exclude={"ray": True, "report": True, "output": {"upload"}, "generate": True}
         )
         spec["input"] = settings_for_hash(self.input, {"max_unreadable_shards"})
+        spec["stages"] |= self.capability_settings()
         for key in self._unused_later_capabilities():
             del spec["stages"][key]
         for path, default in _ADDED_WITH_DEFAULTS.items():
@@ -338,7 +339,12 @@ class JobSpec(BaseModel):
     def capability_settings(self) -> dict[str, Any]:
         """Every capability's section (the packing phases' aside): what annotate and dedup
         work depends on."""
-        return self.stages.model_dump(mode="json", exclude=set(PACKING_SECTIONS) | self._unused_later_capabilities())
+        unused = self._unused_later_capabilities()
+        return {
+            cap.key: getattr(self.stages, cap.key).settings_for_hash()
+            for cap in capabilities()
+            if cap.key not in unused
+        }
 
     def _unused_later_capabilities(self) -> set[str]:
         """Capabilities that stay out of work hashes while unused (``hashed_when_unused``)

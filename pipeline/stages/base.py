@@ -43,7 +43,20 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    ADDED_LATER: ClassVar[dict[str, Any]] = {}
+    """Fields added after outputs were written, each with the value that reproduces what the
+    stage did before it: at that value a field stays out of work hashes, so committed work
+    stays valid; at any other (a new default that changes results included) the work is redone."""
+
     enabled: bool = False
+
+    def settings_for_hash(self) -> dict[str, Any]:
+        """The section as work hashes see it (``ADDED_LATER`` fields at their earlier value left out)."""
+        settings = self.model_dump(mode="json")
+        for name, earlier in self.ADDED_LATER.items():
+            if name in settings and settings[name] == earlier:
+                del settings[name]
+        return settings
 
     def model_files(self, key: str) -> ModelFiles:
         """Every model or data file the stage reads, by key path (``key`` is this section's,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -47,6 +47,7 @@ class EvalSetConfig(BaseModel):
 
 
 class ContaminationConfig(StageConfig):
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"min_informative_words": 0, "max_items_per_ngram": None}
     enabled: bool = False
     benchmarks: list[EvalSetConfig] = []
     ngram: int = Field(13, ge=3, le=64)

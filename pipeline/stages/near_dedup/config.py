@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -10,6 +10,7 @@ from pipeline.stages.base import StageConfig
 
 
 class NearDedupConfig(StageConfig):
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"transitive": True}
     enabled: bool = True
     threshold: float = Field(0.8, gt=0.0, lt=1.0)
     """Jaccard similarity of shingle sets above which two documents are duplicates."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -13,6 +13,7 @@ DEFAULT_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD"
 
 
 class PiiConfig(StageConfig):
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"recognizers": "stock", "phone_regions": None}
     enabled: bool = False
     entities: list[str] = DEFAULT_ENTITIES
     """Presidio entity types to find (any Presidio entity; PERSON, LOCATION and other NER
