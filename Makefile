@@ -73,7 +73,10 @@ browser:
 		echo "could not install chromium: the report's browser test will skip"; \
 	fi
 
-test: lint $(TRAINERS_STAMP) browser
+# The three setups are independent: built side by side (most of their time is pip and apt
+# waiting on the disk and the network).
+test:
+	$(MAKE) --no-print-directory -j3 lint $(TRAINERS_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # ruff: formatting and lint (imports sorted); `make format` rewrites, `make lint` only checks.

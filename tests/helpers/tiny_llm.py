@@ -61,7 +61,7 @@ def build(text_file: Path, out: Path, pairs_file: Path | None = None) -> None:
     model.save_pretrained(out)
 
 
-def train(model, tokenizer, pairs: list[dict], steps: int = 1000, batch: int = 16) -> None:
+def train(model, tokenizer, pairs: list[dict], steps: int = 500, batch: int = 16) -> None:
     torch.set_num_threads(2)
     examples = []
     for pair in pairs:
@@ -72,7 +72,7 @@ def train(model, tokenizer, pairs: list[dict], steps: int = 1000, batch: int = 1
         answer_ids = tokenizer(pair["completion"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
         examples.append((prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-3, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(steps):
