@@ -71,7 +71,7 @@ _PHONE_WORDS = frozenset(
     "tél handy phoned".split()
 )
 # Phone labels that only count right before or after the number ("Office: ...", "... -fax").
-_PHONE_LABELS = frozenset("office home work main direct switchboard ph tel fax mobile cell phone t p m f".split())
+_PHONE_LABELS = frozenset("office home work main direct switchboard ph tel fax mobile cell phone t m f".split())
 _STREET_WORDS = frozenset(
     "street st road rd avenue ave av lane ln boulevard blvd drive dr way court ct place pl terrace "
     "crescent highway hwy parkway pkwy square sq circle cir trail alley close row straße strasse "
@@ -102,24 +102,22 @@ def before_street_name(after: str) -> bool:
 
 
 def has_phone_context(before: str, after: str) -> bool:
+    """A phone word anywhere in the context before, or a phone label right before or right
+    after the number ("Office: ...", "... -fax")."""
     if any(w in _PHONE_WORDS for w in _WORD.findall(before)):
         return True
     last = _last_words(before, 1)
     if last and last[0] in _PHONE_LABELS and re.search(r"[a-z]\W*$", before):
         return True
     first = _WORD.findall(after)[:1]
-    return bool(first) and first[0] in _PHONE_LABELS | _PHONE_WORDS and re.match(r"[\s\-,.:;/()\\]*[a-z]", after)
-
-
-def _digit_count(value: str) -> int:
-    return sum(c.isdigit() for c in value)
+    return bool(first and first[0] in _PHONE_LABELS | _PHONE_WORDS and re.match(r"[\s\-,.:;/()\\]*[a-z]", after))
 
 
 # --- phone numbers -------------------------------------------------------------------------
 
 # A run of digit groups as phone numbers are written: an optional +CC, groups of digits
 # (one may be in parentheses) joined by one separator each, an optional extension. Not
-# inside a word or a longer number. Validated in Python (``_phone_shape``).
+# inside a word or a longer number. Validated in Python (``phone_shape``).
 _PHONE_RUN = re.compile(
     r"(?<![\w+\-./])"
     r"(?:\+[ ]?)?"
