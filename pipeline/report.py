@@ -199,22 +199,28 @@ def build_report(run: RunRecord) -> Report:
     return Report(data, sections)
 
 
-def lengths_section(run: RunRecord) -> dict[str, list[list[float]]]:
+def lengths_section(run: RunRecord) -> dict[str, Any]:
     """Document lengths, as ``[value, documents]`` per bucket about 10% wide: characters of the
     valid documents read (``input_chars``) and of those kept before the mixture samples them
-    (``kept_chars``), and the kept ones' tokens (``kept_tokens``, token outputs)."""
+    (``kept_chars``), and the kept ones' tokens (``kept_tokens``, token outputs); the input's
+    tokens (``input_tokens_sample``) counted on the seeded sample of one valid document in
+    ``input_tokens_sample_rate`` that annotate tokenizes."""
     from pipeline.core import sketch
+    from pipeline.phases.annotate.phase import INPUT_TOKENS_SAMPLE
 
     parts = {
         "input_chars": [m.length_buckets.get("chars", {}) for m in run.annotate],
+        "input_tokens_sample": [m.length_buckets.get("tokens_sample", {}) for m in run.annotate],
         "kept_chars": [m.length_buckets.get("chars", {}) for m in run.tokenize],
         "kept_tokens": [m.length_buckets.get("tokens", {}) for m in run.tokenize],
     }
-    out = {}
+    out: dict[str, Any] = {}
     for name, counts in parts.items():
         merged = sketch.merged_counts(counts)
         if merged:
             out[name] = [[round(sketch.bucket_value(b, sketch.LENGTH_GAMMA), 1), n] for b, n in merged.items()]
+    if "input_tokens_sample" in out:
+        out["input_tokens_sample_rate"] = INPUT_TOKENS_SAMPLE
     return out
 
 

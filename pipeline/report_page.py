@@ -141,12 +141,24 @@ def _lengths(report: dict[str, Any]) -> list[Chart]:
                 "mixture samples them. Buckets about 10% wide.",
             )
         )  # fmt: skip
-    tokens = [{"tokens": value, "documents": n} for value, n in lengths.get("kept_tokens", [])]
+    rate = lengths.get("input_tokens_sample_rate")
+    tokens = [
+        {"documents of": "input (sampled)", "tokens": value, "share": n / sampled}
+        for sampled in [sum(n for _, n in lengths.get("input_tokens_sample", []))]
+        for value, n in lengths.get("input_tokens_sample", [])
+    ]
+    kept = sum(n for _, n in lengths.get("kept_tokens", []))
+    tokens += [
+        {"documents of": "kept", "tokens": value, "share": n / kept} for value, n in lengths.get("kept_tokens", [])
+    ]
     if tokens:
         charts.append(
             histogram(
-                "lengths_tokens", "Document length in tokens: kept documents (log scale)", tokens, "tokens",
-                "documents", log_x=True,
+                "lengths_tokens", "Document length in tokens: input and kept (log scale)", tokens, "tokens",
+                "share", group="documents of", log_x=True,
+                caption=(f"Input: a seeded sample of one valid document in {rate}, tokenized in annotate; " if rate else "")
+                + "kept: every document kept, before the mixture samples them. Shares of each side's documents; "
+                "buckets about 10% wide.",
             )
         )  # fmt: skip
     return charts

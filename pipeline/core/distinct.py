@@ -14,6 +14,8 @@ import zlib
 
 import numpy as np
 
+from pipeline.core.hashing import mix64
+
 PRECISION = 11
 REGISTERS = 1 << PRECISION
 
@@ -22,24 +24,11 @@ def empty_registers() -> np.ndarray:
     return np.zeros(REGISTERS, np.uint8)
 
 
-def _mixed(hashes: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer: every output bit depends on every input bit (a polynomial
-    n-gram hash's low bits depend only on its units' low bits)."""
-    with np.errstate(over="ignore"):
-        x = hashes.astype(np.uint64, copy=True)
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
-
-
 def add_hashes(registers: np.ndarray, hashes: np.ndarray) -> None:
     """Count 64-bit ``hashes`` into ``registers`` (in place)."""
     if not len(hashes):
         return
-    x = _mixed(hashes)
+    x = mix64(hashes)
     index = (x >> np.uint64(64 - PRECISION)).astype(np.int64)
     rest = x << np.uint64(PRECISION)
     # leading zeros from the top 32 bits (exact in float64); a rank past 33 has odds 2**-32

@@ -99,6 +99,12 @@ def test_chart_data_equal_the_reports_counts(two_snapshots):
     assert sum(n for _, n in lengths["input_chars"]) == t["input_docs"] - report["rejected"]["validate"]["empty_text"]
     assert sum(n for _, n in lengths["kept_chars"]) == t["kept_docs"] + unsampled
     assert sum(n for _, n in lengths["kept_tokens"]) == t["kept_docs"] + unsampled
+    # one valid document in 16 (seeded) is tokenized in annotate for the input's token lengths
+    valid = t["input_docs"] - sum(report["rejected"]["validate"].values())
+    sampled = sum(n for _, n in lengths["input_tokens_sample"])
+    assert lengths["input_tokens_sample_rate"] == 16 and valid / 32 <= sampled <= valid / 8
+    shares = [r for r in specs["lengths_tokens"]["data"]["values"] if r["documents of"] == "input (sampled)"]
+    assert abs(sum(r["share"] for r in shares) - 1) < 1e-9
     chars = specs["lengths_chars"]["data"]["values"]
     assert sum(r["documents"] for r in chars if r["documents of"] == "kept") == t["kept_docs"] + unsampled
     scored = sum(sum(counts) for counts in report["language_scores"]["labels"].values())

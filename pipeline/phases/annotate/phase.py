@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from pipeline.config import JobSpec
 from pipeline.core import columns as cols
 from pipeline.core import sketch, storage
-from pipeline.core.hashing import short_hash
+from pipeline.core.hashing import mix64, short_hash
 from pipeline.core.layout import OutputLayout, shard_key
 from pipeline.core.markers import AnnotateMarker
 from pipeline.core.parquet_io import LazyParquetWriter
@@ -152,6 +152,12 @@ def _add_counts(counter: dict[str, int], counts: dict[str, int]) -> None:
         _count(counter, key, n)
 
 
+INPUT_TOKENS_SAMPLE = 16
+"""The report's token lengths of the input: one valid document in this many is tokenized in
+annotate, chosen by a hash of its row, its shard and the job's seed (the tokenize phase counts
+every kept document's tokens)."""
+
+
 class ShardAnnotator(ShardWorker):
     """Runs the annotate phase on one shard with stages set up once per worker."""
 
@@ -171,6 +177,12 @@ class ShardAnnotator(ShardWorker):
         self._stage_named = {stage.name: stage for stage in self.stages}
         self._added: dict[str, list[str]] = {}
         """Per stage, the columns it added: what the report's examples of its rejects show."""
+        self.sample_tokenizer = None
+        if spec.output.writes_tokens and spec.input.chat is None:
+            from pipeline.phases.tokenize.tokenizer import Tokenize
+
+            self.sample_tokenizer = Tokenize(spec.stages.tokenize)
+            self.sample_tokenizer.setup()
 
     def run(self, item: dict[str, Any]) -> AnnotateMarker:
         rows = tuple(item["rows"]) if item.get("rows") else None
@@ -252,6 +264,9 @@ class ShardAnnotator(ShardWorker):
                     pc.utf8_length(result.docs.column(cols.TEXT)).to_numpy(zero_copy_only=False).astype(np.float64),
                     LENGTH_GAMMA,
                 )
+                if self.sample_tokenizer is not None:
+                    with timer.step("tokens_sample"):
+                        self._sample_tokens(result.docs, shard.key, stats.length_buckets)
                 docs, batch_rejects = self._run_stages(result.docs, [result.rejected], timer)
                 if self.spec.input.chat is not None:
                     with timer.step("validate"):
@@ -303,6 +318,18 @@ class ShardAnnotator(ShardWorker):
             taken = stage.take_stats()
             if taken is not None:
                 stats.stage_stats[stage.name] = _jsonable(taken)
+
+    def _sample_tokens(self, docs: pa.Table, key: str, buckets: dict[str, dict[int, int]]) -> None:
+        """Token lengths of the seeded sample of valid documents (``INPUT_TOKENS_SAMPLE``)."""
+        if not docs.num_rows:
+            return
+        salt = np.uint64(int(short_hash([self.spec.seed, key]), 16))
+        rows = docs.column(cols.ROW).to_numpy().astype(np.uint64)
+        picked = mix64(rows ^ salt) % np.uint64(INPUT_TOKENS_SAMPLE) == 0
+        if picked.any():
+            texts = docs.column(cols.TEXT).filter(pa.array(picked)).to_pylist()
+            lengths = np.array([len(ids) for ids in self.sample_tokenizer.encode(texts)], np.float64)
+            sketch.add_counts(buckets.setdefault("tokens_sample", {}), lengths, LENGTH_GAMMA)
 
     def _with_carried(self, docs: pa.Table, raw: pa.Table, rows: pa.Array) -> pa.Table:
         """The kept documents with the input columns carried for document outputs (joined by
