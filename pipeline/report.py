@@ -533,7 +533,7 @@ def _annotate_steps(run: RunRecord) -> list[dict[str, Any]]:
     for marker in run.annotate:
         for step, seconds in marker.step_seconds.items():
             steps[step] = steps.get(step, 0.0) + seconds
-    order = ["read", "validate", *_pipeline_order(steps), "write"]
+    order = ["read", "validate", "tokens_sample", *_pipeline_order(steps), "write"]
     return [{"step": step, "seconds": round(steps[step], 3)} for step in dict.fromkeys(order) if step in steps]
 
 

@@ -101,7 +101,9 @@ def test_counts_balance_and_report_written(finished_run, sample_corpus):
     assert dedup["docs_processed"] == dedup["docs"]  # every annotated document, not the ones it removed
     # Where annotate's time went, by step in pipeline order; within each unit's own time.
     steps = report["annotate_steps"]
-    assert [s["step"] for s in steps] == ["read", "validate", "language", "exact_dedup", "near_dedup", "write"]
+    assert [s["step"] for s in steps] == [
+        "read", "validate", "tokens_sample", "language", "exact_dedup", "near_dedup", "write"
+    ]  # fmt: skip
     assert all(s["seconds"] > 0 for s in steps)
     for path in (out / "work" / "annotate" / "_markers").glob("*.json"):
         marker = json.loads(path.read_text())
