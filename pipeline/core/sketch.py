@@ -39,14 +39,19 @@ def percentile_values(rows: list[dict], gamma: float, percentiles: tuple[float, 
     for row in rows:
         per_bucket = totals.setdefault(row[GROUP], {})
         per_bucket[row[BUCKET]] = per_bucket.get(row[BUCKET], 0) + row[COUNT]
-    cutoffs = {}
-    for group, per_bucket in sorted(totals.items()):
-        buckets = np.array(sorted(per_bucket))
-        cumulative = np.cumsum([per_bucket[b] for b in buckets])
-        ranks = [p / 100 * (cumulative[-1] - 1) for p in percentiles]
-        at = np.searchsorted(cumulative, np.array(ranks), side="right")
-        cutoffs[group] = [float(2 * gamma**b / (gamma + 1)) for b in buckets[at]]
-    return cutoffs
+    return {
+        group: values_at([(bucket_value(b, gamma), per_bucket[b]) for b in sorted(per_bucket)], percentiles)
+        for group, per_bucket in sorted(totals.items())
+    }
+
+
+def values_at(counted: list[tuple[float, int]], percentiles: tuple[float, ...]) -> list[float]:
+    """The value at each percentile of (value, count) pairs in value order: the value whose
+    count holds that rank."""
+    values = np.array([v for v, _ in counted], np.float64)
+    cumulative = np.cumsum([n for _, n in counted])
+    ranks = [p / 100 * (cumulative[-1] - 1) for p in percentiles]
+    return [float(v) for v in values[np.searchsorted(cumulative, np.array(ranks), side="right")]]
 
 
 def add_counts(into: dict[int, int], values: np.ndarray, gamma: float) -> None:

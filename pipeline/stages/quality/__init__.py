@@ -66,7 +66,7 @@ class Quality(Capability):
             ]
             data[rule] = {
                 "documents": sum(n for _, n in distribution),
-                "percentiles": dict(zip(("p10", "p50", "p90"), _percentiles(distribution, (10, 50, 90)))),
+                "percentiles": dict(zip(("p10", "p50", "p90"), sketch.values_at(distribution, (10, 50, 90)))),
                 "thresholds": _thresholds(config, rule),
                 "distribution": distribution,
             }
@@ -140,16 +140,3 @@ def _thresholds(config: QualityRulesConfig, rule: str) -> list[float]:
     family, fields = _THRESHOLD_FIELDS.get(rule, ("", ()))
     section = getattr(config, family, None)
     return [float(v) for v in (getattr(section, f, None) for f in fields) if v is not None]
-
-
-def _percentiles(distribution: list[list[float]], percentiles: tuple[int, ...]) -> list[float]:
-    """The values at ``percentiles`` of (value, count) pairs in value order."""
-    total = sum(n for _, n in distribution)
-    out, seen, i = [], 0, 0
-    for p in percentiles:
-        rank = p / 100 * (total - 1)
-        while i < len(distribution) and seen + distribution[i][1] <= rank:
-            seen += distribution[i][1]
-            i += 1
-        out.append(float(distribution[min(i, len(distribution) - 1)][0]))
-    return out
