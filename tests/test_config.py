@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import JobSpecError, load_job_spec
+from pipeline.config import JobSpec, JobSpecError, load_job_spec
 from tests.helpers import REPO
 
 
@@ -216,6 +216,25 @@ def test_shipped_jobs_load_with_every_value_they_set():
                 held = held[key]
             expected = list(value) if isinstance(value, tuple) else value
             assert held == expected or (isinstance(held, list) and held == list(expected)), (job.name, path)
+
+
+def _worker_copies():
+    for job in sorted((REPO / "jobs").glob("*.yaml")):
+        yield job.name, yaml.safe_load(job.read_text())
+    qa = yaml.safe_load((REPO / "jobs" / "rephrase.yaml").read_text())
+    qa["generate"]["documents"].pop("keep_source")
+    qa["generate"]["documents"].update(template="builtin:documents_qa_pairs", produce="conversations")
+    qa["stages"]["tokenize"]["chat"] = {"template": "chatml"}
+    qa["stages"]["pack"].update(format="parquet", mode="bestfit")
+    yield "rephrase.yaml as question-answer pairs", qa
+
+
+@pytest.mark.parametrize("name, spec", list(_worker_copies()), ids=lambda v: v if isinstance(v, str) else "")
+def test_specs_validate_again_as_their_workers_receive_them(name, spec):
+    """Ray workers rebuild the spec from its JSON dump: every dumped spec validates to the
+    same spec (a validator that looked at which keys a user set would fail in the workers)."""
+    loaded = load_job_spec(spec, check_files=False)
+    assert JobSpec.model_validate_json(loaded.model_dump_json()) == loaded, name
 
 
 def test_demo_job_spec_validates_through_the_cli(tokenizer_model, sample_corpus, tmp_path, capsys):

@@ -206,17 +206,20 @@ class DocumentsConfig(BaseModel):
     """``documents``: each answer is a new document (the job's input is text records, for
     pretraining output); ``conversations``: each ``Question:``/``Answer:`` pair of an answer is
     a single-turn conversation (the job is a chat job)."""
-    keep_source: bool = True
+    keep_source: bool | None = None
     """``produce: documents``: the source documents are records too (in ``source_domain``,
-    real data), beside their rewrites, so the mix can keep its floor of real data."""
+    real data), beside their rewrites, so the mix can keep its floor of real data. Unset: true
+    for ``produce: documents``; ``produce: conversations`` keeps no source text."""
     source_domain: str = Field("real", min_length=1)
     min_words: int = Field(20, ge=1)
     """A rewrite with fewer words is rejected (``too_short``)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DocumentsConfig:
-        if self.produce == "conversations" and "keep_source" in self.model_fields_set and self.keep_source:
+        if self.produce == "conversations" and self.keep_source:
             raise ValueError("keep_source: only for produce: documents (conversations keep no source text)")
+        if self.keep_source is None:  # resolved here, so that a dumped spec validates again as it was
+            self.keep_source = self.produce == "documents"
         return self
 
 

@@ -10,7 +10,7 @@ import pytest
 from pipeline.core.progress import Progress
 from pipeline.generation.evol_instruct import copies_template, judged_equal, response_problem
 from pipeline.runner import run_job
-from tests.generation.test_self_instruct_job import _generated, chat_tokenizer, generation_spec  # noqa: F401
+from tests.generation.test_self_instruct_job import _generated, generation_spec
 from tests.helpers.instruction_grammar import write_seed_tasks
 
 REASONS = {

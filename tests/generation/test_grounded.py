@@ -1,7 +1,8 @@
 """Document-grounded generation: the answer parsing on its own, and jobs against the real
 server (tests/helpers/llm_server.py): rewrites of a corpus's documents into the pretraining
-path beside their sources (the real-data floor holds), and question-answer requests whose
-answers the test model cannot write in that form, each a named reject."""
+path beside their sources (the real-data floor holds); question-answer pairs about documents
+through the chat path to packed SFT rows; and answers that hold no such pairs, each a named
+reject."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pipeline.generation.config import DocumentsConfig
 from pipeline.generation.grounded import cut, qa_pairs
 from pipeline.runner import run_job
 from tests.generation.test_self_instruct_job import _generated
+from tests.helpers import REPO
+from tests.helpers.instruction_grammar import QA_MAX_CHARS
 
 
 def test_question_answer_pairs_parse_in_their_common_forms():
@@ -97,15 +100,66 @@ def test_rewrites_go_into_the_pretraining_mix_beside_their_sources(
 
 
 @pytest.mark.usefixtures("ray_local")
+def test_question_answer_pairs_about_documents_become_packed_sft_rows(
+    llm_server, sample_corpus, chat_tokenizer, tmp_path
+):
+    out = tmp_path / "out"
+    spec = _spec(llm_server.base_url, llm_server.model, sample_corpus, out, chat_tokenizer)
+    spec["generate"]["sampling"] = {"temperature": 0.0, "max_tokens": 64}
+    spec["generate"]["documents"].update(
+        template="builtin:documents_qa_pairs", produce="conversations", max_chars=QA_MAX_CHARS
+    )
+    spec["generate"]["documents"].pop("min_words")
+    spec["stages"] = {
+        "tokenize": {"model": str(chat_tokenizer), "chat": {"template": "chatml"}},
+        "pack": {"seq_len": 256, "mode": "bestfit", "format": "parquet", "shard_tokens": 4000},
+    }
+    assert load_job_spec(spec).input.chat is not None  # a chat job
+    report = run_job(spec, progress=Progress(quiet=True)).report
+
+    records = _generated(out)
+    generation = report["generation"]
+    rows = [r for f in sorted(sample_corpus.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    first_ids = [r["id"] for r in rows if r["text"] and r["text"].strip()][:12]
+    answered = {r["generation"]["parents"][0] for r in records}
+    # most documents get pairs; each answer is records or one named reject
+    assert len(answered) >= 8 and answered <= set(first_ids)
+    assert generation["candidates"] == 12 == len(answered) + sum(generation["rejected"].values())
+    assert set(generation["rejected"]) <= {"no_qa_pairs", "refused", "empty_output"}
+    assert generation["records"] == len(records) >= len(answered)
+    for r in records:
+        question, answer = r["messages"]
+        assert question["role"] == "user" and question["content"].endswith("?") and "Answer:" not in question["content"]
+        assert answer["role"] == "assistant" and answer["content"] and "Question:" not in answer["content"]
+        parent = r["generation"]["parents"][0]
+        assert r["id"].startswith(f"documents-{parent}-q") and r["domain"] == "synthetic"
+        assert [t["template"] for t in r["generation"]["templates"]] == ["documents_qa_pairs"]
+    # the pairs went through the chat path: every kept conversation is a packed sequence
+    assert report["balance"]["ok"] and report["totals"]["input_docs"] == len(records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    packed = [row for s in manifest["shards"] for row in pq.read_table(out / s["files"]["parquet"]["path"]).to_pylist()]
+    assert sum(len(row["seq_lengths"]) for row in packed) == report["totals"]["kept_docs"] > 0
+    assert manifest["generation"]["records"] == len(records)
+
+
+@pytest.mark.usefixtures("ray_local")
 def test_answers_without_question_answer_pairs_are_named_rejects(llm_server, sample_corpus, tmp_path):
-    """The test model was never taught the Q/A form: every answer is a ``no_qa_pairs`` reject
-    (or another named one), none a record, and the job says it has nothing to work on."""
+    """A conversations job whose template asks for something else (here a user's template in the
+    judge's form, answered ``Score: N``): every answer is a ``no_qa_pairs`` reject (or another
+    named one), none a record."""
     from pipeline.generation.client import OpenAIBackend
     from pipeline.generation.config import BackendConfig
     from pipeline.generation.grounded import GroundedGeneration
 
+    judge = (REPO / "pipeline" / "resources" / "generation" / "judge_score.jinja").read_text()
+    template = tmp_path / "rate_document.jinja"
+    template.write_text(
+        judge.replace("{{ instruction }}", "Write a short story about rivers.").replace(
+            "{{ response }}", "{{ document }}"
+        )
+    )
     config = DocumentsConfig(
-        source=str(sample_corpus), max_documents=6, template="builtin:documents_qa_pairs", produce="conversations"
+        source=str(sample_corpus), max_documents=6, template=str(template), produce="conversations"
     )
     method = GroundedGeneration(config, {"temperature": 0.0, "max_tokens": 32}, 1, None)
     backend = OpenAIBackend(BackendConfig(base_url=llm_server.base_url, model=llm_server.model))

@@ -12,7 +12,7 @@ from pipeline.core.progress import Progress
 from pipeline.generation.config import JudgeConfig
 from pipeline.generation.judge import parse_score
 from pipeline.runner import run_job
-from tests.generation.test_self_instruct_job import _generated, chat_tokenizer, generation_spec  # noqa: F401
+from tests.generation.test_self_instruct_job import _generated, generation_spec
 from tests.helpers.instruction_grammar import write_seed_tasks
 
 PATTERN = re.compile(JudgeConfig(prompts="x").score_pattern)

@@ -20,7 +20,6 @@ from pipeline.core.progress import Progress
 from pipeline.generation.rouge import rouge_l
 from pipeline.phases.shard_tasks import ShardTaskError
 from pipeline.runner import run_job
-from pipeline.tools.train_tokenizer import train_tokenizer
 from tests.helpers import REPO
 from tests.helpers.instruction_grammar import write_seed_tasks
 from tests.helpers.llm_server import start_llm_server
@@ -28,13 +27,6 @@ from tests.helpers.llm_server import start_llm_server
 CHAT = "POST /v1/chat/completions"
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-@pytest.fixture(scope="module")
-def chat_tokenizer(sample_corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("generation-tok") / "tokenizer.json"
-    train_tokenizer(str(sample_corpus), str(out), vocab_size=2000, tokenizer_format="tokenizer.json")
-    return out
 
 
 def generation_spec(base_url: str, model: str, seeds: Path, out: Path, tokenizer: Path, **method) -> dict:

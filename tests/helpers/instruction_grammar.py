@@ -8,13 +8,16 @@ list (examples are drawn and shuffled per request, so different prompts get diff
 instructions), to answer an instruction with an input and an output about its topic, and,
 for Evol-Instruct, to rewrite an instruction about the same topic with an added demand (in
 depth) or about another topic (in breadth), to judge two instructions Equal or Not Equal,
-and to answer an instruction; and, as a judge, to write ``Score: N``.
+and to answer an instruction; as a judge, to write ``Score: N``; and, given a document of
+the corpus (the sample corpus the tests generate from), to write ``Question:``/``Answer:``
+pairs about it (what kind of text it is: the model learns the format, not the facts).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 VERBS = ["Write", "Describe", "Summarize", "Explain", "List", "Suggest", "Compare", "Outline"]
@@ -78,9 +81,10 @@ def write_seed_tasks(path: Path, n: int = 24, seed: int = 0) -> Path:
     return path
 
 
-def training_pairs(n: int = 4200, seed: int = 1) -> list[dict]:
+def training_pairs(n: int = 4200, seed: int = 1, documents: list[str] = (), qa: int = 600) -> list[dict]:
     """``{"prompt", "completion"}`` pairs in the shape of Self-Instruct's two requests,
-    Evol-Instruct's four and the judge's."""
+    Evol-Instruct's four and the judge's; and, given ``documents``, ``qa`` pairs in the shape
+    of document-grounded question-answer requests (``builtin:documents_qa_pairs``)."""
     from pipeline.generation.evol_instruct import DEPTH_METHODS, EvolInstruct
     from pipeline.generation.prompts import PromptTemplate
     from pipeline.generation.self_instruct import INSTANCE_VARIABLES, TASKS_VARIABLES
@@ -138,4 +142,34 @@ def training_pairs(n: int = 4200, seed: int = 1) -> list[dict]:
             completion = (f"Input: {input_text}\n" if input_text else "") + f"Output: {output}"
             prompt = instance_template.render(instruction=instruction(rng, topic), examples=shown)
             pairs.append({"prompt": prompt, "completion": completion})
+    return pairs + document_qa_pairs(documents, qa, seed)
+
+
+QA = [
+    ("What is the text?", "The text is {kind}."),
+    ("What does the document show?", "It shows {kind}."),
+    ("What kind of text is this?", "This is {kind}."),
+]
+QA_MAX_CHARS = 300
+"""Documents are cut to this many characters in the prompts the model learns (a job that wants
+the learnt answers sets ``documents.max_chars`` to it)."""
+
+
+def document_qa_pairs(documents: list[str], n: int, seed: int) -> list[dict]:
+    from pipeline.generation.grounded import cut
+    from pipeline.generation.prompts import PromptTemplate
+
+    texts = [t for t in documents if t and len(t.split()) >= 4]
+    if not texts:
+        return []
+    template = PromptTemplate.load("builtin:documents_qa_pairs", {"document"})
+    rng = random.Random(f"{seed}:qa")
+    pairs = []
+    for _ in range(n):
+        text = rng.choice(texts)
+        starts = [0] + [m.end() for m in re.finditer(r"\s+", text[: max(0, len(text) - 80)])]
+        document = cut(text[rng.choice(starts) if rng.random() < 0.5 else 0 :], QA_MAX_CHARS)
+        kind = "a Python function" if "def " in document else "an example" if ">>>" in document else "a passage"
+        lines = [f"Question: {q}\nAnswer: {a.format(kind=kind)}" for q, a in rng.sample(QA, rng.randint(1, 2))]
+        pairs.append({"prompt": template.render(document=document), "completion": "\n".join(lines)})
     return pairs

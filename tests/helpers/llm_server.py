@@ -61,7 +61,7 @@ def tiny_llm(sample_corpus, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-llm")
     text = "\n".join(t for f in sorted(sample_corpus.glob("*.parquet")) for t in pq.read_table(f)["text"].to_pylist())
     (root / "text.txt").write_text(text)
-    (root / "pairs.json").write_text(json.dumps(training_pairs()))
+    (root / "pairs.json").write_text(json.dumps(training_pairs(documents=text.split("\n\n"))))
     script = str(REPO / "tests" / "helpers" / "tiny_llm.py")
     subprocess.run(
         [str(TRAINERS_BIN / "python"), script, str(root / "text.txt"), str(root / "model"), str(root / "pairs.json")],
