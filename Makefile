@@ -77,7 +77,7 @@ browser:
 # waiting on the disk and the network).
 test:
 	$(MAKE) --no-print-directory -j3 lint $(TRAINERS_STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # ruff: formatting and lint (imports sorted); `make format` rewrites, `make lint` only checks.
 lint: $(STAMP)
