@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -499,7 +500,7 @@ def describe_errors(exc: ValidationError) -> str:
             allowed = _allowed_keys(error["loc"][:-1])
             hint = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
             message = "unknown key" + (f"; did you mean '{hint[0]}'?" if hint else "")
-            message += f" (allowed here: {', '.join(allowed)})"
+            message += f" (allowed here: {', '.join(allowed)})" if allowed else ""
         elif error["type"] == "missing":
             message = "required key is missing"
         else:
@@ -517,18 +518,28 @@ def describe_errors(exc: ValidationError) -> str:
 
 
 def _allowed_keys(location: tuple) -> list[str]:
+    """The keys the section at ``location`` (a pydantic error location) may hold: through
+    optional sections, list items and user-named keys (e.g. a language) to the model there."""
     model: Any = JobSpec
     parts = list(location)
-    while parts:
-        if typing.get_origin(model) is dict:  # a user-chosen key (e.g. a language): its value's model
-            model = typing.get_args(model)[1]
-            parts.pop(0)
-            continue
-        part = parts.pop(0)
-        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return []
-        model = field.annotation
-    if isinstance(model, type) and issubclass(model, BaseModel):
+    while True:
+        origin, args = typing.get_origin(model), typing.get_args(model)
+        if origin in (typing.Union, types.UnionType):  # an optional section: the model it holds
+            models = [a for a in args if a is not type(None)]
+            if len(models) != 1:
+                return []
+            model = models[0]
+        elif origin in (list, tuple) and parts and isinstance(parts[0], int):  # a list item
+            model, _ = args[0], parts.pop(0)
+        elif origin is dict and parts:  # a user-chosen key: its value's model
+            model, _ = args[1], parts.pop(0)
+        elif parts and isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(str(parts.pop(0)))
+            if field is None:
+                return []
+            model = field.annotation
+        else:
+            break
+    if not parts and isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []

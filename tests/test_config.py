@@ -34,6 +34,18 @@ def test_unknown_key_under_a_user_named_key_lists_what_is_allowed(make_job, samp
     assert "stages.perplexity.models.en.spm: unknown key; did you mean 'sp'? (allowed here: lm, sp)" in spec_errors(job)
 
 
+def test_unknown_key_in_an_optional_section_or_a_list_item_lists_what_is_allowed(make_job, sample_corpus, tmp_path):
+    job = make_job(sample_corpus, tmp_path / "out")
+    job["stages"]["tokenize"]["modle"] = "x"
+    job["stages"]["mix"] = {"domain_rules": [{"domain": "a", "url_regex": "a"}, {"domian": "b", "url_regex": "b"}]}
+    message = spec_errors(job)
+    assert "stages.tokenize.modle: unknown key; did you mean 'model'? (allowed here: model, " in message
+    assert (
+        "stages.mix.domain_rules.1.domian: unknown key; did you mean 'domain'? (allowed here: domain, url_regex, files)"
+        in message
+    )
+
+
 def test_wrong_type_and_impossible_value(make_job, sample_corpus, tmp_path):
     job = make_job(sample_corpus, tmp_path / "out")
     job["stages"]["pack"]["seq_len"] = 0
