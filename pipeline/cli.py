@@ -47,19 +47,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _dry_run(spec) -> int:
-    from pipeline.phases.generate import check_budget, plan_requests
+    from pipeline.phases.generate import build_method, check_budget, plan_requests
 
     if spec.generate is None:
         print(f"job '{spec.name}' sends no requests to an LLM (it has no generate section); nothing else was done")
         return 0
-    plan = plan_requests(spec)
+    method = build_method(spec)  # a documents method reads its corpus: once
+    plan = plan_requests(spec, method)
     print(
         f"job '{spec.name}' ({plan['method']}, model {spec.generate.backend.model} at {spec.generate.backend.base_url}) "
         f"sends at most {plan['max_requests']:,} requests (generate.max_requests: {plan['limit']:,}), about "
         f"{plan['prompt_tokens_per_request']:,} prompt tokens and up to {plan['max_tokens_per_request']:,} completion "
         f"tokens each: at most about {plan['max_tokens_total']:,} tokens in all. Nothing was sent."
     )
-    check_budget(spec)
+    check_budget(spec, method)
     return 0
 
 

@@ -109,15 +109,34 @@ class SentencePieceTokenizer(TextTokenizer):
         return piece if self.processor.IdToPiece(piece) == token else None
 
 
+_pool_sized = False
+
+
+def _size_thread_pool(tokenizer: Any, num_threads: int) -> None:
+    """Sizes the Rust side's thread pool, which reads ``RAYON_NUM_THREADS`` once, on its first
+    parallel use: set for that use only, so that the variable does not reach the processes this
+    one starts (a driver that loaded a tokenizer would otherwise pin its Ray workers to it)."""
+    global _pool_sized
+    if _pool_sized:
+        return
+    previous = os.environ.get("RAYON_NUM_THREADS")
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, num_threads)))
+    try:
+        tokenizer.encode_batch(["", ""], add_special_tokens=False)
+    finally:
+        if previous is None:
+            del os.environ["RAYON_NUM_THREADS"]
+    _pool_sized = True
+
+
 class HuggingFaceTokenizer(TextTokenizer):
     kind = TOKENIZERS
 
     def __init__(self, data: str, special: dict[str, str | None], num_threads: int = 1) -> None:
-        # the Rust side's thread pool is sized once, on its first parallel use
-        os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, num_threads)))
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_str(data)
+        _size_thread_pool(self.tokenizer, num_threads)
         # a saved tokenizer.json may carry its trainer's truncation and padding: never here
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()

@@ -71,10 +71,10 @@ def build_method(spec: JobSpec):
     return _build_method(spec.generate, spec.seed, spec.output.storage_options)
 
 
-def plan_requests(spec: JobSpec) -> dict[str, Any]:
+def plan_requests(spec: JobSpec, method: Any = None) -> dict[str, Any]:
     """What ``--dry-run`` prints: the most requests the job can send and roughly how many
     tokens (prompts estimated at 4 characters a token from the first round's prompts)."""
-    method = build_method(spec)
+    method = method or build_method(spec)
     most = method.max_requests()
     first = method.first_requests()
     prompt_tokens = sum(r.estimated_tokens() - int(r.sampling["max_tokens"]) for r in first) / max(1, len(first))

@@ -3,6 +3,9 @@ what the file's own library gives, special tokens from the spec or tokenizer_con
 and clear errors."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import sentencepiece as spm
@@ -10,6 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pipeline.core.text_tokenizer import load_text_tokenizer
 from pipeline.tools.train_tokenizer import train_tokenizer
+from tests.helpers import REPO
 
 TEXTS = ["Hello  wörld\n\tcode 123 — ✓ 日本語", "", "  leading spaces and trailing  ", "x" * 5000]
 
@@ -111,3 +115,24 @@ def test_documents_that_spell_a_special_token_keep_it_as_text(bpe_json):
     # a rendered chat template's special tokens are tokens
     marked, _ = tokenizer.encode_marking([text], [[]])[0]
     assert tokenizer.eos_id in marked.tolist()
+
+
+def test_the_thread_pool_is_sized_without_leaving_its_variable_to_child_processes(bpe_json):
+    """RAYON_NUM_THREADS is read once, by the first parallel encode: the pool gets the
+    tokenizer's threads, and the variable is gone again (a driver that loaded a tokenizer
+    would otherwise hand it to every Ray worker it starts)."""
+    script = f"""
+import os
+from pipeline.core.text_tokenizer import load_text_tokenizer
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
+tokenizer = load_text_tokenizer({str(bpe_json)!r}, num_threads=3)
+print(threads() - before, "RAYON_NUM_THREADS" in os.environ)
+tokenizer.encode(["some text"] * 64, add_bos=False, add_eos=True, num_threads=3)
+print(threads() - before)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAYON_NUM_THREADS"}
+    printed = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert printed.stdout.split() == ["3", "False", "3"]
