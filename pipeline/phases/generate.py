@@ -143,6 +143,8 @@ class Sender:
         self.calls = 0
 
     def __call__(self, requests: list[ChatRequest], role: str = "generator") -> list[ChatResponse]:
+        if not requests:  # e.g. answers for a round whose every evolution was eliminated
+            return []
         if role not in self.spec.generate.backends():
             role = "generator"
         self.calls += 1

@@ -9,10 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.core.progress import Progress
+from pipeline.generation.client import ChatResponse
 from pipeline.generation.config import JudgeConfig
 from pipeline.generation.judge import parse_score
 from pipeline.runner import run_job
 from tests.generation.test_self_instruct_job import _generated, generation_spec
+from tests.helpers import REPO
 from tests.helpers.instruction_grammar import write_seed_tasks
 
 PATTERN = re.compile(JudgeConfig(prompts="x").score_pattern)
@@ -64,7 +66,13 @@ def test_a_judge_with_its_own_backend_gets_every_judgement(llm_server, fault_pro
     del spec["generate"]["self_instruct"]
     spec["generate"]["method"] = "judge"
     judge_backend = {"base_url": judge.base_url, "model": llm_server.model, "concurrency": 2}
-    spec["generate"]["judge"] = {"prompts": str(prompts), "candidates": 2, "backend": judge_backend}
+    spec["generate"]["judge"] = {
+        "prompts": str(prompts),
+        "candidates": 2,
+        "backend": judge_backend,
+        "keep": "above_min",
+        "min_score": 5,
+    }
     report = run_job(spec, progress=Progress(quiet=True)).report
 
     backends = report["generation"]["backends"]
@@ -78,3 +86,69 @@ def test_a_judge_with_its_own_backend_gets_every_judgement(llm_server, fault_pro
     assert forwarded.get("POST /v1/chat/completions") == judged  # and not one answer request
     assert report["generation"]["requests"]["requests"] == 6 + judged
     assert "| judge |" in (tmp_path / "out" / "report.md").read_text()
+    # keep: above_min: every answer scored 5 or more is a record, the others named rejects
+    generation = report["generation"]
+    records = _generated(tmp_path / "out")
+    assert all(r["generation"]["score"] >= 5 for r in records)
+    assert generation["candidates"] == 6 == len(records) + sum(generation["rejected"].values())
+    assert set(generation["rejected"]) <= {
+        "judge_score_below_min",
+        "judge_score_unparseable",
+        "refused",
+        "empty_output",
+    }
+    assert "judge_not_best" not in generation["rejected"]
+
+
+def _judge_method(prompts, **config):
+    from pipeline.generation.judge import JudgedSampling
+
+    return JudgedSampling(JudgeConfig(prompts=str(prompts), **config), {"temperature": 0.0, "max_tokens": 24}, 3, None)
+
+
+def test_a_judge_that_writes_no_score_rejects_every_candidate_with_that_reason(llm_server, tmp_path):
+    """A user's judge template the model answers without a score (here in the form of
+    Evol-Instruct's equality check, answered Equal or Not Equal): each judged candidate is a
+    ``judge_score_unparseable`` reject, none a record."""
+    from pipeline.generation.client import OpenAIBackend
+    from pipeline.generation.config import BackendConfig
+
+    equal = (REPO / "pipeline" / "resources" / "generation" / "evol_instruct_equal.jinja").read_text()
+    template = tmp_path / "compare.jinja"
+    template.write_text(equal.replace("{{ first }}", "{{ instruction }}").replace("{{ second }}", "{{ response }}"))
+    method = _judge_method(
+        write_seed_tasks(tmp_path / "prompts.jsonl", n=3), candidates=2, judge_template=str(template)
+    )
+    backend = OpenAIBackend(BackendConfig(base_url=llm_server.base_url, model=llm_server.model))
+    verdicts = []
+
+    def send(requests, role="generator"):
+        answers = backend.complete(requests)
+        if role == "judge":
+            verdicts.extend(a.text for a in answers)
+        return answers
+
+    result = method.round(1, send)
+    assert result.candidates == 6 and result.records == []
+    assert verdicts and all("Equal" in v for v in verdicts)
+    assert result.rejected["judge_score_unparseable"] == len(verdicts)
+    assert sum(result.rejected.values()) == 6
+
+
+def test_a_round_with_nothing_left_to_judge_sends_nothing(tmp_path):
+    """Every answer rejected before judging (or every evolution eliminated): the next step has
+    no requests, and the sender returns none without starting a task."""
+    from pipeline.config import load_job_spec
+    from pipeline.phases.generate import Sender
+
+    prompts = write_seed_tasks(tmp_path / "prompts.jsonl", n=2)
+    spec = generation_spec("http://127.0.0.1:9/v1", "m", prompts, tmp_path / "out", tmp_path / "tokenizer.json")
+    sender = Sender(load_job_spec(spec, check_files=False), 1, 2, Progress(quiet=True))
+    assert sender([], role="judge") == [] and sender.calls == 0
+    method = _judge_method(prompts, candidates=2)
+    # every answer comes back empty: the judging step gets no requests, and goes to the sender
+    empty = [ChatResponse(key="k", text="", prompt_tokens=1)]
+    result = method.round(
+        1, lambda requests, role="generator": empty * len(requests) if requests else sender(requests, role)
+    )
+    assert result.candidates == 4 and result.rejected == {"empty_output": 4} and result.records == []
