@@ -2,15 +2,19 @@
 messages, sampling, seed and the method's context), so a killed job resumes without sending
 a finished request again.
 
-Object stores have no append, so a writer adds immutable segments
-(``<writer>-<n>.jsonl``) every ``flush_every`` answers or ``flush_s`` seconds, and a reader
-loads all segments. A request answered twice (two writers racing) keeps the first segment's
+On local disk a writer appends each answer to its own segment (``<writer>-000000.jsonl``) as
+it comes, so a job killed at any moment (SIGKILL included) resends nothing it was answered.
+Object stores have no append, so there a writer adds immutable segments (``<writer>-<n>.jsonl``)
+every ``flush_every`` answers or ``flush_s`` seconds: a killed job resends at most the answers
+of each worker's last ``flush_s`` seconds. A reader loads all segments; a line cut short by the
+kill is skipped. A request answered twice (two writers racing) keeps the first segment's
 answer in name order, so a resumed run reads the same answer whichever writer wrote last.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from typing import Any
@@ -39,6 +43,7 @@ class ResponseCache:
         self.buffer: list[str] = []
         self.segments = 0
         self.flushed_at = time.monotonic()
+        self._appending: Any = None  # the local segment, opened by the first answer
         self._load()
 
     def _load(self) -> None:
@@ -63,12 +68,23 @@ class ResponseCache:
     def put(self, response: ChatResponse) -> None:
         entry = {"key": response.key, **{k: getattr(response, k) for k in _KEPT}}
         self.answers.setdefault(response.key, {k: entry[k] for k in _KEPT})
+        if storage.is_local(self.uri):  # in the kernel's hands once written: a killed process loses nothing
+            if self._appending is None:
+                path = storage.join(self.uri, f"{self.writer}-000000.jsonl")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                self._appending = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open while the writer lives)
+            self._appending.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._appending.flush()
+            return
         self.buffer.append(json.dumps(entry, ensure_ascii=False))
         if len(self.buffer) >= self.flush_every or time.monotonic() - self.flushed_at >= self.flush_s:
             self.flush()
 
     def flush(self) -> None:
         self.flushed_at = time.monotonic()
+        if self._appending is not None:
+            self._appending.flush()
+            return
         if not self.buffer:
             return
         data = ("\n".join(self.buffer) + "\n").encode()

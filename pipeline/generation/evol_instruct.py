@@ -142,8 +142,10 @@ class EvolInstruct(SeededMethod):
         result = RoundResult()
         operations = list(self.config.operations)
         evolve = []
+        chosen = []
         for _, text in self.pool:
             operation = rng.choice(operations)
+            chosen.append(operation)
             if operation == "breadth":
                 evolve.append(
                     self._request(
@@ -223,6 +225,7 @@ class EvolInstruct(SeededMethod):
                     "parents": [self.pool[index][0]],
                     "round": round_number,
                     "completion_tokens": answer.completion_tokens,
+                    "operation": chosen[index],
                 }
             )
         self.remember(result.records)

@@ -45,6 +45,7 @@ GENERATION_STRUCT = pa.struct(
         ("completion_tokens", pa.int64()),
         ("score", pa.float64()),
         ("judge", pa.string()),
+        ("operation", pa.string()),
     ]
 )
 RECORD_SCHEMA = pa.schema(
@@ -197,6 +198,7 @@ def _records_table(spec: JobSpec, method: Any, records: list[dict[str, Any]]) ->
                 "parents": r["parents"],
                 "completion_tokens": r["completion_tokens"],
                 "score": r.get("score"),
+                "operation": r.get("operation"),
             }
         )
         rows.append(row)
@@ -216,6 +218,7 @@ def _round_records(uri: str, options: storage.StorageOptions) -> list[dict[str, 
             "round": row["generation"]["round"],
             "completion_tokens": row["generation"]["completion_tokens"],
             "score": row["generation"]["score"],
+            "operation": row["generation"].get("operation"),
         }
         for row in table.to_pylist()
         if row["generation"] is not None

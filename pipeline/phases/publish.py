@@ -207,10 +207,15 @@ def write_manifest(
             key: generation[key]
             for key in ("method", "generator", "judge", "endpoint_kind", "domain", "records", "completion_tokens")
         } | {
+            "prompt_tokens": generation["requests"]["prompt_tokens"],
+            "backends": {
+                role: {key: b[key] for key in ("model", "requests", "cache_hits", "prompt_tokens", "completion_tokens")}
+                for role, b in generation["backends"].items()
+            },
             "rounds": [
                 {"round": r["round"], "records": r["records"], "completion_tokens": r["completion_tokens"]}
                 for r in generation["rounds"]
-            ]
+            ],
         }
     storage.write_json(layout.snapshot_manifest(snapshot), manifest, options)
     return manifest

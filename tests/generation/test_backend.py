@@ -77,6 +77,22 @@ def test_429_and_500_are_retried_with_backoff(llm_server, fault_proxy):
     assert proxy.state("forwarded")[CHAT] == 4
     assert client.stats.retries == 4 and client.stats.sent == 8
     assert answers[0].attempts == 3
+    # exponential backoff (0.05 s, then 0.1 s) between the first request's attempts
+    faults, arrivals = proxy.state("faults"), proxy.state("arrivals")
+    assert faults[1]["at"] - faults[0]["at"] >= 0.05 and arrivals[0] - faults[1]["at"] >= 0.1
+
+
+def test_an_answer_that_is_no_chat_completion_is_a_named_failure(llm_server, fault_proxy):
+    """A 200 whose body is an HTML page: that request fails as ``bad_response`` (saying what
+    came back), the others are answered, and the failure is counted by kind."""
+    proxy = fault_proxy(
+        llm_server.port, [{"method": "POST", "query": "/chat/completions", "nth": [2], "fault": "html"}]
+    )
+    client = backend(proxy.base_url, llm_server.model, concurrency=1)
+    answers = client.complete(requests(3))
+    assert [r.error for r in answers] == [None, "bad_response", None]
+    assert answers[1].text is None and "not a chat completion: <html>" in answers[1].detail
+    assert client.stats.failures == {"bad_response": 1} and proxy.state("forwarded")[CHAT] == 2
 
 
 def test_an_endpoint_that_keeps_failing_stops_the_batch(llm_server, fault_proxy, tmp_path):

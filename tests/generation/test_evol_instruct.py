@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.progress import Progress
+from pipeline.generation.config import EVOLUTIONS
 from pipeline.generation.evol_instruct import copies_template, judged_equal, response_problem
 from pipeline.runner import run_job
 from tests.generation.test_self_instruct_job import _generated, generation_spec
@@ -60,7 +62,50 @@ def test_evol_instruct_rounds_evolve_the_pool(llm_server, chat_tokenizer, tmp_pa
     # round 2 evolves round 1's survivors (and the originals of failed evolutions)
     assert {r["generation"]["parents"][0] for r in second} <= seed_ids | set(first)
     assert any(r["generation"]["parents"][0] in first for r in second)
+    # each record names the evolution that made it, drawn from every operation over the rounds
+    operations = {r["generation"]["operation"] for r in records}
+    assert operations <= set(EVOLUTIONS) and len(operations) >= 3
     templates = {t["template"] for t in records[0]["generation"]["templates"]}
     assert templates == {"evol_instruct_depth", "evol_instruct_breadth", "evol_instruct_equal"}
     # the equality judge asked once per surviving evolution, the answer once per kept one
     assert generation["requests"]["requests"] >= 16 + len(records)
+    # through the chat path: every kept conversation is a packed SFT sequence
+    manifest = json.loads((out / "manifest.json").read_text())
+    packed = [row for s in manifest["shards"] for row in pq.read_table(out / s["files"]["parquet"]["path"]).to_pylist()]
+    assert sum(len(row["seq_lengths"]) for row in packed) == report["totals"]["kept_docs"] > 0
+    assert all(sum(row["assistant_masks"]) > 0 for row in packed)  # the answers are trained on
+
+
+def test_operations_limit_the_evolutions_drawn(llm_server, tmp_path):
+    """``operations: [breadth]``: every evolution prompt is the in-breadth template's, and every
+    record says so; with all six, each of the paper's five in-depth evolutions and in-breadth
+    is drawn for a pool of 24 and rendered into its prompt."""
+    from pipeline.generation.client import OpenAIBackend
+    from pipeline.generation.config import BackendConfig, EvolInstructConfig
+    from pipeline.generation.evol_instruct import DEPTH_METHODS, EvolInstruct
+
+    seeds = write_seed_tasks(tmp_path / "seeds.jsonl", n=24)
+    backend = OpenAIBackend(BackendConfig(base_url=llm_server.base_url, model=llm_server.model))
+    sent = []
+
+    def send(requests):
+        sent.extend(requests)
+        return backend.complete(requests)
+
+    sampling = {"temperature": 0.0, "max_tokens": 24}
+    breadth = EvolInstruct(EvolInstructConfig(seed_instructions=str(seeds), operations=["breadth"]), sampling, 1, None)
+    result = breadth.round(1, send)
+    evolutions = [r for r in sent if r.context["step"] not in ("equal", "answer")]
+    assert len(evolutions) == 24 and {r.context["step"] for r in evolutions} == {"breadth"}
+    assert all(r.context["template"] == "evol_instruct_breadth" for r in evolutions)
+    assert result.records and {r["operation"] for r in result.records} == {"breadth"}
+
+    every = EvolInstruct(EvolInstructConfig(seed_instructions=str(seeds)), sampling, 1, None)
+    prompts = {r.context["step"]: r.messages[0]["content"] for r in every.first_requests()}
+    assert set(prompts) == {"deepen"}
+    sent.clear()
+    every.round(1, send)
+    drawn = {r.context["step"]: r.messages[0]["content"] for r in sent if r.context["step"] not in ("equal", "answer")}
+    assert set(drawn) == set(EVOLUTIONS)
+    for operation, instruction in DEPTH_METHODS.items():
+        assert instruction in drawn[operation]

@@ -6,6 +6,7 @@ SFT rows; resumed from the cache; refused before sending when over budget."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import pytest
 from pipeline.config import JobSpecError, load_job_spec
 from pipeline.core.progress import Progress
 from pipeline.generation.rouge import rouge_l
+from pipeline.phases.generate import GenerationBudgetError
 from pipeline.phases.shard_tasks import ShardTaskError
 from pipeline.runner import run_job
 from tests.helpers import REPO
@@ -62,11 +64,14 @@ def test_self_instruct_rounds_to_packed_sft_rows(llm_server, chat_tokenizer, tmp
     seeds = write_seed_tasks(tmp_path / "seeds.jsonl")
     out = tmp_path / "out"
     spec = generation_spec(llm_server.base_url, llm_server.model, seeds, out, chat_tokenizer)
+    spec["generate"]["backend"]["rate_limit"] = {"requests_per_s": 6}  # 3/s for each of the 2 workers
     report = run_job(spec, progress=Progress(quiet=True)).report
 
     generation = report["generation"]
     records = _generated(out)
     assert generation["records"] == len(records) == 10  # the model writes parseable answers
+    sent = generation["requests"]
+    assert sent["rate_limit_wait_s"] > 0 and 0 < sent["requests_per_s"] <= 6 * 1.1 and sent["tokens_per_s"] > 0
     assert report["balance"]["ok"] and report["totals"]["input_docs"] == len(records)
     # every candidate is a record or a named reject; every request is counted
     assert generation["candidates"] >= len(records)
@@ -99,6 +104,9 @@ def test_self_instruct_rounds_to_packed_sft_rows(llm_server, chat_tokenizer, tmp
     assert sum(len(r["seq_lengths"]) for r in rows) == report["totals"]["kept_docs"] > 0
     assert manifest["generation"]["records"] == len(records) and manifest["generation"]["method"] == "self_instruct"
     assert sum(r["records"] for r in manifest["generation"]["rounds"]) == len(records)
+    backend = manifest["generation"]["backends"]["generator"]
+    assert backend["model"] == llm_server.model and backend["requests"] == generation["requests"]["requests"]
+    assert manifest["generation"]["prompt_tokens"] == backend["prompt_tokens"] > 0
     assert manifest["mixture"]["synthetic_domains"] == ["synthetic"] and manifest["mixture"]["synthetic_share"] == 1.0
     markdown = (out / "report.md").read_text()
     assert "## Generation" in markdown and "self_instruct with" in markdown
@@ -172,9 +180,10 @@ def test_a_server_killed_mid_round_fails_the_job_and_the_rerun_resends_nothing_a
     assert report["generation"]["records"] == 10 and report["balance"]["ok"]
 
 
-def test_over_budget_and_bad_seed_files_are_refused_before_sending(llm_server, chat_tokenizer, tmp_path):
+def test_over_budget_and_bad_seed_files_are_refused_before_sending(llm_server, fault_proxy, chat_tokenizer, tmp_path):
     seeds = write_seed_tasks(tmp_path / "seeds.jsonl")
-    spec = generation_spec(llm_server.base_url, llm_server.model, seeds, tmp_path / "out", chat_tokenizer)
+    proxy = fault_proxy(llm_server.port, [])  # counts what reaches the server
+    spec = generation_spec(proxy.base_url, llm_server.model, seeds, tmp_path / "out", chat_tokenizer)
     spec["generate"]["max_requests"] = 20
     spec_file = tmp_path / "job.json"
     spec_file.write_text(json.dumps(spec))
@@ -187,7 +196,16 @@ def test_over_budget_and_bad_seed_files_are_refused_before_sending(llm_server, c
     assert dry.returncode == 1
     assert "sends at most 34 requests" in dry.stdout and "Nothing was sent" in dry.stdout
     assert "could send up to 34 requests" in dry.stderr and "max_requests (20)" in dry.stderr
+    # the tokens: the first round's prompts at 4 characters a token, plus max_tokens, per request
+    tokens = re.search(
+        r"about ([\d,]+) prompt tokens and up to 48 completion tokens each: at most about ([\d,]+)", dry.stdout
+    )
+    per_prompt, total = (int(g.replace(",", "")) for g in tokens.groups())
+    assert 50 < per_prompt < 1000 and abs(total - 34 * (per_prompt + 48)) <= 34
     assert not (tmp_path / "out").exists()
+    with pytest.raises(GenerationBudgetError, match="could send up to 34 requests"):  # a run without --dry-run
+        run_job(spec, progress=Progress(quiet=True))
+    assert CHAT not in proxy.state("forwarded")
 
     bad = tmp_path / "bad_seeds.jsonl"
     bad.write_text(seeds.read_text() + json.dumps({"id": "x", "instances": []}) + "\n")

@@ -1,13 +1,14 @@
 """An HTTP proxy process on 127.0.0.1 in front of a real server (moto's S3, an LLM
 endpoint) that injects faults at the transport, on a schedule: a dropped connection, an error
-status (503 SlowDown, 500, 429 with ``Retry-After: 0``, 401), a 3-second stall, or a response
-cut short. Requests it does not fault pass through unchanged.
+status (503 SlowDown, 500, 429 with ``Retry-After: 0``, 401), a 3-second stall, a response
+cut short, or a 200 whose body is not the API's (an HTML page, as a misconfigured gateway
+sends). Requests it does not fault pass through unchanged.
 
 Run as ``python -m tests.helpers.fault_proxy UPSTREAM_PORT SCHEDULE_JSON``; it prints its port.
 A schedule is a list of rules ``{"method": "PUT", "query": "partNumber", "nth": [1, 2],
-"fault": "drop" | "503" | "500" | "429" | "401" | "stall" | "truncate"}``: the rule's ``nth``
-requests (counted from 1) that match the method and contain ``query`` in the URL get the
-fault. ``GET /__faults__`` returns what was injected; ``GET /__forwarded__`` how many requests
+"fault": "drop" | "503" | "500" | "429" | "401" | "stall" | "truncate" | "html"}``: the rule's
+``nth`` requests (counted from 1) that match the method and contain ``query`` in the URL get
+the fault. ``GET /__faults__`` returns what was injected (and when, in monotonic seconds); ``GET /__forwarded__`` how many requests
 the server answered, per method and path; ``GET /__arrivals__`` when requests were passed on
 (monotonic seconds). When the server is gone, the client's connection is dropped.
 """
@@ -31,6 +32,7 @@ INTERNAL = (
 )
 
 UNAUTHORIZED = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+GATEWAY_PAGE = b"<html><body><h1>Welcome</h1><p>The service is starting.</p></body></html>"
 TOO_MANY = b'{"error": {"message": "Rate limit reached, retry after 0 s", "type": "rate_limit_error"}}'
 
 
@@ -57,7 +59,7 @@ class FaultProxy(ThreadingHTTPServer):
                     if fault is None and self.seen[number] in rule["nth"]:
                         fault = rule["fault"]
             if fault is not None:
-                self.injected.append({"method": method, "path": path, "fault": fault})
+                self.injected.append({"method": method, "path": path, "fault": fault, "at": time.monotonic()})
         return fault
 
 
@@ -96,6 +98,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(3)
         if fault == "401":
             self._reply(401, {"Content-Type": "application/json"}, UNAUTHORIZED)
+            return
+        if fault == "html":
+            self._reply(200, {"Content-Type": "text/html"}, GATEWAY_PAGE)
             return
         with self.server.lock:
             self.server.arrivals.append(time.monotonic())
