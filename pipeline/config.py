@@ -213,7 +213,9 @@ class JobSpec(BaseModel):
             )
         generated = {"uri": storage.join(output["uri"], "generated"), "id_column": "id", "url_column": None}
         if not produces_documents(data["generate"]):
-            generated["chat"] = {"format": "openai"}
+            section = data["generate"]
+            dedup_on = section.get("dedup_on") if isinstance(section, dict) else getattr(section, "dedup_on", None)
+            generated["chat"] = {"format": "openai", "dedup_on": dedup_on or "conversation"}
         if output.get("storage_options") is not None:
             generated["storage_options"] = output["storage_options"]
         return {**data, "input": generated}

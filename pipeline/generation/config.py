@@ -264,6 +264,10 @@ class GenerateConfig(BaseModel):
     Unset: one per CPU of the cluster."""
     domain: str = Field("synthetic", min_length=1)
     """The records' domain (for the mix; they are marked synthetic in the manifest)."""
+    dedup_on: Literal["conversation", "first_user_turn"] = "conversation"
+    """Conversation records: what exact and near dedup compare (``input.chat.dedup_on`` of the
+    job's generated input): the whole conversation, or only its prompt, so that two answers to
+    the same or a near-identical prompt keep one."""
 
     @model_validator(mode="after")
     def _method_section(self) -> GenerateConfig:
@@ -272,6 +276,8 @@ class GenerateConfig(BaseModel):
         for other in METHOD_SECTIONS:
             if other != self.method and getattr(self, other) is not None:
                 raise ValueError(f"{other}: given, but method is {self.method}")
+        if self.dedup_on != "conversation" and produces_documents(self):
+            raise ValueError("dedup_on: for conversation records; documents are deduplicated on their text")
         return self
 
     def method_config(self):

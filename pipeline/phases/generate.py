@@ -230,7 +230,7 @@ def generation_hash(spec: JobSpec) -> str:
     endpoint's address, concurrency or limits)."""
     generate = spec.generate.model_dump(mode="json")
     backend = generate.pop("backend")
-    for key in ("max_requests", "workers"):
+    for key in ("max_requests", "workers", "dedup_on"):  # how the records are filtered, not made
         generate.pop(key)
     if generate.get("judge") and generate["judge"].get("backend"):
         judge = generate["judge"].pop("backend")

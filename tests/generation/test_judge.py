@@ -73,6 +73,7 @@ def test_a_judge_with_its_own_backend_gets_every_judgement(llm_server, fault_pro
         "keep": "above_min",
         "min_score": 5,
     }
+    spec["generate"]["dedup_on"] = "first_user_turn"  # one answer per prompt reaches the output
     report = run_job(spec, progress=Progress(quiet=True)).report
 
     backends = report["generation"]["backends"]
@@ -98,6 +99,8 @@ def test_a_judge_with_its_own_backend_gets_every_judgement(llm_server, fault_pro
         "empty_output",
     }
     assert "judge_not_best" not in generation["rejected"]
+    prompts = {r["generation"]["parents"][0] for r in records}
+    assert report["totals"]["kept_docs"] == len(prompts) and report["balance"]["ok"]
 
 
 def _judge_method(prompts, **config):
