@@ -168,6 +168,8 @@ def build_report(run: RunRecord) -> Report:
             "max_epochs": plan["max_epochs"],
             "synthetic_domains": synthetic_domains,
             "synthetic_share": share,
+            "min_real_fraction": run.spec.stages.mix.min_real_fraction,
+            "on_real_floor": run.spec.stages.mix.on_real_floor,
             "warnings": synthetic_share_warnings(run.spec, share, run.previous_snapshot),
             "synthetic_vs_real": compare([s.profiles for s in run.tokenize if s.profiles], synthetic_domains),
         },
@@ -450,6 +452,21 @@ def _rate(count: float, seconds: float) -> float:
     return round(count / seconds, 2) if seconds else 0.0
 
 
+def _real_floor_sentence(mix: dict[str, Any]) -> str:
+    floor, share = mix.get("min_real_fraction"), mix["synthetic_share"]
+    if floor is None:
+        return ""
+    setting = f"stages.mix.min_real_fraction {floor:g}, on_real_floor: {mix['on_real_floor']}"
+    if share in (0.0, 1.0):
+        return f" The real-data floor ({setting}) applies where real and synthetic data are mixed."
+    if 1 - share >= floor:
+        return f" The real-data floor ({setting}) holds."
+    return (
+        f" Real data is {floor - (1 - share):.1%} under the floor ({setting}) as sampled: the plan held it, and "
+        "each document is drawn at its domain's rate, so the realized share lands near the planned one."
+    )
+
+
 def _generation_lines(generation: dict[str, Any]) -> list[str]:
     r = generation["requests"]
     failures = ", ".join(f"{kind} {n:,}" for kind, n in sorted(r["failures"].items())) or "none"
@@ -705,7 +722,7 @@ def render_markdown(built: Report) -> str:
         if mix.get("synthetic_domains"):
             lines.append(
                 f"\nSynthetic ({', '.join(mix['synthetic_domains'])}): {mix['synthetic_share']:.1%} of the output; "
-                f"real: {1 - mix['synthetic_share']:.1%}."
+                f"real: {1 - mix['synthetic_share']:.1%}." + _real_floor_sentence(mix)
             )
         for warning in mix.get("warnings", []):
             lines.append(f"\n**Warning:** {warning}.")

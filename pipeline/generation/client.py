@@ -131,7 +131,8 @@ class BackendStats:
 class RateLimiter:
     """Requests spaced at ``1 / requests_per_s`` (no bursts, so a measured rate equals the
     limit) and a token bucket of ``tokens_per_min`` refilled continuously. Each worker
-    process gets ``1 / share`` of both."""
+    process gets ``1 / share`` of both. A limiter lives for one batch of requests; a job's
+    steps are spaced by its driver (``pipeline.phases.generate.Sender``)."""
 
     def __init__(self, requests_per_s: float | None, tokens_per_min: int | None, share: int = 1) -> None:
         self.interval = share / requests_per_s if requests_per_s else 0.0

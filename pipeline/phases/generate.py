@@ -142,6 +142,7 @@ class Sender:
         self.stats = BackendStats()
         self.by_role: dict[str, BackendStats] = {}
         self.calls = 0
+        self.next_start: dict[str, float] = {}
 
     def __call__(self, requests: list[ChatRequest], role: str = "generator") -> list[ChatResponse]:
         if not requests:  # e.g. answers for a round whose every evolution was eliminated
@@ -164,11 +165,25 @@ class Sender:
             }
             for i, start in enumerate(range(0, len(requests), size))
         ]
+        # Each task's limiter starts afresh, so the limit also spaces the steps: a step starts
+        # once the one before it would have sent its requests and tokens at the limit.
+        waited = max(0.0, self.next_start.get(role, 0.0) - time.monotonic())
+        time.sleep(waited)
+        started = time.monotonic()
         answers: dict[str, SentBatch] = {}
+        step = BackendStats(rate_limit_wait_s=waited)
         for batch in run_shard_tasks(RequestSender, self.spec, items, tasks):
             answers[batch.key] = batch
-            self.stats.merge(BackendStats(**batch.stats))
-            self.by_role.setdefault(role, BackendStats()).merge(BackendStats(**batch.stats))
+            step.merge(BackendStats(**batch.stats))
+        self.stats.merge(step)
+        self.by_role.setdefault(role, BackendStats()).merge(step)
+        limit = self.spec.generate.backend_for(role).rate_limit
+        spans = [0.0]
+        if limit.requests_per_s:
+            spans.append(step.sent / limit.requests_per_s)
+        if limit.tokens_per_min:
+            spans.append((step.prompt_tokens + step.completion_tokens) / (limit.tokens_per_min / 60))
+        self.next_start[role] = started + max(spans)
         return [ChatResponse.from_json(r) for item in items for r in answers[item["key"]].responses]
 
 

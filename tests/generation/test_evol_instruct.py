@@ -84,8 +84,7 @@ def test_operations_limit_the_evolutions_drawn(llm_server, tmp_path):
     from pipeline.generation.config import BackendConfig, EvolInstructConfig
     from pipeline.generation.evol_instruct import DEPTH_METHODS, EvolInstruct
 
-    seeds = write_seed_tasks(tmp_path / "seeds.jsonl", n=24)
-    backend = OpenAIBackend(BackendConfig(base_url=llm_server.base_url, model=llm_server.model))
+    backend = OpenAIBackend(BackendConfig(base_url=llm_server.base_url, model=llm_server.model, concurrency=4))
     sent = []
 
     def send(requests):
@@ -93,19 +92,28 @@ def test_operations_limit_the_evolutions_drawn(llm_server, tmp_path):
         return backend.complete(requests)
 
     sampling = {"temperature": 0.0, "max_tokens": 24}
-    breadth = EvolInstruct(EvolInstructConfig(seed_instructions=str(seeds), operations=["breadth"]), sampling, 1, None)
+    seeds = str(write_seed_tasks(tmp_path / "seeds.jsonl", n=8))
+    breadth = EvolInstruct(EvolInstructConfig(seed_instructions=seeds, operations=["breadth"]), sampling, 1, None)
     result = breadth.round(1, send)
     evolutions = [r for r in sent if r.context["step"] not in ("equal", "answer")]
-    assert len(evolutions) == 24 and {r.context["step"] for r in evolutions} == {"breadth"}
+    assert len(evolutions) == 8 and {r.context["step"] for r in evolutions} == {"breadth"}
     assert all(r.context["template"] == "evol_instruct_breadth" for r in evolutions)
     assert result.records and {r["operation"] for r in result.records} == {"breadth"}
 
-    every = EvolInstruct(EvolInstructConfig(seed_instructions=str(seeds)), sampling, 1, None)
-    prompts = {r.context["step"]: r.messages[0]["content"] for r in every.first_requests()}
-    assert set(prompts) == {"deepen"}
+    class Drawn(Exception):
+        pass
+
+    def keep_and_stop(requests):  # the evolution requests are what is checked: none is sent
+        sent.extend(requests)
+        raise Drawn
+
+    seeds = str(write_seed_tasks(tmp_path / "more_seeds.jsonl", n=24))
+    every = EvolInstruct(EvolInstructConfig(seed_instructions=seeds), sampling, 1, None)
+    assert {r.context["step"] for r in every.first_requests()} == {"deepen"}
     sent.clear()
-    every.round(1, send)
-    drawn = {r.context["step"]: r.messages[0]["content"] for r in sent if r.context["step"] not in ("equal", "answer")}
-    assert set(drawn) == set(EVOLUTIONS)
+    with pytest.raises(Drawn):
+        every.round(1, keep_and_stop)
+    drawn = {r.context["step"]: r.messages[0]["content"] for r in sent}
+    assert len(sent) == 24 and set(drawn) == set(EVOLUTIONS)
     for operation, instruction in DEPTH_METHODS.items():
         assert instruction in drawn[operation]
