@@ -110,7 +110,17 @@ def test_question_answer_pairs_about_documents_become_packed_sft_rows(
         template="builtin:documents_qa_pairs", produce="conversations", max_chars=QA_MAX_CHARS
     )
     spec["generate"]["documents"].pop("min_words")
+    # the generated conversations go through the same stages as any chat data: an eval set
+    # holding one of the model's answers (contamination drops what overlaps it), and PII
+    evals = tmp_path / "probe.jsonl"
+    evals.write_text(json.dumps({"question": "It shows an example."}) + "\n")
     spec["stages"] = {
+        "contamination": {
+            "enabled": True,
+            "action": "drop",
+            "benchmarks": [{"name": "probe", "uri": str(evals), "fields": ["question"]}],
+        },
+        "pii": {"enabled": True},
         "tokenize": {"model": str(chat_tokenizer), "chat": {"template": "chatml"}},
         "pack": {"seq_len": 256, "mode": "bestfit", "format": "parquet", "shard_tokens": 4000},
     }
@@ -136,6 +146,10 @@ def test_question_answer_pairs_about_documents_become_packed_sft_rows(
         assert [t["template"] for t in r["generation"]["templates"]] == ["documents_qa_pairs"]
     # the pairs went through the chat path: every kept conversation is a packed sequence
     assert report["balance"]["ok"] and report["totals"]["input_docs"] == len(records)
+    overlapping = [r for r in records if "It shows an example." in r["messages"][1]["content"]]
+    assert 0 < len(overlapping) < len(records)
+    assert sum(report["rejected"]["contamination"].values()) == len(overlapping)
+    assert {"contamination", "pii"} <= {step["step"] for step in report["annotate_steps"]}
     manifest = json.loads((out / "manifest.json").read_text())
     packed = [row for s in manifest["shards"] for row in pq.read_table(out / s["files"]["parquet"]["path"]).to_pylist()]
     assert sum(len(row["seq_lengths"]) for row in packed) == report["totals"]["kept_docs"] > 0
