@@ -22,6 +22,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.config import load_job_spec
 
     spec = load_job_spec(args.job, args.set)
+    if spec.generate is not None:  # a spec that run would refuse is not valid
+        from pipeline.phases.generate import check_budget
+
+        check_budget(spec)
     print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), end="")
     print(f"# config hash: {spec.config_hash()}")
     return 0

@@ -207,6 +207,10 @@ def test_over_budget_and_bad_seed_files_are_refused_before_sending(llm_server, f
     per_prompt, total = (int(g.replace(",", "")) for g in tokens.groups())
     assert 50 < per_prompt < 1000 and abs(total - 34 * (per_prompt + 48)) <= 34
     assert not (tmp_path / "out").exists()
+    validated = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "validate", str(spec_file)], capture_output=True, text=True, cwd=REPO
+    )
+    assert validated.returncode == 1 and "could send up to 34 requests" in validated.stderr
     with pytest.raises(GenerationBudgetError, match="could send up to 34 requests"):  # a run without --dry-run
         run_job(spec, progress=Progress(quiet=True))
     assert CHAT not in proxy.state("forwarded")
