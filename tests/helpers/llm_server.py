@@ -1,8 +1,7 @@
 """Fixtures (a pytest plugin of tests/conftest.py): a real OpenAI-compatible server process,
 ``transformers serve`` from the trainers' venv, on 127.0.0.1, serving the small model that
 tests/helpers/tiny_llm.py builds and trains offline on tests/helpers/instruction_grammar.py's
-prompts (about two minutes on 2 cores, in a background process started when the tests are
-collected, while the tests that do not need it run first); and fault proxies in front of it."""
+prompts (about a minute on 2 cores); and fault proxies in front of it."""
 
 from __future__ import annotations
 
@@ -51,50 +50,16 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout_
     raise RuntimeError(f"the LLM server did not answer {url} within {timeout_s:g} s:\n{log.read_text()[-3000:]}")
 
 
-BUILD = pytest.StashKey[tuple[subprocess.Popen, Path]]()
-
-
-@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
-def pytest_collection_modifyitems(config, items) -> None:
-    """The modules of tests that need the LLM run last, and its build starts now, in the background: the
-    two minutes of training overlap the tests before them (most of which wait on Ray or on
-    subprocesses more than they compute)."""
-    modules = {item.path for item in items if "tiny_llm" in getattr(item, "fixturenames", ())}
-    if not modules:
-        return
-    items[:] = [item for item in items if item.path not in modules] + [i for i in items if i.path in modules]
-    if config.option.collectonly or not (TRAINERS_BIN / "transformers").exists():
-        return  # (without the venv, the fixture says what is missing)
-    root = config._tmp_path_factory.mktemp("tiny-llm")
-    log = (root / "build.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.llm_server", str(root)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-        env={**os.environ, **OFFLINE},
-    )
-    config.stash[BUILD] = (process, root)
-
-
-def pytest_unconfigure(config) -> None:
-    process, _ = config.stash.get(BUILD, (None, None))
-    if process is not None and process.poll() is None:
-        process.kill()
-
-
-def build_tiny_llm(root: Path) -> Path:
-    """The sample corpus (as tests/conftest.py writes it), the training pairs, and the model
-    trained on them by tests/helpers/tiny_llm.py in the trainers' venv: ``root/model``."""
+@pytest.fixture(scope="session")
+def tiny_llm(sample_corpus, tmp_path_factory) -> Path:
     import pyarrow.parquet as pq
 
-    from pipeline.tools.sample import write_sample_corpus
-    from tests.helpers import SAMPLE_CORPUS
+    if not (TRAINERS_BIN / "transformers").exists():
+        pytest.fail(f"{TRAINERS_BIN}/transformers is missing: `make test` builds the trainers' venv")
     from tests.helpers.instruction_grammar import training_pairs
 
-    write_sample_corpus(str(root / "corpus"), **SAMPLE_CORPUS)
-    texts = [t for f in sorted((root / "corpus").glob("*.parquet")) for t in pq.read_table(f)["text"].to_pylist()]
-    text = "\n".join(texts)
+    root = tmp_path_factory.mktemp("tiny-llm")
+    text = "\n".join(t for f in sorted(sample_corpus.glob("*.parquet")) for t in pq.read_table(f)["text"].to_pylist())
     (root / "text.txt").write_text(text)
     (root / "pairs.json").write_text(json.dumps(training_pairs(documents=text.split("\n\n"))))
     script = str(REPO / "tests" / "helpers" / "tiny_llm.py")
@@ -103,16 +68,6 @@ def build_tiny_llm(root: Path) -> Path:
         check=True,
         env={**os.environ, **OFFLINE},
     )
-    return root / "model"
-
-
-@pytest.fixture(scope="session")
-def tiny_llm(request) -> Path:
-    if not (TRAINERS_BIN / "transformers").exists():
-        pytest.fail(f"{TRAINERS_BIN}/transformers is missing: `make test` builds the trainers' venv")
-    process, root = request.config.stash[BUILD]
-    if process.wait() != 0:
-        pytest.fail(f"building the test LLM failed:\n{(root / 'build.log').read_text()[-3000:]}")
     return root / "model"
 
 
@@ -167,7 +122,3 @@ def fault_proxy():
     for process in started:
         process.terminate()
         process.wait(timeout=10)
-
-
-if __name__ == "__main__":
-    build_tiny_llm(Path(sys.argv[1]))
