@@ -7,7 +7,7 @@ DEMO_CORPUS := data/sample
 DEMO_TOKENIZER := models/demo.sp.model
 DEMO_LM := models/en.arpa
 
-.PHONY: setup demo sft-demo test lint format bench clean trainer-readers browser
+.PHONY: setup demo sft-demo test lint format bench clean trainer-readers browser tiny-llm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks job --docs 20000
+
+# the test LLM of the generation tests, trained again and kept in tests/fixtures/tiny_llm
+# (after a change to tests/helpers/instruction_grammar.py, tiny_llm.py or the sample corpus)
+tiny-llm: $(STAMP) $(TRAINERS_STAMP)
+	$(BIN)/python -m tests.helpers.llm_server
 
 trainer-readers: $(STAMP) $(TRAINERS_STAMP)
 	$(BIN)/python -m pytest -q tests/formats/test_trainer_readers.py

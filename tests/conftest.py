@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import job_dict
+from tests.helpers import SAMPLE_CORPUS, job_dict
 
 pytest_plugins = ["tests.helpers.classifier_models", "tests.helpers.llm_server"]
 
@@ -42,7 +42,7 @@ def sample_corpus(tmp_path_factory) -> Path:
     from pipeline.tools.sample import write_sample_corpus
 
     out = tmp_path_factory.mktemp("sample") / "corpus"
-    write_sample_corpus(str(out), num_docs=500, num_shards=4, seed=7)
+    write_sample_corpus(str(out), **SAMPLE_CORPUS)
     return out
 
 

@@ -12,6 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 # ../shared/data beside the checkout (see the project brief); REFINERY_SHARED_DATA overrides.
 SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA") or REPO.parent / "shared" / "data")
 
+SAMPLE_CORPUS = {"num_docs": 500, "num_shards": 4, "seed": 7}
+"""The session's sample corpus (tests/conftest.py), which the test LLM is trained on too."""
+
 
 def job_dict(input_uri: str, output_uri: str, tokenizer: str, **sections: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
