@@ -23,9 +23,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     spec = load_job_spec(args.job, args.set)
     if spec.generate is not None:  # a spec that run would refuse is not valid
-        from pipeline.phases.generate import check_budget
+        from pipeline.config import JobSpecError
+        from pipeline.phases.generate import GenerationBudgetError, check_budget
 
-        check_budget(spec)
+        try:
+            check_budget(spec)
+        except GenerationBudgetError as exc:
+            raise JobSpecError(f"{args.job}: invalid job spec\n  {exc}") from None
     print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), end="")
     print(f"# config hash: {spec.config_hash()}")
     return 0

@@ -215,10 +215,22 @@ class JobSpec(BaseModel):
         if not produces_documents(data["generate"]):
             section = data["generate"]
             dedup_on = section.get("dedup_on") if isinstance(section, dict) else getattr(section, "dedup_on", None)
-            generated["chat"] = {"format": "openai", "dedup_on": dedup_on or "conversation"}
+            # a bad value is generate.dedup_on's own error, not one at a key the user never wrote
+            valid = dedup_on in ("conversation", "first_user_turn")
+            generated["chat"] = {"format": "openai", "dedup_on": dedup_on if valid else "conversation"}
         if output.get("storage_options") is not None:
             generated["storage_options"] = output["storage_options"]
         return {**data, "input": generated}
+
+    @model_validator(mode="after")
+    def _generated_input_follows_generate(self) -> JobSpec:
+        chat = self.input.chat if self.generate is not None else None
+        if chat is not None and chat.dedup_on != self.generate.dedup_on:
+            raise ValueError(
+                f"input.chat.dedup_on: {chat.dedup_on}, but generate.dedup_on is {self.generate.dedup_on}; a "
+                "generation job's input is derived from its generate section: leave input out"
+            )
+        return self
 
     @model_validator(mode="after")
     def _output_needs(self) -> JobSpec:

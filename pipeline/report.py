@@ -459,11 +459,12 @@ def _real_floor_sentence(mix: dict[str, Any]) -> str:
     setting = f"stages.mix.min_real_fraction {floor:g}, on_real_floor: {mix['on_real_floor']}"
     if share in (0.0, 1.0):
         return f" The real-data floor ({setting}) applies where real and synthetic data are mixed."
-    if 1 - share >= floor:
+    under = floor - (1 - share)
+    if under < 5e-4:  # under a twentieth of a percent: what sampling documents at a rate gives
         return f" The real-data floor ({setting}) holds."
     return (
-        f" Real data is {floor - (1 - share):.1%} under the floor ({setting}) as sampled: the plan held it, and "
-        "each document is drawn at its domain's rate, so the realized share lands near the planned one."
+        f" Real data is {under:.1%} under the floor ({setting}) as sampled: the plan held it, and each document "
+        "is drawn at its domain's rate, so the share written differs from the planned one by chance."
     )
 
 

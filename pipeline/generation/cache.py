@@ -82,8 +82,9 @@ class ResponseCache:
 
     def flush(self) -> None:
         self.flushed_at = time.monotonic()
-        if self._appending is not None:
-            self._appending.flush()
+        if self._appending is not None:  # the batch is done: the next answer opens it again
+            self._appending.close()
+            self._appending = None
             return
         if not self.buffer:
             return

@@ -133,7 +133,14 @@ class Sender:
     """``send(requests, role)`` for a method: the requests split over Ray tasks, sent to the
     role's backend (``GenerateConfig.backends``); answers in order."""
 
-    def __init__(self, spec: JobSpec, round_number: int, workers: int, progress: Progress) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        round_number: int,
+        workers: int,
+        progress: Progress,
+        next_start: dict[str, float] | None = None,
+    ) -> None:
         self.spec = spec
         self.round = round_number
         self.workers = spec.generate.workers or workers
@@ -142,7 +149,8 @@ class Sender:
         self.stats = BackendStats()
         self.by_role: dict[str, BackendStats] = {}
         self.calls = 0
-        self.next_start: dict[str, float] = {}
+        # per role, when the next step may start: shared by the rounds of a run (run_generate)
+        self.next_start: dict[str, float] = {} if next_start is None else next_start
 
     def __call__(self, requests: list[ChatRequest], role: str = "generator") -> list[ChatResponse]:
         if not requests:  # e.g. answers for a round whose every evolution was eliminated
@@ -264,6 +272,7 @@ def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[Genera
     rounds = method.max_rounds()
     progress.start("generate", total=rounds, unit="round")
     checked = False
+    next_start: dict[str, float] = {}  # the rate limit spans rounds as well as steps
     for round_number in range(1, rounds + 1):
         if method.done():
             break
@@ -280,7 +289,7 @@ def run_generate(spec: JobSpec, progress: Progress, workers: int) -> list[Genera
                 OpenAIBackend(backend_config).check()
             checked = True
         started = time.perf_counter()
-        sender = Sender(spec, round_number, workers, progress)
+        sender = Sender(spec, round_number, workers, progress, next_start)
         result = method.round(round_number, sender)
         table = _records_table(spec, method, result.records)
         sink = io.BytesIO()

@@ -210,7 +210,7 @@ def test_over_budget_and_bad_seed_files_are_refused_before_sending(llm_server, f
     validated = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "validate", str(spec_file)], capture_output=True, text=True, cwd=REPO
     )
-    assert validated.returncode == 1 and "could send up to 34 requests" in validated.stderr
+    assert validated.returncode == 2 and "generate.max_requests: this job could send up to 34" in validated.stderr
     with pytest.raises(GenerationBudgetError, match="could send up to 34 requests"):  # a run without --dry-run
         run_job(spec, progress=Progress(quiet=True))
     assert CHAT not in proxy.state("forwarded")

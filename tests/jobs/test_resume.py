@@ -171,11 +171,10 @@ def _check_same_output(out: Path, reference: tuple[Path, object]) -> dict:
     return report
 
 
-# Where the dedup phase is killed: near dedup's global pass (one Ray Data plan with no commits
-# of its own) at its first step and in its connected components, then while index shards
-# are written after the removals.
+# Where the dedup phase is killed: inside near dedup's global pass (one Ray Data plan with no
+# commits of its own), in its connected components, after its bands were sorted; then while
+# index shards are written after the removals.
 DEDUP_STEPS = [
-    ("bands", "pipeline.stages.near_dedup.lsh:_band_rows"),
     ("components", "pipeline.stages.near_dedup.components:_large_star"),
     ("index", "pipeline.phases.dedup:ShardIndexer.run"),
 ]
@@ -190,9 +189,9 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
       (``1 <= markers < units``); the re-run reports exactly those as already committed,
       and (pack) leaves the killed run's markers and token files as they were; those files
       are staged under work/pack/, and snapshots/ has nothing until the commit.
-    - dedup, one global pass with no finer units to commit: three times, with a process of
-      the job held inside one step (tests/helpers/stop_in): near dedup's band rows and
-      connected components, then the writing of index shards after the removals. Each time every annotate marker is there, no dedup commit
+    - dedup, one global pass with no finer units to commit: twice, with a process of the job
+      held inside one step (tests/helpers/stop_in): near dedup's connected components, then
+      the writing of index shards after the removals. Each time every annotate marker is there, no dedup commit
       marker, index manifest or tokenize work, and removals only in the last; each re-run
       does the pass again from scratch.
 
@@ -226,7 +225,7 @@ def test_job_killed_in_every_phase_resumes_to_the_same_output(corpus, tokenizer_
     # 2. dedup, killed in each step of near dedup's global pass, then while indexing
     for step, function in DEDUP_STEPS:
         job = start_job(spec, stop_in=function)
-        if step == "bands":
+        if step == DEDUP_STEPS[0][0]:  # the first re-run finishes annotate
             job.wait_for_line(rf"annotate: {INPUT_SHARDS} shards \({annotated} already committed, skipped\)$")
         else:
             job.wait_for_line(rf"annotate: {INPUT_SHARDS} shards \({INPUT_SHARDS} already committed, skipped\)$")
