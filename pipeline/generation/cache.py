@@ -43,6 +43,7 @@ class ResponseCache:
         self.buffer: list[str] = []
         self.segments = 0
         self.flushed_at = time.monotonic()
+        self.local = storage.is_local(uri)
         self._appending: Any = None  # the local segment, opened by the first answer
         self._load()
 
@@ -68,7 +69,7 @@ class ResponseCache:
     def put(self, response: ChatResponse) -> None:
         entry = {"key": response.key, **{k: getattr(response, k) for k in _KEPT}}
         self.answers.setdefault(response.key, {k: entry[k] for k in _KEPT})
-        if storage.is_local(self.uri):  # in the kernel's hands once written: a killed process loses nothing
+        if self.local:  # in the kernel's hands once written: a killed process loses nothing
             if self._appending is None:
                 path = storage.join(self.uri, f"{self.writer}-000000.jsonl")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
