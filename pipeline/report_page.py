@@ -115,6 +115,10 @@ def _mixture(report: dict[str, Any]) -> list[Chart]:
                 {"measure": "share of the 10 most frequent openings", "side": side, "value": s["top_openings_share"]}
             )
             rows.append({"measure": "removed as duplicates", "side": side, "value": s["duplicate_rate"]})
+            within = s.get("duplicates_of", {}).get("synthetic")
+            if side == "synthetic":
+                rows.append({"measure": "duplicates within the synthetic set", "side": side,
+                             "value": within["rate"] if within else 0.0})  # fmt: skip
         charts.append(
             grouped_bars(
                 "synthetic_vs_real", "Synthetic against real data", rows, "measure", "side", "value",

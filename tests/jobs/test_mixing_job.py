@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
@@ -289,3 +290,78 @@ def test_a_refresh_whose_synthetic_share_grows_past_the_limit_warns(make_job, sa
     previous = {"snapshot": second.snapshot, "synthetic_share": second.report["mixture"]["synthetic_share"]}
     assert synthetic_share_warnings(spec, previous["synthetic_share"] - 0.1, previous) == []  # shrank
     assert synthetic_share_warnings(spec, 0.2, None) == []  # under the limit
+
+
+def test_synthetic_duplicates_are_told_apart_by_what_they_duplicate(tmp_path):
+    """The report splits the synthetic documents dedup removed into duplicates of other
+    synthetic documents (the generator repeating itself: the near-duplicate rate within the
+    synthetic set) and of real ones (a rewrite that kept its source), across shards and
+    within one, for exact and near duplicates alike."""
+    from tests.helpers import job_dict
+
+    rng = np.random.default_rng(7)
+    vocabulary = [f"w{i}" for i in range(5000)]
+
+    def document() -> str:
+        return " ".join(rng.choice(vocabulary, 150))
+
+    def near(text: str) -> str:
+        words = text.split()
+        words[75] = "changed"
+        return " ".join(words)
+
+    real = [document() for _ in range(10)]
+    synthetic = [document() for _ in range(8)]
+    generated_a = (
+        synthetic[:6]
+        + [real[0], real[1], near(real[2])]  # of real: 2 exact, 1 near
+        + [synthetic[0], near(synthetic[1])]  # within the synthetic set, in the same shard
+    )
+    generated_b = synthetic[6:] + [synthetic[2], near(synthetic[3]), near(real[3])]  # across shards
+    root = tmp_path / "input"
+    root.mkdir()
+    for name, texts in (("a_real", real), ("generated_a", generated_a), ("generated_b", generated_b)):
+        ids = [f"{name}-{i}" for i in range(len(texts))]
+        pq.write_table(pa.table({"id": ids, "text": texts}), root / f"{name}.parquet")
+    out = tmp_path / "out"
+    spec = job_dict(
+        str(root),
+        str(out),
+        "unused",
+        output={"kind": "documents"},
+        stages={
+            "language": {"enabled": False},
+            "quality": {"enabled": False},
+            "mix": {
+                "domain_rules": [{"files": "generated_*", "domain": "generated"}],
+                "synthetic_domains": ["generated"],
+            },
+        },
+    )
+    del spec["stages"]["tokenize"]
+    report = run_job(spec).report
+    assert report["balance"]["ok"]
+    side = report["mixture"]["synthetic_vs_real"]["sides"]["synthetic"]
+    reached = len(generated_a) + len(generated_b)
+    assert side["documents"] == 8 and side["duplicates_removed"] == {"exact_dedup": 4, "near_dedup": 4}
+    assert side["duplicates_of"] == {
+        "real": {"removed": {"exact_dedup": 2, "near_dedup": 2}, "rate": round(4 / reached, 4)},
+        "synthetic": {"removed": {"exact_dedup": 2, "near_dedup": 2}, "rate": round(4 / reached, 4)},
+    }
+    markdown = (out / "report.md").read_text()
+    within = f"| of which duplicates within the synthetic set | {4 / reached:.2%} (exact_dedup 2, near_dedup 2) | n/a |"
+    assert within in markdown
+
+    # a refresh: a new shard's duplicates of documents earlier runs kept are told apart too
+    generated_c = [synthetic[4], real[5], near(synthetic[5])]
+    pq.write_table(
+        pa.table({"id": [f"generated_c-{i}" for i in range(3)], "text": generated_c}), root / "generated_c.parquet"
+    )
+    report = run_job(spec).report
+    assert report["balance"]["ok"] and report["dedup_index"]
+    side = report["mixture"]["synthetic_vs_real"]["sides"]["synthetic"]
+    reached += len(generated_c)
+    assert side["duplicates_of"] == {
+        "real": {"removed": {"exact_dedup": 3, "near_dedup": 2}, "rate": round(5 / reached, 4)},
+        "synthetic": {"removed": {"exact_dedup": 3, "near_dedup": 3}, "rate": round(6 / reached, 4)},
+    }

@@ -13,7 +13,10 @@ gathered per shard by the tokenize phase and merged by the report:
   (``pipeline.core.distinct``), kept for nested samples of the documents (all, 1/4, 1/16, ...
   by their shuffle key) because the ratio falls as a set grows: the report compares two sets
   at about the same number of 3-grams;
-- duplicates: documents the dedup phase removed, per stage.
+- duplicates: documents the dedup phase removed, per stage; and for synthetic domains, whether
+  the document each duplicates (the one it matched, else its survivor) is synthetic or real:
+  the first is the near-duplicate rate within the synthetic set (a generator repeating
+  itself), the second synthetic text that copies real text (a rewrite that kept its source).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pipeline.core import distinct
 from pipeline.core.ngrams import ngram_hashes, words
 from pipeline.core.sketch import BUCKET, COUNT, GROUP, bucket_counts, log_bucket_base, percentile_values
 
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2  # 2: duplicates_of
 """Part of the tokenize work hash of jobs that gather profiles: a change here redoes them."""
 NGRAM = 3
 OPENING_WORDS = 2
@@ -58,6 +61,7 @@ class DomainProfiles:
                 "openings": {},
                 "ngrams": [0] * SAMPLE_LEVELS,
                 "removed": {},
+                "duplicates_of": {},
             }
             self._registers[name] = [distinct.empty_registers() for _ in range(SAMPLE_LEVELS)]
         return self.domains[name]
@@ -99,6 +103,13 @@ class DomainProfiles:
             removed = self._domain(name)["removed"]
             removed[stage] = removed.get(stage, 0) + 1
 
+    def add_duplicate_sides(self, removed: list[tuple[str, str, str]]) -> None:
+        """(domain, stage, side) per removed synthetic document: ``side`` is ``synthetic``,
+        ``real`` or ``unlocated``, what the document it duplicates is."""
+        for name, stage, side in removed:
+            per_stage = self._domain(name)["duplicates_of"].setdefault(side, {})
+            per_stage[stage] = per_stage.get(stage, 0) + 1
+
     def to_json(self) -> dict[str, Any]:
         out = {}
         for name, profile in sorted(self.domains.items()):
@@ -129,12 +140,23 @@ def compare(shard_profiles: list[dict[str, Any]], synthetic_domains: list[str]) 
             side_name = "synthetic" if name in synthetic else "real"
             side = sides.setdefault(
                 side_name,
-                {"domains": set(), "documents": 0, "removed": {}, "openings": {}, "ngrams": [0] * SAMPLE_LEVELS},
+                {
+                    "domains": set(),
+                    "documents": 0,
+                    "removed": {},
+                    "duplicates_of": {},
+                    "openings": {},
+                    "ngrams": [0] * SAMPLE_LEVELS,
+                },
             )
             side["domains"].add(name)
             side["documents"] += profile["documents"]
             for stage, n in profile["removed"].items():
                 side["removed"][stage] = side["removed"].get(stage, 0) + n
+            for of, per_stage in profile.get("duplicates_of", {}).items():
+                into = side["duplicates_of"].setdefault(of, {})
+                for stage, n in per_stage.items():
+                    into[stage] = into.get(stage, 0) + n
             for opening, n in profile["openings"].items():
                 side["openings"][opening] = side["openings"].get(opening, 0) + n
             length_rows += [{GROUP: side_name, BUCKET: int(b), COUNT: n} for b, n in profile["length_buckets"].items()]
@@ -160,6 +182,13 @@ def compare(shard_profiles: list[dict[str, Any]], synthetic_domains: list[str]) 
             "length_chars": {f"p{p:g}": round(v) for p, v in zip(LENGTH_PERCENTILES, lengths.get(side_name, []))},
             "duplicates_removed": {stage: n for stage, n in sorted(removed.items())},
             "duplicate_rate": round(sum(removed.values()) / reached, 4) if reached else 0.0,
+            "duplicates_of": {
+                of: {
+                    "removed": {stage: n for stage, n in sorted(per_stage.items())},
+                    "rate": round(sum(per_stage.values()) / reached, 4) if reached else 0.0,
+                }
+                for of, per_stage in sorted(side["duplicates_of"].items())
+            },
             "top_openings_share": round(sum(n for _, n in ranked[:TOP_OPENINGS]) / documents, 4) if documents else 0.0,
             "openings": [{"opening": o, "share": round(n / documents, 4)} for o, n in ranked[:OPENINGS_SHOWN]],
         }
@@ -194,9 +223,21 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
     def openings_cell(s: dict[str, Any]) -> str:
         return ", ".join(f'"{o["opening"]}" {o["share"]:.1%}' for o in s["openings"]) or "n/a"
 
+    def rate_cell(rate: float, per_stage: dict[str, int]) -> str:
+        parts = ", ".join(f"{stage} {k:,}" for stage, k in per_stage.items())
+        return f"{rate:.2%}" + (f" ({parts})" if parts else "")
+
     def removed_cell(s: dict[str, Any]) -> str:
-        parts = ", ".join(f"{stage} {k:,}" for stage, k in s["duplicates_removed"].items())
-        return f"{s['duplicate_rate']:.2%}" + (f" ({parts})" if parts else "")
+        return rate_cell(s["duplicate_rate"], s["duplicates_removed"])
+
+    def duplicates_of_cell(of: str):
+        def cell(s: dict[str, Any]) -> str:
+            if s is not sides.get("synthetic"):
+                return "n/a"
+            found = s.get("duplicates_of", {}).get(of)
+            return rate_cell(found["rate"], found["removed"]) if found else rate_cell(0.0, {})
+
+        return cell
 
     lines = [
         "",
@@ -205,7 +246,9 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         "Over the documents dedup kept, before sampling. Distinct word "
         f"{n}-grams per {n}-gram falls as a set grows, so each side is measured on a sample of about "
         f"as many {n}-grams as the smaller side has; a low share of distinct {n}-grams or a few openings "
-        "holding many documents means one pattern dominates.",
+        "holding many documents means one pattern dominates. A synthetic document removed as a duplicate "
+        "counts within the synthetic set when the document it matched (else its survivor) is synthetic: "
+        "the generator repeats itself; of real documents when that one is real: the output copies its source.",
         "",
         "| | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
@@ -214,6 +257,15 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         row("characters p10 / p50 / p90", lambda s: " / ".join(f"{v:,}" for v in s["length_chars"].values()) or "n/a"),
         row(f"distinct {n}-grams per {n}-gram", distinct_cell),
         row("removed as duplicates", removed_cell),
+    ]
+    if "synthetic" in sides:
+        lines += [
+            row("of which duplicates within the synthetic set", duplicates_of_cell("synthetic")),
+            row("of which duplicates of real documents", duplicates_of_cell("real")),
+        ]
+        if sides["synthetic"].get("duplicates_of", {}).get("unlocated"):
+            lines.append(row("of which duplicates of documents no longer annotated", duplicates_of_cell("unlocated")))
+    lines += [
         row(f"share of the {TOP_OPENINGS} most frequent openings", lambda s: f"{s['top_openings_share']:.1%}"),
         row("most frequent openings", openings_cell),
     ]

@@ -153,7 +153,7 @@ class ShardTokenizer(ShardWorker):
             self.chat_format = spec.output.documents.chat_format or "openai"
         self.unit = spec.mix_unit
         self.global_stages = global_stages(spec) if spec.output.writes_documents else []
-        self.profiles_domains = bool(synthetic_domains(spec))
+        self.synthetic = set(synthetic_domains(spec))
         self.hiders = [stage for stage in document_stages(spec) if stage.example_hiding_columns]
         self.hiding_columns = [c for stage in self.hiders for c in stage.example_hiding_columns]
         self.profiles: DomainProfiles | None = None
@@ -179,7 +179,8 @@ class ShardTokenizer(ShardWorker):
         storage.remove_tree(self.layout.tokenize_rejects(key), options)
         rejected: dict[str, dict[str, int]] = {}
         chat_stats = ChatStats() if self.chat is not None else None
-        self.profiles = DomainProfiles() if self.profiles_domains else None
+        self.profiles = DomainProfiles() if self.synthetic else None
+        duplicated: list[tuple[str, str, str, int]] = []
         examples = ExampleSampler(self.spec.seed, key)
         self.lengths: dict[str, dict[int, int]] = {}
         with contextlib.ExitStack() as stack:
@@ -205,9 +206,9 @@ class ShardTokenizer(ShardWorker):
                         per_stage = removed.setdefault(stage, {})
                         per_stage[reason] = per_stage.get(reason, 0) + 1
                     if self.profiles is not None:
-                        self.profiles.add_removed(
-                            self._domains(dropped, shard_path), labels.column(cols.REJECT_STAGE).to_pylist()
-                        )
+                        domains = self._domains(dropped, shard_path)
+                        self.profiles.add_removed(domains, labels.column(cols.REJECT_STAGE).to_pylist())
+                        duplicated += self._synthetic_duplicates(domains, labels)
                     table = dropped.select(cols.BASE_SCHEMA.names)
                     for name in (f.name for f in cols.REJECT_FIELDS):
                         table = table.append_column(name, labels.column(name))
@@ -240,6 +241,8 @@ class ShardTokenizer(ShardWorker):
                 if self.chat is not None:
                     empty, _ = self._render(empty, ChatStats())
                 parts.append(self._prepare(empty, key, shard_path, kept_columns))
+        if duplicated:
+            self.profiles.add_duplicate_sides(self._duplicate_sides(duplicated, key, uri))
         table = pa.concat_tables(parts)
         table = table.sort_by([(DOMAIN, "ascending"), (SHUFFLE_KEY, "ascending"), (cols.ROW, "ascending")])
         domains = self._write(key, table)
@@ -262,6 +265,73 @@ class ShardTokenizer(ShardWorker):
         )
         storage.write_json(self.layout.tokenize_marker(key), stats.to_json(), options)
         return stats
+
+    def _synthetic_duplicates(self, domains: pa.Array, labels: pa.Table) -> list[tuple[str, str, str, int]]:
+        """(domain, stage, shard, row) of each removed synthetic document, naming the document
+        it duplicates: the one it matched (near dedup) or else its survivor."""
+        out = []
+        for domain, stage, matched, matched_row, survivor, survivor_row in zip(
+            domains.to_pylist(),
+            *(
+                labels.column(c).to_pylist()
+                for c in (
+                    cols.REJECT_STAGE,
+                    cols.MATCHED_SHARD,
+                    cols.MATCHED_ROW,
+                    cols.SURVIVOR_SHARD,
+                    cols.SURVIVOR_ROW,
+                )
+            ),
+        ):
+            if domain not in self.synthetic:
+                continue
+            if matched is not None:
+                out.append((domain, stage, matched, matched_row))
+            elif survivor is not None:
+                out.append((domain, stage, survivor, survivor_row))
+        return out
+
+    def _duplicate_sides(
+        self, duplicated: list[tuple[str, str, str, int]], key: str, uri: str
+    ) -> list[tuple[str, str, str]]:
+        """(domain, stage, side) per removed synthetic document: whether the document it
+        duplicates is synthetic or real, by that document's domain, which is assigned as this
+        phase assigns every domain, from its annotated shard (any shard: dedup has finished);
+        ``unlocated`` where that shard's annotations are gone."""
+        options = self.spec.output.storage_options
+        wanted: dict[str, set[int]] = {}
+        for _, _, shard, row in duplicated:
+            wanted.setdefault(shard, set()).add(row)
+        domain_of: dict[tuple[str, int], str] = {}
+        for shard, rows in sorted(wanted.items()):
+            try:
+                shard_uri = (
+                    uri if shard == key else storage.read_json(self.layout.annotate_marker(shard), options)["uri"]
+                )
+                with storage.open_read(self.layout.annotated(shard), options) as source:
+                    annotated = pq.ParquetFile(source)
+                    names = annotated.schema_arrow.names
+                    read = [cols.ROW, cols.URL, cols.DOMAIN] + (
+                        [cols.ROUTED_DOMAIN] if cols.ROUTED_DOMAIN in names else []
+                    )
+                    parts = [
+                        batch.filter(pc.is_in(batch.column(cols.ROW), value_set=pa.array(sorted(rows), pa.int64())))
+                        for batch in annotated.iter_batches(batch_size=self.spec.input.batch_rows, columns=read)
+                    ]
+            except FileNotFoundError:
+                continue
+            found = pa.Table.from_batches(parts) if parts else None
+            if found is None or not found.num_rows:
+                continue
+            domains = self._domains(found, input_relative_path(self.spec.input.uri, shard_uri))
+            for row, domain in zip(found.column(cols.ROW).to_pylist(), domains.to_pylist()):
+                domain_of[(shard, row)] = domain
+        sides = []
+        for domain, stage, shard, row in duplicated:
+            of = domain_of.get((shard, row))
+            side = "unlocated" if of is None else "synthetic" if of in self.synthetic else "real"
+            sides.append((domain, stage, side))
+        return sides
 
     def _domains(self, docs: pa.Table, shard_path: str) -> pa.Array:
         routed = docs.column(cols.ROUTED_DOMAIN).combine_chunks() if cols.ROUTED_DOMAIN in docs.column_names else None

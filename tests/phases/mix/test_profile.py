@@ -92,6 +92,31 @@ def test_duplicates_removed_count_per_side():
     assert sides["synthetic"]["duplicates_removed"] == {"exact_dedup": 4, "near_dedup": 6}
     assert sides["synthetic"]["duplicate_rate"] == 0.1
     assert sides["real"]["duplicate_rate"] == 0.0
+    assert sides["synthetic"]["duplicates_of"] == {} and sides["real"]["duplicates_of"] == {}
+
+
+def test_synthetic_duplicates_split_by_what_they_duplicate_across_shards():
+    shards = [DomainProfiles(), DomainProfiles()]
+    for shard in shards:
+        shard.add_kept(pa.array(["generated"] * 45), pa.array(_echoing(45, 8)), np.random.default_rng(1).random(45))
+        shard.add_removed(pa.array(["generated"] * 5), ["near_dedup"] * 3 + ["exact_dedup"] * 2)
+    shards[0].add_duplicate_sides(
+        [("generated", "near_dedup", "synthetic")] * 3 + [("generated", "exact_dedup", "real")] * 2
+    )
+    shards[1].add_duplicate_sides(
+        [("generated", "near_dedup", "synthetic"), ("generated", "near_dedup", "unlocated")]
+        + [("generated", "near_dedup", "real")]
+        + [("generated", "exact_dedup", "synthetic")] * 2
+    )
+    comparison = compare([s.to_json() for s in shards], ["generated"])
+    assert comparison["sides"]["synthetic"]["duplicates_of"] == {
+        "real": {"removed": {"exact_dedup": 2, "near_dedup": 1}, "rate": 0.03},
+        "synthetic": {"removed": {"exact_dedup": 2, "near_dedup": 4}, "rate": 0.06},
+        "unlocated": {"removed": {"near_dedup": 1}, "rate": 0.01},
+    }
+    lines = "\n".join(comparison_lines(comparison))
+    assert "| of which duplicates within the synthetic set | 6.00% (exact_dedup 2, near_dedup 4) |" in lines
+    assert "| of which duplicates of documents no longer annotated | 1.00% (near_dedup 1) |" in lines
 
 
 def test_a_job_without_profiles_has_no_comparison():
