@@ -6,7 +6,9 @@ with a semaphore, in the trainers' venv), at the same number of requests in flig
 The server is ``transformers serve`` (trainers' venv) on 127.0.0.1 with a small Llama
 (tests/helpers/tiny_llm.py, random weights: every answer runs to ``max_tokens``, so each
 request costs the same). Rounds alternate the two sides with new prompts each time (no
-cache hits); the figure is the median ratio of requests per second.
+cache hits); each side runs in a fresh process every round (Refinery's with its own local Ray),
+timed from its first request to its last answer; the figure is the median ratio of requests
+per second.
 
     python -m benchmarks generation --requests 240 --in-flight 8 --rounds 3
 """
@@ -128,6 +130,30 @@ def refinery_side(base_url: str, model: str, prompts: list[str], in_flight: int,
     return seconds
 
 
+def refinery_process(
+    base_url: str, model: str, prompts: list[str], in_flight: int, max_tokens: int, work: Path
+) -> float:
+    """``refinery_side`` in a fresh process that starts its own Ray, as a job would."""
+    (work / "prompts.json").write_text(json.dumps(prompts))
+    out = work / "refinery.json"
+    args = {"base_url": base_url, "model": model, "in_flight": in_flight, "max_tokens": max_tokens,
+            "prompts": str(work / "prompts.json"), "cache": str(work / "out"), "result": str(out)}  # fmt: skip
+    subprocess.run([sys.executable, "-m", "benchmarks.generation", REFINERY_SIDE, json.dumps(args)], check=True)
+    return json.loads(out.read_text())["seconds"]
+
+
+def _refinery_side_main(args: dict) -> None:
+    common.start_ray()
+    prompts = json.loads(Path(args["prompts"]).read_text())
+    seconds = refinery_side(
+        args["base_url"], args["model"], prompts, args["in_flight"], args["max_tokens"], Path(args["cache"])
+    )
+    Path(args["result"]).write_text(json.dumps({"seconds": seconds}))
+
+
+REFINERY_SIDE = "--refinery-side"
+
+
 def baseline_side(base_url: str, model: str, prompts: list[str], in_flight: int, max_tokens: int, work: Path) -> float:
     (work / "prompts.json").write_text(json.dumps(prompts))
     (work / "baseline.py").write_text(BASELINE)
@@ -143,6 +169,8 @@ def baseline_side(base_url: str, model: str, prompts: list[str], in_flight: int,
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == [REFINERY_SIDE]:
+        return _refinery_side_main(json.loads(argv[1]))
     parser = common.parser("generation", __doc__)
     parser.add_argument("--requests", type=int, default=240)
     parser.add_argument("--in-flight", type=int, default=8, help="requests in flight on each side")
@@ -154,7 +182,6 @@ def main(argv: list[str]) -> None:
     with common.scratch() as tmp:
         server, base_url, model = start_server(tmp)
         try:
-            common.start_ray()
             rounds = []
             for r in range(args.rounds):
                 prompts = [f"Round {r}, request {i}: write one sentence about rivers." for i in range(args.requests)]
@@ -166,9 +193,7 @@ def main(argv: list[str]) -> None:
                     if side == "baseline":
                         sides[side] = baseline_side(base_url, model, prompts, args.in_flight, args.max_tokens, work)
                     else:
-                        sides[side] = refinery_side(
-                            base_url, model, prompts, args.in_flight, args.max_tokens, work / "out"
-                        )
+                        sides[side] = refinery_process(base_url, model, prompts, args.in_flight, args.max_tokens, work)
                 rounds.append({side: args.requests / seconds for side, seconds in sides.items()})
                 print(json.dumps({"round": r, "requests_per_s": rounds[-1]}), flush=True)
         finally:

@@ -314,9 +314,14 @@ class ShardTokenizer(ShardWorker):
                     read = [cols.ROW, cols.URL, cols.DOMAIN] + (
                         [cols.ROUTED_DOMAIN] if cols.ROUTED_DOMAIN in names else []
                     )
+                    wanted = pa.array(sorted(rows), pa.int64())
                     parts = [
-                        batch.filter(pc.is_in(batch.column(cols.ROW), value_set=pa.array(sorted(rows), pa.int64())))
-                        for batch in annotated.iter_batches(batch_size=self.spec.input.batch_rows, columns=read)
+                        batch.filter(pc.is_in(batch.column(cols.ROW), value_set=wanted))
+                        for batch in annotated.iter_batches(
+                            batch_size=self.spec.input.batch_rows,
+                            row_groups=_row_groups_holding(annotated, wanted.to_numpy()),
+                            columns=read,
+                        )
                     ]
             except FileNotFoundError:
                 continue
@@ -456,6 +461,24 @@ class ShardTokenizer(ShardWorker):
                         "histogram": np.round(histogram).astype(np.int64).tolist(),
                     }
         return domains
+
+
+def _row_groups_holding(parquet: pq.ParquetFile, rows: np.ndarray) -> list[int]:
+    """The row groups whose row-number statistics admit one of ``rows`` (sorted)."""
+    groups = []
+    for i in range(parquet.metadata.num_row_groups):
+        group = parquet.metadata.row_group(i)
+        column = next(
+            (group.column(j) for j in range(group.num_columns) if group.column(j).path_in_schema == cols.ROW), None
+        )
+        stats = column.statistics if column is not None else None
+        if stats is None or not stats.has_min_max:
+            groups.append(i)
+            continue
+        first = np.searchsorted(rows, stats.min)
+        if first < len(rows) and rows[first] <= stats.max:
+            groups.append(i)
+    return groups
 
 
 def tokenizer_file_info(spec: JobSpec) -> dict[str, Any] | None:
