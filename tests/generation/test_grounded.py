@@ -96,6 +96,12 @@ def test_rewrites_go_into_the_pretraining_mix_beside_their_sources(
     assert sides["real"]["documents"] + sum(sides["real"]["duplicates_removed"].values()) == len(sources)
     reached = sides["synthetic"]["documents"] + sum(sides["synthetic"]["duplicates_removed"].values())
     assert 0 < reached <= len(rewrites)
+    # every rewrite dedup removed duplicates a document whose side the report names
+    of = sides["synthetic"]["duplicates_of"]
+    assert "unlocated" not in of
+    assert sum(n for side in of.values() for n in side["removed"].values()) == sum(
+        sides["synthetic"]["duplicates_removed"].values()
+    )
     assert "### Synthetic against real data" in (out / "report.md").read_text()
 
 
