@@ -138,7 +138,9 @@ def refinery_process(
     out = work / "refinery.json"
     args = {"base_url": base_url, "model": model, "in_flight": in_flight, "max_tokens": max_tokens,
             "prompts": str(work / "prompts.json"), "cache": str(work / "out"), "result": str(out)}  # fmt: skip
-    subprocess.run([sys.executable, "-m", "benchmarks.generation", REFINERY_SIDE, json.dumps(args)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.generation", REFINERY_SIDE, json.dumps(args)], check=True, cwd=common.ROOT
+    )
     return json.loads(out.read_text())["seconds"]
 
 

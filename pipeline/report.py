@@ -248,7 +248,7 @@ def examples_section(run: RunRecord) -> dict[str, dict[str, list[dict[str, Any]]
 
     def document_start(shard: str, row: int) -> tuple[str | None, tuple[str, bool]] | None:
         try:
-            with storage.open_read(layout.annotated(shard), options) as source:
+            with storage.open_read(layout.annotated(shard), options, random_access=True) as source:
                 names = pq.ParquetFile(source).schema_arrow.names
                 wanted = [cols.ID, cols.TEXT, *(c for c in hiding if c in names)]
                 found = pq.read_table(source, columns=wanted, filters=[(cols.ROW, "=", row)])

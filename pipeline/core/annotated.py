@@ -113,17 +113,22 @@ def _attach_rows(
         return out_schema.empty_table()
     nodes, inverse = np.unique(block.column(key).to_numpy(), return_inverse=True)
     ordinals = nodes >> _ROW_BITS
-    parts = [_read_rows(uris[o], options, nodes[ordinals == o] & 0xFFFFFFFF, columns) for o in np.unique(ordinals)]
+    parts = [read_rows(uris[o], options, nodes[ordinals == o] & 0xFFFFFFFF, columns) for o in np.unique(ordinals)]
     values = pa.concat_tables(parts).take(pa.array(inverse))
     request_columns = [block.column(f.name) for f in list(out_schema)[: len(out_schema) - len(columns)]]
     return pa.Table.from_arrays([*request_columns, *values.columns], schema=out_schema)
 
 
-def _read_rows(uri: str, options, rows: np.ndarray, schema: pa.Schema) -> pa.Table:
-    """The ``schema`` columns of the given rows (sorted, distinct) of one annotated shard,
-    reading only the row groups that hold them."""
-    with storage.open_read(uri, options) as source:
+def read_rows(uri: str, options, rows: np.ndarray, columns: pa.Schema | list[str]) -> pa.Table:
+    """The ``columns`` of the given rows (sorted, distinct) of one annotated shard, reading
+    only the row groups that hold them: a schema's columns cast to it, or the named columns
+    the file has. LookupError when a row is not there."""
+    with storage.open_read(uri, options, random_access=True) as source:
         parquet = pq.ParquetFile(source)
+        if isinstance(columns, pa.Schema):
+            names = columns.names
+        else:
+            names = [c for c in columns if c in parquet.schema_arrow.names]
         all_rows = parquet.read(columns=[cols.ROW]).column(cols.ROW).to_numpy()
         positions = np.searchsorted(all_rows, rows)
         missing = (positions >= len(all_rows)) | (all_rows[np.minimum(positions, len(all_rows) - 1)] != rows)
@@ -132,10 +137,11 @@ def _read_rows(uri: str, options, rows: np.ndarray, schema: pa.Schema) -> pa.Tab
         group_ends = np.cumsum([parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)])
         group_of = np.searchsorted(group_ends, positions, side="right")
         groups = np.unique(group_of)
-        table = parquet.read_row_groups(groups.tolist(), columns=schema.names)
+        table = parquet.read_row_groups(groups.tolist(), columns=names)
     group_starts = group_ends - np.array(
         [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     )
     read_starts = np.r_[0, np.cumsum(group_ends[groups] - group_starts[groups])[:-1]]
     local = positions - group_starts[group_of] + read_starts[np.searchsorted(groups, group_of)]
-    return table.take(pa.array(local)).cast(schema)
+    found = table.take(pa.array(local))
+    return found.cast(columns) if isinstance(columns, pa.Schema) else found

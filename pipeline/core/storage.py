@@ -140,9 +140,12 @@ def read_json(uri: str, options: StorageOptions | None = None) -> Any:
     return json.loads(read_bytes(uri, options))
 
 
-def open_read(uri: str, options: StorageOptions | None = None) -> IO[bytes]:
+def open_read(uri: str, options: StorageOptions | None = None, random_access: bool = False) -> IO[bytes]:
+    """``random_access``: for reading a few parts of a file (some row groups of a Parquet
+    file); object stores then fetch only the bytes asked for, where their default read-ahead
+    would fetch tens of megabytes per seek."""
     fs, path = filesystem(uri, options)
-    return fs.open(path, "rb")
+    return fs.open(path, "rb", cache_type="none") if random_access else fs.open(path, "rb")
 
 
 def file_info(uri: str, options: StorageOptions | None = None) -> dict[str, Any]:

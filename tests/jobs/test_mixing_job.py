@@ -365,3 +365,11 @@ def test_synthetic_duplicates_are_told_apart_by_what_they_duplicate(tmp_path):
         "real": {"removed": {"exact_dedup": 3, "near_dedup": 2}, "rate": round(5 / reached, 4)},
         "synthetic": {"removed": {"exact_dedup": 3, "near_dedup": 3}, "rate": round(6 / reached, 4)},
     }
+
+    # calling the real documents synthetic too redoes the profiles: every duplicate is within
+    spec["stages"]["mix"]["synthetic_domains"] = ["generated", "other"]
+    side = run_job(spec).report["mixture"]["synthetic_vs_real"]["sides"]["synthetic"]
+    reached += len(real)
+    assert side["duplicates_of"] == {
+        "synthetic": {"removed": {"exact_dedup": 6, "near_dedup": 5}, "rate": round(11 / reached, 4)}
+    }

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from pipeline.config import JobSpec
 from pipeline.core import columns as cols
 from pipeline.core import sketch, storage
+from pipeline.core.annotated import read_rows
 from pipeline.core.columns import DOMAIN, NUM_TOKENS, SHUFFLE_KEY, TOKENS
 from pipeline.core.hashing import short_hash
 from pipeline.core.layout import OutputLayout, input_relative_path
@@ -40,6 +41,8 @@ from pipeline.phases.tokenize.chat import ChatEncoder, ChatStats, mask_binary, s
 from pipeline.phases.tokenize.tokenizer import Tokenize
 from pipeline.stages.registry import document_stages, enabled, global_stages
 
+LOOKUP_THREADS = 8
+"""Shards read at once when looking up the domains of the documents synthetic ones duplicate."""
 FORMAT_STAGE = "chat_format"
 """Rejects a chat job's document format cannot hold."""
 TOKENIZED_FORMAT = 4  # 4: document columns for document outputs; "histogram" of the mix unit
@@ -99,7 +102,8 @@ def tokenize_config_hash(
         "write_rejects": spec.output.write_rejects,
     }
     if synthetic_domains(spec):
-        payload["profiles"] = PROFILE_FORMAT
+        # which removals the profiles follow, and to which side, depend on the list
+        payload["profiles"] = {"format": PROFILE_FORMAT, "synthetic_domains": synthetic_domains(spec)}
     if spec.output.kind != "tokens":
         payload["output_kind"] = spec.output.kind
     if spec.input.chat is not None and spec.output.writes_documents:
@@ -154,6 +158,8 @@ class ShardTokenizer(ShardWorker):
         self.unit = spec.mix_unit
         self.global_stages = global_stages(spec) if spec.output.writes_documents else []
         self.synthetic = set(synthetic_domains(spec))
+        self._shard_uris: dict[str, str] = {}
+        """Input file per shard key, of shards whose documents this worker looked up."""
         self.hiders = [stage for stage in document_stages(spec) if stage.example_hiding_columns]
         self.hiding_columns = [c for stage in self.hiders for c in stage.example_hiding_columns]
         self.profiles: DomainProfiles | None = None
@@ -266,22 +272,22 @@ class ShardTokenizer(ShardWorker):
         storage.write_json(self.layout.tokenize_marker(key), stats.to_json(), options)
         return stats
 
-    def _synthetic_duplicates(self, domains: pa.Array, labels: pa.Table) -> list[tuple[str, str, str, int]]:
-        """(domain, stage, shard, row) of each removed synthetic document, naming the document
-        it duplicates: the one it matched (near dedup) or else its survivor."""
+    def _synthetic_duplicates(self, domains: pa.Array, labels: pa.Table) -> list[tuple[str, str, str | None, int]]:
+        """(domain, stage, shard, row) of each synthetic document dedup removed as a duplicate,
+        naming the document it duplicates: the one it matched (near dedup), else its survivor;
+        shard None where the removal names a duplicate but not where it is (removals written
+        before they did)."""
         out = []
-        for domain, stage, matched, matched_row, survivor, survivor_row in zip(
-            domains.to_pylist(),
-            *(
-                labels.column(c).to_pylist()
-                for c in (
-                    cols.REJECT_STAGE,
-                    cols.MATCHED_SHARD,
-                    cols.MATCHED_ROW,
-                    cols.SURVIVOR_SHARD,
-                    cols.SURVIVOR_ROW,
-                )
-            ),
+        names = (
+            cols.REJECT_STAGE,
+            cols.DUPLICATE_OF,
+            cols.MATCHED_SHARD,
+            cols.MATCHED_ROW,
+            cols.SURVIVOR_SHARD,
+            cols.SURVIVOR_ROW,
+        )
+        for domain, stage, duplicate_of, matched, matched_row, survivor, survivor_row in zip(
+            domains.to_pylist(), *(labels.column(c).to_pylist() for c in names)
         ):
             if domain not in self.synthetic:
                 continue
@@ -289,54 +295,52 @@ class ShardTokenizer(ShardWorker):
                 out.append((domain, stage, matched, matched_row))
             elif survivor is not None:
                 out.append((domain, stage, survivor, survivor_row))
+            elif duplicate_of is not None:
+                out.append((domain, stage, None, -1))
         return out
 
     def _duplicate_sides(
-        self, duplicated: list[tuple[str, str, str, int]], key: str, uri: str
+        self, duplicated: list[tuple[str, str, str | None, int]], key: str, uri: str
     ) -> list[tuple[str, str, str]]:
         """(domain, stage, side) per removed synthetic document: whether the document it
         duplicates is synthetic or real, by that document's domain, which is assigned as this
         phase assigns every domain, from its annotated shard (any shard: dedup has finished);
-        ``unlocated`` where that shard's annotations are gone."""
-        options = self.spec.output.storage_options
-        wanted: dict[str, set[int]] = {}
+        ``unlocated`` where that shard's annotations are gone or unreadable."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        by_shard: dict[str, set[int]] = {}
         for _, _, shard, row in duplicated:
-            wanted.setdefault(shard, set()).add(row)
-        domain_of: dict[tuple[str, int], str] = {}
-        for shard, rows in sorted(wanted.items()):
-            try:
-                shard_uri = (
-                    uri if shard == key else storage.read_json(self.layout.annotate_marker(shard), options)["uri"]
-                )
-                with storage.open_read(self.layout.annotated(shard), options) as source:
-                    annotated = pq.ParquetFile(source)
-                    names = annotated.schema_arrow.names
-                    read = [cols.ROW, cols.URL, cols.DOMAIN] + (
-                        [cols.ROUTED_DOMAIN] if cols.ROUTED_DOMAIN in names else []
-                    )
-                    wanted = pa.array(sorted(rows), pa.int64())
-                    parts = [
-                        batch.filter(pc.is_in(batch.column(cols.ROW), value_set=wanted))
-                        for batch in annotated.iter_batches(
-                            batch_size=self.spec.input.batch_rows,
-                            row_groups=_row_groups_holding(annotated, wanted.to_numpy()),
-                            columns=read,
-                        )
-                    ]
-            except FileNotFoundError:
-                continue
-            found = pa.Table.from_batches(parts) if parts else None
-            if found is None or not found.num_rows:
-                continue
-            domains = self._domains(found, input_relative_path(self.spec.input.uri, shard_uri))
-            for row, domain in zip(found.column(cols.ROW).to_pylist(), domains.to_pylist()):
-                domain_of[(shard, row)] = domain
+            if shard is not None:
+                by_shard.setdefault(shard, set()).add(row)
+        with ThreadPoolExecutor(max_workers=LOOKUP_THREADS) as pool:
+            found = pool.map(lambda item: self._domains_of(*item, key, uri), sorted(by_shard.items()))
+            domain_of = {(shard, row): domain for part in found for shard, row, domain in part}
         sides = []
         for domain, stage, shard, row in duplicated:
             of = domain_of.get((shard, row))
             side = "unlocated" if of is None else "synthetic" if of in self.synthetic else "real"
             sides.append((domain, stage, side))
         return sides
+
+    def _domains_of(self, shard: str, rows: set[int], key: str, uri: str) -> list[tuple[str, int, str]]:
+        """(shard, row, domain) of the given rows of one shard; none if it cannot be read."""
+        options = self.spec.output.storage_options
+        try:
+            if shard == key:
+                shard_uri = uri
+            elif shard in self._shard_uris:
+                shard_uri = self._shard_uris[shard]
+            else:
+                shard_uri = storage.read_json(self.layout.annotate_marker(shard), options)["uri"]
+                self._shard_uris[shard] = shard_uri
+            wanted = np.array(sorted(rows), np.int64)
+            found = read_rows(
+                self.layout.annotated(shard), options, wanted, [cols.ROW, cols.URL, cols.DOMAIN, cols.ROUTED_DOMAIN]
+            )
+        except (OSError, ValueError, LookupError, KeyError):
+            return []  # an earlier run's work files, gone or rewritten
+        domains = self._domains(found, input_relative_path(self.spec.input.uri, shard_uri))
+        return [(shard, row, domain) for row, domain in zip(found.column(cols.ROW).to_pylist(), domains.to_pylist())]
 
     def _domains(self, docs: pa.Table, shard_path: str) -> pa.Array:
         routed = docs.column(cols.ROUTED_DOMAIN).combine_chunks() if cols.ROUTED_DOMAIN in docs.column_names else None
@@ -461,24 +465,6 @@ class ShardTokenizer(ShardWorker):
                         "histogram": np.round(histogram).astype(np.int64).tolist(),
                     }
         return domains
-
-
-def _row_groups_holding(parquet: pq.ParquetFile, rows: np.ndarray) -> list[int]:
-    """The row groups whose row-number statistics admit one of ``rows`` (sorted)."""
-    groups = []
-    for i in range(parquet.metadata.num_row_groups):
-        group = parquet.metadata.row_group(i)
-        column = next(
-            (group.column(j) for j in range(group.num_columns) if group.column(j).path_in_schema == cols.ROW), None
-        )
-        stats = column.statistics if column is not None else None
-        if stats is None or not stats.has_min_max:
-            groups.append(i)
-            continue
-        first = np.searchsorted(rows, stats.min)
-        if first < len(rows) and rows[first] <= stats.max:
-            groups.append(i)
-    return groups
 
 
 def tokenizer_file_info(spec: JobSpec) -> dict[str, Any] | None:
