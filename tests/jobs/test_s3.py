@@ -304,9 +304,17 @@ def test_s3_documents_output(s3, s3_endpoint, sample_corpus, tmp_path):
     job = documents_job("s3://docs-bucket/in", "s3://docs-bucket/out", documents={"shard_bytes": 80_000})
     job["input"]["storage_options"] = options
     job["output"]["storage_options"] = options
+    # with a synthetic domain, the report looks up what its duplicates duplicate in other shards
+    job["stages"].setdefault("mix", {})["synthetic_domains"] = ["web"]
     remote = run_job(job)
-    local = run_job(documents_job(sample_corpus, tmp_path / "local", documents={"shard_bytes": 80_000}))
+    local_job = documents_job(sample_corpus, tmp_path / "local", documents={"shard_bytes": 80_000})
+    local_job["stages"].setdefault("mix", {})["synthetic_domains"] = ["web"]
+    local = run_job(local_job)
     assert remote.report["totals"]["kept_docs"] == local.report["totals"]["kept_docs"]
+    comparison = remote.report["mixture"]["synthetic_vs_real"]
+    assert comparison == local.report["mixture"]["synthetic_vs_real"]
+    of = comparison["sides"]["synthetic"]["duplicates_of"]
+    assert of and "unlocated" not in of, of
     s3.invalidate_cache()
     manifest = json.loads(s3.cat("docs-bucket/out/manifest.json"))
     assert manifest["kind"] == "documents" and len(manifest["shards"]) >= 2
