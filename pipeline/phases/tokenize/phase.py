@@ -212,9 +212,15 @@ class ShardTokenizer(ShardWorker):
                         per_stage = removed.setdefault(stage, {})
                         per_stage[reason] = per_stage.get(reason, 0) + 1
                     if self.profiles is not None:
-                        domains = self._domains(dropped, shard_path)
-                        self.profiles.add_removed(domains, labels.column(cols.REJECT_STAGE).to_pylist())
-                        duplicated += self._synthetic_duplicates(domains, labels)
+                        # duplicates only: a global stage may also drop documents (perplexity buckets)
+                        named = pc.or_(
+                            pc.is_valid(labels.column(cols.DUPLICATE_OF)),
+                            pc.is_valid(labels.column(cols.SURVIVOR_SHARD)),
+                        )
+                        domains = self._domains(dropped.filter(named), shard_path)
+                        duplicates = labels.filter(named)
+                        self.profiles.add_removed(domains, duplicates.column(cols.REJECT_STAGE).to_pylist())
+                        duplicated += self._synthetic_duplicates(domains, duplicates)
                     table = dropped.select(cols.BASE_SCHEMA.names)
                     for name in (f.name for f in cols.REJECT_FIELDS):
                         table = table.append_column(name, labels.column(name))

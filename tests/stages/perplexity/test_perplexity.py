@@ -217,7 +217,11 @@ def test_job_buckets_perplexity_and_keeps_cut_points_on_refresh(make_job, lm_pai
     from pipeline.core.progress import Progress
 
     corpus, spec = bucketing_job(make_job, lm_pair, texts, tmp_path)
+    spec["stages"]["mix"] = {"synthetic_domains": ["other"]}  # every document: the report profiles them
     first = run_job(spec, progress=Progress(quiet=True))
+    # documents the dedup phase drops by perplexity are not duplicates
+    profiled = first.report["mixture"]["synthetic_vs_real"]["sides"]["synthetic"]
+    assert profiled["domains"] == ["other"] and "perplexity" not in profiled["duplicates_removed"]
     cutoffs = first.report["perplexity_buckets"]["cutoffs"]
     assert list(cutoffs) == ["en"] and cutoffs["en"][0] < cutoffs["en"][1]
     tail = first.report["rejected"]["perplexity"]["perplexity_tail"]
