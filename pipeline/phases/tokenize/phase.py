@@ -279,20 +279,19 @@ class ShardTokenizer(ShardWorker):
         return stats
 
     def _synthetic_duplicates(self, domains: pa.Array, labels: pa.Table) -> list[tuple[str, str, str | None, int]]:
-        """(domain, stage, shard, row) of each synthetic document dedup removed as a duplicate,
-        naming the document it duplicates: the one it matched (near dedup), else its survivor;
-        shard None where the removal names a duplicate but not where it is (removals written
-        before they did)."""
+        """(domain, stage, shard, row) of each synthetic document among ``labels`` (removals
+        that name a duplicate), naming the document it duplicates: the one it matched (near
+        dedup), else its survivor; shard None where the removal does not say where that is
+        (removals written before they did)."""
         out = []
         names = (
             cols.REJECT_STAGE,
-            cols.DUPLICATE_OF,
             cols.MATCHED_SHARD,
             cols.MATCHED_ROW,
             cols.SURVIVOR_SHARD,
             cols.SURVIVOR_ROW,
         )
-        for domain, stage, duplicate_of, matched, matched_row, survivor, survivor_row in zip(
+        for domain, stage, matched, matched_row, survivor, survivor_row in zip(
             domains.to_pylist(), *(labels.column(c).to_pylist() for c in names)
         ):
             if domain not in self.synthetic:
@@ -301,7 +300,7 @@ class ShardTokenizer(ShardWorker):
                 out.append((domain, stage, matched, matched_row))
             elif survivor is not None:
                 out.append((domain, stage, survivor, survivor_row))
-            elif duplicate_of is not None:
+            else:
                 out.append((domain, stage, None, -1))
         return out
 
